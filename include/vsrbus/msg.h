@@ -1,0 +1,84 @@
+/* Messages: 4096-byte aligned, reference-counted frame buffers from a bounded pool.
+ *
+ * One frame (256-byte header + body) lives in one contiguous buffer. A Prepare fanned out to
+ * several replicas is queued to each of them by reference, never copied: every queue holds a
+ * reference and the completion of its last byte drops it. Buffers come from size classes with
+ * bounded free lists, so steady-state traffic allocates nothing. A pool and its messages
+ * belong to one loop thread: references are not atomic. */
+#ifndef VSRBUS_MSG_H
+#define VSRBUS_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VSR_MESSAGE_ALIGN 4096u
+#define VSR_POOL_CLASSES 4 /* 4 KiB, 64 KiB, 1 MiB, and on-demand up to max_message_size */
+
+struct vsr_pool;
+
+/* Fields are read-only for users except |size|, which the owner of a fresh message sets. */
+struct vsr_msg {
+  uint8_t *data;            /* VSR_MESSAGE_ALIGN-aligned, |capacity| bytes */
+  uint32_t size;            /* frame bytes in |data| (header + body) */
+  uint32_t capacity;        /* bytes available in |data| */
+  uint32_t refs;            /* > 0 while the message is live */
+  uint8_t size_class;       /* pool class index, or VSR_POOL_CLASSES for on-demand buffers */
+  struct vsr_msg *next;     /* free-list link; undefined while live */
+  struct vsr_pool *pool;
+};
+
+struct vsr_pool_options {
+  uint32_t max_message_size; /* largest frame the pool must hold; default 64 MiB */
+  uint32_t prealloc[VSR_POOL_CLASSES - 1]; /* buffers allocated at creation, per class */
+  uint32_t free_max[VSR_POOL_CLASSES - 1]; /* free buffers kept per class (more are freed) */
+  uint64_t bytes_max; /* cap on live + cached buffer bytes; a get beyond it fails */
+};
+
+struct vsr_pool_stats {
+  uint64_t gets;        /* successful vsr_pool_get calls */
+  uint64_t reuses;      /* gets served from a free list (no allocation) */
+  uint64_t heap_allocs; /* buffers allocated from the heap (prealloc included) */
+  uint64_t heap_frees;  /* buffers returned to the heap */
+  uint64_t failures;    /* gets refused: over bytes_max or out of memory */
+  uint64_t live;        /* messages currently referenced */
+  uint64_t bytes;       /* live + cached buffer bytes */
+};
+
+/* Fills |o| with defaults: prealloc 1024 × 4 KiB and 32 × 64 KiB, free lists of 4096 / 256 / 64,
+ * bytes_max 2 GiB, max_message_size 64 MiB. */
+void vsr_pool_options_default(struct vsr_pool_options *o);
+
+/* Creates a pool. Returns 0, VSR_EINVAL (bad options) or VSR_ENOMEM. */
+int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o);
+
+/* Frees the pool and every cached buffer. Live messages must all have been released. */
+void vsr_pool_del(struct vsr_pool *pool);
+
+/* Returns a message with capacity >= |size| and msg->size = |size|, refs = 1, or NULL when
+ * |size| > max_message_size, the pool is over bytes_max, or memory is exhausted. The buffer's
+ * contents are undefined; vsr_pool_get_zeroed() clears the first |size| bytes. */
+struct vsr_msg *vsr_pool_get(struct vsr_pool *pool, uint32_t size);
+struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size);
+
+void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out);
+
+/* Returns the message to its pool's free list (or the heap). Internal to vsr_msg_unref. */
+void vsr_msg_release_(struct vsr_msg *msg);
+
+static inline struct vsr_msg *vsr_msg_ref(struct vsr_msg *msg) {
+  msg->refs++;
+  return msg;
+}
+
+static inline void vsr_msg_unref(struct vsr_msg *msg) {
+  if (msg && --msg->refs == 0) vsr_msg_release_(msg);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

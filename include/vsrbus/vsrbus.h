@@ -1,0 +1,37 @@
+/* vsrbus: a message bus for Viewstamped-Replication clusters, wire-compatible with the
+ * consensus message bus of Apache Iggy (mainline). Umbrella header and library-wide settings. */
+#ifndef VSRBUS_VSRBUS_H
+#define VSRBUS_VSRBUS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vsrbus/error.h"
+#include "vsrbus/msg.h"
+#include "vsrbus/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "0.1.0" */
+const char *vsr_version(void);
+
+enum vsr_log_level { VSR_LOG_ERROR = 0, VSR_LOG_WARN, VSR_LOG_INFO, VSR_LOG_DEBUG };
+
+/* Receives each log line (no trailing newline). The default writes to stderr. */
+typedef void (*vsr_log_fn)(void *user, enum vsr_log_level level, const char *line);
+
+/* Lines above |level| are dropped. Default VSR_LOG_INFO, or VSRBUS_LOG=error|warn|info|debug. */
+void vsr_log_set_level(enum vsr_log_level level);
+/* NULL restores the stderr writer. */
+void vsr_log_set_handler(vsr_log_fn fn, void *user);
+
+/* Allocations made by vsrbus itself since start (buffers and bookkeeping): tests and
+ * benchmarks use the difference across a steady-state window to prove it is zero. */
+uint64_t vsr_alloc_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

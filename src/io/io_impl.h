@@ -1,0 +1,43 @@
+/* Internal to src/io: the loop object and the backend interface.
+ * loop.c owns timers, the before-poll queue and the clock; a backend (epoll.c, uring.c) owns
+ * every fd operation and the kernel wait. */
+#ifndef VSRI_IO_IMPL_H
+#define VSRI_IO_IMPL_H
+
+#include "io.h"
+
+struct vsri_io_backend {
+  const char *name;
+  /* Returns 0, VSR_EUNSUPPORTED (kernel or sandbox refuses it) or VSR_ENOMEM. */
+  int (*init)(struct vsri_io *io);
+  void (*fini)(struct vsri_io *io);
+  /* Takes a fd operation (never VSRI_OP_TIMEOUT). Must not run the callback. */
+  void (*submit)(struct vsri_io *io, struct vsri_completion *c);
+  /* Best-effort early completion of a pending fd operation with -ECANCELED. */
+  void (*cancel)(struct vsri_io *io, struct vsri_completion *c);
+  /* Issues queued submissions, waits up to |timeout_ns| (-1 forever, 0 not at all) and runs
+   * completions through vsri_io_complete(). Returns callbacks run, or VSR_EIO. */
+  int (*poll)(struct vsri_io *io, int64_t timeout_ns);
+};
+
+extern const struct vsri_io_backend vsri_io_backend_epoll;
+extern const struct vsri_io_backend vsri_io_backend_uring;
+
+struct vsri_io {
+  const struct vsri_io_backend *backend;
+  void *backend_data;
+  struct vsri_io_options opts;
+  uint64_t now_ns;
+  /* Binary min-heap of pending timeouts by deadline; c->u.timeout.heap_index is the slot. */
+  struct vsri_completion **timers;
+  uint32_t timers_len;
+  uint32_t timers_cap;
+  struct vsri_deferred *defer_head;
+  struct vsri_deferred *defer_tail;
+  struct vsri_io_stats stats;
+};
+
+/* Marks |c| idle and runs its callback with |res|. For backends. */
+void vsri_io_complete(struct vsri_io *io, struct vsri_completion *c, int32_t res);
+
+#endif

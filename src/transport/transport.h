@@ -1,0 +1,114 @@
+/* transport: one small ops table per transport (tcp.c, quic.c, later tls.c, ws.c).
+ *
+ * A transport turns a socket (or a QUIC stream) into whole frames and writes queued frames.
+ * It never knows about peers, planes or registries; the bus never knows about sockets or
+ * packets. The bus owns each peer's bounded send queue (struct vsri_sendq); the transport
+ * drains it in place (no second queue, no copy) and drops each frame's reference once its last
+ * byte is handed to the kernel. */
+#ifndef VSRI_TRANSPORT_H
+#define VSRI_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "io/io.h"
+#include "vsrbus/msg.h"
+
+struct vsri_conn;     /* transport-private connection */
+struct vsri_listener; /* transport-private listener */
+
+/* Bounded FIFO of frames to one peer. The bus pushes; the transport peeks and pops. */
+struct vsri_sendq {
+  struct vsr_msg **slots; /* |cap| entries, a power of two */
+  uint32_t cap;
+  uint32_t head; /* index of the oldest frame */
+  uint32_t len;  /* frames queued */
+  uint32_t off;  /* bytes of the oldest frame already written (partial writes) */
+};
+
+static inline bool vsri_sendq_push(struct vsri_sendq *q, struct vsr_msg *m) {
+  if (q->len == q->cap) return false;
+  q->slots[(q->head + q->len) & (q->cap - 1)] = m;
+  q->len++;
+  return true;
+}
+static inline struct vsr_msg *vsri_sendq_peek(const struct vsri_sendq *q, uint32_t i) {
+  return q->slots[(q->head + i) & (q->cap - 1)];
+}
+/* Removes the oldest frame and drops the queue's reference to it. */
+static inline void vsri_sendq_pop(struct vsri_sendq *q) {
+  struct vsr_msg *m = q->slots[q->head];
+  q->head = (q->head + 1) & (q->cap - 1);
+  q->len--;
+  q->off = 0;
+  vsr_msg_unref(m);
+}
+
+/* Upcalls from a connection to its owner (the bus, or the client SDK). */
+struct vsri_conn_events {
+  /* A whole, validated frame arrived. The owner borrows |msg|; vsr_msg_ref() to keep it. */
+  void (*on_frame)(void *owner, struct vsri_conn *conn, struct vsr_msg *msg);
+  /* A dialed connection is established (status 0) or failed (VSR_E*). On failure on_closed
+   * still follows. May be NULL. */
+  void (*on_connected)(void *owner, struct vsri_conn *conn, int status);
+  /* Every queued frame has been handed to the kernel. May be NULL. */
+  void (*on_drained)(void *owner, struct vsri_conn *conn);
+  /* The connection is gone: fires exactly once, whatever noticed first (reader, writer, close).
+   * The transport frees |conn| after this returns; the queue's frames stay with the owner. */
+  void (*on_closed)(void *owner, struct vsri_conn *conn, int reason);
+};
+
+/* Settings shared by every connection of a bus or client. */
+struct vsri_transport_ctx {
+  struct vsri_io *io;
+  struct vsr_pool *pool;
+  uint32_t max_message_size;
+  uint32_t max_batch;    /* frames per vectored write */
+  uint32_t decode_flags; /* VSRI_DECODE_* */
+  const void *tls;       /* transport-specific settings (e.g. struct vsri_quic_config), or NULL */
+};
+
+struct vsri_transport_ops {
+  const char *name; /* "tcp", "quic" */
+
+  /* Listens on |addr| ("host:port", port 0 = any). Accepted connections are reported through
+   * |on_accept| once usable (QUIC: handshake done and first stream opened); the owner must then
+   * call start() or close(). Returns 0, VSR_EADDR, VSR_EIO or VSR_ENOMEM. */
+  int (*listen)(struct vsri_listener **out, const struct vsri_transport_ctx *ctx, const char *addr,
+                void (*on_accept)(void *owner, struct vsri_conn *conn), void *owner);
+  /* Writes the bound "host:port" into |buf|. */
+  void (*listener_addr)(const struct vsri_listener *l, char *buf, size_t len);
+  /* Stops accepting and frees the listener; established connections are not touched. */
+  void (*listener_close)(struct vsri_listener *l);
+
+  /* Dials |addr|. The connection reports on_connected, then frames, then on_closed.
+   * Returns 0 (in progress), VSR_EADDR or VSR_ENOMEM. */
+  int (*connect)(struct vsri_conn **out, const struct vsri_transport_ctx *ctx, const char *addr,
+                 const struct vsri_conn_events *ev, void *owner, struct vsri_sendq *q);
+
+  /* Attaches an accepted connection to its owner and queue, and starts reading. */
+  void (*start)(struct vsri_conn *c, const struct vsri_conn_events *ev, void *owner,
+                struct vsri_sendq *q);
+
+  /* Frames were pushed on the queue. The transport writes them at the loop's before-poll point,
+   * coalescing up to max_batch frames per write. */
+  void (*kick)(struct vsri_conn *c);
+
+  /* Closes the connection with |reason|. drain: stop reading, write what is queued first, then
+   * close (QUIC: close code 0x1003 when reason is VSR_ESHUTDOWN); !drain: close now.
+   * on_closed fires once, later, from the loop. Safe to call more than once. */
+  void (*close)(struct vsri_conn *c, int reason, bool drain);
+
+  /* "127.0.0.1:41234" (stable for the connection's life). */
+  const char *(*peer_name)(const struct vsri_conn *c);
+};
+
+extern const struct vsri_transport_ops vsri_transport_tcp;
+extern const struct vsri_transport_ops vsri_transport_quic;
+
+/* Parses "host:port" / "[v6]:port" / "localhost:port". Returns 0 or VSR_EADDR. */
+int vsri_parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len);
+/* Formats |sa| as "host:port" into |buf|. */
+void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,23 @@
+/* Logging: one line per event, with an ID, the peer and the numbers, written where the event is
+ * handled (never twice up the stack). Example:
+ *   vsrbus WARN  VSR-FRAME 127.0.0.1:41234 tcp: size 4294967295 > max 67108864 (VSR_EFRAME_LARGE); closing */
+#ifndef VSRI_LOG_H
+#define VSRI_LOG_H
+
+#include "vsrbus/vsrbus.h"
+
+void vsri_log(enum vsr_log_level level, const char *id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* True when |level| would be written: guards costly argument preparation. */
+bool vsri_log_enabled(enum vsr_log_level level);
+
+#define VSRI_ERROR(id, ...) vsri_log(VSR_LOG_ERROR, id, __VA_ARGS__)
+#define VSRI_WARN(id, ...) vsri_log(VSR_LOG_WARN, id, __VA_ARGS__)
+#define VSRI_INFO(id, ...) vsri_log(VSR_LOG_INFO, id, __VA_ARGS__)
+#define VSRI_DEBUG(id, ...)                                                                      \
+  do {                                                                                           \
+    if (vsri_log_enabled(VSR_LOG_DEBUG)) vsri_log(VSR_LOG_DEBUG, id, __VA_ARGS__);               \
+  } while (0)
+
+#endif
