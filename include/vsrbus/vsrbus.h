@@ -9,6 +9,9 @@
 #include "vsrbus/error.h"
 #include "vsrbus/msg.h"
 #include "vsrbus/wire.h"
+#include "vsrbus/loop.h"
+#include "vsrbus/bus.h"
+#include "vsrbus/client.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -69,8 +69,9 @@ struct vsri_completion {
       uint32_t heap_index;
     } timeout;
   } u;
-  /* Backend-private from here on. */
+  /* Loop- and backend-private from here on. */
   struct vsri_completion *next;
+  int32_t result;       /* result carried while queued on the loop's ready list */
   uint32_t backend_tag;
 };
 

@@ -32,12 +32,18 @@ struct vsri_io {
   struct vsri_completion **timers;
   uint32_t timers_len;
   uint32_t timers_cap;
+  /* Completions finished outside poll (cancels, posts): callbacks run from vsri_io_run. */
+  struct vsri_completion *ready_head;
+  struct vsri_completion *ready_tail;
   struct vsri_deferred *defer_head;
   struct vsri_deferred *defer_tail;
   struct vsri_io_stats stats;
 };
 
-/* Marks |c| idle and runs its callback with |res|. For backends. */
+/* Marks |c| idle and runs its callback with |res|. For backends, from poll() only. */
 void vsri_io_complete(struct vsri_io *io, struct vsri_completion *c, int32_t res);
+
+/* Queues |c| to complete with |res| from the loop (never from inside the caller). */
+void vsri_io_post(struct vsri_io *io, struct vsri_completion *c, int32_t res);
 
 #endif

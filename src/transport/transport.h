@@ -24,6 +24,8 @@ struct vsri_sendq {
   uint32_t head; /* index of the oldest frame */
   uint32_t len;  /* frames queued */
   uint32_t off;  /* bytes of the oldest frame already written (partial writes) */
+  uint64_t frames_done; /* frames fully handed to the kernel (counted by pop) */
+  uint64_t bytes_done;
 };
 
 static inline bool vsri_sendq_push(struct vsri_sendq *q, struct vsr_msg *m) {
@@ -41,6 +43,8 @@ static inline void vsri_sendq_pop(struct vsri_sendq *q) {
   q->head = (q->head + 1) & (q->cap - 1);
   q->len--;
   q->off = 0;
+  q->frames_done++;
+  q->bytes_done += m->size;
   vsr_msg_unref(m);
 }
 

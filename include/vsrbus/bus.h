@@ -1,0 +1,167 @@
+/* The bus: peers, bounded send queues, planes. Replicas talk to replicas on the replica plane
+ * (TCP, authenticated, one connection per pair); clients talk to replicas on the client plane
+ * (TCP, QUIC). Every transport delivers the same frames to the same callbacks.
+ *
+ * Sends never block: each peer has a bounded queue; a full queue returns VSR_EBACKPRESSURE and
+ * is counted. Frames are queued by reference (the bus takes its own reference on success), so
+ * one Prepare sent to N replicas is one buffer in N queues. */
+#ifndef VSRBUS_BUS_H
+#define VSRBUS_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vsrbus/error.h"
+#include "vsrbus/loop.h"
+#include "vsrbus/msg.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VSR_MAX_REPLICAS 256
+#define VSR_SECRET_MIN 32
+#define VSR_SECRET_MAX 256
+
+struct vsr_bus;
+
+enum vsr_plane { VSR_PLANE_CLIENT = 0, VSR_PLANE_REPLICA = 1 };
+
+enum vsr_peer_event_kind {
+  VSR_PEER_CONNECTED = 1,     /* transport connection established (replicas: not yet trusted) */
+  VSR_PEER_AUTHENTICATED = 2, /* replica handshake verified: frames flow */
+  VSR_PEER_LOST = 3,          /* fires exactly once per connection that reported CONNECTED */
+};
+
+struct vsr_peer_event {
+  enum vsr_peer_event_kind kind;
+  enum vsr_plane plane;
+  uint64_t id;           /* client id (minted by the bus) or replica index */
+  int reason;            /* VSR_PEER_LOST: why (VSR_ECLOSED, VSR_EFRAME_LARGE, ...) */
+  const char *transport; /* "tcp", "quic" */
+  const char *addr;      /* peer address, "127.0.0.1:41234" */
+};
+
+struct vsr_bus_callbacks {
+  /* A frame arrived. |msg| is borrowed for the call; vsr_msg_ref() it to keep it.
+   * |peer| is the client id or the replica index. */
+  void (*on_message)(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
+                     struct vsr_msg *msg);
+  /* Peer connected / authenticated / lost. May be NULL. */
+  void (*on_peer_event)(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev);
+};
+
+struct vsr_bus_options {
+  struct vsr_loop *loop; /* run on this loop; NULL: the bus creates and owns one */
+  struct vsr_loop_options loop_options; /* used when |loop| is NULL */
+
+  /* Client plane. */
+  const char *client_tcp_addr;  /* default "127.0.0.1:8090"; NULL: no TCP listener */
+  const char *client_quic_addr; /* default NULL (off); e.g. "127.0.0.1:8080" */
+  uint32_t max_clients;         /* default 100000; more are refused and counted */
+
+  /* Framing and queues (reference defaults). */
+  uint32_t max_message_size;    /* default 64 MiB */
+  uint32_t max_batch;           /* frames per vectored write, default 256 */
+  uint32_t peer_queue_capacity; /* frames per peer queue, default 256 (rounded to 2^k) */
+  bool verify_body_checksum;    /* verify non-zero Prepare body checksums, default true */
+  uint64_t close_peer_timeout_ns; /* per-peer drain bound at shutdown, default 2 s */
+
+  /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
+  const char *cluster_name;            /* the u128 cluster id is derived from it */
+  uint8_t replica_index;               /* this replica */
+  uint16_t replica_count;              /* <= VSR_MAX_REPLICAS */
+  const char *const *replica_addrs;    /* replica_count "host:port" entries, by index */
+  uint8_t secret[VSR_SECRET_MAX];      /* shared secret bytes (>= VSR_SECRET_MIN) */
+  size_t secret_len;
+  uint8_t previous_secret[VSR_SECRET_MAX]; /* accepted for verification while rotating */
+  size_t previous_secret_len;              /* 0: no rotation window */
+  uint64_t reconnect_period_ns;        /* default 5 s */
+  uint64_t handshake_grace_ns;         /* default 10 s */
+  uint32_t max_inflight_handshakes;    /* default 256 */
+
+  /* QUIC client plane. */
+  const char *quic_cert_file; /* PEM; with quic_key_file. Neither: in-memory self-signed */
+  const char *quic_key_file;
+  bool quic_alpn_optional;    /* also admit clients that offer no ALPN, default false */
+  uint64_t quic_idle_timeout_ns; /* default 30 s */
+  uint64_t quic_keep_alive_ns;   /* default 10 s */
+  uint32_t quic_max_bidi_streams; /* default 1 */
+  uint32_t quic_initial_mtu;     /* default 1200 */
+  uint64_t quic_stream_window;   /* default 64 MiB */
+  uint64_t quic_conn_window;     /* default 64 MiB */
+};
+
+/* Fills |o| with the reference defaults (spec/bus.md §3). */
+void vsr_bus_options_default(struct vsr_bus_options *o);
+
+/* Creates a bus and starts its listeners (and, with a replica plane, its dialer).
+ * |o| and the strings it points at are copied. Returns 0, VSR_EINVAL, VSR_ECONFIG (the log
+ * line names the option), VSR_EADDR (cannot bind), VSR_EUNSUPPORTED or VSR_ENOMEM. */
+int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
+                const struct vsr_bus_callbacks *cb, void *user);
+
+/* Closes every connection at once and frees the bus (and its loop if it owns it). For an
+ * orderly stop call vsr_bus_shutdown() first. */
+void vsr_bus_del(struct vsr_bus *bus);
+
+struct vsr_loop *vsr_bus_loop(struct vsr_bus *bus);
+
+/* Runs one loop turn (see vsr_loop_run_once). */
+int vsr_bus_run_once(struct vsr_bus *bus, int64_t timeout_ns);
+
+/* Graceful shutdown: stop accepting, stop reading, drain every queue (each peer bounded by
+ * close_peer_timeout_ns), then close (QUIC with 0x1003). Runs the loop until every connection
+ * is closed or |timeout_ns| passes, then force-closes the rest. Returns 0 or VSR_ETIMEDOUT. */
+int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns);
+
+/* A fresh message of |size| bytes (>= 256) from the bus's pool, header zeroed and its size
+ * field set. NULL when size is out of range or the pool is exhausted. */
+struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size);
+
+/* Queues |msg| for a peer. On success the bus holds its own reference; the caller keeps its
+ * own either way. Never blocks. Returns 0, VSR_ENOTCONN (unknown or not connected),
+ * VSR_EBACKPRESSURE (queue full), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Failures are
+ * counted in the stats. */
+int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg);
+int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg);
+
+/* Closes a client connection (its queue is dropped). Returns 0 or VSR_ENOTCONN. */
+int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id);
+
+/* The bound address of a listener: which = "tcp", "quic" or "replica". Returns 0 or
+ * VSR_ENOTCONN (no such listener). */
+int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf, size_t len);
+
+#define VSR_ERR_SLOTS 128 /* errors[-code] counts each VSR_E* code */
+
+struct vsr_bus_stats {
+  uint64_t frames_in, bytes_in;   /* frames delivered to on_message */
+  uint64_t frames_out, bytes_out; /* frames handed to the kernel */
+  uint64_t frames_queued;         /* successful sends */
+  uint64_t drops_backpressure;    /* sends refused: queue full */
+  uint64_t drops_not_connected;   /* sends refused: no such peer */
+  uint64_t drops_on_close;        /* frames still queued when a connection closed */
+  uint64_t clients_accepted, clients_refused, clients_active;
+  uint64_t replicas_connected;    /* authenticated replica links now */
+  uint64_t handshakes_inflight;
+  uint64_t errors[VSR_ERR_SLOTS]; /* connections closed per reason, by -code */
+};
+
+void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);
+
+struct vsr_peer_stats {
+  uint32_t queue_depth, queue_capacity;
+  uint64_t frames_in, bytes_in, frames_out, bytes_out;
+  uint64_t drops_backpressure;
+};
+
+/* Returns 0 or VSR_ENOTCONN. */
+int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                       struct vsr_peer_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

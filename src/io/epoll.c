@@ -1,0 +1,262 @@
+/* epoll backend: try each operation's syscall at once; on EAGAIN park it on its fd and retry
+ * when an edge-triggered readiness event arrives. One read-side and one write-side operation
+ * may be parked per fd. Callbacks run from poll(), never from submit(). */
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/io_impl.h"
+#include "util/alloc.h"
+#include "util/log.h"
+#include "vsrbus/error.h"
+
+#define EP_EVENTS_MAX 256
+/* Completions tried per pass before the kernel is polled again, so a callback that keeps
+ * resubmitting cannot starve other fds. */
+#define EP_TRIES_PER_PASS 4096
+
+struct ep_fd {
+  struct vsri_completion *rd; /* parked accept / recv / recvmsg */
+  struct vsri_completion *wr; /* parked connect / writev / sendmsg */
+  bool registered;            /* added to the epoll set */
+};
+
+struct ep {
+  int epfd;
+  struct ep_fd *fds; /* indexed by fd */
+  uint32_t fds_len;
+  struct vsri_completion *todo_head; /* submitted, not tried yet */
+  struct vsri_completion *todo_tail;
+  uint8_t *pooled; /* one RECV_POOLED buffer: its callback runs before the next recv */
+  struct epoll_event events[EP_EVENTS_MAX];
+};
+
+static int ep_init(struct vsri_io *io) {
+  struct ep *ep = vsri_calloc(1, sizeof *ep);
+  if (!ep) return VSR_ENOMEM;
+  ep->epfd = epoll_create1(EPOLL_CLOEXEC);
+  ep->pooled = vsri_aligned_alloc(4096, io->opts.pooled_buf_size);
+  if (ep->epfd < 0 || !ep->pooled) {
+    int err = ep->epfd < 0 ? VSR_EIO : VSR_ENOMEM;
+    if (ep->epfd >= 0) close(ep->epfd);
+    vsri_free(ep->pooled);
+    vsri_free(ep);
+    return err;
+  }
+  io->backend_data = ep;
+  return 0;
+}
+
+static void ep_fini(struct vsri_io *io) {
+  struct ep *ep = io->backend_data;
+  close(ep->epfd);
+  vsri_free(ep->fds);
+  vsri_free(ep->pooled);
+  vsri_free(ep);
+}
+
+static struct ep_fd *ep_slot(struct ep *ep, int fd) {
+  if ((uint32_t)fd >= ep->fds_len) {
+    uint32_t len = ep->fds_len ? ep->fds_len : 64;
+    while (len <= (uint32_t)fd) len *= 2;
+    struct ep_fd *fds = vsri_realloc(ep->fds, len * sizeof *fds);
+    if (!fds) return NULL;
+    memset(fds + ep->fds_len, 0, (len - ep->fds_len) * sizeof *fds);
+    ep->fds = fds;
+    ep->fds_len = len;
+  }
+  return &ep->fds[fd];
+}
+
+static bool ep_is_read_side(uint8_t op) {
+  return op == VSRI_OP_ACCEPT || op == VSRI_OP_RECV || op == VSRI_OP_RECV_POOLED ||
+         op == VSRI_OP_RECVMSG;
+}
+
+static int32_t ep_connect_result(struct vsri_completion *c) {
+  if (c->backend_tag == 0) {
+    c->backend_tag = 1; /* connect() issued: later tries read SO_ERROR */
+    int r = connect(c->fd, (struct sockaddr *)&c->u.connect.addr, c->u.connect.addrlen);
+    if (r == 0) return 0;
+    return errno == EINPROGRESS ? -EAGAIN : -errno;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+  if (err == 0) {
+    /* Writable with no error may still be in progress on some kernels: confirm. */
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    if (getpeername(c->fd, (struct sockaddr *)&peer, &plen) < 0) {
+      return errno == ENOTCONN ? -EAGAIN : -errno;
+    }
+    return 0;
+  }
+  return -err;
+}
+
+/* Issues |c|'s syscall once. Returns the result, or -EAGAIN to park. */
+static int32_t ep_try(struct ep *ep, struct vsri_completion *c) {
+  ssize_t r;
+  switch (c->op) {
+  case VSRI_OP_ACCEPT:
+    r = accept4(c->fd, (struct sockaddr *)c->u.accept.addr, c->u.accept.addrlen,
+                SOCK_NONBLOCK | SOCK_CLOEXEC);
+    break;
+  case VSRI_OP_CONNECT:
+    return ep_connect_result(c);
+  case VSRI_OP_RECV:
+    r = recv(c->fd, c->u.recv.buf, c->u.recv.len, 0);
+    break;
+  case VSRI_OP_RECV_POOLED:
+    c->u.recv.buf = ep->pooled;
+    r = recv(c->fd, ep->pooled, c->u.recv.len, 0);
+    break;
+  case VSRI_OP_WRITEV: {
+    struct msghdr mh = {.msg_iov = (struct iovec *)c->u.writev.iov,
+                        .msg_iovlen = (size_t)c->u.writev.iovcnt};
+    r = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    break;
+  }
+  case VSRI_OP_SENDMSG:
+    r = sendmsg(c->fd, c->u.msg.msg, c->u.msg.flags | MSG_NOSIGNAL);
+    break;
+  case VSRI_OP_RECVMSG:
+    r = recvmsg(c->fd, c->u.msg.msg, c->u.msg.flags);
+    break;
+  case VSRI_OP_CLOSE:
+    r = close(c->fd);
+    if (r < 0 && errno == EAGAIN) return -EIO; /* never park a close */
+    break;
+  default:
+    return -EINVAL;
+  }
+  if (r < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  return (int32_t)(r > INT32_MAX ? INT32_MAX : r);
+}
+
+/* Parks |c| until its fd becomes ready. Returns 0 or -errno (then |c| completes with it). */
+static int32_t ep_park(struct ep *ep, struct vsri_completion *c) {
+  struct ep_fd *s = ep_slot(ep, c->fd);
+  if (!s) return -ENOMEM;
+  if (!s->registered) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                             .data.fd = c->fd};
+    if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) return -errno;
+    s->registered = true;
+  }
+  struct vsri_completion **slot = ep_is_read_side(c->op) ? &s->rd : &s->wr;
+  if (*slot && *slot != c) return -EBUSY; /* API misuse: one op per side per fd */
+  *slot = c;
+  return 0;
+}
+
+/* Tries |c|; completes it or parks it. Returns 1 if a callback ran. */
+static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion *c) {
+  if (c->op == VSRI_OP_CLOSE && (uint32_t)c->fd < ep->fds_len) {
+    struct ep_fd *s = &ep->fds[c->fd];
+    if (s->registered) epoll_ctl(ep->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    memset(s, 0, sizeof *s);
+  }
+  int32_t res = ep_try(ep, c);
+  if (res == -EAGAIN) {
+    res = ep_park(ep, c);
+    if (res == 0) return 0;
+  }
+  vsri_io_complete(io, c, res);
+  return 1;
+}
+
+static void ep_submit(struct vsri_io *io, struct vsri_completion *c) {
+  struct ep *ep = io->backend_data;
+  c->next = NULL;
+  if (ep->todo_tail) ep->todo_tail->next = c;
+  else ep->todo_head = c;
+  ep->todo_tail = c;
+}
+
+static void ep_cancel(struct vsri_io *io, struct vsri_completion *c) {
+  struct ep *ep = io->backend_data;
+  /* Not tried yet: unlink from the todo list. */
+  struct vsri_completion **pp = &ep->todo_head, *prev = NULL;
+  while (*pp && *pp != c) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (*pp) {
+    *pp = c->next;
+    if (ep->todo_tail == c) ep->todo_tail = prev;
+    vsri_io_post(io, c, -ECANCELED);
+    return;
+  }
+  /* Parked on its fd. */
+  if ((uint32_t)c->fd < ep->fds_len) {
+    struct ep_fd *s = &ep->fds[c->fd];
+    if (s->rd == c) s->rd = NULL;
+    else if (s->wr == c) s->wr = NULL;
+    else return; /* already completing */
+    vsri_io_post(io, c, -ECANCELED);
+  }
+}
+
+static int ep_drain_todo(struct vsri_io *io, struct ep *ep) {
+  int n = 0;
+  for (int tries = 0; ep->todo_head && tries < EP_TRIES_PER_PASS; tries++) {
+    struct vsri_completion *c = ep->todo_head;
+    ep->todo_head = c->next;
+    if (!ep->todo_head) ep->todo_tail = NULL;
+    n += ep_attempt(io, ep, c);
+  }
+  return n;
+}
+
+static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
+  struct ep *ep = io->backend_data;
+  int n = ep_drain_todo(io, ep);
+  if (n > 0 || ep->todo_head || io->ready_head) timeout_ns = 0;
+  struct timespec ts, *tsp = NULL;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    tsp = &ts;
+  }
+  io->stats.enters++;
+  int k = epoll_pwait2(ep->epfd, ep->events, EP_EVENTS_MAX, tsp, NULL);
+  if (k < 0) {
+    if (errno == EINTR) return n;
+    VSRI_ERROR("VSR-IO", "epoll_pwait2: %s", strerror(errno));
+    return VSR_EIO;
+  }
+  for (int i = 0; i < k; i++) {
+    uint32_t evs = ep->events[i].events;
+    int fd = ep->events[i].data.fd;
+    if ((uint32_t)fd >= ep->fds_len) continue;
+    struct ep_fd *s = &ep->fds[fd];
+    if (s->rd && (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+      struct vsri_completion *c = s->rd;
+      s->rd = NULL;
+      n += ep_attempt(io, ep, c);
+    }
+    if ((uint32_t)fd < ep->fds_len) s = &ep->fds[fd]; /* a callback may have grown fds */
+    if (s->wr && (evs & (EPOLLOUT | EPOLLHUP | EPOLLERR))) {
+      struct vsri_completion *c = s->wr;
+      s->wr = NULL;
+      n += ep_attempt(io, ep, c);
+    }
+  }
+  /* Work the callbacks just submitted (replies, next reads) goes out in this same turn. */
+  n += ep_drain_todo(io, ep);
+  return n;
+}
+
+const struct vsri_io_backend vsri_io_backend_epoll = {
+    .name = "epoll",
+    .init = ep_init,
+    .fini = ep_fini,
+    .submit = ep_submit,
+    .cancel = ep_cancel,
+    .poll = ep_poll,
+};

@@ -1,0 +1,344 @@
+/* The loop: backend selection, timers (a binary min-heap), the before-poll queue, the clock,
+ * and the ready list of completions posted outside poll. Backend-independent. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "io/io_impl.h"
+#include "util/alloc.h"
+#include "util/log.h"
+#include "vsrbus/error.h"
+
+static uint64_t loop_clock(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void vsri_io_options_default(struct vsri_io_options *o) {
+  memset(o, 0, sizeof *o);
+  o->backend = VSRI_IO_AUTO;
+  o->entries = 1024;
+  o->pooled_buf_size = 64u << 10;
+  o->pooled_buf_count = 64;
+}
+
+/* Resolves AUTO through VSRBUS_IO. Returns VSR_ECONFIG for an unknown value. */
+static int loop_pick_backend(enum vsri_io_backend_kind *kind) {
+  if (*kind != VSRI_IO_AUTO) return 0;
+  const char *env = getenv("VSRBUS_IO");
+  if (!env || !*env || strcmp(env, "auto") == 0) return 0;
+  if (strcmp(env, "epoll") == 0) *kind = VSRI_IO_EPOLL;
+  else if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0) *kind = VSRI_IO_URING;
+  else {
+    VSRI_ERROR("VSR-IO", "VSRBUS_IO=%s: expected epoll, uring or auto", env);
+    return VSR_ECONFIG;
+  }
+  return 0;
+}
+
+int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
+  struct vsri_io *io = vsri_calloc(1, sizeof *io);
+  if (!io) return VSR_ENOMEM;
+  if (o) io->opts = *o;
+  else vsri_io_options_default(&io->opts);
+  if (!io->opts.entries) io->opts.entries = 1024;
+  if (!io->opts.pooled_buf_size) io->opts.pooled_buf_size = 64u << 10;
+  if (!io->opts.pooled_buf_count) io->opts.pooled_buf_count = 64;
+  io->now_ns = loop_clock();
+  enum vsri_io_backend_kind kind = io->opts.backend;
+  int err = loop_pick_backend(&kind);
+  if (err) goto fail;
+  if (kind == VSRI_IO_URING || kind == VSRI_IO_AUTO) {
+    io->backend = &vsri_io_backend_uring;
+    err = io->backend->init(io);
+    if (err == 0) goto done;
+    if (kind == VSRI_IO_URING) {
+      VSRI_ERROR("VSR-IO", "io_uring forced but unavailable: %s", vsr_strerror(err));
+      goto fail;
+    }
+    VSRI_INFO("VSR-IO", "io_uring unavailable (%s); using epoll", vsr_strerror(err));
+  }
+  io->backend = &vsri_io_backend_epoll;
+  err = io->backend->init(io);
+  if (err) goto fail;
+done:
+  *out = io;
+  return 0;
+fail:
+  vsri_free(io);
+  return err;
+}
+
+void vsri_io_del(struct vsri_io *io) {
+  if (!io) return;
+  io->backend->fini(io);
+  vsri_free(io->timers);
+  vsri_free(io);
+}
+
+const char *vsri_io_backend_name(const struct vsri_io *io) { return io->backend->name; }
+
+uint64_t vsri_io_now(const struct vsri_io *io) { return io->now_ns; }
+
+uint64_t vsri_io_now_fresh(struct vsri_io *io) { return io->now_ns = loop_clock(); }
+
+void vsri_io_stats(const struct vsri_io *io, struct vsri_io_stats *out) { *out = io->stats; }
+
+/* ---- completions ---------------------------------------------------------------------- */
+
+void vsri_io_complete(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  c->pending = false;
+  c->op = VSRI_OP_NONE;
+  io->stats.callbacks++;
+  c->cb(io, c, res);
+}
+
+void vsri_io_post(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  c->result = res;
+  c->next = NULL;
+  if (io->ready_tail) io->ready_tail->next = c;
+  else io->ready_head = c;
+  io->ready_tail = c;
+}
+
+static int loop_run_ready(struct vsri_io *io) {
+  /* Detach the list first: callbacks may post more, which run on the next turn. */
+  struct vsri_completion *c = io->ready_head;
+  io->ready_head = io->ready_tail = NULL;
+  int n = 0;
+  while (c) {
+    struct vsri_completion *next = c->next;
+    vsri_io_complete(io, c, c->result);
+    c = next;
+    n++;
+  }
+  return n;
+}
+
+static void loop_prepare(struct vsri_io *io, struct vsri_completion *c, enum vsri_op op, int fd,
+                         vsri_io_cb cb, void *ctx) {
+  c->op = (uint8_t)op;
+  c->fd = fd;
+  c->cb = cb;
+  c->ctx = ctx;
+  c->pending = true;
+  c->canceled = false;
+  c->next = NULL;
+  c->backend_tag = 0;
+  io->stats.submissions++;
+}
+
+/* ---- timers: binary min-heap on deadline ----------------------------------------------- */
+
+static void heap_set(struct vsri_io *io, uint32_t i, struct vsri_completion *c) {
+  io->timers[i] = c;
+  c->u.timeout.heap_index = i;
+}
+
+static void heap_up(struct vsri_io *io, uint32_t i) {
+  struct vsri_completion *c = io->timers[i];
+  while (i > 0) {
+    uint32_t parent = (i - 1) / 2;
+    if (io->timers[parent]->u.timeout.deadline_ns <= c->u.timeout.deadline_ns) break;
+    heap_set(io, i, io->timers[parent]);
+    i = parent;
+  }
+  heap_set(io, i, c);
+}
+
+static void heap_down(struct vsri_io *io, uint32_t i) {
+  struct vsri_completion *c = io->timers[i];
+  for (;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, m = i;
+    uint64_t best = c->u.timeout.deadline_ns;
+    if (l < io->timers_len && io->timers[l]->u.timeout.deadline_ns < best) {
+      m = l;
+      best = io->timers[l]->u.timeout.deadline_ns;
+    }
+    if (r < io->timers_len && io->timers[r]->u.timeout.deadline_ns < best) m = r;
+    if (m == i) break;
+    heap_set(io, i, io->timers[m]);
+    i = m;
+  }
+  heap_set(io, i, c);
+}
+
+static void heap_remove(struct vsri_io *io, struct vsri_completion *c) {
+  uint32_t i = c->u.timeout.heap_index;
+  io->timers_len--;
+  if (i == io->timers_len) return;
+  heap_set(io, i, io->timers[io->timers_len]);
+  heap_down(io, i);
+  heap_up(io, io->timers[i]->u.timeout.heap_index);
+}
+
+void vsri_io_timeout(struct vsri_io *io, struct vsri_completion *c, uint64_t ns, vsri_io_cb cb,
+                     void *ctx) {
+  loop_prepare(io, c, VSRI_OP_TIMEOUT, -1, cb, ctx);
+  c->u.timeout.deadline_ns = io->now_ns + ns;
+  if (io->timers_len == io->timers_cap) {
+    uint32_t cap = io->timers_cap ? io->timers_cap * 2 : 64;
+    struct vsri_completion **t = vsri_realloc(io->timers, cap * sizeof *t);
+    if (!t) {
+      /* Cannot track it: complete at once rather than lose the callback. */
+      vsri_io_post(io, c, -ENOMEM);
+      return;
+    }
+    io->timers = t;
+    io->timers_cap = cap;
+  }
+  heap_set(io, io->timers_len++, c);
+  heap_up(io, io->timers_len - 1);
+}
+
+static int loop_run_timers(struct vsri_io *io) {
+  int n = 0;
+  while (io->timers_len > 0 && io->timers[0]->u.timeout.deadline_ns <= io->now_ns) {
+    struct vsri_completion *c = io->timers[0];
+    heap_remove(io, c);
+    vsri_io_complete(io, c, 0);
+    n++;
+  }
+  return n;
+}
+
+/* ---- before-poll queue ----------------------------------------------------------------- */
+
+void vsri_io_defer(struct vsri_io *io, struct vsri_deferred *d) {
+  if (d->queued) return;
+  d->queued = true;
+  d->next = NULL;
+  if (io->defer_tail) io->defer_tail->next = d;
+  else io->defer_head = d;
+  io->defer_tail = d;
+}
+
+void vsri_io_undefer(struct vsri_io *io, struct vsri_deferred *d) {
+  if (!d->queued) return;
+  struct vsri_deferred **pp = &io->defer_head, *prev = NULL;
+  while (*pp && *pp != d) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  if (*pp) {
+    *pp = d->next;
+    if (io->defer_tail == d) io->defer_tail = prev;
+  }
+  d->queued = false;
+  d->next = NULL;
+}
+
+static void loop_run_deferred(struct vsri_io *io) {
+  /* Bounded: work queued by a deferred function runs in the same pass, but a function that
+   * keeps re-queuing itself cannot starve the poll. */
+  for (int budget = 4096; io->defer_head && budget > 0; budget--) {
+    struct vsri_deferred *d = io->defer_head;
+    io->defer_head = d->next;
+    if (!io->defer_head) io->defer_tail = NULL;
+    d->queued = false;
+    d->next = NULL;
+    d->fn(d->ctx);
+  }
+}
+
+/* ---- submissions ----------------------------------------------------------------------- */
+
+void vsri_io_accept(struct vsri_io *io, struct vsri_completion *c, int fd,
+                    struct sockaddr_storage *addr, socklen_t *addrlen, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_ACCEPT, fd, cb, ctx);
+  c->u.accept.addr = addr;
+  c->u.accept.addrlen = addrlen;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_connect(struct vsri_io *io, struct vsri_completion *c, int fd,
+                     const struct sockaddr *addr, socklen_t addrlen, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_CONNECT, fd, cb, ctx);
+  memcpy(&c->u.connect.addr, addr, addrlen);
+  c->u.connect.addrlen = addrlen;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_recv(struct vsri_io *io, struct vsri_completion *c, int fd, void *buf, size_t len,
+                  vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_RECV, fd, cb, ctx);
+  c->u.recv.buf = buf;
+  c->u.recv.len = len;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
+                         void *ctx) {
+  loop_prepare(io, c, VSRI_OP_RECV_POOLED, fd, cb, ctx);
+  c->u.recv.buf = NULL;
+  c->u.recv.len = io->opts.pooled_buf_size;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_writev(struct vsri_io *io, struct vsri_completion *c, int fd,
+                    const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_WRITEV, fd, cb, ctx);
+  c->u.writev.iov = iov;
+  c->u.writev.iovcnt = iovcnt;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_sendmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
+                     int flags, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_SENDMSG, fd, cb, ctx);
+  c->u.msg.msg = msg;
+  c->u.msg.flags = flags;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_recvmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
+                     int flags, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_RECVMSG, fd, cb, ctx);
+  c->u.msg.msg = msg;
+  c->u.msg.flags = flags;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_close(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
+                   void *ctx) {
+  loop_prepare(io, c, VSRI_OP_CLOSE, fd, cb, ctx);
+  io->backend->submit(io, c);
+}
+
+void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c) {
+  if (!c->pending || c->canceled) return;
+  c->canceled = true;
+  if (c->op == VSRI_OP_TIMEOUT) {
+    /* A timer still in the heap has not fired: take it out and complete it from the loop. */
+    heap_remove(io, c);
+    vsri_io_post(io, c, -ECANCELED);
+    return;
+  }
+  io->backend->cancel(io, c);
+}
+
+/* ---- the turn -------------------------------------------------------------------------- */
+
+int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
+  io->now_ns = loop_clock();
+  int n = loop_run_ready(io);
+  n += loop_run_timers(io);
+  loop_run_deferred(io);
+  int64_t wait = timeout_ns;
+  if (n > 0 || io->ready_head || io->defer_head) wait = 0;
+  if (wait != 0 && io->timers_len > 0) {
+    uint64_t deadline = io->timers[0]->u.timeout.deadline_ns;
+    int64_t until = deadline > io->now_ns ? (int64_t)(deadline - io->now_ns) : 0;
+    if (wait < 0 || until < wait) wait = until;
+  }
+  if (wait != 0) io->stats.waits++;
+  int r = io->backend->poll(io, wait);
+  if (r < 0) return r;
+  n += r;
+  io->now_ns = loop_clock();
+  n += loop_run_ready(io);
+  n += loop_run_timers(io);
+  return n;
+}
