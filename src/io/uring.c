@@ -1,0 +1,567 @@
+/* io_uring backend: submit() only fills SQEs; poll() hands them to the kernel and waits in one
+ * io_uring_enter per loop turn, then reaps every CQE in batches. RECV_POOLED reads into a
+ * provided buffer ring. All memory is allocated at init; nothing is allocated per operation.
+ *
+ * Choices (see the comments at each site):
+ * - accept is one-shot. Multishot accept would keep accepting while nobody asked (the API gives
+ *   one callback per submission and leaves backpressure to the listen backlog), and its extra
+ *   fds would need a stash; with batching a one-shot accept costs no extra syscall anyway.
+ * - WRITEV goes out as IORING_OP_SENDMSG with MSG_NOSIGNAL (as epoll.c does with sendmsg(2)):
+ *   a dead peer gives -EPIPE, never SIGPIPE. Its msghdr lives in a per-SQ-slot array, which
+ *   IORING_FEAT_SUBMIT_STABLE makes safe: the kernel has copied it once the SQE is consumed.
+ * - cancel() queues an IORING_OP_ASYNC_CANCEL keyed by the completion; its own CQE carries
+ *   user_data 0 and is dropped. The target's CQE gives the one callback (-ECANCELED or its
+ *   real result if it had already finished).
+ * - -ENOBUFS (buffer ring empty: more receives finished in one batch than there are buffers)
+ *   is never surfaced: the receive is queued again after the batch returned its buffers.
+ * - -EAGAIN (old kernels on non-blocking sockets) is never surfaced either: the operation
+ *   waits for readiness with IORING_OP_POLL_ADD and is then issued again. */
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "io/io_impl.h"
+#include "util/alloc.h"
+#include "util/log.h"
+#include "vsrbus/error.h"
+
+#define UR_BGID 0          /* the one buffer group of RECV_POOLED */
+#define UR_CQE_BATCH 64    /* CQEs copied out of the ring per step */
+#define UR_POOLED_MAX 32768 /* buffer ring entries are a power of two <= 32768 */
+
+/* c->backend_tag bits while |c| belongs to this backend (loop.c zeroes it at submit). */
+enum {
+  UR_IN_KERNEL = 1u << 0,    /* an SQE with user_data == c is queued or in flight */
+  UR_BACKLOG = 1u << 1,      /* no SQE was free: linked on ur->backlog through c->next */
+  UR_CANCEL_SENT = 1u << 2,  /* an ASYNC_CANCEL SQE targets c */
+  UR_CANCEL_WAIT = 1u << 3,  /* cancel wanted, no SQE free: linked on ur->cancels */
+  UR_POLL_STAGE = 1u << 4,   /* in flight as POLL_ADD; the operation itself comes after */
+  UR_PLAIN_WRITEV = 1u << 5, /* WRITEV on a non-socket: IORING_OP_WRITEV, not SENDMSG */
+};
+
+struct ur {
+  struct io_uring ring;
+  /* The ring starts disabled when SINGLE_ISSUER is on: the thread that first submits (the
+   * loop's thread, which may differ from the one that called vsri_io_new) enables it. */
+  bool enabled;
+  bool defer_taskrun; /* completions appear only when we enter with GETEVENTS */
+  bool warned_eagain;
+  /* One msghdr per SQ slot for WRITEV-as-SENDMSG; valid until the kernel consumes the SQE. */
+  struct msghdr *slot_msgs;
+  /* RECV_POOLED buffers: |buf_count| × |buf_size|. With a buffer ring (|br| != NULL) the
+   * kernel picks one per receive; without one, poll + recv(2) into |scratch|. */
+  struct io_uring_buf_ring *br;
+  uint8_t *bufs;
+  uint8_t *scratch;
+  uint32_t buf_size;
+  uint32_t buf_count;
+  uint32_t br_entries;
+  uint32_t br_returned; /* buffers re-added since the last tail advance */
+  struct vsri_completion *backlog_head; /* waiting for an SQE, in submission order */
+  struct vsri_completion *backlog_tail;
+  struct vsri_completion *cancels; /* waiting for an SQE to carry their ASYNC_CANCEL */
+};
+
+/* ---- setup ----------------------------------------------------------------------------- */
+
+static bool ur_env_set(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Tries the richest setup first; older kernels reject unknown flags with EINVAL. */
+static int ur_setup_ring(struct vsri_io *io, struct ur *ur) {
+  static const unsigned sets[] = {
+      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+          IORING_SETUP_R_DISABLED, /* 6.1 */
+      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN, /* 5.19 */
+      0,
+  };
+  int ret = -EINVAL;
+  for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = sets[i] | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+    p.cq_entries = io->opts.entries * 4;
+    ret = io_uring_queue_init_params(io->opts.entries, &ur->ring, &p);
+    if (ret == 0) {
+      ur->enabled = !(p.flags & IORING_SETUP_R_DISABLED);
+      ur->defer_taskrun = p.flags & IORING_SETUP_DEFER_TASKRUN;
+      return 0;
+    }
+    if (ret != -EINVAL) break;
+  }
+  /* EPERM (seccomp, io_uring_disabled), ENOSYS (old kernel), ENOMEM (memlock): all mean
+   * "not here"; AUTO then serves with epoll. */
+  VSRI_DEBUG("VSR-IO", "io_uring_queue_init(%u): %s", io->opts.entries, strerror(-ret));
+  return VSR_EUNSUPPORTED;
+}
+
+/* Returns NULL when the ring has what we need, else the name of what is missing. */
+static const char *ur_missing(struct ur *ur) {
+  static const struct {
+    uint32_t bit;
+    const char *name;
+  } feats[] = {
+      {IORING_FEAT_NODROP, "FEAT_NODROP"},
+      {IORING_FEAT_SUBMIT_STABLE, "FEAT_SUBMIT_STABLE"},
+      {IORING_FEAT_FAST_POLL, "FEAT_FAST_POLL"},
+      {IORING_FEAT_EXT_ARG, "FEAT_EXT_ARG"},
+  };
+  static const struct {
+    int op;
+    const char *name;
+  } ops[] = {
+      {IORING_OP_ACCEPT, "ACCEPT"},   {IORING_OP_CONNECT, "CONNECT"},
+      {IORING_OP_RECV, "RECV"},       {IORING_OP_SENDMSG, "SENDMSG"},
+      {IORING_OP_RECVMSG, "RECVMSG"}, {IORING_OP_WRITEV, "WRITEV"},
+      {IORING_OP_CLOSE, "CLOSE"},     {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+      {IORING_OP_POLL_ADD, "POLL_ADD"},
+  };
+  for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++) {
+    if (!(ur->ring.features & feats[i].bit)) return feats[i].name;
+  }
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&ur->ring);
+  if (!probe) return "IORING_REGISTER_PROBE";
+  const char *missing = NULL;
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0] && !missing; i++) {
+    if (!io_uring_opcode_supported(probe, ops[i].op)) missing = ops[i].name;
+  }
+  io_uring_free_probe(probe);
+  return missing;
+}
+
+/* Registers the RECV_POOLED buffer ring. Returns 0, VSR_ENOMEM, or VSR_EUNSUPPORTED when
+ * the kernel has no buffer rings (then the caller uses the poll + recv path). */
+static int ur_setup_buf_ring(struct ur *ur) {
+  uint32_t entries = 1;
+  while (entries < ur->buf_count) entries <<= 1;
+  ur->br = vsri_aligned_alloc(4096, entries * sizeof(struct io_uring_buf));
+  ur->bufs = vsri_aligned_alloc(4096, (size_t)ur->buf_count * ur->buf_size);
+  if (!ur->br || !ur->bufs) return VSR_ENOMEM;
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (uint64_t)(uintptr_t)ur->br;
+  reg.ring_entries = entries;
+  reg.bgid = UR_BGID;
+  int ret = io_uring_register_buf_ring(&ur->ring, &reg, 0);
+  if (ret < 0) {
+    VSRI_DEBUG("VSR-IO", "io_uring_register_buf_ring: %s; pooled receives poll", strerror(-ret));
+    return VSR_EUNSUPPORTED;
+  }
+  ur->br_entries = entries;
+  io_uring_buf_ring_init(ur->br);
+  int mask = io_uring_buf_ring_mask(entries);
+  for (uint32_t i = 0; i < ur->buf_count; i++) {
+    io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)i * ur->buf_size, ur->buf_size,
+                          (unsigned short)i, mask, (int)i);
+  }
+  io_uring_buf_ring_advance(ur->br, (int)ur->buf_count);
+  return 0;
+}
+
+static void ur_free(struct ur *ur) {
+  vsri_free(ur->slot_msgs);
+  vsri_free(ur->br);
+  vsri_free(ur->bufs);
+  vsri_free(ur->scratch);
+  vsri_free(ur);
+}
+
+static int ur_setup_buffers(struct vsri_io *io, struct ur *ur) {
+  ur->slot_msgs = vsri_calloc(ur->ring.sq.ring_entries, sizeof *ur->slot_msgs);
+  if (!ur->slot_msgs) return VSR_ENOMEM;
+  ur->buf_size = io->opts.pooled_buf_size;
+  ur->buf_count = io->opts.pooled_buf_count;
+  if (ur->buf_count > UR_POOLED_MAX) ur->buf_count = UR_POOLED_MAX;
+  /* Tests force the poll + recv path with VSRBUS_IO_TEST_URING_NO_BUFRING=1. */
+  int err = ur_env_set("VSRBUS_IO_TEST_URING_NO_BUFRING") ? VSR_EUNSUPPORTED
+                                                          : ur_setup_buf_ring(ur);
+  if (err != VSR_EUNSUPPORTED) return err;
+  vsri_free(ur->br);
+  vsri_free(ur->bufs);
+  ur->br = NULL;
+  ur->bufs = NULL;
+  ur->scratch = vsri_aligned_alloc(4096, ur->buf_size);
+  return ur->scratch ? 0 : VSR_ENOMEM;
+}
+
+static int ur_init(struct vsri_io *io) {
+  /* Tests prove the epoll fallback with this knob; production never sets it. */
+  if (ur_env_set("VSRBUS_IO_TEST_FAIL_URING")) return VSR_EUNSUPPORTED;
+  struct ur *ur = vsri_calloc(1, sizeof *ur);
+  if (!ur) return VSR_ENOMEM;
+  int err = ur_setup_ring(io, ur);
+  if (err) {
+    vsri_free(ur);
+    return err;
+  }
+  const char *missing = ur_missing(ur);
+  if (missing) {
+    VSRI_DEBUG("VSR-IO", "io_uring lacks %s", missing);
+    err = VSR_EUNSUPPORTED;
+  } else {
+    err = ur_setup_buffers(io, ur);
+  }
+  if (err) {
+    if (ur->br_entries) io_uring_unregister_buf_ring(&ur->ring, UR_BGID);
+    io_uring_queue_exit(&ur->ring);
+    ur_free(ur);
+    return err;
+  }
+  io->backend_data = ur;
+  VSRI_DEBUG("VSR-IO", "io_uring: %u SQ, %u CQ entries, setup flags 0x%x, buffer ring %s",
+             ur->ring.sq.ring_entries, ur->ring.cq.ring_entries, ur->ring.flags,
+             ur->br ? "yes" : "no (poll + recv)");
+  return 0;
+}
+
+static void ur_fini(struct vsri_io *io) {
+  struct ur *ur = io->backend_data;
+  if (ur->br) io_uring_unregister_buf_ring(&ur->ring, UR_BGID);
+  io_uring_queue_exit(&ur->ring);
+  ur_free(ur);
+  io->backend_data = NULL;
+}
+
+/* ---- entering the kernel --------------------------------------------------------------- */
+
+/* Enables a R_DISABLED ring from the thread that runs the loop, which makes it the single
+ * issuer, and registers the ring fd for that thread (saves an fd lookup per enter). */
+static int ur_enable(struct ur *ur) {
+  if (ur->enabled) return 0;
+  int ret = io_uring_enable_rings(&ur->ring);
+  if (ret < 0) {
+    VSRI_ERROR("VSR-IO", "io_uring_enable_rings: %s", strerror(-ret));
+    return VSR_EIO;
+  }
+  ur->enabled = true;
+  (void)io_uring_register_ring_fd(&ur->ring); /* optional (5.18); plain fd otherwise */
+  return 0;
+}
+
+/* Returns a free SQE, first pushing queued ones to the kernel if the SQ is full; NULL if the
+ * kernel refuses to take them now (the caller then keeps the work for the next turn). */
+static struct io_uring_sqe *ur_get_sqe(struct vsri_io *io, struct ur *ur) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&ur->ring);
+  if (sqe) return sqe;
+  if (ur_enable(ur)) return NULL;
+  io->stats.enters++;
+  int ret = io_uring_submit(&ur->ring);
+  if (ret < 0 && ret != -EBUSY && ret != -EAGAIN && ret != -EINTR) {
+    VSRI_WARN("VSR-IO", "io_uring_submit: %s", strerror(-ret));
+  }
+  return io_uring_get_sqe(&ur->ring);
+}
+
+/* One io_uring_enter: submits every queued SQE and waits up to |timeout_ns| for a completion
+ * (-1: forever, 0: not at all). Returns 0 or VSR_EIO. */
+static int ur_enter(struct vsri_io *io, struct ur *ur, int64_t timeout_ns) {
+  int err = ur_enable(ur);
+  if (err) return err;
+  struct io_uring *ring = &ur->ring;
+  int ret;
+  if (timeout_ns == 0 || io_uring_cq_ready(ring) > 0) {
+    /* Nothing to submit and nothing the kernel holds back: skip the syscall. */
+    if (io_uring_sq_ready(ring) == 0 && !ur->defer_taskrun &&
+        !(IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW)) {
+      return 0;
+    }
+    ret = io_uring_submit_and_get_events(ring);
+  } else if (timeout_ns < 0) {
+    ret = io_uring_submit_and_wait(ring, 1);
+  } else {
+    struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
+                                   .tv_nsec = timeout_ns % 1000000000};
+    struct io_uring_cqe *cqe;
+    ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+  }
+  io->stats.enters++;
+  if (ret >= 0 || ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) return 0;
+  VSRI_ERROR("VSR-IO", "io_uring_enter: %s", strerror(-ret));
+  return VSR_EIO;
+}
+
+/* ---- submissions ----------------------------------------------------------------------- */
+
+static bool ur_is_read_side(uint8_t op) {
+  return op == VSRI_OP_ACCEPT || op == VSRI_OP_RECV || op == VSRI_OP_RECV_POOLED ||
+         op == VSRI_OP_RECVMSG;
+}
+
+static void ur_prep_writev(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
+  if (c->backend_tag & UR_PLAIN_WRITEV) {
+    io_uring_prep_writev(sqe, c->fd, c->u.writev.iov, (unsigned)c->u.writev.iovcnt, (__u64)-1);
+    return;
+  }
+  struct msghdr *mh = &ur->slot_msgs[sqe - ur->ring.sq.sqes];
+  memset(mh, 0, sizeof *mh);
+  mh->msg_iov = (struct iovec *)c->u.writev.iov;
+  mh->msg_iovlen = (size_t)c->u.writev.iovcnt;
+  io_uring_prep_sendmsg(sqe, c->fd, mh, MSG_NOSIGNAL);
+}
+
+static void ur_prep(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
+  if (c->backend_tag & UR_POLL_STAGE) {
+    io_uring_prep_poll_add(sqe, c->fd, ur_is_read_side(c->op) ? POLLIN : POLLOUT);
+    io_uring_sqe_set_data(sqe, c);
+    return;
+  }
+  switch (c->op) {
+  case VSRI_OP_ACCEPT:
+    io_uring_prep_accept(sqe, c->fd, (struct sockaddr *)c->u.accept.addr, c->u.accept.addrlen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    break;
+  case VSRI_OP_CONNECT:
+    io_uring_prep_connect(sqe, c->fd, (struct sockaddr *)&c->u.connect.addr,
+                          c->u.connect.addrlen);
+    break;
+  case VSRI_OP_RECV:
+    io_uring_prep_recv(sqe, c->fd, c->u.recv.buf, c->u.recv.len, 0);
+    break;
+  case VSRI_OP_RECV_POOLED:
+    io_uring_prep_recv(sqe, c->fd, NULL, ur->buf_size, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = UR_BGID;
+    break;
+  case VSRI_OP_WRITEV:
+    ur_prep_writev(ur, sqe, c);
+    break;
+  case VSRI_OP_SENDMSG:
+    io_uring_prep_sendmsg(sqe, c->fd, c->u.msg.msg, (unsigned)(c->u.msg.flags | MSG_NOSIGNAL));
+    break;
+  case VSRI_OP_RECVMSG:
+    /* MSG_DONTWAIT would make io_uring return -EAGAIN instead of waiting for a datagram. */
+    io_uring_prep_recvmsg(sqe, c->fd, c->u.msg.msg, (unsigned)(c->u.msg.flags & ~MSG_DONTWAIT));
+    break;
+  case VSRI_OP_CLOSE:
+    io_uring_prep_close(sqe, c->fd);
+    break;
+  default:
+    io_uring_prep_nop(sqe); /* completes with 0; submit() never gets TIMEOUT */
+    break;
+  }
+  io_uring_sqe_set_data(sqe, c);
+}
+
+static void ur_backlog_push(struct ur *ur, struct vsri_completion *c) {
+  c->backend_tag |= UR_BACKLOG;
+  c->next = NULL;
+  if (ur->backlog_tail) ur->backlog_tail->next = c;
+  else ur->backlog_head = c;
+  ur->backlog_tail = c;
+}
+
+static void ur_place(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
+  /* Without a buffer ring a pooled receive waits for readiness, then recv(2)s in poll. */
+  if (c->op == VSRI_OP_RECV_POOLED && !ur->br) c->backend_tag |= UR_POLL_STAGE;
+  ur_prep(ur, sqe, c);
+  c->backend_tag |= UR_IN_KERNEL;
+}
+
+/* Puts |c| into an SQE, or on the backlog when none is free. */
+static void ur_queue(struct vsri_io *io, struct ur *ur, struct vsri_completion *c) {
+  struct io_uring_sqe *sqe = ur_get_sqe(io, ur);
+  if (sqe) ur_place(ur, sqe, c);
+  else ur_backlog_push(ur, c);
+}
+
+static void ur_submit(struct vsri_io *io, struct vsri_completion *c) {
+  ur_queue(io, io->backend_data, c);
+}
+
+/* ---- cancel ---------------------------------------------------------------------------- */
+
+static void ur_unlink(struct vsri_completion **head, struct vsri_completion **tail,
+                      struct vsri_completion *c) {
+  struct vsri_completion *prev = NULL;
+  for (struct vsri_completion **pp = head; *pp; prev = *pp, pp = &(*pp)->next) {
+    if (*pp != c) continue;
+    *pp = c->next;
+    if (tail && *tail == c) *tail = prev;
+    c->next = NULL;
+    return;
+  }
+}
+
+/* Queues the ASYNC_CANCEL for |c|. Returns false if no SQE is free. */
+static bool ur_send_cancel(struct vsri_io *io, struct ur *ur, struct vsri_completion *c) {
+  struct io_uring_sqe *sqe = ur_get_sqe(io, ur);
+  if (!sqe) return false;
+  io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c, 0);
+  io_uring_sqe_set_data64(sqe, 0); /* its own CQE is dropped */
+  c->backend_tag |= UR_CANCEL_SENT;
+  return true;
+}
+
+static void ur_cancel(struct vsri_io *io, struct vsri_completion *c) {
+  struct ur *ur = io->backend_data;
+  uint32_t tag = c->backend_tag;
+  if (tag & UR_BACKLOG) {
+    /* The kernel never saw it: finish it from the loop. */
+    ur_unlink(&ur->backlog_head, &ur->backlog_tail, c);
+    c->backend_tag = 0;
+    vsri_io_post(io, c, -ECANCELED);
+    return;
+  }
+  if (!(tag & UR_IN_KERNEL) || (tag & (UR_CANCEL_SENT | UR_CANCEL_WAIT))) return;
+  if (ur_send_cancel(io, ur, c)) return;
+  c->backend_tag |= UR_CANCEL_WAIT;
+  c->next = ur->cancels;
+  ur->cancels = c;
+}
+
+/* Retries work that found no free SQE earlier. */
+static void ur_flush_waiting(struct vsri_io *io, struct ur *ur) {
+  while (ur->cancels) {
+    struct vsri_completion *c = ur->cancels;
+    if (!ur_send_cancel(io, ur, c)) return;
+    ur->cancels = c->next;
+    c->next = NULL;
+    c->backend_tag &= ~(uint32_t)UR_CANCEL_WAIT;
+  }
+  while (ur->backlog_head) {
+    struct io_uring_sqe *sqe = ur_get_sqe(io, ur);
+    if (!sqe) return; /* keep the order: retry next turn */
+    struct vsri_completion *c = ur->backlog_head;
+    ur->backlog_head = c->next;
+    if (!ur->backlog_head) ur->backlog_tail = NULL;
+    c->next = NULL;
+    c->backend_tag &= ~(uint32_t)UR_BACKLOG;
+    ur_place(ur, sqe, c);
+  }
+}
+
+/* ---- completions ----------------------------------------------------------------------- */
+
+/* Gives buffer |bid| back to the kernel; the tail moves once per reaped batch. */
+static void ur_buf_return(struct ur *ur, unsigned bid) {
+  io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)bid * ur->buf_size, ur->buf_size,
+                        (unsigned short)bid, io_uring_buf_ring_mask(ur->br_entries),
+                        (int)ur->br_returned++);
+}
+
+static int ur_finish(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  c->backend_tag = 0;
+  vsri_io_complete(io, c, res);
+  return 1;
+}
+
+/* A POLL_ADD stage fired: issue the real operation (or, for a pooled receive without a
+ * buffer ring, recv(2) into the scratch buffer). Returns callbacks run. */
+static int ur_poll_fired(struct vsri_io *io, struct ur *ur, struct vsri_completion *c,
+                         int32_t res) {
+  c->backend_tag &= ~(uint32_t)UR_POLL_STAGE;
+  if (res < 0) return ur_finish(io, c, res);
+  if (c->canceled) return ur_finish(io, c, -ECANCELED);
+  if (c->op != VSRI_OP_RECV_POOLED || ur->br) {
+    ur_queue(io, ur, c);
+    return 0;
+  }
+  ssize_t r = recv(c->fd, ur->scratch, ur->buf_size, MSG_DONTWAIT);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    ur_queue(io, ur, c); /* spurious wake-up: poll again */
+    return 0;
+  }
+  c->u.recv.buf = ur->scratch;
+  return ur_finish(io, c, r < 0 ? -errno : (int32_t)r);
+}
+
+/* True when |res| is not the operation's answer but a reason to issue it again. */
+static bool ur_want_retry(struct ur *ur, struct vsri_completion *c, int32_t res) {
+  if (res == -ENOBUFS && c->op == VSRI_OP_RECV_POOLED) return true;
+  if (res == -ENOTSOCK && c->op == VSRI_OP_WRITEV && !(c->backend_tag & UR_PLAIN_WRITEV)) {
+    c->backend_tag |= UR_PLAIN_WRITEV;
+    return true;
+  }
+  bool again = res == -EAGAIN ||
+               (c->op == VSRI_OP_CONNECT && (res == -EINPROGRESS || res == -EALREADY));
+  if (!again || c->op == VSRI_OP_CLOSE) return false;
+  if (!ur->warned_eagain) {
+    ur->warned_eagain = true;
+    VSRI_INFO("VSR-IO", "io_uring returned %s for op %u; waiting for readiness instead",
+              strerror(-res), c->op);
+  }
+  c->backend_tag |= UR_POLL_STAGE;
+  return true;
+}
+
+static int ur_cqe(struct vsri_io *io, struct ur *ur, struct vsri_completion *c, int32_t res,
+                  uint32_t flags) {
+  uint32_t tag = c->backend_tag;
+  c->backend_tag &= ~(uint32_t)(UR_IN_KERNEL | UR_CANCEL_SENT);
+  if (tag & UR_CANCEL_WAIT) {
+    ur_unlink(&ur->cancels, NULL, c);
+    c->backend_tag &= ~(uint32_t)UR_CANCEL_WAIT;
+  }
+  if (tag & UR_POLL_STAGE) return ur_poll_fired(io, ur, c, res);
+  int bid = (flags & IORING_CQE_F_BUFFER) ? (int)(flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+  if (bid < 0 && ur_want_retry(ur, c, res)) {
+    if (c->canceled) return ur_finish(io, c, -ECANCELED);
+    ur_queue(io, ur, c);
+    return 0;
+  }
+  if (bid >= 0 && c->op == VSRI_OP_RECV_POOLED) {
+    c->u.recv.buf = ur->bufs + (size_t)bid * ur->buf_size;
+  }
+  int n = ur_finish(io, c, res);
+  /* The callback has returned: the buffer is free again. */
+  if (bid >= 0 && ur->br) ur_buf_return(ur, (unsigned)bid);
+  return n;
+}
+
+/* Runs every CQE the ring holds (bounded by one CQ's worth per turn). */
+static int ur_reap(struct vsri_io *io, struct ur *ur) {
+  struct io_uring_cqe *cqes[UR_CQE_BATCH];
+  struct {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+  } got[UR_CQE_BATCH];
+  int n = 0;
+  unsigned budget = ur->ring.cq.ring_entries;
+  while (budget > 0) {
+    unsigned want = budget < UR_CQE_BATCH ? budget : UR_CQE_BATCH;
+    unsigned k = io_uring_peek_batch_cqe(&ur->ring, cqes, want);
+    if (k == 0) break;
+    /* Copy out and release the slots before any callback runs. */
+    for (unsigned i = 0; i < k; i++) {
+      got[i].user_data = cqes[i]->user_data;
+      got[i].res = cqes[i]->res;
+      got[i].flags = cqes[i]->flags;
+    }
+    io_uring_cq_advance(&ur->ring, k);
+    budget -= k;
+    for (unsigned i = 0; i < k; i++) {
+      if (got[i].user_data == 0) continue; /* an internal cancel */
+      struct vsri_completion *c = (struct vsri_completion *)(uintptr_t)got[i].user_data;
+      n += ur_cqe(io, ur, c, got[i].res, got[i].flags);
+    }
+    if (ur->br_returned) {
+      io_uring_buf_ring_advance(ur->br, (int)ur->br_returned);
+      ur->br_returned = 0;
+    }
+  }
+  return n;
+}
+
+static int ur_poll(struct vsri_io *io, int64_t timeout_ns) {
+  struct ur *ur = io->backend_data;
+  ur_flush_waiting(io, ur);
+  if (io->ready_head || ur->backlog_head) timeout_ns = 0;
+  int err = ur_enter(io, ur, timeout_ns);
+  if (err) return err;
+  return ur_reap(io, ur);
+}
+
+const struct vsri_io_backend vsri_io_backend_uring = {
+    .name = "io_uring",
+    .init = ur_init,
+    .fini = ur_fini,
+    .submit = ur_submit,
+    .cancel = ur_cancel,
+    .poll = ur_poll,
+};
