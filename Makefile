@@ -1,0 +1,34 @@
+# vsrbus: two commands on a fresh Debian bookworm machine (as root):
+#   make run    install what is missing, build, run the demo
+#   make test   install what is missing, build, run the whole test suite
+BUILD ?= build
+CMAKE_FLAGS ?= -DVSR_WERROR=ON
+JOBS ?= 2
+
+.PHONY: all deps build run test install bench clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./scripts/run-demo.sh $(BUILD)/vsrbus
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+install: build
+	cmake --install $(BUILD)
+
+bench: deps
+	./bench/run.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,527 @@
+/* The bus: options, listeners, peers and their bounded send queues, the client registry,
+ * events, stats and graceful shutdown. The replica plane plugs in through replica.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bus/bus_impl.h"
+#include "frame/decode.h"
+#include "util/alloc.h"
+#include "util/log.h"
+
+#define BUS_SLOT_NONE UINT32_MAX
+
+void vsr_bus_options_default(struct vsr_bus_options *o) {
+  memset(o, 0, sizeof *o);
+  vsr_loop_options_default(&o->loop_options);
+  o->client_tcp_addr = "127.0.0.1:8090";
+  o->max_clients = 100000;
+  o->max_message_size = 64u << 20;
+  o->max_batch = 256;
+  o->peer_queue_capacity = 256;
+  o->verify_body_checksum = true;
+  o->close_peer_timeout_ns = 2000000000ull;
+  o->reconnect_period_ns = 5000000000ull;
+  o->handshake_grace_ns = 10000000000ull;
+  o->max_inflight_handshakes = 256;
+  o->quic_idle_timeout_ns = 30000000000ull;
+  o->quic_keep_alive_ns = 10000000000ull;
+  o->quic_max_bidi_streams = 1;
+  o->quic_initial_mtu = 1200;
+  o->quic_stream_window = 64u << 20;
+  o->quic_conn_window = 64u << 20;
+}
+
+static uint32_t bus_pow2(uint32_t v) {
+  uint32_t p = 1;
+  while (p < v && p < (1u << 30)) p <<= 1;
+  return p;
+}
+
+/* ---- events ---------------------------------------------------------------------------- */
+
+void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bus_peer *p,
+                   int reason) {
+  if (kind == VSR_PEER_CONNECTED || kind == VSR_PEER_AUTHENTICATED) p->announced = true;
+  if (!bus->cb.on_peer_event) return;
+  struct vsr_peer_event ev = {
+      .kind = kind,
+      .plane = p->plane,
+      .id = p->id,
+      .reason = reason,
+      .transport = p->tops->name,
+      .addr = p->conn ? p->tops->peer_name(p->conn) : "?",
+  };
+  bus->cb.on_peer_event(bus->user, bus, &ev);
+}
+
+/* ---- peers ----------------------------------------------------------------------------- */
+
+struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
+                                   const struct vsri_transport_ops *tops) {
+  uint32_t cap = bus_pow2(bus->opts.peer_queue_capacity);
+  struct bus_peer *p = vsri_calloc(1, sizeof *p + cap * sizeof(struct vsr_msg *));
+  if (!p) return NULL;
+  p->bus = bus;
+  p->plane = plane;
+  p->tops = tops;
+  p->q.slots = (struct vsr_msg **)(p + 1);
+  p->q.cap = cap;
+  bus->peers_open++;
+  return p;
+}
+
+void vsri_bus_peer_attach(struct bus_peer *p, struct vsri_conn *conn, bool start) {
+  p->conn = conn;
+  if (start) p->tops->start(conn, &vsri_bus_conn_events, p, &p->q);
+}
+
+void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain) {
+  if (!p->conn) return;
+  if (p->state != BUS_PEER_CLOSING) p->state = BUS_PEER_CLOSING;
+  p->tops->close(p->conn, reason, drain);
+}
+
+static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
+  uint32_t slot = (uint32_t)p->id;
+  if (slot < bus->client_slots_len && bus->client_slots[slot] == p) {
+    bus->client_slots[slot] = NULL;
+    bus->client_free_next[slot] = bus->client_free_head;
+    bus->client_free_head = slot;
+  }
+  bus->stats.clients_active--;
+}
+
+static void bus_peer_free(struct bus_peer *p) {
+  struct vsr_bus *bus = p->bus;
+  while (p->q.len > 0) {
+    vsri_sendq_pop(&p->q);
+    bus->stats.drops_on_close++;
+  }
+  bus->stats.frames_out += p->q.frames_done;
+  bus->stats.bytes_out += p->q.bytes_done;
+  bus->peers_open--;
+  vsri_free(p);
+}
+
+static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
+  (void)conn;
+  struct bus_peer *p = owner;
+  struct vsr_bus *bus = p->bus;
+  if (p->state == BUS_PEER_PENDING) {
+    if (p->plane == VSR_PLANE_REPLICA) vsri_replica_on_handshake_frame(p, msg);
+    return;
+  }
+  if (p->state != BUS_PEER_ACTIVE) return;
+  p->frames_in++;
+  p->bytes_in += msg->size;
+  bus->stats.frames_in++;
+  bus->stats.bytes_in += msg->size;
+  if (bus->cb.on_message) bus->cb.on_message(bus->user, bus, p->plane, p->id, msg);
+}
+
+static void bus_on_connected(void *owner, struct vsri_conn *conn, int status) {
+  (void)conn;
+  struct bus_peer *p = owner;
+  if (p->plane == VSR_PLANE_REPLICA) vsri_replica_on_connected(p, status);
+}
+
+static void bus_on_closed(void *owner, struct vsri_conn *conn, int reason) {
+  (void)conn;
+  struct bus_peer *p = owner;
+  struct vsr_bus *bus = p->bus;
+  if (reason < 0 && -reason < VSR_ERR_SLOTS) bus->stats.errors[-reason]++;
+  if (p->plane == VSR_PLANE_REPLICA) {
+    vsri_replica_on_closed(p, reason);
+    if (p->registered && bus->replicas[p->id] == p) {
+      bus->replicas[p->id] = NULL;
+      bus->stats.replicas_connected--;
+    }
+  } else if (p->registered) {
+    bus_client_unregister(bus, p);
+  }
+  p->registered = false;
+  if (p->announced) vsri_bus_emit(bus, VSR_PEER_LOST, p, reason);
+  p->conn = NULL;
+  bus_peer_free(p);
+}
+
+const struct vsri_conn_events vsri_bus_conn_events = {
+    .on_frame = bus_on_frame,
+    .on_connected = bus_on_connected,
+    .on_drained = NULL,
+    .on_closed = bus_on_closed,
+};
+
+/* ---- client registry ------------------------------------------------------------------- */
+
+/* Reserves a slot and mints the client id. Returns 0, VSR_ELIMIT or VSR_ENOMEM. */
+static int bus_client_register(struct vsr_bus *bus, struct bus_peer *p) {
+  if (bus->forced_client_id) {
+    uint64_t id = bus->forced_client_id;
+    bus->forced_client_id = 0;
+    uint32_t slot = (uint32_t)id;
+    if (slot < bus->client_slots_len && bus->client_slots[slot] &&
+        bus->client_slots[slot]->id == id) {
+      return VSR_EDUPLICATE;
+    }
+  }
+  if (bus->client_free_head == BUS_SLOT_NONE) {
+    uint32_t len = bus->client_slots_len ? bus->client_slots_len * 2 : 64;
+    if (len > bus->opts.max_clients) len = bus->opts.max_clients;
+    if (len <= bus->client_slots_len) return VSR_ELIMIT;
+    struct bus_peer **slots = vsri_realloc(bus->client_slots, len * sizeof *slots);
+    if (!slots) return VSR_ENOMEM;
+    bus->client_slots = slots;
+    uint32_t *next = vsri_realloc(bus->client_free_next, len * sizeof *next);
+    if (!next) return VSR_ENOMEM;
+    bus->client_free_next = next;
+    for (uint32_t i = len; i-- > bus->client_slots_len;) {
+      slots[i] = NULL;
+      next[i] = bus->client_free_head;
+      bus->client_free_head = i;
+    }
+    bus->client_slots_len = len;
+  }
+  uint32_t slot = bus->client_free_head;
+  bus->client_free_head = bus->client_free_next[slot];
+  bus->client_slots[slot] = p;
+  p->id = (++bus->client_seq << 32) | slot;
+  p->registered = true;
+  bus->stats.clients_active++;
+  return 0;
+}
+
+void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id) {
+  bus->forced_client_id = id;
+}
+
+static struct bus_peer *bus_client_find(const struct vsr_bus *bus, uint64_t id) {
+  uint32_t slot = (uint32_t)id;
+  if (slot >= bus->client_slots_len) return NULL;
+  struct bus_peer *p = bus->client_slots[slot];
+  return p && p->id == id ? p : NULL;
+}
+
+static void bus_client_accept(void *owner, struct vsri_conn *conn) {
+  struct bus_listener *bl = owner;
+  struct vsr_bus *bus = bl->bus;
+  const char *name = bl->tops->peer_name(conn);
+  if (bus->shutting_down) {
+    bl->tops->close(conn, VSR_ESHUTDOWN, false);
+    return;
+  }
+  struct bus_peer *p = vsri_bus_peer_new(bus, VSR_PLANE_CLIENT, bl->tops);
+  int err = p ? bus_client_register(bus, p) : VSR_ENOMEM;
+  if (err) {
+    bus->stats.clients_refused++;
+    VSRI_WARN("VSR-CLIENT", "%s %s: client refused: %s (%u active, max %u)", name,
+              bl->tops->name, vsr_strerror(err), (unsigned)bus->stats.clients_active,
+              bus->opts.max_clients);
+    if (p) bus_peer_free(p);
+    bl->tops->close(conn, err, false);
+    return;
+  }
+  bus->stats.clients_accepted++;
+  p->state = BUS_PEER_ACTIVE;
+  vsri_bus_peer_attach(p, conn, true);
+  VSRI_DEBUG("VSR-CLIENT", "%s %s: client %llx connected", name, bl->tops->name,
+             (unsigned long long)p->id);
+  vsri_bus_emit(bus, VSR_PEER_CONNECTED, p, 0);
+}
+
+int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
+  struct vsr_bus *bus = p->bus;
+  if (bus->replicas[id] && bus->replicas[id] != p) return VSR_EDUPLICATE;
+  p->id = id;
+  p->registered = true;
+  p->state = BUS_PEER_ACTIVE;
+  bus->replicas[id] = p;
+  bus->stats.replicas_connected++;
+  vsri_bus_emit(bus, VSR_PEER_AUTHENTICATED, p, 0);
+  if (p->q.len > 0 && p->state == BUS_PEER_ACTIVE) p->tops->kick(p->conn);
+  return 0;
+}
+
+/* ---- sending --------------------------------------------------------------------------- */
+
+static int bus_enqueue(struct vsr_bus *bus, struct bus_peer *p, struct vsr_msg *msg) {
+  if (!p || p->state != BUS_PEER_ACTIVE) {
+    bus->stats.drops_not_connected++;
+    return bus->shutting_down ? VSR_ESHUTDOWN : VSR_ENOTCONN;
+  }
+  if (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size) return VSR_EINVAL;
+  if (!vsri_sendq_push(&p->q, msg)) {
+    p->drops_backpressure++;
+    bus->stats.drops_backpressure++;
+    return VSR_EBACKPRESSURE;
+  }
+  vsr_msg_ref(msg);
+  bus->stats.frames_queued++;
+  p->tops->kick(p->conn);
+  return 0;
+}
+
+int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg) {
+  return bus_enqueue(bus, bus_client_find(bus, client_id), msg);
+}
+
+int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg) {
+  return bus_enqueue(bus, bus->replicas[replica], msg);
+}
+
+int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id) {
+  struct bus_peer *p = bus_client_find(bus, client_id);
+  if (!p || p->state == BUS_PEER_CLOSING) return VSR_ENOTCONN;
+  vsri_bus_peer_close(p, VSR_ECLOSED, false);
+  return 0;
+}
+
+struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size) {
+  if (size < VSR_HEADER_SIZE || size > bus->opts.max_message_size) return NULL;
+  struct vsr_msg *m = vsr_pool_get(bus->loop->pool, size);
+  if (!m) return NULL;
+  vsr_header_init(m->data, VSR_CMD_RESERVED, size);
+  return m;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* Copies the strings |o| points at into one owned block. */
+static int bus_copy_strings(struct vsr_bus *bus) {
+  struct vsr_bus_options *o = &bus->opts;
+  const char **fields[] = {&o->client_tcp_addr, &o->client_quic_addr, &o->cluster_name,
+                           &o->quic_cert_file, &o->quic_key_file};
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    if (!*fields[i]) continue;
+    char *copy = vsri_strdup(*fields[i]);
+    if (!copy) return VSR_ENOMEM;
+    *fields[i] = copy;
+  }
+  if (o->replica_addrs && o->replica_count) {
+    char **addrs = vsri_calloc(o->replica_count, sizeof *addrs);
+    if (!addrs) return VSR_ENOMEM;
+    for (uint16_t i = 0; i < o->replica_count; i++) {
+      addrs[i] = o->replica_addrs[i] ? vsri_strdup(o->replica_addrs[i]) : NULL;
+      if (o->replica_addrs[i] && !addrs[i]) return VSR_ENOMEM;
+    }
+    o->replica_addrs = (const char *const *)addrs;
+  } else {
+    o->replica_addrs = NULL;
+  }
+  return 0;
+}
+
+static void bus_free_strings(struct vsr_bus *bus) {
+  struct vsr_bus_options *o = &bus->opts;
+  vsri_free((void *)o->client_tcp_addr);
+  vsri_free((void *)o->client_quic_addr);
+  vsri_free((void *)o->cluster_name);
+  vsri_free((void *)o->quic_cert_file);
+  vsri_free((void *)o->quic_key_file);
+  if (o->replica_addrs) {
+    for (uint16_t i = 0; i < o->replica_count; i++) vsri_free((void *)o->replica_addrs[i]);
+    vsri_free((void *)o->replica_addrs);
+  }
+}
+
+static int bus_check_options(const struct vsr_bus_options *o) {
+  if (o->max_message_size < VSR_HEADER_SIZE) {
+    VSRI_ERROR("VSR-CONFIG", "max_message_size %u < %u", o->max_message_size, VSR_HEADER_SIZE);
+    return VSR_ECONFIG;
+  }
+  if (o->peer_queue_capacity == 0 || o->max_batch == 0 || o->max_clients == 0) {
+    VSRI_ERROR("VSR-CONFIG", "peer_queue_capacity, max_batch and max_clients must be > 0");
+    return VSR_ECONFIG;
+  }
+  return 0;
+}
+
+static int bus_listen(struct vsr_bus *bus, struct bus_listener *bl,
+                      const struct vsri_transport_ops *tops, const struct vsri_transport_ctx *ctx,
+                      const char *addr) {
+  bl->bus = bus;
+  bl->tops = tops;
+  bl->plane = VSR_PLANE_CLIENT;
+  int err = tops->listen(&bl->l, ctx, addr, bus_client_accept, bl);
+  if (err) return err;
+  tops->listener_addr(bl->l, bl->addr, sizeof bl->addr);
+  VSRI_INFO("VSR-LISTEN", "client plane %s listening on %s", tops->name, bl->addr);
+  return 0;
+}
+
+static void bus_listener_close(struct bus_listener *bl) {
+  if (!bl->l) return;
+  bl->tops->listener_close(bl->l);
+  bl->l = NULL;
+}
+
+int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
+                const struct vsr_bus_callbacks *cb, void *user) {
+  struct vsr_bus_options def;
+  if (!o) {
+    vsr_bus_options_default(&def);
+    o = &def;
+  }
+  int err = bus_check_options(o);
+  if (err) return err;
+  struct vsr_bus *bus = vsri_calloc(1, sizeof *bus);
+  if (!bus) return VSR_ENOMEM;
+  bus->opts = *o;
+  bus->opts.loop = NULL;
+  if (cb) bus->cb = *cb;
+  bus->user = user;
+  bus->client_free_head = BUS_SLOT_NONE;
+  err = bus_copy_strings(bus);
+  if (err) goto fail;
+  if (o->loop) {
+    bus->loop = o->loop;
+  } else {
+    struct vsr_loop_options lo = o->loop_options;
+    if (lo.pool.max_message_size < o->max_message_size) {
+      lo.pool.max_message_size = o->max_message_size;
+    }
+    err = vsr_loop_new(&bus->loop, &lo);
+    if (err) goto fail;
+    bus->owns_loop = true;
+  }
+  bus->tctx = (struct vsri_transport_ctx){
+      .io = bus->loop->io,
+      .pool = bus->loop->pool,
+      .max_message_size = o->max_message_size,
+      .max_batch = o->max_batch,
+      .decode_flags = o->verify_body_checksum ? VSRI_DECODE_VERIFY_BODY : 0,
+  };
+  if (bus->opts.client_tcp_addr) {
+    err = bus_listen(bus, &bus->client_tcp, &vsri_transport_tcp, &bus->tctx,
+                     bus->opts.client_tcp_addr);
+    if (err) goto fail;
+  }
+  if (bus->opts.cluster_name && bus->opts.replica_count > 1) {
+    err = vsri_replica_init(bus);
+    if (err) goto fail;
+  }
+  *out = bus;
+  return 0;
+fail:
+  vsr_bus_del(bus);
+  return err;
+}
+
+static void bus_for_each_peer(struct vsr_bus *bus, int reason, bool drain) {
+  for (uint32_t i = 0; i < bus->client_slots_len; i++) {
+    if (bus->client_slots[i]) vsri_bus_peer_close(bus->client_slots[i], reason, drain);
+  }
+  for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
+    if (bus->replicas[i]) vsri_bus_peer_close(bus->replicas[i], reason, drain);
+  }
+}
+
+/* Runs the loop until no peer is open or |deadline| passes. Returns true if all closed. */
+static bool bus_run_until_closed(struct vsr_bus *bus, uint64_t deadline) {
+  struct vsri_io *io = bus->loop->io;
+  while (bus->peers_open > 0) {
+    uint64_t now = vsri_io_now_fresh(io);
+    if (now >= deadline) return false;
+    uint64_t wait = deadline - now;
+    if (wait > 10000000) wait = 10000000;
+    vsri_io_run(io, (int64_t)wait);
+  }
+  return true;
+}
+
+int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
+  struct vsri_io *io = bus->loop->io;
+  uint64_t start = vsri_io_now_fresh(io);
+  uint64_t deadline = start + timeout_ns;
+  uint64_t drain_end = start + (bus->opts.close_peer_timeout_ns < timeout_ns
+                                    ? bus->opts.close_peer_timeout_ns
+                                    : timeout_ns);
+  bus->shutting_down = true;
+  bus_listener_close(&bus->client_tcp);
+  bus_listener_close(&bus->client_quic);
+  if (bus->replica_plane) vsri_replica_shutdown(bus);
+  /* Queued frames go out first (send() already refuses new ones), then each connection closes. */
+  bus_for_each_peer(bus, VSR_ESHUTDOWN, true);
+  bool clean = bus_run_until_closed(bus, drain_end);
+  if (!clean) {
+    VSRI_WARN("VSR-SHUTDOWN", "%llu connection(s) still draining after %llu ms; closing them",
+              (unsigned long long)bus->peers_open,
+              (unsigned long long)((drain_end - start) / 1000000));
+    bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
+    bus_run_until_closed(bus, deadline > drain_end ? deadline : drain_end + 1000000000ull);
+  }
+  /* Let listener closes and canceled operations finish. */
+  for (int i = 0; i < 100 && vsri_io_run(io, 0) > 0; i++) {
+  }
+  return clean ? 0 : VSR_ETIMEDOUT;
+}
+
+void vsr_bus_del(struct vsr_bus *bus) {
+  if (!bus) return;
+  bus->shutting_down = true;
+  bus_listener_close(&bus->client_tcp);
+  bus_listener_close(&bus->client_quic);
+  if (bus->replica_plane) vsri_replica_fini(bus);
+  if (bus->loop) {
+    bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
+    bus_run_until_closed(bus, vsri_io_now_fresh(bus->loop->io) + 2000000000ull);
+    for (int i = 0; i < 100 && vsri_io_run(bus->loop->io, 0) > 0; i++) {
+    }
+  }
+  if (bus->owns_loop) vsr_loop_del(bus->loop);
+  vsri_free(bus->client_slots);
+  vsri_free(bus->client_free_next);
+  bus_free_strings(bus);
+  vsri_free(bus);
+}
+
+struct vsr_loop *vsr_bus_loop(struct vsr_bus *bus) { return bus->loop; }
+
+int vsr_bus_run_once(struct vsr_bus *bus, int64_t timeout_ns) {
+  return vsri_io_run(bus->loop->io, timeout_ns);
+}
+
+int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf, size_t len) {
+  const struct bus_listener *bl = NULL;
+  if (strcmp(which, "tcp") == 0) bl = &bus->client_tcp;
+  else if (strcmp(which, "quic") == 0) bl = &bus->client_quic;
+  else if (strcmp(which, "replica") == 0) bl = &bus->replica_tcp;
+  if (!bl || !bl->addr[0]) return VSR_ENOTCONN;
+  snprintf(buf, len, "%s", bl->addr);
+  return 0;
+}
+
+/* Adds the send counters of live peers to the totals of peers already gone. */
+void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
+  *out = bus->stats;
+  for (uint32_t i = 0; i < bus->client_slots_len; i++) {
+    const struct bus_peer *p = bus->client_slots[i];
+    if (!p) continue;
+    out->frames_out += p->q.frames_done;
+    out->bytes_out += p->q.bytes_done;
+  }
+  for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
+    const struct bus_peer *p = bus->replicas[i];
+    if (!p) continue;
+    out->frames_out += p->q.frames_done;
+    out->bytes_out += p->q.bytes_done;
+  }
+}
+
+int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                       struct vsr_peer_stats *out) {
+  const struct bus_peer *p = plane == VSR_PLANE_CLIENT
+                                 ? bus_client_find(bus, id)
+                                 : (id < VSR_MAX_REPLICAS ? bus->replicas[id] : NULL);
+  if (!p) return VSR_ENOTCONN;
+  *out = (struct vsr_peer_stats){
+      .queue_depth = p->q.len,
+      .queue_capacity = p->q.cap,
+      .frames_in = p->frames_in,
+      .bytes_in = p->bytes_in,
+      .frames_out = p->q.frames_done,
+      .bytes_out = p->q.bytes_done,
+      .drops_backpressure = p->drops_backpressure,
+  };
+  return 0;
+}

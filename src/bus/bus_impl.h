@@ -1,0 +1,106 @@
+/* Internal to the bus: peers, the registry, and the seams between the client plane (bus.c,
+ * clients.c), the replica plane (replica.c) and the transports. */
+#ifndef VSRI_BUS_IMPL_H
+#define VSRI_BUS_IMPL_H
+
+#include "io/io.h"
+#include "transport/transport.h"
+#include "vsrbus/bus.h"
+#include "vsrbus/loop.h"
+
+struct vsr_loop {
+  struct vsri_io *io;
+  struct vsr_pool *pool;
+  volatile bool stop;
+};
+
+enum bus_peer_state {
+  BUS_PEER_PENDING = 0, /* transport up, not registered (replica handshake in progress) */
+  BUS_PEER_ACTIVE,      /* registered: frames flow both ways */
+  BUS_PEER_CLOSING,     /* close requested; waiting for the transport's on_closed */
+};
+
+struct bus_peer {
+  struct vsr_bus *bus;
+  enum vsr_plane plane;
+  enum bus_peer_state state;
+  bool announced;   /* CONNECTED was reported, so LOST must be reported exactly once */
+  bool registered;  /* present in the client slots or replica table under |id| */
+  bool dialed;      /* replica plane: we dialed this connection */
+  uint64_t id;      /* client id or replica index; valid once registered */
+  const struct vsri_transport_ops *tops;
+  struct vsri_conn *conn;
+  void *plane_data; /* replica plane: handshake state (replica.c) */
+  uint64_t frames_in, bytes_in, drops_backpressure;
+  struct vsri_sendq q; /* slots follow the struct */
+};
+
+struct bus_listener {
+  struct vsr_bus *bus;
+  const struct vsri_transport_ops *tops;
+  struct vsri_listener *l;
+  enum vsr_plane plane;
+  char addr[64];
+};
+
+struct vsr_bus {
+  struct vsr_loop *loop;
+  bool owns_loop;
+  bool shutting_down;
+  struct vsr_bus_options opts;
+  struct vsr_bus_callbacks cb;
+  void *user;
+  struct vsri_transport_ctx tctx;      /* plain TCP */
+  struct vsri_transport_ctx tctx_quic; /* QUIC: same, with its settings in |tls| */
+  void *quic_config;                   /* owned struct vsri_quic_config, or NULL */
+  struct bus_listener client_tcp, client_quic, replica_tcp;
+  /* Client registry: id = (sequence << 32) | slot. Slot arrays grow to max_clients. */
+  struct bus_peer **client_slots;
+  uint32_t client_slots_len;
+  uint32_t client_free_head; /* free slot list threaded through client_free_next */
+  uint32_t *client_free_next;
+  uint64_t client_seq;
+  uint64_t forced_client_id; /* tests: the next accepted client gets this id (0: none) */
+  uint64_t peers_open;       /* peers not yet freed, both planes */
+  struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
+  void *replica_plane; /* replica.c state, NULL without a replica plane */
+  struct vsr_bus_stats stats;
+};
+
+/* Peers (bus.c). */
+struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
+                                   const struct vsri_transport_ops *tops);
+void vsri_bus_peer_attach(struct bus_peer *p, struct vsri_conn *conn, bool start);
+extern const struct vsri_conn_events vsri_bus_conn_events;
+/* Registers a replica link under |id| and reports VSR_PEER_AUTHENTICATED.
+ * Returns 0 or VSR_EDUPLICATE (another link to that replica is active). */
+int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id);
+/* Closes a peer's connection with |reason| (logged by the caller). */
+void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain);
+void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bus_peer *p,
+                   int reason);
+
+/* Replica plane (replica.c). init is called by vsr_bus_new when a cluster is configured. */
+int vsri_replica_init(struct vsr_bus *bus);
+void vsri_replica_fini(struct vsr_bus *bus);
+void vsri_replica_shutdown(struct vsr_bus *bus); /* stop dialing and accepting */
+/* A frame on a replica connection that is not yet ACTIVE (the handshake). */
+void vsri_replica_on_handshake_frame(struct bus_peer *p, struct vsr_msg *msg);
+/* A replica-plane connection is gone (before the peer is freed). */
+void vsri_replica_on_closed(struct bus_peer *p, int reason);
+/* An outgoing replica connection finished connecting (status 0) or failed. */
+void vsri_replica_on_connected(struct bus_peer *p, int status);
+
+/* Tests only: the next accepted client is registered under |id| (0 clears). */
+void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
+
+/* QUIC hooks for the client SDK and the bus (quic.c). vsri_client_quic_ops returns NULL
+ * when QUIC is not built. The config functions return 0, VSR_ECONFIG or VSR_ENOMEM. */
+struct vsr_client_options;
+const struct vsri_transport_ops *vsri_client_quic_ops(void);
+int vsri_client_quic_config(const struct vsr_client_options *o, void **out);
+void vsri_client_quic_config_free(void *cfg);
+int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out);
+void vsri_bus_quic_config_free(void *cfg);
+
+#endif

@@ -1,0 +1,263 @@
+/* Client SDK: one connection to a node over a transport, a bounded send queue, and an inbox for
+ * blocking use. Async clients run on the caller's loop; blocking calls run a private loop. */
+#include <string.h>
+
+#include "bus/bus_impl.h"
+#include "frame/decode.h"
+#include "util/alloc.h"
+#include "util/log.h"
+#include "vsrbus/client.h"
+
+struct vsr_client {
+  struct vsr_loop *loop;
+  bool owns_loop;
+  bool deleting; /* vsr_client_del called: free once the transport reports closed */
+  int state;     /* 0 connecting, 1 connected, < 0 closed with that reason */
+  const struct vsri_transport_ops *tops;
+  struct vsri_transport_ctx tctx;
+  void *tls_config; /* transport settings owned by the client (QUIC), or NULL */
+  struct vsri_conn *conn;
+  struct vsr_client_callbacks cb;
+  void *user;
+  struct vsr_msg **inbox; /* ring, grows by doubling (only while the caller lags) */
+  uint32_t inbox_cap, inbox_head, inbox_len;
+  uint32_t max_message_size;
+  struct vsri_sendq q; /* slots follow the struct */
+};
+
+void vsr_client_options_default(struct vsr_client_options *o) {
+  memset(o, 0, sizeof *o);
+  o->transport = "tcp";
+  o->addr = "127.0.0.1:8090";
+  o->max_message_size = 64u << 20;
+  o->queue_capacity = 4096;
+  o->max_batch = 256;
+  o->quic_alpn = "iggy.consensus.v1";
+}
+
+static int client_inbox_push(struct vsr_client *c, struct vsr_msg *m) {
+  if (c->inbox_len == c->inbox_cap) {
+    uint32_t cap = c->inbox_cap ? c->inbox_cap * 2 : 64;
+    struct vsr_msg **ring = vsri_malloc(cap * sizeof *ring);
+    if (!ring) return VSR_ENOMEM;
+    for (uint32_t i = 0; i < c->inbox_len; i++) {
+      ring[i] = c->inbox[(c->inbox_head + i) & (c->inbox_cap - 1)];
+    }
+    vsri_free(c->inbox);
+    c->inbox = ring;
+    c->inbox_cap = cap;
+    c->inbox_head = 0;
+  }
+  c->inbox[(c->inbox_head + c->inbox_len) & (c->inbox_cap - 1)] = vsr_msg_ref(m);
+  c->inbox_len++;
+  return 0;
+}
+
+static void client_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
+  struct vsr_client *c = owner;
+  if (c->deleting) return;
+  if (c->cb.on_message) {
+    c->cb.on_message(c->user, c, msg);
+    return;
+  }
+  if (client_inbox_push(c, msg) < 0) c->tops->close(conn, VSR_ENOMEM, false);
+}
+
+static void client_on_connected(void *owner, struct vsri_conn *conn, int status) {
+  (void)conn;
+  struct vsr_client *c = owner;
+  if (status < 0) return; /* on_closed follows with the reason */
+  c->state = 1;
+  if (c->cb.on_state && !c->deleting) c->cb.on_state(c->user, c, 0);
+}
+
+static void client_free(struct vsr_client *c) {
+  while (c->q.len > 0) vsri_sendq_pop(&c->q);
+  while (c->inbox_len > 0) {
+    vsr_msg_unref(c->inbox[c->inbox_head]);
+    c->inbox_head = (c->inbox_head + 1) & (c->inbox_cap - 1);
+    c->inbox_len--;
+  }
+  vsri_free(c->inbox);
+  if (c->owns_loop) vsr_loop_del(c->loop);
+  vsri_free(c);
+}
+
+static void client_on_closed(void *owner, struct vsri_conn *conn, int reason) {
+  (void)conn;
+  struct vsr_client *c = owner;
+  c->conn = NULL;
+  c->state = reason < 0 ? reason : VSR_ECLOSED;
+  if (c->deleting) {
+    if (!c->owns_loop) client_free(c); /* owned loops are freed by vsr_client_del itself */
+    return;
+  }
+  if (c->cb.on_state) c->cb.on_state(c->user, c, c->state);
+}
+
+static const struct vsri_conn_events client_events = {
+    .on_frame = client_on_frame,
+    .on_connected = client_on_connected,
+    .on_closed = client_on_closed,
+};
+
+static uint32_t client_pow2(uint32_t v) {
+  uint32_t p = 1;
+  while (p < v && p < (1u << 24)) p <<= 1;
+  return p;
+}
+
+int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
+                   const struct vsr_client_options *o, const struct vsr_client_callbacks *cb,
+                   void *user) {
+  struct vsr_client_options def;
+  if (!o) {
+    vsr_client_options_default(&def);
+    o = &def;
+  }
+  const char *tname = o->transport ? o->transport : "tcp";
+  const struct vsri_transport_ops *tops = NULL;
+  if (strcmp(tname, "tcp") == 0) tops = &vsri_transport_tcp;
+  else if (strcmp(tname, "quic") == 0) tops = vsri_client_quic_ops();
+  if (!tops) {
+    VSRI_ERROR("VSR-CLIENT", "transport '%s' is not available", tname);
+    return VSR_EINVAL;
+  }
+  uint32_t cap = client_pow2(o->queue_capacity ? o->queue_capacity : 4096);
+  struct vsr_client *c = vsri_calloc(1, sizeof *c + cap * sizeof(struct vsr_msg *));
+  if (!c) return VSR_ENOMEM;
+  c->loop = loop;
+  c->tops = tops;
+  c->q.slots = (struct vsr_msg **)(c + 1);
+  c->q.cap = cap;
+  if (cb) c->cb = *cb;
+  c->user = user;
+  c->max_message_size = o->max_message_size ? o->max_message_size : 64u << 20;
+  c->tctx = (struct vsri_transport_ctx){
+      .io = loop->io,
+      .pool = loop->pool,
+      .max_message_size = c->max_message_size,
+      .max_batch = o->max_batch ? o->max_batch : 256,
+      .decode_flags = VSRI_DECODE_VERIFY_BODY,
+  };
+  int err = 0;
+  if (tops != &vsri_transport_tcp) err = vsri_client_quic_config(o, &c->tls_config);
+  c->tctx.tls = c->tls_config;
+  if (!err) err = tops->connect(&c->conn, &c->tctx, o->addr, &client_events, c, &c->q);
+  if (err) {
+    if (c->tls_config) vsri_client_quic_config_free(c->tls_config);
+    vsri_free(c);
+    return err;
+  }
+  *out = c;
+  return 0;
+}
+
+void vsr_client_del(struct vsr_client *c) {
+  if (!c) return;
+  c->deleting = true;
+  if (!c->conn) {
+    client_free(c);
+    return;
+  }
+  c->tops->close(c->conn, VSR_ECLOSED, false);
+  if (!c->owns_loop) return; /* client_on_closed frees it from the caller's loop */
+  for (int i = 0; i < 1000 && c->conn; i++) vsri_io_run(c->loop->io, 1000000);
+  client_free(c);
+}
+
+int vsr_client_state(const struct vsr_client *c) { return c->state; }
+
+int vsr_client_send(struct vsr_client *c, struct vsr_msg *msg) {
+  if (c->state < 0 || c->deleting) return VSR_ENOTCONN;
+  if (msg->size < VSR_HEADER_SIZE || msg->size > c->max_message_size) return VSR_EINVAL;
+  if (!vsri_sendq_push(&c->q, msg)) return VSR_EBACKPRESSURE;
+  vsr_msg_ref(msg);
+  c->tops->kick(c->conn);
+  return 0;
+}
+
+uint32_t vsr_client_queued(const struct vsr_client *c) { return c->q.len; }
+
+struct vsr_loop *vsr_client_loop(struct vsr_client *c) { return c->loop; }
+
+struct vsr_msg *vsr_client_msg_new(struct vsr_client *c, uint32_t size) {
+  if (size < VSR_HEADER_SIZE || size > c->max_message_size) return NULL;
+  struct vsr_msg *m = vsr_pool_get(c->loop->pool, size);
+  if (m) vsr_header_init(m->data, VSR_CMD_RESERVED, size);
+  return m;
+}
+
+/* ---- blocking use ------------------------------------------------------------------------ */
+
+/* Runs the client's loop until |done| holds or |timeout_ns| passes. */
+static int client_wait(struct vsr_client *c, bool (*done)(const struct vsr_client *),
+                       uint64_t timeout_ns) {
+  struct vsri_io *io = c->loop->io;
+  uint64_t deadline = vsri_io_now_fresh(io) + timeout_ns;
+  while (!done(c)) {
+    uint64_t now = vsri_io_now_fresh(io);
+    if (now >= deadline) return VSR_ETIMEDOUT;
+    int r = vsri_io_run(io, (int64_t)(deadline - now));
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+static bool client_settled(const struct vsr_client *c) { return c->state != 0; }
+static bool client_flushed(const struct vsr_client *c) { return c->q.len == 0 || c->state < 0; }
+static bool client_has_mail(const struct vsr_client *c) {
+  return c->inbox_len > 0 || c->state < 0;
+}
+
+int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options *o,
+                       uint64_t timeout_ns) {
+  struct vsr_loop *loop;
+  struct vsr_loop_options lo;
+  vsr_loop_options_default(&lo);
+  lo.pool.prealloc[0] = 64;
+  lo.pool.prealloc[1] = 0;
+  if (o && o->max_message_size > lo.pool.max_message_size) {
+    lo.pool.max_message_size = o->max_message_size;
+  }
+  int err = vsr_loop_new(&loop, &lo);
+  if (err) return err;
+  struct vsr_client *c;
+  err = vsr_client_new(&c, loop, o, NULL, NULL);
+  if (err) {
+    vsr_loop_del(loop);
+    return err;
+  }
+  c->owns_loop = true;
+  err = client_wait(c, client_settled, timeout_ns);
+  if (err == 0 && c->state < 0) err = c->state;
+  if (err) {
+    vsr_client_del(c);
+    return err;
+  }
+  *out = c;
+  return 0;
+}
+
+int vsr_client_flush(struct vsr_client *c, uint64_t timeout_ns) {
+  int err = client_wait(c, client_flushed, timeout_ns);
+  if (err) return err;
+  return c->q.len == 0 ? 0 : c->state;
+}
+
+int vsr_client_recv(struct vsr_client *c, struct vsr_msg **out, uint64_t timeout_ns) {
+  int err = client_wait(c, client_has_mail, timeout_ns);
+  if (err) return err;
+  if (c->inbox_len == 0) return c->state;
+  *out = c->inbox[c->inbox_head];
+  c->inbox_head = (c->inbox_head + 1) & (c->inbox_cap - 1);
+  c->inbox_len--;
+  return 0;
+}
+
+int vsr_client_call(struct vsr_client *c, struct vsr_msg *req, struct vsr_msg **reply,
+                    uint64_t timeout_ns) {
+  int err = vsr_client_send(c, req);
+  if (err) return err;
+  return vsr_client_recv(c, reply, timeout_ns);
+}

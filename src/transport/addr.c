@@ -1,0 +1,57 @@
+/* Socket address text: "host:port", "[v6]:port", "localhost:port". Parsed once at set-up. */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport/transport.h"
+#include "vsrbus/error.h"
+
+int vsri_parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len) {
+  if (!text) return VSR_EADDR;
+  char host[256];
+  const char *port;
+  if (text[0] == '[') {
+    const char *end = strchr(text, ']');
+    if (!end || end[1] != ':' || (size_t)(end - text - 1) >= sizeof host) return VSR_EADDR;
+    memcpy(host, text + 1, (size_t)(end - text - 1));
+    host[end - text - 1] = 0;
+    port = end + 2;
+  } else {
+    const char *colon = strrchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof host) return VSR_EADDR;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = 0;
+    port = colon + 1;
+  }
+  char *endp;
+  long p = strtol(port, &endp, 10);
+  if (!*port || *endp || p < 0 || p > 65535) return VSR_EADDR;
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+  if (getaddrinfo(host[0] ? host : "127.0.0.1", port, &hints, &res) != 0 || !res) {
+    return VSR_EADDR;
+  }
+  memcpy(out, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
+
+void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    port = ntohs(in->sin_port);
+    snprintf(buf, len, "%s:%u", host, port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+    snprintf(buf, len, "[%s]:%u", host, port);
+  } else {
+    snprintf(buf, len, "?");
+  }
+}

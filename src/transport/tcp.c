@@ -1,0 +1,475 @@
+/* TCP transport: frames over a byte stream. The reader feeds a loop-owned receive buffer to the
+ * streaming decoder (large bodies are read straight into their frame buffer); the writer drains
+ * the owner's queue with one vectored write of up to max_batch frames, at the loop's
+ * before-poll point. Every exit path ends in tcp_finish(), which fires on_closed once. */
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "frame/decode.h"
+#include "transport/transport.h"
+#include "util/alloc.h"
+#include "util/log.h"
+#include "vsrbus/error.h"
+
+/* Bodies with at least this much still missing are read straight into the frame buffer. */
+#define TCP_DIRECT_MIN (16u << 10)
+#define TCP_ACCEPT_BACKOFF_NS (10u * 1000 * 1000)
+
+enum tcp_state { TC_CONNECTING, TC_OPEN, TC_CLOSING, TC_CLOSED };
+
+struct vsri_conn {
+  const struct vsri_transport_ctx *ctx;
+  const struct vsri_conn_events *ev;
+  void *owner;
+  struct vsri_sendq *q;
+  int fd;
+  enum tcp_state state;
+  bool reading;       /* a read-side op is pending */
+  bool writing;       /* a writev is pending */
+  bool draining;      /* closing: write the queue out before closing */
+  bool started;       /* start() called: reads may run */
+  bool direct_read;   /* the pending recv writes straight into the decoder's frame */
+  int reason;         /* close reason, valid once state >= TC_CLOSING */
+  struct iovec *iov;  /* max_batch entries, allocated at the first write */
+  int iov_frames;     /* frames in the pending writev */
+  struct vsri_completion rc; /* reads (and connect) */
+  struct vsri_completion wc; /* writes */
+  struct vsri_completion cc; /* final close(fd) */
+  struct vsri_deferred flush;
+  struct vsri_decoder dec;
+  char name[64];
+};
+
+struct vsri_listener {
+  const struct vsri_transport_ctx *ctx;
+  int fd;
+  bool closing;
+  void (*on_accept)(void *owner, struct vsri_conn *conn);
+  void *owner;
+  struct vsri_completion ac;
+  struct vsri_completion backoff;
+  struct sockaddr_storage peer;
+  socklen_t peer_len;
+  char name[64];
+};
+
+static void tcp_read(struct vsri_conn *c);
+static void tcp_flush(void *ctx);
+static void tcp_teardown(struct vsri_conn *c);
+
+static int tcp_errno_reason(int err) {
+  switch (err) {
+  case ECONNRESET:
+  case EPIPE: return VSR_ERESET;
+  case ETIMEDOUT: return VSR_ETIMEDOUT;
+  case ECONNREFUSED:
+  case EHOSTUNREACH:
+  case ENETUNREACH: return VSR_EADDR;
+  default: return VSR_EIO;
+  }
+}
+
+static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int fd) {
+  struct vsri_conn *c = vsri_calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->ctx = ctx;
+  c->fd = fd;
+  c->flush.fn = tcp_flush;
+  c->flush.ctx = c;
+  vsri_decoder_init(&c->dec, ctx->pool, ctx->max_message_size, ctx->decode_flags);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return c;
+}
+
+/* ---- closing --------------------------------------------------------------------------- */
+
+static void tcp_closed_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
+  (void)io;
+  (void)res;
+  struct vsri_conn *c = cc->ctx;
+  c->state = TC_CLOSED;
+  vsri_decoder_free(&c->dec);
+  if (c->ev && c->ev->on_closed) c->ev->on_closed(c->owner, c, c->reason);
+  vsri_free(c->iov);
+  vsri_free(c);
+}
+
+/* Closes the fd once no read or write is pending; on_closed follows from its completion. */
+static void tcp_finish(struct vsri_conn *c) {
+  if (c->reading || c->writing || c->draining || c->cc.pending || c->state == TC_CLOSED) {
+    return;
+  }
+  vsri_io_undefer(c->ctx->io, &c->flush);
+  vsri_io_close(c->ctx->io, &c->cc, c->fd, tcp_closed_cb, c);
+}
+
+/* Hard stop: cancel what is pending and close. Idempotent. */
+static void tcp_teardown(struct vsri_conn *c) {
+  c->draining = false;
+  if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
+  if (c->writing) vsri_io_cancel(c->ctx->io, &c->wc);
+  tcp_finish(c);
+}
+
+/* Records the first reason and starts tearing down. Later reasons are ignored. */
+static void tcp_fail(struct vsri_conn *c, int reason) {
+  if (c->state < TC_CLOSING) {
+    c->state = TC_CLOSING;
+    c->reason = reason;
+  }
+  tcp_teardown(c);
+}
+
+static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
+  if (c->state >= TC_CLOSING) {
+    if (!drain && c->draining) tcp_teardown(c); /* escalate a drain to a hard close */
+    return;
+  }
+  c->state = TC_CLOSING;
+  c->reason = reason;
+  if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
+  if (drain && c->q && c->q->len > 0 && c->started) {
+    c->draining = true;
+    if (!c->writing) vsri_io_defer(c->ctx->io, &c->flush);
+    return;
+  }
+  tcp_teardown(c);
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+/* Hands completed frames to the owner. Returns false if the connection started closing. */
+static bool tcp_deliver(struct vsri_conn *c, struct vsr_msg *m) {
+  c->ev->on_frame(c->owner, c, m);
+  vsr_msg_unref(m);
+  return c->state == TC_OPEN;
+}
+
+static void tcp_frame_error(struct vsri_conn *c, int err) {
+  const uint8_t *h = c->dec.hdr;
+  uint32_t size = (uint32_t)h[48] | (uint32_t)h[49] << 8 | (uint32_t)h[50] << 16 |
+                  (uint32_t)h[51] << 24;
+  VSRI_WARN("VSR-FRAME", "%s tcp: %s (%s; size %u, command %u, max %u); closing", c->name,
+            vsr_strerror(err), vsr_errname(err), size, h[60], c->ctx->max_message_size);
+  tcp_fail(c, err);
+}
+
+static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
+  (void)io;
+  struct vsri_conn *c = rc->ctx;
+  c->reading = false;
+  if (c->state != TC_OPEN) {
+    tcp_finish(c);
+    return;
+  }
+  if (res <= 0) {
+    int reason = res == 0 ? vsri_decoder_eof_reason(&c->dec) : tcp_errno_reason(-res);
+    if (res < 0 && reason == VSR_EIO) {
+      VSRI_WARN("VSR-READ", "%s tcp: recv: %s; closing", c->name, strerror(-res));
+    } else if (reason == VSR_EEOF_HEADER || reason == VSR_EEOF_BODY) {
+      VSRI_WARN("VSR-EOF", "%s tcp: %s; closing", c->name, vsr_strerror(reason));
+    }
+    tcp_fail(c, reason);
+    return;
+  }
+  struct vsr_msg *m = NULL;
+  int r;
+  if (c->direct_read) {
+    r = vsri_decoder_wrote(&c->dec, (size_t)res, &m);
+    if (r < 0) return tcp_frame_error(c, r);
+    if (r == 1 && !tcp_deliver(c, m)) return;
+  } else {
+    const uint8_t *p = rc->u.recv.buf;
+    size_t n = (size_t)res;
+    while (n > 0) {
+      size_t used = 0;
+      r = vsri_decoder_feed(&c->dec, p, n, &used, &m);
+      p += used;
+      n -= used;
+      if (r < 0) return tcp_frame_error(c, r);
+      if (r == 0) break;
+      if (!tcp_deliver(c, m)) return;
+    }
+  }
+  tcp_read(c);
+}
+
+static void tcp_read(struct vsri_conn *c) {
+  if (c->reading || c->state != TC_OPEN) return;
+  c->reading = true;
+  uint8_t *dst;
+  size_t want = vsri_decoder_want(&c->dec, &dst);
+  c->direct_read = want >= TCP_DIRECT_MIN;
+  if (c->direct_read) vsri_io_recv(c->ctx->io, &c->rc, c->fd, dst, want, tcp_read_done, c);
+  else vsri_io_recv_pooled(c->ctx->io, &c->rc, c->fd, tcp_read_done, c);
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_t res) {
+  (void)io;
+  struct vsri_conn *c = wc->ctx;
+  c->writing = false;
+  if (res < 0) {
+    if (res != -ECANCELED) {
+      int reason = tcp_errno_reason(-res);
+      VSRI_WARN("VSR-WRITE", "%s tcp: write: %s; closing", c->name, strerror(-res));
+      tcp_fail(c, reason == VSR_EIO ? VSR_EWRITE : reason);
+    } else {
+      tcp_finish(c);
+    }
+    return;
+  }
+  size_t left = (size_t)res;
+  struct vsri_sendq *q = c->q;
+  while (left > 0 && q->len > 0) {
+    struct vsr_msg *m = vsri_sendq_peek(q, 0);
+    size_t rest = m->size - q->off;
+    if (left < rest) {
+      q->off += (uint32_t)left;
+      break;
+    }
+    left -= rest;
+    vsri_sendq_pop(q);
+  }
+  if (c->state == TC_CLOSING && !c->draining) {
+    tcp_finish(c);
+    return;
+  }
+  if (q->len > 0) {
+    tcp_flush(c); /* more queued (or a partial write): keep the pipe full */
+    return;
+  }
+  if (c->draining) {
+    c->draining = false;
+    tcp_teardown(c);
+    return;
+  }
+  if (c->ev->on_drained) c->ev->on_drained(c->owner, c);
+}
+
+static void tcp_flush(void *ctx) {
+  struct vsri_conn *c = ctx;
+  if (c->writing || !c->q || c->q->len == 0) return;
+  if (c->state != TC_OPEN && !c->draining) return;
+  uint32_t max = c->ctx->max_batch ? c->ctx->max_batch : 256;
+  if (max > IOV_MAX) max = IOV_MAX;
+  if (!c->iov) {
+    c->iov = vsri_malloc(max * sizeof *c->iov);
+    if (!c->iov) {
+      VSRI_ERROR("VSR-NOMEM", "%s tcp: no memory for the write vector; closing", c->name);
+      tcp_fail(c, VSR_ENOMEM);
+      return;
+    }
+  }
+  struct vsri_sendq *q = c->q;
+  uint32_t n = q->len < max ? q->len : max;
+  for (uint32_t i = 0; i < n; i++) {
+    struct vsr_msg *m = vsri_sendq_peek(q, i);
+    uint32_t off = i == 0 ? q->off : 0;
+    c->iov[i].iov_base = m->data + off;
+    c->iov[i].iov_len = m->size - off;
+  }
+  c->iov_frames = (int)n;
+  c->writing = true;
+  vsri_io_writev(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
+}
+
+static void tcp_kick(struct vsri_conn *c) {
+  if (c->state == TC_OPEN && c->started && !c->writing) {
+    vsri_io_defer(c->ctx->io, &c->flush);
+  }
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void tcp_start(struct vsri_conn *c, const struct vsri_conn_events *ev, void *owner,
+                      struct vsri_sendq *q) {
+  c->ev = ev;
+  c->owner = owner;
+  c->q = q;
+  c->started = true;
+  if (c->state == TC_CONNECTING) return; /* reads start once connected */
+  tcp_read(c);
+  tcp_kick(c);
+}
+
+static void tcp_connect_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
+  (void)io;
+  struct vsri_conn *c = rc->ctx;
+  c->reading = false;
+  if (c->state != TC_CONNECTING) {
+    tcp_finish(c);
+    return;
+  }
+  if (res < 0) {
+    int reason = tcp_errno_reason(-res);
+    VSRI_DEBUG("VSR-CONNECT", "%s tcp: connect: %s", c->name, strerror(-res));
+    if (c->ev->on_connected) c->ev->on_connected(c->owner, c, reason);
+    tcp_fail(c, reason);
+    return;
+  }
+  c->state = TC_OPEN;
+  if (c->ev->on_connected) c->ev->on_connected(c->owner, c, 0);
+  if (c->state != TC_OPEN) return;
+  tcp_read(c);
+  tcp_kick(c);
+}
+
+static int tcp_socket(int family) {
+  return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+}
+
+static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
+                       const char *addr, const struct vsri_conn_events *ev, void *owner,
+                       struct vsri_sendq *q) {
+  struct sockaddr_storage sa;
+  socklen_t len;
+  if (vsri_parse_addr(addr, &sa, &len) < 0) return VSR_EADDR;
+  int fd = tcp_socket(sa.ss_family);
+  if (fd < 0) return errno == EMFILE || errno == ENFILE ? VSR_ELIMIT : VSR_EIO;
+  struct vsri_conn *c = tcp_conn_new(ctx, fd);
+  if (!c) {
+    close(fd);
+    return VSR_ENOMEM;
+  }
+  vsri_format_addr((struct sockaddr *)&sa, c->name, sizeof c->name);
+  c->state = TC_CONNECTING;
+  c->ev = ev;
+  c->owner = owner;
+  c->q = q;
+  c->started = true;
+  c->reading = true;
+  vsri_io_connect(ctx->io, &c->rc, fd, (struct sockaddr *)&sa, len, tcp_connect_done, c);
+  *out = c;
+  return 0;
+}
+
+static const char *tcp_peer_name(const struct vsri_conn *c) { return c->name; }
+
+/* ---- listener -------------------------------------------------------------------------- */
+
+static void tcp_accept_next(struct vsri_listener *l);
+
+static void tcp_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
+  (void)io;
+  (void)res;
+  vsri_free(cc->ctx);
+}
+
+static void tcp_listener_maybe_free(struct vsri_listener *l) {
+  if (l->ac.pending || l->backoff.pending) return;
+  /* Reuse the accept completion for the close of the listening fd. */
+  vsri_io_close(l->ctx->io, &l->ac, l->fd, tcp_listener_free_cb, l);
+}
+
+static void tcp_backoff_done(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
+  (void)io;
+  (void)res;
+  struct vsri_listener *l = t->ctx;
+  if (l->closing) tcp_listener_maybe_free(l);
+  else tcp_accept_next(l);
+}
+
+static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
+  struct vsri_listener *l = ac->ctx;
+  if (l->closing) {
+    if (res >= 0) close(res);
+    tcp_listener_maybe_free(l);
+    return;
+  }
+  if (res < 0) {
+    int err = -res;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      /* Out of fds or memory: back off instead of spinning on the same error. */
+      VSRI_WARN("VSR-ACCEPT", "%s tcp: accept: %s; retrying in 10 ms", l->name, strerror(err));
+      vsri_io_timeout(io, &l->backoff, TCP_ACCEPT_BACKOFF_NS, tcp_backoff_done, l);
+      return;
+    }
+    if (err != ECONNABORTED && err != EINTR) {
+      VSRI_WARN("VSR-ACCEPT", "%s tcp: accept: %s", l->name, strerror(err));
+    }
+    tcp_accept_next(l);
+    return;
+  }
+  struct vsri_conn *c = tcp_conn_new(l->ctx, res);
+  if (!c) {
+    VSRI_WARN("VSR-ACCEPT", "%s tcp: no memory for a connection; refused", l->name);
+    close(res);
+  } else {
+    vsri_format_addr((struct sockaddr *)&l->peer, c->name, sizeof c->name);
+    c->state = TC_OPEN;
+    l->on_accept(l->owner, c);
+  }
+  tcp_accept_next(l);
+}
+
+static void tcp_accept_next(struct vsri_listener *l) {
+  l->peer_len = sizeof l->peer;
+  vsri_io_accept(l->ctx->io, &l->ac, l->fd, &l->peer, &l->peer_len, tcp_accept_done, l);
+}
+
+static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
+                      const char *addr, void (*on_accept)(void *owner, struct vsri_conn *conn),
+                      void *owner) {
+  struct sockaddr_storage sa;
+  socklen_t len;
+  if (vsri_parse_addr(addr, &sa, &len) < 0) {
+    VSRI_ERROR("VSR-LISTEN", "tcp: cannot parse address '%s'", addr);
+    return VSR_EADDR;
+  }
+  int fd = tcp_socket(sa.ss_family), one = 1;
+  if (fd < 0) return VSR_EIO;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 4096) < 0) {
+    VSRI_ERROR("VSR-LISTEN", "tcp: cannot listen on %s: %s", addr, strerror(errno));
+    close(fd);
+    return VSR_EADDR;
+  }
+  struct vsri_listener *l = vsri_calloc(1, sizeof *l);
+  if (!l) {
+    close(fd);
+    return VSR_ENOMEM;
+  }
+  l->ctx = ctx;
+  l->fd = fd;
+  l->on_accept = on_accept;
+  l->owner = owner;
+  len = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &len);
+  vsri_format_addr((struct sockaddr *)&sa, l->name, sizeof l->name);
+  tcp_accept_next(l);
+  *out = l;
+  return 0;
+}
+
+static void tcp_listener_addr(const struct vsri_listener *l, char *buf, size_t len) {
+  snprintf(buf, len, "%s", l->name);
+}
+
+static void tcp_listener_close(struct vsri_listener *l) {
+  if (l->closing) return;
+  l->closing = true;
+  if (l->ac.pending) vsri_io_cancel(l->ctx->io, &l->ac);
+  if (l->backoff.pending) vsri_io_cancel(l->ctx->io, &l->backoff);
+  tcp_listener_maybe_free(l);
+}
+
+const struct vsri_transport_ops vsri_transport_tcp = {
+    .name = "tcp",
+    .listen = tcp_listen,
+    .listener_addr = tcp_listener_addr,
+    .listener_close = tcp_listener_close,
+    .connect = tcp_connect,
+    .start = tcp_start,
+    .kick = tcp_kick,
+    .close = tcp_close,
+    .peer_name = tcp_peer_name,
+};

@@ -1,0 +1,305 @@
+/* `vsrbus node`: one replica. Flags and config-file keys share one setter (node_set), so the
+ * two can never disagree; flags given on the command line override the file. */
+#include <errno.h>
+#include <getopt.h>
+#include <ini.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmds.h"
+#include "node.h"
+#include "sm.h"
+
+static struct vsr_loop *node_loop; /* for the signal handler */
+
+static void node_on_signal(int sig) {
+  (void)sig;
+  if (node_loop) vsr_loop_stop(node_loop);
+}
+
+static void node_usage(FILE *f) {
+  fprintf(f,
+          "usage: vsrbus node [OPTIONS]\n"
+          "\n"
+          "Runs one replica with the built-in demo state machine. With no options: a single\n"
+          "replica serving clients over TCP on 127.0.0.1:8090.\n"
+          "\n"
+          "  --config FILE           INI file; keys as the long options below (flags win)\n"
+          "  --tcp ADDR              client plane TCP listener (default 127.0.0.1:8090, 'off')\n"
+          "  --quic ADDR             client plane QUIC listener (e.g. 127.0.0.1:8080)\n"
+          "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
+          "  --quic-alpn-optional    also admit QUIC clients that offer no ALPN\n"
+          "  --cluster NAME          cluster name (the cluster id derives from it)\n"
+          "  --replica N             this replica's index\n"
+          "  --replicas A,B,C        replica plane addresses, by index\n"
+          "  --secret-file FILE      shared secret (>= 32 bytes; one trailing newline dropped)\n"
+          "  --secret-hex HEX        shared secret as hex\n"
+          "  --previous-secret-file FILE  previous secret, accepted while rotating\n"
+          "  --max-message-size N    default 67108864\n"
+          "  --max-batch N           frames per vectored write, default 256\n"
+          "  --peer-queue N          frames queued per peer, default 256\n"
+          "  --max-clients N         default 100000\n"
+          "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
+          "  --log error|warn|info|debug\n");
+}
+
+static int node_read_secret(const char *path, uint8_t *out, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "vsrbus node: %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  size_t n = fread(out, 1, VSR_SECRET_MAX, f);
+  bool more = fgetc(f) != EOF;
+  fclose(f);
+  if (more) {
+    fprintf(stderr, "vsrbus node: %s: secret longer than %d bytes\n", path, VSR_SECRET_MAX);
+    return -1;
+  }
+  if (n > 0 && out[n - 1] == '\n') n--;
+  *len = n;
+  return 0;
+}
+
+static int node_parse_hex(const char *hex, uint8_t *out, size_t *len) {
+  size_t n = strlen(hex);
+  if (n % 2 || n / 2 > VSR_SECRET_MAX) return -1;
+  for (size_t i = 0; i < n / 2; i++) {
+    unsigned v;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1) return -1;
+    out[i] = (uint8_t)v;
+  }
+  *len = n / 2;
+  return 0;
+}
+
+static int node_parse_u32(const char *key, const char *v, uint32_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long x = strtoul(v, &end, 0);
+  if (errno || *end || !*v || x > UINT32_MAX) {
+    fprintf(stderr, "vsrbus node: %s: '%s' is not a number\n", key, v);
+    return -1;
+  }
+  *out = (uint32_t)x;
+  return 0;
+}
+
+static bool node_truthy(const char *v) {
+  return !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
+         strcmp(v, "on") == 0;
+}
+
+/* Splits "A,B,C" into cfg->addrs. */
+static int node_set_replicas(struct node_cfg *cfg, const char *v) {
+  free(cfg->replicas_text);
+  cfg->replicas_text = strdup(v);
+  if (!cfg->replicas_text) return -1;
+  uint16_t n = 0;
+  for (char *save, *tok = strtok_r(cfg->replicas_text, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
+    if (n == VSR_MAX_REPLICAS) {
+      fprintf(stderr, "vsrbus node: --replicas: more than %d replicas\n", VSR_MAX_REPLICAS);
+      return -1;
+    }
+    cfg->addrs[n++] = tok;
+  }
+  cfg->bus.replica_addrs = cfg->addrs;
+  cfg->bus.replica_count = n;
+  return 0;
+}
+
+static const char *node_keep(struct node_cfg *cfg, const char *v) {
+  /* Strings from the INI parser are transient: keep copies for the life of the node. */
+  if (cfg->strings_len == sizeof cfg->strings / sizeof cfg->strings[0]) return NULL;
+  char *s = strdup(v);
+  cfg->strings[cfg->strings_len++] = s;
+  return s;
+}
+
+int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
+  struct vsr_bus_options *b = &cfg->bus;
+  if (strcmp(key, "tcp") == 0) {
+    b->client_tcp_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "quic") == 0) {
+    b->client_quic_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "cert") == 0) {
+    b->quic_cert_file = node_keep(cfg, v);
+  } else if (strcmp(key, "key") == 0) {
+    b->quic_key_file = node_keep(cfg, v);
+  } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
+    b->quic_alpn_optional = node_truthy(v);
+  } else if (strcmp(key, "cluster") == 0) {
+    b->cluster_name = node_keep(cfg, v);
+  } else if (strcmp(key, "replica") == 0) {
+    uint32_t r;
+    if (node_parse_u32(key, v, &r) || r >= VSR_MAX_REPLICAS) return -1;
+    b->replica_index = (uint8_t)r;
+  } else if (strcmp(key, "replicas") == 0) {
+    return node_set_replicas(cfg, v);
+  } else if (strcmp(key, "secret-file") == 0 || strcmp(key, "secret_file") == 0) {
+    return node_read_secret(v, b->secret, &b->secret_len);
+  } else if (strcmp(key, "secret-hex") == 0 || strcmp(key, "secret_hex") == 0) {
+    if (node_parse_hex(v, b->secret, &b->secret_len) == 0) return 0;
+    fprintf(stderr, "vsrbus node: --secret-hex: not a hex string\n");
+    return -1;
+  } else if (strcmp(key, "previous-secret-file") == 0 ||
+             strcmp(key, "previous_secret_file") == 0) {
+    return node_read_secret(v, b->previous_secret, &b->previous_secret_len);
+  } else if (strcmp(key, "max-message-size") == 0 || strcmp(key, "max_message_size") == 0) {
+    return node_parse_u32(key, v, &b->max_message_size);
+  } else if (strcmp(key, "max-batch") == 0 || strcmp(key, "max_batch") == 0) {
+    return node_parse_u32(key, v, &b->max_batch);
+  } else if (strcmp(key, "peer-queue") == 0 || strcmp(key, "peer_queue_capacity") == 0) {
+    return node_parse_u32(key, v, &b->peer_queue_capacity);
+  } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
+    return node_parse_u32(key, v, &b->max_clients);
+  } else if (strcmp(key, "io") == 0) {
+    if (strcmp(v, "epoll") == 0) b->loop_options.backend = VSR_IO_EPOLL;
+    else if (strcmp(v, "uring") == 0) b->loop_options.backend = VSR_IO_URING;
+    else if (strcmp(v, "auto") == 0) b->loop_options.backend = VSR_IO_AUTO;
+    else {
+      fprintf(stderr, "vsrbus node: --io: expected epoll, uring or auto\n");
+      return -1;
+    }
+  } else if (strcmp(key, "log") == 0) {
+    const char *names[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++) {
+      if (strcmp(v, names[i]) == 0) {
+        vsr_log_set_level((enum vsr_log_level)i);
+        return 0;
+      }
+    }
+    fprintf(stderr, "vsrbus node: --log: expected error, warn, info or debug\n");
+    return -1;
+  } else {
+    fprintf(stderr, "vsrbus node: unknown option '%s'\n", key);
+    return -1;
+  }
+  return 0;
+}
+
+static int node_ini_entry(void *user, const char *section, const char *name, const char *value) {
+  (void)section; /* keys are unique across sections: [client], [cluster], [bus] are for humans */
+  return vsr_node_set(user, name, value) == 0;
+}
+
+void vsr_node_cfg_init(struct node_cfg *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  vsr_bus_options_default(&cfg->bus);
+}
+
+void vsr_node_cfg_free(struct node_cfg *cfg) {
+  for (size_t i = 0; i < cfg->strings_len; i++) free(cfg->strings[i]);
+  free(cfg->replicas_text);
+}
+
+/* Parses argv into |cfg|. Returns 0, 1 (--help printed) or 2 (usage error, printed). */
+int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"config", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
+      {"tcp", required_argument, 0, 0},      {"quic", required_argument, 0, 0},
+      {"cert", required_argument, 0, 0},     {"key", required_argument, 0, 0},
+      {"quic-alpn-optional", no_argument, 0, 0},
+      {"cluster", required_argument, 0, 0},  {"replica", required_argument, 0, 0},
+      {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
+      {"secret-hex", required_argument, 0, 0},
+      {"previous-secret-file", required_argument, 0, 0},
+      {"max-message-size", required_argument, 0, 0},
+      {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
+      {"max-clients", required_argument, 0, 0}, {"io", required_argument, 0, 0},
+      {"log", required_argument, 0, 0},      {0, 0, 0, 0},
+  };
+  /* First pass: the config file, so that flags override it. */
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--config") != 0) continue;
+    if (i + 1 >= argc) {
+      fprintf(stderr, "vsrbus node: --config needs a file\n");
+      return 2;
+    }
+    int line = ini_parse(argv[i + 1], node_ini_entry, cfg);
+    if (line != 0) {
+      if (line < 0) fprintf(stderr, "vsrbus node: %s: cannot read\n", argv[i + 1]);
+      else fprintf(stderr, "vsrbus node: %s:%d: invalid entry\n", argv[i + 1], line);
+      return 2;
+    }
+  }
+  optind = 1;
+  int idx, ch;
+  while ((ch = getopt_long(argc, argv, "c:h", longopts, &idx)) != -1) {
+    if (ch == 'h') {
+      node_usage(stdout);
+      return 1;
+    }
+    if (ch == 'c') continue;
+    if (ch != 0) {
+      node_usage(stderr);
+      return 2;
+    }
+    if (vsr_node_set(cfg, longopts[idx].name, optarg ? optarg : "true") != 0) return 2;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "vsrbus node: unexpected argument '%s'\n", argv[optind]);
+    return 2;
+  }
+  return 0;
+}
+
+static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
+                            struct vsr_msg *msg) {
+  (void)bus;
+  if (plane == VSR_PLANE_CLIENT) vsr_sm_on_client_message(user, peer, msg);
+}
+
+static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev) {
+  (void)user;
+  (void)bus;
+  if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
+    fprintf(stderr, "vsrbus node: %s peer %llx (%s %s) lost: %s\n",
+            ev->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)ev->id,
+            ev->transport, ev->addr, vsr_strerror(ev->reason));
+  }
+}
+
+int vsr_cmd_node(int argc, char **argv) {
+  struct node_cfg cfg;
+  vsr_node_cfg_init(&cfg);
+  int rc = vsr_node_parse(&cfg, argc, argv);
+  if (rc) {
+    vsr_node_cfg_free(&cfg);
+    return rc == 1 ? 0 : 2;
+  }
+  struct vsr_sm sm = {.replica = cfg.bus.replica_index};
+  struct vsr_bus_callbacks cb = {.on_message = node_on_message,
+                                 .on_peer_event = node_on_peer_event};
+  struct vsr_bus *bus;
+  int err = vsr_bus_new(&bus, &cfg.bus, &cb, &sm);
+  if (err) {
+    fprintf(stderr, "vsrbus node: cannot start: %s\n", vsr_strerror(err));
+    vsr_node_cfg_free(&cfg);
+    return 1;
+  }
+  sm.bus = bus;
+  node_loop = vsr_bus_loop(bus);
+  signal(SIGINT, node_on_signal);
+  signal(SIGTERM, node_on_signal);
+  signal(SIGPIPE, SIG_IGN);
+  fprintf(stderr, "vsrbus node: replica %u running (io %s); Ctrl-C to stop\n",
+          cfg.bus.replica_index, vsr_loop_backend(node_loop));
+  vsr_loop_run(node_loop);
+  fprintf(stderr, "vsrbus node: shutting down\n");
+  err = vsr_bus_shutdown(bus, 5000000000ull);
+  struct vsr_bus_stats st;
+  vsr_bus_stats(bus, &st);
+  fprintf(stderr,
+          "vsrbus node: stopped: %llu frames in, %llu out, %llu replies, %llu pongs, "
+          "%llu clients served\n",
+          (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
+          (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
+          (unsigned long long)st.clients_accepted);
+  vsr_bus_del(bus);
+  vsr_node_cfg_free(&cfg);
+  return err ? 1 : 0;
+}

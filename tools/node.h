@@ -1,0 +1,22 @@
+/* Node configuration shared by `vsrbus node` and `vsrbus demo` (which starts nodes). */
+#ifndef VSR_TOOLS_NODE_H
+#define VSR_TOOLS_NODE_H
+
+#include "vsrbus/vsrbus.h"
+
+struct node_cfg {
+  struct vsr_bus_options bus;
+  const char *addrs[VSR_MAX_REPLICAS];
+  char *replicas_text;
+  char *strings[64];
+  size_t strings_len;
+};
+
+void vsr_node_cfg_init(struct node_cfg *cfg);
+void vsr_node_cfg_free(struct node_cfg *cfg);
+/* Sets one option by its long name (or config-file key). Returns 0 or -1 (printed). */
+int vsr_node_set(struct node_cfg *cfg, const char *key, const char *value);
+/* Returns 0, 1 (--help printed) or 2 (usage error printed). */
+int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv);
+
+#endif
