@@ -8,7 +8,8 @@
  *       build-fuzz/corpus-decode tests/fuzz/corpus/decode
  *
  * Input: byte 0 = mode (bit 0 verify Prepare bodies, bit 1 tiny pool, bit 2 bodies through
- * want/wrote, bits 3-4 max_message_size class), byte 1 = split seed, then the byte stream.
+ * want/wrote, bits 3-4 max_message_size class, bit 5 reseal every frame first so the typed
+ * rules behind the XXH3 seals are reachable), byte 1 = split seed, then the byte stream.
  * Invariants: no crash or sanitizer report; used <= n; only documented return codes; every
  * delivered frame is the exact stream bytes that precede the cut, has a header that passes
  * vsr_frame_check_header, and fits max_size; after vsri_decoder_free the pool has no live
@@ -129,13 +130,32 @@ static void fz_run(struct fz *z, uint8_t mode) {
   FZ_CHECK(eof == VSR_ECLOSED || eof == VSR_EEOF_HEADER || eof == VSR_EEOF_BODY);
 }
 
+/* Seals each frame of a copy of the stream as a sender would (XXH3 is out of a mutator's
+ * reach). Returns the copy; the caller frees it. */
+static uint8_t *fz_reseal(const uint8_t *s, size_t len) {
+  uint8_t *c = malloc(len ? len : 1);
+  FZ_CHECK(c != NULL);
+  memcpy(c, s, len);
+  size_t off = 0;
+  while (len - off >= VSR_HEADER_SIZE) {
+    uint32_t size = vsr_hdr_size(c + off);
+    if (size < VSR_HEADER_SIZE || size > len - off) break;
+    if (c[off + 60] == VSR_CMD_PREPARE || c[off + 60] == VSR_CMD_REPAIR_PREPARE)
+      vsr_prepare_set_body_checksum(c + off);
+    vsr_frame_seal(c + off);
+    off += size;
+  }
+  return c;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const uint32_t max_sizes[4] = {256, 4096, 64u << 10, (1u << 20) + 256};
   if (size < 2) return 0;
   uint8_t mode = data[0];
   struct fz z;
   memset(&z, 0, sizeof z);
-  z.s = data + 2;
+  uint8_t *copy = (mode & 0x20) ? fz_reseal(data + 2, size - 2) : NULL;
+  z.s = copy ? copy : data + 2;
   z.len = size - 2;
   z.rng = 0x9e3779b9u ^ ((uint32_t)data[1] << 8) ^ (uint32_t)size;
   z.max_size = max_sizes[(mode >> 3) & 3];
@@ -156,5 +176,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   vsr_pool_stats(z.pool, &st);
   FZ_CHECK(st.live == 0);
   vsr_pool_del(z.pool);
+  free(copy);
   return 0;
 }

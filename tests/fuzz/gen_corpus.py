@@ -52,6 +52,10 @@ SEEDS = {
     "oversize": b"\x08\x00" + oversize(),
     "stream_direct": b"\x15\x33" + ping() + request(b"x" * 3000) + commit_sealed()
     + prepare_unsealed(b"abcd"),
+    # bit 5: the harness reseals every frame, so sealed control frames pass their checksum
+    "resealed_control": b"\x28\x11" + header(11, 256 + 512, [(128, "<Q", 5), (224, "<Q", 3)])
+    + bytes(512) + header(18, 256, [(144, "<Q", 1), (152, "<Q", 2)])
+    + header(27, 256, [(128, "<Q", 1), (144, "<Q", 1), (255, "<B", 1)]),
     "stream_tiny_pool": b"\x1a\x44" + request(b"y" * 1000) + request(b"z" * 10)
     + request(b"w" * 2000) + ping(),
 }
