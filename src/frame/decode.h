@@ -38,8 +38,9 @@ void vsri_decoder_free(struct vsri_decoder *d);
  *   1  a frame completed: *|out| holds it (one reference, owned by the caller); call again
  *      with the rest of the bytes;
  *   0  all |n| bytes were consumed and the frame is not complete yet;
- *   <0 VSR_EFRAME_* (the stream is poisoned: close the connection) or VSR_EPOOL (no buffer;
- *      the header is kept, feeding again with n == 0 retries the pool). */
+ *   <0 VSR_EFRAME_* (the stream is poisoned: close the connection; a header error repeats on
+ *      every later feed) or VSR_EPOOL (no buffer; the header is kept, feeding again with
+ *      n == 0 retries the pool). */
 int vsri_decoder_feed(struct vsri_decoder *d, const uint8_t *p, size_t n, size_t *used,
                       struct vsr_msg **out);
 
@@ -48,7 +49,8 @@ int vsri_decoder_feed(struct vsri_decoder *d, const uint8_t *p, size_t n, size_t
 size_t vsri_decoder_want(const struct vsri_decoder *d, uint8_t **dst);
 
 /* Records that |n| bytes (<= the last want) were written at the want pointer. Returns 1 with
- * *|out| when the frame completed, 0 if more is needed, or a VSR_EFRAME_* body error. */
+ * *|out| when the frame completed, 0 if more is needed, or a VSR_EFRAME_* body error;
+ * VSR_EINVAL (nothing recorded) when no body is wanted or |n| exceeds the want. */
 int vsri_decoder_wrote(struct vsri_decoder *d, size_t n, struct vsr_msg **out);
 
 /* The reason to report when the stream ends now: VSR_ECLOSED at a frame boundary,
