@@ -54,6 +54,8 @@ static int dec_finish(struct vsri_decoder *d, struct vsr_msg **out) {
   d->have = 0;
   int rc = vsr_frame_check_body(m->data, m->size, d->flags);
   if (rc != 0) {
+    /* Like a header error, leave the header in d->hdr for the caller's log line. */
+    memcpy(d->hdr, m->data, VSR_HEADER_SIZE);
     vsr_msg_unref(m);
     return rc;
   }

@@ -38,8 +38,8 @@ void vsri_decoder_free(struct vsri_decoder *d);
  *   1  a frame completed: *|out| holds it (one reference, owned by the caller); call again
  *      with the rest of the bytes;
  *   0  all |n| bytes were consumed and the frame is not complete yet;
- *   <0 VSR_EFRAME_* (the stream is poisoned: close the connection; a header error repeats on
- *      every later feed) or VSR_EPOOL (no buffer; the header is kept, feeding again with
+ *   <0 VSR_EFRAME_* (the stream is poisoned: close the connection; |hdr| holds the offending
+ *      header for the log line, and a header error repeats on every later feed) or VSR_EPOOL (no buffer; the header is kept, feeding again with
  *      n == 0 retries the pool). */
 int vsri_decoder_feed(struct vsri_decoder *d, const uint8_t *p, size_t n, size_t *used,
                       struct vsr_msg **out);

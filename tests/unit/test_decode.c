@@ -248,6 +248,7 @@ static void expect_header_error(struct fixture *fx, const uint8_t *f, int want) 
     rc = feed_chunk(&fx->d, f + (split ? 100 : 0), VSR_HEADER_SIZE - (split ? 100 : 0), &k);
     assert_int_equal(rc, want);
     assert_int_equal(k.n, 0);
+    assert_memory_equal(fx->d.hdr, f, VSR_HEADER_SIZE);
     size_t used = 1;
     struct vsr_msg *m = NULL;
     assert_int_equal(vsri_decoder_feed(&fx->d, NULL, 0, &used, &m), want);
@@ -317,6 +318,7 @@ static void test_body_checksum(void **state) {
   struct sink k = {0};
   assert_int_equal(feed_chunk(&fx->d, f, len, &k), VSR_EFRAME_BODY_CHECKSUM);
   assert_int_equal(k.n, 0);
+  assert_memory_equal(fx->d.hdr, f, VSR_HEADER_SIZE); /* for the caller's log line */
   vsri_decoder_free(&fx->d);
   /* Split inside the body, and through want / wrote. */
   vsri_decoder_init(&fx->d, fx->pool, MAX_SIZE, VSRI_DECODE_VERIFY_BODY);
