@@ -390,6 +390,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
       .max_message_size = o->max_message_size,
       .max_batch = o->max_batch,
       .decode_flags = o->verify_body_checksum ? VSRI_DECODE_VERIFY_BODY : 0,
+      .drain_timeout_ns = o->close_peer_timeout_ns,
   };
   if (bus->opts.client_tcp_addr) {
     err = bus_listen(bus, &bus->client_tcp, &vsri_transport_tcp, &bus->tctx,

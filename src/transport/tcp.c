@@ -41,6 +41,7 @@ struct vsri_conn {
   struct vsri_completion rc; /* reads (and connect) */
   struct vsri_completion wc; /* writes */
   struct vsri_completion cc; /* final close(fd) */
+  struct vsri_completion dc; /* drain deadline */
   struct vsri_deferred flush;
   struct vsri_decoder dec;
   char name[64];
@@ -106,6 +107,10 @@ static void tcp_finish(struct vsri_conn *c) {
   if (c->reading || c->writing || c->draining || c->cc.pending || c->state == TC_CLOSED) {
     return;
   }
+  if (c->dc.pending) {
+    vsri_io_cancel(c->ctx->io, &c->dc); /* its callback calls tcp_finish again */
+    return;
+  }
   vsri_io_undefer(c->ctx->io, &c->flush);
   vsri_io_close(c->ctx->io, &c->cc, c->fd, tcp_closed_cb, c);
 }
@@ -127,6 +132,18 @@ static void tcp_fail(struct vsri_conn *c, int reason) {
   tcp_teardown(c);
 }
 
+static void tcp_drain_expired(struct vsri_io *io, struct vsri_completion *dc, int32_t res) {
+  (void)io;
+  struct vsri_conn *c = dc->ctx;
+  if (res == 0 && c->draining) {
+    VSRI_WARN("VSR-DRAIN", "%s tcp: %u frame(s) still queued at the drain deadline; closing",
+              c->name, c->q ? c->q->len : 0);
+    tcp_teardown(c);
+    return;
+  }
+  tcp_finish(c);
+}
+
 static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
   if (c->state >= TC_CLOSING) {
     if (!drain && c->draining) tcp_teardown(c); /* escalate a drain to a hard close */
@@ -138,6 +155,8 @@ static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
   if (drain && c->q && c->q->len > 0 && c->started) {
     c->draining = true;
     if (!c->writing) vsri_io_defer(c->ctx->io, &c->flush);
+    uint64_t ns = c->ctx->drain_timeout_ns ? c->ctx->drain_timeout_ns : 2000000000ull;
+    vsri_io_timeout(c->ctx->io, &c->dc, ns, tcp_drain_expired, c);
     return;
   }
   tcp_teardown(c);
@@ -158,7 +177,7 @@ static void tcp_frame_error(struct vsri_conn *c, int err) {
                   (uint32_t)h[51] << 24;
   VSRI_WARN("VSR-FRAME", "%s tcp: %s (%s; size %u, command %u, max %u); closing", c->name,
             vsr_strerror(err), vsr_errname(err), size, h[60], c->ctx->max_message_size);
-  tcp_fail(c, err);
+  tcp_close(c, err, true); /* replies to frames accepted before this one still go out */
 }
 
 static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
@@ -176,7 +195,7 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
     } else if (reason == VSR_EEOF_HEADER || reason == VSR_EEOF_BODY) {
       VSRI_WARN("VSR-EOF", "%s tcp: %s; closing", c->name, vsr_strerror(reason));
     }
-    tcp_fail(c, reason);
+    tcp_close(c, reason, res == 0); /* after a half-close, queued replies still go out */
     return;
   }
   struct vsr_msg *m = NULL;

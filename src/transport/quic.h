@@ -1,0 +1,99 @@
+/* QUIC transport (quic.c): settings, close codes, and the few internals that tests, the fuzz
+ * target and the node need (fingerprint of the listener's certificate, close codes seen, raw
+ * packet input). The transport itself is vsri_transport_quic in transport.h. */
+#ifndef VSRI_TRANSPORT_QUIC_H
+#define VSRI_TRANSPORT_QUIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "transport/transport.h"
+
+#define VSRI_QUIC_ALPN "iggy.consensus.v1"
+
+/* Application close codes (the reference's values). */
+enum {
+  VSRI_QUIC_HANDSHAKE_FAILED = 0x1001,
+  VSRI_QUIC_AUTH_FAILED = 0x1002,
+  VSRI_QUIC_SHUTDOWN = 0x1003,
+  VSRI_QUIC_PROTOCOL_VIOLATION = 0x1004,
+};
+
+enum vsri_quic_cc { VSRI_QUIC_CC_CUBIC = 0, VSRI_QUIC_CC_RENO, VSRI_QUIC_CC_BBR2 };
+
+struct vsri_cert;
+
+/* Settings for QUIC listeners and dialers, passed as vsri_transport_ctx.tls. Strings and |cert|
+ * are borrowed: they must outlive every listener and connection using them. A NULL ctx.tls
+ * means vsri_quic_config_default(). */
+struct vsri_quic_config {
+  /* Server identity: |cert| if set, else cert_file + key_file (PEM), else a self-signed
+   * certificate for "localhost" generated at listen time (its SHA-256 is logged). */
+  const struct vsri_cert *cert;
+  const char *cert_file;
+  const char *key_file;
+  /* Server: also admit clients that offer no ALPN at all (Iggy mainline SDKs). A client that
+   * offers only other protocols is always refused at the handshake. */
+  bool alpn_optional;
+
+  uint32_t max_bidi_streams;   /* concurrent peer-opened bidi streams: 1 (only 1 is served) */
+  uint64_t idle_timeout_ns;    /* 30 s; 0: none */
+  uint64_t keep_alive_ns;      /* 10 s; 0: none (server: only once the owner started it) */
+  uint64_t handshake_grace_ns; /* 10 s: handshake + first stream (server), handshake (client) */
+  uint64_t close_grace_ns;     /* 2 s: bound on a draining close before 0x1003 goes out */
+  uint32_t initial_mtu;        /* 1200: UDP payload before path MTU discovery */
+  uint32_t max_udp_payload;    /* 1452: PMTUD ceiling; above 1472 PMTUD is off and this size
+                                  is used at once (loopback benchmarks only) */
+  uint64_t stream_window;      /* 64 MiB: per-stream receive window */
+  uint64_t conn_window;        /* 64 MiB: connection receive window */
+  enum vsri_quic_cc cc;        /* CUBIC */
+  uint32_t max_handshakes;     /* 1024: server, connections not yet reported to the owner */
+  bool no_gso;                 /* send one datagram per syscall instead of UDP GSO bursts */
+  bool no_gro;                 /* receive without UDP_GRO */
+
+  /* Client: how the server's certificate is checked. ca_file: PEM CA bundle or the server's
+   * own certificate; pin_sha256: hex SHA-256 of the server certificate's DER (colons allowed);
+   * insecure: accept any certificate (only when neither is given). */
+  const char *ca_file;
+  const char *pin_sha256;
+  bool insecure;
+  const char *server_name;   /* SNI and name check; "localhost" */
+  bool stream_per_request;   /* client: one bidi stream per frame, finished after it (Iggy
+                                mainline SDK model); default: one long-lived stream */
+
+  /* Tests only. */
+  const char *test_alpn;        /* client offers this ALPN instead ("" offers none) */
+  uint32_t test_lie_streams;    /* client believes the server allows this many more streams */
+};
+
+/* Fills |cfg| with the defaults above. */
+void vsri_quic_config_default(struct vsri_quic_config *cfg);
+
+/* Checks ranges (windows, MTU, stream count). Returns 0 or VSR_ECONFIG (logged). */
+int vsri_quic_config_check(const struct vsri_quic_config *cfg);
+
+/* SHA-256 of the certificate a listener serves. */
+void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[32]);
+
+/* Connections the listener holds (handshaking, live, closing). */
+uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
+
+/* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
+ * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
+void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote);
+
+/* Tests: opens an extra stream on a dialed connection (bidi or uni) and sends |len| bytes of
+ * |data| (borrowed until the connection closes) on it. Returns 0, VSR_ESTREAM or VSR_EINVAL. */
+int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len);
+
+/* Fuzzing: feeds one datagram from |from| to a listener as if it had been received now, and
+ * replaces the UDP send with |tx| (NULL restores it). */
+void vsri_quic_listener_input(struct vsri_listener *l, const struct sockaddr *from,
+                              socklen_t fromlen, const uint8_t *pkt, size_t len);
+void vsri_quic_listener_set_tx(struct vsri_listener *l,
+                               void (*tx)(void *user, const uint8_t *pkt, size_t len),
+                               void *user);
+
+#endif
