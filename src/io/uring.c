@@ -49,6 +49,7 @@ struct ur {
   bool enabled;
   bool defer_taskrun; /* completions appear only when we enter with GETEVENTS */
   bool warned_eagain;
+  bool test_poll_first; /* tests: every operation takes the -EAGAIN path (poll, then issue) */
   /* One msghdr per SQ slot for WRITEV-as-SENDMSG; valid until the kernel consumes the SQE. */
   struct msghdr *slot_msgs;
   /* RECV_POOLED buffers: |buf_count| × |buf_size|. With a buffer ring (|br| != NULL) the
@@ -63,6 +64,10 @@ struct ur {
   struct vsri_completion *backlog_head; /* waiting for an SQE, in submission order */
   struct vsri_completion *backlog_tail;
   struct vsri_completion *cancels; /* waiting for an SQE to carry their ASYNC_CANCEL */
+  /* Counted for the debug line at fini (and for tests reading it). */
+  uint64_t retries_nobufs;  /* pooled receives issued again after -ENOBUFS */
+  uint64_t retries_poll;    /* operations that waited for readiness after -EAGAIN */
+  uint64_t backlogged;      /* submissions that found the SQ full and the kernel busy */
 };
 
 /* ---- setup ----------------------------------------------------------------------------- */
@@ -212,6 +217,8 @@ static int ur_init(struct vsri_io *io) {
     ur_free(ur);
     return err;
   }
+  /* Tests exercise the readiness path old kernels need with VSRBUS_IO_TEST_URING_POLL_FIRST=1. */
+  ur->test_poll_first = ur_env_set("VSRBUS_IO_TEST_URING_POLL_FIRST");
   io->backend_data = ur;
   VSRI_DEBUG("VSR-IO", "io_uring: %u SQ, %u CQ entries, setup flags 0x%x, buffer ring %s",
              ur->ring.sq.ring_entries, ur->ring.cq.ring_entries, ur->ring.flags,
@@ -221,6 +228,9 @@ static int ur_init(struct vsri_io *io) {
 
 static void ur_fini(struct vsri_io *io) {
   struct ur *ur = io->backend_data;
+  VSRI_DEBUG("VSR-IO", "io_uring: %llu -ENOBUFS retries, %llu readiness waits, %llu backlogged",
+             (unsigned long long)ur->retries_nobufs, (unsigned long long)ur->retries_poll,
+             (unsigned long long)ur->backlogged);
   if (ur->br) io_uring_unregister_buf_ring(&ur->ring, UR_BGID);
   io_uring_queue_exit(&ur->ring);
   ur_free(ur);
@@ -233,7 +243,8 @@ static void ur_fini(struct vsri_io *io) {
  * issuer, and registers the ring fd for that thread (saves an fd lookup per enter). */
 static int ur_enable(struct ur *ur) {
   if (ur->enabled) return 0;
-  int ret = io_uring_enable_rings(&ur->ring);
+  /* io_uring_enable_rings() is declared by liburing 2.3 but missing from its symbol map. */
+  int ret = io_uring_register((unsigned)ur->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
   if (ret < 0) {
     VSRI_ERROR("VSR-IO", "io_uring_enable_rings: %s", strerror(-ret));
     return VSR_EIO;
@@ -348,6 +359,7 @@ static void ur_prep(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_complet
 }
 
 static void ur_backlog_push(struct ur *ur, struct vsri_completion *c) {
+  ur->backlogged++;
   c->backend_tag |= UR_BACKLOG;
   c->next = NULL;
   if (ur->backlog_tail) ur->backlog_tail->next = c;
@@ -370,7 +382,9 @@ static void ur_queue(struct vsri_io *io, struct ur *ur, struct vsri_completion *
 }
 
 static void ur_submit(struct vsri_io *io, struct vsri_completion *c) {
-  ur_queue(io, io->backend_data, c);
+  struct ur *ur = io->backend_data;
+  if (ur->test_poll_first && c->op != VSRI_OP_CLOSE) c->backend_tag |= UR_POLL_STAGE;
+  ur_queue(io, ur, c);
 }
 
 /* ---- cancel ---------------------------------------------------------------------------- */
@@ -472,7 +486,10 @@ static int ur_poll_fired(struct vsri_io *io, struct ur *ur, struct vsri_completi
 
 /* True when |res| is not the operation's answer but a reason to issue it again. */
 static bool ur_want_retry(struct ur *ur, struct vsri_completion *c, int32_t res) {
-  if (res == -ENOBUFS && c->op == VSRI_OP_RECV_POOLED) return true;
+  if (res == -ENOBUFS && c->op == VSRI_OP_RECV_POOLED) {
+    ur->retries_nobufs++;
+    return true;
+  }
   if (res == -ENOTSOCK && c->op == VSRI_OP_WRITEV && !(c->backend_tag & UR_PLAIN_WRITEV)) {
     c->backend_tag |= UR_PLAIN_WRITEV;
     return true;
@@ -485,6 +502,7 @@ static bool ur_want_retry(struct ur *ur, struct vsri_completion *c, int32_t res)
     VSRI_INFO("VSR-IO", "io_uring returned %s for op %u; waiting for readiness instead",
               strerror(-res), c->op);
   }
+  ur->retries_poll++;
   c->backend_tag |= UR_POLL_STAGE;
   return true;
 }
