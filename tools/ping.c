@@ -79,7 +79,9 @@ int vsr_cmd_ping(int argc, char **argv) {
       continue;
     }
     const struct vsr_header *rh = (const struct vsr_header *)r->data;
-    if (rh->command == VSR_CMD_PONG_CLIENT && vsr_get_u64(rh->reserved_command) == (uint64_t)seq) {
+    /* A PongClient, or the ping itself from an echo server, carrying our sequence number. */
+    bool answer = rh->command == VSR_CMD_PONG_CLIENT || rh->command == VSR_CMD_PING_CLIENT;
+    if (answer && vsr_get_u64(rh->reserved_command) == (uint64_t)seq) {
       rtt[got++] = dt;
       printf("%u bytes from %s: seq=%ld time=%.3f ms\n", r->size, o.addr, seq, (double)dt / 1e6);
     } else {
