@@ -103,6 +103,9 @@ static void bus_peer_free(struct bus_peer *p) {
   vsri_free(p);
 }
 
+/* For the replica plane: frees a peer whose connection never started (dial refused at once). */
+void vsri_bus_peer_free(struct bus_peer *p) { bus_peer_free(p); }
+
 static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
   (void)conn;
   struct bus_peer *p = owner;

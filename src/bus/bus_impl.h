@@ -71,6 +71,8 @@ struct vsr_bus {
 struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
                                    const struct vsri_transport_ops *tops);
 void vsri_bus_peer_attach(struct bus_peer *p, struct vsri_conn *conn, bool start);
+/* Frees a peer that has no connection (its transport never reported on_closed). */
+void vsri_bus_peer_free(struct bus_peer *p);
 extern const struct vsri_conn_events vsri_bus_conn_events;
 /* Registers a replica link under |id| and reports VSR_PEER_AUTHENTICATED.
  * Returns 0 or VSR_EDUPLICATE (another link to that replica is active). */
