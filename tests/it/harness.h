@@ -259,7 +259,12 @@ static inline long h_read_to_eof(int fd) {
   for (;;) {
     ssize_t r = read(fd, buf, sizeof buf);
     if (r == 0) return total;
-    if (r < 0) return errno == ECONNRESET ? total : -1;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      if (errno == ECONNRESET) return total;
+      fprintf(stderr, "h_read_to_eof: %s after %ld bytes\n", strerror(errno), total);
+      return -1;
+    }
     total += r;
   }
 }
