@@ -1,25 +1,553 @@
-/* Replica plane: placeholder until the authenticated replica links land (issue 5).
- * A bus configured with a cluster refuses to start rather than run without its replicas. */
+/* Replica plane (spec/bus.md §5): one authenticated TCP connection per replica pair. The lower
+ * index dials the higher one (at start, then a sweep every reconnect_period), the higher one
+ * accepts; every new connection runs the 3-message handshake of auth.c under a deadline before
+ * vsri_bus_replica_activate() lets consensus frames through. Pending inbound handshakes are
+ * capped; at the cap the oldest one makes room, so a flood cannot lock real replicas out. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "bus/auth.h"
 #include "bus/bus_impl.h"
+#include "crypto/mac.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
-int vsri_replica_init(struct vsr_bus *bus) {
-  VSRI_ERROR("VSR-CONFIG", "cluster '%s': the replica plane is not available in this build",
-             bus->opts.cluster_name);
-  return VSR_EUNSUPPORTED;
+#define RP_LOG_EVERY_NS 1000000000ull /* at most one line per second about evictions */
+
+struct rp_plane;
+
+/* One connection still in its handshake: the peer's plane_data until it is activated or gone.
+ * It lives until the deadline timer's callback has run (the completion is inside). */
+struct rp_hs {
+  struct rp_plane *rp;
+  struct bus_peer *p;        /* NULL once the handshake ended (activated or closed) */
+  struct rp_hs *prev, *next; /* rp's pending list, oldest first */
+  struct vsri_completion deadline;
+  struct vsri_auth_hs auth;
+  bool acceptor;
+  bool slot;      /* holds one of the max_inflight_handshakes inbound slots */
+  bool got_hello; /* acceptor: the next frame is the Finish */
+  uint8_t target; /* dialer: the replica dialed */
+};
+
+struct rp_plane {
+  struct vsr_bus *bus;
+  struct vsri_auth_cfg auth;
+  struct vsri_completion sweep;
+  bool stopping;
+  uint32_t accept_inflight; /* inbound handshakes holding a slot */
+  uint32_t npeers;          /* replica-plane connections not yet closed */
+  uint32_t nhs;             /* rp_hs not yet freed */
+  struct rp_hs *head, *tail;
+  bool dialing[VSR_MAX_REPLICAS];   /* a dialed connection is connecting or handshaking */
+  bool down_logged[VSR_MAX_REPLICAS]; /* "cannot reach" already said since the last link */
+  uint64_t evicted, evicted_logged, evict_log_ns;
+};
+
+static struct rp_plane *rp_of(struct vsr_bus *bus) { return bus->replica_plane; }
+
+static const char *rp_name(const struct bus_peer *p) {
+  return p->conn ? p->tops->peer_name(p->conn) : "?";
 }
 
-void vsri_replica_fini(struct vsr_bus *bus) { (void)bus; }
-void vsri_replica_shutdown(struct vsr_bus *bus) { (void)bus; }
-void vsri_replica_on_handshake_frame(struct bus_peer *p, struct vsr_msg *msg) {
-  (void)msg;
-  vsri_bus_peer_close(p, VSR_EUNSUPPORTED, false);
+/* ---- handshake records --------------------------------------------------------------------- */
+
+static struct rp_hs *rp_hs_new(struct rp_plane *rp, struct bus_peer *p, bool acceptor) {
+  struct rp_hs *hs = vsri_calloc(1, sizeof *hs);
+  if (!hs) return NULL;
+  hs->rp = rp;
+  hs->p = p;
+  hs->acceptor = acceptor;
+  hs->prev = rp->tail;
+  if (rp->tail) rp->tail->next = hs;
+  else rp->head = hs;
+  rp->tail = hs;
+  p->plane_data = hs;
+  rp->nhs++;
+  rp->bus->stats.handshakes_inflight++;
+  return hs;
 }
-void vsri_replica_on_closed(struct bus_peer *p, int reason) {
-  (void)p;
-  (void)reason;
+
+static void rp_hs_free(struct rp_hs *hs) {
+  hs->rp->nhs--;
+  vsri_free(hs);
 }
+
+static void rp_hs_release_slot(struct rp_hs *hs) {
+  if (!hs->slot) return;
+  hs->slot = false;
+  hs->rp->accept_inflight--;
+}
+
+/* The handshake is over (activated or the connection is gone): detach, free once the deadline
+ * timer's callback can no longer touch it. */
+static void rp_hs_end(struct rp_hs *hs) {
+  struct rp_plane *rp = hs->rp;
+  if (!hs->p) return;
+  if (hs->prev) hs->prev->next = hs->next;
+  else rp->head = hs->next;
+  if (hs->next) hs->next->prev = hs->prev;
+  else rp->tail = hs->prev;
+  rp_hs_release_slot(hs);
+  if (!hs->acceptor) rp->dialing[hs->target] = false;
+  hs->p->plane_data = NULL;
+  hs->p = NULL;
+  rp->bus->stats.handshakes_inflight--;
+  if (hs->deadline.pending) vsri_io_cancel(rp->bus->loop->io, &hs->deadline);
+  else rp_hs_free(hs);
+}
+
+static void rp_deadline_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  (void)res;
+  struct rp_hs *hs = c->ctx;
+  if (!hs->p) {
+    rp_hs_free(hs);
+    return;
+  }
+  /* Still pending (res 0, or a timer the loop could not track): the peer had its chance. */
+  VSRI_WARN("VSR-AUTH", "%s replica: handshake not finished within %llu ms (%s); closing",
+            rp_name(hs->p), (unsigned long long)(hs->rp->bus->opts.handshake_grace_ns / 1000000),
+            vsr_errname(VSR_EHANDSHAKE_TIMEOUT));
+  vsri_bus_peer_close(hs->p, VSR_EHANDSHAKE_TIMEOUT, false);
+}
+
+static void rp_arm_deadline(struct rp_hs *hs) {
+  struct vsr_bus *bus = hs->rp->bus;
+  vsri_io_timeout(bus->loop->io, &hs->deadline, bus->opts.handshake_grace_ns, rp_deadline_cb, hs);
+}
+
+/* ---- sending handshake frames -------------------------------------------------------------- */
+
+/* Queues one 256-byte handshake frame ahead of any consensus frame. Returns 0 or VSR_EPOOL. */
+static int rp_push(struct bus_peer *p, const uint8_t frame[VSR_HEADER_SIZE]) {
+  struct vsr_msg *m = vsr_bus_msg_new(p->bus, VSR_HEADER_SIZE);
+  if (!m) return VSR_EPOOL;
+  memcpy(m->data, frame, VSR_HEADER_SIZE);
+  if (!vsri_sendq_push(&p->q, m)) { /* cannot happen: handshake frames come first */
+    vsr_msg_unref(m);
+    return VSR_EBACKPRESSURE;
+  }
+  p->tops->kick(p->conn);
+  return 0;
+}
+
+/* 32 bytes from the kernel CSPRNG, never all zero. Returns 0 or VSR_EIO. */
+static int rp_nonce(uint8_t out[VSRI_AUTH_NONCE_LEN]) {
+  static const uint8_t zero[VSRI_AUTH_NONCE_LEN];
+  for (int tries = 0; tries < 4; tries++) {
+    ssize_t n = getrandom(out, VSRI_AUTH_NONCE_LEN, 0);
+    if (n == VSRI_AUTH_NONCE_LEN && memcmp(out, zero, sizeof zero) != 0) return 0;
+    if (n < 0 && errno != EINTR) break;
+  }
+  VSRI_ERROR("VSR-AUTH", "getrandom: %s; cannot make a handshake nonce", strerror(errno));
+  return VSR_EIO;
+}
+
+/* One refusal, one line: "<addr> replica: <why> (<code>, status <n> <name>[, reject sent]);
+ * closing", then the connection closes (after the reject frame, if one is queued). */
+static void rp_refuse(struct bus_peer *p, int err, const char *why, bool sent) {
+  const struct rp_hs *hs = p->plane_data;
+  uint8_t st = hs ? hs->auth.status : VSRI_AUTH_OK;
+  VSRI_WARN("VSR-AUTH", "%s replica: %s (%s, status %u %s%s); closing", rp_name(p), why,
+            vsr_errname(err), st, vsri_auth_status_name(st), sent ? ", reject sent" : "");
+  vsri_bus_peer_close(p, err, sent);
+}
+
+/* ---- activation ---------------------------------------------------------------------------- */
+
+static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
+  struct rp_plane *rp = hs->rp;
+  rp_hs_end(hs);
+  int err = vsri_bus_replica_activate(p, id);
+  if (err) {
+    /* As the reference: the link already installed stays, the newcomer is dropped. */
+    VSRI_WARN("VSR-AUTH", "%s replica: replica %u is already connected; dropping the new "
+              "connection (%s); closing", rp_name(p), id, vsr_errname(err));
+    vsri_bus_peer_close(p, err, false);
+    return;
+  }
+  rp->down_logged[id] = false;
+  VSRI_INFO("VSR-REPLICA", "%s replica: replica %u authenticated (%s)", rp_name(p), id,
+            p->dialed ? "dialed" : "accepted");
+}
+
+/* ---- dialer -------------------------------------------------------------------------------- */
+
+static void rp_dial(struct rp_plane *rp, uint8_t target) {
+  struct vsr_bus *bus = rp->bus;
+  const char *addr = bus->opts.replica_addrs[target];
+  struct bus_peer *p = vsri_bus_peer_new(bus, VSR_PLANE_REPLICA, &vsri_transport_tcp);
+  struct rp_hs *hs = p ? rp_hs_new(rp, p, false) : NULL;
+  if (!hs) {
+    if (p) vsri_bus_peer_free(p);
+    VSRI_WARN("VSR-REPLICA", "replica %u at %s: no memory to dial; next sweep retries", target,
+              addr);
+    return;
+  }
+  p->dialed = true;
+  p->id = target;
+  hs->target = target;
+  vsri_auth_dialer_init(&hs->auth, &rp->auth, target, NULL);
+  struct vsri_conn *conn = NULL;
+  int err = vsri_transport_tcp.connect(&conn, &bus->tctx, addr, &vsri_bus_conn_events, p, &p->q);
+  if (err) {
+    rp_hs_end(hs);
+    vsri_bus_peer_free(p);
+    VSRI_WARN("VSR-REPLICA", "replica %u at %s: cannot dial: %s; next sweep retries", target,
+              addr, vsr_strerror(err));
+    return;
+  }
+  vsri_bus_peer_attach(p, conn, false);
+  rp->dialing[target] = true;
+  rp->npeers++;
+  rp_arm_deadline(hs); /* bounds connect + handshake: a black-holed SYN cannot pin the slot */
+}
+
+/* Dials every higher replica that has neither a link nor a dial in flight. */
+static void rp_dial_all(struct rp_plane *rp) {
+  struct vsr_bus *bus = rp->bus;
+  for (unsigned t = bus->opts.replica_index + 1u; t < bus->opts.replica_count; t++) {
+    if (bus->replicas[t] || rp->dialing[t]) continue;
+    rp_dial(rp, (uint8_t)t);
+  }
+}
+
+static void rp_sweep_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  struct rp_plane *rp = c->ctx;
+  if (res == -ECANCELED || rp->stopping) return;
+  rp_dial_all(rp);
+  vsri_io_timeout(io, &rp->sweep, rp->bus->opts.reconnect_period_ns, rp_sweep_cb, rp);
+}
+
 void vsri_replica_on_connected(struct bus_peer *p, int status) {
-  (void)p;
-  (void)status;
+  struct rp_hs *hs = p->plane_data;
+  if (!hs) return;
+  struct rp_plane *rp = hs->rp;
+  if (status) {
+    /* on_closed follows and frees the dial; the sweep retries (the reference's backoff). */
+    if (!rp->down_logged[hs->target]) {
+      rp->down_logged[hs->target] = true;
+      VSRI_INFO("VSR-REPLICA", "replica %u at %s: cannot connect: %s; retrying every %llu ms",
+                hs->target, rp_name(p), vsr_strerror(status),
+                (unsigned long long)(rp->bus->opts.reconnect_period_ns / 1000000));
+    }
+    return;
+  }
+  vsri_bus_emit(rp->bus, VSR_PEER_CONNECTED, p, 0);
+  uint8_t nonce[VSRI_AUTH_NONCE_LEN], out[VSR_HEADER_SIZE];
+  int err = rp_nonce(nonce);
+  if (!err) err = vsri_auth_dialer_hello(&hs->auth, nonce, out);
+  if (!err) err = rp_push(p, out);
+  vsri_wipe(nonce, sizeof nonce);
+  if (err) {
+    VSRI_WARN("VSR-AUTH", "%s replica: cannot send the ReplicaHello: %s; closing", rp_name(p),
+              vsr_strerror(err));
+    vsri_bus_peer_close(p, err, false);
+  }
+}
+
+static void rp_dialer_frame(struct bus_peer *p, struct rp_hs *hs, const struct vsr_msg *msg) {
+  uint8_t out[VSR_HEADER_SIZE];
+  uint8_t cmd = vsr_hdr_command(msg->data);
+  int err = vsri_auth_dialer_on_challenge(&hs->auth, msg->data, out);
+  char why[160];
+  switch (err) {
+  case 0:
+    err = rp_push(p, out);
+    if (err) {
+      rp_refuse(p, err, "cannot queue the ReplicaFinish", false);
+      return;
+    }
+    rp_activate(p, hs, hs->target);
+    return;
+  case VSR_EAUTH_COMMAND:
+    snprintf(why, sizeof why, "%s (command %u) where a ReplicaChallenge belongs",
+             vsr_command_name(cmd), cmd);
+    break;
+  case VSR_EAUTH_STATUS:
+    snprintf(why, sizeof why, "replica %u refused our ReplicaHello", hs->target);
+    break;
+  case VSR_EAUTH:
+    snprintf(why, sizeof why, "the ReplicaChallenge MAC does not verify (wrong secret, or a "
+                              "replayed or forged challenge)");
+    break;
+  default:
+    snprintf(why, sizeof why, "unexpected %s during the handshake", vsr_command_name(cmd));
+    err = VSR_EPROTO;
+    break;
+  }
+  rp_refuse(p, err, why, false);
+}
+
+/* ---- acceptor ------------------------------------------------------------------------------ */
+
+/* Closes the oldest pending inbound handshake to make room for a new one. A real replica answers
+ * within one round trip, so cycling the slots keeps it admitted under a flood; the reference
+ * refuses the newcomer instead, which lets a flood hold every slot for handshake_grace. */
+static void rp_evict_oldest(struct rp_plane *rp) {
+  struct rp_hs *hs = rp->head;
+  while (hs && !hs->slot) hs = hs->next;
+  if (!hs) return;
+  rp_hs_release_slot(hs);
+  rp->evicted++;
+  uint64_t now = vsri_io_now(rp->bus->loop->io);
+  if (rp->evicted_logged == 0 || now - rp->evict_log_ns >= RP_LOG_EVERY_NS) {
+    VSRI_WARN("VSR-AUTH", "%s replica: %u inbound handshakes in flight (the cap); closing the "
+              "oldest (%s; %llu closed so far)", rp_name(hs->p),
+              rp->bus->opts.max_inflight_handshakes, vsr_errname(VSR_ELIMIT),
+              (unsigned long long)rp->evicted);
+    rp->evicted_logged = rp->evicted;
+    rp->evict_log_ns = now;
+  }
+  vsri_bus_peer_close(hs->p, VSR_ELIMIT, false);
+}
+
+static void rp_accept(void *owner, struct vsri_conn *conn) {
+  struct bus_listener *bl = owner;
+  struct vsr_bus *bus = bl->bus;
+  struct rp_plane *rp = rp_of(bus);
+  if (!rp || rp->stopping) {
+    bl->tops->close(conn, VSR_ESHUTDOWN, false);
+    return;
+  }
+  if (rp->accept_inflight >= bus->opts.max_inflight_handshakes) rp_evict_oldest(rp);
+  struct bus_peer *p = vsri_bus_peer_new(bus, VSR_PLANE_REPLICA, bl->tops);
+  struct rp_hs *hs = p ? rp_hs_new(rp, p, true) : NULL;
+  if (!hs) {
+    if (p) vsri_bus_peer_free(p);
+    VSRI_WARN("VSR-AUTH", "%s replica: no memory for a handshake (%s); closing",
+              bl->tops->peer_name(conn), vsr_errname(VSR_ENOMEM));
+    bl->tops->close(conn, VSR_ENOMEM, false);
+    return;
+  }
+  hs->slot = true;
+  rp->accept_inflight++;
+  rp->npeers++;
+  vsri_auth_acceptor_init(&hs->auth, &rp->auth, NULL);
+  vsri_bus_peer_attach(p, conn, true);
+  rp_arm_deadline(hs);
+}
+
+/* Explains an acceptor-side reject in words, for the log line. */
+static void rp_hello_why(const struct rp_hs *hs, const uint8_t *in, char *why, size_t len) {
+  uint8_t cmd = vsr_hdr_command(in);
+  switch (hs->auth.status) {
+  case VSRI_AUTH_UNKNOWN_COMMAND:
+    snprintf(why, len, "%s (command %u) where a ReplicaHello belongs", vsr_command_name(cmd),
+             cmd);
+    break;
+  case VSRI_AUTH_CLUSTER_MISMATCH: {
+    vsr_u128 c = vsr_get_u128(in + offsetof(struct vsr_header, cluster));
+    snprintf(why, len, "ReplicaHello from replica %u for cluster %016llx%016llx, not ours",
+             hs->auth.peer_id, (unsigned long long)c.hi, (unsigned long long)c.lo);
+    break;
+  }
+  case VSRI_AUTH_DIRECTIONAL_RULE:
+    snprintf(why, len, "ReplicaHello from replica %u: only lower ids (< %u) may dial replica %u",
+             hs->auth.peer_id, hs->auth.cfg->self_id, hs->auth.cfg->self_id);
+    break;
+  case VSRI_AUTH_AUTH_REQUIRED:
+    snprintf(why, len, "ReplicaHello from replica %u carries no nonce (authentication is "
+             "required)", hs->auth.peer_id);
+    break;
+  default:
+    snprintf(why, len, "ReplicaHello refused");
+    break;
+  }
+}
+
+static void rp_acceptor_hello(struct bus_peer *p, struct rp_hs *hs, const struct vsr_msg *msg) {
+  uint8_t nonce[VSRI_AUTH_NONCE_LEN], out[VSR_HEADER_SIZE];
+  bool send = false;
+  int err = rp_nonce(nonce);
+  if (err) {
+    vsri_bus_peer_close(p, err, false);
+    return;
+  }
+  err = vsri_auth_acceptor_on_hello(&hs->auth, msg->data, nonce, out, &send);
+  vsri_wipe(nonce, sizeof nonce);
+  hs->got_hello = true;
+  if (err) {
+    char why[192];
+    rp_hello_why(hs, msg->data, why, sizeof why);
+    bool sent = send && rp_push(p, out) == 0;
+    rp_refuse(p, err, why, sent);
+    return;
+  }
+  /* The id is announced (not yet proven): report it so LOST pairs with it. */
+  p->id = hs->auth.peer_id;
+  vsri_bus_emit(p->bus, VSR_PEER_CONNECTED, p, 0);
+  err = rp_push(p, out);
+  if (err) rp_refuse(p, err, "cannot queue the ReplicaChallenge", false);
+}
+
+static void rp_acceptor_finish(struct bus_peer *p, struct rp_hs *hs, const struct vsr_msg *msg) {
+  uint8_t cmd = vsr_hdr_command(msg->data);
+  int err = vsri_auth_acceptor_on_finish(&hs->auth, msg->data);
+  if (err == 0) {
+    rp_activate(p, hs, hs->auth.peer_id);
+    return;
+  }
+  char why[192];
+  if (err == VSR_EAUTH_COMMAND) {
+    snprintf(why, sizeof why, "%s (command %u) from replica %u where a ReplicaFinish belongs",
+             vsr_command_name(cmd), cmd, hs->auth.peer_id);
+  } else {
+    snprintf(why, sizeof why, "the ReplicaFinish MAC from replica %u does not verify (wrong "
+             "secret, or a replayed, reflected or altered handshake)", hs->auth.peer_id);
+  }
+  rp_refuse(p, err, why, false);
+}
+
+void vsri_replica_on_handshake_frame(struct bus_peer *p, struct vsr_msg *msg) {
+  struct rp_hs *hs = p->plane_data;
+  if (!hs) { /* activated or refused already: the bus only calls us for pending peers */
+    vsri_bus_peer_close(p, VSR_EPROTO, false);
+    return;
+  }
+  if (!hs->acceptor) rp_dialer_frame(p, hs, msg);
+  else if (!hs->got_hello) rp_acceptor_hello(p, hs, msg);
+  else rp_acceptor_finish(p, hs, msg);
+}
+
+void vsri_replica_on_closed(struct bus_peer *p, int reason) {
+  struct rp_plane *rp = rp_of(p->bus);
+  struct rp_hs *hs = p->plane_data;
+  if (hs) rp = hs->rp;
+  if (rp) rp->npeers--;
+  if (hs) {
+    rp_hs_end(hs);
+    return;
+  }
+  if (p->registered && p->bus->replicas[p->id] == p) {
+    VSRI_INFO("VSR-REPLICA", "%s replica: link to replica %u lost: %s%s", rp_name(p),
+              (unsigned)p->id, vsr_strerror(reason),
+              p->dialed ? "; redialing at the next sweep" : "");
+  }
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+static int rp_check(const struct vsr_bus_options *o) {
+  if (o->replica_count > 255) {
+    VSRI_ERROR("VSR-CONFIG", "replica_count %u: at most 255 replicas (ids are one byte)",
+               o->replica_count);
+    return VSR_ECONFIG;
+  }
+  if (o->replica_index >= o->replica_count || !o->replica_addrs) {
+    VSRI_ERROR("VSR-CONFIG", "replica %u: needs replica_addrs for %u replicas, this one among "
+               "them", o->replica_index, o->replica_count);
+    return VSR_ECONFIG;
+  }
+  for (unsigned i = 0; i < o->replica_count; i++) {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    if (!o->replica_addrs[i] || vsri_parse_addr(o->replica_addrs[i], &sa, &len) < 0) {
+      VSRI_ERROR("VSR-CONFIG", "replica %u: address '%s' is not host:port", i,
+                 o->replica_addrs[i] ? o->replica_addrs[i] : "(none)");
+      return VSR_ECONFIG;
+    }
+  }
+  if (o->secret_len < VSR_SECRET_MIN || o->secret_len > VSR_SECRET_MAX) {
+    VSRI_ERROR("VSR-CONFIG", "cluster '%s': the replica plane needs a shared secret of %d..%d "
+               "bytes (got %zu)", o->cluster_name, VSR_SECRET_MIN, VSR_SECRET_MAX, o->secret_len);
+    return VSR_ECONFIG;
+  }
+  if (o->previous_secret_len &&
+      (o->previous_secret_len < VSR_SECRET_MIN || o->previous_secret_len > VSR_SECRET_MAX)) {
+    VSRI_ERROR("VSR-CONFIG", "previous secret: %zu bytes, needs %d..%d", o->previous_secret_len,
+               VSR_SECRET_MIN, VSR_SECRET_MAX);
+    return VSR_ECONFIG;
+  }
+  if (!o->reconnect_period_ns || !o->handshake_grace_ns || !o->max_inflight_handshakes) {
+    VSRI_ERROR("VSR-CONFIG", "reconnect_period, handshake_grace and max_inflight_handshakes "
+               "must be > 0");
+    return VSR_ECONFIG;
+  }
+  return 0;
+}
+
+static int rp_listen(struct vsr_bus *bus) {
+  struct bus_listener *bl = &bus->replica_tcp;
+  bl->bus = bus;
+  bl->tops = &vsri_transport_tcp;
+  bl->plane = VSR_PLANE_REPLICA;
+  const char *addr = bus->opts.replica_addrs[bus->opts.replica_index];
+  int err = bl->tops->listen(&bl->l, &bus->tctx, addr, rp_accept, bl);
+  if (err) {
+    VSRI_ERROR("VSR-LISTEN", "replica plane: cannot listen on %s: %s", addr, vsr_strerror(err));
+    return err;
+  }
+  bl->tops->listener_addr(bl->l, bl->addr, sizeof bl->addr);
+  VSRI_INFO("VSR-LISTEN", "replica plane tcp listening on %s (replica %u of %u, cluster '%s')",
+            bl->addr, bus->opts.replica_index, bus->opts.replica_count, bus->opts.cluster_name);
+  return 0;
+}
+
+int vsri_replica_init(struct vsr_bus *bus) {
+  const struct vsr_bus_options *o = &bus->opts;
+  int err = rp_check(o);
+  if (err) return err;
+  struct rp_plane *rp = vsri_calloc(1, sizeof *rp);
+  if (!rp) return VSR_ENOMEM;
+  rp->bus = bus;
+  err = vsri_auth_cfg_init(&rp->auth, o->cluster_name, o->replica_index,
+                           (uint8_t)o->replica_count, o->secret, o->secret_len,
+                           o->previous_secret_len ? o->previous_secret : NULL,
+                           o->previous_secret_len);
+  if (err) {
+    VSRI_ERROR("VSR-CONFIG", "cluster '%s': invalid replica auth settings (the previous secret "
+               "must differ from the secret)", o->cluster_name);
+    vsri_free(rp);
+    return err;
+  }
+  bus->replica_plane = rp;
+  err = rp_listen(bus);
+  if (err) return err; /* vsr_bus_new's cleanup calls vsri_replica_fini */
+  rp_dial_all(rp);
+  vsri_io_timeout(bus->loop->io, &rp->sweep, o->reconnect_period_ns, rp_sweep_cb, rp);
+  return 0;
+}
+
+void vsri_replica_shutdown(struct vsr_bus *bus) {
+  struct rp_plane *rp = rp_of(bus);
+  if (!rp || rp->stopping) return;
+  rp->stopping = true;
+  struct bus_listener *bl = &bus->replica_tcp;
+  if (bl->l) {
+    bl->tops->listener_close(bl->l);
+    bl->l = NULL;
+  }
+  if (rp->sweep.pending) vsri_io_cancel(bus->loop->io, &rp->sweep);
+  /* Half-done handshakes have nothing worth draining; established links drain in the bus. */
+  for (struct rp_hs *hs = rp->head; hs; hs = hs->next) {
+    vsri_bus_peer_close(hs->p, VSR_ESHUTDOWN, false);
+  }
+}
+
+void vsri_replica_fini(struct vsr_bus *bus) {
+  struct rp_plane *rp = rp_of(bus);
+  if (!rp) return;
+  vsri_replica_shutdown(bus);
+  for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
+    if (bus->replicas[i]) vsri_bus_peer_close(bus->replicas[i], VSR_ESHUTDOWN, false);
+  }
+  /* Every completion and connection that points at |rp| must be finished before it goes. */
+  struct vsri_io *io = bus->loop->io;
+  uint64_t end = vsri_io_now_fresh(io) + 2000000000ull;
+  while ((rp->npeers || rp->nhs || rp->sweep.pending) && vsri_io_now_fresh(io) < end) {
+    vsri_io_run(io, 10000000);
+  }
+  if (rp->npeers || rp->nhs || rp->sweep.pending) {
+    VSRI_ERROR("VSR-SHUTDOWN", "replica plane: %u connection(s) still open after 2 s; leaking "
+               "their state rather than freeing it under them", rp->npeers);
+    bus->replica_plane = NULL;
+    return;
+  }
+  vsri_auth_cfg_wipe(&rp->auth);
+  bus->replica_plane = NULL;
+  vsri_free(rp);
 }
