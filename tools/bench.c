@@ -62,6 +62,7 @@ struct bench_node {
   struct bench_result r;
   uint64_t clients_seen, clients_lost, warm_allocs, warm_frames;
   bool warm;
+  bool echo; /* lat / pipeline: send each frame back */
 };
 
 static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
@@ -79,7 +80,7 @@ static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plan
     n->warm_allocs = vsr_alloc_count();
     n->warm_frames = n->r.frames;
   }
-  if (strcmp(n->cfg->mode, "tput") != 0) vsr_bus_send_to_client(bus, peer, msg); /* echo */
+  if (n->echo) vsr_bus_send_to_client(bus, peer, msg);
 }
 
 static void node_on_peer(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev) {
@@ -91,7 +92,7 @@ static void node_on_peer(void *user, struct vsr_bus *bus, const struct vsr_peer_
 }
 
 static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
-  struct bench_node n = {.cfg = cfg};
+  struct bench_node n = {.cfg = cfg, .echo = strcmp(cfg->mode, "tput") != 0};
   struct vsr_bus_options o;
   vsr_bus_options_default(&o);
   bool quic = strcmp(cfg->transport, "quic") == 0;

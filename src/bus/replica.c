@@ -160,15 +160,23 @@ static void rp_refuse(struct bus_peer *p, int err, const char *why, bool sent) {
 
 static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
   struct rp_plane *rp = hs->rp;
+  struct vsr_bus *bus = rp->bus;
   rp_hs_end(hs);
-  int err = vsri_bus_replica_activate(p, id);
-  if (err) {
-    /* As the reference: the link already installed stays, the newcomer is dropped. */
+  if (bus->replicas[id]) {
+    /* As the reference: the link already installed stays, the newcomer is dropped. No event:
+     * the application's view of replica |id| is the installed link. */
     VSRI_WARN("VSR-AUTH", "%s replica: replica %u is already connected; dropping the new "
-              "connection (%s); closing", rp_name(p), id, vsr_errname(err));
-    vsri_bus_peer_close(p, err, false);
+              "connection (%s); closing", rp_name(p), id, vsr_errname(VSR_EDUPLICATE));
+    vsri_bus_peer_close(p, VSR_EDUPLICATE, false);
     return;
   }
+  /* An inbound link is announced only now: an unproven Hello must never produce events that
+   * an application could mistake for news about the real replica with that id. */
+  if (!p->announced) {
+    p->id = id;
+    vsri_bus_emit(bus, VSR_PEER_CONNECTED, p, 0);
+  }
+  vsri_bus_replica_activate(p, id);
   rp->down_logged[id] = false;
   VSRI_INFO("VSR-REPLICA", "%s replica: replica %u authenticated (%s)", rp_name(p), id,
             p->dialed ? "dialed" : "accepted");
@@ -377,9 +385,6 @@ static void rp_acceptor_hello(struct bus_peer *p, struct rp_hs *hs, const struct
     rp_refuse(p, err, why, sent);
     return;
   }
-  /* The id is announced (not yet proven): report it so LOST pairs with it. */
-  p->id = hs->auth.peer_id;
-  vsri_bus_emit(p->bus, VSR_PEER_CONNECTED, p, 0);
   err = rp_push(p, out);
   if (err) rp_refuse(p, err, "cannot queue the ReplicaChallenge", false);
 }
@@ -425,7 +430,7 @@ void vsri_replica_on_closed(struct bus_peer *p, int reason) {
   if (p->registered && p->bus->replicas[p->id] == p) {
     VSRI_INFO("VSR-REPLICA", "%s replica: link to replica %u lost: %s%s", rp_name(p),
               (unsigned)p->id, vsr_strerror(reason),
-              p->dialed ? "; redialing at the next sweep" : "");
+              p->dialed && rp && !rp->stopping ? "; redialing at the next sweep" : "");
   }
 }
 

@@ -80,6 +80,10 @@ void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[3
 /* Connections the listener holds (handshaking, live, closing). */
 uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
 
+/* QUIC connections and listeners not yet freed (all loops): tests run the loop until 0 before
+ * deleting it. */
+uint32_t vsri_quic_live(void);
+
 /* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
 void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote);
