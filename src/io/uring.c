@@ -39,7 +39,6 @@ enum {
   UR_CANCEL_SENT = 1u << 2,  /* an ASYNC_CANCEL SQE targets c */
   UR_CANCEL_WAIT = 1u << 3,  /* cancel wanted, no SQE free: linked on ur->cancels */
   UR_POLL_STAGE = 1u << 4,   /* in flight as POLL_ADD; the operation itself comes after */
-  UR_PLAIN_WRITEV = 1u << 5, /* WRITEV on a non-socket: IORING_OP_WRITEV, not SENDMSG */
 };
 
 struct ur {
@@ -122,9 +121,8 @@ static const char *ur_missing(struct ur *ur) {
   } ops[] = {
       {IORING_OP_ACCEPT, "ACCEPT"},   {IORING_OP_CONNECT, "CONNECT"},
       {IORING_OP_RECV, "RECV"},       {IORING_OP_SENDMSG, "SENDMSG"},
-      {IORING_OP_RECVMSG, "RECVMSG"}, {IORING_OP_WRITEV, "WRITEV"},
-      {IORING_OP_CLOSE, "CLOSE"},     {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
-      {IORING_OP_POLL_ADD, "POLL_ADD"},
+      {IORING_OP_RECVMSG, "RECVMSG"}, {IORING_OP_CLOSE, "CLOSE"},
+      {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"}, {IORING_OP_POLL_ADD, "POLL_ADD"},
   };
   for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++) {
     if (!(ur->ring.features & feats[i].bit)) return feats[i].name;
@@ -303,11 +301,8 @@ static bool ur_is_read_side(uint8_t op) {
          op == VSRI_OP_RECVMSG;
 }
 
+/* Like epoll.c, WRITEV is sendmsg(MSG_NOSIGNAL): sockets only (-ENOTSOCK otherwise). */
 static void ur_prep_writev(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
-  if (c->backend_tag & UR_PLAIN_WRITEV) {
-    io_uring_prep_writev(sqe, c->fd, c->u.writev.iov, (unsigned)c->u.writev.iovcnt, (__u64)-1);
-    return;
-  }
   struct msghdr *mh = &ur->slot_msgs[sqe - ur->ring.sq.sqes];
   memset(mh, 0, sizeof *mh);
   mh->msg_iov = (struct iovec *)c->u.writev.iov;
@@ -488,10 +483,6 @@ static int ur_poll_fired(struct vsri_io *io, struct ur *ur, struct vsri_completi
 static bool ur_want_retry(struct ur *ur, struct vsri_completion *c, int32_t res) {
   if (res == -ENOBUFS && c->op == VSRI_OP_RECV_POOLED) {
     ur->retries_nobufs++;
-    return true;
-  }
-  if (res == -ENOTSOCK && c->op == VSRI_OP_WRITEV && !(c->backend_tag & UR_PLAIN_WRITEV)) {
-    c->backend_tag |= UR_PLAIN_WRITEV;
     return true;
   }
   bool again = res == -EAGAIN ||

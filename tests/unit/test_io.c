@@ -485,6 +485,22 @@ static void test_writev_to_closed_peer_fails_without_sigpipe(void **state) {
   vsri_io_del(io);
 }
 
+/* WRITEV is a socket operation on every backend (sendmsg with MSG_NOSIGNAL underneath). */
+static void test_writev_on_a_pipe_reports_enotsock(void **state) {
+  struct vsri_io *io = t_io(state);
+  int p[2];
+  assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+  struct iovec iov = {"x", 1};
+  struct vsri_completion c;
+  struct t_hits h = {0, 99};
+  vsri_io_writev(io, &c, p[1], &iov, 1, t_hit_cb, &h);
+  t_run_until(io, &h.count, 1);
+  assert_int_equal(h.last, -ENOTSOCK);
+  close(p[0]);
+  close(p[1]);
+  vsri_io_del(io);
+}
+
 /* ---- pooled receives ------------------------------------------------------------------------ */
 
 struct t_pool {
@@ -962,6 +978,7 @@ int main(void) {
       T_ON_ALL(test_tcp_accept_connect_writev_recv_10mib),
       T_ON_ALL(test_connect_refused_reports_econnrefused),
       T_ON_ALL(test_writev_to_closed_peer_fails_without_sigpipe),
+      T_ON_ALL(test_writev_on_a_pipe_reports_enotsock),
       T_ON_ALL(test_recv_pooled_buffers_return),
       T_ON_ALL(test_recv_pooled_survives_buffer_exhaustion),
       T_ON_ALL(test_udp_sendmsg_recvmsg_datagrams),
