@@ -1,0 +1,255 @@
+/* QUIC transport, driven directly (no bus): the reference's round trip of Ping, Prepare and
+ * Request on both stream models, the oversize size field, mixed frames up to 1 MiB in order,
+ * many concurrent clients, graceful close with 0x1003, and delivery over a lossy path. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "quic_util.h"
+
+static bool pred_frames(struct qt_env *env, void *arg) {
+  (void)env;
+  struct qt_peer *p = ((struct qt_peer **)arg)[0];
+  uint32_t want = (uint32_t)(uintptr_t)((void **)arg)[1];
+  return p->nframes >= want || p->closed;
+}
+
+static bool wait_frames(struct qt_env *env, struct qt_peer *p, uint32_t want, uint64_t ns) {
+  void *arg[2] = {p, (void *)(uintptr_t)want};
+  return qt_run_until(env, pred_frames, arg, ns);
+}
+
+static bool pred_accepted(struct qt_env *env, void *arg) {
+  return env->naccepted >= (int)(intptr_t)arg;
+}
+
+/* Ping, Prepare, Request out; the server sees them in order and echoes them back. */
+static void roundtrip_three(bool per_request) {
+  struct qt_env env;
+  qt_env_init(&env);
+  env.ccfg.stream_per_request = per_request;
+  assert_int_equal(qt_listen(&env), 0);
+  assert_int_equal(qt_dial(&env, 0, NULL), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+  assert_true(c->connected);
+  assert_int_equal(env.naccepted, 0); /* not reported before the first stream */
+  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
+  qt_send(c, qt_frame(env.pool, VSR_CMD_PREPARE, 256, 1));
+  qt_send(c, qt_frame(env.pool, VSR_CMD_REQUEST, 256 + 100, 2));
+  assert_true(wait_frames(&env, c, 3, 5 * QT_SEC));
+  assert_int_equal(env.naccepted, 1);
+  struct qt_peer *s = &env.server[0];
+  assert_int_equal(s->nframes, 3);
+  assert_int_equal(s->cmds[0], VSR_CMD_PING);
+  assert_int_equal(s->cmds[1], VSR_CMD_PREPARE);
+  assert_int_equal(s->cmds[2], VSR_CMD_REQUEST);
+  assert_int_equal(c->nframes, 3);
+  assert_int_equal(c->cmds[0], VSR_CMD_PING);
+  assert_int_equal(c->cmds[1], VSR_CMD_PREPARE);
+  assert_int_equal(c->cmds[2], VSR_CMD_REQUEST);
+  assert_false(c->closed);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
+static void test_roundtrip_long_lived_stream(void **state) {
+  (void)state;
+  roundtrip_three(false);
+}
+
+static void test_roundtrip_stream_per_request(void **state) {
+  (void)state;
+  roundtrip_three(true);
+}
+
+/* A size field beyond max_message_size at offset 48: the server's decoder rejects it with the
+ * same error as TCP and closes the connection with 0x1004. */
+static void test_oversize_size_field(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  qt_log_capture();
+  assert_int_equal(qt_listen(&env), 0);
+  assert_int_equal(qt_dial(&env, 0, NULL), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
+  assert_true(wait_frames(&env, c, 1, 5 * QT_SEC));
+  struct vsr_msg *bad = qt_frame(env.pool, VSR_CMD_REQUEST, 256, 1);
+  vsr_put_u32(bad->data + 48, env.sctx.max_message_size + 1);
+  qt_send(c, bad);
+  assert_true(qt_run_until(&env, qt_pred_closed, &env.server[0], 5 * QT_SEC));
+  assert_int_equal(env.server[0].close_reason, VSR_EFRAME_LARGE);
+  assert_int_equal(env.server[0].nframes, 1);
+  assert_true(qt_run_until(&env, qt_pred_closed, c, 5 * QT_SEC));
+  assert_int_equal(c->close_reason, VSR_EPROTO);
+  assert_true(c->close_app && c->close_remote);
+  assert_int_equal(c->close_code, VSRI_QUIC_PROTOCOL_VIOLATION);
+  assert_true(qt_log_has("VSR-FRAME"));
+  assert_true(qt_log_has("VSR_EFRAME_LARGE"));
+  vsr_log_set_handler(NULL, NULL);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
+/* 1,000 frames of mixed sizes up to 1 MiB, in order and byte-exact, both ways. */
+static void mixed_frames(struct qt_env *env, struct qt_peer *c, uint32_t n, uint64_t seed) {
+  env->server_check = true;
+  c->check = true;
+  uint64_t x = seed;
+  for (uint32_t i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    uint32_t size;
+    if (x % 10 == 0) size = 260 + (uint32_t)(x >> 20) % ((1u << 20) - 260);
+    else if (x % 10 < 4) size = 260 + (uint32_t)(x >> 20) % 16384;
+    else size = 260 + (uint32_t)(x >> 20) % 1024;
+    uint8_t cmd = i % 3 == 0 ? VSR_CMD_PING : i % 3 == 1 ? VSR_CMD_PREPARE : VSR_CMD_REQUEST;
+    struct vsr_msg *m = qt_frame(env->pool, cmd, size, i);
+    assert_non_null(m);
+    qt_send(c, m);
+  }
+}
+
+static void test_mixed_1000_frames(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  assert_int_equal(qt_listen(&env), 0);
+  env.server_check = true;
+  assert_int_equal(qt_dial(&env, 0, NULL), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+  mixed_frames(&env, c, 1000, 42);
+  assert_true(wait_frames(&env, c, 1000, 120 * QT_SEC));
+  assert_int_equal(c->nframes, 1000);
+  assert_int_equal(c->bad, 0);
+  assert_int_equal(env.server[0].nframes, 1000);
+  assert_int_equal(env.server[0].bad, 0);
+  assert_int_equal(env.server[0].bytes, c->bytes);
+  assert_false(c->closed);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
+/* 100 clients at once, each sends 20 frames and gets them back. */
+static bool pred_all_echoed(struct qt_env *env, void *arg) {
+  int n = (int)(intptr_t)arg;
+  for (int i = 0; i < n; i++) {
+    if (env->client[i].nframes < 20 && !env->client[i].closed) return false;
+  }
+  return true;
+}
+
+static void test_100_clients(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  assert_int_equal(qt_listen(&env), 0);
+  env.server_check = true;
+  for (int i = 0; i < 100; i++) assert_int_equal(qt_dial(&env, i, NULL), 0);
+  for (int i = 0; i < 100; i++) {
+    env.client[i].check = true;
+    for (uint32_t k = 0; k < 20; k++) {
+      qt_send(&env.client[i], qt_frame(env.pool, VSR_CMD_PING, 260 + k * 100, k));
+    }
+  }
+  assert_true(qt_run_until(&env, pred_all_echoed, (void *)100, 60 * QT_SEC));
+  assert_int_equal(env.naccepted, 100);
+  for (int i = 0; i < 100; i++) {
+    assert_false(env.client[i].closed);
+    assert_int_equal(env.client[i].nframes, 20);
+    assert_int_equal(env.client[i].bad, 0);
+    assert_int_equal(env.server[i].bad, 0);
+  }
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
+/* Graceful close: queued frames reach the client first, then CONNECTION_CLOSE 0x1003. */
+static void test_graceful_close_0x1003(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  env.server_echo = false;
+  assert_int_equal(qt_listen(&env), 0);
+  assert_int_equal(qt_dial(&env, 0, NULL), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
+  assert_true(qt_run_until(&env, pred_accepted, (void *)1, 5 * QT_SEC));
+  assert_true(wait_frames(&env, &env.server[0], 1, 5 * QT_SEC));
+  struct qt_peer *s = &env.server[0];
+  c->check = true;
+  for (uint32_t i = 0; i < 200; i++) qt_send(s, qt_frame(env.pool, VSR_CMD_PING, 4096, i));
+  vsri_transport_quic.close(s->conn, VSR_ESHUTDOWN, true);
+  assert_true(qt_run_until(&env, qt_pred_closed, c, 10 * QT_SEC));
+  assert_int_equal(c->nframes, 200);
+  assert_int_equal(c->bad, 0);
+  assert_true(c->close_app && c->close_remote);
+  assert_int_equal(c->close_code, VSRI_QUIC_SHUTDOWN);
+  assert_int_equal(c->close_reason, VSR_ESHUTDOWN);
+  assert_true(s->closed);
+  assert_int_equal(s->close_reason, VSR_ESHUTDOWN);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
+/* 5% of datagrams dropped each way: every frame still arrives, in order and intact. */
+static void test_loss_5_percent(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  assert_int_equal(qt_listen(&env), 0);
+  struct qt_shim shim;
+  assert_int_equal(qt_shim_start(&shim, env.addr, 50, -1, 7), 0);
+  assert_int_equal(qt_dial(&env, 0, shim.addr), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 10 * QT_SEC));
+  assert_true(c->connected);
+  mixed_frames(&env, c, 300, 99);
+  assert_true(wait_frames(&env, c, 300, 120 * QT_SEC));
+  fprintf(stderr, "loss: forwarded %lu, dropped %lu datagrams\n",
+          (unsigned long)atomic_load(&shim.forwarded), (unsigned long)atomic_load(&shim.dropped));
+  assert_int_equal(c->nframes, 300);
+  assert_int_equal(c->bad, 0);
+  assert_int_equal(env.server[0].bad, 0);
+  assert_true(atomic_load(&shim.dropped) > 0);
+  assert_int_equal(qt_env_fini(&env), 0);
+  qt_shim_stop(&shim);
+}
+
+/* A client stuck in its handshake (a path that drops everything after its first datagram)
+ * does not delay another client. */
+static void test_stalled_handshake_does_not_block(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  assert_int_equal(qt_listen(&env), 0);
+  struct qt_shim shim;
+  assert_int_equal(qt_shim_start(&shim, env.addr, 0, 1, 1), 0);
+  assert_int_equal(qt_dial(&env, 0, shim.addr), 0); /* stalls */
+  assert_int_equal(qt_dial(&env, 1, NULL), 0);
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)1, 5 * QT_SEC));
+  struct qt_peer *ok = &env.client[1];
+  assert_true(ok->connected);
+  qt_send(ok, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
+  assert_true(wait_frames(&env, ok, 1, 5 * QT_SEC));
+  assert_int_equal(env.naccepted, 1);
+  assert_false(env.client[0].connected);
+  assert_int_equal(qt_env_fini(&env), 0);
+  qt_shim_stop(&shim);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_roundtrip_long_lived_stream),
+      cmocka_unit_test(test_roundtrip_stream_per_request),
+      cmocka_unit_test(test_oversize_size_field),
+      cmocka_unit_test(test_mixed_1000_frames),
+      cmocka_unit_test(test_100_clients),
+      cmocka_unit_test(test_graceful_close_0x1003),
+      cmocka_unit_test(test_loss_5_percent),
+      cmocka_unit_test(test_stalled_handshake_does_not_block),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
