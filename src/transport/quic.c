@@ -1216,6 +1216,7 @@ static int q_lie_tp_recv(gnutls_session_t s, const unsigned char *data, size_t l
   if (rv == 0) {
     p.initial_max_streams_bidi += c->cfg->test_lie_streams;
     p.initial_max_streams_uni += c->cfg->test_lie_streams;
+    if (p.initial_max_stream_data_uni < 65536) p.initial_max_stream_data_uni = 65536;
     ngtcp2_ssize n = ngtcp2_encode_transport_params(
         buf, sizeof buf, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, &p);
     rv = n < 0 ? (int)n : ngtcp2_conn_decode_remote_transport_params(c->qc, buf, (size_t)n);
@@ -1911,8 +1912,7 @@ static void q_expiry_error(struct vsri_conn *c, int rv) {
     c->close_app = false;
     c->close_code = NGTCP2_NO_ERROR;
     if (c->reported || !c->server) {
-      VSRI_INFO("VSR-QUIC", "%s quic: idle for %llu ms; closed", c->name,
-                (unsigned long long)(c->cfg->idle_timeout_ns / NGTCP2_MILLISECONDS));
+      VSRI_INFO("VSR-QUIC", "%s quic: idle timeout; closed", c->name);
     } else {
       VSRI_INFO("VSR-QUIC", "%s quic: idle before opening a stream; dropped", c->name);
     }
