@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/auth.h" /* vsri_auth_cluster_id: the state machine stamps the cluster id */
 #include "cmds.h"
 #include "node.h"
 #include "sm.h"
@@ -37,6 +38,9 @@ static void node_usage(FILE *f) {
           "  --secret-file FILE      shared secret (>= 32 bytes; one trailing newline dropped)\n"
           "  --secret-hex HEX        shared secret as hex\n"
           "  --previous-secret-file FILE  previous secret, accepted while rotating\n"
+          "  --reconnect-ms N        replica dial sweep period, default 5000\n"
+          "  --handshake-grace-ms N  bound on a replica handshake, default 10000\n"
+          "  --max-inflight-handshakes N  inbound replica handshakes at once, default 256\n"
           "  --max-message-size N    default 67108864\n"
           "  --max-batch N           frames per vectored write, default 256\n"
           "  --peer-queue N          frames queued per peer, default 256\n"
@@ -84,6 +88,17 @@ static int node_parse_u32(const char *key, const char *v, uint32_t *out) {
     return -1;
   }
   *out = (uint32_t)x;
+  return 0;
+}
+
+static int node_parse_ms(const char *key, const char *v, uint64_t *out_ns) {
+  uint32_t ms;
+  if (node_parse_u32(key, v, &ms)) return -1;
+  if (ms == 0) {
+    fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
+    return -1;
+  }
+  *out_ns = (uint64_t)ms * 1000000ull;
   return 0;
 }
 
@@ -148,6 +163,13 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "previous-secret-file") == 0 ||
              strcmp(key, "previous_secret_file") == 0) {
     return node_read_secret(v, b->previous_secret, &b->previous_secret_len);
+  } else if (strcmp(key, "reconnect-ms") == 0 || strcmp(key, "reconnect_period_ms") == 0) {
+    return node_parse_ms(key, v, &b->reconnect_period_ns);
+  } else if (strcmp(key, "handshake-grace-ms") == 0 || strcmp(key, "handshake_grace_ms") == 0) {
+    return node_parse_ms(key, v, &b->handshake_grace_ns);
+  } else if (strcmp(key, "max-inflight-handshakes") == 0 ||
+             strcmp(key, "max_inflight_handshakes") == 0) {
+    return node_parse_u32(key, v, &b->max_inflight_handshakes);
   } else if (strcmp(key, "max-message-size") == 0 || strcmp(key, "max_message_size") == 0) {
     return node_parse_u32(key, v, &b->max_message_size);
   } else if (strcmp(key, "max-batch") == 0 || strcmp(key, "max_batch") == 0) {
@@ -207,6 +229,8 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
       {"secret-hex", required_argument, 0, 0},
       {"previous-secret-file", required_argument, 0, 0},
+      {"reconnect-ms", required_argument, 0, 0}, {"handshake-grace-ms", required_argument, 0, 0},
+      {"max-inflight-handshakes", required_argument, 0, 0},
       {"max-message-size", required_argument, 0, 0},
       {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
       {"max-clients", required_argument, 0, 0}, {"io", required_argument, 0, 0},
@@ -251,11 +275,14 @@ static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plan
                             struct vsr_msg *msg) {
   (void)bus;
   if (plane == VSR_PLANE_CLIENT) vsr_sm_on_client_message(user, peer, msg);
+  else vsr_sm_on_replica_message(user, (uint8_t)peer, msg);
 }
 
 static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev) {
-  (void)user;
   (void)bus;
+  if (ev->plane == VSR_PLANE_REPLICA && ev->kind == VSR_PEER_AUTHENTICATED) {
+    vsr_sm_on_replica_up(user, (uint8_t)ev->id);
+  }
   if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
     fprintf(stderr, "vsrbus node: %s peer %llx (%s %s) lost: %s\n",
             ev->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)ev->id,
@@ -271,7 +298,8 @@ int vsr_cmd_node(int argc, char **argv) {
     vsr_node_cfg_free(&cfg);
     return rc == 1 ? 0 : 2;
   }
-  struct vsr_sm sm = {.replica = cfg.bus.replica_index};
+  struct vsr_sm sm;
+  memset(&sm, 0, sizeof sm);
   struct vsr_bus_callbacks cb = {.on_message = node_on_message,
                                  .on_peer_event = node_on_peer_event};
   struct vsr_bus *bus;
@@ -281,13 +309,23 @@ int vsr_cmd_node(int argc, char **argv) {
     vsr_node_cfg_free(&cfg);
     return 1;
   }
-  sm.bus = bus;
+  bool cluster = cfg.bus.cluster_name && cfg.bus.replica_count > 1;
+  err = vsr_sm_init(&sm, bus, cfg.bus.replica_index, cluster ? cfg.bus.replica_count : 1,
+                    cluster ? vsri_auth_cluster_id(cfg.bus.cluster_name) : (vsr_u128){0, 0});
+  if (err) {
+    fprintf(stderr, "vsrbus node: cannot start the state machine: %s\n", vsr_strerror(err));
+    vsr_bus_del(bus);
+    vsr_node_cfg_free(&cfg);
+    return 1;
+  }
   node_loop = vsr_bus_loop(bus);
   signal(SIGINT, node_on_signal);
   signal(SIGTERM, node_on_signal);
   signal(SIGPIPE, SIG_IGN);
-  fprintf(stderr, "vsrbus node: replica %u running (io %s); Ctrl-C to stop\n",
-          cfg.bus.replica_index, vsr_loop_backend(node_loop));
+  fprintf(stderr, "vsrbus node: replica %u%s running (io %s); Ctrl-C to stop\n",
+          cfg.bus.replica_index,
+          !cluster ? "" : cfg.bus.replica_index == 0 ? " (primary)" : " (backup)",
+          vsr_loop_backend(node_loop));
   vsr_loop_run(node_loop);
   fprintf(stderr, "vsrbus node: shutting down\n");
   err = vsr_bus_shutdown(bus, 5000000000ull);
@@ -299,6 +337,18 @@ int vsr_cmd_node(int argc, char **argv) {
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted);
+  if (cluster) {
+    fprintf(stderr,
+            "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "
+            "prepare_oks received, %llu commits received, %llu resent, %llu foreign, %llu "
+            "dropped (pipeline full), %llu sends refused\n",
+            cfg.bus.replica_index, (unsigned long long)sm.commit,
+            (unsigned long long)sm.prepares, (unsigned long long)sm.prepare_oks,
+            (unsigned long long)sm.commits, (unsigned long long)sm.resent,
+            (unsigned long long)sm.foreign, (unsigned long long)sm.pipeline_full,
+            (unsigned long long)st.drops_not_connected);
+  }
+  vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
   vsr_bus_del(bus);
   vsr_node_cfg_free(&cfg);
   return err ? 1 : 0;

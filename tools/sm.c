@@ -1,6 +1,8 @@
-/* Demo state machine: the smallest useful application of the bus. */
+/* Demo state machine: the smallest useful application of the bus. Single replica: Request ->
+ * Reply at once. Cluster: the VSR normal case with replica 0 as primary (see sm.h). */
 #include "sm.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -8,6 +10,35 @@ static uint64_t sm_realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_t count,
+                vsr_u128 cluster) {
+  memset(sm, 0, sizeof *sm);
+  sm->bus = bus;
+  sm->replica = replica;
+  sm->replica_count = count;
+  sm->cluster = cluster;
+  if (count > VSR_SM_MAX_REPLICAS) return VSR_ECONFIG;
+  if (count > 1 && replica == 0) {
+    sm->pipe = calloc(VSR_SM_PIPELINE, sizeof *sm->pipe);
+    if (!sm->pipe) return VSR_ENOMEM;
+  }
+  return 0;
+}
+
+static void sm_entry_clear(struct vsr_sm_entry *e) {
+  vsr_msg_unref(e->request);
+  vsr_msg_unref(e->prepare);
+  memset(e, 0, sizeof *e);
+}
+
+void vsr_sm_fini(struct vsr_sm *sm) {
+  if (sm->pipe) {
+    for (uint32_t i = 0; i < VSR_SM_PIPELINE; i++) sm_entry_clear(&sm->pipe[i]);
+    free(sm->pipe);
+    sm->pipe = NULL;
+  }
 }
 
 struct vsr_msg *vsr_sm_build_reply(struct vsr_bus *bus, const struct vsr_msg *req, uint8_t replica,
@@ -45,30 +76,213 @@ static struct vsr_msg *sm_build_pong(struct vsr_bus *bus, const struct vsr_msg *
   return m;
 }
 
-void vsr_sm_on_client_message(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *msg) {
-  uint8_t cmd = msg->data[60];
-  struct vsr_msg *out = NULL;
-  switch (cmd) {
-  case VSR_CMD_PING_CLIENT:
-    out = sm_build_pong(sm->bus, msg, VSR_CMD_PONG_CLIENT, sm->replica);
-    sm->pongs++;
-    break;
-  case VSR_CMD_PING:
-    out = sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica);
-    sm->pongs++;
-    break;
-  case VSR_CMD_REQUEST:
-    out = vsr_sm_build_reply(sm->bus, msg, sm->replica, ++sm->op);
-    sm->replies++;
-    break;
-  default:
-    sm->ignored++;
-    return;
-  }
+static void sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out) {
   if (!out) {
     sm->send_errors++;
     return;
   }
   if (vsr_bus_send_to_client(sm->bus, client, out) < 0) sm->send_errors++;
   vsr_msg_unref(out);
+}
+
+/* ---- primary ------------------------------------------------------------------------------- */
+
+static unsigned sm_quorum(const struct vsr_sm *sm) { return sm->replica_count / 2u + 1u; }
+
+/* The Prepare for |req| as op |op|: the Request's body and identity, chained to the previous
+ * Prepare through |parent|, body checksum set, identity checksum stamped last. */
+static struct vsr_msg *sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg *req,
+                                        uint64_t op) {
+  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, req->size);
+  if (!m) return NULL;
+  const struct vsr_request_header *rq = (const struct vsr_request_header *)req->data;
+  struct vsr_prepare_header *p = (struct vsr_prepare_header *)m->data;
+  p->command = VSR_CMD_PREPARE;
+  p->cluster = sm->cluster;
+  p->release = rq->release;
+  p->replica = sm->replica;
+  p->client = rq->client;
+  p->parent = sm->parent;
+  p->request_checksum = rq->request_checksum;
+  p->op = op;
+  p->commit = sm->commit;
+  p->request = rq->request;
+  p->operation = rq->operation;
+  p->user_id = rq->user_id;
+  memcpy(m->data + VSR_HEADER_SIZE, req->data + VSR_HEADER_SIZE, req->size - VSR_HEADER_SIZE);
+  if (req->size > VSR_HEADER_SIZE) vsr_prepare_set_body_checksum(m->data);
+  vsr_frame_seal(m->data);
+  sm->parent = p->checksum;
+  return m;
+}
+
+/* Sends |m| to every other replica: one buffer, one reference per queue. A backup without a
+ * link gets the op when it comes back (vsr_sm_on_replica_up). */
+static void sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m) {
+  for (unsigned r = 0; r < sm->replica_count; r++) {
+    if (r == sm->replica) continue;
+    if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, m) < 0) sm->send_errors++;
+  }
+}
+
+static void sm_send_commit(struct vsr_sm *sm) {
+  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
+  if (!m) {
+    sm->send_errors++;
+    return;
+  }
+  struct vsr_commit_header *c = (struct vsr_commit_header *)m->data;
+  c->command = VSR_CMD_COMMIT;
+  c->cluster = sm->cluster;
+  c->replica = sm->replica;
+  c->commit = sm->commit;
+  c->timestamp_monotonic = sm_realtime_ns();
+  vsr_frame_seal(m->data);
+  sm_broadcast(sm, m);
+  vsr_msg_unref(m);
+}
+
+/* Commits every op, in order, that a majority holds; replies; tells the backups once. */
+static void sm_advance(struct vsr_sm *sm) {
+  uint64_t start = sm->commit;
+  while (sm->commit < sm->op) {
+    struct vsr_sm_entry *e = &sm->pipe[(sm->commit + 1) % VSR_SM_PIPELINE];
+    if (e->op != sm->commit + 1 || (unsigned)__builtin_popcountll(e->acks) < sm_quorum(sm)) break;
+    sm->commit++;
+    sm_send_client(sm, e->client, vsr_sm_build_reply(sm->bus, e->request, sm->replica, e->op));
+    sm->replies++;
+    sm_entry_clear(e);
+  }
+  if (sm->commit != start) sm_send_commit(sm);
+}
+
+static void sm_primary_request(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *req) {
+  if (sm->op - sm->commit >= VSR_SM_PIPELINE) {
+    sm->pipeline_full++;
+    return;
+  }
+  uint64_t op = sm->op + 1;
+  struct vsr_msg *prep = sm_build_prepare(sm, req, op);
+  if (!prep) {
+    sm->send_errors++;
+    return;
+  }
+  sm->op = op;
+  struct vsr_sm_entry *e = &sm->pipe[op % VSR_SM_PIPELINE];
+  e->op = op;
+  e->client = client;
+  e->acks = 1ull << sm->replica;
+  e->request = vsr_msg_ref((struct vsr_msg *)req);
+  e->prepare = prep;
+  sm_broadcast(sm, prep);
+  sm_advance(sm); /* a quorum of one when the other replicas are not needed */
+}
+
+static void sm_primary_prepare_ok(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
+  const struct vsr_prepare_ok_header *ok = (const struct vsr_prepare_ok_header *)msg->data;
+  sm->prepare_oks++;
+  if (ok->op <= sm->commit || ok->op > sm->op || from >= sm->replica_count) return; /* stale */
+  struct vsr_sm_entry *e = &sm->pipe[ok->op % VSR_SM_PIPELINE];
+  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
+  if (e->op != ok->op || !vsr_u128_eq(p->checksum, ok->prepare_checksum)) {
+    sm->ignored++; /* not the Prepare we sent for that op */
+    return;
+  }
+  e->acks |= 1ull << from;
+  sm_advance(sm);
+}
+
+void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id) {
+  if (!sm->pipe || id == sm->replica) return;
+  for (uint64_t op = sm->commit + 1; op <= sm->op; op++) {
+    struct vsr_sm_entry *e = &sm->pipe[op % VSR_SM_PIPELINE];
+    if (e->op != op || (e->acks >> id & 1)) continue;
+    if (vsr_bus_send_to_replica(sm->bus, id, e->prepare) == 0) sm->resent++;
+  }
+}
+
+/* ---- backup -------------------------------------------------------------------------------- */
+
+static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
+  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
+  sm->prepares++;
+  if (p->op > sm->op) sm->op = p->op;
+  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
+  if (!m) {
+    sm->send_errors++;
+    return;
+  }
+  struct vsr_prepare_ok_header *ok = (struct vsr_prepare_ok_header *)m->data;
+  ok->command = VSR_CMD_PREPARE_OK;
+  ok->cluster = sm->cluster;
+  ok->view = p->view;
+  ok->replica = sm->replica;
+  ok->parent = p->parent;
+  ok->prepare_checksum = p->checksum;
+  ok->op = p->op;
+  ok->commit = sm->commit;
+  ok->timestamp = p->timestamp;
+  ok->request = p->request;
+  ok->operation = p->operation;
+  ok->group = p->group;
+  vsr_frame_seal(m->data);
+  if (vsr_bus_send_to_replica(sm->bus, from, m) < 0) sm->send_errors++;
+  vsr_msg_unref(m);
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *msg) {
+  const struct vsr_header *h = (const struct vsr_header *)msg->data;
+  /* The bus proved the peer's membership; which cluster a frame speaks for is ours to judge. */
+  if (!vsr_u128_eq(h->cluster, sm->cluster)) {
+    sm->foreign++;
+    return;
+  }
+  switch (h->command) {
+  case VSR_CMD_PREPARE:
+    if (sm->replica != 0) sm_backup_prepare(sm, from, msg);
+    else sm->ignored++;
+    break;
+  case VSR_CMD_PREPARE_OK:
+    if (sm->pipe) sm_primary_prepare_ok(sm, from, msg);
+    else sm->ignored++;
+    break;
+  case VSR_CMD_COMMIT: {
+    uint64_t c = ((const struct vsr_commit_header *)msg->data)->commit;
+    sm->commits++;
+    if (c > sm->commit) sm->commit = c;
+    break;
+  }
+  default:
+    sm->ignored++;
+    break;
+  }
+}
+
+void vsr_sm_on_client_message(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *msg) {
+  uint8_t cmd = msg->data[60];
+  switch (cmd) {
+  case VSR_CMD_PING_CLIENT:
+    sm->pongs++;
+    sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG_CLIENT, sm->replica));
+    return;
+  case VSR_CMD_PING:
+    sm->pongs++;
+    sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica));
+    return;
+  case VSR_CMD_REQUEST:
+    if (sm->replica_count <= 1) {
+      sm->replies++;
+      sm_send_client(sm, client, vsr_sm_build_reply(sm->bus, msg, sm->replica, ++sm->op));
+    } else if (sm->pipe) {
+      sm_primary_request(sm, client, msg);
+    } else {
+      sm->ignored++; /* backups do not serve clients: the primary is replica 0 */
+    }
+    return;
+  default:
+    sm->ignored++;
+    return;
+  }
 }
