@@ -58,6 +58,9 @@ struct r_node {
   struct r_frame frames[R_FRAMES_MAX];
   int nframes;
   bool answer_prepare; /* answer each Prepare with a PrepareOk */
+  uint64_t send_on_auth; /* non-zero: send a Prepare with this op to each replica on AUTHENTICATED */
+  atomic_int pump_to;    /* >= 0: every loop turn, queue Prepares to that replica (bus thread) */
+  uint64_t pumped;
   void (*task)(struct r_node *, void *);
   void *task_arg;
   bool task_done;
@@ -150,9 +153,15 @@ static inline void r_on_message(void *user, struct vsr_bus *bus, enum vsr_plane 
 
 static inline void r_on_peer_event(void *user, struct vsr_bus *bus,
                                    const struct vsr_peer_event *ev) {
-  (void)bus;
   struct r_node *n = user;
   if (ev->plane != VSR_PLANE_REPLICA) return;
+  if (ev->kind == VSR_PEER_AUTHENTICATED && n->send_on_auth) {
+    struct vsr_msg *m = r_frame_new(bus, VSR_CMD_PREPARE, n->opts.replica_index, n->send_on_auth);
+    if (m) {
+      vsr_bus_send_to_replica(bus, (uint8_t)ev->id, m);
+      vsr_msg_unref(m);
+    }
+  }
   pthread_mutex_lock(&n->mu);
   if (n->nevents < R_EVENTS_MAX) n->events[n->nevents++] = (struct r_event){ev->kind, ev->id,
                                                                             ev->reason};
@@ -171,6 +180,12 @@ static inline void *r_thread(void *arg) {
   atomic_store(&n->ready, 1);
   while (!atomic_load(&n->stop)) {
     vsr_bus_run_once(n->bus, 1000000);
+    int to = atomic_load(&n->pump_to);
+    for (int i = 0; to >= 0 && i < 16; i++) {
+      struct vsr_msg *m = r_frame_new(n->bus, VSR_CMD_PREPARE, n->opts.replica_index, 1);
+      if (m && vsr_bus_send_to_replica(n->bus, (uint8_t)to, m) == 0) n->pumped++;
+      vsr_msg_unref(m);
+    }
     pthread_mutex_lock(&n->mu);
     if (n->task && !n->task_done) {
       n->task(n, n->task_arg);
@@ -199,6 +214,7 @@ static inline void r_options(struct r_node *n, uint8_t index, uint16_t count) {
   memcpy(n->opts.secret, r_secret_a, sizeof r_secret_a - 1);
   n->opts.secret_len = sizeof r_secret_a - 1;
   n->opts.loop_options.pool.prealloc[0] = 64;
+  atomic_store(&n->pump_to, -1);
   pthread_mutex_init(&n->mu, NULL);
 }
 
@@ -209,7 +225,9 @@ static inline void r_set_secret(struct r_node *n, const char *s) {
 }
 
 static inline void r_set_addr(struct r_node *n, int i, const char *addr) {
-  snprintf(n->addrs[i], sizeof n->addrs[i], "%s", addr);
+  size_t l = strnlen(addr, sizeof n->addrs[i] - 1);
+  memcpy(n->addrs[i], addr, l);
+  n->addrs[i][l] = 0;
 }
 
 /* Starts the bus thread; returns 0 or the bus creation error. */
@@ -263,6 +281,15 @@ static inline int r_wait(struct r_node *n, enum vsr_peer_event_kind kind, int64_
   return c;
 }
 
+/* Frames of |cmd| carrying op |op|. */
+static inline int r_frames_op(struct r_node *n, uint8_t cmd, uint64_t op) {
+  int c = 0;
+  pthread_mutex_lock(&n->mu);
+  for (int i = 0; i < n->nframes; i++) c += n->frames[i].command == cmd && n->frames[i].op == op;
+  pthread_mutex_unlock(&n->mu);
+  return c;
+}
+
 static inline int r_frames(struct r_node *n, uint8_t cmd) {
   int c = 0;
   pthread_mutex_lock(&n->mu);
@@ -282,11 +309,15 @@ static inline int r_wait_frames(struct r_node *n, uint8_t cmd, int want, uint64_
 struct r_stats_arg {
   struct vsr_bus_stats st;
   bool linked[VSR_MAX_REPLICAS];
+  bool dialed[VSR_MAX_REPLICAS]; /* the link to that replica is one we dialed */
 };
 static inline void r_stats_task(struct r_node *n, void *arg) {
   struct r_stats_arg *a = arg;
   vsr_bus_stats(n->bus, &a->st);
-  for (int i = 0; i < VSR_MAX_REPLICAS; i++) a->linked[i] = n->bus->replicas[i] != NULL;
+  for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
+    a->linked[i] = n->bus->replicas[i] != NULL;
+    a->dialed[i] = a->linked[i] && n->bus->replicas[i]->dialed;
+  }
 }
 static inline struct r_stats_arg r_stats(struct r_node *n) {
   struct r_stats_arg a;
