@@ -41,6 +41,7 @@ struct ib_opts {
   int conns;
   double seconds; /* stop after this long, unless |frames| is set */
   uint64_t frames;
+  uint32_t pooled_bufs, pooled_buf_size; /* 0: the loop's defaults */
 };
 
 struct ib_conn {
@@ -234,6 +235,8 @@ static struct vsri_io *ib_loop(void) {
   struct vsri_io_options o;
   vsri_io_options_default(&o);
   o.backend = ib.backend;
+  if (ib.pooled_bufs) o.pooled_buf_count = ib.pooled_bufs;
+  if (ib.pooled_buf_size) o.pooled_buf_size = ib.pooled_buf_size;
   struct vsri_io *io;
   int err = vsri_io_new(&io, &o);
   if (err) IB_DIE("vsri_io_new(%s): %s", ib.backend == VSRI_IO_URING ? "uring" : "epoll",
@@ -262,7 +265,8 @@ static void ib_receiver(int lfd, int report_fd) {
 
 static void ib_usage(void) {
   fprintf(stderr, "usage: io_bench --mode tput|lat --backend epoll|uring [--size BYTES]\n"
-                  "                [--conns N] [--seconds S | --frames N]\n");
+                  "                [--conns N] [--seconds S | --frames N]\n"
+                  "                [--pooled-bufs N] [--pooled-buf-size BYTES]\n");
   exit(2);
 }
 
@@ -270,7 +274,7 @@ static void ib_parse(int argc, char **argv) {
   static const struct option lo[] = {
       {"mode", 1, 0, 'm'},   {"backend", 1, 0, 'b'}, {"size", 1, 0, 's'},
       {"conns", 1, 0, 'c'},  {"seconds", 1, 0, 't'}, {"frames", 1, 0, 'f'},
-      {0, 0, 0, 0},
+      {"pooled-bufs", 1, 0, 'p'}, {"pooled-buf-size", 1, 0, 'z'}, {0, 0, 0, 0},
   };
   ib = (struct ib_opts){.size = 256, .conns = 1, .seconds = 2, .backend = VSRI_IO_EPOLL};
   for (int ch; (ch = getopt_long(argc, argv, "", lo, NULL)) != -1;) {
@@ -280,6 +284,8 @@ static void ib_parse(int argc, char **argv) {
     else if (ch == 'c') ib.conns = atoi(optarg);
     else if (ch == 't') ib.seconds = atof(optarg);
     else if (ch == 'f') ib.frames = strtoull(optarg, NULL, 10);
+    else if (ch == 'p') ib.pooled_bufs = (uint32_t)strtoul(optarg, NULL, 10);
+    else if (ch == 'z') ib.pooled_buf_size = (uint32_t)strtoul(optarg, NULL, 10);
     else ib_usage();
   }
   if (ib.size < 1 || ib.size > IB_BATCH_BYTES_MAX || ib.conns < 1 || ib.conns > IB_CONNS_MAX)

@@ -241,6 +241,29 @@ static void test_deferred_runs_before_wait(void **state) {
   vsri_io_del(io);
 }
 
+/* A caller that only ever polls with timeout 0 (a busy sender) still sees its completions. */
+static void test_polling_with_zero_timeout_sees_completions(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a, b;
+  t_tcp_pair(&a, &b);
+  char buf[8];
+  struct vsri_completion c;
+  struct t_hits h = {0, 99};
+  for (int round = 0; round < 50; round++) {
+    vsri_io_recv(io, &c, b, buf, sizeof buf, t_hit_cb, &h);
+    for (int i = 0; i < 100; i++) assert_true(vsri_io_run(io, 0) >= 0); /* armed, no data */
+    assert_int_equal(h.count, round);
+    assert_int_equal(write(a, "ping", 4), 4);
+    uint64_t end = t_now() + T_GUARD_NS;
+    while (h.count == round && t_now() < end) assert_true(vsri_io_run(io, 0) >= 0);
+    assert_int_equal(h.count, round + 1);
+    assert_int_equal(h.last, 4);
+  }
+  close(a);
+  close(b);
+  vsri_io_del(io);
+}
+
 /* ---- cancel ---------------------------------------------------------------------------------- */
 
 static void t_cancel_recv(void **state, bool pooled, bool let_kernel_see_it) {
@@ -970,6 +993,7 @@ int main(void) {
       T_ON_ALL(test_timeout_fires_once),
       T_ON_ALL(test_cancel_pending_timeout_gives_one_ecanceled),
       T_ON_ALL(test_deferred_runs_before_wait),
+      T_ON_ALL(test_polling_with_zero_timeout_sees_completions),
       T_ON_ALL(test_cancel_pending_recv_gives_one_ecanceled),
       T_ON_ALL(test_cancel_recv_before_first_turn),
       T_ON_ALL(test_cancel_pending_pooled_recv),
