@@ -98,6 +98,7 @@ struct q_ep {
   struct sockaddr_storage tx_to;
   _Alignas(size_t) uint8_t tx_ctl[CMSG_SPACE(sizeof(uint16_t))];
   uint8_t *tx_park;
+  struct vsri_completion close_c;
   struct vsri_conn *wait_head, *wait_tail;
   void (*tx_hook)(void *user, const uint8_t *pkt, size_t len);
   void *tx_hook_user;
@@ -166,7 +167,7 @@ struct vsri_conn {
   enum q_state state;
   bool server, hs_done, reported, counted, started, connected_notified, closed_notified;
   bool close_req, close_drain, keepalive_set, had_data, write_soon, alpn_refused;
-  bool zombie; /* freed; the pending timer callback frees the memory */
+  bool reaped; /* resources released; the memory goes once no completion is pending */
   int reason;
   int fail_reason; /* set by a callback that failed the connection */
   uint64_t close_code;
@@ -471,10 +472,25 @@ static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr 
   return 0;
 }
 
-static void q_ep_maybe_free(struct q_ep *ep) {
-  if (!ep->dead || ep->in_rx || ep->rx_c.pending || ep->tx_c.pending) return;
-  if (ep->fd >= 0) close(ep->fd);
+static void q_ep_maybe_free(struct q_ep *ep);
+
+static void q_ep_closed(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
+  (void)io;
+  (void)res;
+  struct q_ep *ep = cc->ctx;
   ep->fd = -1;
+  q_ep_maybe_free(ep);
+}
+
+static void q_ep_maybe_free(struct q_ep *ep) {
+  if (!ep->dead || ep->in_rx || ep->rx_c.pending || ep->tx_c.pending || ep->close_c.pending) {
+    return;
+  }
+  if (ep->fd >= 0) {
+    /* Through the loop: the backend forgets the fd before its number can be reused. */
+    vsri_io_close(ep->io, &ep->close_c, ep->fd, q_ep_closed, ep);
+    return;
+  }
   vsri_free(ep->rx_buf);
   vsri_free(ep->tx_park);
   ep->rx_buf = ep->tx_park = NULL;
@@ -1408,33 +1424,65 @@ static void q_conn_release(struct vsri_conn *c) {
   c->close_pkt = NULL;
 }
 
-static void q_client_ep_free(struct q_ep *ep) { vsri_free(ep); }
+/* on_closed, once, if an owner is attached (a dialer reports a failed connect first). */
+static void q_conn_notify_closed(struct vsri_conn *c) {
+  if (c->ev && c->started && !c->closed_notified) {
+    c->closed_notified = true;
+    if (!c->server && !c->connected_notified && c->ev->on_connected) {
+      c->connected_notified = true;
+      c->ev->on_connected(c->owner, c, c->reason);
+    }
+    c->ev->on_closed(c->owner, c, c->reason);
+  }
+  c->ev = NULL;
+  c->owner = NULL;
+  c->q = NULL;
+}
 
-/* Deferred: unlinks and frees a finished connection. */
-static void q_conn_reap(void *arg) {
-  struct vsri_conn *c = arg;
-  struct vsri_io *io = c->ctx->io;
-  vsri_io_undefer(io, &c->flush);
-  q_ep_unwait(c->ep, c);
-  q_conn_release(c);
+/* Frees the memory once the reaper ran and no completion still points at |c|. */
+static void q_conn_try_free(struct vsri_conn *c) {
+  if (!c->reaped || c->timer.pending || (!c->l && c->ep)) return;
+  q_conn_notify_closed(c);
   struct vsri_listener *l = c->l;
   if (l) {
     if (c->prev) c->prev->next = c->next;
     else l->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     l->nconns--;
-  } else {
-    q_ep_kill(c->ep);
   }
-  c->zombie = true;
+  vsri_free(c);
   atomic_fetch_sub_explicit(&q_live, 1, memory_order_relaxed);
-  if (c->timer.pending) vsri_io_cancel(io, &c->timer); /* its callback frees |c| */
-  else vsri_free(c);
   if (l) q_listener_maybe_free(l);
 }
 
-/* Ends the connection for its owner: on_closed once (if started), then either a closing period
- * (server: the CONNECTION_CLOSE is resent to a peer that keeps sending) or the reaper. */
+static void q_client_ep_free(struct q_ep *ep) {
+  struct vsri_conn *c = ep->owner;
+  vsri_free(ep);
+  c->ep = NULL;
+  q_conn_try_free(c);
+}
+
+/* Deferred (nothing of |c| is up the stack): releases everything, cancels what is pending;
+ * on_closed and the free follow once the completions are back, so an owner may delete its
+ * loop right after on_closed. */
+static void q_conn_reap(void *arg) {
+  struct vsri_conn *c = arg;
+  struct vsri_io *io = c->ctx->io;
+  vsri_io_undefer(io, &c->flush);
+  if (c->ep) q_ep_unwait(c->ep, c);
+  q_conn_release(c);
+  c->reaped = true;
+  if (c->timer.pending) vsri_io_cancel(io, &c->timer);
+  if (!c->l && c->ep) {
+    q_ep_kill(c->ep); /* its on_free (maybe right now) finishes the job */
+    return;
+  }
+  q_conn_try_free(c);
+}
+
+/* Ends the connection: a server connection that sent CONNECTION_CLOSE lingers for a closing
+ * period (answering a peer that keeps sending with the same packet; its owner is told now);
+ * everything else goes to the reaper. */
 static void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period) {
   if (c->state >= Q_CLOSING) return;
   c->state = Q_CLOSING;
@@ -1444,18 +1492,8 @@ static void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period) 
     c->counted = true;
     c->l->nhandshaking--;
   }
-  if (c->ev && c->started && !c->closed_notified) {
-    c->closed_notified = true;
-    if (!c->server && !c->connected_notified && c->ev->on_connected) {
-      c->connected_notified = true;
-      c->ev->on_connected(c->owner, c, reason);
-    }
-    c->ev->on_closed(c->owner, c, reason);
-  }
-  c->ev = NULL;
-  c->owner = NULL;
-  c->q = NULL;
   if (closing_period && c->close_pkt && c->l && !c->l->closing && c->qc) {
+    q_conn_notify_closed(c);
     uint64_t pto = ngtcp2_conn_get_pto(c->qc);
     c->closing_until = q_now(c) + 3 * pto;
     q_infl_clear(c);
@@ -1935,11 +1973,11 @@ static void q_expiry_error(struct vsri_conn *c, int rv) {
 
 static void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   struct vsri_conn *c = t->ctx;
-  if (c->zombie) {
-    vsri_free(c);
+  if (c->state == Q_DEAD) {
+    q_conn_try_free(c);
     return;
   }
-  if (res == -ECANCELED || c->state == Q_DEAD) {
+  if (res == -ECANCELED) {
     q_timer_update(c);
     return;
   }
@@ -2063,7 +2101,12 @@ static void q_listener_close(struct vsri_listener *l) {
   if (l->closing) return;
   l->closing = true;
   for (struct vsri_conn *c = l->conns; c; c = c->next) {
-    if (!c->reported && c->state < Q_CLOSING) q_conn_close_now(c, VSR_ESHUTDOWN);
+    if (!c->reported && c->state < Q_CLOSING) {
+      q_conn_close_now(c, VSR_ESHUTDOWN);
+    } else if (c->state == Q_CLOSING) {
+      c->state = Q_DEAD; /* cut the closing period short */
+      vsri_io_defer(c->ctx->io, &c->reap);
+    }
   }
   q_listener_maybe_free(l);
 }
