@@ -2,8 +2,17 @@
 # A three-process cluster: `vsrbus node` replicas 0 (primary), 1, 2 on loopback with a shared
 # secret; clients (`vsrbus demo --connect`) commit requests. Kill a backup by PID: the remaining
 # quorum keeps committing and the primary keeps redialing; restart it on its address: it is
-# reconnected and receives Prepares again. Then the same for the other backup.
+# reconnected and receives Prepares again. Then the same for the other backup. The primary reads
+# its settings from an INI file; a too-short secret is refused at start.
 source "$(dirname "$0")/lib.sh"
+
+set +e
+"$BIN" node --tcp off --cluster c --replica 0 --replicas 127.0.0.1:0,127.0.0.1:1 \
+  --secret-hex 0011 >"$TMP/short.log" 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 1 ] || LOG=$TMP/short.log fail "a 2-byte secret must refuse to start (exit $rc)"
+grep -q 'shared secret of 32' "$TMP/short.log" || LOG=$TMP/short.log fail "no reason given"
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/secret"
 chmod 600 "$TMP/secret"
@@ -16,8 +25,23 @@ CADDR0=
 start_replica() {
   local i=$1 replicas=$2
   local log=$TMP/node$i.$RANDOM.log
-  "$BIN" node --tcp 127.0.0.1:0 --replica "$i" --replicas "$replicas" "${COMMON[@]}" \
-    >"$log" 2>&1 &
+  if [ "$i" = 0 ]; then
+    # The primary reads its cluster settings from an INI file (keys as the long options).
+    cat >"$TMP/node0.ini" <<INI
+[cluster]
+cluster = $NAME
+replica = 0
+replicas = $replicas
+secret_file = $TMP/secret
+reconnect_period_ms = 200
+[client]
+tcp = 127.0.0.1:0
+INI
+    "$BIN" node --config "$TMP/node0.ini" --log info >"$log" 2>&1 &
+  else
+    "$BIN" node --tcp 127.0.0.1:0 --replica "$i" --replicas "$replicas" "${COMMON[@]}" \
+      >"$log" 2>&1 &
+  fi
   PID[$i]=$!
   LOGF[$i]=$log
   PIDS+=("${PID[$i]}")
