@@ -107,6 +107,11 @@ static void rp_deadline_cb(struct vsri_io *io, struct vsri_completion *c, int32_
     rp_hs_free(hs);
     return;
   }
+  if (hs->p->state == BUS_PEER_CLOSING) {
+    /* Already refused and draining its reject to a peer that does not read: stop waiting. */
+    vsri_bus_peer_close(hs->p, VSR_EHANDSHAKE_TIMEOUT, false);
+    return;
+  }
   /* Still pending (res 0, or a timer the loop could not track): the peer had its chance. */
   VSRI_WARN("VSR-AUTH", "%s replica: handshake not finished within %llu ms (%s); closing",
             rp_name(hs->p), (unsigned long long)(hs->rp->bus->opts.handshake_grace_ns / 1000000),
