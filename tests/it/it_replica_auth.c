@@ -135,9 +135,10 @@ static void *start_replica0(void *arg) {
   return NULL;
 }
 
-/* Runs every acceptor-side reject against replica 2 of 3. Returns after each was refused. */
-static void run_attacks(const char *addr) {
-  uint8_t h[256], ch[256], nd[32], fin[256];
+/* Rejects at the Hello: cluster, direction, command, missing nonce, frames before the
+ * handshake. Each asserts the answer (reject frame or bare close) and the log line. */
+static void attacks_on_hello(const char *addr) {
+  uint8_t h[256], nd[32];
   int fd, before;
 
   /* Wrong cluster, nonce offered: reject status 2 then close. */
@@ -200,6 +201,12 @@ static void run_attacks(const char *addr) {
   expect_bare_close(fd);
   close(fd);
   expect_log("carries no nonce", "VSR_EAUTH_REQUIRED", before);
+}
+
+/* Rejects at the Finish: wrong key, altered, reflected, swapped, replayed, wrong command. */
+static void attacks_on_finish(const char *addr) {
+  uint8_t h[256], ch[256], nd[32], fin[256];
+  int fd, before;
 
   /* Wrong secret: the Finish MAC does not verify. */
   before = r_log_count("ReplicaFinish MAC from replica 0 does not verify", "VSR_EAUTH,");
@@ -298,7 +305,10 @@ static void every_reject_reason_spares_real_replicas(void **state) {
   /* Replica 0 starts and handshakes while the attacks run. */
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, start_replica0, &n[0]), 0);
-  for (int round = 0; round < 2; round++) run_attacks(n[2].replica_addr);
+  for (int round = 0; round < 2; round++) {
+    attacks_on_hello(n[2].replica_addr);
+    attacks_on_finish(n[2].replica_addr);
+  }
   pthread_join(t, NULL);
   assert_int_equal(atomic_load(&n[0].ready), 1);
 
