@@ -400,6 +400,15 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
                      bus->opts.client_tcp_addr);
     if (err) goto fail;
   }
+  if (bus->opts.client_quic_addr) {
+    const struct vsri_transport_ops *quic = vsri_client_quic_ops();
+    err = quic ? vsri_bus_quic_config(&bus->opts, &bus->quic_config) : VSR_EUNSUPPORTED;
+    if (err) goto fail;
+    bus->tctx_quic = bus->tctx;
+    bus->tctx_quic.tls = bus->quic_config;
+    err = bus_listen(bus, &bus->client_quic, quic, &bus->tctx_quic, bus->opts.client_quic_addr);
+    if (err) goto fail;
+  }
   if (bus->opts.cluster_name && bus->opts.replica_count > 1) {
     err = vsri_replica_init(bus);
     if (err) goto fail;
@@ -473,6 +482,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
     }
   }
   if (bus->owns_loop) vsr_loop_del(bus->loop);
+  vsri_bus_quic_config_free(bus->quic_config); /* after the connections that read it */
   vsri_free(bus->client_slots);
   vsri_free(bus->client_free_next);
   bus_free_strings(bus);

@@ -80,6 +80,7 @@ static void client_free(struct vsr_client *c) {
   }
   vsri_free(c->inbox);
   if (c->owns_loop) vsr_loop_del(c->loop);
+  if (c->tls_config) vsri_client_quic_config_free(c->tls_config);
   vsri_free(c);
 }
 

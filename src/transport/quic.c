@@ -555,6 +555,9 @@ static void q_ep_rx_done(struct vsri_io *io, struct vsri_completion *rc, int32_t
     return;
   }
   ep->in_rx = true;
+  /* Callbacks may run before the loop re-reads its clock after waiting: packets get a fresh
+   * receive time (RTT samples and ACK delays depend on it). */
+  vsri_io_now_fresh(ep->io);
   if (res >= 0) {
     q_ep_dispatch(ep, (size_t)res);
     /* Drain what else is queued on the socket now, bounded so other fds get their turn. */
@@ -565,6 +568,7 @@ static void q_ep_rx_done(struct vsri_io *io, struct vsri_completion *rc, int32_t
         q_ep_rx_error(ep, errno);
         break;
       }
+      vsri_io_now_fresh(ep->io);
       q_ep_dispatch(ep, (size_t)r);
     }
   } else {
@@ -1286,7 +1290,7 @@ static int q_client_tls(struct vsri_conn *c) {
   if ((rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred)) < 0) {
     return q_tls_err(c, "gnutls_credentials_set", rv);
   }
-  const char *alpn = cfg->test_alpn ? cfg->test_alpn : VSRI_QUIC_ALPN;
+  const char *alpn = cfg->alpn ? cfg->alpn : VSRI_QUIC_ALPN;
   if (*alpn) {
     gnutls_datum_t d = {(unsigned char *)alpn, (unsigned)strlen(alpn)};
     gnutls_alpn_set_protocols(c->tls, &d, 1, GNUTLS_ALPN_MANDATORY);
@@ -1852,7 +1856,10 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
     q_ep_send(c->ep, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
               q_txbuf, off, seg);
   }
-  ngtcp2_conn_update_pkt_tx_time(c->qc, ts);
+  /* Pacing starts once the handshake is done: ngtcp2 0.12 would pace the first flight with the
+   * 333 ms initial RTT (one ~25 ms gap before the client's Finished) although an RTT sample
+   * arrives a round trip later. The handshake flights are small and amplification-limited. */
+  if (c->hs_done) ngtcp2_conn_update_pkt_tx_time(c->qc, ts);
   return more;
 }
 
@@ -2153,7 +2160,7 @@ static int q_client_init(struct vsri_conn *c, const struct vsri_quic_config *cfg
   scid.datalen = Q_SCID_LEN;
   q_rand(scid.data, scid.datalen);
   ngtcp2_settings s;
-  q_settings(&s, cfg, vsri_io_now(c->ctx->io));
+  q_settings(&s, cfg, vsri_io_now_fresh(c->ctx->io));
   if (getenv("VSRBUS_QUIC_TRACE")) s.log_printf = q_trace;
   ngtcp2_transport_params p;
   q_params(&p, cfg, false);
@@ -2254,7 +2261,8 @@ static void q_close(struct vsri_conn *c, int reason, bool drain) {
   c->close_req = true;
   c->reason = reason;
   c->close_drain = drain && c->started && c->hs_done;
-  c->drain_at = vsri_io_now(c->ctx->io) + c->cfg->close_grace_ns;
+  uint64_t grace = c->ctx->drain_timeout_ns ? c->ctx->drain_timeout_ns : c->cfg->close_grace_ns;
+  c->drain_at = vsri_io_now(c->ctx->io) + grace;
   q_conn_schedule(c);
 }
 

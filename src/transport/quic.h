@@ -62,9 +62,9 @@ struct vsri_quic_config {
   const char *server_name;   /* SNI and name check; "localhost" */
   bool stream_per_request;   /* client: one bidi stream per frame, finished after it (Iggy
                                 mainline SDK model); default: one long-lived stream */
+  const char *alpn;          /* client: ALPN offered; NULL: iggy.consensus.v1, "": none */
 
   /* Tests only. */
-  const char *test_alpn;        /* client offers this ALPN instead ("" offers none) */
   uint32_t test_lie_streams;    /* client believes the server allows this many more streams */
 };
 

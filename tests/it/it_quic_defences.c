@@ -25,7 +25,7 @@ static bool pred_echo(struct qt_env *env, void *arg) {
 
 /* Dials with the client offering |alpn| ("" = none) and runs until connected or closed. */
 static struct qt_peer *dial_alpn(struct qt_env *env, const char *alpn) {
-  env->ccfg.test_alpn = alpn;
+  env->ccfg.alpn = alpn;
   assert_int_equal(qt_dial(env, 0, NULL), 0);
   assert_true(qt_run_until(env, qt_pred_connected, (void *)0, 5 * QT_SEC));
   return &env->client[0];
