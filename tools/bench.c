@@ -92,13 +92,15 @@ static void node_on_peer(void *user, struct vsr_bus *bus, const struct vsr_peer_
 }
 
 static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
-  struct bench_node n = {.cfg = cfg, .echo = strcmp(cfg->mode, "tput") != 0};
+  struct bench_node n = {.cfg = cfg,
+                         .echo = !strcmp(cfg->mode, "lat") || !strcmp(cfg->mode, "pipeline")};
   struct vsr_bus_options o;
   vsr_bus_options_default(&o);
   bool quic = strcmp(cfg->transport, "quic") == 0;
   o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
   o.client_quic_addr = quic ? "127.0.0.1:0" : NULL;
-  o.peer_queue_capacity = 4096;
+  /* Echo modes queue up to inflight frames per client; idle and tput keep the default. */
+  if (n.echo) o.peer_queue_capacity = 4096;
   o.loop_options.pool.prealloc[0] = 4096;
   struct vsr_bus_callbacks cb = {.on_message = node_on_message, .on_peer_event = node_on_peer};
   int err = vsr_bus_new(&n.bus, &o, &cb, &n);
