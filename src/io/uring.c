@@ -349,8 +349,7 @@ static void ur_prep(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_complet
   case VSRI_OP_CLOSE:
     io_uring_prep_close(sqe, c->fd);
     break;
-  default:
-    io_uring_prep_nop(sqe); /* completes with 0; submit() never gets TIMEOUT */
+  default: /* ur_submit refuses other ops */
     break;
   }
   io_uring_sqe_set_data(sqe, c);
@@ -381,6 +380,10 @@ static void ur_queue(struct vsri_io *io, struct ur *ur, struct vsri_completion *
 
 static void ur_submit(struct vsri_io *io, struct vsri_completion *c) {
   struct ur *ur = io->backend_data;
+  if (c->op < VSRI_OP_ACCEPT || c->op > VSRI_OP_CLOSE) {
+    vsri_io_post(io, c, -EINVAL); /* as epoll.c: not an fd operation */
+    return;
+  }
   if (ur->test_poll_first && c->op != VSRI_OP_CLOSE) c->backend_tag |= UR_POLL_STAGE;
   ur_queue(io, ur, c);
 }
