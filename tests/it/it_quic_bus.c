@@ -1,0 +1,202 @@
+/* QUIC through the bus and the client SDK: one node serves TCP and QUIC clients at once with
+ * the same frames and callbacks; graceful shutdown drains queued frames to QUIC clients, then
+ * closes them with 0x1003; the ALPN switch as a bus option. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#include "bus/bus_impl.h"
+#include "crypto/cert.h"
+#include "transport/quic.h"
+
+struct quic_info {
+  char addr[64];
+  char pin[VSRI_FINGERPRINT_TEXT_LEN];
+};
+
+static void quic_info_task(struct h_node *n, void *arg) {
+  struct quic_info *qi = arg;
+  vsr_bus_listen_addr(n->bus, "quic", qi->addr, sizeof qi->addr);
+  uint8_t fp[32];
+  vsri_quic_listener_fingerprint(n->bus->client_quic.l, fp);
+  vsri_fingerprint_format(fp, qi->pin);
+}
+
+static int start_node(struct h_node *n, enum h_mode mode, struct quic_info *qi) {
+  h_options(n);
+  n->mode = mode;
+  n->opts.client_quic_addr = "127.0.0.1:0";
+  int err = h_start(n);
+  if (err) return err;
+  h_run(n, quic_info_task, qi);
+  return 0;
+}
+
+static struct vsr_client *quic_client(const struct quic_info *qi, const char *alpn, int *err) {
+  struct vsr_client_options o;
+  vsr_client_options_default(&o);
+  o.transport = "quic";
+  o.addr = qi->addr;
+  o.quic_pin_sha256 = qi->pin;
+  if (alpn) o.quic_alpn = alpn;
+  struct vsr_client *c = NULL;
+  *err = vsr_client_connect(&c, &o, 5 * H_SEC);
+  return *err ? NULL : c;
+}
+
+static void ping(struct vsr_client *c, uint32_t seq) {
+  struct vsr_msg *m = vsr_client_msg_new(c, 256), *r = NULL;
+  m->data[60] = VSR_CMD_PING_CLIENT;
+  vsr_put_u32(m->data + 128, seq);
+  assert_int_equal(vsr_client_call(c, m, &r, 5 * H_SEC), 0);
+  assert_int_equal(r->data[60], VSR_CMD_PONG_CLIENT);
+  assert_int_equal(vsr_get_u32(r->data + 128), seq);
+  vsr_msg_unref(m);
+  vsr_msg_unref(r);
+}
+
+static void request(struct vsr_client *c, uint32_t seq) {
+  struct vsr_msg *m = h_frame(c, VSR_CMD_REQUEST, 256 + 1000, seq), *r = NULL;
+  assert_non_null(m);
+  assert_int_equal(vsr_client_call(c, m, &r, 5 * H_SEC), 0);
+  assert_int_equal(r->data[60], VSR_CMD_REPLY);
+  const struct vsr_reply_header *rp = (const struct vsr_reply_header *)r->data;
+  assert_int_equal(rp->request, seq + 1);
+  vsr_msg_unref(m);
+  vsr_msg_unref(r);
+}
+
+static void test_tcp_and_quic_at_once(void **state) {
+  (void)state;
+  struct h_node n;
+  struct quic_info qi;
+  assert_int_equal(start_node(&n, H_SM, &qi), 0);
+  int err;
+  struct vsr_client *q = quic_client(&qi, NULL, &err);
+  assert_int_equal(err, 0);
+  struct vsr_client *t = h_client(&n);
+  assert_non_null(t);
+  for (uint32_t i = 0; i < 5; i++) {
+    ping(q, i);
+    ping(t, 100 + i);
+    request(q, i);
+    request(t, 100 + i);
+  }
+  assert_int_equal(h_wait_events(&n, VSR_PEER_CONNECTED, 2, 5 * H_SEC), 2);
+  vsr_client_del(q);
+  vsr_client_del(t);
+  assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, 2, 5 * H_SEC), 2);
+  h_stop(&n, true);
+  assert_int_equal(n.shutdown_result, 0);
+}
+
+/* graceful_shutdown over QUIC: what was queued reaches every client, then 0x1003. */
+struct queue_arg {
+  uint64_t ids[4];
+  int per_client;
+  int ok;
+};
+
+static void queue_then_stop_task(struct h_node *n, void *arg) {
+  struct queue_arg *a = arg;
+  for (int c = 0; c < 4; c++) {
+    for (int i = 0; i < a->per_client; i++) {
+      struct vsr_msg *m = vsr_bus_msg_new(n->bus, 256 + 4096);
+      m->data[60] = VSR_CMD_PONG_CLIENT;
+      vsr_put_u32(m->data + 128, (uint32_t)i);
+      if (vsr_bus_send_to_client(n->bus, a->ids[c], m) == 0) a->ok++;
+      vsr_msg_unref(m);
+    }
+  }
+  atomic_store(&n->stop, 1); /* shut down right after, in the same turn */
+}
+
+static void test_shutdown_drains_then_0x1003(void **state) {
+  (void)state;
+  struct h_node n;
+  struct quic_info qi;
+  h_options(&n);
+  n.mode = H_SILENT;
+  n.opts.client_tcp_addr = NULL;
+  n.opts.client_quic_addr = "127.0.0.1:0";
+  assert_int_equal(h_start(&n), 0);
+  h_run(&n, quic_info_task, &qi);
+  struct vsr_client *cl[4];
+  int err;
+  for (int c = 0; c < 4; c++) {
+    cl[c] = quic_client(&qi, NULL, &err);
+    assert_int_equal(err, 0);
+    struct vsr_msg *m = vsr_client_msg_new(cl[c], 256);
+    m->data[60] = VSR_CMD_PING_CLIENT;
+    assert_int_equal(vsr_client_send(cl[c], m), 0); /* opens the stream: reported */
+    vsr_msg_unref(m);
+    assert_int_equal(vsr_client_flush(cl[c], 5 * H_SEC), 0);
+    assert_int_equal(h_wait_events(&n, VSR_PEER_CONNECTED, c + 1, 5 * H_SEC), c + 1);
+  }
+  struct queue_arg a = {.per_client = 200};
+  for (int c = 0; c < 4; c++) a.ids[c] = n.events[c].id;
+  pthread_mutex_lock(&n.mu);
+  n.task = queue_then_stop_task;
+  n.task_arg = &a;
+  n.task_done = false;
+  pthread_mutex_unlock(&n.mu);
+  for (int c = 0; c < 4; c++) {
+    int got = 0, rc;
+    struct vsr_msg *m;
+    while ((rc = vsr_client_recv(cl[c], &m, 10 * H_SEC)) == 0) {
+      assert_int_equal(vsr_get_u32(m->data + 128), (uint32_t)got);
+      assert_int_equal(m->size, 256 + 4096);
+      got++;
+      vsr_msg_unref(m);
+    }
+    assert_int_equal(got, 200);
+    assert_int_equal(rc, VSR_ESHUTDOWN); /* CONNECTION_CLOSE 0x1003 */
+    vsr_client_del(cl[c]);
+  }
+  pthread_join(n.thread, NULL);
+  assert_int_equal(a.ok, 800);
+  assert_int_equal(n.shutdown_result, 0);
+  assert_int_equal(h_count(&n, VSR_PEER_LOST), 4);
+  for (int i = 0; i < 4; i++) assert_int_equal(h_lost_reason(&n, i), VSR_ESHUTDOWN);
+}
+
+/* The ALPN switch as a bus option: a client offering no ALPN is refused by default and
+ * admitted with quic_alpn_optional; one offering h3 is refused either way. */
+static void test_alpn_switch(void **state) {
+  (void)state;
+  for (int optional = 0; optional < 2; optional++) {
+    struct h_node n;
+    struct quic_info qi;
+    h_options(&n);
+    n.mode = H_SM;
+    n.opts.client_quic_addr = "127.0.0.1:0";
+    n.opts.quic_alpn_optional = optional;
+    assert_int_equal(h_start(&n), 0);
+    h_run(&n, quic_info_task, &qi);
+    int err;
+    struct vsr_client *c = quic_client(&qi, "", &err);
+    if (optional) {
+      assert_int_equal(err, 0);
+      ping(c, 7);
+      vsr_client_del(c);
+    } else {
+      assert_int_equal(err, VSR_EALPN);
+    }
+    c = quic_client(&qi, "h3", &err);
+    assert_int_equal(err, VSR_EALPN);
+    h_stop(&n, true);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tcp_and_quic_at_once),
+      cmocka_unit_test(test_shutdown_drains_then_0x1003),
+      cmocka_unit_test(test_alpn_switch),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
