@@ -47,7 +47,8 @@ static void expect_bare_close(int fd) {
 }
 
 /* Sends Hello(|id|, |nd|) and reads an Ok Challenge into |ch|. */
-static int hello_and_challenge(const char *addr, uint8_t id, const uint8_t nd[32], uint8_t ch[256]) {
+static int hello_and_challenge(const char *addr, uint8_t id, const uint8_t nd[32],
+                               uint8_t ch[256]) {
   int fd = r_raw_connect(addr);
   assert_true(fd >= 0);
   uint8_t h[256];

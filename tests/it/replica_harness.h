@@ -58,7 +58,7 @@ struct r_node {
   struct r_frame frames[R_FRAMES_MAX];
   int nframes;
   bool answer_prepare; /* answer each Prepare with a PrepareOk */
-  uint64_t send_on_auth; /* non-zero: send a Prepare with this op to each replica on AUTHENTICATED */
+  uint64_t send_on_auth; /* non-zero: on AUTHENTICATED, send that replica a Prepare with this op */
   atomic_int pump_to;    /* >= 0: every loop turn, queue Prepares to that replica (bus thread) */
   uint64_t pumped;
   void (*task)(struct r_node *, void *);
@@ -327,7 +327,8 @@ static inline struct r_stats_arg r_stats(struct r_node *n) {
 }
 
 /* Waits (bounded) until errors[-|code|] reaches |want|; returns the last value. */
-static inline uint64_t r_wait_errors(struct r_node *n, int code, uint64_t want, uint64_t timeout_ns) {
+static inline uint64_t r_wait_errors(struct r_node *n, int code, uint64_t want,
+                                     uint64_t timeout_ns) {
   uint64_t end = r_now() + timeout_ns, v;
   while ((v = r_stats(n).st.errors[-code]) < want && r_now() < end) usleep(2000);
   return v;
