@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: starts a vsrbus node on loopback, pings it over TCP, and stops it by its PID.
-# (Once the replica plane lands, this runs the 3-replica cluster demo instead.)
+# `make run`: the 3-replica cluster demo for ~10 s (`vsrbus demo`). A build without the demo
+# starts one node on loopback, pings it over TCP, and stops it by its PID.
 set -euo pipefail
 BIN=${1:-build/vsrbus}
 PORT=${VSRBUS_DEMO_PORT:-18090}

@@ -29,7 +29,10 @@ struct vsr_bus;
 enum vsr_plane { VSR_PLANE_CLIENT = 0, VSR_PLANE_REPLICA = 1 };
 
 enum vsr_peer_event_kind {
-  VSR_PEER_CONNECTED = 1,     /* transport connection established (replicas: not yet trusted) */
+  /* Clients: the connection is usable. Replicas we dial: TCP is up, the handshake follows.
+   * Replicas that dial us: reported together with AUTHENTICATED once the handshake verified,
+   * so an unauthenticated stranger can never cause events under a real replica's id. */
+  VSR_PEER_CONNECTED = 1,
   VSR_PEER_AUTHENTICATED = 2, /* replica handshake verified: frames flow */
   VSR_PEER_LOST = 3,          /* fires exactly once per connection that reported CONNECTED */
 };
