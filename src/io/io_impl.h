@@ -38,6 +38,7 @@ struct vsri_io {
   struct vsri_deferred *defer_head;
   struct vsri_deferred *defer_tail;
   struct vsri_io_stats stats;
+  char unavailable[128]; /* why a backend's init refused, for the fallback log line */
 };
 
 /* Marks |c| idle and runs its callback with |res|. For backends, from poll() only. */

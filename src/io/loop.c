@@ -54,11 +54,12 @@ int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
     io->backend = &vsri_io_backend_uring;
     err = io->backend->init(io);
     if (err == 0) goto done;
+    const char *why = io->unavailable[0] ? io->unavailable : vsr_strerror(err);
     if (kind == VSRI_IO_URING) {
-      VSRI_ERROR("VSR-IO", "io_uring forced but unavailable: %s", vsr_strerror(err));
+      VSRI_ERROR("VSR-IO", "io_uring forced but unavailable: %s", why);
       goto fail;
     }
-    VSRI_INFO("VSR-IO", "io_uring unavailable (%s); using epoll", vsr_strerror(err));
+    VSRI_INFO("VSR-IO", "io_uring unavailable (%s); using epoll", why);
   }
   io->backend = &vsri_io_backend_epoll;
   err = io->backend->init(io);

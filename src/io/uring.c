@@ -20,6 +20,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -99,6 +100,7 @@ static int ur_setup_ring(struct vsri_io *io, struct ur *ur) {
   /* EPERM (seccomp, io_uring_disabled), ENOSYS (old kernel), ENOMEM (memlock): all mean
    * "not here"; AUTO then serves with epoll. */
   VSRI_DEBUG("VSR-IO", "io_uring_queue_init(%u): %s", io->opts.entries, strerror(-ret));
+  snprintf(io->unavailable, sizeof io->unavailable, "io_uring_queue_init: %s", strerror(-ret));
   return VSR_EUNSUPPORTED;
 }
 
@@ -195,7 +197,10 @@ static int ur_setup_buffers(struct vsri_io *io, struct ur *ur) {
 
 static int ur_init(struct vsri_io *io) {
   /* Tests prove the epoll fallback with this knob; production never sets it. */
-  if (ur_env_set("VSRBUS_IO_TEST_FAIL_URING")) return VSR_EUNSUPPORTED;
+  if (ur_env_set("VSRBUS_IO_TEST_FAIL_URING")) {
+    snprintf(io->unavailable, sizeof io->unavailable, "VSRBUS_IO_TEST_FAIL_URING is set");
+    return VSR_EUNSUPPORTED;
+  }
   struct ur *ur = vsri_calloc(1, sizeof *ur);
   if (!ur) return VSR_ENOMEM;
   int err = ur_setup_ring(io, ur);
@@ -206,6 +211,7 @@ static int ur_init(struct vsri_io *io) {
   const char *missing = ur_missing(ur);
   if (missing) {
     VSRI_DEBUG("VSR-IO", "io_uring lacks %s", missing);
+  snprintf(io->unavailable, sizeof io->unavailable, "kernel lacks %s", missing);
     err = VSR_EUNSUPPORTED;
   } else {
     err = ur_setup_buffers(io, ur);
