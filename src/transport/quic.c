@@ -525,7 +525,7 @@ static void q_ep_rx_arm(struct q_ep *ep) {
 
 /* Splits one received datagram (or GRO batch of equal-size datagrams) into packets. */
 static void q_ep_dispatch(struct q_ep *ep, size_t n) {
-  if (ep->rx_msg.msg_flags & MSG_TRUNC) return;
+  if (n == 0 || (ep->rx_msg.msg_flags & MSG_TRUNC)) return;
   size_t seg = n;
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(&ep->rx_msg); cm; cm = CMSG_NXTHDR(&ep->rx_msg, cm)) {
     if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
@@ -1629,7 +1629,7 @@ static void q_conn_input(struct vsri_conn *c, const struct sockaddr *from, sockl
     q_ep_send(c->ep, from, fromlen, c->close_pkt, c->close_len, c->close_len);
     return;
   }
-  if (c->state >= Q_CLOSING || !c->qc) return;
+  if (c->state >= Q_CLOSING || !c->qc || len == 0) return;
   ngtcp2_path path = {
       .local = {(ngtcp2_sockaddr *)&c->ep->local, c->ep->local_len},
       .remote = {(ngtcp2_sockaddr *)from, fromlen},
@@ -1693,6 +1693,7 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
 static void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fromlen,
                             const uint8_t *pkt, size_t len) {
   struct vsri_listener *l = ep->owner;
+  if (len == 0) return; /* an empty datagram: ngtcp2 asserts on it */
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, pkt, len, Q_SCID_LEN);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
