@@ -210,16 +210,20 @@ static int bench_make_frames(struct bench_load *l) {
   return l->frames ? 0 : -1;
 }
 
-/* tput: keep every client's queue topped up with frames (by reference, no copies). */
-static void bench_top_up(struct bench_load *l) {
+/* tput: keep every client's queue topped up with frames (by reference, no copies).
+ * Returns the number of frames queued. */
+static uint32_t bench_top_up(struct bench_load *l) {
+  uint32_t added = 0;
   for (uint32_t i = 0; i < l->cfg->conns; i++) {
     struct vsr_client *c = l->conns[i].c;
     if (vsr_client_state(c) != 1) continue;
     while (vsr_client_queued(c) < 1024) {
       if (vsr_client_send(c, bench_next_frame(l)) != 0) break;
       l->sent++;
+      added++;
     }
   }
+  return added;
 }
 
 static void bench_progress(struct bench_load *l, uint64_t start, uint64_t *last_print) {
@@ -266,8 +270,9 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
     }
   }
   while (bench_now() < l->t_end) {
-    if (tput) bench_top_up(l);
-    vsr_loop_run_once(l->loop, tput ? 0 : 1000000);
+    /* Queues full: wait for the kernel to take more (a blocking sender, not a spinning one). */
+    uint32_t added = tput ? bench_top_up(l) : 0;
+    vsr_loop_run_once(l->loop, added ? 0 : 1000000);
     bench_progress(l, start, &last_print);
   }
   if (!cfg->quiet && isatty(2)) fprintf(stderr, "\r%60s\r", "");
