@@ -66,6 +66,11 @@ static atomic_uint q_live;
 
 uint32_t vsri_quic_live(void) { return atomic_load_explicit(&q_live, memory_order_relaxed); }
 
+/* Per-thread counters (one loop per thread): how well sends and receives are batched. */
+static _Thread_local struct vsri_quic_stats q_stats;
+
+void vsri_quic_stats(struct vsri_quic_stats *out) { *out = q_stats; }
+
 /* ---- types ----------------------------------------------------------------------------- */
 
 struct q_ep;
@@ -461,8 +466,8 @@ static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr 
   }
   ep->connected = !server;
   int zero = 0, one = 1;
-  ep->gso = !cfg->no_gso && setsockopt(ep->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
-  ep->gro = !cfg->no_gro && setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  ep->gso = !cfg->no_gso && !cfg->unbatched && setsockopt(ep->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+  ep->gro = !cfg->no_gro && !cfg->unbatched && setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
   ep->rx_buf = vsri_aligned_alloc(64, Q_BUF);
   if (!ep->rx_buf) {
     close(ep->fd);
@@ -526,6 +531,8 @@ static void q_ep_rx_arm(struct q_ep *ep) {
 /* Splits one received datagram (or GRO batch of equal-size datagrams) into packets. */
 static void q_ep_dispatch(struct q_ep *ep, size_t n) {
   if (n == 0 || (ep->rx_msg.msg_flags & MSG_TRUNC)) return;
+  q_stats.recv_calls++;
+  q_stats.bytes_in += n;
   size_t seg = n;
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(&ep->rx_msg); cm; cm = CMSG_NXTHDR(&ep->rx_msg, cm)) {
     if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
@@ -537,6 +544,7 @@ static void q_ep_dispatch(struct q_ep *ep, size_t n) {
   socklen_t fromlen = ep->rx_msg.msg_namelen;
   for (size_t off = 0; off < n && !ep->dead; off += seg) {
     size_t len = n - off < seg ? n - off : seg;
+    q_stats.datagrams_in++;
     ep->on_packet(ep, (const struct sockaddr *)&ep->rx_from, fromlen, ep->rx_buf + off, len);
   }
 }
@@ -609,6 +617,7 @@ static void q_ep_msg(struct msghdr *mh, struct iovec *iov, void *ctl, size_t ctl
 /* Keeps a refused burst and sends it when the socket has room; writers wait behind it. */
 static void q_ep_park(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
                       const uint8_t *data, size_t len, size_t seg) {
+  q_stats.send_blocked++;
   if (ep->tx_c.pending) return; /* already waiting: drop, QUIC recovers it */
   if (!ep->tx_park && !(ep->tx_park = vsri_malloc(Q_BUF))) return;
   if (!ep->gso && len > seg) len = seg;
@@ -637,6 +646,9 @@ static void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tole
     _Alignas(size_t) uint8_t ctl[CMSG_SPACE(sizeof(uint16_t))];
     q_ep_msg(&mh, &iov, ctl, sizeof ctl, ep, to, tolen, data + off, chunk, seg);
     if (sendmsg(ep->fd, &mh, MSG_DONTWAIT) >= 0) {
+      q_stats.send_calls++;
+      q_stats.datagrams_out += (chunk + seg - 1) / seg;
+      q_stats.bytes_out += chunk;
       off += chunk;
       continue;
     }
@@ -1743,6 +1755,7 @@ static size_t q_stream_vec(struct vsri_conn *c, ngtcp2_vec *v, bool *fin) {
   bool finite = c->server ? c->peer_fin : c->cfg->stream_per_request;
   uint32_t n = c->q->len < allow ? c->q->len : allow;
   if (n > Q_VEC) n = Q_VEC;
+  if (n > 1 && c->cfg->unbatched) n = 1;
   if (n > 0 && !q_infl_reserve(c, n)) return 0;
   for (uint32_t i = 0; i < n; i++) {
     struct vsr_msg *m = vsri_sendq_peek(c->q, i);
@@ -1793,6 +1806,7 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
   if (max_pkts < 1) max_pkts = 1;
   if (max_pkts > Q_MAX_BURST) max_pkts = Q_MAX_BURST;
   if (max_pkts > Q_BURST_BYTES / mtu) max_pkts = Q_BURST_BYTES / mtu;
+  if (c->cfg->unbatched) max_pkts = 1;
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi;
@@ -1812,7 +1826,8 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
     }
     size_t offered = 0;
     for (size_t i = 0; i < vcnt; i++) offered += v[i].len;
-    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_MORE | (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
+    uint32_t flags = (c->cfg->unbatched ? 0 : NGTCP2_WRITE_STREAM_FLAG_MORE) |
+                     (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
     ngtcp2_ssize nd = -1;
     ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->qc, &ps.path, &pi, q_txbuf + off, mtu, &nd,
                                                flags, sid, v, vcnt, ts);
@@ -1990,6 +2005,7 @@ static void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t re
     return;
   }
   uint64_t now = vsri_io_now_fresh(io);
+  q_stats.timer_fires++;
   if (c->state == Q_CLOSING) {
     if (now >= c->closing_until) {
       c->state = Q_DEAD;

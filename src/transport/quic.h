@@ -52,6 +52,9 @@ struct vsri_quic_config {
   uint32_t max_handshakes;     /* 1024: server, connections not yet reported to the owner */
   bool no_gso;                 /* send one datagram per syscall instead of UDP GSO bursts */
   bool no_gro;                 /* receive without UDP_GRO */
+  bool unbatched;              /* benchmarks: behave like the reference (each frame written and
+                                  flushed alone: no packing of frames into packets, one
+                                  sendmsg per datagram, no GSO / GRO) */
 
   /* Client: how the server's certificate is checked. ca_file: PEM CA bundle or the server's
    * own certificate; pin_sha256: hex SHA-256 of the server certificate's DER (colons allowed);
@@ -83,6 +86,14 @@ uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
 /* QUIC connections and listeners not yet freed (all loops): tests run the loop until 0 before
  * deleting it. */
 uint32_t vsri_quic_live(void);
+
+/* Counters of the calling thread's QUIC traffic (benchmarks). */
+struct vsri_quic_stats {
+  uint64_t send_calls, datagrams_out, bytes_out, send_blocked;
+  uint64_t recv_calls, datagrams_in, bytes_in;
+  uint64_t timer_fires;
+};
+void vsri_quic_stats(struct vsri_quic_stats *out);
 
 /* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
