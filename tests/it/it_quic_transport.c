@@ -240,6 +240,45 @@ static void test_stalled_handshake_does_not_block(void **state) {
   qt_shim_stop(&shim);
 }
 
+/* Idle timeout and keep-alive as configured: with the server's keep-alive under its idle
+ * timeout a quiet connection stays up; without keep-alive both ends idle it out. */
+static bool pred_never(struct qt_env *env, void *arg) {
+  (void)env;
+  (void)arg;
+  return false;
+}
+
+static void test_keep_alive_and_idle(void **state) {
+  (void)state;
+  for (int keep = 1; keep >= 0; keep--) {
+    struct qt_env env;
+    qt_env_init(&env);
+    env.scfg.idle_timeout_ns = 1 * QT_SEC;
+    env.scfg.keep_alive_ns = keep ? 200 * QT_MS : 0;
+    env.ccfg.keep_alive_ns = 0;
+    assert_int_equal(qt_listen(&env), 0);
+    assert_int_equal(qt_dial(&env, 0, NULL), 0);
+    struct qt_peer *c = &env.client[0];
+    assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+    qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
+    assert_true(wait_frames(&env, c, 1, 5 * QT_SEC));
+    if (keep) {
+      qt_run_until(&env, pred_never, NULL, 3 * QT_SEC); /* quiet for 3 idle timeouts */
+      assert_false(c->closed);
+      assert_false(env.server[0].closed);
+      qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 1));
+      assert_true(wait_frames(&env, c, 2, 5 * QT_SEC));
+      assert_int_equal(c->nframes, 2);
+    } else {
+      assert_true(qt_run_until(&env, qt_pred_closed, &env.server[0], 10 * QT_SEC));
+      assert_int_equal(env.server[0].close_reason, VSR_EIDLE);
+      assert_true(qt_run_until(&env, qt_pred_closed, c, 10 * QT_SEC));
+      assert_int_equal(c->close_reason, VSR_EIDLE);
+    }
+    assert_int_equal(qt_env_fini(&env), 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_long_lived_stream),
@@ -250,6 +289,7 @@ int main(void) {
       cmocka_unit_test(test_graceful_close_0x1003),
       cmocka_unit_test(test_loss_5_percent),
       cmocka_unit_test(test_stalled_handshake_does_not_block),
+      cmocka_unit_test(test_keep_alive_and_idle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
