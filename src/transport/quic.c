@@ -466,8 +466,11 @@ static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr 
   }
   ep->connected = !server;
   int zero = 0, one = 1;
-  ep->gso = !cfg->no_gso && !cfg->unbatched && setsockopt(ep->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
-  ep->gro = !cfg->no_gro && !cfg->unbatched && setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  bool batch = !cfg->unbatched;
+  ep->gso = batch && !cfg->no_gso &&
+            setsockopt(ep->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+  ep->gro = batch && !cfg->no_gro &&
+            setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
   ep->rx_buf = vsri_aligned_alloc(64, Q_BUF);
   if (!ep->rx_buf) {
     close(ep->fd);
@@ -1796,61 +1799,87 @@ static size_t q_extra_vec(struct vsri_conn *c, ngtcp2_vec *v) {
   return 1;
 }
 
-/* Writes packets until ngtcp2 has nothing more (or pacing / congestion says wait), in GSO
- * bursts of up to send_quantum. Returns 1 if more could be written right away, 0 otherwise,
- * -1 if the connection failed. */
-static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
-  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
-  size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->qc);
+/* What the next ngtcp2 write call carries: the test stream's bytes, else queued frames. */
+struct q_wv {
+  ngtcp2_vec v[Q_VEC];
+  size_t cnt, offered;
+  int64_t sid;
+  bool fin, extra;
+};
+
+static void q_write_vec(struct vsri_conn *c, struct q_wv *w) {
+  w->fin = w->extra = false;
+  w->sid = -1;
+  w->cnt = q_extra_vec(c, w->v);
+  if (w->cnt) {
+    w->extra = true;
+    w->sid = c->extra_sid;
+  } else {
+    w->cnt = q_stream_vec(c, w->v, &w->fin);
+    if (w->cnt || w->fin) w->sid = c->sid;
+  }
+  w->offered = 0;
+  for (size_t i = 0; i < w->cnt; i++) w->offered += w->v[i].len;
+}
+
+/* Handles a write call's result for the stream side. Returns 1 to call again for the same
+ * packet, 0 if a packet (or nothing) came out, -1 on a fatal error (the connection closed). */
+static int q_write_result(struct vsri_conn *c, const struct q_wv *w, ngtcp2_ssize n,
+                          ngtcp2_ssize nd) {
+  if (nd >= 0 && w->sid >= 0) {
+    if (w->extra) c->extra_off += (size_t)nd;
+    else q_stream_took(c, (size_t)nd, w->offered, w->fin);
+  }
+  if (n == NGTCP2_ERR_WRITE_MORE) return 1;
+  if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
+      n == NGTCP2_ERR_STREAM_NOT_FOUND) {
+    if (w->extra) c->extra_off = c->extra_len;
+    else c->stream_blocked = true; /* until the next write round */
+    return 1;
+  }
+  if (n >= 0) return 0;
+  if (!c->ccerr_set) {
+    ngtcp2_connection_close_error_set_transport_error_liberr(&c->ccerr, (int)n, NULL, 0);
+    c->ccerr_set = true;
+  }
+  VSRI_WARN("VSR-QUIC", "%s quic: write: %s; closing", c->name, ngtcp2_strerror((int)n));
+  q_conn_close_now(c, q_liberr_reason((int)n));
+  return -1;
+}
+
+static size_t q_burst_packets(struct vsri_conn *c, size_t mtu) {
   size_t max_pkts = ngtcp2_conn_get_send_quantum(c->qc) / mtu;
   if (max_pkts < 1) max_pkts = 1;
   if (max_pkts > Q_MAX_BURST) max_pkts = Q_MAX_BURST;
   if (max_pkts > Q_BURST_BYTES / mtu) max_pkts = Q_BURST_BYTES / mtu;
   if (c->cfg->unbatched) max_pkts = 1;
+  return max_pkts;
+}
+
+/* Writes one GSO burst of up to send_quantum: equal-size packets back to back in q_txbuf, one
+ * sendmsg. Returns 1 if more could be written right away, 0 if ngtcp2 has nothing more (or
+ * pacing / congestion says wait), -1 if the connection failed. */
+static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
+  size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
+  size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->qc);
+  size_t max_pkts = q_burst_packets(c, mtu);
+  uint32_t flag_more = c->cfg->unbatched ? 0 : NGTCP2_WRITE_STREAM_FLAG_MORE;
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
+  const struct sockaddr *to = (const struct sockaddr *)ps.path.remote.addr;
   ngtcp2_pkt_info pi;
   size_t off = 0, npk = 0, seg = 0;
   int more = 1;
   for (;;) {
-    ngtcp2_vec v[Q_VEC];
-    bool fin = false, extra = false;
-    size_t vcnt = q_extra_vec(c, v);
-    int64_t sid = -1;
-    if (vcnt) {
-      extra = true;
-      sid = c->extra_sid;
-    } else {
-      vcnt = q_stream_vec(c, v, &fin);
-      if (vcnt || fin) sid = c->sid;
-    }
-    size_t offered = 0;
-    for (size_t i = 0; i < vcnt; i++) offered += v[i].len;
-    uint32_t flags = (c->cfg->unbatched ? 0 : NGTCP2_WRITE_STREAM_FLAG_MORE) |
-                     (fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
+    struct q_wv w;
+    q_write_vec(c, &w);
+    uint32_t flags = flag_more | (w.fin ? NGTCP2_WRITE_STREAM_FLAG_FIN : 0);
     ngtcp2_ssize nd = -1;
     ngtcp2_ssize n = ngtcp2_conn_writev_stream(c->qc, &ps.path, &pi, q_txbuf + off, mtu, &nd,
-                                               flags, sid, v, vcnt, ts);
-    if (nd >= 0 && sid >= 0) {
-      if (extra) c->extra_off += (size_t)nd;
-      else q_stream_took(c, (size_t)nd, offered, fin);
-    }
-    if (n == NGTCP2_ERR_WRITE_MORE) continue;
-    if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
-        n == NGTCP2_ERR_STREAM_NOT_FOUND) {
-      if (extra) c->extra_off = c->extra_len;
-      else c->stream_blocked = true; /* until the next write round */
-      continue;
-    }
-    if (n < 0) {
-      if (!c->ccerr_set) {
-        ngtcp2_connection_close_error_set_transport_error_liberr(&c->ccerr, (int)n, NULL, 0);
-        c->ccerr_set = true;
-      }
-      VSRI_WARN("VSR-QUIC", "%s quic: write: %s; closing", c->name, ngtcp2_strerror((int)n));
-      q_conn_close_now(c, q_liberr_reason((int)n));
-      return -1;
-    }
+                                               flags, w.sid, w.v, w.cnt, ts);
+    int r = q_write_result(c, &w, n, nd);
+    if (r < 0) return -1;
+    if (r > 0) continue;
     if (n == 0) {
       more = 0;
       break;
@@ -1858,20 +1887,15 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
     if (npk == 0) seg = (size_t)n;
     if ((size_t)n > seg) {
       /* Larger than the burst's segments (a PMTUD probe): send the burst, then it alone. */
-      q_ep_send(c->ep, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
-                q_txbuf, off, seg);
-      q_ep_send(c->ep, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
-                q_txbuf + off, (size_t)n, (size_t)n);
-      off = npk = 0;
+      q_ep_send(c->ep, to, ps.path.remote.addrlen, q_txbuf, off, seg);
+      q_ep_send(c->ep, to, ps.path.remote.addrlen, q_txbuf + off, (size_t)n, (size_t)n);
+      off = 0;
       break;
     }
     off += (size_t)n;
     if (++npk >= max_pkts || (size_t)n < seg || seg > path_mtu) break;
   }
-  if (off) {
-    q_ep_send(c->ep, (const struct sockaddr *)ps.path.remote.addr, ps.path.remote.addrlen,
-              q_txbuf, off, seg);
-  }
+  if (off) q_ep_send(c->ep, to, ps.path.remote.addrlen, q_txbuf, off, seg);
   /* Pacing starts once the handshake is done: ngtcp2 0.12 would pace the first flight with the
    * 333 ms initial RTT (one ~25 ms gap before the client's Finished) although an RTT sample
    * arrives a round trip later. The handshake flights are small and amplification-limited. */

@@ -358,7 +358,9 @@ static inline void *qt_shim_main(void *arg) {
         bool drop = (s->pass_first >= 0 && from_client >= s->pass_first) || qt_shim_drop(s);
         from_client++;
         if (drop) atomic_fetch_add(&s->dropped, 1);
-        else if (send(s->back, buf, (size_t)n, MSG_DONTWAIT) >= 0) atomic_fetch_add(&s->forwarded, 1);
+        else if (send(s->back, buf, (size_t)n, MSG_DONTWAIT) >= 0) {
+          atomic_fetch_add(&s->forwarded, 1);
+        }
       }
     }
     if (pf[1].revents & POLLIN) {
