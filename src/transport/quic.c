@@ -214,21 +214,22 @@ static void q_listener_maybe_free(struct vsri_listener *l);
 
 /* ---- config ---------------------------------------------------------------------------- */
 
-void vsri_quic_config_default(struct vsri_quic_config *cfg) {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->max_bidi_streams = 1;
-  cfg->idle_timeout_ns = 30 * NGTCP2_SECONDS;
-  cfg->keep_alive_ns = 10 * NGTCP2_SECONDS;
-  cfg->handshake_grace_ns = 10 * NGTCP2_SECONDS;
-  cfg->close_grace_ns = 2 * NGTCP2_SECONDS;
-  cfg->initial_mtu = 1200;
-  cfg->max_udp_payload = 1452;
-  cfg->stream_window = 64u << 20;
-  cfg->conn_window = 64u << 20;
-  cfg->cc = VSRI_QUIC_CC_CUBIC;
-  cfg->max_handshakes = 1024;
-  cfg->server_name = "localhost";
-}
+static const struct vsri_quic_config q_default_cfg = {
+    .max_bidi_streams = 1,
+    .idle_timeout_ns = 30 * NGTCP2_SECONDS,
+    .keep_alive_ns = 10 * NGTCP2_SECONDS,
+    .handshake_grace_ns = 10 * NGTCP2_SECONDS,
+    .close_grace_ns = 2 * NGTCP2_SECONDS,
+    .initial_mtu = 1200,
+    .max_udp_payload = 1452,
+    .stream_window = 64u << 20,
+    .conn_window = 64u << 20,
+    .cc = VSRI_QUIC_CC_CUBIC,
+    .max_handshakes = 1024,
+    .server_name = "localhost",
+};
+
+void vsri_quic_config_default(struct vsri_quic_config *cfg) { *cfg = q_default_cfg; }
 
 int vsri_quic_config_check(const struct vsri_quic_config *cfg) {
   const char *bad = NULL;
@@ -255,14 +256,7 @@ int vsri_quic_config_check(const struct vsri_quic_config *cfg) {
 }
 
 static const struct vsri_quic_config *q_cfg(const struct vsri_transport_ctx *ctx) {
-  static struct vsri_quic_config def;
-  static bool def_ready;
-  if (ctx->tls) return ctx->tls;
-  if (!def_ready) {
-    vsri_quic_config_default(&def);
-    def_ready = true;
-  }
-  return &def;
+  return ctx->tls ? ctx->tls : &q_default_cfg;
 }
 
 /* ---- small helpers --------------------------------------------------------------------- */
@@ -869,18 +863,6 @@ static int q_feed(struct vsri_conn *c, const uint8_t *p, size_t n) {
 
 /* ---- ngtcp2 callbacks ------------------------------------------------------------------ */
 
-/* Stateless reset tokens: the listener's secret, or one per process for dialed connections. */
-static const uint8_t *q_reset_secret(const struct vsri_conn *c) {
-  static uint8_t client_secret[32];
-  static bool ready;
-  if (c->l) return c->l->reset_secret;
-  if (!ready) {
-    q_rand(client_secret, sizeof client_secret);
-    ready = true;
-  }
-  return client_secret;
-}
-
 static ngtcp2_conn *q_get_conn(ngtcp2_crypto_conn_ref *ref) {
   struct vsri_conn *c = ref->user_data;
   return c->qc;
@@ -903,7 +885,13 @@ static int q_cb_new_cid(ngtcp2_conn *qc, ngtcp2_cid *cid, uint8_t *token, size_t
     if (err == 0) break;
     if (err != VSR_EDUPLICATE) return NGTCP2_ERR_CALLBACK_FAILURE;
   }
-  if (ngtcp2_crypto_generate_stateless_reset_token(token, q_reset_secret(c), 32, cid) != 0) {
+  /* Server tokens derive from the listener's secret (stateless resets stay possible); a
+   * client never sends one, so its tokens are just random. */
+  if (!c->l) {
+    q_rand(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+    return 0;
+  }
+  if (ngtcp2_crypto_generate_stateless_reset_token(token, c->l->reset_secret, 32, cid) != 0) {
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   return 0;
