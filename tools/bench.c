@@ -24,6 +24,7 @@
 struct bench_cfg {
   const char *transport, *mode, *system;
   uint32_t size, conns, inflight;
+  uint32_t batch; /* client max_batch (0: the SDK default) */
   double seconds;
   bool header, quiet;
 };
@@ -245,6 +246,7 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
   o.addr = addr;
   o.quic_insecure = true;
   o.queue_capacity = 4096;
+  if (cfg->batch) o.max_batch = cfg->batch;
   bool tput = strcmp(cfg->mode, "tput") == 0;
   struct vsr_client_callbacks cb = {.on_message = tput ? NULL : load_on_message,
                                     .on_state = load_on_state};
@@ -296,7 +298,7 @@ static void bench_usage(FILE *f) {
   fprintf(f,
           "usage: vsrbus bench [--transport tcp|quic] [--mode tput|lat|pipeline|idle]\n"
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
-          "                    [--system NAME] [--header] [--quiet]\n"
+          "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
           "  lat       one frame in flight per connection, echoed: round-trip percentiles\n"
           "  pipeline  K frames in flight per connection, echoed\n"
@@ -312,6 +314,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
       {"seconds", required_argument, 0, 'S'},   {"inflight", required_argument, 0, 'k'},
       {"system", required_argument, 0, 'y'},    {"header", no_argument, 0, 'H'},
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
+      {"batch", required_argument, 0, 'b'},
       {0, 0, 0, 0},
   };
   *cfg = (struct bench_cfg){.transport = "tcp", .mode = "tput", .system = "vsrbus",
@@ -329,6 +332,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     case 'y': cfg->system = optarg; break;
     case 'H': cfg->header = true; break;
     case 'q': cfg->quiet = true; break;
+    case 'b': cfg->batch = (uint32_t)strtoul(optarg, NULL, 0); break;
     case 'h': bench_usage(stdout); return 1;
     default: bench_usage(stderr); return 2;
     }

@@ -23,7 +23,7 @@ struct vsr_client_options {
   const char *addr;           /* "127.0.0.1:8090" */
   uint32_t max_message_size;  /* default 64 MiB */
   uint32_t queue_capacity;    /* frames queued for sending, default 4096 */
-  uint32_t max_batch;         /* frames per vectored write, default 256 */
+  uint32_t max_batch;         /* frames per vectored write, default 1024 (IOV_MAX) */
   /* QUIC only. Server verification: a CA/cert PEM file, or a pinned SHA-256 fingerprint of the
    * server certificate (64 hex digits, ':' allowed), or insecure (tests only). */
   const char *quic_ca_file;
