@@ -425,7 +425,12 @@ static inline int r_read_header(int fd, uint8_t out[256]) {
   while (got < 256) {
     ssize_t r = read(fd, out + got, 256 - got);
     if (r == 0) return 0;
-    if (r < 0) return errno == ECONNRESET ? 0 : -1;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      if (errno == ECONNRESET) return 0;
+      fprintf(stderr, "r_read_header: %s after %zu bytes\n", strerror(errno), got);
+      return -1;
+    }
     got += (size_t)r;
   }
   return 1;
