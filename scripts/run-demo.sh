@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# `make run`: the 3-replica cluster demo for ~10 s (`vsrbus demo`). A build without the demo
-# starts one node on loopback, pings it over TCP, and stops it by its PID.
+# `make run`: one vsrbus node pinged over TCP (then stopped by its PID), followed by the
+# 3-replica cluster demo (`vsrbus demo`) for ~10 s with live figures.
 set -euo pipefail
 BIN=${1:-build/vsrbus}
-PORT=${VSRBUS_DEMO_PORT:-18090}
-if "$BIN" demo --help >/dev/null 2>&1; then
-  exec "$BIN" demo --seconds "${VSRBUS_DEMO_SECONDS:-10}"
-fi
-"$BIN" node --tcp "127.0.0.1:$PORT" &
+LOG=$(mktemp)
+"$BIN" node --tcp 127.0.0.1:0 2>"$LOG" &
 node=$!
-trap 'kill "$node" 2>/dev/null; wait "$node" 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-  "$BIN" ping "127.0.0.1:$PORT" -c 1 -i 0 >/dev/null 2>&1 && break
-  sleep 0.1
+trap 'kill "$node" 2>/dev/null; wait "$node" 2>/dev/null || true; rm -f "$LOG"' EXIT
+addr=
+for _ in $(seq 100); do
+  addr=$(sed -n 's/.*client plane tcp listening on \([0-9.:]*\).*/\1/p' "$LOG" | head -1)
+  [ -n "$addr" ] && break
+  sleep 0.05
 done
-"$BIN" ping "127.0.0.1:$PORT" -c 10 -i 100
+[ -n "$addr" ] || { cat "$LOG" >&2; echo "run-demo: the node did not start" >&2; exit 1; }
+echo "== vsrbus ping $addr (one node, TCP)"
+"$BIN" ping "$addr" -c 5 -i 100
+kill -INT "$node"
+wait "$node" 2>/dev/null || true
+echo
+echo "== vsrbus demo (3 replicas + clients on 127.0.0.1)"
+exec "$BIN" demo --seconds "${VSRBUS_DEMO_SECONDS:-10}"
