@@ -1,7 +1,8 @@
 /* `vsrbus bench`: frames through vsrbus, measured the way bench/baselines measure the
  * alternatives. fork(): the child runs a node (a bus; it counts frames for tput, echoes them for
- * lat / pipeline), the parent runs the load (N clients on one loop). Throughput is measured at
- * the receiver, latency at the client with an allocation-free histogram. One CSV row:
+ * lat / echo), the parent runs the load (N clients on one loop). Throughput is measured at
+ * the receiver, latency at the client with an allocation-free histogram. --mode pipeline runs
+ * the 3-replica cluster of `vsrbus demo` instead (committed requests/s). One CSV row:
  * system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,rss_kib,
  * allocs_per_msg */
 #include <fcntl.h>
@@ -27,6 +28,7 @@ struct bench_cfg {
   uint32_t batch; /* client max_batch (0: the SDK default) */
   double seconds;
   bool header, quiet;
+  bool conns_set, size_set; /* pipeline: otherwise the demo's 32 clients, 256-byte bodies */
 };
 
 /* What the node reports back through the pipe at the end. */
@@ -63,7 +65,7 @@ struct bench_node {
   struct bench_result r;
   uint64_t clients_seen, clients_lost, warm_allocs, warm_frames;
   bool warm;
-  bool echo; /* lat / pipeline: send each frame back */
+  bool echo; /* lat / echo: send each frame back */
 };
 
 static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
@@ -94,7 +96,7 @@ static void node_on_peer(void *user, struct vsr_bus *bus, const struct vsr_peer_
 
 static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
   struct bench_node n = {.cfg = cfg,
-                         .echo = !strcmp(cfg->mode, "lat") || !strcmp(cfg->mode, "pipeline")};
+                         .echo = !strcmp(cfg->mode, "lat") || !strcmp(cfg->mode, "echo")};
   struct vsr_bus_options o;
   vsr_bus_options_default(&o);
   bool quic = strcmp(cfg->transport, "quic") == 0;
@@ -153,7 +155,7 @@ static struct vsr_msg *bench_next_frame(struct bench_load *l) {
   return m;
 }
 
-/* lat / pipeline: each frame carries its send time; the echo comes back with it. */
+/* lat / echo: each frame carries its send time; the echo comes back with it. */
 static void bench_send_timed(struct bench_load *l, struct bench_conn *bc) {
   struct vsr_msg *m = bench_next_frame(l);
   if (m->refs > 1) { /* still queued elsewhere: take a private copy rather than race it */
@@ -296,12 +298,15 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
 
 static void bench_usage(FILE *f) {
   fprintf(f,
-          "usage: vsrbus bench [--transport tcp|quic] [--mode tput|lat|pipeline|idle]\n"
+          "usage: vsrbus bench [--transport tcp|quic] [--mode tput|lat|echo|pipeline|idle]\n"
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
           "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
           "  lat       one frame in flight per connection, echoed: round-trip percentiles\n"
-          "  pipeline  K frames in flight per connection, echoed\n"
+          "  echo      K (--inflight) frames in flight per connection, echoed\n"
+          "  pipeline  the 3-replica normal case of `vsrbus demo` (--conns clients, default 32,\n"
+          "            --inflight requests each, --size frame bytes, default 512): committed\n"
+          "            requests/s and request round trips\n"
           "  idle      N idle connections: node memory per connection (rss_kib column)\n"
           "Prints one CSV row: system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,\n"
           "p50_us,p99_us,p999_us,rss_kib,allocs_per_msg\n");
@@ -325,8 +330,8 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     switch (ch) {
     case 't': cfg->transport = optarg; break;
     case 'm': cfg->mode = optarg; break;
-    case 's': cfg->size = (uint32_t)strtoul(optarg, NULL, 0); break;
-    case 'c': cfg->conns = (uint32_t)strtoul(optarg, NULL, 0); break;
+    case 's': cfg->size = (uint32_t)strtoul(optarg, NULL, 0); cfg->size_set = true; break;
+    case 'c': cfg->conns = (uint32_t)strtoul(optarg, NULL, 0); cfg->conns_set = true; break;
     case 'S': cfg->seconds = atof(optarg); break;
     case 'k': cfg->inflight = (uint32_t)strtoul(optarg, NULL, 0); break;
     case 'y': cfg->system = optarg; break;
@@ -338,7 +343,8 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     }
   }
   bool mode_ok = !strcmp(cfg->mode, "tput") || !strcmp(cfg->mode, "lat") ||
-                 !strcmp(cfg->mode, "pipeline") || !strcmp(cfg->mode, "idle");
+                 !strcmp(cfg->mode, "echo") || !strcmp(cfg->mode, "pipeline") ||
+                 !strcmp(cfg->mode, "idle");
   bool tr_ok = !strcmp(cfg->transport, "tcp") || !strcmp(cfg->transport, "quic");
   if (!mode_ok || !tr_ok || cfg->size < 256 || cfg->size > (64u << 20) || cfg->conns < 1 ||
       cfg->conns > 100000 || cfg->seconds <= 0 || cfg->seconds > 3600 || cfg->inflight < 1 ||
@@ -347,6 +353,14 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     return 2;
   }
   if (!strcmp(cfg->mode, "lat")) cfg->inflight = 1;
+  if (!strcmp(cfg->mode, "pipeline")) {
+    if (!cfg->conns_set) cfg->conns = 32;
+    if (!cfg->size_set) cfg->size = 512;
+    if (cfg->conns * cfg->inflight > 1000 || cfg->size > VSR_HEADER_SIZE + (1u << 20)) {
+      fprintf(stderr, "vsrbus bench: pipeline: conns x inflight <= 1000, size <= 1 MiB + 256\n");
+      return 2;
+    }
+  }
   return 0;
 }
 
@@ -366,8 +380,9 @@ static void bench_row(const struct bench_cfg *cfg, const struct bench_result *r,
     double per = (double)(r->rss_kib - r->rss_idle_kib) / cfg->conns;
     printf(",,,,,%.2f,\n", per);
   } else {
-    printf("%.0f,%.1f,", lat ? 0 : msgs, lat ? 0 : mbps);
-    if (lat || !strcmp(cfg->mode, "pipeline")) {
+    if (lat) printf(",,"); /* one frame in flight: a rate would only restate the latency */
+    else printf("%.0f,%.1f,", msgs, mbps);
+    if (lat || !strcmp(cfg->mode, "echo")) {
       printf("%.1f,%.1f,%.1f,", (double)vsri_hist_percentile(&l->hist, 50) / 1e3,
              (double)vsri_hist_percentile(&l->hist, 99) / 1e3,
              (double)vsri_hist_percentile(&l->hist, 99.9) / 1e3);
@@ -380,7 +395,7 @@ static void bench_row(const struct bench_cfg *cfg, const struct bench_result *r,
   if (!cfg->quiet) {
     fprintf(stderr, "vsrbus bench: %s %s %s %u B x %u conns: %.0f frames/s, %.1f MB/s", cfg->system,
             cfg->transport, cfg->mode, cfg->size, cfg->conns, msgs, mbps);
-    if (lat || !strcmp(cfg->mode, "pipeline")) {
+    if (lat || !strcmp(cfg->mode, "echo")) {
       fprintf(stderr, ", rtt p50 %.1f us p99 %.1f us", (double)vsri_hist_percentile(&l->hist, 50) / 1e3,
               (double)vsri_hist_percentile(&l->hist, 99) / 1e3);
     }
@@ -417,10 +432,46 @@ static int bench_idle(struct bench_cfg *cfg, const char *addr, struct bench_load
   return l->connected == cfg->conns ? 0 : 1;
 }
 
+/* pipeline: `vsrbus demo --csv` with the bench's figures (it prints the row itself). */
+static int bench_pipeline(const struct bench_cfg *cfg) {
+  char secs[16], conns[16], body[16], depth[16];
+  snprintf(secs, sizeof secs, "%d", (int)(cfg->seconds + 0.999)); /* whole seconds */
+  snprintf(conns, sizeof conns, "%u", cfg->conns);
+  snprintf(body, sizeof body, "%u", cfg->size - VSR_HEADER_SIZE);
+  snprintf(depth, sizeof depth, "%u", cfg->inflight);
+  char *argv[20] = {"demo", "--csv", "--system", (char *)cfg->system, "--transport",
+                    (char *)cfg->transport, "--seconds", secs, "--clients", conns, "--size", body,
+                    "--depth", depth};
+  int argc = 14;
+  if (cfg->quiet) argv[argc++] = "--quiet";
+  argv[argc] = NULL;
+  if (cfg->header) {
+    printf("system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,p50_us,p99_us,"
+           "p999_us,rss_kib,allocs_per_msg\n");
+    fflush(stdout);
+  }
+  return vsr_cmd_demo(argc, argv) == 0 ? 0 : 1;
+}
+
+/* VSRBUS_IO=uring on a machine without io_uring: exit 77 (skipped) rather than fail. */
+static bool bench_backend_missing(void) {
+  const char *io = getenv("VSRBUS_IO");
+  if (!io || strcmp(io, "uring") != 0) return false;
+  struct vsr_loop *loop = NULL;
+  if (vsr_loop_new(&loop, NULL) != 0) return true;
+  vsr_loop_del(loop);
+  return false;
+}
+
 int vsr_cmd_bench(int argc, char **argv) {
   struct bench_cfg cfg;
   int rc = bench_parse(&cfg, argc, argv);
   if (rc) return rc == 1 ? 0 : 2;
+  if (bench_backend_missing()) {
+    fprintf(stderr, "vsrbus bench: VSRBUS_IO=uring but io_uring is unavailable: skipped\n");
+    return 77;
+  }
+  if (!strcmp(cfg.mode, "pipeline")) return bench_pipeline(&cfg);
   signal(SIGPIPE, SIG_IGN);
   int out[2], stop[2];
   if (pipe(out) != 0 || pipe2(stop, O_NONBLOCK) != 0) return 1;

@@ -2,7 +2,9 @@
  * a freshly generated secret) and N client connections driving the VSR normal case: Request ->
  * primary -> Prepare to both backups -> PrepareOk -> Reply after a quorum, Commit to the
  * backups. Prints committed requests/s and request latency p50/p99 once a second, then a
- * summary. With --connect ADDR it drives an already running primary instead. */
+ * summary. With --connect ADDR it drives an already running primary instead. With --transport
+ * quic the primary also listens for clients on QUIC (a certificate made in the temp dir) and the
+ * clients use it. --csv prints one `vsrbus bench` row instead (what `bench --mode pipeline` runs). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +23,7 @@
 
 #include "bus/auth.h" /* vsri_auth_cluster_id */
 #include "cmds.h"
+#include "crypto/cert.h"
 #include "util/hist.h"
 #include "vsrbus/vsrbus.h"
 
@@ -44,10 +48,13 @@ struct demo_client {
 
 struct demo {
   struct vsr_loop *loop;
-  const char *connect, *io, *cluster_name;
+  const char *connect, *io, *cluster_name, *transport, *system;
   int seconds, clients, depth;
   uint32_t size;
-  bool keep;
+  bool keep, csv, quiet;
+  FILE *out;          /* progress: stdout, or stderr when stdout carries the CSV row */
+  char cert[96];      /* QUIC: the primary's certificate, which the clients trust */
+  uint64_t primary_hwm_kib; /* the primary's peak RSS, read before it stops */
   vsr_u128 cluster;
   char primary[64];
   char dir[64];
@@ -71,8 +78,9 @@ static uint64_t demo_now(void) {
 }
 
 static void demo_on_signal(int sig) {
-  (void)sig;
-  if (demo_signal_target) vsr_loop_stop(demo_signal_target->loop);
+  if (!demo_signal_target) return;
+  if (sig == SIGALRM) demo_signal_target->failed = true; /* the run outlived its bound */
+  vsr_loop_stop(demo_signal_target->loop);
 }
 
 static void demo_usage(FILE *f) {
@@ -89,6 +97,12 @@ static void demo_usage(FILE *f) {
           "  --connect ADDR   drive an already running primary instead of starting a cluster\n"
           "  --cluster NAME   cluster name, default vsrbus-demo\n"
           "  --io epoll|uring|auto  I/O backend of the demo and its nodes\n"
+          "  --transport tcp|quic   client transport (quic: the primary gets a QUIC listener\n"
+          "                   and a fresh self-signed certificate the clients verify)\n"
+          "  --csv            print one CSV row (the `vsrbus bench` format) on stdout;\n"
+          "                   progress goes to stderr\n"
+          "  --system NAME    first CSV column, default vsrbus\n"
+          "  --quiet          no per-second lines\n"
           "  --keep           keep the nodes' logs and secret (printed path)\n",
           DEMO_DEPTH_MAX);
 }
@@ -166,6 +180,8 @@ static void demo_client_start(struct demo_client *k) {
   struct vsr_client_options o;
   vsr_client_options_default(&o);
   o.addr = k->d->primary;
+  o.transport = k->d->transport;
+  if (k->d->cert[0]) o.quic_ca_file = k->d->cert;
   struct vsr_client_callbacks cb = {.on_message = demo_on_message, .on_state = demo_on_state};
   k->inflight = 0;
   if (vsr_client_new(&k->c, k->d->loop, &o, &cb, k) != 0) {
@@ -196,6 +212,33 @@ static int demo_ports(int *ports, int n) {
   return rc;
 }
 
+/* A free loopback UDP port for the primary's QUIC listener (bound, then released). */
+static int demo_udp_port(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  int fd = socket(AF_INET, SOCK_DGRAM, 0), port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+/* QUIC: a self-signed certificate for 127.0.0.1 in |d->dir| (cert.pem, key.pem). */
+static int demo_cert(struct demo *d) {
+  struct vsri_cert *c = NULL;
+  int err = vsri_cert_generate(&c, "localhost", 1);
+  if (!err) err = vsri_cert_write(c, d->dir);
+  vsri_cert_free(c);
+  if (err) {
+    fprintf(stderr, "vsrbus demo: cannot make a certificate: %s\n", vsr_strerror(err));
+    return -1;
+  }
+  snprintf(d->cert, sizeof d->cert, "%s/cert.pem", d->dir);
+  return 0;
+}
+
 /* A fresh 32-byte secret, written as 64 hex digits to a 0600 file in |d->dir|. */
 static int demo_secret(struct demo *d, char *path, size_t len) {
   uint8_t key[32];
@@ -211,6 +254,22 @@ static int demo_secret(struct demo *d, char *path, size_t len) {
   return w == 64 ? 0 : -1;
 }
 
+/* A "Key:   N kB" line of /proc/PID/status, in KiB (0 if absent). */
+static uint64_t demo_status_kib(pid_t pid, const char *key) {
+  char path[64], line[256];
+  unsigned long long kib = 0;
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  while (f && fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, strlen(key)) == 0) {
+      kib = strtoull(line + strlen(key), NULL, 10);
+      break;
+    }
+  }
+  if (f) fclose(f);
+  return kib;
+}
+
 static bool demo_log_has(const char *path, const char *needle) {
   FILE *f = fopen(path, "r");
   if (!f) return false;
@@ -223,10 +282,11 @@ static bool demo_log_has(const char *path, const char *needle) {
 
 static pid_t demo_spawn(struct demo *d, int i, const char *replicas, int client_port,
                         const char *secret, const char *log) {
-  char idx[8], tcp[32];
+  char idx[8], tcp[32], key[96];
   snprintf(idx, sizeof idx, "%d", i);
   snprintf(tcp, sizeof tcp, "127.0.0.1:%d", client_port);
-  const char *argv[24] = {"vsrbus", "node", "--cluster", d->cluster_name, "--replica", idx,
+  snprintf(key, sizeof key, "%s/key.pem", d->dir);
+  const char *argv[32] = {"vsrbus", "node", "--cluster", d->cluster_name, "--replica", idx,
                           "--replicas", replicas, "--secret-file", secret, "--tcp", tcp,
                           "--reconnect-ms", "200", "--handshake-grace-ms", "2000"};
   int n = 16;
@@ -234,9 +294,16 @@ static pid_t demo_spawn(struct demo *d, int i, const char *replicas, int client_
     argv[n++] = "--io";
     argv[n++] = d->io;
   }
+  if (i == 0 && d->cert[0]) { /* only the primary serves clients */
+    const char *quic[] = {"--quic", d->primary, "--cert", d->cert, "--key", key};
+    for (size_t q = 0; q < sizeof quic / sizeof quic[0]; q++) argv[n++] = quic[q];
+  }
   argv[n] = NULL;
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid != 0) return pid;
+  /* A demo killed outright must not leave its replicas running. */
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
   int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd >= 0) {
     dup2(fd, 1);
@@ -259,6 +326,11 @@ static int demo_start_nodes(struct demo *d) {
   snprintf(replicas, sizeof replicas, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", ports[0],
            ports[1], ports[2]);
   snprintf(d->primary, sizeof d->primary, "127.0.0.1:%d", ports[DEMO_REPLICAS]);
+  if (strcmp(d->transport, "quic") == 0) {
+    int udp = demo_udp_port();
+    if (udp < 0 || demo_cert(d) < 0) return -1;
+    snprintf(d->primary, sizeof d->primary, "127.0.0.1:%d", udp);
+  }
   for (int i = DEMO_REPLICAS - 1; i >= 0; i--) {
     snprintf(log, sizeof log, "%s/node%d.log", d->dir, i);
     d->pids[i] = demo_spawn(d, i, replicas, ports[DEMO_REPLICAS + i], secret, log);
@@ -330,8 +402,10 @@ static void demo_tick(void *ctx) {
       vsr_timer_arm(d->tick, DEMO_SEC / 10);
       return;
     }
-    printf("cluster answering after %.2f s (every client got a committed Reply); measuring "
-           "for %d s\n", (double)(now - d->start_ns) / 1e9, d->seconds);
+    if (!d->quiet) {
+      fprintf(d->out, "cluster answering after %.2f s (every client got a committed Reply); "
+              "measuring for %d s\n", (double)(now - d->start_ns) / 1e9, d->seconds);
+    }
     d->measuring = true;
     d->measure_ns = now;
     vsr_timer_arm(d->tick, DEMO_SEC);
@@ -341,9 +415,11 @@ static void demo_tick(void *ctx) {
   char p50[32], p99[32];
   demo_ms(p50, sizeof p50, vsri_hist_percentile(&d->sec, 50), true);
   demo_ms(p99, sizeof p99, vsri_hist_percentile(&d->sec, 99), true);
-  printf("[%3ds] %9llu committed req/s   p50 %s   p99 %s\n", d->ticks,
-         (unsigned long long)d->sec_committed, p50, p99);
-  fflush(stdout);
+  if (!d->quiet) {
+    fprintf(d->out, "[%3ds] %9llu committed req/s   p50 %s   p99 %s\n", d->ticks,
+            (unsigned long long)d->sec_committed, p50, p99);
+    fflush(d->out);
+  }
   d->total_committed += d->sec_committed;
   d->sec_committed = 0;
   vsri_hist_merge(&d->total, &d->sec);
@@ -365,7 +441,7 @@ static void demo_summary(const struct demo *d) {
   demo_ms(p99, sizeof p99, vsri_hist_percentile(&d->total, 99), false);
   demo_ms(p999, sizeof p999, vsri_hist_percentile(&d->total, 99.9), false);
   demo_ms(mx, sizeof mx, d->total.max_ns, false);
-  printf("summary: %llu requests committed in %d s = %.0f req/s; latency p50 %s, p99 %s, "
+  fprintf(d->out, "summary: %llu requests committed in %d s = %.0f req/s; latency p50 %s, p99 %s, "
          "p99.9 %s, max %s; %d clients x %d in flight, %u-byte bodies; %llu errors\n",
          (unsigned long long)d->total_committed, d->ticks, (double)d->total_committed / secs,
          p50, p99, p999, mx, d->clients, d->depth, d->size, (unsigned long long)d->errors);
@@ -380,7 +456,7 @@ static void demo_node_reports(const struct demo *d) {
     if (!f) continue;
     while (fgets(line, sizeof line, f)) {
       if (strstr(line, "vsrbus node: replica") && strstr(line, "ops committed")) {
-        printf("  %s", line + strlen("vsrbus node: "));
+        fprintf(d->out, "  %s", line + strlen("vsrbus node: "));
       }
     }
     fclose(f);
@@ -395,6 +471,8 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
       {"size", required_argument, 0, 'z'},    {"depth", required_argument, 0, 'd'},
       {"connect", required_argument, 0, 'a'}, {"cluster", required_argument, 0, 'n'},
       {"io", required_argument, 0, 'i'},      {"keep", no_argument, 0, 'k'},
+      {"transport", required_argument, 0, 't'}, {"csv", no_argument, 0, 'C'},
+      {"system", required_argument, 0, 'y'},  {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
   };
   long v;
@@ -413,11 +491,21 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
     case 'n': d->cluster_name = optarg; break;
     case 'i': d->io = optarg; break;
     case 'k': d->keep = true; break;
+    case 't': d->transport = optarg; break;
+    case 'C': d->csv = true; break;
+    case 'y': d->system = optarg; break;
+    case 'q': d->quiet = true; break;
     case 'h': demo_usage(stdout); return 1;
     default: return 2;
     }
   }
   if (optind < argc || d->clients * d->depth > 1000) return 2; /* the primary holds 1024 ops */
+  bool quic = strcmp(d->transport, "quic") == 0;
+  if (!quic && strcmp(d->transport, "tcp") != 0) return 2;
+  if (quic && d->connect) {
+    fprintf(stderr, "vsrbus demo: --transport quic needs the demo's own cluster (no --connect)\n");
+    return 2;
+  }
   return 0;
 }
 
@@ -459,7 +547,7 @@ static void demo_teardown(struct demo *d) {
 
 static void demo_cleanup_dir(const struct demo *d) {
   char path[96];
-  const char *names[] = {"secret", "node0.log", "node1.log", "node2.log"};
+  const char *names[] = {"secret", "node0.log", "node1.log", "node2.log", "cert.pem", "key.pem"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     snprintf(path, sizeof path, "%s/%s", d->dir, names[i]);
     unlink(path);
@@ -479,11 +567,13 @@ static int demo_run(struct demo *d) {
   } else {
     snprintf(d->primary, sizeof d->primary, "%s", d->connect);
   }
-  printf("vsrbus demo: %s, primary (replica 0) clients on %s; %d clients x %d in flight, "
-         "%u-byte requests, io %s\n",
-         d->connect ? "existing cluster" : "3 replicas on 127.0.0.1", d->primary, d->clients,
-         d->depth, d->size, vsr_loop_backend(d->loop));
-  fflush(stdout);
+  if (!d->quiet) {
+    fprintf(d->out, "vsrbus demo: %s, primary (replica 0) clients on %s %s; %d clients x %d "
+            "in flight, %u-byte requests, io %s\n",
+            d->connect ? "existing cluster" : "3 replicas on 127.0.0.1", d->transport, d->primary,
+            d->clients, d->depth, d->size, vsr_loop_backend(d->loop));
+    fflush(d->out);
+  }
   d->start_ns = demo_now();
   for (int i = 0; i < d->clients; i++) demo_client_start(&d->cl[i]);
   vsr_timer_arm(d->tick, DEMO_SEC / 10);
@@ -491,10 +581,42 @@ static int demo_run(struct demo *d) {
   signal(SIGINT, demo_on_signal);
   signal(SIGTERM, demo_on_signal);
   signal(SIGPIPE, SIG_IGN);
+  if (d->csv) alarm((unsigned)d->seconds + 60); /* a bound for `vsrbus bench` */
+  signal(SIGALRM, demo_on_signal);
   vsr_loop_run(d->loop);
+  alarm(0);
   d->done = true;
-  if (d->ticks > 0) demo_summary(d);
+  d->primary_hwm_kib = d->pids[0] > 0 ? demo_status_kib(d->pids[0], "VmHWM:") : 0;
+  if (d->ticks > 0 && !d->quiet) demo_summary(d);
   return d->failed || d->total_committed == 0 ? 1 : 0;
+}
+
+/* One row in the `vsrbus bench` format: msgs_per_s = committed requests per second, latency
+ * = request round trips, rss_kib = the primary's peak RSS; allocations are not counted. */
+static void demo_csv_row(const struct demo *d) {
+  double secs = d->ticks ? (double)d->ticks : 1.0, rps = (double)d->total_committed / secs;
+  uint32_t frame = VSR_HEADER_SIZE + d->size;
+  printf("%s,%s,pipeline,%u,%d,%.0f,%.1f,%.1f,%.1f,%.1f,", d->system, d->transport, frame,
+         d->clients, rps, rps * frame / 1e6,
+         (double)vsri_hist_percentile(&d->total, 50) / 1e3,
+         (double)vsri_hist_percentile(&d->total, 99) / 1e3,
+         (double)vsri_hist_percentile(&d->total, 99.9) / 1e3);
+  if (d->primary_hwm_kib) printf("%llu", (unsigned long long)d->primary_hwm_kib);
+  printf(",\n");
+  fflush(stdout);
+}
+
+/* After a failed --csv run the logs go to stderr (the temp dir is removed). */
+static void demo_dump_logs(const struct demo *d) {
+  for (int i = 0; i < DEMO_REPLICAS; i++) {
+    char path[96], line[512];
+    snprintf(path, sizeof path, "%s/node%d.log", d->dir, i);
+    FILE *f = fopen(path, "r");
+    for (int n = 0; f && n < 40 && fgets(line, sizeof line, f); n++) {
+      fprintf(stderr, "  node%d: %s", i, line);
+    }
+    if (f) fclose(f);
+  }
 }
 
 int vsr_cmd_demo(int argc, char **argv) {
@@ -505,12 +627,15 @@ int vsr_cmd_demo(int argc, char **argv) {
   d->depth = 1;
   d->size = 256;
   d->cluster_name = "vsrbus-demo";
+  d->transport = "tcp";
+  d->system = "vsrbus";
   int rc = demo_parse(d, argc, argv);
   if (rc) {
     if (rc == 2) demo_usage(stderr);
     free(d);
     return rc == 1 ? 0 : 2;
   }
+  d->out = d->csv ? stderr : stdout;
   d->cluster = vsri_auth_cluster_id(d->cluster_name);
   vsri_hist_init(&d->sec);
   vsri_hist_init(&d->total);
@@ -518,10 +643,12 @@ int vsr_cmd_demo(int argc, char **argv) {
   demo_teardown(d);
   if (!d->connect && d->dir[0]) {
     demo_stop_nodes(d);
-    demo_node_reports(d);
-    if (d->keep || rc) printf("logs and secret kept in %s\n", d->dir);
+    if (!d->quiet) demo_node_reports(d);
+    if (rc && d->csv) demo_dump_logs(d);
+    if (d->keep || (rc && !d->csv)) fprintf(d->out, "logs and secret kept in %s\n", d->dir);
     else demo_cleanup_dir(d);
   }
+  if (rc == 0 && d->csv) demo_csv_row(d);
   free(d);
   return rc;
 }
