@@ -396,7 +396,8 @@ static void bench_row(const struct bench_cfg *cfg, const struct bench_result *r,
     fprintf(stderr, "vsrbus bench: %s %s %s %u B x %u conns: %.0f frames/s, %.1f MB/s", cfg->system,
             cfg->transport, cfg->mode, cfg->size, cfg->conns, msgs, mbps);
     if (lat || !strcmp(cfg->mode, "echo")) {
-      fprintf(stderr, ", rtt p50 %.1f us p99 %.1f us", (double)vsri_hist_percentile(&l->hist, 50) / 1e3,
+      fprintf(stderr, ", rtt p50 %.1f us p99 %.1f us",
+              (double)vsri_hist_percentile(&l->hist, 50) / 1e3,
               (double)vsri_hist_percentile(&l->hist, 99) / 1e3);
     }
     fprintf(stderr, ", node rss %lu KiB, %.4f allocs/frame\n", (unsigned long)r->rss_kib, apm);

@@ -4,7 +4,7 @@
  * backups. Prints committed requests/s and request latency p50/p99 once a second, then a
  * summary. With --connect ADDR it drives an already running primary instead. With --transport
  * quic the primary also listens for clients on QUIC (a certificate made in the temp dir) and the
- * clients use it. --csv prints one `vsrbus bench` row instead (what `bench --mode pipeline` runs). */
+ * clients use it. --csv prints one `vsrbus bench` row instead (`bench --mode pipeline`). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
