@@ -295,4 +295,98 @@ static inline void bl_sleep_ms(long ms) {
   while (nanosleep(&t, &t) && errno == EINTR) {}
 }
 
+/* Forks the two ends after making the pipes between them (up: child -> parent, down: parent
+ * -> child); both ends arm the alarm and take their CPU. Returns fork()'s value. */
+static inline pid_t bl_fork(const struct bl_opts *o, int up[2], int down[2]) {
+  if (pipe(up) || pipe(down)) BL_DIE("pipe");
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) BL_DIE("fork");
+  alarm(bl_alarm_s(o));
+  bl_pin(o, pid == 0);
+  return pid;
+}
+
+/* The end of a latency run on the client: the server's counts come through |stats_fd| (it
+ * sends them once it saw the end), then the row. |allocs| are the client's in the timed loop;
+ * a round trip moves two frames. */
+static inline void bl_lat_row(const char *system, const struct bl_opts *o, const struct hist *h,
+                              uint64_t allocs, int stats_fd) {
+  struct bl_stats srv;
+  bl_stats_recv(stats_fd, &srv);
+  struct bl_row row = { system, "tcp", o->label, o->size, 1, BL_ROW_EMPTY };
+  bl_row_hist(&row, h);
+  row.rss_kib = srv.hwm_kib;
+  row.allocs_per_msg = (double)(allocs + srv.allocs) / (2.0 * (double)o->iters);
+  bl_row_print(&row);
+}
+
+/* Throughput senders of the library baselines (zmq.c, nng.c): one thread and socket per
+ * connection sends its share of the frame pool round and round for o->seconds, counting the
+ * request number up, then one STOP header. */
+struct bl_tx {
+  pthread_t thread;
+  void *sock; /* the library's socket, set by bl_tx_lib.open */
+  uint8_t *frames;
+  size_t nframes;
+  uint64_t sent;
+  const struct bl_tx_lib *lib;
+  const struct bl_opts *o;
+  pthread_barrier_t *start; /* passed twice: all connected, then the timed window opens */
+};
+struct bl_tx_lib {
+  void (*open)(struct bl_tx *x, const char *addr); /* a socket connected to addr */
+  void (*send)(void *sock, const void *buf, size_t len); /* dies on error */
+};
+
+static inline void *bl_tx_main(void *arg) {
+  struct bl_tx *x = arg;
+  size_t size = x->o->size;
+  uint64_t seq = 0;
+  pthread_barrier_wait(x->start);
+  pthread_barrier_wait(x->start);
+  uint64_t end = bl_now_ns() + (uint64_t)(x->o->seconds * 1e9);
+  while (bl_now_ns() < end) {
+    for (size_t i = 0; i < x->nframes; i++) {
+      uint8_t *f = x->frames + i * size;
+      bl_put64(f + BL_OFF_REQUEST, seq++);
+      x->lib->send(x->sock, f, size);
+    }
+    x->sent += x->nframes;
+  }
+  uint8_t stop[BL_HDR];
+  bl_header(stop, BL_HDR, BL_CMD_STOP);
+  x->lib->send(x->sock, stop, BL_HDR);
+  return NULL;
+}
+
+/* Runs the senders to the end and sends the frame and allocation counts of the timed window
+ * to the receiver through |stats_fd|. Returns the senders, sockets still open (the caller
+ * closes them when closing cannot drop queued frames). */
+static inline struct bl_tx *bl_tx_run(const struct bl_opts *o, const struct bl_tx_lib *lib,
+                                      const char *addr, int stats_fd) {
+  struct bl_tx *xs = calloc((size_t)o->conns, sizeof *xs);
+  if (!xs) BL_DIE("out of memory");
+  size_t nframes = bl_pool_frames(o->size, o->conns);
+  static pthread_barrier_t start;
+  pthread_barrier_init(&start, 0, (unsigned)o->conns + 1);
+  for (int i = 0; i < o->conns; i++) {
+    xs[i] = (struct bl_tx){ .lib = lib, .o = o, .start = &start };
+    lib->open(&xs[i], addr);
+    xs[i].frames = bl_frames(nframes, o->size);
+    xs[i].nframes = nframes;
+    if (pthread_create(&xs[i].thread, 0, bl_tx_main, &xs[i])) BL_DIE("pthread_create");
+  }
+  pthread_barrier_wait(&start);
+  struct bl_stats st = { .allocs = bl_allocs() };
+  pthread_barrier_wait(&start);
+  for (int i = 0; i < o->conns; i++) {
+    pthread_join(xs[i].thread, 0);
+    st.msgs += xs[i].sent;
+  }
+  st.allocs = bl_allocs() - st.allocs;
+  bl_stats_send(stats_fd, &st);
+  return xs;
+}
+
 #endif

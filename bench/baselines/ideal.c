@@ -397,14 +397,7 @@ static void lat_client(int stats_fd) {
   }
   uint64_t allocs = bl_allocs() - a0;
   shutdown(fd, SHUT_WR); /* the server sees EOF and reports */
-  struct bl_stats srv;
-  bl_stats_recv(stats_fd, &srv);
-  struct bl_row row = { "ideal", "tcp", opt.label, opt.size, 1, BL_ROW_EMPTY };
-  bl_row_hist(&row, &lat_hist);
-  row.rss_kib = srv.hwm_kib;
-  /* a round trip moves two frames */
-  row.allocs_per_msg = (double)(allocs + srv.allocs) / (2.0 * (double)opt.iters);
-  bl_row_print(&row);
+  bl_lat_row("ideal", &opt, &lat_hist, allocs, stats_fd);
 }
 
 /* Child: accepts every connection into one epoll set (what an event-driven server keeps per
@@ -442,12 +435,7 @@ int main(int argc, char **argv) {
   if (idle) bl_idle_limit(&opt, 1);
   tcp_listen(idle ? 4096 : opt.conns);
   int up[2], down[2]; /* child -> parent, parent -> child */
-  if (pipe(up) || pipe(down)) BL_DIE("pipe");
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid < 0) BL_DIE("fork");
-  alarm(bl_alarm_s(&opt));
-  bl_pin(&opt, pid == 0);
+  pid_t pid = bl_fork(&opt, up, down);
   if (pid == 0) {
     if (idle) idle_server(up[1]);
     else if (lat) lat_server(up[1]);

@@ -14,7 +14,6 @@
 #include <nng/protocol/reqrep0/req.h>
 
 static struct bl_opts opt;
-static pthread_barrier_t start_barrier;
 
 #define NCHK(x)                                                                                \
   do {                                                                                         \
@@ -122,56 +121,22 @@ static void server(int up_fd, int down_fd) {
   nng_close(s);
 }
 
-struct tx {
-  pthread_t thread;
-  nng_socket sock;
-  uint8_t *frames;
-  size_t nframes;
-  uint64_t sent;
-};
+static void nng_tx_open(struct bl_tx *x, const char *url) {
+  nng_socket *s = calloc(1, sizeof *s); /* nng_socket is a struct: keep it behind the pointer */
+  if (!s) BL_DIE("out of memory");
+  NCHK(nng_push0_open(s));
+  NCHK(nng_dial(*s, url, NULL, 0));
+  x->sock = s;
+}
 
-static void *tx_main(void *arg) {
-  struct tx *x = arg;
-  uint64_t seq = 0;
-  pthread_barrier_wait(&start_barrier);
-  pthread_barrier_wait(&start_barrier);
-  uint64_t end = bl_now_ns() + (uint64_t)(opt.seconds * 1e9);
-  while (bl_now_ns() < end) {
-    for (size_t i = 0; i < x->nframes; i++) {
-      uint8_t *f = x->frames + i * opt.size;
-      bl_put64(f + BL_OFF_REQUEST, seq++);
-      NCHK(nng_send(x->sock, f, opt.size, 0));
-    }
-    x->sent += x->nframes;
-  }
-  uint8_t stop[BL_HDR];
-  bl_header(stop, BL_HDR, BL_CMD_STOP);
-  NCHK(nng_send(x->sock, stop, BL_HDR, 0));
-  return NULL;
+static void nng_tx_send(void *sock, const void *buf, size_t len) {
+  NCHK(nng_send(*(nng_socket *)sock, (void *)buf, len, 0));
 }
 
 /* Sockets stay open until the receiver has exited: nng_close may drop queued messages. */
-static struct tx *tput_client(const char *url, int stats_fd) {
-  struct tx *xs = calloc((size_t)opt.conns, sizeof *xs);
-  size_t nframes = bl_pool_frames(opt.size, opt.conns);
-  pthread_barrier_init(&start_barrier, 0, (unsigned)opt.conns + 1);
-  for (int i = 0; i < opt.conns; i++) {
-    NCHK(nng_push0_open(&xs[i].sock));
-    NCHK(nng_dial(xs[i].sock, url, NULL, 0));
-    xs[i].frames = bl_frames(nframes, opt.size);
-    xs[i].nframes = nframes;
-    if (pthread_create(&xs[i].thread, 0, tx_main, &xs[i])) BL_DIE("pthread_create");
-  }
-  pthread_barrier_wait(&start_barrier);
-  struct bl_stats st = { .allocs = bl_allocs() };
-  pthread_barrier_wait(&start_barrier);
-  for (int i = 0; i < opt.conns; i++) {
-    pthread_join(xs[i].thread, 0);
-    st.msgs += xs[i].sent;
-  }
-  st.allocs = bl_allocs() - st.allocs;
-  bl_stats_send(stats_fd, &st);
-  return xs;
+static struct bl_tx *tput_client(const char *url, int stats_fd) {
+  static const struct bl_tx_lib lib = { nng_tx_open, nng_tx_send };
+  return bl_tx_run(&opt, &lib, url, stats_fd);
 }
 
 static struct hist lat_hist;
@@ -196,13 +161,7 @@ static void lat_client(const char *url, int stats_fd) {
   uint64_t allocs = bl_allocs() - a0;
   bl_header(stop, BL_HDR, BL_CMD_STOP);
   NCHK(nng_send(s, stop, BL_HDR, 0));
-  struct bl_stats srv;
-  bl_stats_recv(stats_fd, &srv);
-  struct bl_row row = { "nng", "tcp", opt.label, opt.size, 1, BL_ROW_EMPTY };
-  bl_row_hist(&row, &lat_hist);
-  row.rss_kib = srv.hwm_kib;
-  row.allocs_per_msg = (double)(allocs + srv.allocs) / (2.0 * (double)opt.iters);
-  bl_row_print(&row);
+  bl_lat_row("nng", &opt, &lat_hist, allocs, stats_fd);
   nng_close(s);
 }
 
@@ -221,12 +180,7 @@ int main(int argc, char **argv) {
   bl_parse(argc, argv, &opt);
   if (!strcmp(opt.mode, "idle")) bl_idle_limit(&opt, 1);
   int up[2], down[2], port; /* child -> parent, parent -> child */
-  if (pipe(up) || pipe(down)) BL_DIE("pipe");
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid < 0) BL_DIE("fork");
-  alarm(bl_alarm_s(&opt));
-  bl_pin(&opt, pid == 0);
+  pid_t pid = bl_fork(&opt, up, down);
   if (pid == 0) {
     server(up[1], down[0]);
     _exit(0);
@@ -234,11 +188,11 @@ int main(int argc, char **argv) {
   if (read(up[0], &port, sizeof port) != (ssize_t)sizeof port) BL_DIE("no port from server");
   char url[64];
   snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
-  struct tx *xs = NULL;
+  struct bl_tx *xs = NULL;
   if (!strcmp(opt.mode, "idle")) idle_client(url, up[0], pid);
   else if (!strcmp(opt.mode, "lat")) lat_client(url, up[0]);
   else xs = tput_client(url, down[1]);
   int rc = bl_wait_child(pid);
-  for (int i = 0; xs && i < opt.conns; i++) nng_close(xs[i].sock);
+  for (int i = 0; xs && i < opt.conns; i++) nng_close(*(nng_socket *)xs[i].sock);
   return rc;
 }

@@ -9,7 +9,6 @@
 #include <zmq.h>
 
 static struct bl_opts opt;
-static pthread_barrier_t start_barrier;
 static void *zctx;
 
 #define ZCHK(x)                                                                                \
@@ -119,54 +118,18 @@ static void server(int up_fd, int down_fd) {
   zmq_ctx_term(zctx);
 }
 
-struct tx {
-  pthread_t thread;
-  void *sock;
-  uint8_t *frames;
-  size_t nframes;
-  uint64_t sent;
-};
+static void zmq_tx_open(struct bl_tx *x, const char *ep) {
+  x->sock = zmq_socket(zctx, ZMQ_PUSH);
+  ZCHK(zmq_connect(x->sock, ep));
+}
 
-static void *tx_main(void *arg) {
-  struct tx *x = arg;
-  uint64_t seq = 0;
-  pthread_barrier_wait(&start_barrier);
-  pthread_barrier_wait(&start_barrier);
-  uint64_t end = bl_now_ns() + (uint64_t)(opt.seconds * 1e9);
-  while (bl_now_ns() < end) {
-    for (size_t i = 0; i < x->nframes; i++) {
-      uint8_t *f = x->frames + i * opt.size;
-      bl_put64(f + BL_OFF_REQUEST, seq++);
-      ZCHK(zmq_send(x->sock, f, opt.size, 0));
-    }
-    x->sent += x->nframes;
-  }
-  uint8_t stop[BL_HDR];
-  bl_header(stop, BL_HDR, BL_CMD_STOP);
-  ZCHK(zmq_send(x->sock, stop, BL_HDR, 0));
-  return NULL;
+static void zmq_tx_send(void *sock, const void *buf, size_t len) {
+  ZCHK(zmq_send(sock, buf, len, 0));
 }
 
 static void tput_client(const char *ep, int stats_fd) {
-  struct tx *xs = calloc((size_t)opt.conns, sizeof *xs);
-  size_t nframes = bl_pool_frames(opt.size, opt.conns);
-  pthread_barrier_init(&start_barrier, 0, (unsigned)opt.conns + 1);
-  for (int i = 0; i < opt.conns; i++) {
-    xs[i].sock = zmq_socket(zctx, ZMQ_PUSH);
-    ZCHK(zmq_connect(xs[i].sock, ep));
-    xs[i].frames = bl_frames(nframes, opt.size);
-    xs[i].nframes = nframes;
-    if (pthread_create(&xs[i].thread, 0, tx_main, &xs[i])) BL_DIE("pthread_create");
-  }
-  pthread_barrier_wait(&start_barrier);
-  struct bl_stats st = { .allocs = bl_allocs() };
-  pthread_barrier_wait(&start_barrier);
-  for (int i = 0; i < opt.conns; i++) {
-    pthread_join(xs[i].thread, 0);
-    st.msgs += xs[i].sent;
-  }
-  st.allocs = bl_allocs() - st.allocs;
-  bl_stats_send(stats_fd, &st);
+  static const struct bl_tx_lib lib = { zmq_tx_open, zmq_tx_send };
+  struct bl_tx *xs = bl_tx_run(&opt, &lib, ep, stats_fd);
   for (int i = 0; i < opt.conns; i++) zmq_close(xs[i].sock); /* linger: queued frames go out */
 }
 
@@ -190,13 +153,7 @@ static void lat_client(const char *ep, int stats_fd) {
   uint64_t allocs = bl_allocs() - a0;
   bl_header(stop, BL_HDR, BL_CMD_STOP);
   ZCHK(zmq_send(s, stop, BL_HDR, 0));
-  struct bl_stats srv;
-  bl_stats_recv(stats_fd, &srv);
-  struct bl_row row = { "zmq", "tcp", opt.label, opt.size, 1, BL_ROW_EMPTY };
-  bl_row_hist(&row, &lat_hist);
-  row.rss_kib = srv.hwm_kib;
-  row.allocs_per_msg = (double)(allocs + srv.allocs) / (2.0 * (double)opt.iters);
-  bl_row_print(&row);
+  bl_lat_row("zmq", &opt, &lat_hist, allocs, stats_fd);
   zmq_msg_close(&m);
   zmq_close(s);
 }
@@ -216,12 +173,7 @@ int main(int argc, char **argv) {
   bl_parse(argc, argv, &opt);
   if (!strcmp(opt.mode, "idle")) bl_idle_limit(&opt, 1);
   int up[2], down[2]; /* child -> parent, parent -> child */
-  if (pipe(up) || pipe(down)) BL_DIE("pipe");
-  fflush(stdout);
-  pid_t pid = fork();
-  if (pid < 0) BL_DIE("fork");
-  alarm(bl_alarm_s(&opt));
-  bl_pin(&opt, pid == 0);
+  pid_t pid = bl_fork(&opt, up, down);
   if (pid == 0) {
     server(up[1], down[0]);
     _exit(0);
