@@ -389,4 +389,36 @@ static inline struct bl_tx *bl_tx_run(const struct bl_opts *o, const struct bl_t
   return xs;
 }
 
+/* Receiver side of a library throughput run: counts frames from the first one (which starts
+ * the clock and is not counted) and prints the row once every sender sent its STOP. */
+struct bl_rx {
+  uint64_t msgs, bytes, t0, a0, t1, a1;
+};
+static inline void bl_rx_frame(struct bl_rx *r, size_t len) {
+  if (!r->t0) {
+    r->t0 = bl_now_ns();
+    r->a0 = bl_allocs();
+    return;
+  }
+  r->msgs++;
+  r->bytes += len;
+}
+static inline void bl_rx_end(struct bl_rx *r) {
+  r->t1 = bl_now_ns();
+  r->a1 = bl_allocs();
+}
+/* After bl_rx_end: the senders' counts come through |stats_fd|; prints the row. */
+static inline void bl_rx_row(const char *system, const struct bl_opts *o, const struct bl_rx *r,
+                             int stats_fd) {
+  struct bl_stats tx;
+  bl_stats_recv(stats_fd, &tx);
+  double secs = r->t1 > r->t0 ? (double)(r->t1 - r->t0) / 1e9 : 1e-9;
+  struct bl_row row = { system, "tcp", o->label, o->size, o->conns, BL_ROW_EMPTY };
+  row.msgs_per_s = (double)r->msgs / secs;
+  row.mb_per_s = (double)r->bytes / secs / 1e6;
+  row.rss_kib = bl_status_kib("VmHWM");
+  row.allocs_per_msg = bl_per(r->a1 - r->a0, r->msgs) + bl_per(tx.allocs, tx.msgs);
+  bl_row_print(&row);
+}
+
 #endif

@@ -27,31 +27,14 @@ static int zrecv(void *s, zmq_msg_t *m) {
 static void tput_server(void *s, int stats_fd) {
   zmq_msg_t m;
   zmq_msg_init(&m);
-  uint64_t msgs = 0, bytes = 0, t0 = 0, a0 = 0;
+  struct bl_rx rx = { 0 };
   for (int stops = 0; stops < opt.conns;) {
-    if (zrecv(s, &m) == BL_CMD_STOP) {
-      stops++;
-      continue;
-    }
-    if (!t0) { /* the clock starts at the first frame, which is not counted */
-      t0 = bl_now_ns();
-      a0 = bl_allocs();
-      continue;
-    }
-    msgs++;
-    bytes += zmq_msg_size(&m);
+    if (zrecv(s, &m) == BL_CMD_STOP) stops++;
+    else bl_rx_frame(&rx, zmq_msg_size(&m));
   }
-  uint64_t t1 = bl_now_ns(), a1 = bl_allocs();
+  bl_rx_end(&rx);
   zmq_msg_close(&m);
-  struct bl_stats tx;
-  bl_stats_recv(stats_fd, &tx);
-  double secs = t1 > t0 ? (double)(t1 - t0) / 1e9 : 1e-9;
-  struct bl_row row = { "zmq", "tcp", opt.label, opt.size, opt.conns, BL_ROW_EMPTY };
-  row.msgs_per_s = (double)msgs / secs;
-  row.mb_per_s = (double)bytes / secs / 1e6;
-  row.rss_kib = bl_status_kib("VmHWM");
-  row.allocs_per_msg = bl_per(a1 - a0, msgs) + bl_per(tx.allocs, tx.msgs);
-  bl_row_print(&row);
+  bl_rx_row("zmq", &opt, &rx, stats_fd);
 }
 
 static void lat_server(void *s, int stats_fd) {
