@@ -4,7 +4,9 @@
 # backend, counted over a fixed frame count with `perf stat -e raw_syscalls:sys_enter`
 # (falls back to `strace -c -f`), sender and receiver processes together.
 # Env: BUILD (cmake dir holding libvsrbus.a, default build), DUR (s per timed case, 2),
-#      FRAMES (frames per syscall-count case, 200000), OUT (CSV, bench/results/io_latest.csv).
+#      FRAMES (frames per syscall-count case, 200000), OUT (CSV, bench/results/io_latest.csv),
+#      SYSCALLS_ONLY=1 (only the syscall table; bench/run.sh measures the timed cases with
+#      `vsrbus bench` under VSRBUS_IO=epoll / uring).
 # Not a test: prints what it measured; the numbers depend on the machine and its load.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,8 +27,10 @@ BACKENDS=(epoll)
 if "$BIN" --mode tput --backend uring --frames 1000 > /dev/null 2>&1; then BACKENDS+=(uring)
 else echo "io_bench: io_uring unavailable here; epoll rows only" >&2; fi
 
-echo "system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,rss_kib,allocs_per_msg" > "$OUT"
-for be in "${BACKENDS[@]}"; do
+[ -n "${SYSCALLS_ONLY:-}" ] && BACKENDS_TIMED=() || BACKENDS_TIMED=("${BACKENDS[@]}")
+[ -n "${SYSCALLS_ONLY:-}" ] ||
+  echo "system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,rss_kib,allocs_per_msg" > "$OUT"
+for be in "${BACKENDS_TIMED[@]}"; do
   for size in 256 16384; do
     for conns in 1 64; do
       timeout 120 "$BIN" --mode tput --backend "$be" --size "$size" --conns "$conns" \

@@ -32,7 +32,7 @@ function hsize(b) {
 }
 function f1(x) { return x < 0 ? "" : sprintf("%.1f", x) }
 function ratio(a, b) { return (a < 0 || b <= 0) ? "" : sprintf("%.2f×", a / b) }
-function isbase(i) { return sys[i] != "vsrbus" }
+function isbase(i) { return sys[i] !~ /^vsrbus/ }
 function bold(i, s) { return sys[i] == "vsrbus" && s != "" ? "**" s "**" : s }
 function status(ok, seen) { return !seen ? "not measured" : ok ? "met" : "**missed**" }
 NR == 1 { next }
@@ -40,6 +40,7 @@ NF == 12 {
   n++; sys[n] = $1; tr[n] = $2; mode[n] = $3; fb[n] = $4 + 0; cn[n] = $5 + 0
   mps[n] = num($6); mbs[n] = num($7); p50[n] = num($8); p99[n] = num($9); p999[n] = num($10)
   rss[n] = num($11); al[n] = num($12)
+  io[n] = sys[n] ~ /^vsrbus-(epoll|uring)$/ # the backend rows: their own section
 }
 END {
   # best baseline per case: highest msgs/s; lowest latency per percentile; lowest idle memory
@@ -144,7 +145,7 @@ END {
   print "|---|---:|---:|---|---:|---:|---:|---:|---:|"
   for (pass = 1; pass <= 2; pass++)
     for (i = 1; i <= n; i++) {
-      if (mode[i] != "tput" && mode[i] !~ /^h3-get/) continue
+      if ((mode[i] != "tput" && mode[i] !~ /^h3-get/) || io[i]) continue
       if ((pass == 1) != (tr[i] == "tcp")) continue
       k = tr[i] SUBSEP fb[i] SUBSEP cn[i]
       if (tr[i] == "tcp") r = ratio(mps[i], best_t[k])
@@ -170,7 +171,7 @@ END {
   print "| mode | frame B | system | transport | p50 | p99 | p99.9 | × best p50 | × best p99 | × best p99.9 | allocs/msg |"
   print "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
   for (i = 1; i <= n; i++) {
-    if (mode[i] !~ /^lat/) continue
+    if (mode[i] !~ /^lat/ || io[i]) continue
     k = mode[i] SUBSEP fb[i]
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", mode[i], commas(fb[i]),
       bold(i, sys[i]), tr[i], f1(p50[i]), f1(p99[i]), f1(p999[i]), bold(i, ratio(p50[i], b50[k])),
@@ -217,6 +218,30 @@ END {
           f1(p99[i]), f1(p999[i]), al[i] < 0 ? "" : sprintf("%.3f", al[i])
     print ""
   }
+  seen = 0
+  for (i = 1; i <= n; i++) if (io[i]) { seen = 1; be = substr(sys[i], 8); key = mode[i] SUBSEP fb[i] SUBSEP cn[i]; iov[be, key] = i; iok[key] = 1 }
+  if (seen) {
+    print "## I/O backends: epoll vs io_uring (TCP, `VSRBUS_IO` forced)"
+    print ""
+    print "| mode | frame B | conns | epoll msgs/s | io_uring msgs/s | uring ÷ epoll | epoll p50 / p99 µs | io_uring p50 / p99 µs |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= n; i++) {
+      if (!io[i]) continue
+      key = mode[i] SUBSEP fb[i] SUBSEP cn[i]
+      if (done_io[key]++) continue
+      e = (("epoll", key) in iov) ? iov["epoll", key] : 0
+      u = (("uring", key) in iov) ? iov["uring", key] : 0
+      lat = mode[i] ~ /^lat/
+      printf "| %s | %s | %d | %s | %s | %s | %s | %s |\n", mode[i], commas(fb[i]), cn[i],
+        (e && !lat) ? commas(mps[e]) : "", (u && !lat) ? commas(mps[u]) : "",
+        (e && u) ? (lat ? ratio(p50[u], p50[e]) " (p50)" : ratio(mps[u], mps[e])) : "",
+        (e && lat) ? f1(p50[e]) " / " f1(p99[e]) : "", (u && lat) ? f1(p50[u]) " / " f1(p99[u]) : ""
+    }
+    print ""
+    print "Same `vsrbus bench` cases as above with the backend forced. A missing io_uring column"
+    print "means the kernel refused io_uring (the case exits 77 and is listed as skipped)."
+    print ""
+  }
   print "## Plots"
   print ""
   print "![throughput vs frame size](tput.png)"
@@ -224,6 +249,16 @@ END {
   print "![latency percentiles](lat.png)"
 }' "$CSV" > "$MD" || { echo "report.sh: awk failed" >&2; exit 1; }
 
+if [ -f "$DIR/io_syscalls.txt" ]; then
+  { echo; echo "## Syscalls per 1,000 frames, epoll vs io_uring"; echo
+    echo "From \`bench/io_bench.sh\` (the io layer without the bus: sender and receiver processes"
+    echo "together, counted with \`perf stat -e raw_syscalls:sys_enter\` over a fixed frame count,"
+    echo "setup included)."; echo
+    echo "| backend | mode | frame B | conns | syscalls | per 1,000 frames |"
+    echo "|---|---|---:|---:|---:|---:|"
+    awk '$1 == "epoll" || $1 == "uring" { printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }' \
+      "$DIR/io_syscalls.txt"; } >> "$MD"
+fi
 if [ -f "$LOG" ] && grep -q "^FAILED\|^skipped" "$LOG"; then
   { echo; echo "## Cases that failed or were skipped"; echo
     grep "^FAILED\|^skipped" "$LOG" | sed 's/^/- /'; } >> "$MD"

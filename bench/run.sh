@@ -5,7 +5,8 @@
 # Env: DUR (s per throughput case, 2), ITERS (round trips per baseline latency case, 20000),
 #      LAT_SECONDS (s per vsrbus latency case, 2), PIPE_SECONDS (pipeline case, 5),
 #      IDLE_TCP (10000) / IDLE_QUIC (1000) idle connections, BUILD (cmake dir, build),
-#      SKIP_VSRBUS_BUILD=1 (use BUILD as it is), SYSTEMS (default "ideal zmq nng ngtcp2 vsrbus").
+#      SKIP_VSRBUS_BUILD=1 (use BUILD as it is), SYSTEMS (default "ideal zmq nng ngtcp2 vsrbus"),
+#      IO_ROWS=0 (skip the epoll / io_uring rows and the syscall table).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -125,9 +126,22 @@ done
 if [ -n "$HAVE_VSRBUS" ]; then
   add 60 - "$VSRBUS bench --transport tcp --mode idle --conns $IDLE_TCP"
   add 60 - "$VSRBUS bench --transport quic --mode idle --conns $IDLE_QUIC"
-  # the 3-replica normal-case pipeline (Request -> Prepare -> PrepareOk -> Commit -> Reply)
+  # the 3-replica normal-case pipeline (Request -> Prepare -> PrepareOk -> Commit -> Reply):
+  # `vsrbus demo` as one CSV row, 32 clients x 1 request in flight, 256-byte bodies
   for t in tcp quic; do
     add $((PIPE_SECONDS + 30)) - "$VSRBUS bench --transport $t --mode pipeline --seconds $PIPE_SECONDS"
+  done
+fi
+# The two I/O backends, forced: TCP throughput and latency rows named vsrbus-epoll and
+# vsrbus-uring (bench exits 77, "skipped", where io_uring is unavailable).
+if [ -n "$HAVE_VSRBUS" ] && [ "${IO_ROWS:-1}" != 0 ]; then
+  for io in epoll uring; do
+    for s in 256 16384; do
+      for c in 1 64; do
+        add "$TT" - "env VSRBUS_IO=$io $VSRBUS bench --transport tcp --mode tput --size $s --conns $c --seconds $DUR --system vsrbus-$io"
+      done
+    done
+    add 60 - "env VSRBUS_IO=$io $VSRBUS bench --transport tcp --mode lat --size 256 --seconds $LAT_SECONDS --system vsrbus-$io"
   done
 fi
 
@@ -156,6 +170,7 @@ for c in "${CASES[@]}"; do
   cmd=${rest#*|}
   vt=
   [[ $cmd == *"$VSRBUS bench --transport "* ]] && vt=${cmd##*--transport } && vt=${vt%% *}
+  [[ -n $vt && $cmd == *VSRBUS_IO=* ]] && io=${cmd#*VSRBUS_IO=} && vt="$vt/${io%% *}"
   if [ -n "$vt" ] && [ "${VFAIL[$vt]:-0}" -ge 2 ]; then
     echo "skipped: $cmd (vsrbus $vt failed twice before)" >> "$LOG"
     continue
@@ -185,6 +200,22 @@ for c in "${CASES[@]}"; do
     fi
   fi
 done
+
+# Syscalls per 1,000 frames at the io layer, epoll vs io_uring (bench/io_bench.sh; report.sh
+# puts the table into latest.md).
+rm -f "$RES/io_syscalls.txt"
+if [ -n "$HAVE_VSRBUS" ] && [ "${IO_ROWS:-1}" != 0 ]; then
+  printf 'syscall counts (bench/io_bench.sh) ... ' >&2
+  echo "case: bench/io_bench.sh (syscall table)" >> "$LOG"
+  if SYSCALLS_ONLY=1 BUILD=$BUILD timeout -k 5 300 bench/io_bench.sh > "$RES/io_syscalls.txt" \
+    2>> "$LOG" && grep -q per_1000_frames "$RES/io_syscalls.txt"; then
+    echo "done" >&2
+  else
+    echo >&2
+    rm -f "$RES/io_syscalls.txt"
+    say "FAILED: bench/io_bench.sh (no syscall table)"
+  fi
+fi
 t_end=$(date +%s)
 
 cp "$OUT" "$RES/latest.csv"
