@@ -81,7 +81,7 @@ struct vsri_io_options {
   enum vsri_io_backend_kind backend; /* AUTO: VSRBUS_IO env, then io_uring, then epoll */
   uint32_t entries;                  /* io_uring queue depth; default 1024 */
   uint32_t pooled_buf_size;          /* RECV_POOLED buffer size; default 64 KiB */
-  uint32_t pooled_buf_count;         /* RECV_POOLED buffers (io_uring ring); default 64 */
+  uint32_t pooled_buf_count;         /* RECV_POOLED buffers (io_uring ring); default 8 */
 };
 
 void vsri_io_options_default(struct vsri_io_options *o);
