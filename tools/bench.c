@@ -108,7 +108,10 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
    * received frame of each class; otherwise the 64 KiB class keeps growing slowly into the
    * measured window with 64 connections of 16 KiB frames (a few allocations per 10^5 frames). */
   o.loop_options.pool.prealloc[0] = 4096;
-  o.loop_options.pool.prealloc[1] = 2 * cfg->conns + 32;
+  if (strcmp(cfg->mode, "idle") != 0) {
+    uint32_t want = 2 * cfg->conns + 32;
+    o.loop_options.pool.prealloc[1] = want < 256 ? want : 256; /* 256: the class's free_max */
+  }
   struct vsr_bus_callbacks cb = {.on_message = node_on_message, .on_peer_event = node_on_peer};
   int err = vsr_bus_new(&n.bus, &o, &cb, &n);
   if (err) {
