@@ -4,7 +4,7 @@
 set -euo pipefail
 BIN=${1:-build/vsrbus}
 LOG=$(mktemp)
-"$BIN" node --tcp 127.0.0.1:0 2>"$LOG" &
+"$BIN" node --tcp 127.0.0.1:0 --quic off 2>"$LOG" &
 node=$!
 trap 'kill "$node" 2>/dev/null; wait "$node" 2>/dev/null || true; rm -f "$LOG"' EXIT
 addr=

@@ -297,6 +297,9 @@ static pid_t demo_spawn(struct demo *d, int i, const char *replicas, int client_
   if (i == 0 && d->cert[0]) { /* only the primary serves clients */
     const char *quic[] = {"--quic", d->primary, "--cert", d->cert, "--key", key};
     for (size_t q = 0; q < sizeof quic / sizeof quic[0]; q++) argv[n++] = quic[q];
+  } else {
+    argv[n++] = "--quic"; /* the node's default QUIC port would collide between replicas */
+    argv[n++] = "off";
   }
   argv[n] = NULL;
   pid_t parent = getpid();

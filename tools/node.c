@@ -25,11 +25,12 @@ static void node_usage(FILE *f) {
           "usage: vsrbus node [OPTIONS]\n"
           "\n"
           "Runs one replica with the built-in demo state machine. With no options: a single\n"
-          "replica serving clients over TCP on 127.0.0.1:8090.\n"
+          "replica serving clients over TCP on 127.0.0.1:8090 and QUIC on 127.0.0.1:8080 (with a\n"
+          "fresh self-signed certificate whose SHA-256 fingerprint is logged).\n"
           "\n"
           "  --config FILE           INI file; keys as the long options below (flags win)\n"
           "  --tcp ADDR              client plane TCP listener (default 127.0.0.1:8090, 'off')\n"
-          "  --quic ADDR             client plane QUIC listener (e.g. 127.0.0.1:8080)\n"
+          "  --quic ADDR             client plane QUIC listener (default 127.0.0.1:8080, 'off')\n"
           "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
           "  --quic-alpn-optional    also admit QUIC clients that offer no ALPN\n"
           "  --cluster NAME          cluster name (the cluster id derives from it)\n"
@@ -211,6 +212,7 @@ static int node_ini_entry(void *user, const char *section, const char *name, con
 void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
+  cfg->bus.client_quic_addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
 }
 
 void vsr_node_cfg_free(struct node_cfg *cfg) {

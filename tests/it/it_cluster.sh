@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 
 set +e
-"$BIN" node --tcp off --cluster c --replica 0 --replicas 127.0.0.1:0,127.0.0.1:1 \
+"$BIN" node --tcp off --quic off --cluster c --replica 0 --replicas 127.0.0.1:0,127.0.0.1:1 \
   --secret-hex 0011 >"$TMP/short.log" 2>&1
 rc=$?
 set -e
@@ -36,10 +36,11 @@ secret_file = $TMP/secret
 reconnect_period_ms = 200
 [client]
 tcp = 127.0.0.1:0
+quic = off
 INI
     "$BIN" node --config "$TMP/node0.ini" --log info >"$log" 2>&1 &
   else
-    "$BIN" node --tcp 127.0.0.1:0 --replica "$i" --replicas "$replicas" "${COMMON[@]}" \
+    "$BIN" node --tcp 127.0.0.1:0 --quic off --replica "$i" --replicas "$replicas" "${COMMON[@]}" \
       >"$log" 2>&1 &
   fi
   PID[$i]=$!

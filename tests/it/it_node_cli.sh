@@ -14,6 +14,7 @@ set -e
 
 LOG=$TMP/node.log
 start_node "$LOG"
+TCP_PID=$NODE_PID
 "$BIN" ping "$NODE_ADDR" -c 3 -i 0 >"$TMP/ping1" || LOG=$LOG fail "ping before"
 grep -q '3 sent, 3 received' "$TMP/ping1" || fail "ping summary: $(cat "$TMP/ping1")"
 
@@ -40,7 +41,28 @@ echo "$line" | grep -q 'size 4294967295' || fail "log line lacks the size: $line
 echo "$line" | grep -q 'VSR_EFRAME_LARGE' || fail "log line lacks the reason: $line"
 
 "$BIN" ping "$NODE_ADDR" -c 2 -i 0 >/dev/null || LOG=$LOG fail "ping after"
-kill -INT "$NODE_PID"
-wait "$NODE_PID" || LOG=$LOG fail "node did not exit cleanly on SIGINT"
+
+# The same node binary serving QUIC too (the default listener is 127.0.0.1:8080; a kernel-chosen
+# port here): a QUIC ping that pins the logged certificate fingerprint.
+QLOG=$TMP/quic.log
+start_node "$QLOG" --quic 127.0.0.1:0
+QPID=$NODE_PID
+for _ in $(seq 100); do
+  qaddr=$(sed -n 's/.*client plane quic listening on \([0-9.:]*\).*/\1/p' "$QLOG" | head -1)
+  [ -n "$qaddr" ] && break
+  sleep 0.05
+done
+pin=$(sed -n 's/.*certificate SHA-256 \([0-9A-F:]*\).*/\1/p' "$QLOG" | head -1)
+[ -n "$qaddr" ] && [ -n "$pin" ] || LOG=$QLOG fail "no QUIC listener or fingerprint logged"
+"$BIN" ping --quic "$qaddr" --pin "$pin" -c 3 -i 0 | grep -q '3 sent, 3 received' ||
+  LOG=$QLOG fail "QUIC ping with the pinned fingerprint"
+set +e
+"$BIN" ping --quic "$qaddr" --pin "$(echo "$pin" | tr '0-9A-F' 'A-F0-9')" -c 1 -i 0 >/dev/null 2>&1
+[ $? -eq 1 ] || fail "a wrong pin must be refused"
+set -e
+kill -INT "$QPID"
+wait "$QPID" || LOG=$QLOG fail "QUIC node did not exit cleanly"
+kill -INT "$TCP_PID"
+wait "$TCP_PID" || LOG=$LOG fail "node did not exit cleanly on SIGINT"
 grep -q 'stopped:' "$LOG" || LOG=$LOG fail "no shutdown summary"
 echo "ok: node cli"

@@ -12,11 +12,11 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [ -n "${LOG:-}" ] && [ -f "$LOG" ] && sed 's/^/  log: /' "$LOG" >&2; exit 1; }
 
-# start_node LOGFILE ARGS...: starts `vsrbus node --tcp 127.0.0.1:0 ARGS`, sets NODE_PID and
+# start_node LOGFILE ARGS...: starts `vsrbus node --tcp 127.0.0.1:0 --quic off ARGS`, sets NODE_PID and
 # NODE_ADDR (read from the node's listen line). Exits 77 if the forced backend is missing.
 start_node() {
   local log=$1; shift
-  "$BIN" node --tcp 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  "$BIN" node --tcp 127.0.0.1:0 --quic off "$@" >"$log" 2>&1 &
   NODE_PID=$!
   PIDS+=("$NODE_PID")
   for _ in $(seq 100); do
