@@ -19,7 +19,7 @@ PACKAGES=(
   # fuzzing and sanitizers
   clang-14 libclang-rt-14-dev
   # benchmark baselines and plots
-  libzmq3-dev libnng-dev ngtcp2-server gnuplot-nox
+  libzmq3-dev libnng-dev ngtcp2-server gnuplot-nox linux-perf
 )
 
 missing=()
