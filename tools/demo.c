@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bus/auth.h" /* vsri_auth_cluster_id */
 #include "cmds.h"
 #include "crypto/cert.h"
 #include "util/hist.h"
@@ -639,7 +638,7 @@ int vsr_cmd_demo(int argc, char **argv) {
     return rc == 1 ? 0 : 2;
   }
   d->out = d->csv ? stderr : stdout;
-  d->cluster = vsri_auth_cluster_id(d->cluster_name);
+  d->cluster = vsr_cluster_id(d->cluster_name);
   vsri_hist_init(&d->sec);
   vsri_hist_init(&d->total);
   rc = demo_setup(d) < 0 ? 1 : demo_run(d);

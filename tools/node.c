@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus/auth.h" /* vsri_auth_cluster_id: the state machine stamps the cluster id */
 #include "cmds.h"
 #include "node.h"
 #include "sm.h"
@@ -313,7 +312,7 @@ int vsr_cmd_node(int argc, char **argv) {
   }
   bool cluster = cfg.bus.cluster_name && cfg.bus.replica_count > 1;
   err = vsr_sm_init(&sm, bus, cfg.bus.replica_index, cluster ? cfg.bus.replica_count : 1,
-                    cluster ? vsri_auth_cluster_id(cfg.bus.cluster_name) : (vsr_u128){0, 0});
+                    cluster ? vsr_cluster_id(cfg.bus.cluster_name) : (vsr_u128){0, 0});
   if (err) {
     fprintf(stderr, "vsrbus node: cannot start the state machine: %s\n", vsr_strerror(err));
     vsr_bus_del(bus);

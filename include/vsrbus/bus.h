@@ -15,6 +15,7 @@
 #include "vsrbus/error.h"
 #include "vsrbus/loop.h"
 #include "vsrbus/msg.h"
+#include "vsrbus/wire.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,6 +96,10 @@ struct vsr_bus_options {
   uint64_t quic_stream_window;   /* default 64 MiB */
   uint64_t quic_conn_window;     /* default 64 MiB */
 };
+
+/* The u128 cluster id Iggy derives from a cluster name: the first 16 bytes of BLAKE3(name),
+ * little-endian. Frames of the cluster carry it in their `cluster` field. Cannot fail. */
+vsr_u128 vsr_cluster_id(const char *name);
 
 /* Fills |o| with the reference defaults (spec/bus.md §3). */
 void vsr_bus_options_default(struct vsr_bus_options *o);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "crypto/mac.h"
+#include "vsrbus/bus.h"
 #include "vsrbus/error.h"
 
 /* Generic header fields (wire.md §1, identical in R-M). */
@@ -50,6 +51,8 @@ int vsri_auth_derive_key(const void *secret, size_t len, uint8_t key[VSRI_AUTH_K
   vsri_blake3_derive_key(auth_key_context, secret, len, key);
   return 0;
 }
+
+vsr_u128 vsr_cluster_id(const char *name) { return vsri_auth_cluster_id(name); }
 
 vsr_u128 vsri_auth_cluster_id(const char *name) {
   uint8_t digest[VSRI_BLAKE3_LEN];

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "bus/auth.h"
+#include "vsrbus/bus.h"
 #include "vsrbus/error.h"
 
 #define RC 128 /* reserved_command */
@@ -588,6 +589,9 @@ static void test_known_answer_vectors(void **state) {
   vsr_u128 id = vsri_auth_cluster_id("iggy-cluster");
   assert_true(id.lo == 0xb8ba2787c805bb21ull);
   assert_true(id.hi == 0x462da7e87bc20e8dull);
+  /* The public name gives the same id. */
+  vsr_u128 pub = vsr_cluster_id("iggy-cluster");
+  assert_true(pub.lo == id.lo && pub.hi == id.hi);
 }
 
 static void test_config_rules(void **state) {
