@@ -28,8 +28,8 @@ struct ep {
   int epfd;
   struct ep_fd *fds; /* indexed by fd */
   uint32_t fds_len;
-  struct vsri_completion *todo_head; /* submitted, not tried yet */
-  struct vsri_completion *todo_tail;
+  struct vsri_completion *fresh_head; /* submitted, not tried yet */
+  struct vsri_completion *fresh_tail;
   uint8_t *pooled; /* one RECV_POOLED buffer: its callback runs before the next recv */
   struct epoll_event events[EP_EVENTS_MAX];
 };
@@ -173,22 +173,22 @@ static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion 
 static void ep_submit(struct vsri_io *io, struct vsri_completion *c) {
   struct ep *ep = io->backend_data;
   c->next = NULL;
-  if (ep->todo_tail) ep->todo_tail->next = c;
-  else ep->todo_head = c;
-  ep->todo_tail = c;
+  if (ep->fresh_tail) ep->fresh_tail->next = c;
+  else ep->fresh_head = c;
+  ep->fresh_tail = c;
 }
 
 static void ep_cancel(struct vsri_io *io, struct vsri_completion *c) {
   struct ep *ep = io->backend_data;
-  /* Not tried yet: unlink from the todo list. */
-  struct vsri_completion **pp = &ep->todo_head, *prev = NULL;
+  /* Not tried yet: unlink from the fresh list. */
+  struct vsri_completion **pp = &ep->fresh_head, *prev = NULL;
   while (*pp && *pp != c) {
     prev = *pp;
     pp = &(*pp)->next;
   }
   if (*pp) {
     *pp = c->next;
-    if (ep->todo_tail == c) ep->todo_tail = prev;
+    if (ep->fresh_tail == c) ep->fresh_tail = prev;
     vsri_io_post(io, c, -ECANCELED);
     return;
   }
@@ -202,12 +202,12 @@ static void ep_cancel(struct vsri_io *io, struct vsri_completion *c) {
   }
 }
 
-static int ep_drain_todo(struct vsri_io *io, struct ep *ep) {
+static int ep_drain_fresh(struct vsri_io *io, struct ep *ep) {
   int n = 0;
-  for (int tries = 0; ep->todo_head && tries < EP_TRIES_PER_PASS; tries++) {
-    struct vsri_completion *c = ep->todo_head;
-    ep->todo_head = c->next;
-    if (!ep->todo_head) ep->todo_tail = NULL;
+  for (int tries = 0; ep->fresh_head && tries < EP_TRIES_PER_PASS; tries++) {
+    struct vsri_completion *c = ep->fresh_head;
+    ep->fresh_head = c->next;
+    if (!ep->fresh_head) ep->fresh_tail = NULL;
     n += ep_attempt(io, ep, c);
   }
   return n;
@@ -215,8 +215,8 @@ static int ep_drain_todo(struct vsri_io *io, struct ep *ep) {
 
 static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
   struct ep *ep = io->backend_data;
-  int n = ep_drain_todo(io, ep);
-  if (n > 0 || ep->todo_head || io->ready_head) timeout_ns = 0;
+  int n = ep_drain_fresh(io, ep);
+  if (n > 0 || ep->fresh_head || io->ready_head) timeout_ns = 0;
   struct timespec ts, *tsp = NULL;
   if (timeout_ns >= 0) {
     ts.tv_sec = timeout_ns / 1000000000;
@@ -248,7 +248,7 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
     }
   }
   /* Work the callbacks just submitted (replies, next reads) goes out in this same turn. */
-  n += ep_drain_todo(io, ep);
+  n += ep_drain_fresh(io, ep);
   return n;
 }
 
