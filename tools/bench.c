@@ -40,12 +40,6 @@ struct bench_result {
   char addr[64];
 };
 
-static uint64_t bench_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t bench_rss_kib(void) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];
@@ -171,7 +165,7 @@ static void bench_send_timed(struct bench_load *l, struct bench_conn *bc) {
   } else {
     vsr_msg_ref(m);
   }
-  vsr_put_u64(m->data + 160, bench_now()); /* Request.timestamp */
+  vsr_put_u64(m->data + 160, vsr_tool_now()); /* Request.timestamp */
   if (vsr_client_send(bc->c, m) == 0) {
     bc->inflight++;
     l->sent++;
@@ -183,7 +177,7 @@ static void load_on_message(void *user, struct vsr_client *c, struct vsr_msg *ms
   (void)c;
   struct bench_conn *bc = user;
   struct bench_load *l = bc->load;
-  uint64_t now = bench_now();
+  uint64_t now = vsr_tool_now();
   l->received++;
   bc->inflight--;
   if (now >= l->t_warm) vsri_hist_record(&l->hist, now - vsr_get_u64(msg->data + 160));
@@ -194,7 +188,7 @@ static void load_on_state(void *user, struct vsr_client *c, int status) {
   (void)c;
   struct bench_conn *bc = user;
   if (status == 0) bc->load->connected++;
-  else if (bench_now() < bc->load->t_end) {
+  else if (vsr_tool_now() < bc->load->t_end) {
     fprintf(stderr, "vsrbus bench: connection lost: %s\n", vsr_strerror(status));
   }
 }
@@ -237,7 +231,7 @@ static uint32_t bench_top_up(struct bench_load *l) {
 }
 
 static void bench_progress(struct bench_load *l, uint64_t start, uint64_t *last_print) {
-  uint64_t now = bench_now();
+  uint64_t now = vsr_tool_now();
   if (l->cfg->quiet || !isatty(2) || now - *last_print < 1000000000ull) return;
   *last_print = now;
   fprintf(stderr, "\r  %.0f s: %llu frames sent, %llu echoed   ", (double)(now - start) / 1e9,
@@ -264,15 +258,15 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
     l->conns[i].load = l;
     if (vsr_client_new(&l->conns[i].c, l->loop, &o, &cb, &l->conns[i]) != 0) return 1;
   }
-  uint64_t start = bench_now(), deadline = start + 10000000000ull, last_print = start;
+  uint64_t start = vsr_tool_now(), deadline = start + 10000000000ull, last_print = start;
   l->t_end = UINT64_MAX;
-  while (l->connected < cfg->conns && bench_now() < deadline) vsr_loop_run_once(l->loop, 1000000);
+  while (l->connected < cfg->conns && vsr_tool_now() < deadline) vsr_loop_run_once(l->loop, 1000000);
   if (l->connected < cfg->conns) {
     fprintf(stderr, "vsrbus bench: only %llu of %u connections came up\n",
             (unsigned long long)l->connected, cfg->conns);
     return 1;
   }
-  start = bench_now();
+  start = vsr_tool_now();
   l->t_end = start + (uint64_t)(cfg->seconds * 1e9);
   l->t_warm = start + (uint64_t)(cfg->seconds * 1e9 * 0.1);
   if (!tput) {
@@ -280,7 +274,7 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
       for (uint32_t k = 0; k < cfg->inflight; k++) bench_send_timed(l, &l->conns[i]);
     }
   }
-  while (bench_now() < l->t_end) {
+  while (vsr_tool_now() < l->t_end) {
     /* Queues full: wait for the kernel to take more (a blocking sender, not a spinning one). */
     uint32_t added = tput ? bench_top_up(l) : 0;
     vsr_loop_run_once(l->loop, added ? 0 : 1000000);
@@ -289,9 +283,9 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
   if (!cfg->quiet && isatty(2)) fprintf(stderr, "\r%60s\r", "");
   /* Let queued frames go out (tput: they count at the receiver), then hang up. */
   for (uint32_t i = 0; i < cfg->conns; i++) vsr_client_flush(l->conns[i].c, 0);
-  uint64_t drain_end = bench_now() + 2000000000ull;
+  uint64_t drain_end = vsr_tool_now() + 2000000000ull;
   bool queued = true;
-  while (queued && bench_now() < drain_end) {
+  while (queued && vsr_tool_now() < drain_end) {
     vsr_loop_run_once(l->loop, 1000000);
     queued = false;
     for (uint32_t i = 0; i < cfg->conns; i++) queued |= vsr_client_queued(l->conns[i].c) > 0;
@@ -432,11 +426,11 @@ static int bench_idle(struct bench_cfg *cfg, const char *addr, struct bench_load
     if (vsr_client_new(&l->conns[i].c, l->loop, &o, &cb, &l->conns[i]) != 0) return 1;
     if (i % 64 == 63) vsr_loop_run_once(l->loop, 0); /* pace the SYNs a little */
   }
-  uint64_t deadline = bench_now() + 30000000000ull;
-  while (l->connected < cfg->conns && bench_now() < deadline) vsr_loop_run_once(l->loop, 1000000);
+  uint64_t deadline = vsr_tool_now() + 30000000000ull;
+  while (l->connected < cfg->conns && vsr_tool_now() < deadline) vsr_loop_run_once(l->loop, 1000000);
   /* Settle: the node has accepted and registered everything. */
-  uint64_t settle = bench_now() + 500000000ull;
-  while (bench_now() < settle) vsr_loop_run_once(l->loop, 1000000);
+  uint64_t settle = vsr_tool_now() + 500000000ull;
+  while (vsr_tool_now() < settle) vsr_loop_run_once(l->loop, 1000000);
   return l->connected == cfg->conns ? 0 : 1;
 }
 

@@ -3,6 +3,16 @@
 #ifndef VSR_TOOLS_CMDS_H
 #define VSR_TOOLS_CMDS_H
 
+#include <stdint.h>
+#include <time.h>
+
+/* Monotonic nanoseconds, for the commands' own timing (outside a loop turn). */
+static inline uint64_t vsr_tool_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 int vsr_cmd_node(int argc, char **argv);
 int vsr_cmd_ping(int argc, char **argv);
 int vsr_cmd_demo(int argc, char **argv);

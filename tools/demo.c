@@ -70,12 +70,6 @@ struct demo {
 
 static struct demo *demo_signal_target;
 
-static uint64_t demo_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * DEMO_SEC + (uint64_t)ts.tv_nsec;
-}
-
 static void demo_on_signal(int sig) {
   if (!demo_signal_target) return;
   if (sig == SIGALRM) demo_signal_target->failed = true; /* the run outlived its bound */
@@ -125,7 +119,7 @@ static void demo_send(struct demo_client *k) {
   rq->session = 1;
   rq->operation = VSR_OP_SEND_MESSAGES;
   for (uint32_t i = 0; i < d->size; i++) m->data[VSR_HEADER_SIZE + i] = (uint8_t)(i * 7 + 1);
-  k->sent_at[k->next_request % DEMO_DEPTH_MAX] = demo_now();
+  k->sent_at[k->next_request % DEMO_DEPTH_MAX] = vsr_tool_now();
   if (vsr_client_send(k->c, m) == 0) {
     k->next_request++;
     k->inflight++;
@@ -144,7 +138,7 @@ static void demo_on_message(void *user, struct vsr_client *c, struct vsr_msg *ms
     d->errors++;
     return;
   }
-  uint64_t lat = demo_now() - k->sent_at[rp->request % DEMO_DEPTH_MAX];
+  uint64_t lat = vsr_tool_now() - k->sent_at[rp->request % DEMO_DEPTH_MAX];
   k->inflight--;
   if (!k->replied) {
     k->replied = true;
@@ -385,7 +379,7 @@ static void demo_ms(char *buf, size_t len, uint64_t ns, bool pad) {
 
 static void demo_tick(void *ctx) {
   struct demo *d = ctx;
-  uint64_t now = demo_now();
+  uint64_t now = vsr_tool_now();
   if (d->connect == NULL && !demo_nodes_alive(d)) {
     d->failed = true;
     vsr_loop_stop(d->loop);
@@ -576,7 +570,7 @@ static int demo_run(struct demo *d) {
             d->clients, d->depth, d->size, vsr_loop_backend(d->loop));
     fflush(d->out);
   }
-  d->start_ns = demo_now();
+  d->start_ns = vsr_tool_now();
   for (int i = 0; i < d->clients; i++) demo_client_start(&d->cl[i]);
   vsr_timer_arm(d->tick, DEMO_SEC / 10);
   demo_signal_target = d;

@@ -9,12 +9,6 @@
 #include "cmds.h"
 #include "vsrbus/vsrbus.h"
 
-static uint64_t ping_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void ping_usage(FILE *f) {
   fprintf(f, "usage: vsrbus ping [ADDR] [-c COUNT] [-i INTERVAL_MS] [--quic]\n"
              "                   [--pin SHA256 | --ca FILE | --insecure]\n"
@@ -68,11 +62,11 @@ int vsr_cmd_ping(int argc, char **argv) {
     if (!m) break;
     struct vsr_header *h = (struct vsr_header *)m->data;
     h->command = VSR_CMD_PING_CLIENT;
-    uint64_t t0 = ping_now();
+    uint64_t t0 = vsr_tool_now();
     vsr_put_u64(h->reserved_command, (uint64_t)seq);
     err = vsr_client_call(c, m, &r, 2000000000ull);
     vsr_msg_unref(m);
-    uint64_t dt = ping_now() - t0;
+    uint64_t dt = vsr_tool_now() - t0;
     if (err) {
       printf("seq=%ld: %s\n", seq, vsr_strerror(err));
       if (err != VSR_ETIMEDOUT) break;

@@ -125,16 +125,25 @@ static void sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m) {
   }
 }
 
-static void sm_send_commit(struct vsr_sm *sm) {
+/* A header-only replica-plane frame from this replica: command, cluster and sender set.
+ * NULL (counted as a send error) when the pool is exhausted. */
+static struct vsr_msg *sm_control(struct vsr_sm *sm, uint8_t command) {
   struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
   if (!m) {
     sm->send_errors++;
-    return;
+    return NULL;
   }
+  struct vsr_header *h = (struct vsr_header *)m->data;
+  h->command = command;
+  h->cluster = sm->cluster;
+  h->replica = sm->replica;
+  return m;
+}
+
+static void sm_send_commit(struct vsr_sm *sm) {
+  struct vsr_msg *m = sm_control(sm, VSR_CMD_COMMIT);
+  if (!m) return;
   struct vsr_commit_header *c = (struct vsr_commit_header *)m->data;
-  c->command = VSR_CMD_COMMIT;
-  c->cluster = sm->cluster;
-  c->replica = sm->replica;
   c->commit = sm->commit;
   c->timestamp_monotonic = sm_realtime_ns();
   vsr_frame_seal(m->data);
@@ -207,16 +216,10 @@ static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, const struct vsr_
   const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
   sm->prepares++;
   if (p->op > sm->op) sm->op = p->op;
-  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
-  if (!m) {
-    sm->send_errors++;
-    return;
-  }
+  struct vsr_msg *m = sm_control(sm, VSR_CMD_PREPARE_OK);
+  if (!m) return;
   struct vsr_prepare_ok_header *ok = (struct vsr_prepare_ok_header *)m->data;
-  ok->command = VSR_CMD_PREPARE_OK;
-  ok->cluster = sm->cluster;
   ok->view = p->view;
-  ok->replica = sm->replica;
   ok->parent = p->parent;
   ok->prepare_checksum = p->checksum;
   ok->op = p->op;

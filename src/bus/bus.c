@@ -31,12 +31,6 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->quic_conn_window = 64u << 20;
 }
 
-static uint32_t bus_pow2(uint32_t v) {
-  uint32_t p = 1;
-  while (p < v && p < (1u << 30)) p <<= 1;
-  return p;
-}
-
 /* ---- events ---------------------------------------------------------------------------- */
 
 void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bus_peer *p,
@@ -58,7 +52,7 @@ void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bu
 
 struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
                                    const struct vsri_transport_ops *tops) {
-  uint32_t cap = bus_pow2(bus->opts.peer_queue_capacity);
+  uint32_t cap = vsri_pow2_at_least(bus->opts.peer_queue_capacity);
   struct bus_peer *p = vsri_calloc(1, sizeof *p + cap * sizeof(struct vsr_msg *));
   if (!p) return NULL;
   p->bus = bus;
@@ -91,20 +85,17 @@ static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
   bus->stats.clients_active--;
 }
 
-static void bus_peer_free(struct bus_peer *p) {
+/* Frees a peer whose connection is gone (or never started: the replica plane frees refused
+ * dials). Frames still queued are dropped and counted, not reported as sent. */
+void vsri_bus_peer_free(struct bus_peer *p) {
   struct vsr_bus *bus = p->bus;
-  while (p->q.len > 0) {
-    vsri_sendq_pop(&p->q);
-    bus->stats.drops_on_close++;
-  }
   bus->stats.frames_out += p->q.frames_done;
   bus->stats.bytes_out += p->q.bytes_done;
+  bus->stats.drops_on_close += p->q.len;
+  while (p->q.len > 0) vsri_sendq_pop(&p->q);
   bus->peers_open--;
   vsri_free(p);
 }
-
-/* For the replica plane: frees a peer whose connection never started (dial refused at once). */
-void vsri_bus_peer_free(struct bus_peer *p) { bus_peer_free(p); }
 
 static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
   (void)conn;
@@ -145,7 +136,7 @@ static void bus_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   p->registered = false;
   if (p->announced) vsri_bus_emit(bus, VSR_PEER_LOST, p, reason);
   p->conn = NULL;
-  bus_peer_free(p);
+  vsri_bus_peer_free(p);
 }
 
 const struct vsri_conn_events vsri_bus_conn_events = {
@@ -220,7 +211,7 @@ static void bus_client_accept(void *owner, struct vsri_conn *conn) {
     VSRI_WARN("VSR-CLIENT", "%s %s: client refused: %s (%u active, max %u)", name,
               bl->tops->name, vsr_strerror(err), (unsigned)bus->stats.clients_active,
               bus->opts.max_clients);
-    if (p) bus_peer_free(p);
+    if (p) vsri_bus_peer_free(p);
     bl->tops->close(conn, err, false);
     return;
   }
@@ -280,11 +271,7 @@ int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id) {
 }
 
 struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size) {
-  if (size < VSR_HEADER_SIZE || size > bus->opts.max_message_size) return NULL;
-  struct vsr_msg *m = vsr_pool_get(bus->loop->pool, size);
-  if (!m) return NULL;
-  vsr_header_init(m->data, VSR_CMD_RESERVED, size);
-  return m;
+  return vsri_frame_new(bus->loop->pool, bus->opts.max_message_size, size);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -505,21 +492,17 @@ int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf,
   return 0;
 }
 
+static void bus_add_sent(struct vsr_bus_stats *out, const struct bus_peer *p) {
+  if (!p) return;
+  out->frames_out += p->q.frames_done;
+  out->bytes_out += p->q.bytes_done;
+}
+
 /* Adds the send counters of live peers to the totals of peers already gone. */
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
   *out = bus->stats;
-  for (uint32_t i = 0; i < bus->client_slots_len; i++) {
-    const struct bus_peer *p = bus->client_slots[i];
-    if (!p) continue;
-    out->frames_out += p->q.frames_done;
-    out->bytes_out += p->q.bytes_done;
-  }
-  for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
-    const struct bus_peer *p = bus->replicas[i];
-    if (!p) continue;
-    out->frames_out += p->q.frames_done;
-    out->bytes_out += p->q.bytes_done;
-  }
+  for (uint32_t i = 0; i < bus->client_slots_len; i++) bus_add_sent(out, bus->client_slots[i]);
+  for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_add_sent(out, bus->replicas[i]);
 }
 
 int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,

@@ -67,6 +67,24 @@ struct vsr_bus {
   struct vsr_bus_stats stats;
 };
 
+/* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */
+static inline uint32_t vsri_pow2_at_least(uint32_t v) {
+  uint32_t p = 1;
+  while (p < v && p < (1u << 30)) p <<= 1;
+  return p;
+}
+
+/* A fresh frame of |size| bytes from |pool|: header zeroed, size field set. NULL when |size|
+ * is outside 256..|max_size| or the pool is exhausted. Backs vsr_bus_msg_new and
+ * vsr_client_msg_new. */
+static inline struct vsr_msg *vsri_frame_new(struct vsr_pool *pool, uint32_t max_size,
+                                             uint32_t size) {
+  if (size < VSR_HEADER_SIZE || size > max_size) return NULL;
+  struct vsr_msg *m = vsr_pool_get(pool, size);
+  if (m) vsr_header_init(m->data, VSR_CMD_RESERVED, size);
+  return m;
+}
+
 /* Peers (bus.c). */
 struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
                                    const struct vsri_transport_ops *tops);
@@ -93,7 +111,9 @@ void vsri_replica_on_closed(struct bus_peer *p, int reason);
 /* An outgoing replica connection finished connecting (status 0) or failed. */
 void vsri_replica_on_connected(struct bus_peer *p, int status);
 
-/* Tests only: the next accepted client is registered under |id| (0 clears). */
+/* Tests only: the next accepted client claims |id| (0 clears). If a live client holds |id|,
+ * the newcomer is refused as a duplicate (the reference's duplicate_client_id case);
+ * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
 
 /* QUIC hooks for the client SDK and the bus (quic.c). vsri_client_quic_ops returns NULL

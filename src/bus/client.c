@@ -104,12 +104,6 @@ static const struct vsri_conn_events client_events = {
     .on_closed = client_on_closed,
 };
 
-static uint32_t client_pow2(uint32_t v) {
-  uint32_t p = 1;
-  while (p < v && p < (1u << 24)) p <<= 1;
-  return p;
-}
-
 int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
                    const struct vsr_client_options *o, const struct vsr_client_callbacks *cb,
                    void *user) {
@@ -126,7 +120,7 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
     VSRI_ERROR("VSR-CLIENT", "transport '%s' is not available", tname);
     return VSR_EINVAL;
   }
-  uint32_t cap = client_pow2(o->queue_capacity ? o->queue_capacity : 4096);
+  uint32_t cap = vsri_pow2_at_least(o->queue_capacity ? o->queue_capacity : 4096);
   struct vsr_client *c = vsri_calloc(1, sizeof *c + cap * sizeof(struct vsr_msg *));
   if (!c) return VSR_ENOMEM;
   c->loop = loop;
@@ -185,10 +179,7 @@ uint32_t vsr_client_queued(const struct vsr_client *c) { return c->q.len; }
 struct vsr_loop *vsr_client_loop(struct vsr_client *c) { return c->loop; }
 
 struct vsr_msg *vsr_client_msg_new(struct vsr_client *c, uint32_t size) {
-  if (size < VSR_HEADER_SIZE || size > c->max_message_size) return NULL;
-  struct vsr_msg *m = vsr_pool_get(c->loop->pool, size);
-  if (m) vsr_header_init(m->data, VSR_CMD_RESERVED, size);
-  return m;
+  return vsri_frame_new(c->loop->pool, c->max_message_size, size);
 }
 
 /* ---- blocking use ------------------------------------------------------------------------ */

@@ -37,7 +37,6 @@ struct vsri_conn {
   bool direct_read;   /* the pending recv writes straight into the decoder's frame */
   int reason;         /* close reason, valid once state >= TC_CLOSING */
   struct iovec *iov;  /* max_batch entries, allocated at the first write */
-  int iov_frames;     /* frames in the pending writev */
   struct vsri_completion rc; /* reads (and connect) */
   struct vsri_completion wc; /* writes */
   struct vsri_completion cc; /* final close(fd) */
@@ -296,7 +295,6 @@ static void tcp_flush(void *ctx) {
     c->iov[i].iov_base = m->data + off;
     c->iov[i].iov_len = m->size - off;
   }
-  c->iov_frames = (int)n;
   c->writing = true;
   vsri_io_writev(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
 }

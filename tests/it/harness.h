@@ -60,12 +60,6 @@ struct h_node {
   void *user;
 };
 
-static inline uint64_t h_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * H_SEC + (uint64_t)ts.tv_nsec;
-}
-
 static inline void h_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
                          struct vsr_msg *msg) {
   struct h_node *n = user;
@@ -160,8 +154,8 @@ static inline int h_start(struct h_node *n) {
   pthread_mutex_init(&n->mu, NULL);
   pthread_cond_init(&n->cv, NULL);
   if (pthread_create(&n->thread, NULL, h_thread, n) != 0) return VSR_ENOMEM;
-  uint64_t end = h_now() + 10 * H_SEC;
-  while (atomic_load(&n->ready) == 0 && h_now() < end) usleep(1000);
+  uint64_t end = vsrt_now() + 10 * H_SEC;
+  while (atomic_load(&n->ready) == 0 && vsrt_now() < end) usleep(1000);
   if (atomic_load(&n->ready) != 1) {
     pthread_join(n->thread, NULL);
     return n->start_err ? n->start_err : VSR_ETIMEDOUT;
@@ -197,10 +191,10 @@ static inline int h_count(struct h_node *n, enum vsr_peer_event_kind kind) {
 /* Waits (bounded) until at least |want| events of |kind| were seen. Returns the count. */
 static inline int h_wait_events(struct h_node *n, enum vsr_peer_event_kind kind, int want,
                          uint64_t timeout_ns) {
-  uint64_t end = h_now() + timeout_ns;
+  uint64_t end = vsrt_now() + timeout_ns;
   pthread_mutex_lock(&n->mu);
   int c;
-  while ((c = h_count(n, kind)) < want && h_now() < end) {
+  while ((c = h_count(n, kind)) < want && vsrt_now() < end) {
     pthread_mutex_unlock(&n->mu);
     usleep(1000);
     pthread_mutex_lock(&n->mu);
@@ -234,23 +228,7 @@ static inline struct vsr_client *h_client(struct h_node *n) {
 }
 
 /* A raw blocking socket to the node, for bad input. */
-static inline int h_raw(struct h_node *n) {
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  char host[64];
-  snprintf(host, sizeof host, "%s", n->addr);
-  char *colon = strrchr(host, ':');
-  *colon = 0;
-  a.sin_port = htons((uint16_t)atoi(colon + 1));
-  inet_pton(AF_INET, host, &a.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-    close(fd);
-    return -1;
-  }
-  struct timeval tv = {10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
+static inline int h_raw(struct h_node *n) { return vsrt_connect(n->addr); }
 
 /* Reads until EOF (bounded by SO_RCVTIMEO). Returns bytes read before EOF, or -1 on timeout. */
 static inline long h_read_to_eof(int fd) {

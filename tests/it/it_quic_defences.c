@@ -210,9 +210,9 @@ static void test_gtlsclient_h3_refused(void **state) {
   }
   assert_true(pid > 0);
   int status = 0;
-  uint64_t end = qt_now() + 20 * QT_SEC;
+  uint64_t end = vsrt_now() + 20 * QT_SEC;
   pid_t done = 0;
-  while ((done = waitpid(pid, &status, WNOHANG)) == 0 && qt_now() < end) {
+  while ((done = waitpid(pid, &status, WNOHANG)) == 0 && vsrt_now() < end) {
     vsri_io_run(env.io, (int64_t)(5 * QT_MS));
   }
   if (done == 0) {

@@ -24,8 +24,8 @@ static void nonce(uint8_t out[32]) {
 
 /* Waits for a new log line holding |a| and |b| (|before| lines held them earlier). */
 static void expect_log(const char *a, const char *b, int before) {
-  uint64_t end = r_now() + 10 * R_SEC;
-  while (r_log_count(a, b) <= before && r_now() < end) usleep(2000);
+  uint64_t end = vsrt_now() + 10 * R_SEC;
+  while (r_log_count(a, b) <= before && vsrt_now() < end) usleep(2000);
   if (r_log_count(a, b) <= before) fail_msg("no log line with '%s' and '%s'", a, b ? b : "");
 }
 
@@ -49,11 +49,11 @@ static void expect_bare_close(int fd) {
 /* Sends Hello(|id|, |nd|) and reads an Ok Challenge into |ch|. */
 static int hello_and_challenge(const char *addr, uint8_t id, const uint8_t nd[32],
                                uint8_t ch[256]) {
-  int fd = r_raw_connect(addr);
+  int fd = vsrt_connect(addr);
   assert_true(fd >= 0);
   uint8_t h[256];
   r_hello(h, cluster_id, id, nd);
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   assert_int_equal(r_read_header(fd, ch), 1);
   assert_int_equal(ch[60], VSR_CMD_REPLICA_CHALLENGE);
   assert_int_equal(ch[128 + VSRI_AUTH_STATUS_OFFSET], VSRI_AUTH_OK);
@@ -144,18 +144,18 @@ static void attacks_on_hello(const char *addr) {
 
   /* Wrong cluster, nonce offered: reject status 2 then close. */
   before = r_log_count("not ours", "VSR_EAUTH_CLUSTER");
-  fd = r_raw_connect(addr);
+  fd = vsrt_connect(addr);
   nonce(nd);
   r_hello(h, vsr_u128_from_u64(0xDEAD), 0, nd);
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   expect_reject(fd, VSRI_AUTH_CLUSTER_MISMATCH);
   close(fd);
   expect_log("not ours", "VSR_EAUTH_CLUSTER", before);
 
   /* Wrong cluster, no nonce: a legacy dialer does not read, so no frame, just a close. */
-  fd = r_raw_connect(addr);
+  fd = vsrt_connect(addr);
   r_hello(h, vsr_u128_from_u64(0xDEAD), 0, NULL);
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   expect_bare_close(fd);
   close(fd);
 
@@ -163,10 +163,10 @@ static void attacks_on_hello(const char *addr) {
   uint8_t ids[] = {2, 9, 255};
   for (size_t i = 0; i < sizeof ids; i++) {
     before = r_log_count("only lower ids", "VSR_EAUTH_DIRECTION");
-    fd = r_raw_connect(addr);
+    fd = vsrt_connect(addr);
     nonce(nd);
     r_hello(h, cluster_id, ids[i], nd);
-    assert_true(r_write_all(fd, h, 256));
+    assert_true(vsrt_write_all(fd, h, 256));
     expect_reject(fd, VSRI_AUTH_DIRECTIONAL_RULE);
     close(fd);
     expect_log("only lower ids", "VSR_EAUTH_DIRECTION", before);
@@ -174,31 +174,31 @@ static void attacks_on_hello(const char *addr) {
 
   /* Wrong command where the Hello belongs (a Ping carrying a nonce): status 1. */
   before = r_log_count("where a ReplicaHello belongs", "VSR_EAUTH_COMMAND");
-  fd = r_raw_connect(addr);
+  fd = vsrt_connect(addr);
   nonce(nd);
   r_hello(h, cluster_id, 0, nd);
   h[60] = VSR_CMD_PING;
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   expect_reject(fd, VSRI_AUTH_UNKNOWN_COMMAND);
   close(fd);
   expect_log("where a ReplicaHello belongs", "VSR_EAUTH_COMMAND", before);
 
   /* A consensus frame before any handshake (a valid, sealed Commit): refused, bare close. */
   before = r_log_count("Commit (command 9) where a ReplicaHello belongs", NULL);
-  fd = r_raw_connect(addr);
+  fd = vsrt_connect(addr);
   vsr_header_init(h, VSR_CMD_COMMIT, 256);
   vsr_put_u128(h + 32, cluster_id);
   vsr_frame_seal(h);
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("Commit (command 9) where a ReplicaHello belongs", NULL, before);
 
   /* Hello without a nonce while auth is on: refused without a frame (AUTH_REQUIRED). */
   before = r_log_count("carries no nonce", "VSR_EAUTH_REQUIRED");
-  fd = r_raw_connect(addr);
+  fd = vsrt_connect(addr);
   r_hello(h, cluster_id, 0, NULL);
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("carries no nonce", "VSR_EAUTH_REQUIRED", before);
@@ -214,7 +214,7 @@ static void attacks_on_finish(const char *addr) {
   nonce(nd);
   fd = hello_and_challenge(addr, 0, nd, ch);
   finish_frame(fin, key_b, 0, 2, nd, ch + 128);
-  assert_true(r_write_all(fd, fin, 256));
+  assert_true(vsrt_write_all(fd, fin, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("ReplicaFinish MAC from replica 0 does not verify", "VSR_EAUTH,", before);
@@ -230,7 +230,7 @@ static void attacks_on_finish(const char *addr) {
     if (which == 0) na[7] ^= 0x10;
     else nd2[31] ^= 0x01;
     finish_frame(fin, key_a, 0, 2, nd2, na);
-    assert_true(r_write_all(fd, fin, 256));
+    assert_true(vsrt_write_all(fd, fin, 256));
     expect_bare_close(fd);
     close(fd);
     expect_log("does not verify", "VSR_EAUTH,", before);
@@ -243,7 +243,7 @@ static void attacks_on_finish(const char *addr) {
   vsr_header_init(fin, VSR_CMD_REPLICA_FINISH, 256);
   vsr_put_u128(fin + 32, cluster_id);
   memcpy(fin + 128 + VSRI_AUTH_MAC_OFFSET, ch + 128 + VSRI_AUTH_MAC_OFFSET, 32);
-  assert_true(r_write_all(fd, fin, 256));
+  assert_true(vsrt_write_all(fd, fin, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("does not verify", "VSR_EAUTH,", before);
@@ -253,7 +253,7 @@ static void attacks_on_finish(const char *addr) {
   nonce(nd);
   fd = hello_and_challenge(addr, 0, nd, ch);
   finish_frame(fin, key_a, 2, 0, nd, ch + 128);
-  assert_true(r_write_all(fd, fin, 256));
+  assert_true(vsrt_write_all(fd, fin, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("does not verify", "VSR_EAUTH,", before);
@@ -264,7 +264,7 @@ static void attacks_on_finish(const char *addr) {
   nonce(nd);
   fd = hello_and_challenge(addr, 1, nd, ch);
   finish_frame(fin, key_a, 1, 2, nd, ch + 128);
-  assert_true(r_write_all(fd, fin, 256));
+  assert_true(vsrt_write_all(fd, fin, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("already connected", "VSR_EDUPLICATE", before);
@@ -272,7 +272,7 @@ static void attacks_on_finish(const char *addr) {
   uint8_t ch2[256];
   fd = hello_and_challenge(addr, 1, nd, ch2);
   assert_memory_not_equal(ch + 128, ch2 + 128, 32);
-  assert_true(r_write_all(fd, fin, 256));
+  assert_true(vsrt_write_all(fd, fin, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("ReplicaFinish MAC from replica 1 does not verify", NULL, before);
@@ -283,7 +283,7 @@ static void attacks_on_finish(const char *addr) {
   fd = hello_and_challenge(addr, 0, nd, ch);
   vsr_header_init(h, VSR_CMD_PREPARE, 256);
   vsr_put_u128(h + 32, cluster_id);
-  assert_true(r_write_all(fd, h, 256));
+  assert_true(vsrt_write_all(fd, h, 256));
   expect_bare_close(fd);
   close(fd);
   expect_log("where a ReplicaFinish belongs", "VSR_EAUTH_COMMAND", before);
@@ -345,7 +345,7 @@ static void silent_connection_closed_at_deadline(void **state) {
   n.opts.handshake_grace_ns = 200000000ull;
   assert_int_equal(r_start(&n), 0);
   int before = r_log_count("handshake not finished", "VSR_EHANDSHAKE_TIMEOUT");
-  int fd = r_raw_connect(n.replica_addr);
+  int fd = vsrt_connect(n.replica_addr);
   assert_true(fd >= 0);
   assert_true(r_wait_eof(fd, 10 * R_SEC));
   close(fd);
@@ -439,7 +439,7 @@ static void dialer_refuses_bad_challenges(void **state) {
     vsr_header_init(out, VSR_CMD_REPLICA_CHALLENGE, 256);
     vsr_put_u128(out + 32, cluster_id);
     out[128 + VSRI_AUTH_STATUS_OFFSET] = statuses[i];
-    assert_true(r_write_all(fd, out, 256));
+    assert_true(vsrt_write_all(fd, out, 256));
     assert_true(r_wait_eof(fd, 10 * R_SEC));
     close(fd);
     expect_log("refused our ReplicaHello", names[i], before);
@@ -461,7 +461,7 @@ static void dialer_refuses_bad_challenges(void **state) {
       memcpy(out, hello, 256); /* the dialer's own Hello bytes, relabeled */
       out[60] = VSR_CMD_REPLICA_CHALLENGE;
     }
-    assert_true(r_write_all(fd, out, 256));
+    assert_true(vsrt_write_all(fd, out, 256));
     uint8_t h[256];
     assert_int_equal(r_read_header(fd, h), 0); /* no Finish: closed */
     close(fd);
@@ -472,7 +472,7 @@ static void dialer_refuses_bad_challenges(void **state) {
   before = r_log_count("where a ReplicaChallenge belongs", "VSR_EAUTH_COMMAND");
   fd = raw_accept_hello(lfd, hello);
   vsr_header_init(out, VSR_CMD_PING, 256);
-  assert_true(r_write_all(fd, out, 256));
+  assert_true(vsrt_write_all(fd, out, 256));
   assert_true(r_wait_eof(fd, 10 * R_SEC));
   close(fd);
   expect_log("where a ReplicaChallenge belongs", "VSR_EAUTH_COMMAND", before);
@@ -482,7 +482,7 @@ static void dialer_refuses_bad_challenges(void **state) {
   fd = raw_accept_hello(lfd, hello);
   nonce(na);
   challenge_frame(out, key_a, hello + 128, na, na);
-  assert_true(r_write_all(fd, out, 256));
+  assert_true(vsrt_write_all(fd, out, 256));
   uint8_t fin[256], want[256];
   assert_int_equal(r_read_header(fd, fin), 1);
   finish_frame(want, key_a, 0, 1, hello + 128, na);

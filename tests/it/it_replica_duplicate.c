@@ -46,16 +46,16 @@ static void raw_duplicate_dropped_before_delivery(void **state) {
   nd[0] |= 1;
   assert_int_equal(vsri_auth_dialer_hello(&hs, nd, out), 0);
   int before = r_log_count("already connected", "VSR_EDUPLICATE");
-  int fd = r_raw_connect(n[1].replica_addr);
+  int fd = vsrt_connect(n[1].replica_addr);
   assert_true(fd >= 0);
-  assert_true(r_write_all(fd, out, 256));
+  assert_true(vsrt_write_all(fd, out, 256));
   assert_int_equal(r_read_header(fd, ch), 1);
   assert_int_equal(vsri_auth_dialer_on_challenge(&hs, ch, out), 0); /* the acceptor is real */
   vsr_header_init(out + 256, VSR_CMD_PREPARE, 256);
   vsr_put_u128(out + 256 + 32, cfg.cluster);
   ((struct vsr_prepare_header *)(out + 256))->op = 999;
   vsr_frame_seal(out + 256);
-  assert_true(r_write_all(fd, out, 512)); /* Finish + Prepare in one write */
+  assert_true(vsrt_write_all(fd, out, 512)); /* Finish + Prepare in one write */
   assert_true(r_wait_eof(fd, 10 * R_SEC));
   close(fd);
   assert_true(r_log_wait("already connected", "VSR_EDUPLICATE", 10 * R_SEC));

@@ -22,7 +22,7 @@ struct flood {
 static void *flood_more(void *arg) {
   struct flood *f = arg;
   for (int i = 0; i < LATE; i++) {
-    f->fds[i] = r_raw_connect(f->addr);
+    f->fds[i] = vsrt_connect(f->addr);
     usleep(500);
   }
   return NULL;
@@ -40,7 +40,7 @@ static void real_replica_gets_in(void **state) {
 
   int fds[FLOOD];
   for (int i = 0; i < FLOOD; i++) {
-    fds[i] = r_raw_connect(n[1].replica_addr);
+    fds[i] = vsrt_connect(n[1].replica_addr);
     assert_true(fds[i] >= 0);
   }
   /* Everything but the newest CAP connections is closed at once. */
@@ -72,8 +72,8 @@ static void real_replica_gets_in(void **state) {
     if (f.fds[i] >= 0) close(f.fds[i]);
   }
   /* Hung-up floods release their slots. */
-  uint64_t end = r_now() + 10 * R_SEC;
-  while (r_stats(&n[1]).st.handshakes_inflight > 0 && r_now() < end) usleep(2000);
+  uint64_t end = vsrt_now() + 10 * R_SEC;
+  while (r_stats(&n[1]).st.handshakes_inflight > 0 && vsrt_now() < end) usleep(2000);
   assert_int_equal(r_stats(&n[1]).st.handshakes_inflight, 0);
   r_stop(&n[0], true);
   r_stop(&n[1], true);

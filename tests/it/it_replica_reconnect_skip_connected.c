@@ -33,8 +33,8 @@ static void skips_connected_peer(void **state) {
 
 /* Accepts every pending connection on |lfd| for |ns|; returns how many. */
 static int accept_for(int lfd, uint64_t ns, int *fds, int max, int have) {
-  uint64_t end = r_now() + ns;
-  while (r_now() < end) {
+  uint64_t end = vsrt_now() + ns;
+  while (vsrt_now() < end) {
     struct pollfd p = {lfd, POLLIN, 0};
     if (poll(&p, 1, 10) != 1) continue;
     int fd = accept(lfd, NULL, NULL);
@@ -63,16 +63,16 @@ static void skips_dial_pending_peer(void **state) {
   assert_int_equal(r_start(&n), 0);
   int fds[8];
   int got = 0;
-  uint64_t end = r_now() + 10 * R_SEC;
-  while (got == 0 && r_now() < end) got = accept_for(lfd, 50000000ull, fds, 8, got);
+  uint64_t end = vsrt_now() + 10 * R_SEC;
+  while (got == 0 && vsrt_now() < end) got = accept_for(lfd, 50000000ull, fds, 8, got);
   assert_int_equal(got, 1);
   got = accept_for(lfd, 400000000ull, fds, 8, got); /* ~20 sweeps */
   assert_int_equal(got, 1);
   assert_int_equal(r_stats(&n).st.handshakes_inflight, 1);
   /* The pending dial ends (the peer hangs up): the next sweep dials again. */
   close(fds[0]);
-  end = r_now() + 10 * R_SEC;
-  while (got < 2 && r_now() < end) got = accept_for(lfd, 50000000ull, fds, 8, got);
+  end = vsrt_now() + 10 * R_SEC;
+  while (got < 2 && vsrt_now() < end) got = accept_for(lfd, 50000000ull, fds, 8, got);
   assert_int_equal(got, 2);
   assert_int_equal(r_count(&n, VSR_PEER_LOST, 1), 1);
   r_stop(&n, true);

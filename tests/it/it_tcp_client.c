@@ -128,9 +128,9 @@ static void two_hundred_clients(void **state) {
   }
   /* Drive the shared client loop until each client has its pong (bounded). */
   int done = 0;
-  uint64_t end = h_now() + 30 * H_SEC;
+  uint64_t end = vsrt_now() + 30 * H_SEC;
   bool have[N] = {0};
-  while (done < N && h_now() < end) {
+  while (done < N && vsrt_now() < end) {
     vsr_loop_run_once(loop, 1000000);
     for (int i = 0; i < N; i++) {
       struct vsr_msg *r;
@@ -214,8 +214,8 @@ static void vectored_batch_in_order(void **state) {
   vsr_client_send(c, hello);
   vsr_client_flush(c, 5 * H_SEC);
   vsr_msg_unref(hello);
-  uint64_t end = h_now() + 5 * H_SEC;
-  while (n.frames == 0 && h_now() < end) usleep(1000);
+  uint64_t end = vsrt_now() + 5 * H_SEC;
+  while (n.frames == 0 && vsrt_now() < end) usleep(1000);
   struct batch_arg a = {.client = n.last_client, .n = 200};
   h_run(&n, batch_send_task, &a);
   assert_int_equal(a.sent, 200);

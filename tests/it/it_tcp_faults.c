@@ -18,16 +18,6 @@ static void raw_header(uint8_t *h, uint8_t cmd, uint32_t size) {
   vsr_put_u32(h + 48, size);
 }
 
-static void write_all(int fd, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0) {
-    ssize_t w = write(fd, b, n);
-    assert_true(w > 0);
-    b += w;
-    n -= (size_t)w;
-  }
-}
-
 /* One good client pings the node; asserts the reply comes back. */
 static void good_client_still_served(struct vsr_client *c, uint32_t seq) {
   struct vsr_msg *m = vsr_client_msg_new(c, 256), *r = NULL;
@@ -53,7 +43,7 @@ static int bad_expected[BAD_KINDS] = {
 static void send_bad(int fd, enum bad_kind kind) {
   uint8_t h[256];
   raw_header(h, VSR_CMD_PING_CLIENT, 256);
-  write_all(fd, h, 256); /* accepted before the bad frame: must be delivered */
+  assert_true(vsrt_write_all(fd, h, 256)); /* accepted before the bad frame: must be delivered */
   switch (kind) {
   case BAD_SMALL: raw_header(h, VSR_CMD_REQUEST, 100); break;
   case BAD_LARGE: raw_header(h, VSR_CMD_REQUEST, (1u << 20) + 1); break;
@@ -67,13 +57,13 @@ static void send_bad(int fd, enum bad_kind kind) {
     break;
   case BAD_EOF_HDR:
     raw_header(h, VSR_CMD_PING_CLIENT, 256);
-    write_all(fd, h, 100);
+    assert_true(vsrt_write_all(fd, h, 100));
     shutdown(fd, SHUT_WR);
     return;
   case BAD_EOF_BODY:
     raw_header(h, VSR_CMD_PING_CLIENT, 256 + 1000);
-    write_all(fd, h, 256);
-    write_all(fd, h, 200);
+    assert_true(vsrt_write_all(fd, h, 256));
+    assert_true(vsrt_write_all(fd, h, 200));
     shutdown(fd, SHUT_WR);
     return;
   case BAD_CLEAN_EOF:
@@ -81,7 +71,7 @@ static void send_bad(int fd, enum bad_kind kind) {
     return;
   default: break;
   }
-  write_all(fd, h, 256);
+  assert_true(vsrt_write_all(fd, h, 256));
 }
 
 static void every_bad_frame_closes_only_its_connection(void **state) {
@@ -133,8 +123,8 @@ static void flood_task(struct h_node *n, void *arg) {
 }
 
 static uint64_t first_client(struct h_node *n) {
-  uint64_t end = h_now() + 5 * H_SEC;
-  while (h_now() < end) {
+  uint64_t end = vsrt_now() + 5 * H_SEC;
+  while (vsrt_now() < end) {
     pthread_mutex_lock(&n->mu);
     for (int i = 0; i < n->nevents; i++) {
       if (n->events[i].kind == VSR_PEER_CONNECTED) {
@@ -263,7 +253,7 @@ static void duplicate_client_id_keeps_first(void **state) {
   int dup = h_raw(&n);
   uint8_t h[256];
   raw_header(h, VSR_CMD_PING_CLIENT, 256);
-  write_all(dup, h, 256);
+  assert_true(vsrt_write_all(dup, h, 256));
   assert_int_equal(h_read_to_eof(dup), 0); /* dropped, nothing delivered to it */
   close(dup);
   good_client_still_served(first, 7);
@@ -340,7 +330,7 @@ static void internal_failure_cleans_up(void **state) {
   uint64_t id = first_client(&n);
   uint8_t h[256];
   raw_header(h, VSR_CMD_PING_CLIENT, 1u << 20);
-  write_all(fd, h, 256);
+  assert_true(vsrt_write_all(fd, h, 256));
   assert_int_equal(h_read_to_eof(fd), 0);
   close(fd);
   assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, 1, 5 * H_SEC), 1);

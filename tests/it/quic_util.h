@@ -60,12 +60,6 @@ struct qt_env {
   bool server_echo, server_check;
 };
 
-static inline uint64_t qt_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * QT_SEC + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- log catcher ----------------------------------------------------------------------- */
 
 static char qt_log_buf[1 << 16];
@@ -254,9 +248,9 @@ static inline int qt_dial(struct qt_env *env, int i, const char *addr) {
 /* Runs the loop until |pred| holds or |timeout_ns| passes. Returns the final |pred|. */
 static inline bool qt_run_until(struct qt_env *env, bool (*pred)(struct qt_env *, void *),
                                 void *arg, uint64_t timeout_ns) {
-  uint64_t end = qt_now() + timeout_ns;
+  uint64_t end = vsrt_now() + timeout_ns;
   while (!pred(env, arg)) {
-    if (qt_now() > end) return false;
+    if (vsrt_now() > end) return false;
     vsri_io_run(env->io, (int64_t)QT_MS);
   }
   return true;

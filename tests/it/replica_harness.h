@@ -66,12 +66,6 @@ struct r_node {
   bool task_done;
 };
 
-static inline uint64_t r_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * R_SEC + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- captured log lines ------------------------------------------------------------------ */
 
 #define R_LOG_MAX 512
@@ -108,8 +102,8 @@ static inline int r_log_count(const char *a, const char *b) {
 
 /* Waits (bounded) until a line holding |a| and |b| appears. */
 static inline bool r_log_wait(const char *a, const char *b, uint64_t timeout_ns) {
-  uint64_t end = r_now() + timeout_ns;
-  while (r_now() < end) {
+  uint64_t end = vsrt_now() + timeout_ns;
+  while (vsrt_now() < end) {
     if (r_log_count(a, b) > 0) return true;
     usleep(2000);
   }
@@ -233,8 +227,8 @@ static inline void r_set_addr(struct r_node *n, int i, const char *addr) {
 /* Starts the bus thread; returns 0 or the bus creation error. */
 static inline int r_start(struct r_node *n) {
   if (pthread_create(&n->thread, NULL, r_thread, n) != 0) return VSR_ENOMEM;
-  uint64_t end = r_now() + 10 * R_SEC;
-  while (atomic_load(&n->ready) == 0 && r_now() < end) usleep(1000);
+  uint64_t end = vsrt_now() + 10 * R_SEC;
+  while (atomic_load(&n->ready) == 0 && vsrt_now() < end) usleep(1000);
   if (atomic_load(&n->ready) != 1) {
     pthread_join(n->thread, NULL);
     return n->start_err ? n->start_err : VSR_ETIMEDOUT;
@@ -275,9 +269,9 @@ static inline int r_count(struct r_node *n, enum vsr_peer_event_kind kind, int64
 /* Waits (bounded) until at least |want| events of |kind| for |id| (-1: any). */
 static inline int r_wait(struct r_node *n, enum vsr_peer_event_kind kind, int64_t id, int want,
                          uint64_t timeout_ns) {
-  uint64_t end = r_now() + timeout_ns;
+  uint64_t end = vsrt_now() + timeout_ns;
   int c;
-  while ((c = r_count(n, kind, id)) < want && r_now() < end) usleep(1000);
+  while ((c = r_count(n, kind, id)) < want && vsrt_now() < end) usleep(1000);
   return c;
 }
 
@@ -299,9 +293,9 @@ static inline int r_frames(struct r_node *n, uint8_t cmd) {
 }
 
 static inline int r_wait_frames(struct r_node *n, uint8_t cmd, int want, uint64_t timeout_ns) {
-  uint64_t end = r_now() + timeout_ns;
+  uint64_t end = vsrt_now() + timeout_ns;
   int c;
-  while ((c = r_frames(n, cmd)) < want && r_now() < end) usleep(1000);
+  while ((c = r_frames(n, cmd)) < want && vsrt_now() < end) usleep(1000);
   return c;
 }
 
@@ -329,8 +323,8 @@ static inline struct r_stats_arg r_stats(struct r_node *n) {
 /* Waits (bounded) until errors[-|code|] reaches |want|; returns the last value. */
 static inline uint64_t r_wait_errors(struct r_node *n, int code, uint64_t want,
                                      uint64_t timeout_ns) {
-  uint64_t end = r_now() + timeout_ns, v;
-  while ((v = r_stats(n).st.errors[-code]) < want && r_now() < end) usleep(2000);
+  uint64_t end = vsrt_now() + timeout_ns, v;
+  while ((v = r_stats(n).st.errors[-code]) < want && vsrt_now() < end) usleep(2000);
   return v;
 }
 
@@ -390,35 +384,6 @@ static inline int r_free_port(void) {
 }
 
 /* A blocking socket connected to "host:port", 10 s receive timeout; -1 on failure. */
-static inline int r_raw_connect(const char *addr) {
-  char host[64];
-  snprintf(host, sizeof host, "%s", addr);
-  char *colon = strrchr(host, ':');
-  if (!colon) return -1;
-  *colon = 0;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-  inet_pton(AF_INET, host, &a.sin_addr);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-    close(fd);
-    return -1;
-  }
-  struct timeval tv = {10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-static inline bool r_write_all(int fd, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0) {
-    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    b += w;
-    n -= (size_t)w;
-  }
-  return true;
-}
-
 /* Reads one 256-byte header. Returns 1, 0 on EOF (or reset), -1 on timeout. */
 static inline int r_read_header(int fd, uint8_t out[256]) {
   size_t got = 0;
@@ -438,9 +403,9 @@ static inline int r_read_header(int fd, uint8_t out[256]) {
 
 /* True once the peer closed |fd| (EOF or reset) within |timeout_ns|, discarding any bytes. */
 static inline bool r_wait_eof(int fd, uint64_t timeout_ns) {
-  uint64_t end = r_now() + timeout_ns;
+  uint64_t end = vsrt_now() + timeout_ns;
   uint8_t buf[512];
-  while (r_now() < end) {
+  while (vsrt_now() < end) {
     struct pollfd pfd = {fd, POLLIN, 0};
     if (poll(&pfd, 1, 50) <= 0) continue;
     ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
