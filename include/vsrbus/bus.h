@@ -64,6 +64,11 @@ struct vsr_bus_options {
   const char *client_tcp_addr;  /* default "127.0.0.1:8090"; NULL: no TCP listener */
   const char *client_quic_addr; /* default NULL (off); e.g. "127.0.0.1:8080" */
   uint32_t max_clients;         /* default 100000; more are refused and counted */
+  /* A client that sends nothing for this long is closed (VSR_EIDLE), TCP and QUIC alike. Any
+   * frame received (PingClient included) resets the clock; a frame in progress is bounded by
+   * frame_timeout_ns instead. Default 60 s: twice frame_timeout, so a client sending one frame
+   * a minute stays; silent connections cannot pile up. 0: off. */
+  uint64_t client_idle_timeout_ns;
 
   /* Framing and queues (reference defaults). */
   uint32_t max_message_size;    /* default 64 MiB */
@@ -71,6 +76,10 @@ struct vsr_bus_options {
   uint32_t peer_queue_capacity; /* frames per peer queue, default 256 (rounded to 2^k) */
   bool verify_body_checksum;    /* verify non-zero Prepare body checksums, default true */
   uint64_t close_peer_timeout_ns; /* per-peer drain bound at shutdown, default 2 s */
+  /* A frame whose first byte arrived must be complete this long after it (VSR_EFRAME_TIMEOUT),
+   * on both planes and every transport. Default 30 s: a 64 MiB frame at ~2 MiB/s; a header
+   * dripped one byte at a time cannot hold a connection open. 0: off. */
+  uint64_t frame_timeout_ns;
 
   /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
   const char *cluster_name;            /* the u128 cluster id is derived from it */
@@ -119,9 +128,12 @@ struct vsr_loop *vsr_bus_loop(struct vsr_bus *bus);
 /* Runs one loop turn (see vsr_loop_run_once). */
 int vsr_bus_run_once(struct vsr_bus *bus, int64_t timeout_ns);
 
-/* Graceful shutdown: stop accepting, stop reading, drain every queue (each peer bounded by
- * close_peer_timeout_ns), then close (QUIC with 0x1003). Runs the loop until every connection
- * is closed or |timeout_ns| passes, then force-closes the rest. Returns 0 or VSR_ETIMEDOUT. */
+/* Graceful shutdown: stop accepting, stop delivering frames, drain every queue, then close
+ * without losing what was written: TCP half-closes (FIN after the last frame) and reads and
+ * discards until the peer closes, so the kernel never resets replies still in flight; QUIC
+ * closes with 0x1003 once the peer acknowledged the last stream byte. Each peer is bounded by
+ * close_peer_timeout_ns; the whole call by |timeout_ns|, after which the rest is force-closed.
+ * Returns 0, or VSR_ETIMEDOUT when a queued frame could not be written in time. */
 int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns);
 
 /* A fresh message of |size| bytes (>= 256) from the bus's pool, header zeroed and its size

@@ -36,17 +36,22 @@ enum vsr_err {
   VSR_EFRAME_FIELD = -25,         /* a field fails the command's validation rules */
   VSR_EFRAME_RESERVED = -26,      /* reserved bytes that must be zero are not */
   VSR_EFRAME_ENUM = -27,          /* an enum byte (operation, reason, outcome) is undefined */
-  VSR_EFRAME_PLANE = -28,         /* valid frame, wrong plane or wrong direction */
+  VSR_EFRAME_PLANE = -28,         /* valid frame, wrong plane or wrong direction (e.g. a
+                                   * client sending Prepare or ReplicaHello: docs/limits.md) */
 
   /* -40..-59: connection errors. */
-  VSR_ECLOSED = -40,     /* peer closed cleanly at a frame boundary */
+  VSR_ECLOSED = -40,     /* peer closed (FIN) at a frame boundary; a crashed process closes
+                          * the same way unless data was in flight (then: VSR_ERESET) */
   VSR_EEOF_HEADER = -41, /* peer closed inside a frame header */
   VSR_EEOF_BODY = -42,   /* peer closed inside a frame body */
   VSR_EIO = -43,         /* socket error (the log line carries the errno text) */
   VSR_ERESET = -44,      /* connection reset by peer */
   VSR_EPROTO = -45,      /* protocol violation (transport or plane level) */
-  VSR_EIDLE = -46,       /* idle timeout */
+  VSR_EIDLE = -46,       /* idle timeout (client_idle_timeout; QUIC: the transport's) */
   VSR_EWRITE = -47,      /* write failed; the connection is torn down */
+  VSR_EFRAME_TIMEOUT = -48, /* a frame that had started did not complete within frame_timeout */
+  VSR_EREFUSED = -49,    /* connection refused: nothing listens at that address */
+  VSR_EUNREACH = -50,    /* host or network unreachable */
 
   /* -60..-79: replica plane authentication (see src/bus/replica.c). */
   VSR_EAUTH = -60,           /* MAC mismatch or other authentication failure */

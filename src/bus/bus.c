@@ -1,5 +1,6 @@
 /* The bus: options, listeners, peers and their bounded send queues, the client registry,
  * events, stats and graceful shutdown. The replica plane plugs in through replica.c. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,17 +10,22 @@
 #include "util/log.h"
 
 #define BUS_SLOT_NONE UINT32_MAX
+#define BUS_SWEEP_MIN_NS 10000000ull    /* timeout sweeps run at most every 10 ms */
+#define BUS_SWEEP_MAX_NS 1000000000ull  /* and at least every second */
+#define BUS_CLOSE_SLACK_NS 250000000ull /* shutdown: lets per-connection close deadlines fire */
 
 void vsr_bus_options_default(struct vsr_bus_options *o) {
   memset(o, 0, sizeof *o);
   vsr_loop_options_default(&o->loop_options);
   o->client_tcp_addr = "127.0.0.1:8090";
   o->max_clients = 100000;
+  o->client_idle_timeout_ns = 60000000000ull;
   o->max_message_size = 64u << 20;
   o->max_batch = 256;
   o->peer_queue_capacity = 256;
   o->verify_body_checksum = true;
   o->close_peer_timeout_ns = 2000000000ull;
+  o->frame_timeout_ns = 30000000000ull;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
   o->max_inflight_handshakes = 256;
@@ -97,6 +103,14 @@ void vsri_bus_peer_free(struct bus_peer *p) {
   vsri_free(p);
 }
 
+/* The commands a client may send (docs/limits.md, "Plane discipline"): Request, and the
+ * PingClient / PongClient pair of the client heartbeat. Everything else is a replica-plane
+ * command (Ping, the consensus, repair, state transfer and forwarding commands, the replica
+ * handshake) or travels the other way (Reply, Eviction, Pong, Reserved). */
+static bool bus_client_may_send(uint8_t cmd) {
+  return cmd == VSR_CMD_REQUEST || cmd == VSR_CMD_PING_CLIENT || cmd == VSR_CMD_PONG_CLIENT;
+}
+
 static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
   (void)conn;
   struct bus_peer *p = owner;
@@ -106,6 +120,15 @@ static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *ms
     return;
   }
   if (p->state != BUS_PEER_ACTIVE) return;
+  if (p->plane == VSR_PLANE_CLIENT && !bus_client_may_send(vsr_hdr_command(msg->data))) {
+    uint8_t cmd = vsr_hdr_command(msg->data);
+    VSRI_WARN("VSR-PLANE", "%s %s: client %llx sent %s (command %u), which the client plane "
+              "does not accept (only Request, PingClient, PongClient) (%s); closing",
+              p->tops->peer_name(p->conn), p->tops->name, (unsigned long long)p->id,
+              vsr_command_name(cmd), cmd, vsr_errname(VSR_EFRAME_PLANE));
+    vsri_bus_peer_close(p, VSR_EFRAME_PLANE, true); /* earlier replies still go out */
+    return;
+  }
   p->frames_in++;
   p->bytes_in += msg->size;
   bus->stats.frames_in++;
@@ -131,6 +154,9 @@ static void bus_on_closed(void *owner, struct vsri_conn *conn, int reason) {
       bus->stats.replicas_connected--;
     }
   } else if (p->registered) {
+    VSRI_DEBUG("VSR-CLIENT", "%s %s: client %llx lost: %s (%s)", p->tops->peer_name(conn),
+               p->tops->name, (unsigned long long)p->id, vsr_strerror(reason),
+               vsr_errname(reason));
     bus_client_unregister(bus, p);
   }
   p->registered = false;
@@ -274,6 +300,76 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size) {
   return vsri_frame_new(bus->loop->pool, bus->opts.max_message_size, size);
 }
 
+/* ---- timeouts -------------------------------------------------------------------------- */
+
+/* One periodic sweep per bus reads every peer's receive clock (stamped by the transport as bytes
+ * arrive, from the loop's cached time): O(peers) per period, no timer per connection or read.
+ * A connection is closed at most one period after its deadline. */
+static bool bus_overdue(uint64_t now, uint64_t since, uint64_t limit) {
+  return limit && since && now > since && now - since >= limit;
+}
+
+static void bus_check_peer(struct vsr_bus *bus, struct bus_peer *p, uint64_t now) {
+  if (!p || p->state != BUS_PEER_ACTIVE || !p->conn) return;
+  const struct vsr_bus_options *o = &bus->opts;
+  struct vsri_rx_clock rx;
+  p->tops->rx_clock(p->conn, &rx);
+  const char *who = p->plane == VSR_PLANE_CLIENT ? "client" : "replica";
+  if (bus_overdue(now, rx.frame_start_ns, o->frame_timeout_ns)) {
+    char got[64];
+    if (rx.frame_size) snprintf(got, sizeof got, "%u of %u bytes", rx.frame_have, rx.frame_size);
+    else snprintf(got, sizeof got, "%u of %u header bytes", rx.frame_have, VSR_HEADER_SIZE);
+    VSRI_WARN("VSR-TIMEOUT", "%s %s: %s %llx: frame not complete %llu ms after its first byte "
+              "(%s; frame_timeout %llu ms) (%s); closing", p->tops->peer_name(p->conn),
+              p->tops->name, who, (unsigned long long)p->id,
+              (unsigned long long)((now - rx.frame_start_ns) / 1000000), got,
+              (unsigned long long)(o->frame_timeout_ns / 1000000),
+              vsr_errname(VSR_EFRAME_TIMEOUT));
+    vsri_bus_peer_close(p, VSR_EFRAME_TIMEOUT, true);
+    return;
+  }
+  /* Replica links are not idled out: an idle cluster is quiet, and VSR's own timeouts (the
+   * primary's Commit heartbeats, view changes) judge a silent replica. */
+  if (p->plane == VSR_PLANE_CLIENT && !rx.frame_start_ns &&
+      bus_overdue(now, rx.last_rx_ns, o->client_idle_timeout_ns)) {
+    VSRI_INFO("VSR-TIMEOUT", "%s %s: client %llx sent nothing for %llu ms "
+              "(client_idle_timeout) (%s); closing", p->tops->peer_name(p->conn),
+              p->tops->name, (unsigned long long)p->id,
+              (unsigned long long)((now - rx.last_rx_ns) / 1000000), vsr_errname(VSR_EIDLE));
+    vsri_bus_peer_close(p, VSR_EIDLE, true);
+  }
+}
+
+static void bus_sweep_cb(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
+  struct vsr_bus *bus = t->ctx;
+  if (res == -ECANCELED || bus->shutting_down) return;
+  uint64_t now = vsri_io_now(io);
+  /* Closing never frees a peer from inside this loop: on_closed comes later, from the loop. */
+  for (uint32_t i = 0; i < bus->client_slots_len; i++) {
+    bus_check_peer(bus, bus->client_slots[i], now);
+  }
+  for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_check_peer(bus, bus->replicas[i], now);
+  vsri_io_timeout(io, &bus->sweep, bus->sweep_period_ns, bus_sweep_cb, bus);
+}
+
+static void bus_sweep_start(struct vsr_bus *bus) {
+  uint64_t a = bus->opts.frame_timeout_ns, b = bus->opts.client_idle_timeout_ns;
+  uint64_t shortest = !a ? b : !b ? a : a < b ? a : b;
+  if (!shortest) return;
+  uint64_t period = shortest / 4;
+  if (period < BUS_SWEEP_MIN_NS) period = BUS_SWEEP_MIN_NS;
+  if (period > BUS_SWEEP_MAX_NS) period = BUS_SWEEP_MAX_NS;
+  bus->sweep_period_ns = period;
+  vsri_io_timeout(bus->loop->io, &bus->sweep, period, bus_sweep_cb, bus);
+}
+
+/* Cancels the sweep and waits (bounded) until its callback has run. */
+static void bus_sweep_stop(struct vsr_bus *bus) {
+  if (!bus->loop || !bus->sweep.pending) return;
+  vsri_io_cancel(bus->loop->io, &bus->sweep);
+  for (int i = 0; i < 1000 && bus->sweep.pending; i++) vsri_io_run(bus->loop->io, 1000000);
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
 /* Copies the strings |o| points at into one owned block. */
@@ -400,6 +496,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     err = vsri_replica_init(bus);
     if (err) goto fail;
   }
+  bus_sweep_start(bus);
   *out = bus;
   return 0;
 fail:
@@ -433,10 +530,13 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
   struct vsri_io *io = bus->loop->io;
   uint64_t start = vsri_io_now_fresh(io);
   uint64_t deadline = start + timeout_ns;
-  uint64_t drain_end = start + (bus->opts.close_peer_timeout_ns < timeout_ns
-                                    ? bus->opts.close_peer_timeout_ns
-                                    : timeout_ns);
+  /* Each connection bounds its own drain and close by close_peer_timeout; the slack lets those
+   * deadlines fire before the bus steps in. */
+  uint64_t drain_ns = bus->opts.close_peer_timeout_ns + BUS_CLOSE_SLACK_NS;
+  uint64_t drain_end = start + (drain_ns < timeout_ns ? drain_ns : timeout_ns);
+  uint64_t drops = bus->stats.drops_on_close;
   bus->shutting_down = true;
+  bus_sweep_stop(bus);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
   if (bus->replica_plane) vsri_replica_shutdown(bus);
@@ -453,12 +553,18 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
   /* Let listener closes and canceled operations finish. */
   for (int i = 0; i < 100 && vsri_io_run(io, 0) > 0; i++) {
   }
+  if (bus->stats.drops_on_close != drops) {
+    VSRI_WARN("VSR-SHUTDOWN", "%llu queued frame(s) could not be written before their "
+              "connection closed", (unsigned long long)(bus->stats.drops_on_close - drops));
+    clean = false;
+  }
   return clean ? 0 : VSR_ETIMEDOUT;
 }
 
 void vsr_bus_del(struct vsr_bus *bus) {
   if (!bus) return;
   bus->shutting_down = true;
+  bus_sweep_stop(bus);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
   if (bus->replica_plane) vsri_replica_fini(bus);

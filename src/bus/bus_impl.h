@@ -65,6 +65,8 @@ struct vsr_bus {
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
   struct vsr_bus_stats stats;
+  struct vsri_completion sweep; /* frame_timeout / client_idle_timeout: one timer per bus */
+  uint64_t sweep_period_ns;     /* 0: no timeout configured */
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */

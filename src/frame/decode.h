@@ -61,4 +61,12 @@ static inline bool vsri_decoder_idle(const struct vsri_decoder *d) {
   return d->msg == NULL && d->hdr_have == 0;
 }
 
+/* Progress of the frame in progress: bytes received (header included) and its size (0 while
+ * the header is incomplete). Both 0 at a frame boundary. */
+static inline void vsri_decoder_progress(const struct vsri_decoder *d, uint32_t *have,
+                                         uint32_t *size) {
+  *have = d->msg ? d->have : d->hdr_have;
+  *size = d->msg ? d->msg->size : d->hdr_have == VSR_HEADER_SIZE ? vsr_hdr_size(d->hdr) : 0;
+}
+
 #endif

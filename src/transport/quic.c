@@ -182,6 +182,7 @@ struct vsri_conn {
   uint64_t tx_off;
   uint32_t frames_in, frames_out;
   bool peer_fin, fin_sent, stream_blocked;
+  uint64_t last_rx, frame_start; /* the owner's timeout clock (struct vsri_rx_clock) */
   struct vsri_decoder dec;
   struct q_infl *infl;
   uint32_t infl_cap, infl_head, infl_len;
@@ -284,7 +285,8 @@ static int q_app_code(int reason) {
   case VSR_EPROTO:
   case VSR_ESTREAM:
   case VSR_EEOF_HEADER:
-  case VSR_EEOF_BODY: return VSRI_QUIC_PROTOCOL_VIOLATION;
+  case VSR_EEOF_BODY:
+  case VSR_EFRAME_TIMEOUT: return VSRI_QUIC_PROTOCOL_VIOLATION;
   default:
     if (reason <= VSR_EFRAME_SMALL && reason >= VSR_EFRAME_PLANE) {
       return VSRI_QUIC_PROTOCOL_VIOLATION;
@@ -846,9 +848,12 @@ static int q_frame_error(struct vsri_conn *c, int err) {
 
 /* Feeds stream bytes to the decoder. Returns 0 or NGTCP2_ERR_CALLBACK_FAILURE. */
 static int q_feed(struct vsri_conn *c, const uint8_t *p, size_t n) {
+  uint64_t now = q_now(c);
+  c->last_rx = now;
   while (n > 0) {
     size_t used = 0;
     struct vsr_msg *m = NULL;
+    if (vsri_decoder_idle(&c->dec)) c->frame_start = now; /* these bytes start a frame */
     int r = vsri_decoder_feed(&c->dec, p, n, &used, &m);
     p += used;
     n -= used;
@@ -2176,7 +2181,7 @@ static void q_client_error(struct q_ep *ep, int err) {
   struct vsri_conn *c = ep->owner;
   if (err == ECONNREFUSED && !c->hs_done && c->state < Q_CLOSING) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: connection refused (no UDP listener)", c->name);
-    q_conn_finish(c, VSR_EADDR, false);
+    q_conn_finish(c, VSR_EREFUSED, false);
     return;
   }
   VSRI_DEBUG("VSR-QUIC", "%s quic: socket: %s", c->name, strerror(err));
@@ -2273,6 +2278,7 @@ static void q_start(struct vsri_conn *c, const struct vsri_conn_events *ev, void
   c->owner = owner;
   c->q = q;
   c->started = true;
+  c->last_rx = q_now(c); /* the owner's idle clock starts now; earlier frames were held */
   q_conn_schedule(c);
 }
 
@@ -2296,6 +2302,12 @@ static void q_close(struct vsri_conn *c, int reason, bool drain) {
 }
 
 static const char *q_peer_name(const struct vsri_conn *c) { return c->name; }
+
+static void q_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
+  vsri_decoder_progress(&c->dec, &out->frame_have, &out->frame_size);
+  out->last_rx_ns = c->last_rx;
+  out->frame_start_ns = out->frame_have ? c->frame_start : 0;
+}
 
 void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote) {
   *code = c->close_known ? c->close_code : 0;
@@ -2327,4 +2339,5 @@ const struct vsri_transport_ops vsri_transport_quic = {
     .kick = q_kick,
     .close = q_close,
     .peer_name = q_peer_name,
+    .rx_clock = q_rx_clock,
 };

@@ -1,7 +1,13 @@
 /* TCP transport: frames over a byte stream. The reader feeds a loop-owned receive buffer to the
  * streaming decoder (large bodies are read straight into their frame buffer); the writer drains
  * the owner's queue with one vectored write of up to max_batch frames, at the loop's
- * before-poll point. Every exit path ends in tcp_finish(), which fires on_closed once. */
+ * before-poll point. Every exit path ends in tcp_finish(), which fires on_closed once.
+ *
+ * A graceful close loses nothing that was written: the reader keeps reading and discarding (a
+ * peer blocked in send() must not stop reading our replies), the writer empties the queue,
+ * then shutdown(SHUT_WR) sends FIN after the last byte, and the fd is closed only once the peer
+ * closed its side (or close_peer_timeout passed). Closing a socket with unread input makes the
+ * kernel send RST, which destroys replies still in flight: this sequence never does that. */
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -35,7 +41,12 @@ struct vsri_conn {
   bool draining;      /* closing: write the queue out before closing */
   bool started;       /* start() called: reads may run */
   bool direct_read;   /* the pending recv writes straight into the decoder's frame */
+  bool discard;       /* graceful close: bytes read are dropped, no more frames delivered */
+  bool half_closed;   /* shutdown(SHUT_WR) done: FIN follows the last queued byte */
+  bool peer_eof;      /* the peer's FIN (or a reset) was read: nothing more will come */
   int reason;         /* close reason, valid once state >= TC_CLOSING */
+  uint64_t last_rx;   /* loop clock at the last byte read (or at the start) */
+  uint64_t frame_start; /* loop clock at the first byte of the frame in progress */
   struct iovec *iov;  /* max_batch entries, allocated at the first write */
   struct vsri_completion rc; /* reads (and connect) */
   struct vsri_completion wc; /* writes */
@@ -68,9 +79,9 @@ static int tcp_errno_reason(int err) {
   case ECONNRESET:
   case EPIPE: return VSR_ERESET;
   case ETIMEDOUT: return VSR_ETIMEDOUT;
-  case ECONNREFUSED:
+  case ECONNREFUSED: return VSR_EREFUSED;
   case EHOSTUNREACH:
-  case ENETUNREACH: return VSR_EADDR;
+  case ENETUNREACH: return VSR_EUNREACH;
   default: return VSR_EIO;
   }
 }
@@ -82,6 +93,7 @@ static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int 
   c->fd = fd;
   c->flush.fn = tcp_flush;
   c->flush.ctx = c;
+  c->last_rx = vsri_io_now(ctx->io);
   vsri_decoder_init(&c->dec, ctx->pool, ctx->max_message_size, ctx->decode_flags);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -135,12 +147,27 @@ static void tcp_drain_expired(struct vsri_io *io, struct vsri_completion *dc, in
   (void)io;
   struct vsri_conn *c = dc->ctx;
   if (res == 0 && c->draining) {
-    VSRI_WARN("VSR-DRAIN", "%s tcp: %u frame(s) still queued at the drain deadline; closing",
-              c->name, c->q ? c->q->len : 0);
+    if (!c->half_closed) {
+      VSRI_WARN("VSR-DRAIN", "%s tcp: %u frame(s) still queued at the drain deadline; closing",
+                c->name, c->q ? c->q->len : 0);
+    } else {
+      VSRI_DEBUG("VSR-DRAIN", "%s tcp: everything written, but the peer did not close within "
+                 "%llu ms of our FIN; closing", c->name,
+                 (unsigned long long)(c->ctx->drain_timeout_ns / 1000000));
+    }
     tcp_teardown(c);
     return;
   }
   tcp_finish(c);
+}
+
+/* The queue is empty: send FIN after the last byte, then wait for the peer's own close. */
+static void tcp_drained(struct vsri_conn *c) {
+  if (!c->half_closed) {
+    c->half_closed = true;
+    shutdown(c->fd, SHUT_WR);
+  }
+  if (c->peer_eof) tcp_teardown(c);
 }
 
 static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
@@ -148,16 +175,23 @@ static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
     if (!drain && c->draining) tcp_teardown(c); /* escalate a drain to a hard close */
     return;
   }
+  bool open = c->state == TC_OPEN;
   c->state = TC_CLOSING;
   c->reason = reason;
-  if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
-  if (drain && c->q && c->q->len > 0 && c->started) {
+  if (drain && open && c->started) {
     c->draining = true;
-    if (!c->writing) vsri_io_defer(c->ctx->io, &c->flush);
+    c->discard = true;
     uint64_t ns = c->ctx->drain_timeout_ns ? c->ctx->drain_timeout_ns : 2000000000ull;
     vsri_io_timeout(c->ctx->io, &c->dc, ns, tcp_drain_expired, c);
+    tcp_read(c); /* keep reading (and dropping) so the peer never blocks on a full window */
+    if (c->q && c->q->len > 0) {
+      if (!c->writing) vsri_io_defer(c->ctx->io, &c->flush);
+    } else if (!c->writing) {
+      tcp_drained(c);
+    }
     return;
   }
+  if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
   tcp_teardown(c);
 }
 
@@ -179,10 +213,33 @@ static void tcp_frame_error(struct vsri_conn *c, int err) {
   tcp_close(c, err, true); /* replies to frames accepted before this one still go out */
 }
 
+/* A read while closing gracefully: drop the bytes; the peer's FIN (or reset) ends the wait. */
+static void tcp_discard_done(struct vsri_conn *c, int32_t res) {
+  if (res == -ECANCELED || !c->draining) {
+    tcp_finish(c);
+    return;
+  }
+  if (res > 0) {
+    tcp_read(c);
+    return;
+  }
+  c->peer_eof = true;
+  if (res < 0) { /* reset: whatever is still queued cannot arrive */
+    VSRI_DEBUG("VSR-DRAIN", "%s tcp: recv while closing: %s; closing now", c->name,
+               strerror(-res));
+    tcp_teardown(c);
+    return;
+  }
+  if (c->half_closed) tcp_teardown(c);
+}
+
 static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
-  (void)io;
   struct vsri_conn *c = rc->ctx;
   c->reading = false;
+  if (c->discard) {
+    tcp_discard_done(c, res);
+    return;
+  }
   if (c->state != TC_OPEN) {
     tcp_finish(c);
     return;
@@ -194,9 +251,12 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
     } else if (reason == VSR_EEOF_HEADER || reason == VSR_EEOF_BODY) {
       VSRI_WARN("VSR-EOF", "%s tcp: %s; closing", c->name, vsr_strerror(reason));
     }
+    c->peer_eof = true;
     tcp_close(c, reason, res == 0); /* after a half-close, queued replies still go out */
     return;
   }
+  uint64_t now = vsri_io_now(io);
+  c->last_rx = now;
   struct vsr_msg *m = NULL;
   int r;
   if (c->direct_read) {
@@ -208,6 +268,7 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
     size_t n = (size_t)res;
     while (n > 0) {
       size_t used = 0;
+      if (vsri_decoder_idle(&c->dec)) c->frame_start = now; /* these bytes start a frame */
       r = vsri_decoder_feed(&c->dec, p, n, &used, &m);
       p += used;
       n -= used;
@@ -220,7 +281,14 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
 }
 
 static void tcp_read(struct vsri_conn *c) {
-  if (c->reading || c->state != TC_OPEN) return;
+  if (c->reading) return;
+  if (c->discard) {
+    if (!c->draining || c->peer_eof) return;
+    c->reading = true;
+    vsri_io_recv_pooled(c->ctx->io, &c->rc, c->fd, tcp_read_done, c);
+    return;
+  }
+  if (c->state != TC_OPEN) return;
   c->reading = true;
   uint8_t *dst;
   size_t want = vsri_decoder_want(&c->dec, &dst);
@@ -239,6 +307,10 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
     if (res != -ECANCELED) {
       int reason = tcp_errno_reason(-res);
       VSRI_WARN("VSR-WRITE", "%s tcp: write: %s; closing", c->name, strerror(-res));
+      /* A FIN that a reset follows was a peer that went away, not one that half-closed. */
+      if (c->state == TC_CLOSING && c->reason == VSR_ECLOSED && reason == VSR_ERESET) {
+        c->reason = VSR_ERESET;
+      }
       tcp_fail(c, reason == VSR_EIO ? VSR_EWRITE : reason);
     } else {
       tcp_finish(c);
@@ -266,8 +338,7 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
     return;
   }
   if (c->draining) {
-    c->draining = false;
-    tcp_teardown(c);
+    tcp_drained(c);
     return;
   }
   if (c->ev->on_drained) c->ev->on_drained(c->owner, c);
@@ -334,6 +405,7 @@ static void tcp_connect_done(struct vsri_io *io, struct vsri_completion *rc, int
     return;
   }
   c->state = TC_OPEN;
+  c->last_rx = vsri_io_now(io);
   if (c->ev->on_connected) c->ev->on_connected(c->owner, c, 0);
   if (c->state != TC_OPEN) return;
   tcp_read(c);
@@ -370,6 +442,12 @@ static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *
 }
 
 static const char *tcp_peer_name(const struct vsri_conn *c) { return c->name; }
+
+static void tcp_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
+  vsri_decoder_progress(&c->dec, &out->frame_have, &out->frame_size);
+  out->last_rx_ns = c->last_rx;
+  out->frame_start_ns = out->frame_have ? c->frame_start : 0;
+}
 
 /* ---- listener -------------------------------------------------------------------------- */
 
@@ -489,4 +567,5 @@ const struct vsri_transport_ops vsri_transport_tcp = {
     .kick = tcp_kick,
     .close = tcp_close,
     .peer_name = tcp_peer_name,
+    .rx_clock = tcp_rx_clock,
 };

@@ -73,6 +73,15 @@ struct vsri_transport_ctx {
   const void *tls;       /* transport-specific settings (e.g. struct vsri_quic_config), or NULL */
 };
 
+/* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,
+ * no timer per read): the transport stamps it with the loop's cached clock as bytes arrive. */
+struct vsri_rx_clock {
+  uint64_t last_rx_ns;     /* last frame byte received, or when the connection started */
+  uint64_t frame_start_ns; /* first byte of the frame in progress; 0 at a frame boundary */
+  uint32_t frame_have;     /* bytes of that frame received so far (header included) */
+  uint32_t frame_size;     /* its size field; 0 while the header is incomplete */
+};
+
 struct vsri_transport_ops {
   const char *name; /* "tcp", "quic" */
 
@@ -106,6 +115,9 @@ struct vsri_transport_ops {
 
   /* "127.0.0.1:41234" (stable for the connection's life). */
   const char *(*peer_name)(const struct vsri_conn *c);
+
+  /* Fills |out| (see struct vsri_rx_clock). Cheap: no syscall, no clock read. */
+  void (*rx_clock)(const struct vsri_conn *c, struct vsri_rx_clock *out);
 };
 
 extern const struct vsri_transport_ops vsri_transport_tcp;

@@ -28,7 +28,7 @@ const char *vsr_strerror(int err) {
   case VSR_EFRAME_RESERVED: return "reserved bytes that must be zero are not";
   case VSR_EFRAME_ENUM: return "an enum byte (operation, reason, outcome) is undefined";
   case VSR_EFRAME_PLANE: return "valid frame, wrong plane or wrong direction";
-  case VSR_ECLOSED: return "peer closed cleanly at a frame boundary";
+  case VSR_ECLOSED: return "peer closed the connection at a frame boundary";
   case VSR_EEOF_HEADER: return "peer closed inside a frame header";
   case VSR_EEOF_BODY: return "peer closed inside a frame body";
   case VSR_EIO: return "socket error";
@@ -36,6 +36,9 @@ const char *vsr_strerror(int err) {
   case VSR_EPROTO: return "protocol violation (transport or plane level)";
   case VSR_EIDLE: return "idle timeout";
   case VSR_EWRITE: return "write failed; the connection is torn down";
+  case VSR_EFRAME_TIMEOUT: return "a frame that had started did not complete within frame_timeout";
+  case VSR_EREFUSED: return "connection refused";
+  case VSR_EUNREACH: return "host or network unreachable";
   case VSR_EAUTH: return "MAC mismatch or other authentication failure";
   case VSR_EAUTH_CLUSTER: return "cluster id mismatch";
   case VSR_EAUTH_DIRECTION: return "directional rule violated / id out of range";
@@ -86,6 +89,9 @@ const char *vsr_errname(int err) {
   case VSR_EPROTO: return "VSR_EPROTO";
   case VSR_EIDLE: return "VSR_EIDLE";
   case VSR_EWRITE: return "VSR_EWRITE";
+  case VSR_EFRAME_TIMEOUT: return "VSR_EFRAME_TIMEOUT";
+  case VSR_EREFUSED: return "VSR_EREFUSED";
+  case VSR_EUNREACH: return "VSR_EUNREACH";
   case VSR_EAUTH: return "VSR_EAUTH";
   case VSR_EAUTH_CLUSTER: return "VSR_EAUTH_CLUSTER";
   case VSR_EAUTH_DIRECTION: return "VSR_EAUTH_DIRECTION";

@@ -17,7 +17,8 @@ static void roundtrip_three_commands(void **state) {
   assert_int_equal(h_start(&n), 0);
   struct vsr_client *c = h_client(&n);
   assert_non_null(c);
-  const uint8_t cmds[] = {VSR_CMD_PING, VSR_CMD_PREPARE, VSR_CMD_REQUEST};
+  /* The three commands a client may send (replica-plane commands: it_plane_discipline). */
+  const uint8_t cmds[] = {VSR_CMD_PING_CLIENT, VSR_CMD_PONG_CLIENT, VSR_CMD_REQUEST};
   const uint32_t sizes[] = {256, 256 + 1000, 256 + 77};
   for (int i = 0; i < 3; i++) {
     struct vsr_msg *m = h_frame(c, cmds[i], sizes[i], (uint32_t)i), *r = NULL;
@@ -32,7 +33,9 @@ static void roundtrip_three_commands(void **state) {
   h_stop(&n, true);
 }
 
-/* tcp_client_roundtrip: Request -> Reply; an unexpected command is ignored, the link stays. */
+/* tcp_client_roundtrip: Request -> Reply; a client-plane command the application does not
+ * expect (PongClient) is ignored, the link stays. Replica-plane commands close the connection
+ * (it_plane_discipline). */
 static void request_reply_and_unexpected_ignored(void **state) {
   (void)state;
   struct h_node n;
@@ -41,7 +44,7 @@ static void request_reply_and_unexpected_ignored(void **state) {
   assert_int_equal(h_start(&n), 0);
   struct vsr_client *c = h_client(&n);
   assert_non_null(c);
-  struct vsr_msg *odd = h_frame(c, VSR_CMD_START_VIEW_CHANGE, 256, 0);
+  struct vsr_msg *odd = h_frame(c, VSR_CMD_PONG_CLIENT, 256, 0);
   assert_int_equal(vsr_client_send(c, odd), 0);
   vsr_msg_unref(odd);
   struct vsr_msg *m = h_frame(c, VSR_CMD_REQUEST, 300, 41), *r = NULL;
