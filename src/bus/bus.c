@@ -122,8 +122,8 @@ static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *ms
   if (p->state != BUS_PEER_ACTIVE) return;
   if (p->plane == VSR_PLANE_CLIENT && !bus_client_may_send(vsr_hdr_command(msg->data))) {
     uint8_t cmd = vsr_hdr_command(msg->data);
-    VSRI_WARN("VSR-PLANE", "%s %s: client %llx sent %s (command %u), which the client plane "
-              "does not accept (only Request, PingClient, PongClient) (%s); closing",
+    VSRI_WARN("VSR-PLANE", "%s %s: client %llx sent %s (command %u), not a client command "
+              "(a client may send Request, PingClient, PongClient; %s); closing",
               p->tops->peer_name(p->conn), p->tops->name, (unsigned long long)p->id,
               vsr_command_name(cmd), cmd, vsr_errname(VSR_EFRAME_PLANE));
     vsri_bus_peer_close(p, VSR_EFRAME_PLANE, true); /* earlier replies still go out */
