@@ -314,14 +314,16 @@ static void bus_check_peer(struct vsr_bus *bus, struct bus_peer *p, uint64_t now
   const struct vsr_bus_options *o = &bus->opts;
   struct vsri_rx_clock rx;
   p->tops->rx_clock(p->conn, &rx);
-  const char *who = p->plane == VSR_PLANE_CLIENT ? "client" : "replica";
+  char who[40];
+  snprintf(who, sizeof who, p->plane == VSR_PLANE_CLIENT ? "client %llx" : "replica %llu",
+           (unsigned long long)p->id);
   if (bus_overdue(now, rx.frame_start_ns, o->frame_timeout_ns)) {
     char got[64];
     if (rx.frame_size) snprintf(got, sizeof got, "%u of %u bytes", rx.frame_have, rx.frame_size);
     else snprintf(got, sizeof got, "%u of %u header bytes", rx.frame_have, VSR_HEADER_SIZE);
-    VSRI_WARN("VSR-TIMEOUT", "%s %s: %s %llx: frame not complete %llu ms after its first byte "
+    VSRI_WARN("VSR-TIMEOUT", "%s %s: %s: frame not complete %llu ms after its first byte "
               "(%s; frame_timeout %llu ms) (%s); closing", p->tops->peer_name(p->conn),
-              p->tops->name, who, (unsigned long long)p->id,
+              p->tops->name, who,
               (unsigned long long)((now - rx.frame_start_ns) / 1000000), got,
               (unsigned long long)(o->frame_timeout_ns / 1000000),
               vsr_errname(VSR_EFRAME_TIMEOUT));
