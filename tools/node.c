@@ -45,6 +45,11 @@ static void node_usage(FILE *f) {
           "  --max-batch N           frames per vectored write, default 256\n"
           "  --peer-queue N          frames queued per peer, default 256\n"
           "  --max-clients N         default 100000\n"
+          "  --frame-timeout-ms N    a started frame must complete within N ms, default 30000\n"
+          "                          (0: off)\n"
+          "  --client-idle-timeout-ms N  close a client silent for N ms, default 60000 (0: off)\n"
+          "  --close-peer-timeout-ms N   per-connection bound on the drain and close at\n"
+          "                          shutdown, default 2000\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
           "  --log error|warn|info|debug\n");
 }
@@ -98,6 +103,14 @@ static int node_parse_ms(const char *key, const char *v, uint64_t *out_ns) {
     fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
     return -1;
   }
+  *out_ns = (uint64_t)ms * 1000000ull;
+  return 0;
+}
+
+/* Like node_parse_ms, but 0 is allowed: it turns the limit off. */
+static int node_parse_ms_or_off(const char *key, const char *v, uint64_t *out_ns) {
+  uint32_t ms;
+  if (node_parse_u32(key, v, &ms)) return -1;
   *out_ns = (uint64_t)ms * 1000000ull;
   return 0;
 }
@@ -178,6 +191,14 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     return node_parse_u32(key, v, &b->peer_queue_capacity);
   } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
     return node_parse_u32(key, v, &b->max_clients);
+  } else if (strcmp(key, "frame-timeout-ms") == 0 || strcmp(key, "frame_timeout_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->frame_timeout_ns);
+  } else if (strcmp(key, "client-idle-timeout-ms") == 0 ||
+             strcmp(key, "client_idle_timeout_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->client_idle_timeout_ns);
+  } else if (strcmp(key, "close-peer-timeout-ms") == 0 ||
+             strcmp(key, "close_peer_timeout_ms") == 0) {
+    return node_parse_ms(key, v, &b->close_peer_timeout_ns);
   } else if (strcmp(key, "io") == 0) {
     if (strcmp(v, "epoll") == 0) b->loop_options.backend = VSR_IO_EPOLL;
     else if (strcmp(v, "uring") == 0) b->loop_options.backend = VSR_IO_URING;
@@ -235,6 +256,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"max-message-size", required_argument, 0, 0},
       {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
       {"max-clients", required_argument, 0, 0}, {"io", required_argument, 0, 0},
+      {"frame-timeout-ms", required_argument, 0, 0},
+      {"client-idle-timeout-ms", required_argument, 0, 0},
+      {"close-peer-timeout-ms", required_argument, 0, 0},
       {"log", required_argument, 0, 0},      {0, 0, 0, 0},
   };
   /* First pass: the config file, so that flags override it. */
@@ -284,7 +308,11 @@ static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr
   if (ev->plane == VSR_PLANE_REPLICA && ev->kind == VSR_PEER_AUTHENTICATED) {
     vsr_sm_on_replica_up(user, (uint8_t)ev->id);
   }
-  if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
+  /* Timeouts and plane violations were logged by the bus, once, with the peer. */
+  bool logged = ev->reason == VSR_EIDLE || ev->reason == VSR_EFRAME_TIMEOUT ||
+                ev->reason == VSR_EFRAME_PLANE;
+  if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN &&
+      !logged) {
     fprintf(stderr, "vsrbus node: %s peer %llx (%s %s) lost: %s\n",
             ev->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)ev->id,
             ev->transport, ev->addr, vsr_strerror(ev->reason));
@@ -332,11 +360,14 @@ int vsr_cmd_node(int argc, char **argv) {
   err = vsr_bus_shutdown(bus, 5000000000ull);
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
+  /* Every accepted Request is answered and written before the connection closes: with nothing
+   * dropped, accepted = replied (a cluster's uncommitted ops are the exception). */
   fprintf(stderr,
-          "vsrbus node: stopped: %llu frames in, %llu out, %llu replies, %llu pongs, "
-          "%llu clients served\n",
-          (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
-          (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
+          "vsrbus node: stopped: %llu requests accepted, %llu replied, %llu frames dropped at "
+          "close; %llu frames in, %llu out, %llu pongs, %llu clients served\n",
+          (unsigned long long)sm.requests, (unsigned long long)sm.replies,
+          (unsigned long long)st.drops_on_close, (unsigned long long)st.frames_in,
+          (unsigned long long)st.frames_out, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted);
   if (cluster) {
     fprintf(stderr,

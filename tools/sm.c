@@ -275,6 +275,7 @@ void vsr_sm_on_client_message(struct vsr_sm *sm, uint64_t client, const struct v
     sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica));
     return;
   case VSR_CMD_REQUEST:
+    sm->requests++;
     if (sm->replica_count <= 1) {
       sm->replies++;
       sm_send_client(sm, client, vsr_sm_build_reply(sm->bus, msg, sm->replica, ++sm->op));

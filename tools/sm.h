@@ -35,6 +35,7 @@ struct vsr_sm {
   vsr_u128 parent;         /* checksum of the last Prepare (primary) */
   struct vsr_sm_entry *pipe; /* VSR_SM_PIPELINE entries, indexed by op (primary only) */
   uint64_t replies, pongs, ignored, send_errors;
+  uint64_t requests;       /* client Requests accepted (delivered by the bus) */
   uint64_t prepares, prepare_oks, commits, resent, foreign, pipeline_full;
 };
 
