@@ -35,15 +35,15 @@ EOF
 LOG=$TMP/node.log
 # A queue deeper than the most Requests the writer sends: no Reply meets backpressure (slow
 # consumers are another test's business), so every loss here would be the close's.
-start_node "$LOG" --config "$TMP/node.ini" --frame-timeout-ms 20000 --peer-queue 1024
+start_node "$LOG" --config "$TMP/node.ini" --frame-timeout-ms 20000 --peer-queue 512
 exec 3<>"/dev/tcp/${NODE_ADDR%:*}/${NODE_ADDR##*:}"
 # Reader: every byte the node sends, until EOF; its exit status tells a reset from a FIN.
 ( cat <&3 >"$TMP/replies"; echo $? >"$TMP/reader_rc"; touch "$TMP/eof" ) &
 PIDS+=($!)
 # Writer: Requests back to back, faster than the node answers them (so the node always has
 # unread input, which is what made a plain close() reset), until the reader saw EOF (at most
-# 1,000 Requests = 250 MiB).
-( for _ in $(seq 100); do [ -e "$TMP/eof" ] && break; cat "$TMP/ten.bin" || break; done >&3 ) &
+# 400 Requests = 100 MiB).
+( for _ in $(seq 40); do [ -e "$TMP/eof" ] && break; cat "$TMP/ten.bin" || break; done >&3 ) &
 writer=$!
 PIDS+=("$writer")
 exec 3<&- 3>&-
