@@ -68,7 +68,8 @@ struct vsr_msg *vsr_client_msg_new(struct vsr_client *c, uint32_t size);
 /* ---- blocking use ------------------------------------------------------------------------ */
 
 /* Connects with a private loop; waits up to |timeout_ns|. Returns 0, VSR_ETIMEDOUT,
- * VSR_EADDR, VSR_EIO or a connection error. */
+ * VSR_EADDR (cannot parse the address), VSR_EREFUSED (nothing listens there), VSR_EUNREACH,
+ * VSR_EIO or a connection error. */
 int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options *o,
                        uint64_t timeout_ns);
 

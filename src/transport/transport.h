@@ -95,8 +95,9 @@ struct vsri_transport_ops {
   /* Stops accepting and frees the listener; established connections are not touched. */
   void (*listener_close)(struct vsri_listener *l);
 
-  /* Dials |addr|. The connection reports on_connected, then frames, then on_closed.
-   * Returns 0 (in progress), VSR_EADDR or VSR_ENOMEM. */
+  /* Dials |addr|. The connection reports on_connected, then frames, then on_closed (a failed
+   * dial: VSR_EREFUSED, VSR_EUNREACH, VSR_ETIMEDOUT, ...). Returns 0 (in progress), VSR_EADDR
+   * or VSR_ENOMEM. */
   int (*connect)(struct vsri_conn **out, const struct vsri_transport_ctx *ctx, const char *addr,
                  const struct vsri_conn_events *ev, void *owner, struct vsri_sendq *q);
 
@@ -108,9 +109,11 @@ struct vsri_transport_ops {
    * coalescing up to max_batch frames per write. */
   void (*kick)(struct vsri_conn *c);
 
-  /* Closes the connection with |reason|. drain: stop reading, write what is queued first, then
-   * close (QUIC: close code 0x1003 when reason is VSR_ESHUTDOWN); !drain: close now.
-   * on_closed fires once, later, from the loop. Safe to call more than once. */
+  /* Closes the connection with |reason|. drain: deliver no more frames, write what is queued,
+   * then close without destroying it (TCP: FIN after the last byte, reading and dropping input
+   * until the peer closes; QUIC: CONNECTION_CLOSE once the peer acknowledged every stream
+   * byte), all bounded by drain_timeout_ns; !drain: close now. on_closed fires once, later,
+   * from the loop. Safe to call more than once. */
   void (*close)(struct vsri_conn *c, int reason, bool drain);
 
   /* "127.0.0.1:41234" (stable for the connection's life). */
