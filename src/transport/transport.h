@@ -69,7 +69,7 @@ struct vsri_transport_ctx {
   uint32_t max_message_size;
   uint32_t max_batch;    /* frames per vectored write */
   uint32_t decode_flags; /* VSRI_DECODE_* */
-  uint64_t drain_timeout_ns; /* bound on writing out the queue of a closing connection (2 s) */
+  uint64_t drain_timeout_ns; /* a graceful close: queue out and the peer's close (2 s) */
   const void *tls;       /* transport-specific settings (e.g. struct vsri_quic_config), or NULL */
 };
 
