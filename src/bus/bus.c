@@ -118,8 +118,8 @@ static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
   bus->drops_logged = total;
 }
 
-/* Frees a peer whose connection is gone (or never started: the replica plane frees refused
- * dials). Frames still queued are dropped and counted, not reported as sent. */
+/* Frames still queued on a peer whose connection is gone: dropped, counted and logged, not
+ * reported as sent. */
 static void bus_drop_queued(struct bus_peer *p) {
   if (p->q.len == 0) return;
   struct vsr_bus *bus = p->bus;
@@ -132,6 +132,8 @@ static void bus_drop_queued(struct bus_peer *p) {
   p->q.bytes_done = bytes;
 }
 
+/* Frees a peer whose connection is gone (or never started: the replica plane frees refused
+ * dials). */
 void vsri_bus_peer_free(struct bus_peer *p) {
   struct vsr_bus *bus = p->bus;
   bus_drop_queued(p);
