@@ -89,6 +89,21 @@ set +e
 set -e
 kill -INT "$QPID"
 wait "$QPID" || LOG=$QLOG fail "QUIC node did not exit cleanly"
+
+# replica_auth = off from an INI file: the node warns at start that the plane is unauthenticated.
+printf '[cluster]\ncluster = legacy-ini\nreplica = 1\nreplicas = 127.0.0.1:1,127.0.0.1:0\nreplica_auth = off\n' \
+  >"$TMP/legacy.ini"
+LLOG=$TMP/legacy.log
+start_node "$LLOG" --config "$TMP/legacy.ini"
+LPID=$NODE_PID
+for _ in $(seq 100); do
+  grep -q 'WARN .*VSR-AUTH replica plane on .* is UNAUTHENTICATED' "$LLOG" && break
+  sleep 0.05
+done
+grep -q 'WARN .*VSR-AUTH replica plane on .* is UNAUTHENTICATED' "$LLOG" ||
+  LOG=$LLOG fail "replica_auth = off must warn at start"
+kill -INT "$LPID"
+wait "$LPID" || LOG=$LLOG fail "legacy node did not exit cleanly"
 kill -INT "$TCP_PID"
 wait "$TCP_PID" || LOG=$LOG fail "node did not exit cleanly on SIGINT"
 grep -q 'stopped:' "$LOG" || LOG=$LOG fail "no shutdown summary"
