@@ -1,5 +1,5 @@
 /* The bus: peers, bounded send queues, planes. Replicas talk to replicas on the replica plane
- * (TCP, authenticated, one connection per pair); clients talk to replicas on the client plane
+ * (TCP, authenticated unless replica_auth is off, one connection per pair); clients talk to replicas on the client plane
  * (TCP, QUIC). Every transport delivers the same frames to the same callbacks.
  *
  * Sends never block: each peer has a bounded queue; a full queue returns VSR_EBACKPRESSURE and
