@@ -377,6 +377,19 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
     if (c > sm->commit) sm->commit = c;
     break;
   }
+  case VSR_CMD_PING: {
+    /* Answered to the pinging replica; the Pong echoes the Ping's reserved_command (the
+     * pinger's timestamps) and is stamped with our cluster and id. */
+    struct vsr_msg *pong = sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica);
+    if (!pong) {
+      sm->send_errors++;
+      break;
+    }
+    sm->pongs++;
+    if (vsr_bus_send_to_replica(sm->bus, from, pong) < 0) sm->send_errors++;
+    vsr_msg_unref(pong);
+    break;
+  }
   default:
     sm->ignored++;
     break;

@@ -1,5 +1,6 @@
 /* The built-in demo state machine of `vsrbus node`: answers PingClient -> PongClient,
- * Ping -> Pong, and Request -> Reply (body echoed; client, request number, checksum and
+ * Ping -> Pong (from clients and from replicas: the Pong goes back to the pinging replica,
+ * echoing the Ping's reserved_command), and Request -> Reply (body echoed; client, request number, checksum and
  * operation copied from the Request). Everything else is counted and ignored.
  *
  * In a cluster (replica_count > 1) it runs the VSR normal case with a fixed primary, replica 0:

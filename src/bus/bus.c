@@ -24,6 +24,7 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
   o->max_inflight_handshakes = 256;
+  o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->quic_idle_timeout_ns = 30000000000ull;
   o->quic_keep_alive_ns = 10000000000ull;
   o->quic_max_bidi_streams = 1;
@@ -451,6 +452,9 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     err = vsri_replica_init(bus);
     if (err) goto fail;
   }
+  /* The secrets are the caller's and were needed only to derive the keys. */
+  bus->opts.secret = bus->opts.previous_secret = NULL;
+  bus->opts.secret_len = bus->opts.previous_secret_len = 0;
   *out = bus;
   return 0;
 fail:
