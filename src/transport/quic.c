@@ -197,6 +197,7 @@ struct vsri_conn {
   uint32_t nst, nopen;
   uint64_t st_seq;
   int64_t head_sid; /* the stream the partly handed-over queue head belongs to */
+  int64_t rx_sid;   /* the stream of the frame being delivered (tests) */
   bool stream_blocked, had_stream;
   struct q_infl *infl;
   uint32_t infl_cap, infl_head, infl_len;
@@ -818,11 +819,14 @@ static void q_deliver(struct vsri_conn *c, struct vsr_msg *m) {
 
 static void q_deliver_pending(struct vsri_conn *c) {
   uint32_t n = c->pend_len, i = 0;
+  int64_t rx_sid = c->rx_sid;
   c->pend_len = 0;
+  c->rx_sid = -1;
   for (; i < n && c->state < Q_CLOSING && !c->close_req; i++) {
     c->ev->on_frame(c->owner, c, c->pend[i]);
     vsr_msg_unref(c->pend[i]);
   }
+  c->rx_sid = rx_sid;
   for (; i < n; i++) vsr_msg_unref(c->pend[i]);
 }
 
@@ -870,6 +874,7 @@ static int q_feed(struct vsri_conn *c, struct q_stream *s, const uint8_t *p, siz
     /* A Request's Reply goes back on this stream: remember its number for the routing. */
     s->keyed = m->data[60] == VSR_CMD_REQUEST;
     if (s->keyed) s->want_request = ((const struct vsr_request_header *)m->data)->request;
+    c->rx_sid = s->sid;
     q_deliver(c, m);
     if (c->fail_reason) return NGTCP2_ERR_CALLBACK_FAILURE;
   }
@@ -1385,7 +1390,7 @@ static struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
   c->ctx = ctx;
   c->cfg = cfg;
   c->ep = ep;
-  c->head_sid = -1;
+  c->head_sid = c->rx_sid = -1;
   c->extra_sid = -1;
   c->flush.fn = q_conn_flush;
   c->flush.ctx = c;
@@ -2425,6 +2430,8 @@ void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, 
   *app = c->close_app;
   *remote = c->close_remote;
 }
+
+int64_t vsri_quic_frame_stream(const struct vsri_conn *c) { return c->rx_sid; }
 
 int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len) {
   if (!c->qc || c->state >= Q_CLOSING || c->extra_sid >= 0) return VSR_EINVAL;

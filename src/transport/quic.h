@@ -106,6 +106,10 @@ void vsri_quic_stats(struct vsri_quic_stats *out);
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
 void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote);
 
+/* Tests, inside on_frame: the stream the frame arrived on (-1 for a frame held until
+ * start()). */
+int64_t vsri_quic_frame_stream(const struct vsri_conn *c);
+
 /* Tests: opens an extra stream on a dialed connection (bidi or uni) and sends |len| bytes of
  * |data| (borrowed until the connection closes) on it. Returns 0, VSR_ESTREAM or VSR_EINVAL. */
 int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len);
