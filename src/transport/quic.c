@@ -192,9 +192,10 @@ struct vsri_conn {
   int fail_reason; /* set by a callback that failed the connection */
   uint64_t close_code;
   bool close_app, close_remote, close_known;
-  /* The streams frames travel on (max_bidi_streams slots, allocated with the connection). */
+  /* The streams frames travel on: |st_want| slots (max_bidi_streams), allocated once, at the
+   * first stream; |nst| is 0 until then. */
   struct q_stream *st;
-  uint32_t nst, nopen;
+  uint32_t nst, nopen, st_want;
   uint64_t st_seq;
   int64_t head_sid; /* the stream the partly handed-over queue head belongs to */
   int64_t rx_sid;   /* the stream of the frame being delivered (tests) */
@@ -891,8 +892,21 @@ static struct q_stream *q_stream_find(struct vsri_conn *c, int64_t sid) {
   return NULL;
 }
 
-/* Takes a free slot for stream |sid|; NULL when all max_bidi_streams are in use. */
+/* Takes a free slot for stream |sid|; NULL when all max_bidi_streams are in use (or, at the
+ * first stream, memory is short: c->st stays NULL). */
 static struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid) {
+  if (!c->st) {
+    /* Once per connection, never per request, and not before a stream exists (a flood of
+     * handshakes costs no stream memory). */
+    c->st = vsri_calloc(c->st_want, sizeof *c->st);
+    if (!c->st) return NULL;
+    c->nst = c->st_want;
+    for (uint32_t i = 0; i < c->nst; i++) {
+      c->st[i].sid = -1;
+      vsri_decoder_init(&c->st[i].dec, c->ctx->pool, c->ctx->max_message_size,
+                        c->ctx->decode_flags);
+    }
+  }
   for (uint32_t i = 0; i < c->nst; i++) {
     struct q_stream *s = &c->st[i];
     if (s->sid >= 0) continue;
@@ -984,6 +998,11 @@ static int q_cb_stream_open(ngtcp2_conn *qc, int64_t sid, void *ud) {
   if (!c->server) return q_violation(c, VSR_ESTREAM, "server opened a stream");
   /* ngtcp2 enforces max_bidi_streams (STREAM_LIMIT_ERROR); a slot is always free here. */
   if (!q_stream_add(c, sid)) {
+    if (!c->st) {
+      VSRI_WARN("VSR-QUIC", "%s quic: no memory for stream state; closing", c->name);
+      c->fail_reason = VSR_ENOMEM;
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
     return q_violation(c, VSR_ESTREAM, "more concurrent bidirectional streams than allowed");
   }
   return 0;
@@ -1372,17 +1391,8 @@ static struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
                                       bool server) {
   struct vsri_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
-  /* Stream slots once per connection (never per request): as many as may be open at once. */
-  c->nst = server || cfg->stream_per_request ? cfg->max_bidi_streams : 1;
-  c->st = vsri_calloc(c->nst, sizeof *c->st);
-  if (!c->st) {
-    vsri_free(c);
-    return NULL;
-  }
-  for (uint32_t i = 0; i < c->nst; i++) {
-    c->st[i].sid = -1;
-    vsri_decoder_init(&c->st[i].dec, ctx->pool, ctx->max_message_size, ctx->decode_flags);
-  }
+  /* Stream slots: as many as may be open at once (allocated at the first stream). */
+  c->st_want = server || cfg->stream_per_request ? cfg->max_bidi_streams : 1;
   atomic_fetch_add_explicit(&q_live, 1, memory_order_relaxed);
   c->server = server;
   c->ref.get_conn = q_get_conn;
@@ -1798,12 +1808,19 @@ static bool q_stream_finite(const struct vsri_conn *c, const struct q_stream *s)
 
 /* Client: opens a stream for the queue head (its long-lived stream, or the next request's). */
 static struct q_stream *q_client_open_stream(struct vsri_conn *c) {
-  if (!c->hs_done || c->nopen == c->nst) return NULL; /* a closing stream reschedules us */
+  if (!c->hs_done || c->nopen == c->st_want) return NULL; /* a closing stream reschedules us */
   int64_t sid;
   /* NGTCP2_ERR_STREAM_ID_BLOCKED: the server's MAX_STREAMS credit is used up;
    * extend_max_local_streams_bidi reschedules us when it grows. */
   if (ngtcp2_conn_open_bidi_stream(c->qc, &sid, NULL) != 0) return NULL;
-  return q_stream_add(c, sid);
+  struct q_stream *s = q_stream_add(c, sid);
+  if (!s) { /* only memory can fail here: the slot count was checked */
+    ngtcp2_conn_shutdown_stream(c->qc, sid, 0);
+    VSRI_WARN("VSR-QUIC", "%s quic: no memory for stream state; closing", c->name);
+    if (!c->fail_reason) c->fail_reason = VSR_ENOMEM;
+    q_conn_schedule(c);
+  }
+  return s;
 }
 
 /* The stream the queue head |m| goes on, or NULL: it waits until a stream can take it.
