@@ -10,6 +10,8 @@ set +e
 "$BIN" node --no-such-flag >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown flag must exit 2"
 "$BIN" bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
 "$BIN" node --tcp 999.1.1.1:99999 >/dev/null 2>&1; [ $? -eq 1 ] || fail "bad address must exit 1"
+"$BIN" node --tcp off --quic 127.0.0.1:0 --quic-max-bidi-streams 5000 >/dev/null 2>&1
+[ $? -eq 1 ] || fail "--quic-max-bidi-streams beyond 1024 must exit 1"
 set -e
 
 LOG=$TMP/node.log
