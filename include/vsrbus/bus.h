@@ -82,7 +82,8 @@ struct vsr_bus_options {
   uint8_t previous_secret[VSR_SECRET_MAX]; /* accepted for verification while rotating */
   size_t previous_secret_len;              /* 0: no rotation window */
   uint64_t reconnect_period_ns;        /* default 5 s */
-  uint64_t handshake_grace_ns;         /* default 10 s */
+  uint64_t handshake_grace_ns;         /* default 10 s; also bounds the QUIC handshake (only:
+                                          a QUIC client may open its first stream later) */
   uint32_t max_inflight_handshakes;    /* default 256 */
 
   /* QUIC client plane. */
