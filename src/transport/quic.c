@@ -11,9 +11,10 @@
  * once. Each stream has its own decoder. The owner's queue is one FIFO per connection: the
  * server routes each queued frame to a stream (a Reply to the stream that carried the Request
  * with the same `request` number, anything else first come first served) and finishes a
- * stream the peer finished once every frame it carried has its answer. Queued frames are handed to ngtcp2 in place (no copy
- * into a second buffer) and each keeps a reference until ngtcp2 reports its bytes acknowledged
- * (acked_stream_data_offset) or the stream closes: ngtcp2 0.12 retransmits from our buffers.
+ * stream the peer finished once every frame it carried has its answer. Queued frames are
+ * handed to ngtcp2 in place (no copy into a second buffer) and each keeps a reference until
+ * ngtcp2 reports its bytes acknowledged (acked_stream_data_offset) or the stream closes:
+ * ngtcp2 0.12 retransmits from our buffers.
  * Upcalls to the owner never come from ngtcp2 callbacks that could re-enter ngtcp2: the ops
  * only set flags and defer work; connections are freed from a deferred reaper. */
 #include <errno.h>
