@@ -71,6 +71,15 @@ struct vsr_bus_options {
   uint32_t peer_queue_capacity; /* frames per peer queue, default 256 (rounded to 2^k) */
   bool verify_body_checksum;    /* verify non-zero Prepare body checksums, default true */
   uint64_t close_peer_timeout_ns; /* per-peer drain bound at shutdown, default 2 s */
+  /* A peer whose send queue stays full (refusing frames, not drained back to half) this long
+   * is not reading: it is closed with VSR_ESLOW_PEER, logged (VSR-SLOW) and counted. Default
+   * 10 s: far above a live peer's stalls (TCP retransmits, GC pauses), far below what a
+   * stuck peer may hold hostage. 0: never. */
+  uint64_t slow_peer_timeout_ns;
+  /* Bytes one peer's send queue may hold; a frame beyond it is refused like a full queue
+   * (VSR_EBACKPRESSURE), except into an empty queue. Default 64 MiB: 256 replies of 64 KiB
+   * (16 MiB) never reach it; it bounds a queue of large frames. 0: frame count only. */
+  uint64_t peer_queue_bytes_max;
 
   /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
   const char *cluster_name;            /* the u128 cluster id is derived from it */
@@ -155,6 +164,7 @@ struct vsr_bus_stats {
   uint64_t replicas_connected;    /* authenticated replica links now */
   uint64_t handshakes_inflight;
   uint64_t errors[VSR_ERR_SLOTS]; /* connections closed per reason, by -code */
+  uint64_t slow_peers_closed;     /* peers closed with VSR_ESLOW_PEER */
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);
@@ -163,6 +173,8 @@ struct vsr_peer_stats {
   uint32_t queue_depth, queue_capacity;
   uint64_t frames_in, bytes_in, frames_out, bytes_out;
   uint64_t drops_backpressure;
+  uint64_t queue_bytes;   /* bytes queued now */
+  uint64_t queue_full_ns; /* how long the queue has been full (0: not full) */
 };
 
 /* Returns 0 or VSR_ENOTCONN. */

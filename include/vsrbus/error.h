@@ -47,6 +47,7 @@ enum vsr_err {
   VSR_EPROTO = -45,      /* protocol violation (transport or plane level) */
   VSR_EIDLE = -46,       /* idle timeout */
   VSR_EWRITE = -47,      /* write failed; the connection is torn down */
+  VSR_ESLOW_PEER = -55,  /* peer's send queue stayed full for slow_peer_timeout: not reading */
 
   /* -60..-79: replica plane authentication (see src/bus/replica.c). */
   VSR_EAUTH = -60,           /* MAC mismatch or other authentication failure */

@@ -36,6 +36,7 @@ const char *vsr_strerror(int err) {
   case VSR_EPROTO: return "protocol violation (transport or plane level)";
   case VSR_EIDLE: return "idle timeout";
   case VSR_EWRITE: return "write failed; the connection is torn down";
+  case VSR_ESLOW_PEER: return "peer's send queue stayed full for slow_peer_timeout (not reading)";
   case VSR_EAUTH: return "MAC mismatch or other authentication failure";
   case VSR_EAUTH_CLUSTER: return "cluster id mismatch";
   case VSR_EAUTH_DIRECTION: return "directional rule violated / id out of range";
@@ -86,6 +87,7 @@ const char *vsr_errname(int err) {
   case VSR_EPROTO: return "VSR_EPROTO";
   case VSR_EIDLE: return "VSR_EIDLE";
   case VSR_EWRITE: return "VSR_EWRITE";
+  case VSR_ESLOW_PEER: return "VSR_ESLOW_PEER";
   case VSR_EAUTH: return "VSR_EAUTH";
   case VSR_EAUTH_CLUSTER: return "VSR_EAUTH_CLUSTER";
   case VSR_EAUTH_DIRECTION: return "VSR_EAUTH_DIRECTION";
