@@ -170,6 +170,34 @@ struct ho_node {
   char addr[64];
 };
 
+/* Children still running when the test exits (a failed assertion skips the test's own stop)
+ * are killed by PID at exit. */
+#define HO_CHILDREN_MAX 8
+static pid_t ho_children[HO_CHILDREN_MAX];
+
+static inline void ho_kill_children(void) {
+  for (int i = 0; i < HO_CHILDREN_MAX; i++) {
+    if (ho_children[i] <= 0) continue;
+    kill(ho_children[i], SIGKILL);
+    waitpid(ho_children[i], NULL, 0);
+    ho_children[i] = 0;
+  }
+}
+
+static inline void ho_child_track(pid_t pid, pid_t old) {
+  static bool registered;
+  if (!registered) {
+    atexit(ho_kill_children);
+    registered = true;
+  }
+  for (int i = 0; i < HO_CHILDREN_MAX; i++) {
+    if (ho_children[i] == old) {
+      ho_children[i] = pid;
+      return;
+    }
+  }
+}
+
 /* The whole log so far (malloc'd, NUL-terminated; free it), or NULL. */
 static inline char *ho_log(const struct ho_node *n) {
   FILE *f = fopen(n->log_path, "rb");
@@ -226,6 +254,7 @@ static inline int ho_node_start(struct ho_node *n, rlim_t nofile, const char *co
     _exit(127);
   }
   close(log);
+  ho_child_track(n->pid, 0);
   uint64_t end = vsrt_now() + 10 * HO_SEC;
   while (vsrt_now() < end) {
     char *text = ho_log(n);
@@ -236,6 +265,7 @@ static inline int ho_node_start(struct ho_node *n, rlim_t nofile, const char *co
     if (n->addr[0]) return 0;
     int st;
     if (waitpid(n->pid, &st, WNOHANG) == n->pid) {
+      ho_child_track(0, n->pid);
       n->pid = 0;
       return skip ? VSRT_SKIP : -1;
     }
@@ -255,11 +285,13 @@ static inline int ho_node_stop(struct ho_node *n, uint64_t timeout_ns) {
     if (vsrt_now() >= end) {
       kill(n->pid, SIGKILL);
       waitpid(n->pid, &st, 0);
+      ho_child_track(0, n->pid);
       n->pid = 0;
       return -1;
     }
     usleep(10000);
   }
+  ho_child_track(0, n->pid);
   n->pid = 0;
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
