@@ -76,9 +76,10 @@ struct vsr_bus_options {
    * 10 s: far above a live peer's stalls (TCP retransmits, GC pauses), far below what a
    * stuck peer may hold hostage. 0: never. */
   uint64_t slow_peer_timeout_ns;
-  /* Bytes one peer's send queue may hold; a frame beyond it is refused like a full queue
-   * (VSR_EBACKPRESSURE), except into an empty queue. Default 64 MiB: 256 replies of 64 KiB
-   * (16 MiB) never reach it; it bounds a queue of large frames. 0: frame count only. */
+  /* Buffer bytes (message capacity) one peer's send queue may hold; a frame beyond it is
+   * refused like a full queue (VSR_EBACKPRESSURE), except into an empty queue. Default 64 MiB:
+   * bounds the memory one peer that does not read can pin (the frame cap alone allows 256
+   * frames of any size), while a reading peer's queue stays far below it. 0: frames only. */
   uint64_t peer_queue_bytes_max;
 
   /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
@@ -173,7 +174,7 @@ struct vsr_peer_stats {
   uint32_t queue_depth, queue_capacity;
   uint64_t frames_in, bytes_in, frames_out, bytes_out;
   uint64_t drops_backpressure;
-  uint64_t queue_bytes;   /* bytes queued now */
+  uint64_t queue_bytes;   /* buffer bytes the queued frames hold now */
   uint64_t queue_full_ns; /* how long the queue has been full (0: not full) */
 };
 

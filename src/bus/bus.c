@@ -258,12 +258,13 @@ static void bus_full_unlink(struct bus_peer *p) {
   p->full_since_ns = 0;
 }
 
-/* Room for a frame of |size|: under the frame cap and the byte budget. An empty queue always
- * takes one frame, so a frame larger than the budget can still be sent. */
-static bool bus_queue_room(const struct vsr_bus *bus, const struct bus_peer *p, uint32_t size) {
+/* Room for |m|: under the frame cap and the byte budget (buffer bytes, what the queue pins). An
+ * empty queue always takes one frame, so a frame larger than the budget can still be sent. */
+static bool bus_queue_room(const struct vsr_bus *bus, const struct bus_peer *p,
+                           const struct vsr_msg *m) {
   uint64_t max = bus->opts.peer_queue_bytes_max;
   if (p->q.len == p->q.cap) return false;
-  return max == 0 || p->q.len == 0 || p->q.bytes + size <= max;
+  return max == 0 || p->q.len == 0 || p->q.bytes + m->capacity <= max;
 }
 
 static bool bus_queue_relieved(const struct vsr_bus *bus, const struct bus_peer *p) {
@@ -283,7 +284,7 @@ static void bus_slow_close(struct bus_peer *p, uint64_t now) {
   bus_full_unlink(p);
   bus->stats.slow_peers_closed++;
   VSRI_WARN("VSR-SLOW", "%s %s: %s %llx is not reading: send queue full for %llu ms (%u frames, "
-            "%llu bytes queued; %llu frames refused); closing (VSR_ESLOW_PEER)",
+            "%llu buffer bytes held; %llu frames refused); closing (VSR_ESLOW_PEER)",
             p->tops->peer_name(p->conn), p->tops->name,
             p->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)p->id,
             (unsigned long long)full_ms, p->q.len, (unsigned long long)p->q.bytes,
@@ -336,7 +337,7 @@ static int bus_enqueue(struct vsr_bus *bus, struct bus_peer *p, struct vsr_msg *
     return bus->shutting_down ? VSR_ESHUTDOWN : VSR_ENOTCONN;
   }
   if (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size) return VSR_EINVAL;
-  if (!bus_queue_room(bus, p, msg->size) || !vsri_sendq_push(&p->q, msg)) {
+  if (!bus_queue_room(bus, p, msg) || !vsri_sendq_push(&p->q, msg)) {
     p->drops_backpressure++;
     bus->stats.drops_backpressure++;
     bus_full_note(bus, p);

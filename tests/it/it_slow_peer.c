@@ -150,15 +150,27 @@ static void flood_task(struct h_node *n, void *arg) {
   }
 }
 
-/* peer_queue_bytes_max refuses like a full queue; an empty queue still takes one frame larger
- * than the budget. */
+/* The buffer bytes a frame of |size| holds in a pool made with |o|. */
+static uint64_t capacity_of(const struct vsr_pool_options *o, uint32_t size) {
+  struct vsr_pool *pool;
+  assert_int_equal(vsr_pool_new(&pool, o), 0);
+  struct vsr_msg *m = vsr_pool_get(pool, size);
+  assert_non_null(m);
+  uint64_t cap = m->capacity;
+  vsr_msg_unref(m);
+  vsr_pool_del(pool);
+  return cap;
+}
+
+/* peer_queue_bytes_max (buffer bytes held) refuses like a full queue; an empty queue still takes
+ * one frame larger than the budget. */
 static void byte_budget_refuses_like_a_full_queue(void **state) {
   (void)state;
   struct h_node n;
   h_options(&n);
   n.mode = H_SILENT;
   n.opts.peer_queue_capacity = 256;
-  n.opts.peer_queue_bytes_max = 4 * REQ_SIZE;
+  n.opts.peer_queue_bytes_max = 4 * capacity_of(&n.opts.loop_options.pool, REQ_SIZE);
   n.opts.slow_peer_timeout_ns = 600 * H_SEC;
   assert_int_equal(h_start(&n), 0);
   int fd = ho_connect_small(n.addr); /* never reads */
@@ -173,7 +185,7 @@ static void byte_budget_refuses_like_a_full_queue(void **state) {
   assert_int_equal(s.ps.drops_backpressure, 6);
   close(fd);
 
-  /* A second client: one frame of 5 budgets goes into its empty queue, the next does not. */
+  /* A second client: one frame over the budget goes into its empty queue, the next does not. */
   int fd2 = ho_connect_small(n.addr);
   assert_true(fd2 >= 0);
   assert_int_equal(h_wait_events(&n, VSR_PEER_CONNECTED, 2, 5 * H_SEC), 2);
@@ -185,7 +197,9 @@ static void byte_budget_refuses_like_a_full_queue(void **state) {
     }
   }
   pthread_mutex_unlock(&n.mu);
-  struct flood_arg b = {.client = second, .size = 5 * REQ_SIZE, .tries = 2};
+  uint32_t big = (uint32_t)n.opts.peer_queue_bytes_max + 4096;
+  assert_true(capacity_of(&n.opts.loop_options.pool, big) > n.opts.peer_queue_bytes_max);
+  struct flood_arg b = {.client = second, .size = big, .tries = 2};
   h_run(&n, flood_task, &b);
   assert_int_equal(b.ok, 1);
   assert_int_equal(b.backpressure, 1);
