@@ -3,7 +3,8 @@
  * (TCP, QUIC). Every transport delivers the same frames to the same callbacks.
  *
  * Sends never block: each peer has a bounded queue; a full queue returns VSR_EBACKPRESSURE and
- * is counted. Frames are queued by reference (the bus takes its own reference on success), so
+ * is counted, and a peer whose queue stays full for slow_peer_timeout_ns is closed
+ * (VSR_ESLOW_PEER). Frames are queued by reference (the bus takes its own reference on success), so
  * one Prepare sent to N replicas is one buffer in N queues. */
 #ifndef VSRBUS_BUS_H
 #define VSRBUS_BUS_H
@@ -140,8 +141,10 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size);
 
 /* Queues |msg| for a peer. On success the bus holds its own reference; the caller keeps its
  * own either way. Never blocks. Returns 0, VSR_ENOTCONN (unknown or not connected),
- * VSR_EBACKPRESSURE (queue full), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Failures are
- * counted in the stats. */
+ * VSR_EBACKPRESSURE (queue full: peer_queue_capacity frames or peer_queue_bytes_max bytes; a
+ * refusal that ends slow_peer_timeout_ns of full queue also closes the peer with
+ * VSR_ESLOW_PEER), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Failures are counted in the
+ * stats. */
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg);
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg);
 
@@ -175,7 +178,7 @@ struct vsr_peer_stats {
   uint64_t frames_in, bytes_in, frames_out, bytes_out;
   uint64_t drops_backpressure;
   uint64_t queue_bytes;   /* buffer bytes the queued frames hold now */
-  uint64_t queue_full_ns; /* how long the queue has been full (0: not full) */
+  uint64_t queue_full_ns; /* how long the queue has been full (0: not full, or no timeout) */
 };
 
 /* Returns 0 or VSR_ENOTCONN. */
