@@ -47,7 +47,7 @@ static void node_usage(FILE *f) {
           "  --max-clients N         default 100000\n"
           "  --slow-peer-timeout-ms N  close a peer whose send queue stays full this long,\n"
           "                          default 10000 (0: never)\n"
-          "  --peer-queue-bytes N    bytes queued per peer, default 67108864 (0: no byte cap)\n"
+          "  --peer-queue-bytes N    buffer bytes queued per peer, default 67108864 (0: no cap)\n"
           "  --log-burst N           log lines per call site at once, default 20 (0: no limit)\n"
           "  --log-interval-ms N     then one line (and one count of the rest) per N ms,\n"
           "                          default 1000\n"
