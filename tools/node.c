@@ -374,10 +374,12 @@ int vsr_cmd_node(int argc, char **argv) {
   /* Replies and pongs count what the bus accepted; each of those was either written (out) or
    * still queued when its connection closed (dropped on close). */
   fprintf(stderr,
-          "vsrbus node: stopped: %llu frames in, %llu out, %llu replies, %llu pongs, "
-          "%llu clients served; dropped: %llu replies refused, %llu frames refused (queue "
-          "full), %llu frames on close, %llu slow peers closed\n",
+          "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
+          "%llu pongs, %llu clients served; %llu replies refused, %llu frames refused (queue "
+          "full), %llu frames dropped at close, %llu slow peers closed\n",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
+          (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
+                               st.drops_on_close),
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
           (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,
@@ -385,13 +387,16 @@ int vsr_cmd_node(int argc, char **argv) {
   if (cluster) {
     fprintf(stderr,
             "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "
-            "prepare_oks received, %llu commits received, %llu resent, %llu foreign, %llu "
-            "dropped (pipeline full), %llu sends refused\n",
+            "prepare_oks received, %llu commits received, %llu resent, %llu deferred, %llu "
+            "skipped, %llu foreign, %llu dropped (pipeline full), %llu sends refused (queue "
+            "full), %llu sends refused (not connected), %llu dropped at close\n",
             cfg.bus.replica_index, (unsigned long long)sm.commit,
             (unsigned long long)sm.prepares, (unsigned long long)sm.prepare_oks,
             (unsigned long long)sm.commits, (unsigned long long)sm.resent,
-            (unsigned long long)sm.foreign, (unsigned long long)sm.pipeline_full,
-            (unsigned long long)st.drops_not_connected);
+            (unsigned long long)sm.deferred, (unsigned long long)sm.skipped,
+            (unsigned long long)sm.foreign,
+            (unsigned long long)sm.pipeline_full, (unsigned long long)st.drops_backpressure,
+            (unsigned long long)st.drops_not_connected, (unsigned long long)st.drops_on_close);
   }
   vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
   vsr_bus_del(bus);

@@ -143,8 +143,9 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size);
  * own either way. Never blocks. Returns 0, VSR_ENOTCONN (unknown or not connected),
  * VSR_EBACKPRESSURE (queue full: peer_queue_capacity frames or peer_queue_bytes_max bytes; a
  * refusal that ends slow_peer_timeout_ns of full queue also closes the peer with
- * VSR_ESLOW_PEER), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Failures are counted in the
- * stats. */
+ * VSR_ESLOW_PEER), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Refusals are counted in the
+ * stats and logged (VSR-DROP, at most one line a second). A refused frame is not sent later:
+ * the caller keeps it if it matters (vsr_bus_peer_stats tells the free room). */
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg);
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg);
 

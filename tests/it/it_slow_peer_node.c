@@ -13,20 +13,20 @@
 #define REQ_SIZE (64u * 1024 + 256)
 
 struct final_line {
-  unsigned long long in, out, replies, pongs, clients, refused_replies, refused_frames, on_close,
-      slow;
+  unsigned long long in, out, dropped, replies, pongs, clients, refused_replies, refused_frames,
+      on_close, slow;
 };
 
 static int parse_final(const char *log, struct final_line *f) {
   const char *at = log ? strstr(log, "vsrbus node: stopped: ") : NULL;
   if (!at) return -1;
   int n = sscanf(at,
-                 "vsrbus node: stopped: %llu frames in, %llu out, %llu replies, %llu pongs, "
-                 "%llu clients served; dropped: %llu replies refused, %llu frames refused "
-                 "(queue full), %llu frames on close, %llu slow peers closed",
-                 &f->in, &f->out, &f->replies, &f->pongs, &f->clients, &f->refused_replies,
-                 &f->refused_frames, &f->on_close, &f->slow);
-  return n == 9 ? 0 : -1;
+                 "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
+                 "%llu pongs, %llu clients served; %llu replies refused, %llu frames refused "
+                 "(queue full), %llu frames dropped at close, %llu slow peers closed",
+                 &f->in, &f->out, &f->dropped, &f->replies, &f->pongs, &f->clients,
+                 &f->refused_replies, &f->refused_frames, &f->on_close, &f->slow);
+  return n == 10 ? 0 : -1;
 }
 
 static void node_final_line_is_honest_under_slow_clients(void **state) {
@@ -75,6 +75,7 @@ static void node_final_line_is_honest_under_slow_clients(void **state) {
   assert_int_equal(f.slow, 10);
   assert_int_equal(ho_count(log, "VSR-SLOW", "VSR_ESLOW_PEER"), 10);
   assert_true(f.refused_frames > 0);
+  assert_int_equal(f.dropped, f.refused_frames + f.on_close); /* nothing sent to absent peers */
   assert_true(f.refused_replies >= f.refused_frames);
   assert_true(f.replies >= 30);
   /* Honest: everything the state machine counted was accepted by the bus, and everything the
