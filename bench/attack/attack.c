@@ -20,7 +20,8 @@
  *             Request (--size body bytes) round trips, or --connect (QUIC): connect + one ping;
  *             success rate and latency percentiles, a failed attempt times out at --timeout-ms
  *   drain     one client, --depth Requests of --size in flight, until the node closes the
- *             connection or --seconds: requests sent, replies received, how it ended */
+ *             connection or --seconds (pausing --read-pause-us after each reply): requests sent,
+ *             replies received, how it ended */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -58,7 +59,7 @@
 struct at_cfg {
   const char *addr, *kind, *transport, *cluster;
   uint32_t conns, silent, size, depth, burst, rate, sources, max;
-  uint32_t interval_ms, timeout_ms;
+  uint32_t interval_ms, timeout_ms, read_pause_us;
   double seconds;
   bool bodies, connect_mode, topup;
 };
@@ -855,6 +856,10 @@ static int at_drain(const struct at_cfg *cfg) {
     if (rp->command == VSR_CMD_REPLY) replies++;
     else bad++;
     vsr_msg_unref(r);
+    if (cfg->read_pause_us) { /* a client busy with its own work between replies */
+      struct timespec ts = {0, (long)cfg->read_pause_us * 1000L};
+      nanosleep(&ts, NULL);
+    }
   }
   printf("drain_sent=%llu\ndrain_replies=%llu\ndrain_unanswered=%llu\ndrain_other=%llu\n"
          "drain_end=%s\n",
@@ -873,7 +878,7 @@ static void at_usage(FILE *f) {
           "         [--seconds S] [--conns N] [--silent N] [--size BYTES] [--bodies]\n"
           "         [--topup] [--interval-ms MS] [--timeout-ms MS] [--depth N] [--burst N] [--rate N]\n"
           "         [--sources N] [--max N] [--kind badframe|stranger|hold]\n"
-          "         [--transport tcp|quic] [--connect] [--cluster NAME]\n"
+          "         [--transport tcp|quic] [--connect] [--cluster NAME] [--read-pause-us US]\n"
           "Loopback addresses only. Prints key=value lines.\n");
 }
 
@@ -896,7 +901,7 @@ int main(int argc, char **argv) {
       {"max", required_argument, 0, 'm'},      {"kind", required_argument, 0, 'k'},
       {"transport", required_argument, 0, 'T'}, {"connect", no_argument, 0, 'C'},
       {"cluster", required_argument, 0, 'c'},  {"help", no_argument, 0, 'h'},
-      {"topup", no_argument, 0, 'U'},
+      {"topup", no_argument, 0, 'U'},          {"read-pause-us", required_argument, 0, 'P'},
       {0, 0, 0, 0},
   };
   optind = 2;
@@ -910,6 +915,7 @@ int main(int argc, char **argv) {
     case 'z': cfg.size = (uint32_t)strtoul(optarg, NULL, 10); break;
     case 'b': cfg.bodies = true; break;
     case 'U': cfg.topup = true; break;
+    case 'P': cfg.read_pause_us = (uint32_t)strtoul(optarg, NULL, 10) % 1000000u; break;
     case 'i': cfg.interval_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
     case 't': cfg.timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
     case 'd': cfg.depth = (uint32_t)strtoul(optarg, NULL, 10); break;

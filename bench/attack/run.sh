@@ -33,10 +33,15 @@ case $SECS in '' | *[!0-9]*) echo "run.sh: ATTACK_SECONDS must be whole seconds"
 
 WORK=$(mktemp -d /tmp/vsrbus-attack.XXXXXX)
 mkdir -p "$OUT"
-PIDS=()
+# Kills and reaps this shell's background jobs that are still unreaped (a reaped PID is never
+# signalled: it may belong to someone else by now).
+reap_jobs() {
+  local p
+  for p in $(jobs -p); do kill -KILL "$p" 2>/dev/null || true; done
+  for p in $(jobs -p); do wait "$p" 2>/dev/null || true; done
+}
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  reap_jobs
   if [ "${ATTACK_KEEP:-0}" = 1 ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -60,7 +65,13 @@ fi
 echo "node flags added: ${TUNED[*]:-(none)} ${EXTRA[*]:-}" >&2
 
 now() { date +%s.%N; }
-kv() { sed -n "s/^$2=//p" "$1" 2>/dev/null | tail -1; }
+# kv FILE KEY: the last KEY=value of FILE (bash only: process starts are slow on a busy box).
+kv() {
+  local k v r=
+  [ -r "$1" ] || return 0
+  while IFS='=' read -r k v; do [ "$k" = "$2" ] && r=$v; done <"$1"
+  printf '%s' "$r"
+}
 f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 
 # start_node NAME [--ulimit N] ARGS...: starts `vsrbus node ARGS TUNED NODE_ARGS`, log in
@@ -76,7 +87,6 @@ start_node() {
     "$BIN" node "$@" "${TUNED[@]}" "${EXTRA[@]}" >"$log" 2>&1 &
   fi
   NODE_PID=$!
-  PIDS+=("$NODE_PID")
   TCP_ADDR= QUIC_ADDR= REPL_ADDR=
   local want_quic=0 want_repl=0
   [[ " $* " == *" --quic 127."* ]] && want_quic=1
@@ -97,13 +107,18 @@ start_node() {
   return 1
 }
 
-rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
+rss_kib() { # rss_kib PID VmRSS|VmHWM, in KiB
+  local k v _
+  while read -r k v _; do [ "$k" = "$2:" ] && { printf '%s' "$v"; return; }; done \
+    <"/proc/$1/status" 2>/dev/null
+}
 
 # rss_watch PID FILE: VmRSS every 100 ms; the maximum is kept in FILE (until the PID is gone).
 rss_watch() {
-  local pid=$1 f=$2 max=0 v
-  while kill -0 "$pid" 2>/dev/null; do
-    v=$(rss_kib "$pid" VmRSS)
+  local pid=$1 f=$2 max=0 k v _
+  while [ -r "/proc/$pid/status" ]; do
+    v=
+    while read -r k v _; do [ "$k" = VmRSS: ] && break; v=; done <"/proc/$pid/status" 2>/dev/null
     if [ -n "$v" ] && [ "$v" -gt "$max" ]; then max=$v; echo "$max" >"$f"; fi
     sleep 0.1
   done
@@ -111,12 +126,13 @@ rss_watch() {
 
 # stop_node PID: SIGTERM, at most 10 s, then SIGKILL. Sets STOP_RC.
 stop_node() {
-  local pid=$1
+  local pid=$1 t0; t0=$(now)
   kill -TERM "$pid" 2>/dev/null
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null && echo "run.sh: node $pid killed after 10 s" >&2
   wait "$pid" 2>/dev/null
   STOP_RC=$?
+  echo "node $pid stopped in $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s, exit $STOP_RC" >&2
 }
 
 # Runs a program bounded in time (it has its own alarm() too).
@@ -125,9 +141,11 @@ bounded() { timeout -k 5 $((SECS + 60)) "$@"; }
 # Measurement window over the nodes in NODES (PIDs) with logs in LOGS.
 window_begin() {
   W_T0=$(now)
-  W_L0=0 W_B0=0
+  W_L0=0 W_B0=0 W_OFF=()
   for l in "${LOGS[@]}"; do
-    W_L0=$((W_L0 + $(wc -l <"$l"))); W_B0=$((W_B0 + $(wc -c <"$l")))
+    local n; n=$(wc -l <"$l")
+    W_OFF+=("$n")
+    W_L0=$((W_L0 + n)); W_B0=$((W_B0 + $(wc -c <"$l")))
   done
   W_RSS0=0
   RSSF=()
@@ -135,7 +153,6 @@ window_begin() {
     local v; v=$(rss_kib "$p" VmRSS); [ -n "$v" ] && [ "$v" -gt "$W_RSS0" ] && W_RSS0=$v
     local f=$WORK/rss.$p; echo 0 >"$f"; RSSF+=("$f")
     rss_watch "$p" "$f" &
-    PIDS+=("$!")
   done
 }
 window_end() {
@@ -152,6 +169,12 @@ window_end() {
   W_KIBPS=$(awk -v n="$((b1 - W_B0))" -v d="$W_DUR" 'BEGIN { printf "%.1f", (d > 0 ? n / d / 1024 : 0) }')
   W_RSS=$(awk -v k="$hwm" 'BEGIN { printf "%.0f", k / 1024 }')
   W_RSS0M=$(awk -v k="$W_RSS0" 'BEGIN { printf "%.0f", k / 1024 }')
+  # The most frequent line shape of the window (times, numbers and addresses folded to N).
+  local i=0
+  W_TOP=$(for l in "${LOGS[@]}"; do tail -n +"$((W_OFF[i] + 1))" "$l"; i=$((i + 1)); done |
+          awk '{ sub(/^[0-9:.]+ /, ""); gsub(/[0-9][0-9a-f.:]*/, "N"); gsub(/[|"]/, "");
+                 if (++c[$0] > m) { m = c[$0]; t = $0 } }
+               END { if (m) print m " x " substr(t, 1, 100) }')
 }
 
 # The node's last words: "N frames in, M out, R replies".
@@ -169,6 +192,7 @@ emit() {
   p99=$(kv "$lf" legit_p99_ms); p99ok=$(kv "$lf" legit_p99_ok_ms)
   if [ -z "$att" ]; then succ="n/a"; p99=${LEGIT_P99:-n/a}; pct=${LEGIT_PCT:-}; [ -n "$pct" ] && succ="$pct %"
   else succ="$pct % ($ok/$att)"; fi
+  [ "$W_LINES" -gt 0 ] && [ -n "${W_TOP:-}" ] && notes="${notes:+$notes; }most frequent log line: $W_TOP"
   local p99s=$p99
   [ "$p99" != n/a ] && [ -n "$p99" ] && p99s="$p99 ms"
   [ -n "$p99ok" ] && [ "$p99ok" != "-1.00" ] && [ "${p99:0:1}" = ">" ] && p99s="$p99s (answered: $p99ok ms)"
@@ -196,11 +220,11 @@ single() { # single NAME [--ulimit N] ARGS: one node; sets NODES, LOGS
 row0() {
   single r0 --tcp 127.0.0.1:0 --quic off || return
   window_begin
-  bounded "$ATK" legit --addr "$TCP_ADDR" --conns 4 --interval-ms 5 --seconds "$LSECS" \
+  bounded "$ATK" legit --addr "$TCP_ADDR" --conns 4 --interval-ms 5 --seconds 4 \
     >"$WORK/r0.legit" 2>>"$WORK/r0.err" &
   local l1=$!
   bounded "$ATK" legit --addr "$TCP_ADDR" --conns 1 --size $((1048576 - 256)) --interval-ms 20 \
-    --seconds "$LSECS" >"$WORK/r0.legit1m" 2>>"$WORK/r0.err"
+    --seconds 4 >"$WORK/r0.legit1m" 2>>"$WORK/r0.err"
   wait $l1
   window_end
   stop_node "$NODE_PID"
@@ -369,10 +393,10 @@ row6() {
   for i in $(seq "$DRAIN_RUNS"); do
     single "r6.$i" --tcp 127.0.0.1:0 --quic off || return
     window_begin
-    bounded "$ATK" drain --addr "$TCP_ADDR" --size 262144 --depth 64 --seconds "$SECS" \
+    bounded "$ATK" drain --addr "$TCP_ADDR" --size 262144 --depth 64 --read-pause-us 1000 --seconds "$SECS" \
       >"$WORK/r6.$i.cl" 2>>"$WORK/r6.err" &
     local c=$!
-    sleep 1.5
+    sleep 1
     window_end
     stop_node "$NODE_PID"
     rcs+=("$STOP_RC")
@@ -394,15 +418,16 @@ row6() {
   W_KIBPS="-"
   LEGIT_PCT=$(awk -v g="$got_total" -v c="$claimed_total" 'BEGIN { printf "%.1f", (c > 0 ? 100 * g / c : 0) }')
   LEGIT_P99=n/a
-  emit 6 "SIGTERM while a client sends 256 KiB Requests (64 in flight), $DRAIN_RUNS runs" \
+  emit 6 "SIGTERM while a client sends 256 KiB Requests (64 in flight; the client pauses 1 ms after each reply), $DRAIN_RUNS runs" \
     "the sending client: replies received / replies the node counted" /dev/null \
     "$DRAIN_RUNS" "$DRAIN_RUNS" \
-    "replies lost per run: ${runs[*]} (node counted $claimed_total, client got $got_total, client sent $sent_total); exit codes: ${rcs[*]}"
+    "replies lost (node counted - client got) per run: ${runs[*]}; node counted $claimed_total, client got $got_total, client sent $sent_total ($((sent_total - got_total)) never answered); node exit codes: ${rcs[*]}"
 }
 
 row7() { # 7a bad frames, 7b refused (max-clients), 7c replica-port strangers, 7d EMFILE
-  local sub=$1 half=$(( (SECS + 1) / 2 ))
-  local lsecs=$((half - 1)) args=() kind conns=8 addr note=
+  local sub=$1 half=$(( SECS * 2 / 5 ))
+  [ "$half" -ge 3 ] || half=3
+  local lsecs=$((half - 1)) kind conns=8 addr
   case $sub in
     a) single r7a --tcp 127.0.0.1:0 --quic off || return; kind=badframe; addr=$TCP_ADDR ;;
     b) single r7b --tcp 127.0.0.1:0 --quic off --max-clients 16 || return
@@ -436,10 +461,6 @@ row7() { # 7a bad frames, 7b refused (max-clients), 7c replica-port strangers, 7
   fi
   wait $a $l
   window_end
-  # The most frequent log line shape (digits and addresses folded), for the notes.
-  local top
-  top=$(sed -n "$((W_L0 + 1)),\$p" "$WORK/r7$sub.log" | cut -c14- | sed 's/[0-9][0-9.:]*/N/g' |
-        sort | uniq -c | sort -rn | head -1 | sed 's/^ *//' | cut -c1-110 | tr -d '|"')
   stop_node "$NODE_PID"
   local what
   case $sub in
@@ -450,12 +471,14 @@ row7() { # 7a bad frames, 7b refused (max-clients), 7c replica-port strangers, 7
   esac
   emit "7$sub" "$what, ${half} s" "2 clients, 256 B PingClient every 10 ms (1 s timeout)" \
     "$WORK/r7$sub.legit" "$(kv "$WORK/r7$sub.atk" attack_conns)" \
-    "$(kv "$WORK/r7$sub.atk" attack_closed)" "top line: ${top:-none}"
+    "$(kv "$WORK/r7$sub.atk" attack_closed)" ""
 }
 
 # ---- run ---------------------------------------------------------------------------------------
 T_START=$(now)
 for r in $ROWS; do
+  t_row=$(now)
+  n_rows=$(wc -l <"$MD")
   case $r in
     0) row0 ;;
     1) row1 ;;
@@ -467,15 +490,25 @@ for r in $ROWS; do
     7) row7 a; row7 b; row7 c; row7 d ;;
     *) echo "run.sh: no row $r" >&2 ;;
   esac
+  if [ "$(wc -l <"$MD")" = "$n_rows" ]; then
+    # A node that would not start (or a script error): say so in the table.
+    echo "| $r | (row failed: node did not start or the run broke; see the script's stderr) | | | | | | | |" >>"$MD"
+    echo "$r,\"row failed\",,,,,,,,,,,,,\"see stderr\"" >>"$CSV"
+  fi
+  # Nothing of this row may outlive it: our own background jobs not yet reaped (nodes,
+  # samplers, clients), by PID.
+  reap_jobs
+  echo "row $r: $(awk -v a="$t_row" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s" >&2
 done
 T_ALL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')
 
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+CODE=$(git -C "$ROOT" log -1 --format=%h -- src include tools 2>/dev/null || echo unknown)
 BACKEND=$(grep -ho 'running (io [a-z_]*)' "$WORK"/*.log 2>/dev/null | head -1 | sed 's/running (io //; s/)//')
 {
   echo "# Attack runs (issue 12)"
   echo
-  echo "\`bench/attack/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT, $(nproc) CPUs" \
+  echo "\`bench/attack/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT (node code: last change to src/ include/ tools/ in $CODE), $(nproc) CPUs" \
        "(load average at the end $(cut -d' ' -f1-3 /proc/loadavg)), node io backend ${BACKEND:-?}," \
        "ATTACK_SECONDS=$SECS, whole run ${T_ALL} s."
   flags="${TUNED[*]:-} ${EXTRA[*]:-}"
