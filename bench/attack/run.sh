@@ -11,6 +11,8 @@
 # the clients' backend), BUILD (build dir, ./build), ATTACK_OUT (results dir), DRAIN_RUNS (3),
 # ATTACK_KEEP=1 (keep the logs; their directory is printed).
 set -uo pipefail
+export LC_ALL=C
+if [ "${ATTACK_TRACE:-0}" = 1 ]; then PS4='+ ${EPOCHREALTIME} '; set -x; fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
@@ -64,7 +66,6 @@ if [ "$TUNE" = 1 ]; then
 fi
 echo "node flags added: ${TUNED[*]:-(none)} ${EXTRA[*]:-}" >&2
 
-now() { date +%s.%N; }
 # kv FILE KEY: the last KEY=value of FILE (bash only: process starts are slow on a busy box).
 kv() {
   local k v r=
@@ -72,7 +73,6 @@ kv() {
   while IFS='=' read -r k v; do [ "$k" = "$2" ] && r=$v; done <"$1"
   printf '%s' "$r"
 }
-f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 
 # start_node NAME [--ulimit N] ARGS...: starts `vsrbus node ARGS TUNED NODE_ARGS`, log in
 # $WORK/NAME.log; sets NODE_PID, TCP_ADDR, QUIC_ADDR, REPL_ADDR. Returns 1 if it did not come up.
@@ -91,10 +91,16 @@ start_node() {
   local want_quic=0 want_repl=0
   [[ " $* " == *" --quic 127."* ]] && want_quic=1
   [[ " $* " == *" --replicas "* ]] && want_repl=1
+  local line re='(client plane tcp|client plane quic|replica plane tcp) listening on ([0-9.:]+)'
   for _ in $(seq 200); do
-    TCP_ADDR=$(sed -n 's/.*client plane tcp listening on \([0-9.:]*\).*/\1/p' "$log" | head -1)
-    QUIC_ADDR=$(sed -n 's/.*client plane quic listening on \([0-9.:]*\).*/\1/p' "$log" | head -1)
-    REPL_ADDR=$(sed -n 's/.*replica plane tcp listening on \([0-9.:]*\).*/\1/p' "$log" | head -1)
+    while IFS= read -r line; do
+      [[ $line =~ $re ]] || continue
+      case ${BASH_REMATCH[1]} in
+        "client plane tcp") TCP_ADDR=${TCP_ADDR:-${BASH_REMATCH[2]}} ;;
+        "client plane quic") QUIC_ADDR=${QUIC_ADDR:-${BASH_REMATCH[2]}} ;;
+        "replica plane tcp") REPL_ADDR=${REPL_ADDR:-${BASH_REMATCH[2]}} ;;
+      esac
+    done <"$log"
     if [ -n "$TCP_ADDR" ] && { [ $want_quic = 0 ] || [ -n "$QUIC_ADDR" ]; } &&
        { [ $want_repl = 0 ] || [ -n "$REPL_ADDR" ]; }; then
       return 0
@@ -126,13 +132,13 @@ rss_watch() {
 
 # stop_node PID: SIGTERM, at most 10 s, then SIGKILL. Sets STOP_RC.
 stop_node() {
-  local pid=$1 t0; t0=$(now)
+  local pid=$1 t0; t0=$EPOCHREALTIME
   kill -TERM "$pid" 2>/dev/null
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null && echo "run.sh: node $pid killed after 10 s" >&2
   wait "$pid" 2>/dev/null
   STOP_RC=$?
-  echo "node $pid stopped in $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s, exit $STOP_RC" >&2
+  echo "node $pid stopped in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s, exit $STOP_RC" >&2
 }
 
 # Runs a program bounded in time (it has its own alarm() too).
@@ -140,7 +146,7 @@ bounded() { timeout -k 5 $((SECS + 60)) "$@"; }
 
 # Measurement window over the nodes in NODES (PIDs) with logs in LOGS.
 window_begin() {
-  W_T0=$(now)
+  W_T0=$EPOCHREALTIME
   W_L0=0 W_B0=0 W_OFF=()
   for l in "${LOGS[@]}"; do
     local n; n=$(wc -l <"$l")
@@ -157,7 +163,7 @@ window_begin() {
 }
 window_end() {
   local t1 l1=0 b1=0 hwm=0 v
-  t1=$(now)
+  t1=$EPOCHREALTIME
   for l in "${LOGS[@]}"; do l1=$((l1 + $(wc -l <"$l"))); b1=$((b1 + $(wc -c <"$l"))); done
   for p in "${NODES[@]}"; do
     v=$(rss_kib "$p" VmHWM); [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v
@@ -342,7 +348,7 @@ row3() {
   local com; com=$(grep -h 'ops committed' "$WORK/r3n0.log" | sed 's/.*: \([0-9]*\) ops committed.*/\1/')
   emit 3 "36 conns per backup claim 64 MiB on its replica port (no handshake; refused claims redial at half size), ${SECS} s" \
     "1 client, 2 MiB Requests to the primary (2 MiB Prepares), committed" "$WORK/r3.legit" \
-    "$ac" "$acl" "3 replicas; claims open at the end $(kv "$WORK/r3.atk1" open_claims_mib) + $(kv "$WORK/r3.atk2" open_claims_mib) MiB; warm-up before the attack ${warm:-?} %; 'pool exhausted' lines $exh; primary lost a link $lost times; primary committed ${com:-?} ops; RSS and log = max / sum of the 3 nodes"
+    "$ac" "$acl" "3 replicas; claims open at the end $(kv "$WORK/r3.atk1" open_claims_mib) + $(kv "$WORK/r3.atk2" open_claims_mib) MiB; warm-up before the attack ${warm:-?} %; 'pool exhausted' lines $exh; primary lost a link $lost times; primary committed ${com:-?} ops in all ($(kv "$WORK/r3.warm" legit_ok) of them in the warm-up); RSS and log = max / sum of the 3 nodes"
 }
 
 row4() {
@@ -388,7 +394,7 @@ row5() {
 row6() {
   local runs=() lost_total=0 sent_total=0 got_total=0 claimed_total=0 rcs=() ok=1
   NODES=() LOGS=()
-  W_T0=$(now) W_LINES=0 W_LPS=0 W_KIBPS=0 W_RSS=0
+  W_T0=$EPOCHREALTIME W_LINES=0 W_LPS=0 W_KIBPS=0 W_RSS=0
   local hwm=0 lines=0 t_total=0
   for i in $(seq "$DRAIN_RUNS"); do
     single "r6.$i" --tcp 127.0.0.1:0 --quic off || return
@@ -425,7 +431,7 @@ row6() {
 }
 
 row7() { # 7a bad frames, 7b refused (max-clients), 7c replica-port strangers, 7d EMFILE
-  local sub=$1 half=$(( SECS * 2 / 5 ))
+  local sub=$1 half=$(( SECS * 3 / 10 ))
   [ "$half" -ge 3 ] || half=3
   local lsecs=$((half - 1)) kind conns=8 addr
   case $sub in
@@ -475,9 +481,9 @@ row7() { # 7a bad frames, 7b refused (max-clients), 7c replica-port strangers, 7
 }
 
 # ---- run ---------------------------------------------------------------------------------------
-T_START=$(now)
+T_START=$EPOCHREALTIME
 for r in $ROWS; do
-  t_row=$(now)
+  t_row=$EPOCHREALTIME
   n_rows=$(wc -l <"$MD")
   case $r in
     0) row0 ;;
@@ -498,9 +504,9 @@ for r in $ROWS; do
   # Nothing of this row may outlive it: our own background jobs not yet reaped (nodes,
   # samplers, clients), by PID.
   reap_jobs
-  echo "row $r: $(awk -v a="$t_row" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s" >&2
+  echo "row $r: $(awk -v a="$t_row" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s" >&2
 done
-T_ALL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')
+T_ALL=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
 
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 CODE=$(git -C "$ROOT" log -1 --format=%h -- src include tools 2>/dev/null || echo unknown)
