@@ -475,9 +475,10 @@ row7() { # 7a bad frames, 7b refused (max-clients), 7c replica-port strangers, 7
     c) what="strangers on the replica port: ReplicaHello with a wrong MAC, repeat (8 at a time)" ;;
     d) what="EMFILE: node under ulimit -n 64, 200 conns held and redialed (measured clients connected first)" ;;
   esac
+  local ac; ac=$(kv "$WORK/r7$sub.atk" attack_conns)
   emit "7$sub" "$what, ${half} s" "2 clients, 256 B PingClient every 10 ms (1 s timeout)" \
-    "$WORK/r7$sub.legit" "$(kv "$WORK/r7$sub.atk" attack_conns)" \
-    "$(kv "$WORK/r7$sub.atk" attack_closed)" ""
+    "$WORK/r7$sub.legit" "$ac" "$(kv "$WORK/r7$sub.atk" attack_closed)" \
+    "$(awk -v l="$W_LINES" -v a="${ac:-0}" 'BEGIN { printf "%.2f", (a > 0 ? l / a : 0) }') log lines per attack connection"
 }
 
 # ---- run ---------------------------------------------------------------------------------------
