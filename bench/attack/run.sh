@@ -183,8 +183,13 @@ window_end() {
                END { if (m) print m " x " substr(t, 1, 100) }')
 }
 
-# The node's last words: "N frames in, M out, R replies".
+# The node's last words: "N frames in, M out, R replies" (or "R replied" in later versions).
 final_line() { grep -h 'vsrbus node: stopped:' "$@" 2>/dev/null | tail -1 | sed 's/.*stopped: //'; }
+# replies_of LOG: the replies the node's final line counted (empty if there is none).
+replies_of() {
+  local line; line=$(final_line "$1")
+  [[ $line =~ ([0-9]+)\ repli(es|ed) ]] && printf '%s' "${BASH_REMATCH[1]}"
+}
 
 CSV=$WORK/rows.csv
 MD=$WORK/rows.md
@@ -408,7 +413,7 @@ row6() {
     rcs+=("$STOP_RC")
     wait $c
     local claimed got sent
-    claimed=$(final_line "$WORK/r6.$i.log" | sed -n 's/.* \([0-9]*\) replies.*/\1/p')
+    claimed=$(replies_of "$WORK/r6.$i.log")
     got=$(kv "$WORK/r6.$i.cl" drain_replies); sent=$(kv "$WORK/r6.$i.cl" drain_sent)
     local lost=$(( ${claimed:-0} - ${got:-0} ))
     runs+=("$lost")
@@ -495,7 +500,7 @@ for r in $ROWS; do
     5) row5 ;;
     6) row6 ;;
     7) row7 a; row7 b; row7 c; row7 d ;;
-    *) echo "run.sh: no row $r" >&2 ;;
+    *) echo "run.sh: no row $r (rows are 0 to 7)" >&2; continue ;;
   esac
   if [ "$(wc -l <"$MD")" = "$n_rows" ]; then
     # A node that would not start (or a script error): say so in the table.
@@ -520,7 +525,8 @@ BACKEND=$(grep -ho 'running (io [a-z_]*)' "$WORK"/*.log 2>/dev/null | head -1 | 
        "ATTACK_SECONDS=$SECS, whole run ${T_ALL} s."
   flags="${TUNED[*]:-} ${EXTRA[*]:-}"
   flags=$(echo $flags)
-  echo "Node flags added to every node: ${flags:+\`$flags\`}${flags:-none (defaults)}."
+  if [ -n "$flags" ]; then echo "Node flags added to every node: \`$flags\`."
+  else echo "Node flags added to every node: none (defaults)."; fi
   echo
   echo "Legit success = requests answered (or connects that completed and got a ping answered)"
   echo "within the timeout (2 s unless said) / attempts; p99 is over every attempt (a failed one"
