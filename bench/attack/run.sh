@@ -168,7 +168,7 @@ window_end() {
   for p in "${NODES[@]}"; do
     v=$(rss_kib "$p" VmHWM); [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v
   done
-  for f in "${RSSF[@]}"; do v=$(cat "$f"); [ "$v" -gt "$hwm" ] && hwm=$v; done
+  for f in "${RSSF[@]}"; do v=; read -r v <"$f"; [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v; done
   W_DUR=$(awk -v a="$W_T0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
   W_LINES=$((l1 - W_L0))
   W_LPS=$(awk -v n="$W_LINES" -v d="$W_DUR" 'BEGIN { printf "%.0f", (d > 0 ? n / d : 0) }')
