@@ -9,7 +9,7 @@
 # flags for every node), ATTACK_TUNE (1: pass short timeouts, if the node has those flags, so a
 # 10 s attack can see them fire; 0: node defaults), ATTACK_IO (epoll|uring|auto, the node's and
 # the clients' backend), BUILD (build dir, ./build), ATTACK_OUT (results dir), DRAIN_RUNS (3),
-# ATTACK_KEEP=1 (keep the logs; their directory is printed).
+# ATTACK_KEEP=1 (keep the logs; their directory is printed), ATTACK_TRACE=1 (set -x).
 set -uo pipefail
 export LC_ALL=C
 if [ "${ATTACK_TRACE:-0}" = 1 ]; then PS4='+ ${EPOCHREALTIME} '; set -x; fi
