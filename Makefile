@@ -32,7 +32,8 @@ bench: deps
 	./bench/run.sh
 
 # The hostile-network attacks of issue 12, measured (bench/attack/README.md); not part of test.
-attack: build
+attack: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS) --target vsrbus_cli vsrbus_attack
 	BUILD=$(BUILD) ./bench/attack/run.sh
 
 clean:

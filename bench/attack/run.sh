@@ -116,7 +116,7 @@ start_node() {
 rss_kib() { # rss_kib PID VmRSS|VmHWM, in KiB
   local k v _
   while read -r k v _; do [ "$k" = "$2:" ] && { printf '%s' "$v"; return; }; done \
-    <"/proc/$1/status" 2>/dev/null
+    2>/dev/null <"/proc/$1/status"
 }
 
 # rss_watch PID FILE: VmRSS every 100 ms; the maximum is kept in FILE (until the PID is gone).
@@ -124,7 +124,7 @@ rss_watch() {
   local pid=$1 f=$2 max=0 k v _
   while [ -r "/proc/$pid/status" ]; do
     v=
-    while read -r k v _; do [ "$k" = VmRSS: ] && break; v=; done <"/proc/$pid/status" 2>/dev/null
+    while read -r k v _; do [ "$k" = VmRSS: ] && break; v=; done 2>/dev/null <"/proc/$pid/status"
     if [ -n "$v" ] && [ "$v" -gt "$max" ]; then max=$v; echo "$max" >"$f"; fi
     sleep 0.1
   done
