@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cmds.h"
+#include "sm.h"
 #include "util/hist.h"
 #include "vsrbus/vsrbus.h"
 
@@ -97,7 +98,10 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
   o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
   o.client_quic_addr = quic ? "127.0.0.1:0" : NULL;
   /* Echo modes queue up to inflight frames per client; idle and tput keep the default. */
-  if (n.echo) o.peer_queue_capacity = 4096;
+  if (n.echo) {
+    o.peer_queue_capacity = 4096;
+    o.peer_queue_bytes_max = 0; /* up to 1000 frames of 1 MiB in flight by design */
+  }
   /* Sized for the load like a deployment would be: every connection can hold one partly
    * received frame of each class; otherwise the 64 KiB class keeps growing slowly into the
    * measured window with 64 connections of 16 KiB frames (a few allocations per 10^5 frames). */
@@ -248,6 +252,9 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
   o.transport = cfg->transport;
   o.addr = addr;
   o.quic_insecure = true;
+  /* Pipelined load on one stream, in order (the node allows 1 stream per client by default, so
+   * the per-request model would carry one frame per round trip). */
+  o.quic_streams = VSR_QUIC_STREAMS_LONG;
   o.queue_capacity = 4096;
   if (cfg->batch) o.max_batch = cfg->batch;
   bool tput = strcmp(cfg->mode, "tput") == 0;
@@ -357,8 +364,10 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
   if (!strcmp(cfg->mode, "pipeline")) {
     if (!cfg->conns_set) cfg->conns = 32;
     if (!cfg->size_set) cfg->size = 512;
-    if (cfg->conns * cfg->inflight > 1000 || cfg->size > VSR_HEADER_SIZE + (1u << 20)) {
-      fprintf(stderr, "vsrbus bench: pipeline: conns x inflight <= 1000, size <= 1 MiB + 256\n");
+    if (cfg->conns * cfg->inflight > VSR_SM_PIPELINE / 2 ||
+        cfg->size > VSR_HEADER_SIZE + (1u << 20)) {
+      fprintf(stderr, "vsrbus bench: pipeline: conns x inflight <= %d, size <= 1 MiB + 256\n",
+              VSR_SM_PIPELINE / 2);
       return 2;
     }
   }

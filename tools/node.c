@@ -31,20 +31,38 @@ static void node_usage(FILE *f) {
           "  --tcp ADDR              client plane TCP listener (default 127.0.0.1:8090, 'off')\n"
           "  --quic ADDR             client plane QUIC listener (default 127.0.0.1:8080, 'off')\n"
           "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
-          "  --quic-alpn-optional    also admit QUIC clients that offer no ALPN\n"
+          "  --quic-alpn-required    admit only QUIC clients offering ALPN iggy.consensus.v1\n"
+          "                          (the seed's strict rule). Default: iggy.consensus.v1 or\n"
+          "                          no ALPN, as Iggy mainline's SDKs offer none; any other\n"
+          "                          ALPN is always refused (alert 0x178)\n"
+          "  --quic-max-bidi-streams N  QUIC streams a client may hold open at once, default\n"
+          "                          1 (as mainline); N lets a per-request client pipeline N\n"
+          "                          requests, each Reply on its Request's stream\n"
           "  --cluster NAME          cluster name (the cluster id derives from it)\n"
-          "  --replica N             this replica's index\n"
-          "  --replicas A,B,C        replica plane addresses, by index\n"
-          "  --secret-file FILE      shared secret (>= 32 bytes; one trailing newline dropped)\n"
+          "  --replica N             this replica's index (< the number of --replicas)\n"
+          "  --replicas A,B,C        replica plane addresses, by index (needs --cluster)\n"
+          "  --secret-file FILE      shared secret (32..65536 bytes; one trailing newline\n"
+          "                          dropped)\n"
           "  --secret-hex HEX        shared secret as hex\n"
           "  --previous-secret-file FILE  previous secret, accepted while rotating\n"
+          "  --replica-auth on|off   replica plane authentication, default on (needs a secret).\n"
+          "                          off: legacy mode, UNAUTHENTICATED (the announced replica\n"
+          "                          id is trusted), only to join stock Iggy mainline servers,\n"
+          "                          whose default is auth off; warned about at start\n"
           "  --reconnect-ms N        replica dial sweep period, default 5000\n"
-          "  --handshake-grace-ms N  bound on a replica handshake, default 10000\n"
+          "  --handshake-grace-ms N  bound on a replica or QUIC handshake, default 10000\n"
+          "                          (a QUIC client may open its first stream later)\n"
           "  --max-inflight-handshakes N  inbound replica handshakes at once, default 256\n"
           "  --max-message-size N    default 67108864\n"
           "  --max-batch N           frames per vectored write, default 256\n"
           "  --peer-queue N          frames queued per peer, default 256\n"
           "  --max-clients N         default 100000\n"
+          "  --slow-peer-timeout-ms N  close a peer whose send queue stays full this long,\n"
+          "                          default 10000 (0: never)\n"
+          "  --peer-queue-bytes N    buffer bytes queued per peer, default 67108864 (0: no cap)\n"
+          "  --log-burst N           log lines per call site at once, default 20 (0: no limit)\n"
+          "  --log-interval-ms N     then one line (and one count of the rest) per N ms,\n"
+          "                          default 1000\n"
           "  --frame-timeout-ms N    a started frame must complete within N ms, default 30000\n"
           "                          (0: off)\n"
           "  --client-idle-timeout-ms N  close a client silent for N ms, default 60000 (0: off)\n"
@@ -54,7 +72,22 @@ static void node_usage(FILE *f) {
           "  --log error|warn|info|debug\n");
 }
 
+/* The buffer behind a secret option: allocated once, VSR_SECRET_MAX bytes. NULL: printed. */
+static uint8_t *node_secret_buf(uint8_t **buf) {
+  if (!*buf) *buf = malloc(VSR_SECRET_MAX);
+  if (!*buf) fprintf(stderr, "vsrbus node: no memory for the secret\n");
+  return *buf;
+}
+
+static void node_secret_free(uint8_t *buf) {
+  if (!buf) return;
+  volatile uint8_t *v = buf;
+  for (size_t i = 0; i < VSR_SECRET_MAX; i++) v[i] = 0;
+  free(buf);
+}
+
 static int node_read_secret(const char *path, uint8_t *out, size_t *len) {
+  if (!out) return -1;
   FILE *f = fopen(path, "rb");
   if (!f) {
     fprintf(stderr, "vsrbus node: %s: %s\n", path, strerror(errno));
@@ -73,6 +106,7 @@ static int node_read_secret(const char *path, uint8_t *out, size_t *len) {
 }
 
 static int node_parse_hex(const char *hex, uint8_t *out, size_t *len) {
+  if (!out) return -1;
   size_t n = strlen(hex);
   if (n % 2 || n / 2 > VSR_SECRET_MAX) return -1;
   for (size_t i = 0; i < n / 2; i++) {
@@ -104,6 +138,18 @@ static int node_parse_ms(const char *key, const char *v, uint64_t *out_ns) {
     return -1;
   }
   *out_ns = (uint64_t)ms * 1000000ull;
+  return 0;
+}
+
+static int node_parse_u64(const char *key, const char *v, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 0);
+  if (errno || *end || !*v || *v == '-') {
+    fprintf(stderr, "vsrbus node: %s: '%s' is not a number\n", key, v);
+    return -1;
+  }
+  *out = x;
   return 0;
 }
 
@@ -157,25 +203,49 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     b->quic_cert_file = node_keep(cfg, v);
   } else if (strcmp(key, "key") == 0) {
     b->quic_key_file = node_keep(cfg, v);
+  } else if (strcmp(key, "quic-alpn-required") == 0 || strcmp(key, "quic_alpn_required") == 0) {
+    b->quic_alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
-    b->quic_alpn_optional = node_truthy(v);
+    b->quic_alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
+  } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
+             strcmp(key, "quic_max_bidi_streams") == 0) {
+    return node_parse_u32(key, v, &b->quic_max_bidi_streams);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
     uint32_t r;
-    if (node_parse_u32(key, v, &r) || r >= VSR_MAX_REPLICAS) return -1;
+    if (node_parse_u32(key, v, &r)) return -1;
+    if (r >= VSR_MAX_REPLICAS - 1) {
+      fprintf(stderr, "vsrbus node: --replica %u: at most %d replicas (ids are one byte)\n", r,
+              VSR_MAX_REPLICAS - 1);
+      return -1;
+    }
     b->replica_index = (uint8_t)r;
+    cfg->replica_set = true;
   } else if (strcmp(key, "replicas") == 0) {
     return node_set_replicas(cfg, v);
   } else if (strcmp(key, "secret-file") == 0 || strcmp(key, "secret_file") == 0) {
-    return node_read_secret(v, b->secret, &b->secret_len);
+    b->secret = node_secret_buf(&cfg->secret);
+    return node_read_secret(v, cfg->secret, &b->secret_len);
   } else if (strcmp(key, "secret-hex") == 0 || strcmp(key, "secret_hex") == 0) {
-    if (node_parse_hex(v, b->secret, &b->secret_len) == 0) return 0;
-    fprintf(stderr, "vsrbus node: --secret-hex: not a hex string\n");
+    b->secret = node_secret_buf(&cfg->secret);
+    if (node_parse_hex(v, cfg->secret, &b->secret_len) == 0) return 0;
+    if (cfg->secret) {
+      fprintf(stderr, "vsrbus node: --secret-hex: not a hex string of at most %d bytes\n",
+              VSR_SECRET_MAX);
+    }
     return -1;
   } else if (strcmp(key, "previous-secret-file") == 0 ||
              strcmp(key, "previous_secret_file") == 0) {
-    return node_read_secret(v, b->previous_secret, &b->previous_secret_len);
+    b->previous_secret = node_secret_buf(&cfg->prev_secret);
+    return node_read_secret(v, cfg->prev_secret, &b->previous_secret_len);
+  } else if (strcmp(key, "replica-auth") == 0 || strcmp(key, "replica_auth") == 0) {
+    if (strcmp(v, "on") == 0) b->replica_auth = VSR_REPLICA_AUTH_ON;
+    else if (strcmp(v, "off") == 0) b->replica_auth = VSR_REPLICA_AUTH_OFF;
+    else {
+      fprintf(stderr, "vsrbus node: --replica-auth: expected on or off\n");
+      return -1;
+    }
   } else if (strcmp(key, "reconnect-ms") == 0 || strcmp(key, "reconnect_period_ms") == 0) {
     return node_parse_ms(key, v, &b->reconnect_period_ns);
   } else if (strcmp(key, "handshake-grace-ms") == 0 || strcmp(key, "handshake_grace_ms") == 0) {
@@ -191,6 +261,19 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     return node_parse_u32(key, v, &b->peer_queue_capacity);
   } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
     return node_parse_u32(key, v, &b->max_clients);
+  } else if (strcmp(key, "slow-peer-timeout-ms") == 0 ||
+             strcmp(key, "slow_peer_timeout_ms") == 0) {
+    uint32_t ms; /* 0 is allowed here: never close a slow peer */
+    if (node_parse_u32(key, v, &ms)) return -1;
+    b->slow_peer_timeout_ns = (uint64_t)ms * 1000000ull;
+  } else if (strcmp(key, "peer-queue-bytes") == 0 || strcmp(key, "peer_queue_bytes_max") == 0) {
+    return node_parse_u64(key, v, &b->peer_queue_bytes_max);
+  } else if (strcmp(key, "log-burst") == 0 || strcmp(key, "log_burst") == 0) {
+    if (node_parse_u32(key, v, &cfg->log_burst)) return -1;
+    vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
+  } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
+    if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
+    vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
   } else if (strcmp(key, "frame-timeout-ms") == 0 || strcmp(key, "frame_timeout_ms") == 0) {
     return node_parse_ms_or_off(key, v, &b->frame_timeout_ns);
   } else if (strcmp(key, "client-idle-timeout-ms") == 0 ||
@@ -233,11 +316,39 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
   cfg->bus.client_quic_addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
+  cfg->log_burst = VSR_LOG_BURST_DEFAULT;
+  cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
 }
 
 void vsr_node_cfg_free(struct node_cfg *cfg) {
   for (size_t i = 0; i < cfg->strings_len; i++) free(cfg->strings[i]);
   free(cfg->replicas_text);
+  node_secret_free(cfg->secret);
+  node_secret_free(cfg->prev_secret);
+  cfg->secret = cfg->prev_secret = NULL;
+  cfg->bus.secret = cfg->bus.previous_secret = NULL;
+}
+
+/* Settings that make no sense together: a usage error before anything starts. Returns 0, or
+ * 2 (printed). */
+static int node_check(const struct node_cfg *cfg) {
+  const struct vsr_bus_options *b = &cfg->bus;
+  if (cfg->replica_set && b->replica_count == 0) {
+    fprintf(stderr, "vsrbus node: --replica %u needs --replicas (the replica plane addresses "
+            "by index, this replica's among them)\n", b->replica_index);
+    return 2;
+  }
+  if (b->replica_count > 0 && b->replica_index >= b->replica_count) {
+    fprintf(stderr, "vsrbus node: --replica %u: --replicas lists %u address%s (indexes 0..%u)\n",
+            b->replica_index, b->replica_count, b->replica_count == 1 ? "" : "es",
+            b->replica_count - 1u);
+    return 2;
+  }
+  if (b->replica_count > 1 && !b->cluster_name) {
+    fprintf(stderr, "vsrbus node: --replicas needs --cluster (the cluster name)\n");
+    return 2;
+  }
+  return 0;
 }
 
 /* Parses argv into |cfg|. Returns 0, 1 (--help printed) or 2 (usage error, printed). */
@@ -246,16 +357,23 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"config", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
       {"tcp", required_argument, 0, 0},      {"quic", required_argument, 0, 0},
       {"cert", required_argument, 0, 0},     {"key", required_argument, 0, 0},
+      {"quic-alpn-required", no_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
+      {"quic-max-bidi-streams", required_argument, 0, 0},
       {"cluster", required_argument, 0, 0},  {"replica", required_argument, 0, 0},
       {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
       {"secret-hex", required_argument, 0, 0},
       {"previous-secret-file", required_argument, 0, 0},
+      {"replica-auth", required_argument, 0, 0},
       {"reconnect-ms", required_argument, 0, 0}, {"handshake-grace-ms", required_argument, 0, 0},
       {"max-inflight-handshakes", required_argument, 0, 0},
       {"max-message-size", required_argument, 0, 0},
       {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
-      {"max-clients", required_argument, 0, 0}, {"io", required_argument, 0, 0},
+      {"max-clients", required_argument, 0, 0},
+      {"slow-peer-timeout-ms", required_argument, 0, 0},
+      {"peer-queue-bytes", required_argument, 0, 0},
+      {"log-burst", required_argument, 0, 0}, {"log-interval-ms", required_argument, 0, 0},
+      {"io", required_argument, 0, 0},
       {"frame-timeout-ms", required_argument, 0, 0},
       {"client-idle-timeout-ms", required_argument, 0, 0},
       {"close-peer-timeout-ms", required_argument, 0, 0},
@@ -293,7 +411,7 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
     fprintf(stderr, "vsrbus node: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  return 0;
+  return node_check(cfg);
 }
 
 static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
@@ -308,14 +426,12 @@ static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr
   if (ev->plane == VSR_PLANE_REPLICA && ev->kind == VSR_PEER_AUTHENTICATED) {
     vsr_sm_on_replica_up(user, (uint8_t)ev->id);
   }
-  /* Timeouts and plane violations were logged by the bus, once, with the peer. */
-  bool logged = ev->reason == VSR_EIDLE || ev->reason == VSR_EFRAME_TIMEOUT ||
-                ev->reason == VSR_EFRAME_PLANE;
-  if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN &&
-      !logged) {
-    fprintf(stderr, "vsrbus node: %s peer %llx (%s %s) lost: %s\n",
-            ev->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)ev->id,
-            ev->transport, ev->addr, vsr_strerror(ev->reason));
+  /* Replica links only: a client's loss is logged (rate-limited) by the bus where it happens,
+   * and one line here per stranger's connection would unbound the log again. */
+  if (ev->kind == VSR_PEER_LOST && ev->plane == VSR_PLANE_REPLICA &&
+      ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
+    fprintf(stderr, "vsrbus node: replica peer %llx (%s %s) lost: %s\n",
+            (unsigned long long)ev->id, ev->transport, ev->addr, vsr_strerror(ev->reason));
   }
 }
 
@@ -360,25 +476,35 @@ int vsr_cmd_node(int argc, char **argv) {
   err = vsr_bus_shutdown(bus, 5000000000ull);
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
-  /* Every accepted Request is answered and written before the connection closes: with nothing
-   * dropped, accepted = replied (a cluster's uncommitted ops are the exception). */
+  /* Replies and pongs count what the bus accepted; each of those was either written (out) or
+   * still queued when its connection closed (dropped on close). Every accepted Request is
+   * answered and its Reply written before the connection closes: with nothing dropped,
+   * requests accepted = replies (a cluster's uncommitted ops are the exception). */
   fprintf(stderr,
-          "vsrbus node: stopped: %llu requests accepted, %llu replied, %llu frames dropped at "
-          "close; %llu frames in, %llu out, %llu pongs, %llu clients served\n",
-          (unsigned long long)sm.requests, (unsigned long long)sm.replies,
-          (unsigned long long)st.drops_on_close, (unsigned long long)st.frames_in,
-          (unsigned long long)st.frames_out, (unsigned long long)sm.pongs,
-          (unsigned long long)st.clients_accepted);
+          "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
+          "%llu pongs, %llu clients served; %llu replies refused, %llu frames refused (queue "
+          "full), %llu frames dropped at close, %llu slow peers closed; %llu requests "
+          "accepted\n",
+          (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
+          (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
+                               st.drops_on_close),
+          (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
+          (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
+          (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,
+          (unsigned long long)st.slow_peers_closed, (unsigned long long)sm.requests);
   if (cluster) {
     fprintf(stderr,
             "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "
-            "prepare_oks received, %llu commits received, %llu resent, %llu foreign, %llu "
-            "dropped (pipeline full), %llu sends refused\n",
+            "prepare_oks received, %llu commits received, %llu resent, %llu deferred, %llu "
+            "skipped, %llu foreign, %llu dropped (pipeline full), %llu sends refused (queue "
+            "full), %llu sends refused (not connected), %llu dropped at close\n",
             cfg.bus.replica_index, (unsigned long long)sm.commit,
             (unsigned long long)sm.prepares, (unsigned long long)sm.prepare_oks,
             (unsigned long long)sm.commits, (unsigned long long)sm.resent,
-            (unsigned long long)sm.foreign, (unsigned long long)sm.pipeline_full,
-            (unsigned long long)st.drops_not_connected);
+            (unsigned long long)sm.deferred, (unsigned long long)sm.skipped,
+            (unsigned long long)sm.foreign,
+            (unsigned long long)sm.pipeline_full, (unsigned long long)st.drops_backpressure,
+            (unsigned long long)st.drops_not_connected, (unsigned long long)st.drops_on_close);
   }
   vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
   vsr_bus_del(bus);

@@ -10,9 +10,10 @@
 #include "util/log.h"
 
 #define BUS_SLOT_NONE UINT32_MAX
-#define BUS_SWEEP_MIN_NS 10000000ull    /* timeout sweeps run at most every 10 ms */
-#define BUS_SWEEP_MAX_NS 1000000000ull  /* and at least every second */
+#define BUS_TIMEOUT_SWEEP_MIN_NS 10000000ull   /* timeout sweeps run at most every 10 ms */
+#define BUS_TIMEOUT_SWEEP_MAX_NS 1000000000ull /* and at least every second */
 #define BUS_CLOSE_SLACK_NS 250000000ull /* shutdown: lets per-connection close deadlines fire */
+#define BUS_DROP_LOG_EVERY_NS 1000000000ull /* at most one VSR-DROP line per second */
 
 void vsr_bus_options_default(struct vsr_bus_options *o) {
   memset(o, 0, sizeof *o);
@@ -26,9 +27,12 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->verify_body_checksum = true;
   o->close_peer_timeout_ns = 2000000000ull;
   o->frame_timeout_ns = 30000000000ull;
+  o->slow_peer_timeout_ns = 10000000000ull;
+  o->peer_queue_bytes_max = 64u << 20;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
   o->max_inflight_handshakes = 256;
+  o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->quic_idle_timeout_ns = 30000000000ull;
   o->quic_keep_alive_ns = 10000000000ull;
   o->quic_max_bidi_streams = 1;
@@ -75,7 +79,10 @@ void vsri_bus_peer_attach(struct bus_peer *p, struct vsri_conn *conn, bool start
   if (start) p->tops->start(conn, &vsri_bus_conn_events, p, &p->q);
 }
 
+static void bus_full_unlink(struct bus_peer *p);
+
 void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain) {
+  bus_full_unlink(p); /* a closing peer is no longer a slow consumer to watch */
   if (!p->conn) return;
   if (p->state != BUS_PEER_CLOSING) p->state = BUS_PEER_CLOSING;
   p->tops->close(p->conn, reason, drain);
@@ -91,14 +98,60 @@ static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
   bus->stats.clients_active--;
 }
 
+/* ---- drops ----------------------------------------------------------------------------- */
+
+static uint64_t bus_drops(const struct vsr_bus *bus) {
+  return bus->stats.drops_backpressure + bus->stats.drops_not_connected +
+         bus->stats.drops_on_close;
+}
+
+/* Every dropped frame is counted (stats) and logged: the first at once, then at most one line a
+ * second, each with the drops since the previous line and the totals, so a drop never passes
+ * unseen and a flood of them costs one line a second. Call after counting. */
+static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                         const struct bus_peer *p, uint8_t command, int err, uint32_t n) {
+  uint64_t now = vsri_io_now(bus->loop->io), total = bus_drops(bus);
+  if (bus->drop_log_ns != 0 && now - bus->drop_log_ns < BUS_DROP_LOG_EVERY_NS) return;
+  char who[48], why[96];
+  if (plane == VSR_PLANE_REPLICA) snprintf(who, sizeof who, "replica %llu", (unsigned long long)id);
+  else snprintf(who, sizeof who, "client %llx", (unsigned long long)id);
+  if (err == VSR_EBACKPRESSURE) snprintf(why, sizeof why, "send queue full (%u frames, %s)", n,
+                                         vsr_errname(err));
+  else if (err == VSR_ECLOSED) snprintf(why, sizeof why, "connection closed with %u queued", n);
+  else snprintf(why, sizeof why, "peer not connected (%s)", vsr_errname(err));
+  VSRI_WARN("VSR-DROP", "%s %s %s: %s not sent: %s; %llu frame(s) dropped since the last line "
+            "(totals: %llu queue full, %llu not connected, %llu at close)",
+            p && p->conn ? p->tops->peer_name(p->conn) : "-", p ? p->tops->name : "-", who,
+            vsr_command_name(command), why, (unsigned long long)(total - bus->drops_logged),
+            (unsigned long long)bus->stats.drops_backpressure,
+            (unsigned long long)bus->stats.drops_not_connected,
+            (unsigned long long)bus->stats.drops_on_close);
+  bus->drop_log_ns = now ? now : 1;
+  bus->drops_logged = total;
+}
+
+/* Frames still queued on a peer whose connection is gone: dropped, counted and logged, not
+ * reported as sent. */
+static void bus_drop_queued(struct bus_peer *p) {
+  if (p->q.len == 0) return;
+  struct vsr_bus *bus = p->bus;
+  uint32_t n = p->q.len;
+  bus->stats.drops_on_close += n;
+  bus_log_drop(bus, p->plane, p->id, p, vsri_sendq_peek(&p->q, 0)->data[60], VSR_ECLOSED, n);
+  uint64_t frames = p->q.frames_done, bytes = p->q.bytes_done;
+  while (p->q.len > 0) vsri_sendq_pop(&p->q);
+  p->q.frames_done = frames; /* dropped, not sent */
+  p->q.bytes_done = bytes;
+}
+
 /* Frees a peer whose connection is gone (or never started: the replica plane frees refused
- * dials). Frames still queued are dropped and counted, not reported as sent. */
+ * dials). */
 void vsri_bus_peer_free(struct bus_peer *p) {
   struct vsr_bus *bus = p->bus;
+  bus_full_unlink(p);
+  bus_drop_queued(p);
   bus->stats.frames_out += p->q.frames_done;
   bus->stats.bytes_out += p->q.bytes_done;
-  bus->stats.drops_on_close += p->q.len;
-  while (p->q.len > 0) vsri_sendq_pop(&p->q);
   bus->peers_open--;
   vsri_free(p);
 }
@@ -161,6 +214,7 @@ static void bus_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   }
   p->registered = false;
   if (p->announced) vsri_bus_emit(bus, VSR_PEER_LOST, p, reason);
+  bus_drop_queued(p); /* while the peer's address can still be named */
   p->conn = NULL;
   vsri_bus_peer_free(p);
 }
@@ -262,19 +316,112 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
   return 0;
 }
 
+/* ---- slow consumers --------------------------------------------------------------------- */
+
+/* A peer's full-queue episode starts at the first refused send and ends when the queue is seen
+ * back at half its frame capacity and half its byte budget (at a send or a sweep). An episode
+ * that lasts slow_peer_timeout closes the peer. The sweep timer runs only while some peer is
+ * listed, and only listed peers are visited: no timer per peer or per message. */
+
+static void bus_full_unlink(struct bus_peer *p) {
+  if (!p->full_since_ns) return;
+  if (p->full_prev) p->full_prev->full_next = p->full_next;
+  else p->bus->full_head = p->full_next;
+  if (p->full_next) p->full_next->full_prev = p->full_prev;
+  p->full_prev = p->full_next = NULL;
+  p->full_since_ns = 0;
+}
+
+/* Room for |m|: under the frame cap and the byte budget (buffer bytes, what the queue pins). An
+ * empty queue always takes one frame, so a frame larger than the budget can still be sent. */
+static bool bus_queue_room(const struct vsr_bus *bus, const struct bus_peer *p,
+                           const struct vsr_msg *m) {
+  uint64_t max = bus->opts.peer_queue_bytes_max;
+  if (p->q.len == p->q.cap) return false;
+  return max == 0 || p->q.len == 0 || p->q.bytes + m->capacity <= max;
+}
+
+static bool bus_queue_relieved(const struct vsr_bus *bus, const struct bus_peer *p) {
+  uint64_t max = bus->opts.peer_queue_bytes_max;
+  return p->q.len <= p->q.cap / 2 && (max == 0 || p->q.bytes <= max / 2);
+}
+
+/* A quarter of the timeout (1 ms .. 1 s): a stuck peer is closed within 1.25 timeouts. */
+static uint64_t bus_sweep_period(const struct vsr_bus *bus) {
+  uint64_t t = bus->opts.slow_peer_timeout_ns / 4;
+  return t < 1000000 ? 1000000 : t > 1000000000 ? 1000000000 : t;
+}
+
+static void bus_slow_close(struct bus_peer *p, uint64_t now) {
+  struct vsr_bus *bus = p->bus;
+  uint64_t full_ms = (now - p->full_since_ns) / 1000000;
+  bus_full_unlink(p);
+  bus->stats.slow_peers_closed++;
+  VSRI_WARN("VSR-SLOW", "%s %s: %s %llx is not reading: send queue full for %llu ms (%u frames, "
+            "%llu buffer bytes held; %llu frames refused); closing (VSR_ESLOW_PEER)",
+            p->tops->peer_name(p->conn), p->tops->name,
+            p->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)p->id,
+            (unsigned long long)full_ms, p->q.len, (unsigned long long)p->q.bytes,
+            (unsigned long long)p->drops_backpressure);
+  vsri_bus_peer_close(p, VSR_ESLOW_PEER, false); /* not reading: nothing to drain */
+}
+
+/* A listed peer: relieved, it leaves the list; full for too long, it is closed. */
+static void bus_full_check(struct bus_peer *p, uint64_t now) {
+  if (bus_queue_relieved(p->bus, p)) bus_full_unlink(p);
+  else if (now - p->full_since_ns >= p->bus->opts.slow_peer_timeout_ns) bus_slow_close(p, now);
+}
+
+static void bus_sweep_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  struct vsr_bus *bus = c->ctx;
+  if (res < 0 || bus->shutting_down) return;
+  uint64_t now = vsri_io_now(io);
+  for (struct bus_peer *p = bus->full_head, *next; p; p = next) {
+    next = p->full_next; /* closing only unlinks |p|; peers are freed later, from the loop */
+    bus_full_check(p, now);
+  }
+  if (bus->full_head) {
+    vsri_io_timeout(io, &bus->slow_sweep, bus_sweep_period(bus), bus_sweep_cb, bus);
+  }
+}
+
+/* A send to |p| was just refused: start its episode, or close it if the episode is too old. */
+static void bus_full_note(struct vsr_bus *bus, struct bus_peer *p) {
+  if (!bus->opts.slow_peer_timeout_ns || bus->shutting_down) return;
+  uint64_t now = vsri_io_now(bus->loop->io);
+  if (p->full_since_ns) {
+    bus_full_check(p, now);
+    return;
+  }
+  p->full_since_ns = now ? now : 1;
+  p->full_prev = NULL;
+  p->full_next = bus->full_head;
+  if (bus->full_head) bus->full_head->full_prev = p;
+  bus->full_head = p;
+  if (!bus->slow_sweep.pending) {
+    vsri_io_timeout(bus->loop->io, &bus->slow_sweep, bus_sweep_period(bus), bus_sweep_cb, bus);
+  }
+}
+
 /* ---- sending --------------------------------------------------------------------------- */
 
-static int bus_enqueue(struct vsr_bus *bus, struct bus_peer *p, struct vsr_msg *msg) {
+static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                       struct bus_peer *p, struct vsr_msg *msg) {
   if (!p || p->state != BUS_PEER_ACTIVE) {
+    int err = bus->shutting_down ? VSR_ESHUTDOWN : VSR_ENOTCONN;
     bus->stats.drops_not_connected++;
-    return bus->shutting_down ? VSR_ESHUTDOWN : VSR_ENOTCONN;
+    bus_log_drop(bus, plane, id, p, msg->size >= VSR_HEADER_SIZE ? msg->data[60] : 0, err, 0);
+    return err;
   }
   if (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size) return VSR_EINVAL;
-  if (!vsri_sendq_push(&p->q, msg)) {
+  if (!bus_queue_room(bus, p, msg) || !vsri_sendq_push(&p->q, msg)) {
     p->drops_backpressure++;
     bus->stats.drops_backpressure++;
+    bus_log_drop(bus, plane, id, p, msg->data[60], VSR_EBACKPRESSURE, p->q.len);
+    bus_full_note(bus, p); /* may close |p| as a slow consumer */
     return VSR_EBACKPRESSURE;
   }
+  if (p->full_since_ns && bus_queue_relieved(bus, p)) bus_full_unlink(p);
   vsr_msg_ref(msg);
   bus->stats.frames_queued++;
   p->tops->kick(p->conn);
@@ -282,11 +429,11 @@ static int bus_enqueue(struct vsr_bus *bus, struct bus_peer *p, struct vsr_msg *
 }
 
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg) {
-  return bus_enqueue(bus, bus_client_find(bus, client_id), msg);
+  return bus_enqueue(bus, VSR_PLANE_CLIENT, client_id, bus_client_find(bus, client_id), msg);
 }
 
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg) {
-  return bus_enqueue(bus, bus->replicas[replica], msg);
+  return bus_enqueue(bus, VSR_PLANE_REPLICA, replica, bus->replicas[replica], msg);
 }
 
 int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id) {
@@ -342,7 +489,7 @@ static void bus_check_peer(struct vsr_bus *bus, struct bus_peer *p, uint64_t now
   }
 }
 
-static void bus_sweep_cb(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
+static void bus_timeout_cb(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   struct vsr_bus *bus = t->ctx;
   if (res == -ECANCELED || bus->shutting_down) return;
   uint64_t now = vsri_io_now(io);
@@ -351,25 +498,25 @@ static void bus_sweep_cb(struct vsri_io *io, struct vsri_completion *t, int32_t 
     bus_check_peer(bus, bus->client_slots[i], now);
   }
   for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_check_peer(bus, bus->replicas[i], now);
-  vsri_io_timeout(io, &bus->sweep, bus->sweep_period_ns, bus_sweep_cb, bus);
+  vsri_io_timeout(io, &bus->timeout_sweep, bus->timeout_period_ns, bus_timeout_cb, bus);
 }
 
-static void bus_sweep_start(struct vsr_bus *bus) {
+static void bus_timeout_start(struct vsr_bus *bus) {
   uint64_t a = bus->opts.frame_timeout_ns, b = bus->opts.client_idle_timeout_ns;
   uint64_t shortest = !a ? b : !b ? a : a < b ? a : b;
   if (!shortest) return;
   uint64_t period = shortest / 4;
-  if (period < BUS_SWEEP_MIN_NS) period = BUS_SWEEP_MIN_NS;
-  if (period > BUS_SWEEP_MAX_NS) period = BUS_SWEEP_MAX_NS;
-  bus->sweep_period_ns = period;
-  vsri_io_timeout(bus->loop->io, &bus->sweep, period, bus_sweep_cb, bus);
+  if (period < BUS_TIMEOUT_SWEEP_MIN_NS) period = BUS_TIMEOUT_SWEEP_MIN_NS;
+  if (period > BUS_TIMEOUT_SWEEP_MAX_NS) period = BUS_TIMEOUT_SWEEP_MAX_NS;
+  bus->timeout_period_ns = period;
+  vsri_io_timeout(bus->loop->io, &bus->timeout_sweep, period, bus_timeout_cb, bus);
 }
 
 /* Cancels the sweep and waits (bounded) until its callback has run. */
-static void bus_sweep_stop(struct vsr_bus *bus) {
-  if (!bus->loop || !bus->sweep.pending) return;
-  vsri_io_cancel(bus->loop->io, &bus->sweep);
-  for (int i = 0; i < 1000 && bus->sweep.pending; i++) vsri_io_run(bus->loop->io, 1000000);
+static void bus_timeout_stop(struct vsr_bus *bus) {
+  if (!bus->loop || !bus->timeout_sweep.pending) return;
+  vsri_io_cancel(bus->loop->io, &bus->timeout_sweep);
+  for (int i = 0; i < 1000 && bus->timeout_sweep.pending; i++) vsri_io_run(bus->loop->io, 1000000);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -498,7 +645,10 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     err = vsri_replica_init(bus);
     if (err) goto fail;
   }
-  bus_sweep_start(bus);
+  bus_timeout_start(bus);
+  /* The secrets are the caller's and were needed only to derive the keys. */
+  bus->opts.secret = bus->opts.previous_secret = NULL;
+  bus->opts.secret_len = bus->opts.previous_secret_len = 0;
   *out = bus;
   return 0;
 fail:
@@ -538,7 +688,8 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
   uint64_t drain_end = start + (drain_ns < timeout_ns ? drain_ns : timeout_ns);
   uint64_t drops = bus->stats.drops_on_close;
   bus->shutting_down = true;
-  bus_sweep_stop(bus);
+  bus_timeout_stop(bus);
+  if (bus->slow_sweep.pending) vsri_io_cancel(io, &bus->slow_sweep);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
   if (bus->replica_plane) vsri_replica_shutdown(bus);
@@ -566,16 +717,19 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
 void vsr_bus_del(struct vsr_bus *bus) {
   if (!bus) return;
   bus->shutting_down = true;
-  bus_sweep_stop(bus);
+  bus_timeout_stop(bus);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
   if (bus->replica_plane) vsri_replica_fini(bus);
   if (bus->loop) {
+    if (bus->slow_sweep.pending) vsri_io_cancel(bus->loop->io, &bus->slow_sweep);
     bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
     bus_run_until_closed(bus, vsri_io_now_fresh(bus->loop->io) + 2000000000ull);
-    for (int i = 0; i < 100 && vsri_io_run(bus->loop->io, 0) > 0; i++) {
+    for (int i = 0; i < 100 && (vsri_io_run(bus->loop->io, 0) > 0 || bus->slow_sweep.pending);
+         i++) {
     }
   }
+  vsr_log_flush(); /* the held-back counts of this bus's last moments */
   if (bus->owns_loop) vsr_loop_del(bus->loop);
   vsri_bus_quic_config_free(bus->quic_config); /* after the connections that read it */
   vsri_free(bus->client_slots);
@@ -627,6 +781,8 @@ int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t
       .frames_out = p->q.frames_done,
       .bytes_out = p->q.bytes_done,
       .drops_backpressure = p->drops_backpressure,
+      .queue_bytes = p->q.bytes,
+      .queue_full_ns = p->full_since_ns ? vsri_io_now(bus->loop->io) - p->full_since_ns : 0,
   };
   return 0;
 }

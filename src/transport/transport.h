@@ -26,12 +26,14 @@ struct vsri_sendq {
   uint32_t off;  /* bytes of the oldest frame already written (partial writes) */
   uint64_t frames_done; /* frames fully handed to the kernel (counted by pop) */
   uint64_t bytes_done;
+  uint64_t bytes; /* buffer bytes the queued frames hold (their capacity): memory pinned */
 };
 
 static inline bool vsri_sendq_push(struct vsri_sendq *q, struct vsr_msg *m) {
   if (q->len == q->cap) return false;
   q->slots[(q->head + q->len) & (q->cap - 1)] = m;
   q->len++;
+  q->bytes += m->capacity;
   return true;
 }
 static inline struct vsr_msg *vsri_sendq_peek(const struct vsri_sendq *q, uint32_t i) {
@@ -45,6 +47,7 @@ static inline void vsri_sendq_pop(struct vsri_sendq *q) {
   q->off = 0;
   q->frames_done++;
   q->bytes_done += m->size;
+  q->bytes -= m->capacity;
   vsr_msg_unref(m);
 }
 
@@ -87,7 +90,8 @@ struct vsri_transport_ops {
 
   /* Listens on |addr| ("host:port", port 0 = any). Accepted connections are reported through
    * |on_accept| once usable (QUIC: handshake done and first stream opened); the owner must then
-   * call start() or close(). Returns 0, VSR_EADDR, VSR_EIO or VSR_ENOMEM. */
+   * call start() or close(). Returns 0, VSR_EADDR (does not parse), VSR_EADDRINUSE, VSR_EBIND,
+   * VSR_EIO or VSR_ENOMEM. */
   int (*listen)(struct vsri_listener **out, const struct vsri_transport_ctx *ctx, const char *addr,
                 void (*on_accept)(void *owner, struct vsri_conn *conn), void *owner);
   /* Writes the bound "host:port" into |buf|. */
@@ -95,9 +99,9 @@ struct vsri_transport_ops {
   /* Stops accepting and frees the listener; established connections are not touched. */
   void (*listener_close)(struct vsri_listener *l);
 
-  /* Dials |addr|. The connection reports on_connected, then frames, then on_closed (a failed
-   * dial: VSR_EREFUSED, VSR_EUNREACH, VSR_ETIMEDOUT, ...). Returns 0 (in progress), VSR_EADDR
-   * or VSR_ENOMEM. */
+  /* Dials |addr|. The connection reports on_connected, then frames, then on_closed.
+   * Returns 0 (in progress), VSR_EADDR or VSR_ENOMEM; a refused or unreachable peer is reported
+   * later through on_connected / on_closed (VSR_ECONNREFUSED, VSR_EUNREACH, VSR_ETIMEDOUT). */
   int (*connect)(struct vsri_conn **out, const struct vsri_transport_ctx *ctx, const char *addr,
                  const struct vsri_conn_events *ev, void *owner, struct vsri_sendq *q);
 
@@ -128,6 +132,14 @@ extern const struct vsri_transport_ops vsri_transport_quic;
 
 /* Parses "host:port" / "[v6]:port" / "localhost:port". Returns 0 or VSR_EADDR. */
 int vsri_parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len);
+/* Why the last vsri_parse_addr() on this thread failed ("expected host:port", a getaddrinfo
+ * text, ...), for the log line that reports it. A static string. Never NULL. */
+const char *vsri_parse_addr_why(void);
+/* The error code of a bind()/listen() errno: VSR_EADDRINUSE or VSR_EBIND. */
+int vsri_bind_reason(int err);
+/* The error code of a connect() (or later socket) errno: VSR_ECONNREFUSED, VSR_EUNREACH,
+ * VSR_ETIMEDOUT, VSR_ERESET or VSR_EIO. */
+int vsri_sock_reason(int err);
 /* Formats |sa| as "host:port" into |buf|. */
 void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 

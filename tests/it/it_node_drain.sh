@@ -68,8 +68,8 @@ bytes=$(stat -c %s "$TMP/replies")
 [ $((bytes % SIZE)) -eq 0 ] || LOG=$LOG fail "a torn Reply: $bytes bytes"
 got=$((bytes / SIZE))
 line=$(grep 'stopped:' "$LOG") || LOG=$LOG fail "no final line"
-accepted=$(echo "$line" | sed -n 's/.*stopped: \([0-9]*\) requests accepted.*/\1/p')
-replied=$(echo "$line" | sed -n 's/.* \([0-9]*\) replied,.*/\1/p')
+accepted=$(echo "$line" | sed -n 's/.* \([0-9]*\) requests accepted.*/\1/p')
+replied=$(echo "$line" | sed -n 's/.* \([0-9]*\) replies, .*/\1/p')
 dropped=$(echo "$line" | sed -n 's/.* \([0-9]*\) frames dropped at close.*/\1/p')
 echo "client got $got replies; node: $line"
 [ -n "$accepted" ] && [ "$accepted" -ge 20 ] || LOG=$LOG fail "final line: $line"
