@@ -48,6 +48,7 @@ static void shutdown_while_sending(bool quic) {
   struct h_node n;
   h_options(&n);
   n.mode = H_SM;
+  n.opts.peer_queue_bytes_max = 0; /* a full window of Replies never meets backpressure */
   char qaddr[64 + VSRI_FINGERPRINT_TEXT_LEN];
   if (quic) {
     n.opts.client_tcp_addr = NULL;

@@ -35,7 +35,8 @@ EOF
 LOG=$TMP/node.log
 # A queue deeper than the most Requests the writer sends: no Reply meets backpressure (slow
 # consumers are another test's business), so every loss here would be the close's.
-start_node "$LOG" --config "$TMP/node.ini" --frame-timeout-ms 20000 --peer-queue 512
+start_node "$LOG" --config "$TMP/node.ini" --frame-timeout-ms 20000 --peer-queue 512 \
+  --peer-queue-bytes 0
 exec 3<>"/dev/tcp/${NODE_ADDR%:*}/${NODE_ADDR##*:}"
 # Reader: every byte the node sends, until EOF; its exit status tells a reset from a FIN.
 ( cat <&3 >"$TMP/replies"; echo $? >"$TMP/reader_rc"; touch "$TMP/eof" ) &

@@ -165,9 +165,12 @@ static void quic_info_task(struct h_node *n, void *arg) {
   vsri_fingerprint_format(fp, qi->pin);
 }
 
-static struct vsr_client *quic_client(const struct quic_info *qi) {
+/* |long_stream|: the seed's one long-lived stream, which stays open inside a frame (a
+ * per-request stream is finished after its frame, and a FIN inside a frame is VSR_EEOF_BODY). */
+static struct vsr_client *quic_client(const struct quic_info *qi, bool long_stream) {
   struct vsr_client_options o;
   vsr_client_options_default(&o);
+  if (long_stream) o.quic_streams = VSR_QUIC_STREAMS_LONG;
   o.transport = "quic";
   o.addr = qi->addr;
   o.quic_pin_sha256 = qi->pin;
@@ -197,9 +200,9 @@ static void quic_partial_frame_and_silent_closed_legit_served(void **state) {
   start_node(&n, true);
   struct quic_info qi;
   h_run(&n, quic_info_task, &qi);
-  struct vsr_client *good = quic_client(&qi);
+  struct vsr_client *good = quic_client(&qi, false);
   ping(good, 0);
-  struct vsr_client *partial = quic_client(&qi), *silent = quic_client(&qi);
+  struct vsr_client *partial = quic_client(&qi, true), *silent = quic_client(&qi, false);
   /* 256 bytes go out, but the header claims 1256: the node waits for a body that never comes. */
   struct vsr_msg *m = vsr_client_msg_new(partial, 256);
   m->data[60] = VSR_CMD_PING_CLIENT;
