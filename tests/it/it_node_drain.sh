@@ -5,6 +5,11 @@
 # The INI keys and flags of the timeouts are accepted too.
 source "$(dirname "$0")/lib.sh"
 
+for flag in '--frame-timeout-ms N .*default 30000' '--client-idle-timeout-ms N .*default 60000' \
+            '--close-peer-timeout-ms N'; do
+  "$BIN" node --help | grep -q -- "$flag" || fail "node --help lacks $flag"
+done
+
 SIZE=262144
 # A valid Request of SIZE bytes: client 1, request 1, session 1, operation SendMessages (160).
 request_frame() {
