@@ -27,7 +27,8 @@ struct vsri_list {
 #define vsri_container_of(ptr, type, member) \
   ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
-/* The element holding |node| (a struct vsri_list_node *), or NULL when |node| is NULL. */
+/* The element holding |node| (a struct vsri_list_node *), or NULL when |node| is NULL.
+ * |node| is evaluated twice: pass a variable. */
 #define vsri_list_entry_or_null(node, type, member) \
   ((node) ? vsri_container_of((node), type, member) : (type *)NULL)
 
