@@ -32,6 +32,12 @@ static void node_usage(FILE *f) {
           "  --quic ADDR             client plane QUIC listener (default 127.0.0.1:8080, 'off')\n"
           "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
           "  --quic-alpn-optional    also admit QUIC clients that offer no ALPN\n"
+          "  --quic-max-handshakes N QUIC handshakes in progress at once, default 1024; when\n"
+          "                          full the oldest is evicted\n"
+          "  --quic-retry-threshold N  from N handshakes in progress new QUIC clients must\n"
+          "                          validate their address (Retry), default 256; 0: always\n"
+          "  --quic-max-handshakes-per-source N  QUIC handshakes in progress per IPv4 address\n"
+          "                          or IPv6 /64, default 32 (beyond: Retry); 0: no limit\n"
           "  --cluster NAME          cluster name (the cluster id derives from it)\n"
           "  --replica N             this replica's index\n"
           "  --replicas A,B,C        replica plane addresses, by index\n"
@@ -146,6 +152,18 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     b->quic_key_file = node_keep(cfg, v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
     b->quic_alpn_optional = node_truthy(v);
+  } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
+    if (node_parse_u32(key, v, &b->quic_max_handshakes)) return -1;
+    if (b->quic_max_handshakes == 0) {
+      fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
+      return -1;
+    }
+  } else if (strcmp(key, "quic-retry-threshold") == 0 ||
+             strcmp(key, "quic_retry_threshold") == 0) {
+    return node_parse_u32(key, v, &b->quic_retry_threshold);
+  } else if (strcmp(key, "quic-max-handshakes-per-source") == 0 ||
+             strcmp(key, "quic_max_handshakes_per_source") == 0) {
+    return node_parse_u32(key, v, &b->quic_max_handshakes_per_source);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
@@ -226,6 +244,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"tcp", required_argument, 0, 0},      {"quic", required_argument, 0, 0},
       {"cert", required_argument, 0, 0},     {"key", required_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
+      {"quic-max-handshakes", required_argument, 0, 0},
+      {"quic-retry-threshold", required_argument, 0, 0},
+      {"quic-max-handshakes-per-source", required_argument, 0, 0},
       {"cluster", required_argument, 0, 0},  {"replica", required_argument, 0, 0},
       {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
       {"secret-hex", required_argument, 0, 0},
@@ -338,6 +359,13 @@ int vsr_cmd_node(int argc, char **argv) {
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted);
+  if (st.quic_retries || st.quic_tokens_invalid || st.quic_evicted) {
+    fprintf(stderr,
+            "vsrbus node: QUIC handshake floods: %llu Retry sent, %llu invalid tokens refused, "
+            "%llu half-opens evicted, peak %llu half-open\n",
+            (unsigned long long)st.quic_retries, (unsigned long long)st.quic_tokens_invalid,
+            (unsigned long long)st.quic_evicted, (unsigned long long)st.quic_halfopen_peak);
+  }
   if (cluster) {
     fprintf(stderr,
             "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "

@@ -132,7 +132,7 @@ struct q_src {
 
 /* Flood events are logged at most once per second per kind, with a count of the ones in
  * between (q_note); one place to switch to the log's own limiter. */
-enum { Q_NOTE_RETRY, Q_NOTE_TOKEN, Q_NOTE_EVICT_CAP, Q_NOTE_EVICT_SOURCE, Q_NOTES };
+enum { Q_NOTE_RETRY, Q_NOTE_TOKEN, Q_NOTE_EVICT, Q_NOTES };
 struct q_note {
   uint64_t last_ns;
   uint64_t quiet; /* events since the last line */
@@ -160,6 +160,7 @@ struct vsri_listener {
   struct q_src *srcs; /* open addressing, 2x max_handshakes slots */
   uint32_t srcs_cap;
   uint8_t token_secret[32];
+  gnutls_priority_t prio; /* parsed once: ~8 KiB and a string parse less per handshake */
   struct vsri_quic_admission adm;
   struct q_note notes[Q_NOTES];
 };
@@ -547,17 +548,12 @@ static void q_halfopen_leave(struct vsri_conn *c) {
   c->ho_prev = c->ho_next = NULL;
 }
 
-/* The half-open to evict: the oldest one whose address was not validated, else the oldest;
- * only among |key|'s when given. */
-static struct vsri_conn *q_halfopen_victim(const struct vsri_listener *l,
-                                           const uint8_t *key) {
-  struct vsri_conn *any = NULL;
+/* The half-open to evict: the oldest one whose address was not validated, else the oldest. */
+static struct vsri_conn *q_halfopen_victim(const struct vsri_listener *l) {
   for (struct vsri_conn *c = l->ho_head; c; c = c->ho_next) {
-    if (key && memcmp(c->srckey, key, Q_SRCKEY) != 0) continue;
     if (!c->validated) return c;
-    if (!any) any = c;
   }
-  return any;
+  return l->ho_head;
 }
 
 /* ---- UDP endpoint ---------------------------------------------------------------------- */
@@ -1270,8 +1266,8 @@ static int q_server_tls(struct vsri_conn *c) {
   if (ngtcp2_crypto_gnutls_configure_server_session(c->tls) != 0) {
     return q_tls_err(c, "ngtcp2_crypto_gnutls_configure_server_session", GNUTLS_E_INTERNAL_ERROR);
   }
-  if ((rv = gnutls_priority_set_direct(c->tls, Q_PRIORITY, NULL)) < 0) {
-    return q_tls_err(c, "gnutls_priority_set_direct", rv);
+  if ((rv = gnutls_priority_set(c->tls, c->l->prio)) < 0) {
+    return q_tls_err(c, "gnutls_priority_set", rv);
   }
   if ((rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->l->cert->cred)) < 0) {
     return q_tls_err(c, "gnutls_credentials_set", rv);
@@ -1852,14 +1848,11 @@ static void q_send_invalid_token(struct vsri_listener *l, const struct sockaddr 
 
 /* Makes room by closing a half-open: CONNECTION_REFUSED goes out (a real client gives up at
  * once instead of waiting for its handshake timeout), its memory goes at the end of the turn. */
-static void q_evict(struct vsri_listener *l, struct vsri_conn *v, int kind, uint64_t *counter) {
+static void q_evict(struct vsri_listener *l, struct vsri_conn *v) {
   if (!v) return;
-  (*counter)++;
-  q_note(l, kind, VSR_LOG_INFO, (const struct sockaddr *)&v->remote,
-         kind == Q_NOTE_EVICT_CAP ? "half-open handshakes at max_handshakes; evicted the oldest, "
-                                    "from"
-                                  : "source at its half-open limit sent a validated Initial; "
-                                    "evicted its oldest half-open, from");
+  l->adm.evicted++;
+  q_note(l, Q_NOTE_EVICT, VSR_LOG_INFO, (const struct sockaddr *)&v->remote,
+         "max_handshakes half-open; evicted the oldest, from");
   if (!v->ccerr_set) {
     ngtcp2_connection_close_error_set_transport_error(&v->ccerr, NGTCP2_CONNECTION_REFUSED, NULL,
                                                       0);
@@ -1872,9 +1865,11 @@ static void q_evict(struct vsri_listener *l, struct vsri_conn *v, int kind, uint
 /* A packet for no known connection: a client Initial starts one, if admitted. Address
  * validation (Retry) is asked of every Initial without a valid token once retry_threshold
  * half-opens exist, and of a source already holding max_handshakes_per_source; a forged or
- * expired token is refused; a validated newcomer makes room by evicting its own source's oldest
- * half-open; and a full max_handshakes evicts the oldest half-open rather than refusing the
- * newcomer. */
+ * expired token is refused; a full max_handshakes evicts the oldest half-open (unvalidated
+ * first) rather than refusing the newcomer. A validated newcomer is not held to its source's
+ * limit: it proved its address with a round trip, many real clients may share one address
+ * (NAT, one host's benchmark), and a source that keeps validating can only push out the
+ * oldest half-opens, never lock newcomers out. */
 static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct sockaddr *from,
                                          socklen_t fromlen, const uint8_t *pkt, size_t len) {
   ngtcp2_pkt_hd hd;
@@ -1913,12 +1908,7 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
     q_send_retry(l, from, fromlen, &hd, len, now);
     return NULL;
   }
-  if (validated && source_full) {
-    q_evict(l, q_halfopen_victim(l, key), Q_NOTE_EVICT_SOURCE, &l->adm.evicted_source);
-  }
-  if (l->nhandshaking >= cfg->max_handshakes) {
-    q_evict(l, q_halfopen_victim(l, NULL), Q_NOTE_EVICT_CAP, &l->adm.evicted_cap);
-  }
+  if (l->nhandshaking >= cfg->max_handshakes) q_evict(l, q_halfopen_victim(l));
   struct vsri_conn *c = q_conn_alloc(l->ctx, &l->cfg, &l->ep);
   if (!c) return NULL;
   c->server = true;
@@ -2308,6 +2298,7 @@ static void q_listener_ep_free(struct q_ep *ep) {
   struct vsri_listener *l = ep->owner;
   vsri_free(l->cids.slots);
   vsri_free(l->srcs);
+  if (l->prio) gnutls_priority_deinit(l->prio);
   vsri_cert_free(l->own_cert);
   vsri_free(l);
   atomic_fetch_sub_explicit(&q_live, 1, memory_order_relaxed);
@@ -2359,8 +2350,14 @@ static int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx 
   while (l->srcs_cap < 2 * l->cfg.max_handshakes) l->srcs_cap *= 2;
   l->srcs = vsri_calloc(l->srcs_cap, sizeof *l->srcs);
   err = l->srcs ? q_listener_cert(l) : VSR_ENOMEM;
+  if (!err && gnutls_priority_init(&l->prio, Q_PRIORITY, NULL) < 0) {
+    VSRI_ERROR("VSR-QUIC", "quic: gnutls_priority_init failed");
+    l->prio = NULL;
+    err = VSR_ETLS;
+  }
   if (!err) err = q_ep_open(&l->ep, ctx->io, (struct sockaddr *)&sa, len, true, &l->cfg, addr);
   if (err) {
+    if (l->prio) gnutls_priority_deinit(l->prio);
     vsri_free(l->srcs);
     vsri_cert_free(l->own_cert);
     vsri_free(l);

@@ -54,8 +54,8 @@ struct vsri_quic_config {
   uint32_t retry_threshold;    /* 256: server, half-opens from which an Initial without a valid
                                   Retry token gets a Retry (address validation); 0: always */
   uint32_t max_handshakes_per_source; /* 32: server, half-opens per source (IPv4 address, IPv6
-                                  /64); beyond it the source must answer a Retry, and a
-                                  validated newcomer evicts that source's oldest; 0: no limit */
+                                  /64) from which that source's new clients must answer a
+                                  Retry (those that did are admitted anyway); 0: no limit */
   uint64_t retry_token_lifetime_ns; /* 10 s: how long a Retry token is accepted */
   bool no_gso;                 /* send one datagram per syscall instead of UDP GSO bursts */
   bool no_gro;                 /* receive without UDP_GRO */
@@ -99,8 +99,7 @@ struct vsri_quic_admission {
   uint64_t retry_source;    /* ... of which because their source was at its limit */
   uint64_t tokens_invalid;  /* carried a forged, expired or misdirected Retry token: refused
                                with a stateless CONNECTION_CLOSE (INVALID_TOKEN) */
-  uint64_t evicted_cap;     /* oldest half-open evicted: max_handshakes was full */
-  uint64_t evicted_source;  /* a source's oldest half-open evicted by its validated newcomer */
+  uint64_t evicted;         /* oldest half-open evicted: max_handshakes was full */
   uint32_t halfopen;        /* half-opens now */
   uint32_t halfopen_peak;   /* most half-opens at once */
 };
