@@ -5,7 +5,8 @@
 # account of the flood (its last lines). Not a test: numbers depend on the machine and its load.
 # Env: BUILD (cmake dir with libvsrbus.a, default build), NODE (the vsrbus binary to attack,
 #      default $BUILD/vsrbus: point it at an older build to compare), PORT (28080), HALFOPEN
-#      (1100), RATE (1500), DUR (10), SOURCES (4), NODE_FLAGS (extra node flags).
+#      (1100), RATE (1500), DUR (10), SOURCES (4), INTERVAL (ms between probes, 500), TIMEOUT
+#      (ms a probe waits to connect and to be served, 2000), NODE_FLAGS (extra node flags).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -27,7 +28,8 @@ NODE_PID=$!
 trap 'kill "$NODE_PID" 2>/dev/null; wait "$NODE_PID" 2>/dev/null; rm -f "$LOG"' EXIT
 for _ in $(seq 100); do grep -q "listening" "$LOG" && break; sleep 0.05; done
 "$BIN" --target "127.0.0.1:$PORT" --halfopen "${HALFOPEN:-1100}" --rate "${RATE:-1500}" \
-  --duration "${DUR:-10}" --sources "${SOURCES:-4}"
+  --duration "${DUR:-10}" --sources "${SOURCES:-4}" --interval "${INTERVAL:-500}" \
+  --timeout "${TIMEOUT:-2000}"
 RC=$?
 RSS=$(awk '/VmHWM/ { print $2 " " $3 }' "/proc/$NODE_PID/status" 2>/dev/null)
 kill -INT "$NODE_PID"
