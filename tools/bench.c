@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cmds.h"
+#include "sm.h"
 #include "util/hist.h"
 #include "vsrbus/vsrbus.h"
 
@@ -357,8 +358,10 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
   if (!strcmp(cfg->mode, "pipeline")) {
     if (!cfg->conns_set) cfg->conns = 32;
     if (!cfg->size_set) cfg->size = 512;
-    if (cfg->conns * cfg->inflight > 1000 || cfg->size > VSR_HEADER_SIZE + (1u << 20)) {
-      fprintf(stderr, "vsrbus bench: pipeline: conns x inflight <= 1000, size <= 1 MiB + 256\n");
+    if (cfg->conns * cfg->inflight > VSR_SM_PIPELINE / 2 ||
+        cfg->size > VSR_HEADER_SIZE + (1u << 20)) {
+      fprintf(stderr, "vsrbus bench: pipeline: conns x inflight <= %d, size <= 1 MiB + 256\n",
+              VSR_SM_PIPELINE / 2);
       return 2;
     }
   }

@@ -41,7 +41,9 @@ struct vsr_client_callbacks {
   void (*on_state)(void *user, struct vsr_client *c, int status);
 };
 
-/* Starts connecting on |loop|. Returns 0, VSR_EADDR, VSR_EINVAL or VSR_ENOMEM. */
+/* Starts connecting on |loop|. Returns 0, VSR_EADDR (the address does not parse or resolve),
+ * VSR_EINVAL or VSR_ENOMEM; a refused or unreachable peer is reported later through on_state
+ * (VSR_ECONNREFUSED, VSR_EUNREACH, VSR_ETIMEDOUT, ...). */
 int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
                    const struct vsr_client_options *o, const struct vsr_client_callbacks *cb,
                    void *user);
@@ -68,7 +70,8 @@ struct vsr_msg *vsr_client_msg_new(struct vsr_client *c, uint32_t size);
 /* ---- blocking use ------------------------------------------------------------------------ */
 
 /* Connects with a private loop; waits up to |timeout_ns|. Returns 0, VSR_ETIMEDOUT,
- * VSR_EADDR, VSR_EIO or a connection error. */
+ * VSR_EADDR (does not parse or resolve), VSR_ECONNREFUSED (nothing listens there; QUIC: when
+ * the kernel reports the ICMP), VSR_EUNREACH, VSR_EIO or another connection error. */
 int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options *o,
                        uint64_t timeout_ns);
 

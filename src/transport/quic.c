@@ -568,7 +568,8 @@ static void q_sockbuf(int fd, int opt_force, int opt) {
   }
 }
 
-/* Opens the socket: bound (listener) or connected (dialer). Returns 0 or VSR_EADDR (logged). */
+/* Opens the socket: bound (listener) or connected (dialer). Returns 0, VSR_EIO (no socket),
+ * VSR_EADDRINUSE / VSR_EBIND (listener), VSR_EUNREACH / ... (dialer) or VSR_ENOMEM; logged. */
 static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
                      socklen_t len, bool server, const struct vsri_quic_config *cfg,
                      const char *text) {
@@ -576,18 +577,18 @@ static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr 
   ep->fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (ep->fd < 0) {
     VSRI_ERROR("VSR-QUIC", "%s quic: socket: %s", text, strerror(errno));
-    return VSR_EADDR;
+    return VSR_EIO;
   }
   q_sockbuf(ep->fd, SO_RCVBUFFORCE, SO_RCVBUF);
   q_sockbuf(ep->fd, SO_SNDBUFFORCE, SO_SNDBUF);
   int r = server ? bind(ep->fd, sa, len) : connect(ep->fd, sa, len);
   ep->local_len = sizeof ep->local;
   if (r < 0 || getsockname(ep->fd, (struct sockaddr *)&ep->local, &ep->local_len) < 0) {
-    VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, server ? "bind" : "connect",
-               strerror(errno));
+    int err = errno;
+    VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, server ? "bind" : "connect", strerror(err));
     close(ep->fd);
     ep->fd = -1;
-    return VSR_EADDR;
+    return server ? vsri_bind_reason(err) : vsri_sock_reason(err);
   }
   ep->connected = !server;
   int zero = 0, one = 1;
@@ -2331,7 +2332,8 @@ static int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx 
   struct sockaddr_storage sa;
   socklen_t len;
   if (vsri_parse_addr(addr, &sa, &len) < 0) {
-    VSRI_ERROR("VSR-ADDR", "quic: cannot parse listen address \"%s\"", addr);
+    VSRI_ERROR("VSR-ADDR", "quic: cannot parse listen address \"%s\": %s", addr,
+               vsri_parse_addr_why());
     return VSR_EADDR;
   }
   int err = vsri_quic_config_check(q_cfg(ctx));
@@ -2452,7 +2454,7 @@ static void q_client_error(struct q_ep *ep, int err) {
   struct vsri_conn *c = ep->owner;
   if (err == ECONNREFUSED && !c->hs_done && c->state < Q_CLOSING) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: connection refused (no UDP listener)", c->name);
-    q_conn_finish(c, VSR_EADDR, false);
+    q_conn_finish(c, VSR_ECONNREFUSED, false);
     return;
   }
   VSRI_DEBUG("VSR-QUIC", "%s quic: socket: %s", c->name, strerror(err));
@@ -2533,7 +2535,7 @@ static int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ct
     vsri_free(ep);
     vsri_free(c);
     atomic_fetch_sub_explicit(&q_live, 1, memory_order_relaxed);
-    return err == VSR_ENOMEM || err == VSR_ECONFIG ? err : VSR_EADDR;
+    return err;
   }
   q_ep_rx_arm(ep);
   q_conn_schedule(c);
