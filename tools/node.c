@@ -31,7 +31,13 @@ static void node_usage(FILE *f) {
           "  --tcp ADDR              client plane TCP listener (default 127.0.0.1:8090, 'off')\n"
           "  --quic ADDR             client plane QUIC listener (default 127.0.0.1:8080, 'off')\n"
           "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
-          "  --quic-alpn-optional    also admit QUIC clients that offer no ALPN\n"
+          "  --quic-alpn-required    admit only QUIC clients offering ALPN iggy.consensus.v1\n"
+          "                          (the seed's strict rule). Default: iggy.consensus.v1 or\n"
+          "                          no ALPN, as Iggy mainline's SDKs offer none; any other\n"
+          "                          ALPN is always refused (alert 0x178)\n"
+          "  --quic-max-bidi-streams N  QUIC streams a client may hold open at once, default\n"
+          "                          1 (as mainline); N lets a per-request client pipeline N\n"
+          "                          requests, each Reply on its Request's stream\n"
           "  --quic-max-handshakes N QUIC handshakes in progress at once, default 1024; when\n"
           "                          full the oldest is evicted\n"
           "  --quic-retry-threshold N  from N handshakes in progress new QUIC clients must\n"
@@ -50,7 +56,8 @@ static void node_usage(FILE *f) {
           "                          id is trusted), only to join stock Iggy mainline servers,\n"
           "                          whose default is auth off; warned about at start\n"
           "  --reconnect-ms N        replica dial sweep period, default 5000\n"
-          "  --handshake-grace-ms N  bound on a replica handshake, default 10000\n"
+          "  --handshake-grace-ms N  bound on a replica or QUIC handshake, default 10000\n"
+          "                          (a QUIC client may open its first stream later)\n"
           "  --max-inflight-handshakes N  inbound replica handshakes at once, default 256\n"
           "  --max-message-size N    default 67108864\n"
           "  --max-batch N           frames per vectored write, default 256\n"
@@ -171,8 +178,13 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     b->quic_cert_file = node_keep(cfg, v);
   } else if (strcmp(key, "key") == 0) {
     b->quic_key_file = node_keep(cfg, v);
+  } else if (strcmp(key, "quic-alpn-required") == 0 || strcmp(key, "quic_alpn_required") == 0) {
+    b->quic_alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
-    b->quic_alpn_optional = node_truthy(v);
+    b->quic_alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
+  } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
+             strcmp(key, "quic_max_bidi_streams") == 0) {
+    return node_parse_u32(key, v, &b->quic_max_bidi_streams);
   } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
     if (node_parse_u32(key, v, &b->quic_max_handshakes)) return -1;
     if (b->quic_max_handshakes == 0) {
@@ -309,7 +321,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"config", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
       {"tcp", required_argument, 0, 0},      {"quic", required_argument, 0, 0},
       {"cert", required_argument, 0, 0},     {"key", required_argument, 0, 0},
+      {"quic-alpn-required", no_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
+      {"quic-max-bidi-streams", required_argument, 0, 0},
       {"quic-max-handshakes", required_argument, 0, 0},
       {"quic-retry-threshold", required_argument, 0, 0},
       {"quic-max-handshakes-per-source", required_argument, 0, 0},

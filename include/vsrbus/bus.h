@@ -97,7 +97,8 @@ struct vsr_bus_options {
   const uint8_t *previous_secret; /* accepted for verification while rotating; same rules */
   size_t previous_secret_len;     /* 0: no rotation window */
   uint64_t reconnect_period_ns;        /* default 5 s */
-  uint64_t handshake_grace_ns;         /* default 10 s */
+  uint64_t handshake_grace_ns;         /* default 10 s; also bounds the QUIC handshake (only:
+                                          a QUIC client may open its first stream later) */
   uint32_t max_inflight_handshakes;    /* default 256 */
   /* Default VSR_REPLICA_AUTH_ON. VSR_REPLICA_AUTH_OFF (legacy, unauthenticated) exists only to
    * join clusters of stock Iggy mainline servers, whose default is auth off; secrets are then
@@ -107,10 +108,15 @@ struct vsr_bus_options {
   /* QUIC client plane. */
   const char *quic_cert_file; /* PEM; with quic_key_file. Neither: in-memory self-signed */
   const char *quic_key_file;
-  bool quic_alpn_optional;    /* also admit clients that offer no ALPN, default false */
+  bool quic_alpn_required;    /* default false: admit clients offering iggy.consensus.v1 or no
+                                 ALPN (Iggy mainline's SDKs offer none); true: only
+                                 iggy.consensus.v1 (the seed's strict rule). Any other ALPN is
+                                 always refused (TLS alert 0x178) */
   uint64_t quic_idle_timeout_ns; /* default 30 s */
   uint64_t quic_keep_alive_ns;   /* default 10 s */
-  uint32_t quic_max_bidi_streams; /* default 1 */
+  uint32_t quic_max_bidi_streams; /* default 1 (as mainline): streams a client may hold open
+                                     at once (1..1024); a per-request client pipelines that
+                                     many requests, each Reply on its Request's stream */
   uint32_t quic_initial_mtu;     /* default 1200 */
   uint64_t quic_stream_window;   /* default 64 MiB */
   uint64_t quic_conn_window;     /* default 64 MiB */

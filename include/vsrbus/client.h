@@ -18,6 +18,19 @@ extern "C" {
 
 struct vsr_client;
 
+/* How a QUIC client carries frames (vsr_client_options.quic_streams). */
+enum vsr_quic_streams {
+  /* One bidirectional stream per frame, finished after it; the reply comes back on it. Iggy
+   * mainline's SDK model: its server reads exactly one frame per stream. Up to
+   * quic_max_streams frames are in flight at once, each on its own stream, as far as the
+   * server's stream limit allows (a vsrbus node allows 1 unless --quic-max-bidi-streams);
+   * frames on different streams may reach the server in any order. */
+  VSR_QUIC_STREAMS_PER_REQUEST = 0,
+  /* One long-lived stream carries every frame, in order (the seed's model; vsrbus servers
+   * only: a mainline server answers only the first frame). */
+  VSR_QUIC_STREAMS_LONG = 1,
+};
+
 struct vsr_client_options {
   const char *transport;      /* "tcp" (default) or "quic" */
   const char *addr;           /* "127.0.0.1:8090" */
@@ -29,7 +42,12 @@ struct vsr_client_options {
   const char *quic_ca_file;
   const char *quic_pin_sha256;
   bool quic_insecure;
-  const char *quic_alpn;      /* default "iggy.consensus.v1"; "" offers none */
+  const char *quic_alpn;      /* ALPN offered; default NULL (or ""): none, as Iggy mainline's
+                                 SDK (its server advertises none, and rustls aborts a QUIC
+                                 handshake when the client offers an ALPN the server lacks);
+                                 "iggy.consensus.v1" for a server that requires it */
+  enum vsr_quic_streams quic_streams; /* default VSR_QUIC_STREAMS_PER_REQUEST (mainline) */
+  uint32_t quic_max_streams;  /* per-request: frames in flight at once, default 16 (1..1024) */
 };
 
 void vsr_client_options_default(struct vsr_client_options *o);

@@ -24,6 +24,8 @@ grep -q -- '--replicas lists 3 addresses (indexes 0..2)' "$TMP/r3" || LOG=$TMP/r
 "$BIN" node --replicas 127.0.0.1:1,127.0.0.1:2 >"$TMP/nc" 2>&1; rc=$?
 [ $rc -eq 2 ] || LOG=$TMP/nc fail "--replicas without --cluster must exit 2 (got $rc)"
 "$BIN" node --replica-auth maybe >/dev/null 2>&1; [ $? -eq 2 ] || fail "--replica-auth maybe: exit 2"
+"$BIN" node --tcp off --quic 127.0.0.1:0 --quic-max-bidi-streams 5000 >/dev/null 2>&1
+[ $? -eq 1 ] || fail "--quic-max-bidi-streams beyond 1024 must exit 1"
 set -e
 "$BIN" node --help | grep -q -- '--replica-auth on|off   replica plane authentication, default on' ||
   fail "node --help lacks --replica-auth and its default"
@@ -87,6 +89,23 @@ set +e
 "$BIN" ping --quic "$qaddr" --pin "$(echo "$pin" | tr '0-9A-F' 'A-F0-9')" -c 1 -i 0 >/dev/null 2>&1
 [ $? -eq 1 ] || fail "a wrong pin must be refused"
 set -e
+# ALPN policy and stream models from the command line: by default a client offering no ALPN
+# (the default ping) or iggy.consensus.v1 is served, on either stream model; h3 is refused
+# and the log line names it.
+"$BIN" node --help | grep -q -- '--quic-alpn-required' || fail "node --help lacks --quic-alpn-required"
+"$BIN" node --help | grep -q -- '--quic-max-bidi-streams N' || fail "node --help lacks --quic-max-bidi-streams"
+"$BIN" ping --help | grep -q -- '--quic-streams' || fail "ping --help lacks --quic-streams"
+"$BIN" ping --quic "$qaddr" --pin "$pin" -c 3 -i 0 --quic-streams long | grep -q '3 sent, 3 received' ||
+  LOG=$QLOG fail "QUIC ping on one long-lived stream"
+"$BIN" ping --quic "$qaddr" --pin "$pin" -c 2 -i 0 --quic-alpn iggy.consensus.v1 |
+  grep -q '2 sent, 2 received' || LOG=$QLOG fail "QUIC ping offering iggy.consensus.v1"
+set +e
+"$BIN" ping --quic "$qaddr" --pin "$pin" -c 1 -i 0 --quic-alpn h3 >/dev/null 2>&1
+[ $? -eq 1 ] || fail "ALPN h3 must be refused"
+"$BIN" ping --quic "$qaddr" --pin "$pin" --quic-streams sideways >/dev/null 2>&1
+[ $? -eq 2 ] || fail "a bad --quic-streams must exit 2"
+set -e
+grep -q 'client offered ALPN "h3"' "$QLOG" || LOG=$QLOG fail "no log line naming the offered ALPN"
 kill -INT "$QPID"
 wait "$QPID" || LOG=$QLOG fail "QUIC node did not exit cleanly"
 
@@ -104,6 +123,26 @@ grep -q 'WARN .*VSR-AUTH replica plane on .* is UNAUTHENTICATED' "$LLOG" ||
   LOG=$LLOG fail "replica_auth = off must warn at start"
 kill -INT "$LPID"
 wait "$LPID" || LOG=$LLOG fail "legacy node did not exit cleanly"
+# --quic-alpn-required: the seed's strict rule. No ALPN is refused; iggy.consensus.v1 is served.
+RLOG=$TMP/quic-required.log
+start_node "$RLOG" --quic 127.0.0.1:0 --quic-alpn-required
+RPID=$NODE_PID
+for _ in $(seq 100); do
+  raddr=$(sed -n 's/.*client plane quic listening on \([0-9.:]*\).*/\1/p' "$RLOG" | head -1)
+  [ -n "$raddr" ] && break
+  sleep 0.05
+done
+rpin=$(sed -n 's/.*certificate SHA-256 \([0-9A-F:]*\).*/\1/p' "$RLOG" | head -1)
+[ -n "$raddr" ] && [ -n "$rpin" ] || LOG=$RLOG fail "no QUIC listener or fingerprint logged"
+set +e
+"$BIN" ping --quic "$raddr" --pin "$rpin" -c 1 -i 0 >/dev/null 2>&1
+[ $? -eq 1 ] || LOG=$RLOG fail "no ALPN must be refused with --quic-alpn-required"
+set -e
+grep -q 'client offered no ALPN' "$RLOG" || LOG=$RLOG fail "no log line for the refused client"
+"$BIN" ping --quic "$raddr" --pin "$rpin" -c 2 -i 0 --quic-alpn iggy.consensus.v1 |
+  grep -q '2 sent, 2 received' || LOG=$RLOG fail "iggy.consensus.v1 with --quic-alpn-required"
+kill -INT "$RPID"
+wait "$RPID" || LOG=$RLOG fail "strict QUIC node did not exit cleanly"
 kill -INT "$TCP_PID"
 wait "$TCP_PID" || LOG=$LOG fail "node did not exit cleanly on SIGINT"
 grep -q 'stopped:' "$LOG" || LOG=$LOG fail "no shutdown summary"

@@ -125,7 +125,7 @@ static void t_start(struct t_cluster *c, uint32_t primary_queue, uint64_t resend
     o.replica_index = (uint8_t)i;
     o.replica_count = 3;
     o.replica_addrs = c->addrs;
-    memcpy(o.secret, t_secret, sizeof t_secret - 1);
+    o.secret = (const uint8_t *)t_secret;
     o.secret_len = sizeof t_secret - 1;
     o.reconnect_period_ns = T_SEC / 10;
     if (i == 0) o.peer_queue_capacity = primary_queue;
