@@ -321,6 +321,40 @@ static void test_per_source_limit(void **state) {
   assert_int_equal(qt_env_fini(&env), 0);
 }
 
+static struct sockaddr_in6 src6(const char *text, int port) {
+  struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+  assert_int_equal(inet_pton(AF_INET6, text, &a.sin6_addr), 1);
+  return a;
+}
+
+/* IPv6 sources are /64 prefixes (one host usually holds a whole /64); IPv4-mapped addresses
+ * are their IPv4 address. */
+static void test_per_source_ipv6_prefix(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  env.scfg.max_handshakes_per_source = 2;
+  sim_listen(&env);
+  struct qi_set set = gen(&env, 5);
+  struct sockaddr_in6 a1 = src6("2001:db8::1", 40000), a2 = src6("2001:db8::2", 40000),
+                      a3 = src6("2001:db8::3:3", 40000), b = src6("2001:db8:0:1::1", 40000),
+                      m = src6("::ffff:10.0.9.9", 40000);
+  vsri_quic_listener_input(env.l, (struct sockaddr *)&a1, sizeof a1, set.pkt[0], set.len[0]);
+  vsri_quic_listener_input(env.l, (struct sockaddr *)&a2, sizeof a2, set.pkt[1], set.len[1]);
+  vsri_quic_listener_input(env.l, (struct sockaddr *)&a3, sizeof a3, set.pkt[2], set.len[2]);
+  vsri_quic_listener_input(env.l, (struct sockaddr *)&b, sizeof b, set.pkt[3], set.len[3]);
+  vsri_quic_listener_input(env.l, (struct sockaddr *)&m, sizeof m, set.pkt[4], set.len[4]);
+  struct vsri_quic_admission a = adm(&env);
+  assert_int_equal(a.admitted, 4);
+  assert_int_equal(a.retry_source, 1); /* the third from 2001:db8::/64 */
+  struct sockaddr_in6 other = src6("2001:db8::ffff", 1);
+  assert_int_equal(vsri_quic_listener_halfopen_from(env.l, (struct sockaddr *)&other), 2);
+  assert_int_equal(vsri_quic_listener_halfopen_from(env.l, (struct sockaddr *)&b), 1);
+  assert_int_equal(from_count(&env, src(9, 9, 0)), 1); /* ::ffff:10.0.9.9 is 10.0.9.9 */
+  qi_free(&set);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
 static bool pred_validated(struct qt_env *env, void *arg) {
   (void)arg;
   return adm(env).validated >= 1;
@@ -499,6 +533,7 @@ int main(void) {
       cmocka_unit_test(test_always_retry),
       cmocka_unit_test(test_retry_threshold),
       cmocka_unit_test(test_per_source_limit),
+      cmocka_unit_test(test_per_source_ipv6_prefix),
       cmocka_unit_test(test_cap_evicts_oldest),
       cmocka_unit_test(test_forged_token_refused),
       cmocka_unit_test(test_expired_token_refused),
