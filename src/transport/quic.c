@@ -135,15 +135,6 @@ struct q_src {
   uint32_t n;            /* 0: empty slot */
 };
 
-/* Flood events are logged at most once per second per kind, with a count of the ones in
- * between (q_note); one place to switch to the log's own limiter. */
-enum { Q_NOTE_RETRY, Q_NOTE_TOKEN, Q_NOTE_EVICT, Q_NOTES };
-struct q_note {
-  uint64_t last_ns;
-  uint64_t quiet; /* events since the last line */
-  bool logged;
-};
-
 struct vsri_listener {
   const struct vsri_transport_ctx *ctx;
   struct vsri_quic_config cfg;
@@ -167,7 +158,6 @@ struct vsri_listener {
   uint8_t token_secret[32];
   gnutls_priority_t prio; /* parsed once: ~8 KiB and a string parse less per handshake */
   struct vsri_quic_admission adm;
-  struct q_note notes[Q_NOTES];
 };
 
 enum q_state { Q_HANDSHAKE, Q_OPEN, Q_CLOSING, Q_DEAD };
@@ -1877,28 +1867,11 @@ static void q_send_version_negotiation(struct vsri_listener *l, const struct soc
   if (n > 0) q_ep_send(&l->ep, from, fromlen, q_txbuf, (size_t)n, (size_t)n);
 }
 
-/* Logs a flood event at most once per second per kind; the line says how many like it went
- * unlogged since the previous one. */
-static void q_note(struct vsri_listener *l, int kind, enum vsr_log_level level,
-                   const struct sockaddr *from, const char *what) {
-  struct q_note *n = &l->notes[kind];
-  uint64_t now = vsri_io_now(l->ctx->io);
-  if (n->logged && now - n->last_ns < NGTCP2_SECONDS) {
-    n->quiet++;
-    return;
-  }
-  char peer[64], more[96] = "";
-  vsri_format_addr(from, peer, sizeof peer);
-  if (n->quiet) {
-    snprintf(more, sizeof more, "; %llu more like this in the last %llu ms",
-             (unsigned long long)n->quiet,
-             (unsigned long long)((now - n->last_ns) / NGTCP2_MILLISECONDS));
-  }
-  vsri_log(level, "VSR-QUIC-FLOOD", "%s quic: %s %s (%u half-open%s)", l->name, what, peer,
-           l->nhandshaking, more);
-  n->logged = true;
-  n->last_ns = now;
-  n->quiet = 0;
+/* Flood events are logged per event; the log's per-call-site token bucket (util/log.c) turns a
+ * flood into a burst, then one line per interval and "N more like this suppressed". */
+static const char *q_peer_text(const struct sockaddr *sa, char *buf, size_t len) {
+  vsri_format_addr(sa, buf, len);
+  return buf;
 }
 
 /* Answers an Initial with a Retry carrying a token that seals the client's address, its first
@@ -1932,8 +1905,9 @@ static void q_send_invalid_token(struct vsri_listener *l, const struct sockaddr 
 static void q_evict(struct vsri_listener *l, struct vsri_conn *v) {
   if (!v) return;
   l->adm.evicted++;
-  q_note(l, Q_NOTE_EVICT, VSR_LOG_INFO, (const struct sockaddr *)&v->remote,
-         "max_handshakes half-open; evicted the oldest, from");
+  VSRI_INFO("VSR-QUIC-FLOOD", "%s quic: %u half-open (max_handshakes); evicted the oldest, from "
+            "%s (%s)", l->name, l->nhandshaking, v->name,
+            v->validated || v->hs_done ? "address validated" : "address not validated");
   if (!v->ccerr_set) {
     ngtcp2_connection_close_error_set_transport_error(&v->ccerr, NGTCP2_CONNECTION_REFUSED, NULL,
                                                       0);
@@ -1971,9 +1945,10 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
             hd.version, (const ngtcp2_sockaddr *)from, (ngtcp2_socklen)fromlen, &hd.dcid,
             cfg->retry_token_lifetime_ns, now) != 0) {
       l->adm.tokens_invalid++;
-      q_note(l, Q_NOTE_TOKEN, VSR_LOG_WARN, from,
-             "Initial with a forged, expired or misdirected Retry token refused "
-             "(INVALID_TOKEN) from");
+      char peer[64];
+      VSRI_WARN("VSR-QUIC-FLOOD", "%s quic: Initial from %s with a forged, expired or misdirected "
+                "Retry token refused (INVALID_TOKEN)", l->name,
+                q_peer_text(from, peer, sizeof peer));
       q_send_invalid_token(l, from, fromlen, &hd);
       return NULL;
     }
@@ -1982,10 +1957,18 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
   if (!validated &&
       (cfg->retry_threshold == 0 || l->nhandshaking >= cfg->retry_threshold || source_full)) {
     l->adm.retries++;
-    if (source_full) l->adm.retry_source++;
-    q_note(l, Q_NOTE_RETRY, VSR_LOG_INFO, from,
-           source_full ? "source at its half-open limit; address validation (Retry) asked of"
-                       : "address validation (Retry) asked of");
+    char peer[64];
+    q_peer_text(from, peer, sizeof peer);
+    if (source_full) {
+      l->adm.retry_source++;
+      VSRI_INFO("VSR-QUIC-FLOOD", "%s quic: %s holds %u half-open handshakes "
+                "(max_handshakes_per_source); address validation (Retry) asked of it", l->name,
+                peer, per_source);
+    } else {
+      VSRI_INFO("VSR-QUIC-FLOOD", "%s quic: %u half-open handshakes (retry_threshold %u); "
+                "address validation (Retry) asked of %s", l->name, l->nhandshaking,
+                cfg->retry_threshold, peer);
+    }
     q_send_retry(l, from, fromlen, &hd, len, now);
     return NULL;
   }
