@@ -1,9 +1,9 @@
 /* QUIC under handshake floods: real client Initials (valid ClientHello, fresh connection IDs)
  * that never finish. A flood of 1,100 over UDP from one address leaves a real client able to
- * connect through Retry; beyond retry_threshold every tokenless Initial gets a Retry; a source
- * beyond max_handshakes_per_source must validate and then only evicts its own half-opens; a
- * full max_handshakes evicts the oldest half-open; forged and expired Retry tokens are refused
- * (INVALID_TOKEN) and counted. Sources other than 127.0.0.1 are simulated without a network:
+ * connect through Retry; beyond retry_threshold every tokenless Initial gets a Retry; only a
+ * source beyond max_handshakes_per_source must validate (IPv4 address, IPv6 /64), and its
+ * clients that do are admitted; a full max_handshakes evicts the oldest half-open, unvalidated
+ * ones first; forged and expired Retry tokens are refused (INVALID_TOKEN) and counted. Sources other than 127.0.0.1 are simulated without a network:
  * datagrams go through the listener's packet input and come back through send hooks. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -111,8 +111,8 @@ static void pipe_dial(struct qt_env *env, int i) {
   s2c.n = 0; /* older output belongs to the flood's half-opens */
 }
 
-/* Moves datagrams both ways until |pred| holds (bounded). |hold_s2c|: stop with the server's
- * answers undelivered. */
+/* Moves datagrams both ways between client |i| (seen by the listener as |from|) and the
+ * listener until |pred| holds (bounded). */
 static bool pipe_run(struct qt_env *env, int i, const struct sockaddr_in *from,
                      bool (*pred)(struct qt_env *, void *), void *arg) {
   struct sockaddr_storage laddr;
