@@ -39,6 +39,9 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->quic_initial_mtu = 1200;
   o->quic_stream_window = 64u << 20;
   o->quic_conn_window = 64u << 20;
+  o->quic_max_handshakes = 1024;
+  o->quic_retry_threshold = 256;
+  o->quic_max_handshakes_per_source = 32;
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -586,6 +589,7 @@ static int bus_listen(struct vsr_bus *bus, struct bus_listener *bl,
 
 static void bus_listener_close(struct bus_listener *bl) {
   if (!bl->l) return;
+  if (bl == &bl->bus->client_quic) vsri_bus_quic_stats(bl->l, &bl->bus->stats); /* final */
   bl->tops->listener_close(bl->l);
   bl->l = NULL;
 }
@@ -765,6 +769,7 @@ void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
   *out = bus->stats;
   for (uint32_t i = 0; i < bus->client_slots_len; i++) bus_add_sent(out, bus->client_slots[i]);
   for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_add_sent(out, bus->replicas[i]);
+  if (bus->client_quic.l) vsri_bus_quic_stats(bus->client_quic.l, out);
 }
 
 int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
