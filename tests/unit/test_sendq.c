@@ -1,6 +1,7 @@
 /* Send queue (struct vsri_sendq, transport/transport.h): the bounded FIFO of frames the bus
  * fills and a transport drains. Push until full, peek in FIFO order, pop (counters, partial
- * write offset reset, the queue's reference dropped), wrap-around of head over many cycles. */
+ * write offset reset, the queue's reference dropped, pinned buffer bytes), wrap-around of head
+ * over many cycles. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -92,6 +93,8 @@ static void pop_counts_and_releases(void **state) {
   struct vsr_msg *kept = t_msg(t, 4000, 3);
   assert_true(vsri_sendq_push(&t->q, vsr_msg_ref(kept))); /* the queue holds its own ref */
   assert_int_equal(t_live(t), 3);
+  uint64_t c0 = vsri_sendq_peek(&t->q, 0)->capacity, c1 = vsri_sendq_peek(&t->q, 1)->capacity;
+  assert_int_equal(t->q.bytes, c0 + c1 + kept->capacity); /* buffer bytes pinned */
   t->q.off = 123; /* a partial write of the oldest frame */
   vsri_sendq_pop(&t->q);
   assert_int_equal(t->q.off, 0);
@@ -99,12 +102,14 @@ static void pop_counts_and_releases(void **state) {
   assert_int_equal(t->q.frames_done, 1);
   assert_int_equal(t->q.bytes_done, 300);
   assert_int_equal(t_live(t), 2); /* the queue's only reference: released */
+  assert_int_equal(t->q.bytes, c1 + kept->capacity);
   assert_int_equal(t_tag(vsri_sendq_peek(&t->q, 0)), 2);
   vsri_sendq_pop(&t->q);
   vsri_sendq_pop(&t->q);
   assert_int_equal(t->q.len, 0);
   assert_int_equal(t->q.frames_done, 3);
   assert_int_equal(t->q.bytes_done, 300 + 1000 + 4000);
+  assert_int_equal(t->q.bytes, 0);
   assert_int_equal(t_live(t), 1); /* |kept| still has the caller's reference */
   assert_int_equal(t_tag(kept), 3);
   vsr_msg_unref(kept);
@@ -116,13 +121,15 @@ static void pop_counts_and_releases(void **state) {
 static void wraps_in_order(void **state) {
   struct t_q *t = *state;
   uint32_t next_in = 0, next_out = 0;
-  uint64_t bytes = 0;
+  uint64_t bytes = 0, pinned = 0;
   bool wrapped = false;
   for (uint32_t round = 0; round < 50; round++) {
     uint32_t depth = 1 + round % T_CAP; /* 1..cap */
     while (t->q.len < depth) {
       uint32_t size = 256 + next_in % 7;
-      assert_true(vsri_sendq_push(&t->q, t_msg(t, size, next_in)));
+      struct vsr_msg *m = t_msg(t, size, next_in);
+      pinned += m->capacity;
+      assert_true(vsri_sendq_push(&t->q, m));
       next_in++;
     }
     for (uint32_t i = 0; i < t->q.len; i++) {
@@ -134,7 +141,9 @@ static void wraps_in_order(void **state) {
       struct vsr_msg *m = vsri_sendq_peek(&t->q, 0);
       assert_int_equal(t_tag(m), next_out);
       bytes += m->size;
+      pinned -= m->capacity;
       vsri_sendq_pop(&t->q);
+      assert_int_equal(t->q.bytes, pinned);
       assert_true(t->q.head < T_CAP);
       if (head == T_CAP - 1) {
         assert_int_equal(t->q.head, 0);
