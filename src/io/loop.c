@@ -298,7 +298,10 @@ void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c) {
   if (!c->pending || c->canceled) return;
   c->canceled = true;
   if (c->op == VSRI_OP_TIMEOUT) {
-    /* A timer still in the heap has not fired: take it out and complete it from the loop. */
+    /* A timer still in the heap has not fired: take it out and complete it from the loop.
+     * One that never entered the heap (no memory to grow it) is already posted with -ENOMEM. */
+    uint32_t i = c->u.timeout.heap_index;
+    if (i >= io->timers_len || io->timers[i] != c) return;
     heap_remove(io, c);
     vsri_io_post(io, c, -ECANCELED);
     return;
