@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "vsrbus/error.h"
+#include "vsrbus/log.h"
 #include "vsrbus/msg.h"
 #include "vsrbus/wire.h"
 #include "vsrbus/loop.h"
@@ -19,16 +20,6 @@ extern "C" {
 
 /* "0.1.0" */
 const char *vsr_version(void);
-
-enum vsr_log_level { VSR_LOG_ERROR = 0, VSR_LOG_WARN, VSR_LOG_INFO, VSR_LOG_DEBUG };
-
-/* Receives each log line (no trailing newline). The default writes to stderr. */
-typedef void (*vsr_log_fn)(void *user, enum vsr_log_level level, const char *line);
-
-/* Lines above |level| are dropped. Default VSR_LOG_INFO, or VSRBUS_LOG=error|warn|info|debug. */
-void vsr_log_set_level(enum vsr_log_level level);
-/* NULL restores the stderr writer. */
-void vsr_log_set_handler(vsr_log_fn fn, void *user);
 
 /* Allocations made by vsrbus itself since start (buffers and bookkeeping): tests and
  * benchmarks use the difference across a steady-state window to prove it is zero. */

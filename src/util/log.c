@@ -1,5 +1,6 @@
 /* Log lines: "vsrbus WARN  VSR-FRAME <text>", to stderr or a user handler. */
 #include "util/log.h"
+#include "vsrbus/vsrbus.h" /* vsr_version */
 
 #include <stdarg.h>
 #include <stdio.h>
