@@ -38,6 +38,12 @@ static void node_usage(FILE *f) {
           "  --quic-max-bidi-streams N  QUIC streams a client may hold open at once, default\n"
           "                          1 (as mainline); N lets a per-request client pipeline N\n"
           "                          requests, each Reply on its Request's stream\n"
+          "  --quic-max-handshakes N QUIC handshakes in progress at once, default 1024; when\n"
+          "                          full the oldest is evicted\n"
+          "  --quic-retry-threshold N  from N handshakes in progress new QUIC clients must\n"
+          "                          validate their address (Retry), default 256; 0: always\n"
+          "  --quic-max-handshakes-per-source N  QUIC handshakes in progress per IPv4 address\n"
+          "                          or IPv6 /64, default 32 (beyond: Retry); 0: no limit\n"
           "  --cluster NAME          cluster name (the cluster id derives from it)\n"
           "  --replica N             this replica's index (< the number of --replicas)\n"
           "  --replicas A,B,C        replica plane addresses, by index (needs --cluster)\n"
@@ -57,6 +63,12 @@ static void node_usage(FILE *f) {
           "  --max-batch N           frames per vectored write, default 256\n"
           "  --peer-queue N          frames queued per peer, default 256\n"
           "  --max-clients N         default 100000\n"
+          "  --slow-peer-timeout-ms N  close a peer whose send queue stays full this long,\n"
+          "                          default 10000 (0: never)\n"
+          "  --peer-queue-bytes N    buffer bytes queued per peer, default 67108864 (0: no cap)\n"
+          "  --log-burst N           log lines per call site at once, default 20 (0: no limit)\n"
+          "  --log-interval-ms N     then one line (and one count of the rest) per N ms,\n"
+          "                          default 1000\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
           "  --log error|warn|info|debug\n");
 }
@@ -130,6 +142,18 @@ static int node_parse_ms(const char *key, const char *v, uint64_t *out_ns) {
   return 0;
 }
 
+static int node_parse_u64(const char *key, const char *v, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 0);
+  if (errno || *end || !*v || *v == '-') {
+    fprintf(stderr, "vsrbus node: %s: '%s' is not a number\n", key, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
 static bool node_truthy(const char *v) {
   return !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
          strcmp(v, "on") == 0;
@@ -179,6 +203,18 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
              strcmp(key, "quic_max_bidi_streams") == 0) {
     return node_parse_u32(key, v, &b->quic_max_bidi_streams);
+  } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
+    if (node_parse_u32(key, v, &b->quic_max_handshakes)) return -1;
+    if (b->quic_max_handshakes == 0) {
+      fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
+      return -1;
+    }
+  } else if (strcmp(key, "quic-retry-threshold") == 0 ||
+             strcmp(key, "quic_retry_threshold") == 0) {
+    return node_parse_u32(key, v, &b->quic_retry_threshold);
+  } else if (strcmp(key, "quic-max-handshakes-per-source") == 0 ||
+             strcmp(key, "quic_max_handshakes_per_source") == 0) {
+    return node_parse_u32(key, v, &b->quic_max_handshakes_per_source);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
@@ -230,6 +266,19 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     return node_parse_u32(key, v, &b->peer_queue_capacity);
   } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
     return node_parse_u32(key, v, &b->max_clients);
+  } else if (strcmp(key, "slow-peer-timeout-ms") == 0 ||
+             strcmp(key, "slow_peer_timeout_ms") == 0) {
+    uint32_t ms; /* 0 is allowed here: never close a slow peer */
+    if (node_parse_u32(key, v, &ms)) return -1;
+    b->slow_peer_timeout_ns = (uint64_t)ms * 1000000ull;
+  } else if (strcmp(key, "peer-queue-bytes") == 0 || strcmp(key, "peer_queue_bytes_max") == 0) {
+    return node_parse_u64(key, v, &b->peer_queue_bytes_max);
+  } else if (strcmp(key, "log-burst") == 0 || strcmp(key, "log_burst") == 0) {
+    if (node_parse_u32(key, v, &cfg->log_burst)) return -1;
+    vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
+  } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
+    if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
+    vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
   } else if (strcmp(key, "io") == 0) {
     if (strcmp(v, "epoll") == 0) b->loop_options.backend = VSR_IO_EPOLL;
     else if (strcmp(v, "uring") == 0) b->loop_options.backend = VSR_IO_URING;
@@ -264,6 +313,8 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
   cfg->bus.client_quic_addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
+  cfg->log_burst = VSR_LOG_BURST_DEFAULT;
+  cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
 }
 
 void vsr_node_cfg_free(struct node_cfg *cfg) {
@@ -306,6 +357,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"quic-alpn-required", no_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
       {"quic-max-bidi-streams", required_argument, 0, 0},
+      {"quic-max-handshakes", required_argument, 0, 0},
+      {"quic-retry-threshold", required_argument, 0, 0},
+      {"quic-max-handshakes-per-source", required_argument, 0, 0},
       {"cluster", required_argument, 0, 0},  {"replica", required_argument, 0, 0},
       {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
       {"secret-hex", required_argument, 0, 0},
@@ -315,7 +369,11 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"max-inflight-handshakes", required_argument, 0, 0},
       {"max-message-size", required_argument, 0, 0},
       {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
-      {"max-clients", required_argument, 0, 0}, {"io", required_argument, 0, 0},
+      {"max-clients", required_argument, 0, 0},
+      {"slow-peer-timeout-ms", required_argument, 0, 0},
+      {"peer-queue-bytes", required_argument, 0, 0},
+      {"log-burst", required_argument, 0, 0}, {"log-interval-ms", required_argument, 0, 0},
+      {"io", required_argument, 0, 0},
       {"log", required_argument, 0, 0},      {0, 0, 0, 0},
   };
   /* First pass: the config file, so that flags override it. */
@@ -365,10 +423,12 @@ static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr
   if (ev->plane == VSR_PLANE_REPLICA && ev->kind == VSR_PEER_AUTHENTICATED) {
     vsr_sm_on_replica_up(user, (uint8_t)ev->id);
   }
-  if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
-    fprintf(stderr, "vsrbus node: %s peer %llx (%s %s) lost: %s\n",
-            ev->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)ev->id,
-            ev->transport, ev->addr, vsr_strerror(ev->reason));
+  /* Replica links only: a client's loss is logged (rate-limited) by the bus where it happens,
+   * and one line here per stranger's connection would unbound the log again. */
+  if (ev->kind == VSR_PEER_LOST && ev->plane == VSR_PLANE_REPLICA &&
+      ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
+    fprintf(stderr, "vsrbus node: replica peer %llx (%s %s) lost: %s\n",
+            (unsigned long long)ev->id, ev->transport, ev->addr, vsr_strerror(ev->reason));
   }
 }
 
@@ -413,14 +473,26 @@ int vsr_cmd_node(int argc, char **argv) {
   err = vsr_bus_shutdown(bus, 5000000000ull);
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
+  /* Replies and pongs count what the bus accepted; each of those was either written (out) or
+   * still queued when its connection closed (dropped on close). */
   fprintf(stderr,
           "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
-          "%llu pongs, %llu clients served\n",
+          "%llu pongs, %llu clients served; %llu replies refused, %llu frames refused (queue "
+          "full), %llu frames dropped at close, %llu slow peers closed\n",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
                                st.drops_on_close),
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
-          (unsigned long long)st.clients_accepted);
+          (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
+          (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,
+          (unsigned long long)st.slow_peers_closed);
+  if (st.quic_retries || st.quic_tokens_invalid || st.quic_evicted) {
+    fprintf(stderr,
+            "vsrbus node: QUIC handshake floods: %llu Retry sent, %llu invalid tokens refused, "
+            "%llu half-opens evicted, peak %llu half-open\n",
+            (unsigned long long)st.quic_retries, (unsigned long long)st.quic_tokens_invalid,
+            (unsigned long long)st.quic_evicted, (unsigned long long)st.quic_halfopen_peak);
+  }
   if (cluster) {
     fprintf(stderr,
             "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "

@@ -3,7 +3,8 @@
  * (TCP, QUIC). Every transport delivers the same frames to the same callbacks.
  *
  * Sends never block: each peer has a bounded queue; a full queue returns VSR_EBACKPRESSURE and
- * is counted. Frames are queued by reference (the bus takes its own reference on success), so
+ * is counted, and a peer whose queue stays full for slow_peer_timeout_ns is closed
+ * (VSR_ESLOW_PEER). Frames are queued by reference (the bus takes its own reference on success), so
  * one Prepare sent to N replicas is one buffer in N queues. */
 #ifndef VSRBUS_BUS_H
 #define VSRBUS_BUS_H
@@ -83,6 +84,16 @@ struct vsr_bus_options {
   uint32_t peer_queue_capacity; /* frames per peer queue, default 256 (rounded to 2^k) */
   bool verify_body_checksum;    /* verify non-zero Prepare body checksums, default true */
   uint64_t close_peer_timeout_ns; /* per-peer drain bound at shutdown, default 2 s */
+  /* A peer whose send queue stays full (refusing frames, not drained back to half) this long
+   * is not reading: it is closed with VSR_ESLOW_PEER, logged (VSR-SLOW) and counted. Default
+   * 10 s: far above a live peer's stalls (TCP retransmits, GC pauses), far below what a
+   * stuck peer may hold hostage. 0: never. */
+  uint64_t slow_peer_timeout_ns;
+  /* Buffer bytes (message capacity) one peer's send queue may hold; a frame beyond it is
+   * refused like a full queue (VSR_EBACKPRESSURE), except into an empty queue. Default 64 MiB:
+   * bounds the memory one peer that does not read can pin (the frame cap alone allows 256
+   * frames of any size), while a reading peer's queue stays far below it. 0: frames only. */
+  uint64_t peer_queue_bytes_max;
 
   /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
   const char *cluster_name;            /* the u128 cluster id is derived from it */
@@ -120,6 +131,18 @@ struct vsr_bus_options {
   uint32_t quic_initial_mtu;     /* default 1200 */
   uint64_t quic_stream_window;   /* default 64 MiB */
   uint64_t quic_conn_window;     /* default 64 MiB */
+  /* Handshake floods (a half-open is a QUIC connection whose handshake and first stream are
+   * not done yet; each costs memory and a TLS key exchange). */
+  uint32_t quic_max_handshakes;  /* default 1024: half-opens at once; when full the oldest
+                                    (unvalidated first) is evicted, never the newcomer, so a
+                                    flood cannot lock real clients out. 0: the default */
+  uint32_t quic_retry_threshold; /* default 256: from this many half-opens every new client
+                                    must prove its address with a Retry round trip (one extra
+                                    RTT, no state kept until it answers); 0: always */
+  uint32_t quic_max_handshakes_per_source; /* default 32: half-opens per IPv4 address / IPv6
+                                    /64 from which that source's new clients must pass a Retry
+                                    (those that did are admitted anyway: many real clients may
+                                    share an address); 0: no limit */
 };
 
 /* The u128 cluster id Iggy derives from a cluster name: the first 16 bytes of BLAKE3(name),
@@ -156,9 +179,11 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size);
 
 /* Queues |msg| for a peer. On success the bus holds its own reference; the caller keeps its
  * own either way. Never blocks. Returns 0, VSR_ENOTCONN (unknown or not connected),
- * VSR_EBACKPRESSURE (queue full), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Refusals are
- * counted in the stats and logged (VSR-DROP, at most one line a second). A refused frame is
- * not sent later: the caller keeps it if it matters (vsr_bus_peer_stats tells the free room). */
+ * VSR_EBACKPRESSURE (queue full: peer_queue_capacity frames or peer_queue_bytes_max bytes; a
+ * refusal that ends slow_peer_timeout_ns of full queue also closes the peer with
+ * VSR_ESLOW_PEER), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Refusals are counted in the
+ * stats and logged (VSR-DROP, at most one line a second). A refused frame is not sent later:
+ * the caller keeps it if it matters (vsr_bus_peer_stats tells the free room). */
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg);
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg);
 
@@ -182,6 +207,12 @@ struct vsr_bus_stats {
   uint64_t replicas_connected;    /* authenticated replica links now */
   uint64_t handshakes_inflight;
   uint64_t errors[VSR_ERR_SLOTS]; /* connections closed per reason, by -code */
+  uint64_t slow_peers_closed;     /* peers closed with VSR_ESLOW_PEER */
+  /* QUIC client listener: handshake-flood defences (0 without one). */
+  uint64_t quic_retries;          /* Initials answered with a Retry (address validation) */
+  uint64_t quic_tokens_invalid;   /* Initials refused: forged / expired Retry token */
+  uint64_t quic_evicted;          /* oldest half-opens evicted: max_handshakes was full */
+  uint64_t quic_halfopen_peak;    /* most half-open QUIC handshakes at once */
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);
@@ -190,6 +221,8 @@ struct vsr_peer_stats {
   uint32_t queue_depth, queue_capacity;
   uint64_t frames_in, bytes_in, frames_out, bytes_out;
   uint64_t drops_backpressure;
+  uint64_t queue_bytes;   /* buffer bytes the queued frames hold now */
+  uint64_t queue_full_ns; /* how long the queue has been full (0: not full, or no timeout) */
 };
 
 /* Returns 0 or VSR_ENOTCONN. */
