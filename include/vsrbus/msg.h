@@ -66,17 +66,15 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size);
 
 void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out);
 
-/* Returns the message to its pool's free list (or the heap). Internal to vsr_msg_unref. */
-void vsr_msg_release_(struct vsr_msg *msg);
-
 static inline struct vsr_msg *vsr_msg_ref(struct vsr_msg *msg) {
   msg->refs++;
   return msg;
 }
 
-static inline void vsr_msg_unref(struct vsr_msg *msg) {
-  if (msg && --msg->refs == 0) vsr_msg_release_(msg);
-}
+/* Drops a reference (NULL is a no-op); the last one returns the message to its pool's free
+ * list (or the heap). A function, not an inline, so the release path stays inside the
+ * library and out of its ABI. */
+void vsr_msg_unref(struct vsr_msg *msg);
 
 #ifdef __cplusplus
 }

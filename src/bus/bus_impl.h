@@ -1,18 +1,13 @@
-/* Internal to the bus: peers, the registry, and the seams between the client plane (bus.c,
- * clients.c), the replica plane (replica.c) and the transports. */
+/* Internal to the bus: peers, the registry, and the seams between the client plane (bus.c),
+ * the replica plane (replica.c), the client SDK (client.c) and the transports. */
 #ifndef VSRI_BUS_IMPL_H
 #define VSRI_BUS_IMPL_H
 
 #include "io/io.h"
+#include "io/runtime.h"
 #include "transport/transport.h"
 #include "vsrbus/bus.h"
 #include "vsrbus/loop.h"
-
-struct vsr_loop {
-  struct vsri_io *io;
-  struct vsr_pool *pool;
-  volatile bool stop;
-};
 
 enum bus_peer_state {
   BUS_PEER_PENDING = 0, /* transport up, not registered (replica handshake in progress) */
@@ -126,8 +121,9 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
 
-/* QUIC hooks for the client SDK and the bus (quic.c). vsri_client_quic_ops returns NULL
- * when QUIC is not built. The config functions return 0, VSR_ECONFIG or VSR_ENOMEM. */
+/* QUIC hooks for the client SDK and the bus (quic_glue.c). QUIC is always built:
+ * vsri_client_quic_ops never returns NULL. The config functions return 0, VSR_ECONFIG or
+ * VSR_ENOMEM. */
 struct vsr_client_options;
 const struct vsri_transport_ops *vsri_client_quic_ops(void);
 int vsri_client_quic_config(const struct vsr_client_options *o, void **out);

@@ -264,11 +264,11 @@ void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, 
   io->backend->submit(io, c);
 }
 
-void vsri_io_writev(struct vsri_io *io, struct vsri_completion *c, int fd,
-                    const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx) {
-  loop_prepare(io, c, VSRI_OP_WRITEV, fd, cb, ctx);
-  c->u.writev.iov = iov;
-  c->u.writev.iovcnt = iovcnt;
+void vsri_io_sendv(struct vsri_io *io, struct vsri_completion *c, int fd,
+                   const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_SENDV, fd, cb, ctx);
+  c->u.sendv.iov = iov;
+  c->u.sendv.iovcnt = iovcnt;
   io->backend->submit(io, c);
 }
 

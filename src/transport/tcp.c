@@ -35,7 +35,7 @@ struct vsri_conn {
   int fd;
   enum tcp_state state;
   bool reading;       /* a read-side op is pending */
-  bool writing;       /* a writev is pending */
+  bool writing;       /* a sendv is pending */
   bool draining;      /* closing: write the queue out before closing */
   bool started;       /* start() called: reads may run */
   bool direct_read;   /* the pending recv writes straight into the decoder's frame */
@@ -293,7 +293,7 @@ static void tcp_flush(void *ctx) {
     c->iov[i].iov_len = m->size - off;
   }
   c->writing = true;
-  vsri_io_writev(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
+  vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
 }
 
 static void tcp_kick(struct vsri_conn *c) {

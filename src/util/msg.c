@@ -144,7 +144,7 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size) {
   return m;
 }
 
-void vsr_msg_release_(struct vsr_msg *m) {
+static void msg_release(struct vsr_msg *m) {
   struct vsr_pool *pool = m->pool;
   pool->stats.live--;
   uint8_t cls = m->size_class;
@@ -155,6 +155,10 @@ void vsr_msg_release_(struct vsr_msg *m) {
     return;
   }
   pool_free_buffer(pool, m);
+}
+
+void vsr_msg_unref(struct vsr_msg *m) {
+  if (m && --m->refs == 0) msg_release(m);
 }
 
 void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out) {
