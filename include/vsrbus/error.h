@@ -26,6 +26,8 @@ enum vsr_err {
   VSR_ELIMIT = -12,       /* a configured cap was reached (clients, handshakes in flight) */
   VSR_ECANCELED = -13,    /* operation canceled */
   VSR_EAGAIN = -14,       /* nothing available yet (non-blocking receive) */
+  VSR_EMEMORY_BUDGET = -15, /* a frame would exceed its connection's or its plane's memory budget */
+  VSR_EMEMORY_MAX = -16,    /* the node-wide memory cap (memory_max) is reached: frame refused */
 
   /* -20..-39: frame errors from the decoder; the connection that sent the frame is closed. */
   VSR_EFRAME_SMALL = -20,         /* size field < 256 */
@@ -37,6 +39,8 @@ enum vsr_err {
   VSR_EFRAME_RESERVED = -26,      /* reserved bytes that must be zero are not */
   VSR_EFRAME_ENUM = -27,          /* an enum byte (operation, reason, outcome) is undefined */
   VSR_EFRAME_PLANE = -28,         /* valid frame, wrong plane or wrong direction */
+  VSR_EFRAME_PREAUTH = -29,       /* frame larger than a handshake frame (256 bytes) before the
+                                     replica handshake completed */
 
   /* -40..-59: connection errors. */
   VSR_ECLOSED = -40,     /* peer closed cleanly at a frame boundary */

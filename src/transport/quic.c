@@ -986,7 +986,7 @@ static int q_cb_stream_close(ngtcp2_conn *qc, uint32_t flags, int64_t sid, uint6
   }
   if (!vsri_decoder_idle(&c->dec)) {
     vsri_decoder_free(&c->dec);
-    vsri_decoder_init(&c->dec, c->ctx->pool, c->ctx->max_message_size, c->ctx->decode_flags);
+    vsri_conn_decoder_init(&c->dec, c->ctx);
   }
   c->sid = -1;
   c->tx_off = 0;
@@ -1331,7 +1331,7 @@ static struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
   c->reap.fn = q_conn_reap;
   c->reap.ctx = c;
   ngtcp2_connection_close_error_default(&c->ccerr);
-  vsri_decoder_init(&c->dec, ctx->pool, ctx->max_message_size, ctx->decode_flags);
+  vsri_conn_decoder_init(&c->dec, ctx);
   return c;
 }
 

@@ -82,7 +82,7 @@ static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int 
   c->fd = fd;
   c->flush.fn = tcp_flush;
   c->flush.ctx = c;
-  vsri_decoder_init(&c->dec, ctx->pool, ctx->max_message_size, ctx->decode_flags);
+  vsri_conn_decoder_init(&c->dec, ctx);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return c;
@@ -171,12 +171,14 @@ static bool tcp_deliver(struct vsri_conn *c, struct vsr_msg *m) {
 }
 
 static void tcp_frame_error(struct vsri_conn *c, int err) {
-  const uint8_t *h = c->dec.hdr;
-  uint32_t size = (uint32_t)h[48] | (uint32_t)h[49] << 8 | (uint32_t)h[50] << 16 |
-                  (uint32_t)h[51] << 24;
-  VSRI_WARN("VSR-FRAME", "%s tcp: %s (%s; size %u, command %u, max %u); closing", c->name,
-            vsr_strerror(err), vsr_errname(err), size, h[60], c->ctx->max_message_size);
-  tcp_close(c, err, true); /* replies to frames accepted before this one still go out */
+  char what[160];
+  vsri_decoder_describe(&c->dec, err, what, sizeof what);
+  bool mem = err == VSR_EMEMORY_BUDGET || err == VSR_EMEMORY_MAX || err == VSR_EPOOL;
+  VSRI_WARN(mem ? "VSR-MEMORY" : "VSR-FRAME", "%s tcp: %s (%s; %s); closing", c->name,
+            vsr_strerror(err), vsr_errname(err), what);
+  /* Replies to frames accepted before this one still go out; the refused frame's buffer (if
+   * any) is already back in the pool. */
+  tcp_close(c, err, true);
 }
 
 static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
@@ -371,6 +373,11 @@ static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *
 
 static const char *tcp_peer_name(const struct vsri_conn *c) { return c->name; }
 
+static void tcp_set_frame_limit(struct vsri_conn *c, uint32_t max_size, uint32_t allowance) {
+  vsri_decoder_set_max(&c->dec, max_size, false);
+  vsri_decoder_set_budget(&c->dec, c->dec.budget, allowance, c->dec.conn_max);
+}
+
 /* ---- listener -------------------------------------------------------------------------- */
 
 static void tcp_accept_next(struct vsri_listener *l);
@@ -489,4 +496,5 @@ const struct vsri_transport_ops vsri_transport_tcp = {
     .kick = tcp_kick,
     .close = tcp_close,
     .peer_name = tcp_peer_name,
+    .set_frame_limit = tcp_set_frame_limit,
 };
