@@ -9,7 +9,10 @@
  * hand)) — a new pool buffer, the received bytes copied over. So a frame's buffer is at most
  * about four times what its peer actually sent (or one allowance), and growth copies less than
  * the frame's size in all. Growth beyond the allowance is checked against the plane budget and,
- * with the plane's |protect|, keeps the other plane's unused budget free in the pool. */
+ * with the plane's |protect|, keeps the other plane's unused budget free in the pool. When the
+ * plane budget is full, the largest frame in flight elsewhere on the plane is evicted if it
+ * holds at least as much as the grower would (a stalled claim loses to bytes that arrive);
+ * otherwise the grower is refused. */
 #include "frame/decode.h"
 
 #include <stdio.h>
@@ -43,12 +46,29 @@ void vsri_decoder_set_max(struct vsri_decoder *d, uint32_t max_size, bool preaut
   else d->flags &= ~(uint32_t)VSRI_DECODE_PREAUTH;
 }
 
-/* Gives the frame buffer's charge back to the plane budget. */
+void vsri_decoder_set_evict(struct vsri_decoder *d, void (*fn)(void *ctx), void *ctx) {
+  d->on_evict = fn;
+  d->evict_ctx = ctx;
+}
+
+/* Gives the frame buffer's charge back to the plane budget and leaves its list. */
 static void dec_uncharge(struct vsri_decoder *d) {
-  if (d->budget && d->msg) {
-    d->budget->reserved -= d->msg->capacity;
-    d->budget->filled -= d->have;
-  }
+  struct vsri_mem_budget *b = d->budget;
+  if (!b || !d->msg) return;
+  b->reserved -= d->msg->capacity;
+  b->filled -= d->have;
+  if (d->bprev) d->bprev->bnext = d->bnext;
+  else if (b->head == d) b->head = d->bnext;
+  if (d->bnext) d->bnext->bprev = d->bprev;
+  d->bprev = d->bnext = NULL;
+}
+
+/* A fresh buffer (the decoder's first for this frame) joins the budget's list. */
+static void dec_charge_first(struct vsri_decoder *d, struct vsri_mem_budget *b) {
+  d->bprev = NULL;
+  d->bnext = b->head;
+  if (b->head) b->head->bprev = d;
+  b->head = d;
 }
 
 void vsri_decoder_free(struct vsri_decoder *d) {
@@ -107,6 +127,30 @@ static int dec_accept(struct vsri_decoder *d, const uint8_t *hdr) {
   return 0;
 }
 
+/* The evictable decoder holding the largest buffer on |b|, other than |self|. */
+static struct vsri_decoder *dec_victim(struct vsri_mem_budget *b, const struct vsri_decoder *self) {
+  struct vsri_decoder *v = NULL;
+  for (struct vsri_decoder *x = b->head; x; x = x->bnext) {
+    if (x != self && x->on_evict && (!v || x->msg->capacity > v->msg->capacity)) v = x;
+  }
+  return v;
+}
+
+/* Takes |v|'s frame off the budget and poisons its stream; its owner closes the connection.
+ * The buffer stays with |v| (a read into it may be pending) until vsri_decoder_free. */
+static void dec_evict(struct vsri_decoder *v) {
+  struct vsri_mem_budget *b = v->budget;
+  memcpy(v->hdr, v->msg->data, VSR_HEADER_SIZE);
+  v->why = VSRI_WHY_EVICTED;
+  v->why_limit = b->max;
+  v->why_used = v->msg->capacity;
+  dec_uncharge(v);
+  v->budget = NULL;
+  v->err = VSR_EMEMORY_BUDGET;
+  b->evictions++;
+  v->on_evict(v->evict_ctx);
+}
+
 /* Makes room for more of the frame: the first buffer, or a larger one. |hdr| is where the
  * header is while there is no buffer yet; |avail| is how many body bytes are at hand. */
 static int dec_reserve(struct vsri_decoder *d, const uint8_t *hdr, size_t avail) {
@@ -128,9 +172,13 @@ static int dec_reserve(struct vsri_decoder *d, const uint8_t *hdr, size_t avail)
   uint64_t headroom = 0;
   struct vsri_mem_budget *b = d->budget;
   if (b && target > d->allowance) {
-    if (b->max && b->reserved - old_cap + cap > b->max) {
-      return dec_refuse(d, d->msg ? d->msg->data : hdr, VSR_EMEMORY_BUDGET, VSRI_WHY_PLANE,
-                        b->max, b->reserved);
+    while (b->max && b->reserved - old_cap + cap > b->max) {
+      struct vsri_decoder *v = dec_victim(b, d);
+      if (!v || v->msg->capacity < cap) { /* a tie goes to the frame whose bytes arrive */
+        return dec_refuse(d, d->msg ? d->msg->data : hdr, VSR_EMEMORY_BUDGET, VSRI_WHY_PLANE,
+                          b->max, b->reserved);
+      }
+      dec_evict(v);
     }
     if (b->protect && b->protect->max > b->protect->reserved) {
       headroom = b->protect->max - b->protect->reserved;
@@ -148,7 +196,10 @@ static int dec_reserve(struct vsri_decoder *d, const uint8_t *hdr, size_t avail)
   }
   if (old) {
     memcpy(m->data, old->data, have);
-    dec_uncharge(d);
+    if (b) { /* same place in the list, new charge */
+      b->reserved -= old->capacity;
+      b->filled -= have;
+    }
     vsr_msg_unref(old);
   } else {
     memcpy(m->data, hdr, VSR_HEADER_SIZE);
@@ -157,6 +208,7 @@ static int dec_reserve(struct vsri_decoder *d, const uint8_t *hdr, size_t avail)
   d->msg = m;
   d->have = have;
   if (b) {
+    if (!old) dec_charge_first(d, b);
     b->reserved += m->capacity;
     b->filled += have;
     if (b->reserved > b->peak) b->peak = b->reserved;
@@ -292,6 +344,9 @@ void vsri_decoder_describe(const struct vsri_decoder *d, int err, char *buf, siz
   } else if (err == VSR_EMEMORY_BUDGET && d->why == VSRI_WHY_PLANE) {
     snprintf(buf, len, "size %u, command %u, %s budget %s, %s reserved by frames in flight",
              size, h[60], d->budget && d->budget->name ? d->budget->name : "plane", lim, use);
+  } else if (err == VSR_EMEMORY_BUDGET && d->why == VSRI_WHY_EVICTED) {
+    snprintf(buf, len, "size %u, command %u, evicted: its %s buffer was the largest in flight "
+             "when the plane budget of %s was full", size, h[60], use, lim);
   } else if (err == VSR_EMEMORY_MAX && d->why == VSRI_WHY_RESERVE) {
     snprintf(buf, len, "size %u, command %u, memory_max less the %s's reserve: %s, %s in use",
              size, h[60], d->budget && d->budget->protect && d->budget->protect->name

@@ -26,7 +26,13 @@ enum {
 /* Default allowance: a 64 KiB body and its header are taken at their final size at once. */
 #define VSRI_DECODE_ALLOWANCE ((64u << 10) + 256u)
 
-/* The bytes of the frames being received on one plane (shared by its connections). */
+struct vsri_decoder;
+
+/* The bytes of the frames being received on one plane (shared by its connections). When a
+ * frame's growth would cross |max|, the largest frame in flight on the plane is evicted (its
+ * connection closed with VSR_EMEMORY_BUDGET) if it holds at least as much as the grower would;
+ * else the grower is refused. So the biggest holder pays first, stalled bodies lose to bodies
+ * that are arriving, and small frames get through. */
 struct vsri_mem_budget {
   const char *name; /* "client plane", for log lines */
   uint64_t max;      /* growth beyond the allowance stops here; 0: no cap */
@@ -36,6 +42,8 @@ struct vsri_mem_budget {
   /* Another plane whose unused budget (max - reserved) this one may never take from the
    * node-wide cap: the client plane cannot starve the replica plane. */
   const struct vsri_mem_budget *protect;
+  struct vsri_decoder *head; /* decoders holding a charged buffer */
+  uint64_t evictions;        /* frames evicted to make room */
 };
 
 /* Which limit refused a frame (for the log line). */
@@ -45,6 +53,7 @@ enum vsri_decode_why {
   VSRI_WHY_PLANE, /* the plane budget is (or would be) exceeded */
   VSRI_WHY_NODE,  /* the node-wide cap (pool bytes_max) */
   VSRI_WHY_RESERVE, /* the node-wide cap less the other plane's protected share */
+  VSRI_WHY_EVICTED, /* the largest frame in flight when the plane budget was full */
 };
 
 struct vsri_decoder {
@@ -62,6 +71,12 @@ struct vsri_decoder {
   uint8_t why;        /* enum vsri_decode_why of a VSR_EMEMORY_* error */
   uint64_t why_limit, why_used; /* the limit that refused, and what was in use */
   struct vsri_mem_budget *budget; /* plane budget, or NULL */
+  struct vsri_decoder *bprev, *bnext; /* the budget's list, while a buffer is charged */
+  /* Called when the budget evicts this decoder's frame: the stream is poisoned, the buffer no
+   * longer charged (it is freed with the decoder); the owner closes the connection without
+   * touching it (a read into the buffer may still be pending). NULL: never evicted. */
+  void (*on_evict)(void *ctx);
+  void *evict_ctx;
   _Alignas(16) uint8_t hdr[VSR_HEADER_SIZE];
 };
 
@@ -71,6 +86,9 @@ void vsri_decoder_init(struct vsri_decoder *d, struct vsr_pool *pool, uint32_t m
 /* Sets the memory limits (any time; they apply to the next frame's header and to growth). */
 void vsri_decoder_set_budget(struct vsri_decoder *d, struct vsri_mem_budget *budget,
                              uint32_t allowance, uint32_t conn_max);
+
+/* Lets the plane budget evict this decoder's frame (see struct vsri_mem_budget). */
+void vsri_decoder_set_evict(struct vsri_decoder *d, void (*fn)(void *ctx), void *ctx);
 
 /* Changes the frame size limit and the PREAUTH flag (the replica handshake completed). */
 void vsri_decoder_set_max(struct vsri_decoder *d, uint32_t max_size, bool preauth);

@@ -75,6 +75,19 @@ static int tcp_errno_reason(int err) {
   }
 }
 
+static void tcp_close(struct vsri_conn *c, int reason, bool drain);
+
+/* The plane's budget evicted this connection's frame in flight (the largest when the budget
+ * was full): close at once; the buffer is freed with the decoder once no read is pending. */
+static void tcp_evicted(void *ctx) {
+  struct vsri_conn *c = ctx;
+  char what[200];
+  vsri_decoder_describe(&c->dec, VSR_EMEMORY_BUDGET, what, sizeof what);
+  VSRI_WARN("VSR-MEMORY", "%s tcp: %s (%s; %s); closing", c->name,
+            vsr_strerror(VSR_EMEMORY_BUDGET), vsr_errname(VSR_EMEMORY_BUDGET), what);
+  tcp_close(c, VSR_EMEMORY_BUDGET, false);
+}
+
 static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int fd) {
   struct vsri_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -83,6 +96,7 @@ static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int 
   c->flush.fn = tcp_flush;
   c->flush.ctx = c;
   vsri_conn_decoder_init(&c->dec, ctx);
+  vsri_decoder_set_evict(&c->dec, tcp_evicted, c);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return c;
@@ -171,7 +185,7 @@ static bool tcp_deliver(struct vsri_conn *c, struct vsr_msg *m) {
 }
 
 static void tcp_frame_error(struct vsri_conn *c, int err) {
-  char what[160];
+  char what[200];
   vsri_decoder_describe(&c->dec, err, what, sizeof what);
   bool mem = err == VSR_EMEMORY_BUDGET || err == VSR_EMEMORY_MAX || err == VSR_EPOOL;
   VSRI_WARN(mem ? "VSR-MEMORY" : "VSR-FRAME", "%s tcp: %s (%s; %s); closing", c->name,

@@ -623,6 +623,65 @@ static void test_memory_limits(void **state) {
   vsr_pool_del(pool);
 }
 
+static void note_evicted(void *ctx) { (*(int *)ctx)++; }
+
+/* A full plane budget evicts the largest frame in flight when it holds more than the grower
+ * would; the grower completes, the victim's stream is poisoned and its buffer uncharged. */
+static void test_budget_evicts_largest(void **state) {
+  (void)state;
+  struct vsr_pool_options o;
+  vsr_pool_options_default(&o);
+  memset(o.prealloc, 0, sizeof o.prealloc);
+  struct vsr_pool *pool;
+  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsri_mem_budget b = {.name = "client plane", .max = 6u << 20};
+  struct vsri_decoder hog, small;
+  int evicted = 0;
+  vsri_decoder_init(&hog, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&hog, &b, 0, 0);
+  vsri_decoder_set_evict(&hog, note_evicted, &evicted);
+  vsri_decoder_init(&small, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&small, &b, 0, 0);
+  vsri_decoder_set_evict(&small, note_evicted, &evicted);
+  uint8_t *f = calloc(1, 2u << 20);
+  assert_non_null(f);
+  make_request(f, (2u << 20) - VSR_HEADER_SIZE, 4);
+  vsr_put_u32(f + 48, 6u << 20); /* the hog claims 6 MiB and sends 2 */
+  size_t used = 0;
+  struct vsr_msg *m = NULL;
+  for (uint32_t off = 0; off < (2u << 20); off += 65536) {
+    assert_int_equal(vsri_decoder_feed(&hog, f + off, 65536, &used, &m), 0);
+  }
+  uint32_t hog_cap = hog.msg->capacity;
+  assert_int_equal(b.reserved, hog_cap);
+  make_request(f, (2u << 20) - VSR_HEADER_SIZE, 5); /* a whole 2 MiB frame */
+  int rc = 0;
+  for (uint32_t off = 0; off < (2u << 20) && rc == 0; off += 65536) {
+    rc = vsri_decoder_feed(&small, f + off, 65536, &used, &m);
+  }
+  assert_int_equal(rc, 1);
+  assert_int_equal(m->size, 2u << 20);
+  assert_memory_equal(m->data, f, 2u << 20);
+  vsr_msg_unref(m);
+  assert_int_equal(evicted, 1);
+  assert_int_equal(b.evictions, 1);
+  assert_int_equal(b.reserved, 0);
+  assert_null(b.head);
+  assert_true(b.peak <= b.max);
+  assert_int_equal(vsri_decoder_feed(&hog, f, 100, &used, &m), VSR_EMEMORY_BUDGET);
+  char what[200];
+  vsri_decoder_describe(&hog, VSR_EMEMORY_BUDGET, what, sizeof what);
+  assert_non_null(strstr(what, "evicted"));
+  assert_non_null(hog.msg); /* still owned until the connection is gone */
+  vsri_decoder_free(&hog);
+  vsri_decoder_free(&small);
+  struct vsr_pool_stats st;
+  vsr_pool_stats(pool, &st);
+  assert_int_equal(st.live, 0);
+  free(f);
+  vsr_pool_del(pool);
+}
+
 /* A header-only frame completes as soon as its header does, and a feed that ends exactly at a
  * frame boundary leaves the decoder idle. */
 static void test_header_only_completion(void **state) {
@@ -660,6 +719,7 @@ int main(void) {
       cmocka_unit_test(test_size_classes),
       cmocka_unit_test(test_claim_reserves_as_bytes_arrive),
       cmocka_unit_test(test_memory_limits),
+      cmocka_unit_test(test_budget_evicts_largest),
       cmocka_unit_test_setup_teardown(test_header_only_completion, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
