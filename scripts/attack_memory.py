@@ -76,6 +76,7 @@ def main():
     ap.add_argument("--legit-sizes", default="1M,4M")
     ap.add_argument("--legit-count", type=int, default=20)
     ap.add_argument("--hold", type=float, default=3.0, help="seconds the attack stays open")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per legit Request")
     ap.add_argument("--pid", type=int, help="node pid, for its RSS")
     ap.add_argument("--reopen", action="store_true",
                     help="replace every attack connection the node closes (keeps claiming)")
@@ -155,7 +156,7 @@ def main():
 
     results = {}
     c = socket.create_connection(legit_addr)
-    c.settimeout(5.0)
+    c.settimeout(a.timeout)
     seq = 1
     t_end = time.monotonic() + a.hold
     for size_text in a.legit_sizes.split(","):
@@ -177,7 +178,7 @@ def main():
                 c.close()
                 try:
                     c = socket.create_connection(legit_addr)
-                    c.settimeout(5.0)
+                    c.settimeout(a.timeout)
                 except OSError:
                     pass
         lat.sort()

@@ -395,8 +395,8 @@ static int bus_setup_memory(struct vsr_bus *bus) {
   };
   /* The replica budget refuses nothing (authenticated frames are reserved whole, handshakes
    * are 256 bytes): it is the share the client plane must leave free. */
-  bus->budget[VSR_PLANE_REPLICA] = (struct vsri_mem_budget){.name = "replica plane",
-                                                            .max = replica};
+  bus->budget[VSR_PLANE_REPLICA] = (struct vsri_mem_budget){
+      .name = "replica plane", .max = replica, .reserve_only = true};
   VSRI_INFO("VSR-MEMORY", "memory_max %llu MiB; client plane budget %llu MiB (allowance %u "
             "bytes, %u bytes per connection); replica plane reserve %llu MiB",
             (unsigned long long)(mmax >> 20), (unsigned long long)(client >> 20),

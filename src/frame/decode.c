@@ -8,11 +8,11 @@
  * full and more bytes are at hand, it grows to min(size, max(allowance, 4 × have, have + at
  * hand)) — a new pool buffer, the received bytes copied over. So a frame's buffer is at most
  * about four times what its peer actually sent (or one allowance), and growth copies less than
- * the frame's size in all. Growth beyond the allowance is checked against the plane budget and,
- * with the plane's |protect|, keeps the other plane's unused budget free in the pool. When the
- * plane budget is full, the largest frame in flight elsewhere on the plane is evicted if it
- * holds at least as much as the grower would (a stalled claim loses to bytes that arrive);
- * otherwise the grower is refused. */
+ * the frame's size in all. Every reservation is checked against the plane budget and, with the
+ * plane's |protect|, keeps the other plane's unused budget free in the pool. When the plane
+ * budget is full, the largest frame in flight elsewhere on the plane is evicted if it holds at
+ * least as much as the grower would (a stalled claim loses to bytes that arrive); otherwise
+ * the grower is refused. */
 #include "frame/decode.h"
 
 #include <stdio.h>
@@ -118,7 +118,7 @@ static int dec_accept(struct vsri_decoder *d, const uint8_t *hdr) {
     if (d->conn_max && size > d->conn_max) {
       return dec_refuse(d, hdr, VSR_EMEMORY_BUDGET, VSRI_WHY_CONN, d->conn_max, 0);
     }
-    if (d->budget && d->budget->max && size > d->budget->max) {
+    if (d->budget && d->budget->max && !d->budget->reserve_only && size > d->budget->max) {
       return dec_refuse(d, hdr, VSR_EMEMORY_BUDGET, VSRI_WHY_PLANE, d->budget->max,
                         d->budget->reserved);
     }
@@ -171,8 +171,8 @@ static int dec_reserve(struct vsri_decoder *d, const uint8_t *hdr, size_t avail)
   uint32_t old_cap = old ? old->capacity : 0;
   uint64_t headroom = 0;
   struct vsri_mem_budget *b = d->budget;
-  if (b && target > d->allowance) {
-    while (b->max && b->reserved - old_cap + cap > b->max) {
+  if (b) {
+    while (b->max && !b->reserve_only && b->reserved - old_cap + cap > b->max) {
       struct vsri_decoder *v = dec_victim(b, d);
       if (!v || v->msg->capacity < cap) { /* a tie goes to the frame whose bytes arrive */
         return dec_refuse(d, d->msg ? d->msg->data : hdr, VSR_EMEMORY_BUDGET, VSRI_WHY_PLANE,
@@ -298,6 +298,11 @@ int vsri_decoder_feed(struct vsri_decoder *d, const uint8_t *p, size_t n, size_t
   }
   *used = u;
   return 0;
+}
+
+int vsri_decoder_grow(struct vsri_decoder *d) {
+  if (!d->msg || d->err || d->have < d->msg->size || d->have == d->size) return 0;
+  return dec_reserve(d, NULL, 0);
 }
 
 size_t vsri_decoder_want(const struct vsri_decoder *d, uint8_t **dst) {

@@ -5,7 +5,7 @@
  * Memory is reserved only as bytes arrive: nothing until the first body byte, then the frame's
  * size up to |allowance|; a larger frame's buffer grows (x4, copied) when it is full and more
  * bytes are here, so a peer that claims 64 MiB and sends 1 KiB holds one allowance-sized
- * buffer. Growth beyond the allowance is charged to the plane's budget. For large bodies the
+ * buffer. Every buffer is charged to the plane's budget. For large bodies the
  * caller may read straight into the frame buffer (vsri_decoder_want / vsri_decoder_wrote) so a
  * 1 MiB frame is copied at most at its few growth steps. */
 #ifndef VSRI_FRAME_DECODE_H
@@ -35,7 +35,8 @@ struct vsri_decoder;
  * that are arriving, and small frames get through. */
 struct vsri_mem_budget {
   const char *name; /* "client plane", for log lines */
-  uint64_t max;      /* growth beyond the allowance stops here; 0: no cap */
+  uint64_t max;      /* frames in flight on the plane hold at most this; 0: no cap */
+  bool reserve_only; /* |max| is only a share others must leave free: never enforced here */
   uint64_t reserved; /* capacity of the buffers of frames being filled */
   uint64_t filled;   /* bytes received into them */
   uint64_t peak;     /* highest |reserved| */
@@ -114,6 +115,11 @@ int vsri_decoder_feed(struct vsri_decoder *d, const uint8_t *p, size_t n, size_t
  * when the buffer is full but the frame is not: the next bytes go through feed, which grows
  * it as they arrive. */
 size_t vsri_decoder_want(const struct vsri_decoder *d, uint8_t **dst);
+
+/* When the frame's buffer is full but the frame is not, grows it now from the bytes already
+ * received (to at most 4x them), so the next read can go straight into it. Returns 0 or, like
+ * feed, a VSR_EMEMORY_* / VSR_EPOOL error that poisons the stream. */
+int vsri_decoder_grow(struct vsri_decoder *d);
 
 /* Records that |n| bytes (<= the last want) were written at the want pointer. Returns 1 with
  * *|out| when the frame completed, 0 if more is needed, or a VSR_EFRAME_* body error;

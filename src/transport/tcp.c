@@ -237,6 +237,11 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
 
 static void tcp_read(struct vsri_conn *c) {
   if (c->reading || c->state != TC_OPEN) return;
+  int g = vsri_decoder_grow(&c->dec); /* a full buffer grows before the read, not after */
+  if (g < 0) {
+    tcp_frame_error(c, g);
+    return;
+  }
   c->reading = true;
   uint8_t *dst;
   size_t want = vsri_decoder_want(&c->dec, &dst);

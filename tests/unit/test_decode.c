@@ -526,7 +526,8 @@ static void test_memory_limits(void **state) {
   o.bytes_max = 16u << 20;
   struct vsr_pool *pool;
   assert_int_equal(vsr_pool_new(&pool, &o), 0);
-  struct vsri_mem_budget replica = {.name = "replica plane", .max = 8u << 20};
+  struct vsri_mem_budget replica = {.name = "replica plane", .max = 8u << 20,
+                                    .reserve_only = true};
   struct vsri_mem_budget client = {.name = "client plane", .max = 8u << 20, .protect = &replica};
   uint8_t *f = calloc(1, 4u << 20);
   assert_non_null(f);
