@@ -10,7 +10,11 @@ set +e
 "$BIN" node --no-such-flag >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown flag must exit 2"
 "$BIN" bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
 "$BIN" node --tcp 999.1.1.1:99999 >/dev/null 2>&1; [ $? -eq 1 ] || fail "bad address must exit 1"
+"$BIN" node --memory-max 12Q >/dev/null 2>&1; [ $? -eq 2 ] || fail "a bad size must exit 2"
+"$BIN" node --memory-max 8M --tcp 127.0.0.1:0 --quic off >/dev/null 2>&1
+[ $? -eq 1 ] || fail "memory-max below 16M must exit 1"
 set -e
+"$BIN" node --help | grep -q -- '--memory-max SIZE' || fail "node --help lists --memory-max"
 
 LOG=$TMP/node.log
 start_node "$LOG"
