@@ -16,6 +16,7 @@ PACKAGES=(
   librust-blake3-dev   # official BLAKE3 C sources (c/ directory), built by CMake
   # tests
   libcmocka-dev b3sum gnutls-bin ngtcp2-client iproute2 strace
+  tshark               # the Wireshark dissector test (contrib/wireshark)
   # fuzzing and sanitizers
   clang-14 libclang-rt-14-dev
   # benchmark baselines and plots

@@ -23,11 +23,15 @@
 
 #include "cmds.h"
 #include "crypto/cert.h"
+#include "sm.h"
 #include "util/hist.h"
 #include "vsrbus/vsrbus.h"
 
 #define DEMO_REPLICAS 3
 #define DEMO_DEPTH_MAX 64
+/* Requests in flight (clients x depth) at most half the primary's pipeline: a client that
+ * reconnects starts afresh while its old requests may still be uncommitted. */
+#define DEMO_INFLIGHT_MAX (VSR_SM_PIPELINE / 2)
 #define DEMO_WARMUP_NS (20ull * 1000000000ull)
 #define DEMO_RETRY_NS (50ull * 1000000ull)
 #define DEMO_SEC 1000000000ull
@@ -86,7 +90,8 @@ static void demo_usage(FILE *f) {
           "  --seconds N      measured seconds, default 10\n"
           "  --clients N      client connections, default 32\n"
           "  --size BYTES     request body bytes, default 256\n"
-          "  --depth N        requests in flight per client, default 1 (max %d)\n"
+          "  --depth N        requests in flight per client, default 1 (max %d;\n"
+          "                   clients x depth at most %d)\n"
           "  --connect ADDR   drive an already running primary instead of starting a cluster\n"
           "  --cluster NAME   cluster name, default vsrbus-demo\n"
           "  --io epoll|uring|auto  I/O backend of the demo and its nodes\n"
@@ -97,7 +102,7 @@ static void demo_usage(FILE *f) {
           "  --system NAME    first CSV column, default vsrbus\n"
           "  --quiet          no per-second lines\n"
           "  --keep           keep the nodes' logs and secret (printed path)\n",
-          DEMO_DEPTH_MAX);
+          DEMO_DEPTH_MAX, DEMO_INFLIGHT_MAX);
 }
 
 /* ---- clients --------------------------------------------------------------------------- */
@@ -175,6 +180,9 @@ static void demo_client_start(struct demo_client *k) {
   o.addr = k->d->primary;
   o.transport = k->d->transport;
   if (k->d->cert[0]) o.quic_ca_file = k->d->cert;
+  /* Pipelined requests, in order, on one stream (the per-request model would carry one request
+   * per round trip: the node allows 1 stream per client by default). */
+  o.quic_streams = VSR_QUIC_STREAMS_LONG;
   struct vsr_client_callbacks cb = {.on_message = demo_on_message, .on_state = demo_on_state};
   k->inflight = 0;
   if (vsr_client_new(&k->c, k->d->loop, &o, &cb, k) != 0) {
@@ -443,20 +451,42 @@ static void demo_summary(const struct demo *d) {
          p50, p99, p999, mx, d->clients, d->depth, d->size, (unsigned long long)d->errors);
 }
 
-/* Prints each node's own account (its last lines) once it stopped. */
+/* The count written just before |label| in a node's report line (0 if absent). */
+static uint64_t demo_count_before(const char *line, const char *label) {
+  const char *at = strstr(line, label);
+  if (!at) return 0;
+  const char *p = at;
+  while (p > line && p[-1] == ' ') p--;
+  while (p > line && p[-1] >= '0' && p[-1] <= '9') p--;
+  return strtoull(p, NULL, 10);
+}
+
+/* Prints each node's own account (its last lines) once it stopped, then the drops they
+ * counted, summed: frames the replicas' buses refused or dropped and Requests the primary
+ * refused. Each is also in the node's log (VSR-DROP lines). */
 static void demo_node_reports(const struct demo *d) {
+  uint64_t full = 0, down = 0, closed = 0, pipeline = 0;
   for (int i = 0; i < DEMO_REPLICAS; i++) {
-    char path[96], line[512];
+    char path[96], line[1024];
     snprintf(path, sizeof path, "%s/node%d.log", d->dir, i);
     FILE *f = fopen(path, "r");
     if (!f) continue;
     while (fgets(line, sizeof line, f)) {
       if (strstr(line, "vsrbus node: replica") && strstr(line, "ops committed")) {
         fprintf(d->out, "  %s", line + strlen("vsrbus node: "));
+        full += demo_count_before(line, " sends refused (queue full)");
+        down += demo_count_before(line, " sends refused (not connected)");
+        closed += demo_count_before(line, " dropped at close");
+        pipeline += demo_count_before(line, " dropped (pipeline full)");
       }
     }
     fclose(f);
   }
+  fprintf(d->out, "drops: %llu frames (%llu refused: queue full, %llu refused: not connected, "
+          "%llu queued at close), %llu requests refused (pipeline full); %llu client errors\n",
+          (unsigned long long)(full + down + closed), (unsigned long long)full,
+          (unsigned long long)down, (unsigned long long)closed, (unsigned long long)pipeline,
+          (unsigned long long)d->errors);
 }
 
 /* ---- command --------------------------------------------------------------------------- */
@@ -495,7 +525,7 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
     default: return 2;
     }
   }
-  if (optind < argc || d->clients * d->depth > 1000) return 2; /* the primary holds 1024 ops */
+  if (optind < argc || d->clients * d->depth > DEMO_INFLIGHT_MAX) return 2;
   bool quic = strcmp(d->transport, "quic") == 0;
   if (!quic && strcmp(d->transport, "tcp") != 0) return 2;
   if (quic && d->connect) {

@@ -31,15 +31,27 @@ static void node_usage(FILE *f) {
           "  --tcp ADDR              client plane TCP listener (default 127.0.0.1:8090, 'off')\n"
           "  --quic ADDR             client plane QUIC listener (default 127.0.0.1:8080, 'off')\n"
           "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
-          "  --quic-alpn-optional    also admit QUIC clients that offer no ALPN\n"
+          "  --quic-alpn-required    admit only QUIC clients offering ALPN iggy.consensus.v1\n"
+          "                          (the seed's strict rule). Default: iggy.consensus.v1 or\n"
+          "                          no ALPN, as Iggy mainline's SDKs offer none; any other\n"
+          "                          ALPN is always refused (alert 0x178)\n"
+          "  --quic-max-bidi-streams N  QUIC streams a client may hold open at once, default\n"
+          "                          1 (as mainline); N lets a per-request client pipeline N\n"
+          "                          requests, each Reply on its Request's stream\n"
           "  --cluster NAME          cluster name (the cluster id derives from it)\n"
-          "  --replica N             this replica's index\n"
-          "  --replicas A,B,C        replica plane addresses, by index\n"
-          "  --secret-file FILE      shared secret (>= 32 bytes; one trailing newline dropped)\n"
+          "  --replica N             this replica's index (< the number of --replicas)\n"
+          "  --replicas A,B,C        replica plane addresses, by index (needs --cluster)\n"
+          "  --secret-file FILE      shared secret (32..65536 bytes; one trailing newline\n"
+          "                          dropped)\n"
           "  --secret-hex HEX        shared secret as hex\n"
           "  --previous-secret-file FILE  previous secret, accepted while rotating\n"
+          "  --replica-auth on|off   replica plane authentication, default on (needs a secret).\n"
+          "                          off: legacy mode, UNAUTHENTICATED (the announced replica\n"
+          "                          id is trusted), only to join stock Iggy mainline servers,\n"
+          "                          whose default is auth off; warned about at start\n"
           "  --reconnect-ms N        replica dial sweep period, default 5000\n"
-          "  --handshake-grace-ms N  bound on a replica handshake, default 10000\n"
+          "  --handshake-grace-ms N  bound on a replica or QUIC handshake, default 10000\n"
+          "                          (a QUIC client may open its first stream later)\n"
           "  --max-inflight-handshakes N  inbound replica handshakes at once, default 256\n"
           "  --max-message-size N    default 67108864\n"
           "  --max-batch N           frames per vectored write, default 256\n"
@@ -60,7 +72,22 @@ static void node_usage(FILE *f) {
           "  --log error|warn|info|debug\n");
 }
 
+/* The buffer behind a secret option: allocated once, VSR_SECRET_MAX bytes. NULL: printed. */
+static uint8_t *node_secret_buf(uint8_t **buf) {
+  if (!*buf) *buf = malloc(VSR_SECRET_MAX);
+  if (!*buf) fprintf(stderr, "vsrbus node: no memory for the secret\n");
+  return *buf;
+}
+
+static void node_secret_free(uint8_t *buf) {
+  if (!buf) return;
+  volatile uint8_t *v = buf;
+  for (size_t i = 0; i < VSR_SECRET_MAX; i++) v[i] = 0;
+  free(buf);
+}
+
 static int node_read_secret(const char *path, uint8_t *out, size_t *len) {
+  if (!out) return -1;
   FILE *f = fopen(path, "rb");
   if (!f) {
     fprintf(stderr, "vsrbus node: %s: %s\n", path, strerror(errno));
@@ -79,6 +106,7 @@ static int node_read_secret(const char *path, uint8_t *out, size_t *len) {
 }
 
 static int node_parse_hex(const char *hex, uint8_t *out, size_t *len) {
+  if (!out) return -1;
   size_t n = strlen(hex);
   if (n % 2 || n / 2 > VSR_SECRET_MAX) return -1;
   for (size_t i = 0; i < n / 2; i++) {
@@ -190,25 +218,49 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     b->quic_cert_file = node_keep(cfg, v);
   } else if (strcmp(key, "key") == 0) {
     b->quic_key_file = node_keep(cfg, v);
+  } else if (strcmp(key, "quic-alpn-required") == 0 || strcmp(key, "quic_alpn_required") == 0) {
+    b->quic_alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
-    b->quic_alpn_optional = node_truthy(v);
+    b->quic_alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
+  } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
+             strcmp(key, "quic_max_bidi_streams") == 0) {
+    return node_parse_u32(key, v, &b->quic_max_bidi_streams);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
     uint32_t r;
-    if (node_parse_u32(key, v, &r) || r >= VSR_MAX_REPLICAS) return -1;
+    if (node_parse_u32(key, v, &r)) return -1;
+    if (r >= VSR_MAX_REPLICAS - 1) {
+      fprintf(stderr, "vsrbus node: --replica %u: at most %d replicas (ids are one byte)\n", r,
+              VSR_MAX_REPLICAS - 1);
+      return -1;
+    }
     b->replica_index = (uint8_t)r;
+    cfg->replica_set = true;
   } else if (strcmp(key, "replicas") == 0) {
     return node_set_replicas(cfg, v);
   } else if (strcmp(key, "secret-file") == 0 || strcmp(key, "secret_file") == 0) {
-    return node_read_secret(v, b->secret, &b->secret_len);
+    b->secret = node_secret_buf(&cfg->secret);
+    return node_read_secret(v, cfg->secret, &b->secret_len);
   } else if (strcmp(key, "secret-hex") == 0 || strcmp(key, "secret_hex") == 0) {
-    if (node_parse_hex(v, b->secret, &b->secret_len) == 0) return 0;
-    fprintf(stderr, "vsrbus node: --secret-hex: not a hex string\n");
+    b->secret = node_secret_buf(&cfg->secret);
+    if (node_parse_hex(v, cfg->secret, &b->secret_len) == 0) return 0;
+    if (cfg->secret) {
+      fprintf(stderr, "vsrbus node: --secret-hex: not a hex string of at most %d bytes\n",
+              VSR_SECRET_MAX);
+    }
     return -1;
   } else if (strcmp(key, "previous-secret-file") == 0 ||
              strcmp(key, "previous_secret_file") == 0) {
-    return node_read_secret(v, b->previous_secret, &b->previous_secret_len);
+    b->previous_secret = node_secret_buf(&cfg->prev_secret);
+    return node_read_secret(v, cfg->prev_secret, &b->previous_secret_len);
+  } else if (strcmp(key, "replica-auth") == 0 || strcmp(key, "replica_auth") == 0) {
+    if (strcmp(v, "on") == 0) b->replica_auth = VSR_REPLICA_AUTH_ON;
+    else if (strcmp(v, "off") == 0) b->replica_auth = VSR_REPLICA_AUTH_OFF;
+    else {
+      fprintf(stderr, "vsrbus node: --replica-auth: expected on or off\n");
+      return -1;
+    }
   } else if (strcmp(key, "reconnect-ms") == 0 || strcmp(key, "reconnect_period_ms") == 0) {
     return node_parse_ms(key, v, &b->reconnect_period_ns);
   } else if (strcmp(key, "handshake-grace-ms") == 0 || strcmp(key, "handshake_grace_ms") == 0) {
@@ -275,6 +327,32 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
 void vsr_node_cfg_free(struct node_cfg *cfg) {
   for (size_t i = 0; i < cfg->strings_len; i++) free(cfg->strings[i]);
   free(cfg->replicas_text);
+  node_secret_free(cfg->secret);
+  node_secret_free(cfg->prev_secret);
+  cfg->secret = cfg->prev_secret = NULL;
+  cfg->bus.secret = cfg->bus.previous_secret = NULL;
+}
+
+/* Settings that make no sense together: a usage error before anything starts. Returns 0, or
+ * 2 (printed). */
+static int node_check(const struct node_cfg *cfg) {
+  const struct vsr_bus_options *b = &cfg->bus;
+  if (cfg->replica_set && b->replica_count == 0) {
+    fprintf(stderr, "vsrbus node: --replica %u needs --replicas (the replica plane addresses "
+            "by index, this replica's among them)\n", b->replica_index);
+    return 2;
+  }
+  if (b->replica_count > 0 && b->replica_index >= b->replica_count) {
+    fprintf(stderr, "vsrbus node: --replica %u: --replicas lists %u address%s (indexes 0..%u)\n",
+            b->replica_index, b->replica_count, b->replica_count == 1 ? "" : "es",
+            b->replica_count - 1u);
+    return 2;
+  }
+  if (b->replica_count > 1 && !b->cluster_name) {
+    fprintf(stderr, "vsrbus node: --replicas needs --cluster (the cluster name)\n");
+    return 2;
+  }
+  return 0;
 }
 
 /* Parses argv into |cfg|. Returns 0, 1 (--help printed) or 2 (usage error, printed). */
@@ -283,11 +361,14 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"config", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
       {"tcp", required_argument, 0, 0},      {"quic", required_argument, 0, 0},
       {"cert", required_argument, 0, 0},     {"key", required_argument, 0, 0},
+      {"quic-alpn-required", no_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
+      {"quic-max-bidi-streams", required_argument, 0, 0},
       {"cluster", required_argument, 0, 0},  {"replica", required_argument, 0, 0},
       {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
       {"secret-hex", required_argument, 0, 0},
       {"previous-secret-file", required_argument, 0, 0},
+      {"replica-auth", required_argument, 0, 0},
       {"reconnect-ms", required_argument, 0, 0}, {"handshake-grace-ms", required_argument, 0, 0},
       {"max-inflight-handshakes", required_argument, 0, 0},
       {"max-message-size", required_argument, 0, 0},
@@ -332,7 +413,7 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
     fprintf(stderr, "vsrbus node: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  return 0;
+  return node_check(cfg);
 }
 
 static void node_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
@@ -396,21 +477,26 @@ int vsr_cmd_node(int argc, char **argv) {
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
   fprintf(stderr,
-          "vsrbus node: stopped: %llu frames in, %llu out, %llu replies, %llu pongs, "
-          "%llu clients served\n",
+          "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
+          "%llu pongs, %llu clients served\n",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
+          (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
+                               st.drops_on_close),
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted);
   if (cluster) {
     fprintf(stderr,
             "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "
-            "prepare_oks received, %llu commits received, %llu resent, %llu foreign, %llu "
-            "dropped (pipeline full), %llu sends refused\n",
+            "prepare_oks received, %llu commits received, %llu resent, %llu deferred, %llu "
+            "skipped, %llu foreign, %llu dropped (pipeline full), %llu sends refused (queue "
+            "full), %llu sends refused (not connected), %llu dropped at close\n",
             cfg.bus.replica_index, (unsigned long long)sm.commit,
             (unsigned long long)sm.prepares, (unsigned long long)sm.prepare_oks,
             (unsigned long long)sm.commits, (unsigned long long)sm.resent,
-            (unsigned long long)sm.foreign, (unsigned long long)sm.pipeline_full,
-            (unsigned long long)st.drops_not_connected);
+            (unsigned long long)sm.deferred, (unsigned long long)sm.skipped,
+            (unsigned long long)sm.foreign,
+            (unsigned long long)sm.pipeline_full, (unsigned long long)st.drops_backpressure,
+            (unsigned long long)st.drops_not_connected, (unsigned long long)st.drops_on_close);
   }
   vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
   vsr_bus_del(bus);

@@ -10,6 +10,9 @@ struct node_cfg {
   char *replicas_text;
   char *strings[64];
   size_t strings_len;
+  uint8_t *secret;      /* owns bus.secret (VSR_SECRET_MAX bytes), wiped when freed */
+  uint8_t *prev_secret; /* owns bus.previous_secret */
+  bool replica_set;     /* --replica given: it needs --replicas */
 };
 
 void vsr_node_cfg_init(struct node_cfg *cfg);

@@ -12,7 +12,14 @@
 static void ping_usage(FILE *f) {
   fprintf(f, "usage: vsrbus ping [ADDR] [-c COUNT] [-i INTERVAL_MS] [--quic]\n"
              "                   [--pin SHA256 | --ca FILE | --insecure]\n"
-             "  ADDR defaults to 127.0.0.1:8090 (TCP) or 127.0.0.1:8080 (--quic)\n");
+             "                   [--quic-alpn PROTO] [--quic-streams per-request|long]\n"
+             "  ADDR defaults to 127.0.0.1:8090 (TCP) or 127.0.0.1:8080 (--quic)\n"
+             "  --quic-alpn PROTO  ALPN to offer; default none, as Iggy mainline's SDK (its\n"
+             "                     server advertises none); iggy.consensus.v1 for a node run\n"
+             "                     with --quic-alpn-required\n"
+             "  --quic-streams M   per-request (default, Iggy mainline's model: one stream per\n"
+             "                     ping, finished after it) or long (one stream for all; the\n"
+             "                     seed's model, vsrbus servers only)\n");
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -25,6 +32,7 @@ int vsr_cmd_ping(int argc, char **argv) {
       {"count", required_argument, 0, 'c'}, {"interval", required_argument, 0, 'i'},
       {"quic", no_argument, 0, 'q'},        {"pin", required_argument, 0, 'p'},
       {"ca", required_argument, 0, 'a'},    {"insecure", no_argument, 0, 'k'},
+      {"quic-alpn", required_argument, 0, 'A'}, {"quic-streams", required_argument, 0, 'S'},
       {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
   };
   struct vsr_client_options o;
@@ -40,6 +48,15 @@ int vsr_cmd_ping(int argc, char **argv) {
     case 'p': o.quic_pin_sha256 = optarg; break;
     case 'a': o.quic_ca_file = optarg; break;
     case 'k': o.quic_insecure = true; break;
+    case 'A': o.quic_alpn = optarg; break;
+    case 'S':
+      if (strcmp(optarg, "per-request") == 0) o.quic_streams = VSR_QUIC_STREAMS_PER_REQUEST;
+      else if (strcmp(optarg, "long") == 0) o.quic_streams = VSR_QUIC_STREAMS_LONG;
+      else {
+        ping_usage(stderr);
+        return 2;
+      }
+      break;
     case 'h': ping_usage(stdout); return 0;
     default: ping_usage(stderr); return 2;
     }

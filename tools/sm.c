@@ -2,15 +2,22 @@
  * Reply at once. Cluster: the VSR normal case with replica 0 as primary (see sm.h). */
 #include "sm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define SM_DROP_LOG_EVERY_NS 1000000000ull /* at most one VSR-DROP line a second */
+#define SM_STR_(x) #x
+#define SM_STR(x) SM_STR_(x)
 
 static uint64_t sm_realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+static void sm_on_resend_timer(void *ctx);
 
 int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_t count,
                 vsr_u128 cluster) {
@@ -19,10 +26,17 @@ int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_
   sm->replica = replica;
   sm->replica_count = count;
   sm->cluster = cluster;
+  sm->resend_ns = VSR_SM_RESEND_NS;
   if (count > VSR_SM_MAX_REPLICAS) return VSR_ECONFIG;
   if (count > 1 && replica == 0) {
     sm->pipe = calloc(VSR_SM_PIPELINE, sizeof *sm->pipe);
     if (!sm->pipe) return VSR_ENOMEM;
+    if (vsr_timer_new(&sm->resend_timer, vsr_bus_loop(bus), sm_on_resend_timer, sm) != 0) {
+      free(sm->pipe);
+      sm->pipe = NULL;
+      return VSR_ENOMEM;
+    }
+    vsr_timer_arm(sm->resend_timer, sm->resend_ns);
   }
   return 0;
 }
@@ -34,6 +48,10 @@ static void sm_entry_clear(struct vsr_sm_entry *e) {
 }
 
 void vsr_sm_fini(struct vsr_sm *sm) {
+  if (sm->resend_timer) {
+    vsr_timer_del(sm->resend_timer);
+    sm->resend_timer = NULL;
+  }
   if (sm->pipe) {
     for (uint32_t i = 0; i < VSR_SM_PIPELINE; i++) sm_entry_clear(&sm->pipe[i]);
     free(sm->pipe);
@@ -76,9 +94,26 @@ static struct vsr_msg *sm_build_pong(struct vsr_bus *bus, const struct vsr_msg *
   return m;
 }
 
+static uint64_t sm_now(struct vsr_sm *sm) { return vsr_loop_now(vsr_bus_loop(sm->bus)); }
+
+/* The drops the bus cannot see (it logs its own, VSR-DROP too): a Request refused because the
+ * pipeline is full, a frame not built because the pool is exhausted. Counted always; logged at
+ * once, then at most once a second with the count since the previous line. */
+static void sm_log_drop(struct vsr_sm *sm, const char *what) {
+  uint64_t now = sm_now(sm), total = sm->pipeline_full + sm->send_errors;
+  if (sm->drop_log_ns != 0 && now - sm->drop_log_ns < SM_DROP_LOG_EVERY_NS) return;
+  fprintf(stderr, "vsrbus node: VSR-DROP replica %u: %s; %llu dropped since the last line "
+          "(totals: %llu pipeline full, %llu send errors)\n", sm->replica, what,
+          (unsigned long long)(total - sm->drops_logged), (unsigned long long)sm->pipeline_full,
+          (unsigned long long)sm->send_errors);
+  sm->drop_log_ns = now ? now : 1;
+  sm->drops_logged = total;
+}
+
 static void sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out) {
   if (!out) {
     sm->send_errors++;
+    sm_log_drop(sm, "reply not built: message pool exhausted");
     return;
   }
   if (vsr_bus_send_to_client(sm->bus, client, out) < 0) sm->send_errors++;
@@ -116,12 +151,55 @@ static struct vsr_msg *sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg 
   return m;
 }
 
-/* Sends |m| to every other replica: one buffer, one reference per queue. A backup without a
- * link gets the op when it comes back (vsr_sm_on_replica_up). */
-static void sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m) {
+static struct vsr_sm_entry *sm_entry(struct vsr_sm *sm, uint64_t op) {
+  return &sm->pipe[op % VSR_SM_PIPELINE];
+}
+
+/* Free slots in backup |r|'s send queue: 0 when it is full or the link is down. */
+static uint32_t sm_room(struct vsr_sm *sm, unsigned r) {
+  struct vsr_peer_stats ps;
+  if (vsr_bus_peer_stats(sm->bus, VSR_PLANE_REPLICA, r, &ps) != 0) return 0;
+  return ps.queue_depth < ps.queue_capacity ? ps.queue_capacity - ps.queue_depth : 0;
+}
+
+/* Queues to backup |r| the ops it fell behind on, oldest first, while its queue has room (the
+ * room is asked first, so catching up never adds refusals). Runs on every PrepareOk from |r|,
+ * every Request and every resend tick, so a queue that drains is refilled. */
+static void sm_catch_up(struct vsr_sm *sm, unsigned r) {
+  uint64_t op = sm->behind[r];
+  if (op == 0) return;
+  if (op <= sm->commit) { /* committed without it meanwhile (the demo keeps no log to repair) */
+    sm->skipped += sm->commit + 1 - op;
+    op = sm->commit + 1;
+  }
+  uint32_t room = op <= sm->op ? sm_room(sm, r) : 0;
+  uint64_t now = sm_now(sm);
+  for (; op <= sm->op && room > 0; op++) {
+    struct vsr_sm_entry *e = sm_entry(sm, op);
+    if (e->acks >> r & 1) continue;
+    if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, e->prepare) < 0) break;
+    e->sent_ns = now;
+    if (op <= sm->sent_hi[r]) sm->resent++; /* queued before, on a link now gone */
+    else sm->sent_hi[r] = op;
+    room--;
+  }
+  sm->behind[r] = op <= sm->op ? op : 0;
+}
+
+/* Sends the new op |e| to every backup: one buffer, one reference per queue. A backup already
+ * behind gets it in order after the older ones; a refused send (queue full, link down: counted
+ * and logged by the bus) makes the backup fall behind from this op. */
+static void sm_broadcast_prepare(struct vsr_sm *sm, struct vsr_sm_entry *e) {
   for (unsigned r = 0; r < sm->replica_count; r++) {
     if (r == sm->replica) continue;
-    if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, m) < 0) sm->send_errors++;
+    if (sm->behind[r] != 0) {
+      sm_catch_up(sm, r);
+    } else if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, e->prepare) == 0) {
+      sm->sent_hi[r] = e->op;
+    } else {
+      sm->behind[r] = e->op;
+      sm->deferred++;
+    }
   }
 }
 
@@ -131,6 +209,7 @@ static struct vsr_msg *sm_control(struct vsr_sm *sm, uint8_t command) {
   struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
   if (!m) {
     sm->send_errors++;
+    sm_log_drop(sm, "replica frame not built: message pool exhausted");
     return NULL;
   }
   struct vsr_header *h = (struct vsr_header *)m->data;
@@ -140,6 +219,8 @@ static struct vsr_msg *sm_control(struct vsr_sm *sm, uint8_t command) {
   return m;
 }
 
+/* Commit is advisory (every Prepare carries the commit number too): it goes only to a backup
+ * that is not behind and has room, never taking the place of a Prepare. */
 static void sm_send_commit(struct vsr_sm *sm) {
   struct vsr_msg *m = sm_control(sm, VSR_CMD_COMMIT);
   if (!m) return;
@@ -147,7 +228,10 @@ static void sm_send_commit(struct vsr_sm *sm) {
   c->commit = sm->commit;
   c->timestamp_monotonic = sm_realtime_ns();
   vsr_frame_seal(m->data);
-  sm_broadcast(sm, m);
+  for (unsigned r = 0; r < sm->replica_count; r++) {
+    if (r == sm->replica || sm->behind[r] != 0 || sm_room(sm, r) == 0) continue;
+    if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, m) < 0) sm->send_errors++;
+  }
   vsr_msg_unref(m);
 }
 
@@ -155,7 +239,7 @@ static void sm_send_commit(struct vsr_sm *sm) {
 static void sm_advance(struct vsr_sm *sm) {
   uint64_t start = sm->commit;
   while (sm->commit < sm->op) {
-    struct vsr_sm_entry *e = &sm->pipe[(sm->commit + 1) % VSR_SM_PIPELINE];
+    struct vsr_sm_entry *e = sm_entry(sm, sm->commit + 1);
     if (e->op != sm->commit + 1 || (unsigned)__builtin_popcountll(e->acks) < sm_quorum(sm)) break;
     sm->commit++;
     sm_send_client(sm, e->client, vsr_sm_build_reply(sm->bus, e->request, sm->replica, e->op));
@@ -168,46 +252,81 @@ static void sm_advance(struct vsr_sm *sm) {
 static void sm_primary_request(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *req) {
   if (sm->op - sm->commit >= VSR_SM_PIPELINE) {
     sm->pipeline_full++;
+    sm_log_drop(sm, "Request dropped: pipeline full (" SM_STR(VSR_SM_PIPELINE) " uncommitted ops)");
     return;
   }
   uint64_t op = sm->op + 1;
   struct vsr_msg *prep = sm_build_prepare(sm, req, op);
   if (!prep) {
     sm->send_errors++;
+    sm_log_drop(sm, "Prepare not built: message pool exhausted");
     return;
   }
   sm->op = op;
-  struct vsr_sm_entry *e = &sm->pipe[op % VSR_SM_PIPELINE];
+  struct vsr_sm_entry *e = sm_entry(sm, op);
   e->op = op;
   e->client = client;
   e->acks = 1ull << sm->replica;
+  e->sent_ns = sm_now(sm);
   e->request = vsr_msg_ref((struct vsr_msg *)req);
   e->prepare = prep;
-  sm_broadcast(sm, prep);
+  sm_broadcast_prepare(sm, e);
   sm_advance(sm); /* a quorum of one when the other replicas are not needed */
 }
 
 static void sm_primary_prepare_ok(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
   const struct vsr_prepare_ok_header *ok = (const struct vsr_prepare_ok_header *)msg->data;
   sm->prepare_oks++;
-  if (ok->op <= sm->commit || ok->op > sm->op || from >= sm->replica_count) return; /* stale */
-  struct vsr_sm_entry *e = &sm->pipe[ok->op % VSR_SM_PIPELINE];
-  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
-  if (e->op != ok->op || !vsr_u128_eq(p->checksum, ok->prepare_checksum)) {
-    sm->ignored++; /* not the Prepare we sent for that op */
-    return;
+  if (from >= sm->replica_count) return;
+  if (ok->op > sm->commit && ok->op <= sm->op) {
+    struct vsr_sm_entry *e = sm_entry(sm, ok->op);
+    const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
+    if (e->op != ok->op || !vsr_u128_eq(p->checksum, ok->prepare_checksum)) {
+      sm->ignored++; /* not the Prepare we sent for that op */
+      return;
+    }
+    e->acks |= 1ull << from;
+    sm_advance(sm);
+  } /* else stale: committed already */
+  sm_catch_up(sm, from); /* its queue moved: room for the ops it is behind on */
+}
+
+/* Every resend_ns: a Prepare queued to a backup resend_ns ago or more without its PrepareOk is
+ * queued again (it went down with a connection, or the backup's PrepareOk was refused by a full
+ * queue); backups still behind catch up. Only uncommitted ops: the pipeline holds at most
+ * VSR_SM_PIPELINE, so a tick is bounded. */
+static void sm_on_resend_timer(void *ctx) {
+  struct vsr_sm *sm = ctx;
+  uint64_t now = sm_now(sm);
+  uint32_t room[VSR_SM_MAX_REPLICAS];
+  for (unsigned r = 0; r < sm->replica_count; r++) {
+    room[r] = r == sm->replica || sm->commit == sm->op ? 0 : sm_room(sm, r);
   }
-  e->acks |= 1ull << from;
-  sm_advance(sm);
+  for (uint64_t op = sm->commit + 1; op <= sm->op; op++) {
+    struct vsr_sm_entry *e = sm_entry(sm, op);
+    if (now - e->sent_ns < sm->resend_ns) continue;
+    for (unsigned r = 0; r < sm->replica_count; r++) {
+      if (room[r] == 0 || (e->acks >> r & 1)) continue;
+      if (sm->behind[r] != 0 && sm->behind[r] <= op) continue; /* never queued: catch-up's */
+      if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, e->prepare) == 0) {
+        sm->resent++;
+        room[r]--;
+        e->sent_ns = now;
+      }
+    }
+  }
+  for (unsigned r = 0; r < sm->replica_count; r++) {
+    if (r != sm->replica) sm_catch_up(sm, r);
+  }
+  vsr_timer_arm(sm->resend_timer, sm->resend_ns);
 }
 
 void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id) {
-  if (!sm->pipe || id == sm->replica) return;
-  for (uint64_t op = sm->commit + 1; op <= sm->op; op++) {
-    struct vsr_sm_entry *e = &sm->pipe[op % VSR_SM_PIPELINE];
-    if (e->op != op || (e->acks >> id & 1)) continue;
-    if (vsr_bus_send_to_replica(sm->bus, id, e->prepare) == 0) sm->resent++;
-  }
+  if (!sm->pipe || id == sm->replica || id >= sm->replica_count) return;
+  /* Whatever was queued on its previous link may be gone: every uncommitted op it has not
+   * acknowledged goes out again, in order, as its queue allows. */
+  sm->behind[id] = sm->commit < sm->op ? sm->commit + 1 : 0;
+  sm_catch_up(sm, id);
 }
 
 /* ---- backup -------------------------------------------------------------------------------- */
@@ -216,6 +335,7 @@ static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, const struct vsr_
   const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
   sm->prepares++;
   if (p->op > sm->op) sm->op = p->op;
+  if (p->commit > sm->commit) sm->commit = p->commit; /* Commits may be skipped for room */
   struct vsr_msg *m = sm_control(sm, VSR_CMD_PREPARE_OK);
   if (!m) return;
   struct vsr_prepare_ok_header *ok = (struct vsr_prepare_ok_header *)m->data;
@@ -255,6 +375,19 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
     uint64_t c = ((const struct vsr_commit_header *)msg->data)->commit;
     sm->commits++;
     if (c > sm->commit) sm->commit = c;
+    break;
+  }
+  case VSR_CMD_PING: {
+    /* Answered to the pinging replica; the Pong echoes the Ping's reserved_command (the
+     * pinger's timestamps) and is stamped with our cluster and id. */
+    struct vsr_msg *pong = sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica);
+    if (!pong) {
+      sm->send_errors++;
+      break;
+    }
+    sm->pongs++;
+    if (vsr_bus_send_to_replica(sm->bus, from, pong) < 0) sm->send_errors++;
+    vsr_msg_unref(pong);
     break;
   }
   default:

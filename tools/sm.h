@@ -1,5 +1,6 @@
 /* The built-in demo state machine of `vsrbus node`: answers PingClient -> PongClient,
- * Ping -> Pong, and Request -> Reply (body echoed; client, request number, checksum and
+ * Ping -> Pong (from clients and from replicas: the Pong goes back to the pinging replica,
+ * echoing the Ping's reserved_command), and Request -> Reply (body echoed; client, request number, checksum and
  * operation copied from the Request). Everything else is counted and ignored.
  *
  * In a cluster (replica_count > 1) it runs the VSR normal case with a fixed primary, replica 0:
@@ -14,13 +15,17 @@
 
 #include "vsrbus/vsrbus.h"
 
-#define VSR_SM_PIPELINE 1024 /* uncommitted ops the primary holds; more Requests are dropped */
+#define VSR_SM_PIPELINE 4096 /* uncommitted ops the primary holds; more Requests are dropped */
 #define VSR_SM_MAX_REPLICAS 64 /* acknowledgements are one bit per replica */
+/* Default resend_ns: a Prepare a backup has not acknowledged this long after it was queued is
+ * queued to it again (lost with a connection, or its PrepareOk refused by a full queue). */
+#define VSR_SM_RESEND_NS (50ull * 1000000ull)
 
 struct vsr_sm_entry {
   uint64_t op;              /* 0: free */
   uint64_t client;          /* bus client id to answer */
   uint64_t acks;            /* bit r: replica r holds the op */
+  uint64_t sent_ns;         /* loop time the Prepare was last queued to a backup */
   struct vsr_msg *request;  /* kept for the Reply */
   struct vsr_msg *prepare;  /* kept for resends to a backup that (re)connects */
 };
@@ -36,14 +41,26 @@ struct vsr_sm {
   struct vsr_sm_entry *pipe; /* VSR_SM_PIPELINE entries, indexed by op (primary only) */
   uint64_t replies, pongs, ignored, send_errors;
   uint64_t prepares, prepare_oks, commits, resent, foreign, pipeline_full;
+  /* Primary flow control. A backup whose queue is full (or link down) is not sent newer
+   * Prepares past the first refused one: |behind[r]| is the first op not yet queued to it (0:
+   * none), and the rest follow in order as its queue drains. Nothing is lost: an op stays in the
+   * pipeline until committed, and |resend_timer| queues an unacknowledged Prepare again. */
+  uint64_t resend_ns;                      /* default VSR_SM_RESEND_NS */
+  struct vsr_timer *resend_timer;          /* primary only: every resend_ns */
+  uint64_t behind[VSR_SM_MAX_REPLICAS];
+  uint64_t sent_hi[VSR_SM_MAX_REPLICAS];  /* the newest op ever queued to each backup */
+  uint64_t deferred;  /* Prepares a full queue or a down link refused; queued later, in order */
+  uint64_t skipped;   /* Prepares never queued to a backup that was behind: committed without it */
+  uint64_t drop_log_ns, drops_logged; /* rate-limited log of this state machine's own drops */
 };
 
-/* Sets up |sm| for replica |replica| of |count| in cluster |cluster|. Returns 0 or VSR_ENOMEM
- * (or VSR_ECONFIG: more than VSR_SM_MAX_REPLICAS). */
+/* Sets up |sm| for replica |replica| of |count| in cluster |cluster|, on |bus|'s loop (the
+ * primary arms its resend timer there). Returns 0 or VSR_ENOMEM (or VSR_ECONFIG: more than
+ * VSR_SM_MAX_REPLICAS). */
 int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_t count,
                 vsr_u128 cluster);
 
-/* Drops every held message and the pipeline. Cannot fail. */
+/* Drops every held message, the pipeline and the timer (before the loop goes). Cannot fail. */
 void vsr_sm_fini(struct vsr_sm *sm);
 
 /* Handles one client-plane frame. */

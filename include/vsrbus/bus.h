@@ -1,5 +1,5 @@
 /* The bus: peers, bounded send queues, planes. Replicas talk to replicas on the replica plane
- * (TCP, authenticated, one connection per pair); clients talk to replicas on the client plane
+ * (TCP, authenticated unless replica_auth is off, one connection per pair); clients talk to replicas on the client plane
  * (TCP, QUIC). Every transport delivers the same frames to the same callbacks.
  *
  * Sends never block: each peer has a bounded queue; a full queue returns VSR_EBACKPRESSURE and
@@ -22,12 +22,24 @@ extern "C" {
 #endif
 
 #define VSR_MAX_REPLICAS 256
-#define VSR_SECRET_MIN 32
-#define VSR_SECRET_MAX 256
+#define VSR_SECRET_MIN 32          /* bytes: the reference refuses shorter secrets */
+#define VSR_SECRET_MAX (64 * 1024) /* bytes: ample for any key file; bounds what is read */
 
 struct vsr_bus;
 
 enum vsr_plane { VSR_PLANE_CLIENT = 0, VSR_PLANE_REPLICA = 1 };
+
+/* Replica-plane authentication (vsr_bus_options.replica_auth). */
+enum vsr_replica_auth {
+  /* Mutual BLAKE3 challenge-response under the shared secret before any consensus frame. */
+  VSR_REPLICA_AUTH_ON = 0,
+  /* Legacy mode, Iggy mainline's default (`cluster.auth.enabled = false`): the dialer sends a
+   * ReplicaHello without a nonce and reads nothing back; the acceptor checks command, cluster
+   * and direction and trusts the announced id. UNAUTHENTICATED: anyone who can reach the
+   * replica port and knows the cluster name can act as any lower replica. Only for joining a
+   * cluster of stock mainline servers on a trusted network; logged as a warning at start. */
+  VSR_REPLICA_AUTH_OFF = 1,
+};
 
 enum vsr_peer_event_kind {
   /* Clients: the connection is usable. Replicas we dial: TCP is up, the handshake follows.
@@ -98,21 +110,34 @@ struct vsr_bus_options {
   uint8_t replica_index;               /* this replica */
   uint16_t replica_count;              /* <= VSR_MAX_REPLICAS */
   const char *const *replica_addrs;    /* replica_count "host:port" entries, by index */
-  uint8_t secret[VSR_SECRET_MAX];      /* shared secret bytes (>= VSR_SECRET_MIN) */
+  /* Shared secret: VSR_SECRET_MIN..VSR_SECRET_MAX bytes owned by the caller and read only
+   * during vsr_bus_new() (the bus keeps the derived MAC keys, never the bytes: the caller may
+   * wipe them as soon as it returns). Required unless replica_auth is VSR_REPLICA_AUTH_OFF. */
+  const uint8_t *secret;
   size_t secret_len;
-  uint8_t previous_secret[VSR_SECRET_MAX]; /* accepted for verification while rotating */
-  size_t previous_secret_len;              /* 0: no rotation window */
+  const uint8_t *previous_secret; /* accepted for verification while rotating; same rules */
+  size_t previous_secret_len;     /* 0: no rotation window */
   uint64_t reconnect_period_ns;        /* default 5 s */
-  uint64_t handshake_grace_ns;         /* default 10 s */
+  uint64_t handshake_grace_ns;         /* default 10 s; also bounds the QUIC handshake (only:
+                                          a QUIC client may open its first stream later) */
   uint32_t max_inflight_handshakes;    /* default 256 */
+  /* Default VSR_REPLICA_AUTH_ON. VSR_REPLICA_AUTH_OFF (legacy, unauthenticated) exists only to
+   * join clusters of stock Iggy mainline servers, whose default is auth off; secrets are then
+   * ignored. */
+  enum vsr_replica_auth replica_auth;
 
   /* QUIC client plane. */
   const char *quic_cert_file; /* PEM; with quic_key_file. Neither: in-memory self-signed */
   const char *quic_key_file;
-  bool quic_alpn_optional;    /* also admit clients that offer no ALPN, default false */
+  bool quic_alpn_required;    /* default false: admit clients offering iggy.consensus.v1 or no
+                                 ALPN (Iggy mainline's SDKs offer none); true: only
+                                 iggy.consensus.v1 (the seed's strict rule). Any other ALPN is
+                                 always refused (TLS alert 0x178) */
   uint64_t quic_idle_timeout_ns; /* default 30 s */
   uint64_t quic_keep_alive_ns;   /* default 10 s */
-  uint32_t quic_max_bidi_streams; /* default 1 */
+  uint32_t quic_max_bidi_streams; /* default 1 (as mainline): streams a client may hold open
+                                     at once (1..1024); a per-request client pipelines that
+                                     many requests, each Reply on its Request's stream */
   uint32_t quic_initial_mtu;     /* default 1200 */
   uint64_t quic_stream_window;   /* default 64 MiB */
   uint64_t quic_conn_window;     /* default 64 MiB */
@@ -127,7 +152,8 @@ void vsr_bus_options_default(struct vsr_bus_options *o);
 
 /* Creates a bus and starts its listeners (and, with a replica plane, its dialer).
  * |o| and the strings it points at are copied. Returns 0, VSR_EINVAL, VSR_ECONFIG (the log
- * line names the option), VSR_EADDR (cannot bind), VSR_EUNSUPPORTED or VSR_ENOMEM. */
+ * line names the option), VSR_EADDR (an address does not parse), VSR_EADDRINUSE or VSR_EBIND
+ * (cannot listen; the log line names the errno text), VSR_EUNSUPPORTED or VSR_ENOMEM. */
 int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
                 const struct vsr_bus_callbacks *cb, void *user);
 
@@ -151,8 +177,9 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size);
 
 /* Queues |msg| for a peer. On success the bus holds its own reference; the caller keeps its
  * own either way. Never blocks. Returns 0, VSR_ENOTCONN (unknown or not connected),
- * VSR_EBACKPRESSURE (queue full), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Failures are
- * counted in the stats. */
+ * VSR_EBACKPRESSURE (queue full), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Refusals are
+ * counted in the stats and logged (VSR-DROP, at most one line a second). A refused frame is
+ * not sent later: the caller keeps it if it matters (vsr_bus_peer_stats tells the free room). */
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg);
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg);
 

@@ -18,6 +18,19 @@ extern "C" {
 
 struct vsr_client;
 
+/* How a QUIC client carries frames (vsr_client_options.quic_streams). */
+enum vsr_quic_streams {
+  /* One bidirectional stream per frame, finished after it; the reply comes back on it. Iggy
+   * mainline's SDK model: its server reads exactly one frame per stream. Up to
+   * quic_max_streams frames are in flight at once, each on its own stream, as far as the
+   * server's stream limit allows (a vsrbus node allows 1 unless --quic-max-bidi-streams);
+   * frames on different streams may reach the server in any order. */
+  VSR_QUIC_STREAMS_PER_REQUEST = 0,
+  /* One long-lived stream carries every frame, in order (the seed's model; vsrbus servers
+   * only: a mainline server answers only the first frame). */
+  VSR_QUIC_STREAMS_LONG = 1,
+};
+
 struct vsr_client_options {
   const char *transport;      /* "tcp" (default) or "quic" */
   const char *addr;           /* "127.0.0.1:8090" */
@@ -29,7 +42,12 @@ struct vsr_client_options {
   const char *quic_ca_file;
   const char *quic_pin_sha256;
   bool quic_insecure;
-  const char *quic_alpn;      /* default "iggy.consensus.v1"; "" offers none */
+  const char *quic_alpn;      /* ALPN offered; default NULL (or ""): none, as Iggy mainline's
+                                 SDK (its server advertises none, and rustls aborts a QUIC
+                                 handshake when the client offers an ALPN the server lacks);
+                                 "iggy.consensus.v1" for a server that requires it */
+  enum vsr_quic_streams quic_streams; /* default VSR_QUIC_STREAMS_PER_REQUEST (mainline) */
+  uint32_t quic_max_streams;  /* per-request: frames in flight at once, default 16 (1..1024) */
 };
 
 void vsr_client_options_default(struct vsr_client_options *o);
@@ -41,7 +59,9 @@ struct vsr_client_callbacks {
   void (*on_state)(void *user, struct vsr_client *c, int status);
 };
 
-/* Starts connecting on |loop|. Returns 0, VSR_EADDR, VSR_EINVAL or VSR_ENOMEM. */
+/* Starts connecting on |loop|. Returns 0, VSR_EADDR (the address does not parse or resolve),
+ * VSR_EINVAL or VSR_ENOMEM; a refused or unreachable peer is reported later through on_state
+ * (VSR_ECONNREFUSED, VSR_EUNREACH, VSR_ETIMEDOUT, ...). */
 int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
                    const struct vsr_client_options *o, const struct vsr_client_callbacks *cb,
                    void *user);
@@ -68,7 +88,8 @@ struct vsr_msg *vsr_client_msg_new(struct vsr_client *c, uint32_t size);
 /* ---- blocking use ------------------------------------------------------------------------ */
 
 /* Connects with a private loop; waits up to |timeout_ns|. Returns 0, VSR_ETIMEDOUT,
- * VSR_EADDR, VSR_EIO or a connection error. */
+ * VSR_EADDR (does not parse or resolve), VSR_ECONNREFUSED (nothing listens there; QUIC: when
+ * the kernel reports the ICMP), VSR_EUNREACH, VSR_EIO or another connection error. */
 int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options *o,
                        uint64_t timeout_ns);
 

@@ -19,15 +19,18 @@ enum vsr_err {
   VSR_ENOTCONN = -5,      /* peer unknown or not connected (counted) */
   VSR_ESHUTDOWN = -6,     /* bus or connection is shutting down */
   VSR_ETIMEDOUT = -7,     /* deadline passed */
-  VSR_EADDR = -8,         /* address cannot be parsed, bound or reached */
+  VSR_EADDR = -8,         /* address cannot be parsed or resolved ("host:port") */
   VSR_ECONFIG = -9,       /* invalid configuration */
   VSR_EUNSUPPORTED = -10, /* feature not available on this system (e.g. io_uring) */
   VSR_EDUPLICATE = -11,   /* a peer with that id is already connected */
   VSR_ELIMIT = -12,       /* a configured cap was reached (clients, handshakes in flight) */
   VSR_ECANCELED = -13,    /* operation canceled */
   VSR_EAGAIN = -14,       /* nothing available yet (non-blocking receive) */
-  VSR_EMEMORY_BUDGET = -15, /* a frame would exceed its connection's or its plane's memory budget */
-  VSR_EMEMORY_MAX = -16,    /* the node-wide memory cap (memory_max) is reached: frame refused */
+  VSR_EADDRINUSE = -15,   /* cannot bind: address already in use */
+  VSR_EBIND = -16,        /* cannot bind or listen for another reason (address not local,
+                           * permission denied; the log line names the errno text) */
+  VSR_EMEMORY_BUDGET = -17, /* a frame would exceed its connection's or its plane's memory budget */
+  VSR_EMEMORY_MAX = -18,    /* the node-wide memory cap (memory_max) is reached: frame refused */
 
   /* -20..-39: frame errors from the decoder; the connection that sent the frame is closed. */
   VSR_EFRAME_SMALL = -20,         /* size field < 256 */
@@ -51,6 +54,8 @@ enum vsr_err {
   VSR_EPROTO = -45,      /* protocol violation (transport or plane level) */
   VSR_EIDLE = -46,       /* idle timeout */
   VSR_EWRITE = -47,      /* write failed; the connection is torn down */
+  VSR_ECONNREFUSED = -48, /* connect: connection refused (nothing listens there) */
+  VSR_EUNREACH = -49,     /* connect: host or network unreachable */
 
   /* -60..-79: replica plane authentication (see src/bus/replica.c). */
   VSR_EAUTH = -60,           /* MAC mismatch or other authentication failure */

@@ -647,7 +647,9 @@ uint64_t vsr_xxh3(const void *p, size_t n);
 uint64_t vsr_frame_checksum(const uint8_t *hdr);
 
 /* The Prepare identity: XXH3 of the 256-byte header with checksum (0..16) and view (52..56)
- * read as zero. */
+ * read as zero. A RepairPrepare (19) is a stored Prepare with only byte 60 rewritten, so its
+ * command byte is read as 6 (Prepare): a Prepare and the RepairPrepare made from it carry the
+ * same identity, as Iggy mainline sends and verifies it (vector M-5). */
 uint64_t vsr_prepare_identity(const uint8_t *hdr);
 
 /* Zeroes the 256 bytes at |hdr| and sets command and size. */

@@ -11,6 +11,7 @@
 #include "util/pool.h"
 
 #define BUS_SLOT_NONE UINT32_MAX
+#define BUS_DROP_LOG_EVERY_NS 1000000000ull /* at most one VSR-DROP line per second */
 
 void vsr_bus_options_default(struct vsr_bus_options *o) {
   memset(o, 0, sizeof *o);
@@ -25,6 +26,7 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
   o->max_inflight_handshakes = 256;
+  o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->quic_idle_timeout_ns = 30000000000ull;
   o->quic_keep_alive_ns = 10000000000ull;
   o->quic_max_bidi_streams = 1;
@@ -87,14 +89,59 @@ static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
   bus->stats.clients_active--;
 }
 
+/* ---- drops ----------------------------------------------------------------------------- */
+
+static uint64_t bus_drops(const struct vsr_bus *bus) {
+  return bus->stats.drops_backpressure + bus->stats.drops_not_connected +
+         bus->stats.drops_on_close;
+}
+
+/* Every dropped frame is counted (stats) and logged: the first at once, then at most one line a
+ * second, each with the drops since the previous line and the totals, so a drop never passes
+ * unseen and a flood of them costs one line a second. Call after counting. */
+static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                         const struct bus_peer *p, uint8_t command, int err, uint32_t n) {
+  uint64_t now = vsri_io_now(bus->loop->io), total = bus_drops(bus);
+  if (bus->drop_log_ns != 0 && now - bus->drop_log_ns < BUS_DROP_LOG_EVERY_NS) return;
+  char who[48], why[96];
+  if (plane == VSR_PLANE_REPLICA) snprintf(who, sizeof who, "replica %llu", (unsigned long long)id);
+  else snprintf(who, sizeof who, "client %llx", (unsigned long long)id);
+  if (err == VSR_EBACKPRESSURE) snprintf(why, sizeof why, "send queue full (%u frames, %s)", n,
+                                         vsr_errname(err));
+  else if (err == VSR_ECLOSED) snprintf(why, sizeof why, "connection closed with %u queued", n);
+  else snprintf(why, sizeof why, "peer not connected (%s)", vsr_errname(err));
+  VSRI_WARN("VSR-DROP", "%s %s %s: %s not sent: %s; %llu frame(s) dropped since the last line "
+            "(totals: %llu queue full, %llu not connected, %llu at close)",
+            p && p->conn ? p->tops->peer_name(p->conn) : "-", p ? p->tops->name : "-", who,
+            vsr_command_name(command), why, (unsigned long long)(total - bus->drops_logged),
+            (unsigned long long)bus->stats.drops_backpressure,
+            (unsigned long long)bus->stats.drops_not_connected,
+            (unsigned long long)bus->stats.drops_on_close);
+  bus->drop_log_ns = now ? now : 1;
+  bus->drops_logged = total;
+}
+
+/* Frames still queued on a peer whose connection is gone: dropped, counted and logged, not
+ * reported as sent. */
+static void bus_drop_queued(struct bus_peer *p) {
+  if (p->q.len == 0) return;
+  struct vsr_bus *bus = p->bus;
+  uint32_t n = p->q.len;
+  bus->stats.drops_on_close += n;
+  bus_log_drop(bus, p->plane, p->id, p, vsri_sendq_peek(&p->q, 0)->data[60], VSR_ECLOSED, n);
+  uint64_t frames = p->q.frames_done, bytes = p->q.bytes_done;
+  while (p->q.len > 0) vsri_sendq_pop(&p->q);
+  p->q.frames_done = frames; /* dropped, not sent */
+  p->q.bytes_done = bytes;
+}
+
 /* Frees a peer whose connection is gone (or never started: the replica plane frees refused
- * dials). Frames still queued are dropped and counted, not reported as sent. */
+ * dials). */
 void vsri_bus_peer_free(struct bus_peer *p) {
   struct vsr_bus *bus = p->bus;
+  bus_drop_queued(p);
   bus->stats.frames_out += p->q.frames_done;
   bus->stats.bytes_out += p->q.bytes_done;
-  bus->stats.drops_on_close += p->q.len;
-  while (p->q.len > 0) vsri_sendq_pop(&p->q);
   bus->peers_open--;
   vsri_free(p);
 }
@@ -137,6 +184,7 @@ static void bus_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   }
   p->registered = false;
   if (p->announced) vsri_bus_emit(bus, VSR_PEER_LOST, p, reason);
+  bus_drop_queued(p); /* while the peer's address can still be named */
   p->conn = NULL;
   vsri_bus_peer_free(p);
 }
@@ -245,15 +293,19 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
 
 /* ---- sending --------------------------------------------------------------------------- */
 
-static int bus_enqueue(struct vsr_bus *bus, struct bus_peer *p, struct vsr_msg *msg) {
+static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                       struct bus_peer *p, struct vsr_msg *msg) {
   if (!p || p->state != BUS_PEER_ACTIVE) {
+    int err = bus->shutting_down ? VSR_ESHUTDOWN : VSR_ENOTCONN;
     bus->stats.drops_not_connected++;
-    return bus->shutting_down ? VSR_ESHUTDOWN : VSR_ENOTCONN;
+    bus_log_drop(bus, plane, id, p, msg->size >= VSR_HEADER_SIZE ? msg->data[60] : 0, err, 0);
+    return err;
   }
   if (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size) return VSR_EINVAL;
   if (!vsri_sendq_push(&p->q, msg)) {
     p->drops_backpressure++;
     bus->stats.drops_backpressure++;
+    bus_log_drop(bus, plane, id, p, msg->data[60], VSR_EBACKPRESSURE, p->q.cap);
     return VSR_EBACKPRESSURE;
   }
   vsr_msg_ref(msg);
@@ -263,11 +315,11 @@ static int bus_enqueue(struct vsr_bus *bus, struct bus_peer *p, struct vsr_msg *
 }
 
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg) {
-  return bus_enqueue(bus, bus_client_find(bus, client_id), msg);
+  return bus_enqueue(bus, VSR_PLANE_CLIENT, client_id, bus_client_find(bus, client_id), msg);
 }
 
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg) {
-  return bus_enqueue(bus, bus->replicas[replica], msg);
+  return bus_enqueue(bus, VSR_PLANE_REPLICA, replica, bus->replicas[replica], msg);
 }
 
 int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id) {
@@ -495,6 +547,9 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     err = vsri_replica_init(bus);
     if (err) goto fail;
   }
+  /* The secrets are the caller's and were needed only to derive the keys. */
+  bus->opts.secret = bus->opts.previous_secret = NULL;
+  bus->opts.secret_len = bus->opts.previous_secret_len = 0;
   *out = bus;
   return 0;
 fail:

@@ -68,6 +68,8 @@ struct vsr_bus {
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
   struct vsr_bus_stats stats;
+  uint64_t drop_log_ns;  /* when the last VSR-DROP line was written */
+  uint64_t drops_logged; /* drops (all kinds) counted when it was written */
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */

@@ -34,7 +34,9 @@ void vsr_client_options_default(struct vsr_client_options *o) {
   /* Larger than the bus's reference default (256): one vectored write of up to IOV_MAX small
    * frames costs the same syscall and moves more (+40 % at 1 KiB frames on loopback). */
   o->max_batch = 1024;
-  o->quic_alpn = "iggy.consensus.v1";
+  o->quic_alpn = NULL; /* none: Iggy mainline's servers advertise none */
+  o->quic_streams = VSR_QUIC_STREAMS_PER_REQUEST;
+  o->quic_max_streams = 16;
 }
 
 static int client_inbox_push(struct vsr_client *c, struct vsr_msg *m) {
@@ -225,6 +227,9 @@ int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options 
   c->owns_loop = true;
   err = client_wait(c, client_settled, timeout_ns);
   if (err == 0 && c->state < 0) err = c->state;
+  /* One more turn without waiting: what connecting left to send goes out now (QUIC: the
+   * client's Finished, which completes the server's handshake), not at the next call. */
+  if (err == 0) vsri_io_run(loop->io, 0);
   if (err) {
     vsr_client_del(c);
     return err;

@@ -27,8 +27,7 @@ const struct vsri_transport_ops *vsri_client_quic_ops(void) { return &vsri_trans
 
 int vsri_client_quic_config(const struct vsr_client_options *o, void **out) {
   *out = NULL;
-  const char *alpn = o->quic_alpn && strcmp(o->quic_alpn, VSRI_QUIC_ALPN) != 0 ? o->quic_alpn
-                                                                               : NULL;
+  const char *alpn = o->quic_alpn && *o->quic_alpn ? o->quic_alpn : NULL;
   size_t need = glue_len(o->quic_ca_file) + glue_len(o->quic_pin_sha256) + glue_len(alpn);
   struct glue_cfg *g = vsri_malloc(sizeof *g + need);
   if (!g) return VSR_ENOMEM;
@@ -38,6 +37,10 @@ int vsri_client_quic_config(const struct vsr_client_options *o, void **out) {
   g->cfg.pin_sha256 = glue_copy(&p, o->quic_pin_sha256);
   g->cfg.alpn = glue_copy(&p, alpn);
   g->cfg.insecure = o->quic_insecure;
+  g->cfg.stream_per_request = o->quic_streams != VSR_QUIC_STREAMS_LONG;
+  if (g->cfg.stream_per_request && o->quic_max_streams) {
+    g->cfg.max_bidi_streams = o->quic_max_streams;
+  }
   int err = vsri_quic_config_check(&g->cfg);
   if (err) {
     vsri_free(g);
@@ -59,7 +62,7 @@ int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out) {
   char *p = g->strings;
   c->cert_file = glue_copy(&p, o->quic_cert_file);
   c->key_file = glue_copy(&p, o->quic_key_file);
-  c->alpn_optional = o->quic_alpn_optional;
+  c->alpn_required = o->quic_alpn_required;
   c->idle_timeout_ns = o->quic_idle_timeout_ns;
   c->keep_alive_ns = o->quic_keep_alive_ns;
   if (o->quic_max_bidi_streams) c->max_bidi_streams = o->quic_max_bidi_streams;

@@ -2,7 +2,10 @@
  * index dials the higher one (at start, then a sweep every reconnect_period), the higher one
  * accepts; every new connection runs the 3-message handshake of auth.c under a deadline before
  * vsri_bus_replica_activate() lets consensus frames through. Pending inbound handshakes are
- * capped; at the cap the oldest one makes room, so a flood cannot lock real replicas out. */
+ * capped; at the cap the oldest one makes room, so a flood cannot lock real replicas out.
+ * With replica_auth off (legacy, mainline's default) only a nonce-less Hello flows: the dialer
+ * is linked once it is queued, the acceptor once it passes the command, cluster and direction
+ * checks. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -183,7 +186,8 @@ static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
   }
   vsri_bus_replica_activate(p, id);
   rp->down_logged[id] = false;
-  VSRI_INFO("VSR-REPLICA", "%s replica: replica %u authenticated (%s)", rp_name(p), id,
+  VSRI_INFO("VSR-REPLICA", "%s replica: replica %u %s (%s)", rp_name(p), id,
+            rp->auth.enabled ? "authenticated" : "linked, unauthenticated (replica auth off)",
             p->dialed ? "dialed" : "accepted");
 }
 
@@ -259,7 +263,10 @@ void vsri_replica_on_connected(struct bus_peer *p, int status) {
     VSRI_WARN("VSR-AUTH", "%s replica: cannot send the ReplicaHello: %s; closing", rp_name(p),
               vsr_strerror(err));
     vsri_bus_peer_close(p, err, false);
+    return;
   }
+  /* Legacy: nothing comes back; consensus frames queue behind the Hello. */
+  if (vsri_auth_done(&hs->auth)) rp_activate(p, hs, hs->target);
 }
 
 static void rp_dialer_frame(struct bus_peer *p, struct rp_hs *hs, const struct vsr_msg *msg) {
@@ -390,6 +397,16 @@ static void rp_acceptor_hello(struct bus_peer *p, struct rp_hs *hs, const struct
     rp_refuse(p, err, why, sent);
     return;
   }
+  if (!send) { /* legacy: the announced id is trusted */
+    const uint8_t *nonce_d = msg->data + offsetof(struct vsr_header, reserved_command);
+    if (memcmp(nonce_d, (const uint8_t[VSRI_AUTH_NONCE_LEN]){0}, VSRI_AUTH_NONCE_LEN) != 0) {
+      VSRI_WARN("VSR-AUTH", "%s replica: replica %u offers authentication but replica auth is "
+                "off here; linked without it (that dialer will give up waiting for a "
+                "ReplicaChallenge: configure both sides alike)", rp_name(p), hs->auth.peer_id);
+    }
+    rp_activate(p, hs, hs->auth.peer_id);
+    return;
+  }
   err = rp_push(p, out);
   if (err) rp_refuse(p, err, "cannot queue the ReplicaChallenge", false);
 }
@@ -441,6 +458,8 @@ void vsri_replica_on_closed(struct bus_peer *p, int reason) {
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
+static int rp_check_intervals(const struct vsr_bus_options *o);
+
 static int rp_check(const struct vsr_bus_options *o) {
   if (o->replica_count > 255) {
     VSRI_ERROR("VSR-CONFIG", "replica_count %u: at most 255 replicas (ids are one byte)",
@@ -456,22 +475,33 @@ static int rp_check(const struct vsr_bus_options *o) {
     struct sockaddr_storage sa;
     socklen_t len;
     if (!o->replica_addrs[i] || vsri_parse_addr(o->replica_addrs[i], &sa, &len) < 0) {
-      VSRI_ERROR("VSR-CONFIG", "replica %u: address '%s' is not host:port", i,
-                 o->replica_addrs[i] ? o->replica_addrs[i] : "(none)");
+      VSRI_ERROR("VSR-CONFIG", "replica %u: address '%s' is not host:port (%s)", i,
+                 o->replica_addrs[i] ? o->replica_addrs[i] : "(none)", vsri_parse_addr_why());
       return VSR_ECONFIG;
     }
   }
-  if (o->secret_len < VSR_SECRET_MIN || o->secret_len > VSR_SECRET_MAX) {
-    VSRI_ERROR("VSR-CONFIG", "cluster '%s': the replica plane needs a shared secret of %d..%d "
-               "bytes (got %zu)", o->cluster_name, VSR_SECRET_MIN, VSR_SECRET_MAX, o->secret_len);
+  if (o->replica_auth == VSR_REPLICA_AUTH_OFF) return rp_check_intervals(o);
+  if (o->replica_auth != VSR_REPLICA_AUTH_ON) {
+    VSRI_ERROR("VSR-CONFIG", "replica_auth %d: expected VSR_REPLICA_AUTH_ON or _OFF",
+               (int)o->replica_auth);
     return VSR_ECONFIG;
   }
-  if (o->previous_secret_len &&
-      (o->previous_secret_len < VSR_SECRET_MIN || o->previous_secret_len > VSR_SECRET_MAX)) {
+  if (!o->secret || o->secret_len < VSR_SECRET_MIN || o->secret_len > VSR_SECRET_MAX) {
+    VSRI_ERROR("VSR-CONFIG", "cluster '%s': the replica plane needs a shared secret of %d..%d "
+               "bytes (got %zu), or replica auth off (legacy, unauthenticated)", o->cluster_name,
+               VSR_SECRET_MIN, VSR_SECRET_MAX, o->secret ? o->secret_len : 0);
+    return VSR_ECONFIG;
+  }
+  if (o->previous_secret_len && (!o->previous_secret || o->previous_secret_len < VSR_SECRET_MIN ||
+                                 o->previous_secret_len > VSR_SECRET_MAX)) {
     VSRI_ERROR("VSR-CONFIG", "previous secret: %zu bytes, needs %d..%d", o->previous_secret_len,
                VSR_SECRET_MIN, VSR_SECRET_MAX);
     return VSR_ECONFIG;
   }
+  return rp_check_intervals(o);
+}
+
+static int rp_check_intervals(const struct vsr_bus_options *o) {
   if (!o->reconnect_period_ns || !o->handshake_grace_ns || !o->max_inflight_handshakes) {
     VSRI_ERROR("VSR-CONFIG", "reconnect_period, handshake_grace and max_inflight_handshakes "
                "must be > 0");
@@ -504,10 +534,16 @@ int vsri_replica_init(struct vsr_bus *bus) {
   struct rp_plane *rp = vsri_calloc(1, sizeof *rp);
   if (!rp) return VSR_ENOMEM;
   rp->bus = bus;
+  bool on = o->replica_auth == VSR_REPLICA_AUTH_ON;
+  if (!on && (o->secret_len || o->previous_secret_len)) {
+    VSRI_WARN("VSR-CONFIG", "replica auth is off: the shared secret is ignored");
+  }
+  /* A NULL secret selects auth.c's legacy mode. */
   err = vsri_auth_cfg_init(&rp->auth, o->cluster_name, o->replica_index,
-                           (uint8_t)o->replica_count, o->secret, o->secret_len,
-                           o->previous_secret_len ? o->previous_secret : NULL,
-                           o->previous_secret_len);
+                           (uint8_t)o->replica_count, on ? o->secret : NULL,
+                           on ? o->secret_len : 0,
+                           on && o->previous_secret_len ? o->previous_secret : NULL,
+                           on ? o->previous_secret_len : 0);
   if (err) {
     VSRI_ERROR("VSR-CONFIG", "cluster '%s': invalid replica auth settings (the previous secret "
                "must differ from the secret)", o->cluster_name);
@@ -517,6 +553,12 @@ int vsri_replica_init(struct vsr_bus *bus) {
   bus->replica_plane = rp;
   err = rp_listen(bus);
   if (err) return err; /* vsr_bus_new's cleanup calls vsri_replica_fini */
+  if (!on) {
+    VSRI_WARN("VSR-AUTH", "replica plane on %s is UNAUTHENTICATED (replica auth off, legacy "
+              "mode, Iggy mainline's default): any host that reaches a replica port and knows "
+              "the cluster name can pose as a replica. Use only to join stock mainline servers "
+              "on a trusted network", bus->replica_tcp.addr);
+  }
   rp_dial_all(rp);
   vsri_io_timeout(bus->loop->io, &rp->sweep, o->reconnect_period_ns, rp_sweep_cb, rp);
   return 0;

@@ -98,11 +98,16 @@ uint64_t vsr_frame_checksum(const uint8_t *hdr) {
 }
 
 uint64_t vsr_prepare_identity(const uint8_t *hdr) {
-  /* The reference hashes a copy with both fields zeroed; so do we (256 bytes, on the stack). */
+  /* The reference hashes a copy with both fields zeroed; so do we (256 bytes, on the stack).
+   * A RepairPrepare is a stored Prepare with only the command byte rewritten to 19, and the
+   * receiver turns it back into a Prepare before verifying: its identity is the Prepare's, so
+   * command 19 is hashed as 6 (§M3, vector M-5). */
   uint8_t covered[VSR_HEADER_SIZE];
   memcpy(covered, hdr, VSR_HEADER_SIZE);
   memset(covered, 0, 16);
   memset(covered + offsetof(struct vsr_header, view), 0, 4);
+  if (covered[offsetof(struct vsr_header, command)] == VSR_CMD_REPAIR_PREPARE)
+    covered[offsetof(struct vsr_header, command)] = VSR_CMD_PREPARE;
   return XXH3_64bits(covered, VSR_HEADER_SIZE);
 }
 

@@ -6,11 +6,15 @@
  * burst the socket refuses (EAGAIN) is parked on a vsri_io_sendmsg completion. A listener is one
  * endpoint shared by many connections, found by connection ID; a dialed connection has its own.
  *
- * A connection carries frames on one bidirectional stream at a time: the seed's long-lived
- * stream, or one stream per request (the reply goes back on the request's stream, which is then
- * finished if the peer finished its side). Queued frames are handed to ngtcp2 in place (no copy
- * into a second buffer) and each keeps a reference until ngtcp2 reports its bytes acknowledged
- * (acked_stream_data_offset) or the stream closes: ngtcp2 0.12 retransmits from our buffers.
+ * A connection carries frames on bidirectional streams: the seed's one long-lived stream, or
+ * one stream per request (Iggy mainline's model), up to max_bidi_streams of them in flight at
+ * once. Each stream has its own decoder. The owner's queue is one FIFO per connection: the
+ * server routes each queued frame to a stream (a Reply to the stream that carried the Request
+ * with the same `request` number, anything else first come first served) and finishes a
+ * stream the peer finished once every frame it carried has its answer. Queued frames are
+ * handed to ngtcp2 in place (no copy into a second buffer) and each keeps a reference until
+ * ngtcp2 reports its bytes acknowledged (acked_stream_data_offset) or the stream closes:
+ * ngtcp2 0.12 retransmits from our buffers.
  * Upcalls to the owner never come from ngtcp2 callbacks that could re-enter ngtcp2: the ops
  * only set flags and defer work; connections are freed from a deferred reaper. */
 #include <errno.h>
@@ -53,6 +57,7 @@
 #define Q_BURSTS_PER_WRITE 16 /* bursts one connection sends before yielding the loop */
 #define Q_VEC 16              /* queued frames offered to ngtcp2 per write call */
 #define Q_CIDS 16             /* connection IDs a server connection may own at once */
+#define Q_MAX_STREAMS 1024    /* max_bidi_streams ceiling */
 #define Q_SOCKBUF (8 << 20)
 #define Q_PRIORITY                                                                           \
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:" \
@@ -142,6 +147,17 @@ struct vsri_listener {
 
 enum q_state { Q_HANDSHAKE, Q_OPEN, Q_CLOSING, Q_DEAD };
 
+/* A bidirectional stream frames travel on; a slot is free when |sid| < 0. */
+struct q_stream {
+  int64_t sid;
+  uint64_t seq; /* open order: first come, first served */
+  uint64_t tx_off;
+  uint64_t want_request; /* |keyed|: the `request` of the last Request read on it */
+  uint32_t frames_in, frames_out;
+  bool peer_fin, fin_sent, keyed;
+  struct vsri_decoder dec;
+};
+
 /* A frame whose bytes ngtcp2 may still need: released once acked up to |end|. */
 struct q_infl {
   struct vsr_msg *m;
@@ -177,12 +193,14 @@ struct vsri_conn {
   int fail_reason; /* set by a callback that failed the connection */
   uint64_t close_code;
   bool close_app, close_remote, close_known;
-  /* The stream frames travel on. */
-  int64_t sid;
-  uint64_t tx_off;
-  uint32_t frames_in, frames_out;
-  bool peer_fin, fin_sent, stream_blocked;
-  struct vsri_decoder dec;
+  /* The streams frames travel on: |st_want| slots (max_bidi_streams), allocated once, at the
+   * first stream; |nst| is 0 until then. */
+  struct q_stream *st;
+  uint32_t nst, nopen, st_want;
+  uint64_t st_seq;
+  int64_t head_sid; /* the stream the partly handed-over queue head belongs to */
+  int64_t rx_sid;   /* the stream of the frame being delivered (tests) */
+  bool stream_blocked, had_stream;
   struct q_infl *infl;
   uint32_t infl_cap, infl_head, infl_len;
   struct vsr_msg **pend; /* frames decoded before start() */
@@ -233,8 +251,8 @@ void vsri_quic_config_default(struct vsri_quic_config *cfg) { *cfg = q_default_c
 
 int vsri_quic_config_check(const struct vsri_quic_config *cfg) {
   const char *bad = NULL;
-  if (cfg->max_bidi_streams != 1) {
-    bad = "max_bidi_streams must be 1 (frames are served on one stream at a time)";
+  if (cfg->max_bidi_streams < 1 || cfg->max_bidi_streams > Q_MAX_STREAMS) {
+    bad = "max_bidi_streams must be within 1..1024";
   } else if (cfg->initial_mtu != 1200) {
     bad = "initial_mtu must be 1200 (ngtcp2 0.12 starts every path at 1200; raise "
           "max_udp_payload instead)";
@@ -437,7 +455,8 @@ static void q_sockbuf(int fd, int opt_force, int opt) {
   }
 }
 
-/* Opens the socket: bound (listener) or connected (dialer). Returns 0 or VSR_EADDR (logged). */
+/* Opens the socket: bound (listener) or connected (dialer). Returns 0, VSR_EIO (no socket),
+ * VSR_EADDRINUSE / VSR_EBIND (listener), VSR_EUNREACH / ... (dialer) or VSR_ENOMEM; logged. */
 static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
                      socklen_t len, bool server, const struct vsri_quic_config *cfg,
                      const char *text) {
@@ -445,18 +464,18 @@ static int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr 
   ep->fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (ep->fd < 0) {
     VSRI_ERROR("VSR-QUIC", "%s quic: socket: %s", text, strerror(errno));
-    return VSR_EADDR;
+    return VSR_EIO;
   }
   q_sockbuf(ep->fd, SO_RCVBUFFORCE, SO_RCVBUF);
   q_sockbuf(ep->fd, SO_SNDBUFFORCE, SO_SNDBUF);
   int r = server ? bind(ep->fd, sa, len) : connect(ep->fd, sa, len);
   ep->local_len = sizeof ep->local;
   if (r < 0 || getsockname(ep->fd, (struct sockaddr *)&ep->local, &ep->local_len) < 0) {
-    VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, server ? "bind" : "connect",
-               strerror(errno));
+    int err = errno;
+    VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, server ? "bind" : "connect", strerror(err));
     close(ep->fd);
     ep->fd = -1;
-    return VSR_EADDR;
+    return server ? vsri_bind_reason(err) : vsri_sock_reason(err);
   }
   ep->connected = !server;
   int zero = 0, one = 1;
@@ -728,10 +747,10 @@ static bool q_infl_reserve(struct vsri_conn *c, uint32_t n) {
   return true;
 }
 
-static void q_infl_push(struct vsri_conn *c, struct vsr_msg *m, uint64_t end) {
+static void q_infl_push(struct vsri_conn *c, int64_t sid, struct vsr_msg *m, uint64_t end) {
   struct q_infl *e = &c->infl[(c->infl_head + c->infl_len) & (c->infl_cap - 1)];
   e->m = vsr_msg_ref(m);
-  e->sid = c->sid;
+  e->sid = sid;
   e->end = end;
   e->done = false;
   c->infl_len++;
@@ -749,14 +768,11 @@ static void q_infl_pop_done(struct vsri_conn *c) {
 
 /* Marks frames of stream |sid| acknowledged up to stream offset |upto| (all of them when
  * |all|: the stream closed and ngtcp2 no longer needs any of its bytes). Frames of one stream
- * are contiguous and in offset order; an older stream's frames may still precede them. */
+ * are in offset order; frames of other streams may sit between them. */
 static void q_infl_release(struct vsri_conn *c, int64_t sid, uint64_t upto, bool all) {
   for (uint32_t i = 0; i < c->infl_len; i++) {
     struct q_infl *e = &c->infl[(c->infl_head + i) & (c->infl_cap - 1)];
-    if (e->sid != sid) {
-      if (i > 0 && c->infl[(c->infl_head + i - 1) & (c->infl_cap - 1)].sid == sid) break;
-      continue;
-    }
+    if (e->sid != sid) continue;
     if (!all && e->end > upto) break;
     e->done = true;
   }
@@ -806,11 +822,14 @@ static void q_deliver(struct vsri_conn *c, struct vsr_msg *m) {
 
 static void q_deliver_pending(struct vsri_conn *c) {
   uint32_t n = c->pend_len, i = 0;
+  int64_t rx_sid = c->rx_sid;
   c->pend_len = 0;
+  c->rx_sid = -1;
   for (; i < n && c->state < Q_CLOSING && !c->close_req; i++) {
     c->ev->on_frame(c->owner, c, c->pend[i]);
     vsr_msg_unref(c->pend[i]);
   }
+  c->rx_sid = rx_sid;
   for (; i < n; i++) vsr_msg_unref(c->pend[i]);
 }
 
@@ -822,7 +841,7 @@ static void q_pend_clear(struct vsri_conn *c) {
 }
 
 /* A frame error poisons the stream: log like TCP does, close with 0x1004. */
-static int q_frame_error(struct vsri_conn *c, int err) {
+static int q_frame_error(struct vsri_conn *c, const struct vsri_decoder *dec, int err) {
   if (err == VSR_EPOOL) {
     VSRI_WARN("VSR-POOL", "%s quic: message pool exhausted; closing", c->name);
     c->fail_reason = VSR_EPOOL;
@@ -833,7 +852,7 @@ static int q_frame_error(struct vsri_conn *c, int err) {
     }
     return NGTCP2_ERR_CALLBACK_FAILURE;
   }
-  const uint8_t *h = c->dec.hdr;
+  const uint8_t *h = dec->hdr;
   uint32_t size = (uint32_t)h[48] | (uint32_t)h[49] << 8 | (uint32_t)h[50] << 16 |
                   (uint32_t)h[51] << 24;
   VSRI_WARN("VSR-FRAME", "%s quic: %s (%s; size %u, command %u, max %u); closing with 0x%x",
@@ -844,21 +863,74 @@ static int q_frame_error(struct vsri_conn *c, int err) {
   return NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
-/* Feeds stream bytes to the decoder. Returns 0 or NGTCP2_ERR_CALLBACK_FAILURE. */
-static int q_feed(struct vsri_conn *c, const uint8_t *p, size_t n) {
+/* Feeds bytes of stream |s| to its decoder. Returns 0 or NGTCP2_ERR_CALLBACK_FAILURE. */
+static int q_feed(struct vsri_conn *c, struct q_stream *s, const uint8_t *p, size_t n) {
   while (n > 0) {
     size_t used = 0;
     struct vsr_msg *m = NULL;
-    int r = vsri_decoder_feed(&c->dec, p, n, &used, &m);
+    int r = vsri_decoder_feed(&s->dec, p, n, &used, &m);
     p += used;
     n -= used;
-    if (r < 0) return q_frame_error(c, r);
+    if (r < 0) return q_frame_error(c, &s->dec, r);
     if (r == 0) break;
-    c->frames_in++;
+    s->frames_in++;
+    /* A Request's Reply goes back on this stream: remember its number for the routing. */
+    s->keyed = m->data[60] == VSR_CMD_REQUEST;
+    if (s->keyed) s->want_request = ((const struct vsr_request_header *)m->data)->request;
+    c->rx_sid = s->sid;
     q_deliver(c, m);
     if (c->fail_reason) return NGTCP2_ERR_CALLBACK_FAILURE;
   }
   return 0;
+}
+
+/* ---- streams --------------------------------------------------------------------------- */
+
+static struct q_stream *q_stream_find(struct vsri_conn *c, int64_t sid) {
+  if (sid < 0) return NULL;
+  for (uint32_t i = 0; i < c->nst; i++) {
+    if (c->st[i].sid == sid) return &c->st[i];
+  }
+  return NULL;
+}
+
+/* Takes a free slot for stream |sid|; NULL when all max_bidi_streams are in use (or, at the
+ * first stream, memory is short: c->st stays NULL). */
+static struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid) {
+  if (!c->st) {
+    /* Once per connection, never per request, and not before a stream exists (a flood of
+     * handshakes costs no stream memory). */
+    c->st = vsri_calloc(c->st_want, sizeof *c->st);
+    if (!c->st) return NULL;
+    c->nst = c->st_want;
+    for (uint32_t i = 0; i < c->nst; i++) {
+      c->st[i].sid = -1;
+      vsri_conn_decoder_init(&c->st[i].dec, c->ctx);
+    }
+  }
+  for (uint32_t i = 0; i < c->nst; i++) {
+    struct q_stream *s = &c->st[i];
+    if (s->sid >= 0) continue;
+    s->sid = sid;
+    s->seq = c->st_seq++;
+    s->tx_off = s->want_request = 0;
+    s->frames_in = s->frames_out = 0;
+    s->peer_fin = s->fin_sent = s->keyed = false;
+    c->nopen++;
+    c->had_stream = true;
+    return s;
+  }
+  return NULL;
+}
+
+/* The stream closed: its slot (and decoder) is ready for the next one. */
+static void q_stream_drop(struct vsri_conn *c, struct q_stream *s) {
+  if (!vsri_decoder_idle(&s->dec)) {
+    vsri_decoder_free(&s->dec);
+    vsri_conn_decoder_init(&s->dec, c->ctx);
+  }
+  s->sid = -1;
+  c->nopen--;
 }
 
 /* ---- ngtcp2 callbacks ------------------------------------------------------------------ */
@@ -924,10 +996,16 @@ static int q_cb_stream_open(ngtcp2_conn *qc, int64_t sid, void *ud) {
   if (!ngtcp2_is_bidi_stream(sid)) {
     return q_violation(c, VSR_ESTREAM, "peer opened a unidirectional stream");
   }
-  if (c->sid >= 0 || !c->server) {
-    return q_violation(c, VSR_ESTREAM, "peer opened a second concurrent bidirectional stream");
+  if (!c->server) return q_violation(c, VSR_ESTREAM, "server opened a stream");
+  /* ngtcp2 enforces max_bidi_streams (STREAM_LIMIT_ERROR); a slot is always free here. */
+  if (!q_stream_add(c, sid)) {
+    if (!c->st) {
+      VSRI_WARN("VSR-QUIC", "%s quic: no memory for stream state; closing", c->name);
+      c->fail_reason = VSR_ENOMEM;
+      return NGTCP2_ERR_CALLBACK_FAILURE;
+    }
+    return q_violation(c, VSR_ESTREAM, "more concurrent bidirectional streams than allowed");
   }
-  c->sid = sid;
   return 0;
 }
 
@@ -941,15 +1019,16 @@ static int q_cb_recv_stream_data(ngtcp2_conn *qc, uint32_t flags, int64_t sid, u
   }
   ngtcp2_conn_extend_max_stream_offset(qc, sid, len);
   ngtcp2_conn_extend_max_offset(qc, len);
-  if (sid != c->sid) {
+  struct q_stream *s = q_stream_find(c, sid);
+  if (!s) {
     if (sid == c->extra_sid) return 0;
-    return q_violation(c, VSR_ESTREAM, "data on a stream that is not the connection's stream");
+    return q_violation(c, VSR_ESTREAM, "data on a stream that carries no frames");
   }
-  if (len > 0 && q_feed(c, data, len) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
+  if (len > 0 && q_feed(c, s, data, len) != 0) return NGTCP2_ERR_CALLBACK_FAILURE;
   if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) {
-    c->peer_fin = true;
-    if (!vsri_decoder_idle(&c->dec)) {
-      int r = vsri_decoder_eof_reason(&c->dec);
+    s->peer_fin = true;
+    if (!vsri_decoder_idle(&s->dec)) {
+      int r = vsri_decoder_eof_reason(&s->dec);
       return q_violation(c, r, "stream finished inside a frame");
     }
     q_conn_schedule(c);
@@ -977,21 +1056,15 @@ static int q_cb_stream_close(ngtcp2_conn *qc, uint32_t flags, int64_t sid, uint6
     return 0;
   }
   q_infl_release(c, sid, 0, true);
-  if (sid != c->sid) return 0;
-  if (c->q && c->q->off > 0) {
+  struct q_stream *s = q_stream_find(c, sid);
+  if (!s) return 0;
+  if (c->q && c->q->off > 0 && c->head_sid == sid) {
     /* The stream was reset inside a frame: the rest of it has nowhere to go. */
     VSRI_DEBUG("VSR-QUIC", "%s quic: stream %lld reset inside a frame; dropping it", c->name,
                (long long)sid);
     vsri_sendq_pop(c->q);
   }
-  if (!vsri_decoder_idle(&c->dec)) {
-    vsri_decoder_free(&c->dec);
-    vsri_conn_decoder_init(&c->dec, c->ctx);
-  }
-  c->sid = -1;
-  c->tx_off = 0;
-  c->frames_in = c->frames_out = 0;
-  c->peer_fin = c->fin_sent = false;
+  q_stream_drop(c, s);
   if (c->server && ngtcp2_is_bidi_stream(sid)) ngtcp2_conn_extend_max_streams_bidi(qc, 1);
   q_conn_schedule(c);
   return 0;
@@ -1096,7 +1169,8 @@ static int q_alpn_ext(void *ctx, unsigned tls_id, const unsigned char *data, uns
 }
 
 /* Server: looks at the ALPN the client offers before GnuTLS negotiates. Offering ours passes;
- * offering none passes only with alpn_optional; offering only others never does. */
+ * offering none passes unless alpn_required (Iggy mainline's SDKs offer none); offering only
+ * others never does. */
 static int q_client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when,
                                unsigned incoming, const gnutls_datum_t *msg) {
   if (htype != GNUTLS_HANDSHAKE_CLIENT_HELLO || when != GNUTLS_HOOK_PRE || !incoming) return 0;
@@ -1108,9 +1182,8 @@ static int q_client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when
     return 0; /* malformed: GnuTLS itself rejects it */
   }
   if (scan.ours) return 0;
-  if (!scan.present && c->cfg->alpn_optional) {
-    VSRI_DEBUG("VSR-QUIC-ALPN", "%s quic: client offered no ALPN; admitted (alpn_optional)",
-               c->name);
+  if (!scan.present && !c->cfg->alpn_required) {
+    VSRI_DEBUG("VSR-QUIC-ALPN", "%s quic: client offered no ALPN; admitted", c->name);
     return 0;
   }
   VSRI_WARN("VSR-QUIC-ALPN",
@@ -1118,7 +1191,7 @@ static int q_client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when
             "ALPN %s%s",
             c->name, scan.present ? "ALPN \"" : "no ALPN", scan.present ? scan.text : "",
             scan.present ? "\"" : "", VSRI_QUIC_ALPN,
-            c->cfg->alpn_optional ? " (or none)" : "");
+            c->cfg->alpn_required ? "" : " (or none)");
   c->alpn_refused = true;
   return GNUTLS_E_NO_APPLICATION_PROTOCOL;
 }
@@ -1142,7 +1215,7 @@ static int q_server_tls(struct vsri_conn *c) {
     return q_tls_err(c, "gnutls_credentials_set", rv);
   }
   gnutls_datum_t alpn = {(unsigned char *)VSRI_QUIC_ALPN, sizeof VSRI_QUIC_ALPN - 1};
-  unsigned flags = c->cfg->alpn_optional ? 0 : GNUTLS_ALPN_MANDATORY;
+  unsigned flags = c->cfg->alpn_required ? GNUTLS_ALPN_MANDATORY : 0;
   if ((rv = gnutls_alpn_set_protocols(c->tls, &alpn, 1, flags)) < 0) {
     return q_tls_err(c, "gnutls_alpn_set_protocols", rv);
   }
@@ -1293,7 +1366,7 @@ static int q_client_tls(struct vsri_conn *c) {
   if ((rv = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred)) < 0) {
     return q_tls_err(c, "gnutls_credentials_set", rv);
   }
-  const char *alpn = cfg->alpn ? cfg->alpn : VSRI_QUIC_ALPN;
+  const char *alpn = cfg->alpn ? cfg->alpn : "";
   if (*alpn) {
     gnutls_datum_t d = {(unsigned char *)alpn, (unsigned)strlen(alpn)};
     gnutls_alpn_set_protocols(c->tls, &d, 1, GNUTLS_ALPN_MANDATORY);
@@ -1315,23 +1388,26 @@ static void q_conn_reap(void *arg);
 static void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res);
 
 static struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
-                                      const struct vsri_quic_config *cfg, struct q_ep *ep) {
+                                      const struct vsri_quic_config *cfg, struct q_ep *ep,
+                                      bool server) {
   struct vsri_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
+  /* Stream slots: as many as may be open at once (allocated at the first stream). */
+  c->st_want = server || cfg->stream_per_request ? cfg->max_bidi_streams : 1;
   atomic_fetch_add_explicit(&q_live, 1, memory_order_relaxed);
+  c->server = server;
   c->ref.get_conn = q_get_conn;
   c->ref.user_data = c;
   c->ctx = ctx;
   c->cfg = cfg;
   c->ep = ep;
-  c->sid = -1;
+  c->head_sid = c->rx_sid = -1;
   c->extra_sid = -1;
   c->flush.fn = q_conn_flush;
   c->flush.ctx = c;
   c->reap.fn = q_conn_reap;
   c->reap.ctx = c;
   ngtcp2_connection_close_error_default(&c->ccerr);
-  vsri_conn_decoder_init(&c->dec, ctx);
   return c;
 }
 
@@ -1426,7 +1502,10 @@ static void q_conn_release(struct vsri_conn *c) {
   c->cred = NULL;
   q_infl_clear(c);
   q_pend_clear(c);
-  vsri_decoder_free(&c->dec);
+  for (uint32_t i = 0; i < c->nst; i++) vsri_decoder_free(&c->st[i].dec);
+  vsri_free(c->st);
+  c->st = NULL;
+  c->nst = c->nopen = 0;
   vsri_free(c->close_pkt);
   c->close_pkt = NULL;
 }
@@ -1607,7 +1686,7 @@ static void q_conn_read_error(struct vsri_conn *c, int rv) {
 /* After packets were read: report the connection once it is usable, schedule writes. */
 static void q_conn_after_input(struct vsri_conn *c) {
   if (c->state >= Q_CLOSING) return;
-  if (c->server && !c->reported && c->hs_done && c->sid >= 0) {
+  if (c->server && !c->reported && c->hs_done && c->had_stream) {
     c->reported = true;
     c->state = Q_OPEN;
     if (!c->counted) {
@@ -1671,9 +1750,8 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
                l->nhandshaking);
     return NULL;
   }
-  struct vsri_conn *c = q_conn_alloc(l->ctx, &l->cfg, &l->ep);
+  struct vsri_conn *c = q_conn_alloc(l->ctx, &l->cfg, &l->ep, true);
   if (!c) return NULL;
-  c->server = true;
   c->l = l;
   memcpy(&c->remote, from, fromlen);
   c->remote_len = fromlen;
@@ -1711,71 +1789,135 @@ static void q_server_packet(struct q_ep *ep, const struct sockaddr *from, sockle
 
 /* ---- writing --------------------------------------------------------------------------- */
 
-/* Frames this stream may still carry: all of them on a long-lived stream; on a stream the
- * peer finished, one reply per request it carried; one frame per stream for a client in
+/* Frames stream |s| may still carry: all of them on a long-lived stream; on a stream the peer
+ * finished, one answer per frame it carried; one frame per stream for a client in
  * stream_per_request mode. */
-static uint32_t q_stream_allowance(const struct vsri_conn *c) {
+static uint32_t q_stream_allowance(const struct vsri_conn *c, const struct q_stream *s) {
+  if (s->fin_sent) return 0;
   if (c->server) {
-    if (!c->peer_fin) return UINT32_MAX;
-    return c->frames_in > c->frames_out ? c->frames_in - c->frames_out : 0;
+    if (!s->peer_fin) return UINT32_MAX;
+    return s->frames_in > s->frames_out ? s->frames_in - s->frames_out : 0;
   }
-  if (c->cfg->stream_per_request) return c->frames_out == 0 ? 1 : 0;
+  if (c->cfg->stream_per_request) return s->frames_out == 0 ? 1 : 0;
   return UINT32_MAX;
 }
 
-/* Opens the client's stream when there is something to send. */
-static void q_client_open_stream(struct vsri_conn *c) {
-  if (c->server || c->sid >= 0 || !c->hs_done || !c->q || c->q->len == 0) return;
-  int64_t sid;
-  int rv = ngtcp2_conn_open_bidi_stream(c->qc, &sid, NULL);
-  if (rv == 0) {
-    c->sid = sid;
-    c->tx_off = 0;
-    c->frames_in = c->frames_out = 0;
-    c->peer_fin = c->fin_sent = false;
-  }
-  /* NGTCP2_ERR_STREAM_ID_BLOCKED: extend_max_local_streams_bidi reschedules us. */
+/* Whether we finish the stream once its allowance is used up. */
+static bool q_stream_finite(const struct vsri_conn *c, const struct q_stream *s) {
+  return c->server ? s->peer_fin : c->cfg->stream_per_request;
 }
 
-/* Points |v| at the queued bytes this stream may carry next. Returns the vector count and
- * sets *fin when the stream should be finished after them. */
-static size_t q_stream_vec(struct vsri_conn *c, ngtcp2_vec *v, bool *fin) {
+/* Client: opens a stream for the queue head (its long-lived stream, or the next request's). */
+static struct q_stream *q_client_open_stream(struct vsri_conn *c) {
+  if (!c->hs_done || c->nopen == c->st_want) return NULL; /* a closing stream reschedules us */
+  int64_t sid;
+  /* NGTCP2_ERR_STREAM_ID_BLOCKED: the server's MAX_STREAMS credit is used up;
+   * extend_max_local_streams_bidi reschedules us when it grows. */
+  if (ngtcp2_conn_open_bidi_stream(c->qc, &sid, NULL) != 0) return NULL;
+  struct q_stream *s = q_stream_add(c, sid);
+  if (!s) { /* only memory can fail here: the slot count was checked */
+    ngtcp2_conn_shutdown_stream(c->qc, sid, 0);
+    VSRI_WARN("VSR-QUIC", "%s quic: no memory for stream state; closing", c->name);
+    if (!c->fail_reason) c->fail_reason = VSR_ENOMEM;
+    q_conn_schedule(c);
+  }
+  return s;
+}
+
+/* The stream the queue head |m| goes on, or NULL: it waits until a stream can take it.
+ * A frame partly handed over continues on its stream. Server, several streams open: a Reply
+ * goes to the oldest stream whose last Request carried the same `request` number (Iggy
+ * mainline's matching); any other frame, and a Reply that matches none, goes first come first
+ * served to the oldest stream that still owes an answer (a Reply preferring streams that carried
+ * a Request, anything else preferring the others), else to the oldest long-lived stream.
+ * Client: a stream that may still carry a frame, else a new one. */
+static struct q_stream *q_route(struct vsri_conn *c, const struct vsr_msg *m) {
+  if (c->q->off > 0) return q_stream_find(c, c->head_sid);
+  if (!c->server) {
+    for (uint32_t i = 0; i < c->nst; i++) {
+      struct q_stream *s = &c->st[i];
+      if (s->sid >= 0 && q_stream_allowance(c, s) > 0) return s;
+    }
+    return q_client_open_stream(c);
+  }
+  bool reply = m->data[60] == VSR_CMD_REPLY;
+  uint64_t req = reply ? ((const struct vsr_reply_header *)m->data)->request : 0;
+  /* Candidates: [0] matching Reply, [1] owes and carried a Request, [2] owes, carried
+   * something else, [3] long-lived with nothing owed. Oldest of each. */
+  struct q_stream *best[4] = {NULL, NULL, NULL, NULL};
+  for (uint32_t i = 0; i < c->nst; i++) {
+    struct q_stream *s = &c->st[i];
+    if (s->sid < 0 || q_stream_allowance(c, s) == 0) continue;
+    bool owes = s->frames_in > s->frames_out;
+    int k = !owes ? 3 : !s->keyed ? 2 : reply && s->want_request == req ? 0 : 1;
+    if (!best[k] || s->seq < best[k]->seq) best[k] = s;
+  }
+  if (best[0]) return best[0];
+  if (reply) return best[1] ? best[1] : best[2] ? best[2] : best[3];
+  return best[2] ? best[2] : best[1] ? best[1] : best[3];
+}
+
+/* Points |v| at the queued bytes the next write carries and sets *|out| to their stream.
+ * Returns the vector count; sets *fin when the stream should be finished after them. A stream
+ * with nothing more to carry is finished first (a bare FIN), whatever the queue holds. */
+static size_t q_stream_vec(struct vsri_conn *c, ngtcp2_vec *v, bool *fin,
+                           struct q_stream **out) {
   *fin = false;
-  if (c->sid < 0 || c->fin_sent || c->stream_blocked || !c->q) return 0;
-  uint32_t allow = q_stream_allowance(c);
-  bool finite = c->server ? c->peer_fin : c->cfg->stream_per_request;
+  *out = NULL;
+  for (uint32_t i = 0; i < c->nst; i++) {
+    struct q_stream *s = &c->st[i];
+    if (s->sid < 0 || s->fin_sent || !q_stream_finite(c, s) || q_stream_allowance(c, s) > 0) {
+      continue;
+    }
+    if (c->server || s->frames_out > 0) {
+      *fin = true;
+      *out = s;
+      return 0;
+    }
+  }
+  if (c->stream_blocked || !c->q || c->q->len == 0) return 0;
+  struct q_stream *s = q_route(c, vsri_sendq_peek(c->q, 0));
+  if (!s) return 0;
+  uint32_t allow = q_stream_allowance(c, s);
+  if (allow == 0) return 0;
   uint32_t n = c->q->len < allow ? c->q->len : allow;
+  /* Several frames per call only where they can go nowhere else: one stream open. Frames for
+   * other streams still share the packet (the write loop calls again with WRITE_MORE). */
+  if (c->nopen > 1) n = 1;
   if (n > Q_VEC) n = Q_VEC;
   if (n > 1 && c->cfg->unbatched) n = 1;
-  if (n > 0 && !q_infl_reserve(c, n)) return 0;
+  if (!q_infl_reserve(c, n)) return 0;
   for (uint32_t i = 0; i < n; i++) {
     struct vsr_msg *m = vsri_sendq_peek(c->q, i);
     uint32_t off = i == 0 ? c->q->off : 0;
     v[i].base = m->data + off;
     v[i].len = m->size - off;
   }
-  *fin = finite && n == allow && (n > 0 || c->server || c->frames_out > 0);
+  *fin = q_stream_finite(c, s) && n == allow;
+  *out = s;
   return n;
 }
 
-/* ngtcp2 took |n| stream bytes: frames wholly handed over move to the in-flight list (their
- * reference lives there until acked), the queue lets go of them. */
-static void q_stream_took(struct vsri_conn *c, size_t n, size_t offered, bool fin) {
+/* ngtcp2 took |n| bytes of stream |s|: frames wholly handed over move to the in-flight list
+ * (their reference lives there until acked), the queue lets go of them. */
+static void q_stream_took(struct vsri_conn *c, struct q_stream *s, size_t n, size_t offered,
+                          bool fin) {
   struct vsri_sendq *q = c->q;
-  if (fin && n == offered) c->fin_sent = true;
+  if (fin && n == offered) s->fin_sent = true;
   while (n > 0) {
     struct vsr_msg *m = vsri_sendq_peek(q, 0);
     size_t rest = m->size - q->off;
     if (n < rest) {
       q->off += (uint32_t)n;
-      c->tx_off += n;
+      s->tx_off += n;
+      c->head_sid = s->sid;
       return;
     }
     n -= rest;
-    c->tx_off += rest;
-    q_infl_push(c, m, c->tx_off);
+    s->tx_off += rest;
+    q_infl_push(c, s->sid, m, s->tx_off);
     vsri_sendq_pop(q);
-    c->frames_out++;
+    s->frames_out++;
   }
 }
 
@@ -1792,19 +1934,21 @@ struct q_wv {
   ngtcp2_vec v[Q_VEC];
   size_t cnt, offered;
   int64_t sid;
+  struct q_stream *st;
   bool fin, extra;
 };
 
 static void q_write_vec(struct vsri_conn *c, struct q_wv *w) {
   w->fin = w->extra = false;
   w->sid = -1;
+  w->st = NULL;
   w->cnt = q_extra_vec(c, w->v);
   if (w->cnt) {
     w->extra = true;
     w->sid = c->extra_sid;
   } else {
-    w->cnt = q_stream_vec(c, w->v, &w->fin);
-    if (w->cnt || w->fin) w->sid = c->sid;
+    w->cnt = q_stream_vec(c, w->v, &w->fin, &w->st);
+    if (w->st) w->sid = w->st->sid;
   }
   w->offered = 0;
   for (size_t i = 0; i < w->cnt; i++) w->offered += w->v[i].len;
@@ -1816,12 +1960,13 @@ static int q_write_result(struct vsri_conn *c, const struct q_wv *w, ngtcp2_ssiz
                           ngtcp2_ssize nd) {
   if (nd >= 0 && w->sid >= 0) {
     if (w->extra) c->extra_off += (size_t)nd;
-    else q_stream_took(c, (size_t)nd, w->offered, w->fin);
+    else q_stream_took(c, w->st, (size_t)nd, w->offered, w->fin);
   }
   if (n == NGTCP2_ERR_WRITE_MORE) return 1;
   if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR ||
       n == NGTCP2_ERR_STREAM_NOT_FOUND) {
     if (w->extra) c->extra_off = c->extra_len;
+    else if (w->cnt == 0 && w->st) w->st->fin_sent = true; /* a FIN with nowhere to go */
     else c->stream_blocked = true; /* until the next write round */
     return 1;
   }
@@ -1900,7 +2045,6 @@ static void q_conn_write(struct vsri_conn *c) {
     q_ep_wait(c->ep, c);
     return;
   }
-  q_client_open_stream(c);
   c->stream_blocked = false;
   for (int i = 0; i < Q_BURSTS_PER_WRITE; i++) {
     int r = q_write_burst(c, vsri_io_now_fresh(c->ctx->io));
@@ -1964,7 +2108,7 @@ static void q_timer_update(struct vsri_conn *c) {
     at = c->closing_until;
   } else {
     at = ngtcp2_conn_get_expiry(c->qc);
-    if (c->server && !c->reported && c->grace_at < at) at = c->grace_at;
+    if (c->server && !c->hs_done && c->grace_at < at) at = c->grace_at;
     if (c->close_req && c->close_drain && c->drain_at < at) at = c->drain_at;
     if (c->write_soon) at = now;
   }
@@ -2027,9 +2171,11 @@ static void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t re
     }
     return;
   }
-  if (c->server && !c->reported && now >= c->grace_at) {
-    VSRI_INFO("VSR-QUIC", "%s quic: handshake and first stream not done within %llu ms; "
-              "closing with 0x%x", c->name,
+  /* The grace bounds the handshake only: once it completed, a connection that has not opened
+   * its first stream yet lives until the idle timeout (as in Iggy mainline). */
+  if (c->server && !c->hs_done && now >= c->grace_at) {
+    VSRI_INFO("VSR-QUIC", "%s quic: handshake not done within %llu ms; closing with 0x%x",
+              c->name,
               (unsigned long long)(c->cfg->handshake_grace_ns / NGTCP2_MILLISECONDS),
               VSRI_QUIC_HANDSHAKE_FAILED);
     q_conn_close_now(c, VSR_EHANDSHAKE_TIMEOUT);
@@ -2090,7 +2236,8 @@ static int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx 
   struct sockaddr_storage sa;
   socklen_t len;
   if (vsri_parse_addr(addr, &sa, &len) < 0) {
-    VSRI_ERROR("VSR-ADDR", "quic: cannot parse listen address \"%s\"", addr);
+    VSRI_ERROR("VSR-ADDR", "quic: cannot parse listen address \"%s\": %s", addr,
+               vsri_parse_addr_why());
     return VSR_EADDR;
   }
   int err = vsri_quic_config_check(q_cfg(ctx));
@@ -2119,7 +2266,7 @@ static int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx 
   char fp[VSRI_FINGERPRINT_TEXT_LEN];
   vsri_fingerprint_format(l->cert->sha256, fp);
   VSRI_INFO("VSR-QUIC", "%s quic: listening (ALPN %s%s, GSO %s, GRO %s); %s certificate "
-            "SHA-256 %s", l->name, VSRI_QUIC_ALPN, l->cfg.alpn_optional ? " or none" : "",
+            "SHA-256 %s", l->name, VSRI_QUIC_ALPN, l->cfg.alpn_required ? " required" : " or none",
             l->ep.gso ? "on" : "off", l->ep.gro ? "on" : "off",
             l->cert->generated ? "self-signed localhost" : "server", fp);
   q_ep_rx_arm(&l->ep);
@@ -2176,7 +2323,7 @@ static void q_client_error(struct q_ep *ep, int err) {
   struct vsri_conn *c = ep->owner;
   if (err == ECONNREFUSED && !c->hs_done && c->state < Q_CLOSING) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: connection refused (no UDP listener)", c->name);
-    q_conn_finish(c, VSR_EADDR, false);
+    q_conn_finish(c, VSR_ECONNREFUSED, false);
     return;
   }
   VSRI_DEBUG("VSR-QUIC", "%s quic: socket: %s", c->name, strerror(err));
@@ -2229,7 +2376,7 @@ static int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ct
   }
   struct q_ep *ep = vsri_calloc(1, sizeof *ep);
   if (!ep) return VSR_ENOMEM;
-  struct vsri_conn *c = q_conn_alloc(ctx, cfg, ep);
+  struct vsri_conn *c = q_conn_alloc(ctx, cfg, ep, false);
   if (!c) {
     vsri_free(ep);
     return VSR_ENOMEM;
@@ -2257,7 +2404,7 @@ static int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ct
     vsri_free(ep);
     vsri_free(c);
     atomic_fetch_sub_explicit(&q_live, 1, memory_order_relaxed);
-    return err == VSR_ENOMEM || err == VSR_ECONFIG ? err : VSR_EADDR;
+    return err;
   }
   q_ep_rx_arm(ep);
   q_conn_schedule(c);
@@ -2302,6 +2449,8 @@ void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, 
   *app = c->close_app;
   *remote = c->close_remote;
 }
+
+int64_t vsri_quic_frame_stream(const struct vsri_conn *c) { return c->rx_sid; }
 
 int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len) {
   if (!c->qc || c->state >= Q_CLOSING || c->extra_sid >= 0) return VSR_EINVAL;

@@ -34,14 +34,21 @@ struct vsri_quic_config {
   const struct vsri_cert *cert;
   const char *cert_file;
   const char *key_file;
-  /* Server: also admit clients that offer no ALPN at all (Iggy mainline SDKs). A client that
-   * offers only other protocols is always refused at the handshake. */
-  bool alpn_optional;
+  /* Server ALPN policy. Default (false): admit a client that offers iggy.consensus.v1 or no
+   * ALPN at all (Iggy mainline's SDKs offer none). true: the seed's strict rule, only clients
+   * offering iggy.consensus.v1. A client that offers only other protocols is always refused at
+   * the handshake (TLS alert no_application_protocol, QUIC 0x178). */
+  bool alpn_required;
 
-  uint32_t max_bidi_streams;   /* concurrent peer-opened bidi streams: 1 (only 1 is served) */
+  uint32_t max_bidi_streams;   /* 1 (1..1024). Server: bidi streams a client may hold open at
+                                  once (MAX_STREAMS), each served concurrently. Client in
+                                  stream_per_request mode: frames in flight at once, each on
+                                  its own stream (the server's limit caps it further) */
   uint64_t idle_timeout_ns;    /* 30 s; 0: none */
   uint64_t keep_alive_ns;      /* 10 s; 0: none (server: only once the owner started it) */
-  uint64_t handshake_grace_ns; /* 10 s: handshake + first stream (server), handshake (client) */
+  uint64_t handshake_grace_ns; /* 10 s: bound on the TLS/QUIC handshake only; a connection
+                                  that completed it lives until the idle timeout even before
+                                  its first stream (as in Iggy mainline) */
   uint64_t close_grace_ns;     /* 2 s: bound on a draining close before 0x1003 goes out */
   uint32_t initial_mtu;        /* 1200: UDP payload before path MTU discovery */
   uint32_t max_udp_payload;    /* 1452: PMTUD ceiling; above 1472 PMTUD is off and this size
@@ -65,7 +72,7 @@ struct vsri_quic_config {
   const char *server_name;   /* SNI and name check; "localhost" */
   bool stream_per_request;   /* client: one bidi stream per frame, finished after it (Iggy
                                 mainline SDK model); default: one long-lived stream */
-  const char *alpn;          /* client: ALPN offered; NULL: iggy.consensus.v1, "": none */
+  const char *alpn;          /* client: ALPN offered; NULL or "": none (mainline) */
 
   /* Tests only. */
   uint32_t test_lie_streams;    /* client believes the server allows this many more streams */
@@ -98,6 +105,10 @@ void vsri_quic_stats(struct vsri_quic_stats *out);
 /* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
 void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote);
+
+/* Tests, inside on_frame: the stream the frame arrived on (-1 for a frame held until
+ * start()). */
+int64_t vsri_quic_frame_stream(const struct vsri_conn *c);
 
 /* Tests: opens an extra stream on a dialed connection (bidi or uni) and sends |len| bytes of
  * |data| (borrowed until the connection closes) on it. Returns 0, VSR_ESTREAM or VSR_EINVAL. */

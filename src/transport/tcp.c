@@ -63,18 +63,6 @@ static void tcp_read(struct vsri_conn *c);
 static void tcp_flush(void *ctx);
 static void tcp_teardown(struct vsri_conn *c);
 
-static int tcp_errno_reason(int err) {
-  switch (err) {
-  case ECONNRESET:
-  case EPIPE: return VSR_ERESET;
-  case ETIMEDOUT: return VSR_ETIMEDOUT;
-  case ECONNREFUSED:
-  case EHOSTUNREACH:
-  case ENETUNREACH: return VSR_EADDR;
-  default: return VSR_EIO;
-  }
-}
-
 static void tcp_close(struct vsri_conn *c, int reason, bool drain);
 
 /* The plane's budget evicted this connection's frame in flight (the largest when the budget
@@ -204,7 +192,7 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
     return;
   }
   if (res <= 0) {
-    int reason = res == 0 ? vsri_decoder_eof_reason(&c->dec) : tcp_errno_reason(-res);
+    int reason = res == 0 ? vsri_decoder_eof_reason(&c->dec) : vsri_sock_reason(-res);
     if (res < 0 && reason == VSR_EIO) {
       VSRI_WARN("VSR-READ", "%s tcp: recv: %s; closing", c->name, strerror(-res));
     } else if (reason == VSR_EEOF_HEADER || reason == VSR_EEOF_BODY) {
@@ -258,7 +246,7 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
   c->writing = false;
   if (res < 0) {
     if (res != -ECANCELED) {
-      int reason = tcp_errno_reason(-res);
+      int reason = vsri_sock_reason(-res);
       VSRI_WARN("VSR-WRITE", "%s tcp: write: %s; closing", c->name, strerror(-res));
       tcp_fail(c, reason == VSR_EIO ? VSR_EWRITE : reason);
     } else {
@@ -348,7 +336,7 @@ static void tcp_connect_done(struct vsri_io *io, struct vsri_completion *rc, int
     return;
   }
   if (res < 0) {
-    int reason = tcp_errno_reason(-res);
+    int reason = vsri_sock_reason(-res);
     VSRI_DEBUG("VSR-CONNECT", "%s tcp: connect: %s", c->name, strerror(-res));
     if (c->ev->on_connected) c->ev->on_connected(c->owner, c, reason);
     tcp_fail(c, reason);
@@ -465,16 +453,17 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
   struct sockaddr_storage sa;
   socklen_t len;
   if (vsri_parse_addr(addr, &sa, &len) < 0) {
-    VSRI_ERROR("VSR-LISTEN", "tcp: cannot parse address '%s'", addr);
+    VSRI_ERROR("VSR-LISTEN", "tcp: cannot parse address '%s': %s", addr, vsri_parse_addr_why());
     return VSR_EADDR;
   }
   int fd = tcp_socket(sa.ss_family), one = 1;
   if (fd < 0) return VSR_EIO;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 4096) < 0) {
-    VSRI_ERROR("VSR-LISTEN", "tcp: cannot listen on %s: %s", addr, strerror(errno));
+    int err = errno;
+    VSRI_ERROR("VSR-LISTEN", "tcp: cannot listen on %s: %s", addr, strerror(err));
     close(fd);
-    return VSR_EADDR;
+    return vsri_bind_reason(err);
   }
   struct vsri_listener *l = vsri_calloc(1, sizeof *l);
   if (!l) {

@@ -93,7 +93,8 @@ struct vsri_transport_ops {
 
   /* Listens on |addr| ("host:port", port 0 = any). Accepted connections are reported through
    * |on_accept| once usable (QUIC: handshake done and first stream opened); the owner must then
-   * call start() or close(). Returns 0, VSR_EADDR, VSR_EIO or VSR_ENOMEM. */
+   * call start() or close(). Returns 0, VSR_EADDR (does not parse), VSR_EADDRINUSE, VSR_EBIND,
+   * VSR_EIO or VSR_ENOMEM. */
   int (*listen)(struct vsri_listener **out, const struct vsri_transport_ctx *ctx, const char *addr,
                 void (*on_accept)(void *owner, struct vsri_conn *conn), void *owner);
   /* Writes the bound "host:port" into |buf|. */
@@ -102,7 +103,8 @@ struct vsri_transport_ops {
   void (*listener_close)(struct vsri_listener *l);
 
   /* Dials |addr|. The connection reports on_connected, then frames, then on_closed.
-   * Returns 0 (in progress), VSR_EADDR or VSR_ENOMEM. */
+   * Returns 0 (in progress), VSR_EADDR or VSR_ENOMEM; a refused or unreachable peer is reported
+   * later through on_connected / on_closed (VSR_ECONNREFUSED, VSR_EUNREACH, VSR_ETIMEDOUT). */
   int (*connect)(struct vsri_conn **out, const struct vsri_transport_ctx *ctx, const char *addr,
                  const struct vsri_conn_events *ev, void *owner, struct vsri_sendq *q);
 
@@ -133,6 +135,14 @@ extern const struct vsri_transport_ops vsri_transport_quic;
 
 /* Parses "host:port" / "[v6]:port" / "localhost:port". Returns 0 or VSR_EADDR. */
 int vsri_parse_addr(const char *text, struct sockaddr_storage *out, socklen_t *len);
+/* Why the last vsri_parse_addr() on this thread failed ("expected host:port", a getaddrinfo
+ * text, ...), for the log line that reports it. A static string. Never NULL. */
+const char *vsri_parse_addr_why(void);
+/* The error code of a bind()/listen() errno: VSR_EADDRINUSE or VSR_EBIND. */
+int vsri_bind_reason(int err);
+/* The error code of a connect() (or later socket) errno: VSR_ECONNREFUSED, VSR_EUNREACH,
+ * VSR_ETIMEDOUT, VSR_ERESET or VSR_EIO. */
+int vsri_sock_reason(int err);
 /* Formats |sa| as "host:port" into |buf|. */
 void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 

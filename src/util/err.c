@@ -12,13 +12,15 @@ const char *vsr_strerror(int err) {
   case VSR_ENOTCONN: return "peer unknown or not connected";
   case VSR_ESHUTDOWN: return "bus or connection is shutting down";
   case VSR_ETIMEDOUT: return "deadline passed";
-  case VSR_EADDR: return "address cannot be parsed, bound or reached";
+  case VSR_EADDR: return "address cannot be parsed or resolved";
   case VSR_ECONFIG: return "invalid configuration";
   case VSR_EUNSUPPORTED: return "feature not available on this system (e.g. io_uring)";
   case VSR_EDUPLICATE: return "a peer with that id is already connected";
   case VSR_ELIMIT: return "a configured cap was reached (clients, handshakes in flight)";
   case VSR_ECANCELED: return "operation canceled";
   case VSR_EAGAIN: return "nothing available yet (non-blocking receive)";
+  case VSR_EADDRINUSE: return "address already in use";
+  case VSR_EBIND: return "address cannot be bound (not local, or not permitted)";
   case VSR_EMEMORY_BUDGET: return "frame refused: it would exceed a connection or plane memory budget";
   case VSR_EMEMORY_MAX: return "frame refused: the node-wide memory cap (memory_max) is reached";
   case VSR_EFRAME_SMALL: return "size field < 256";
@@ -39,6 +41,8 @@ const char *vsr_strerror(int err) {
   case VSR_EPROTO: return "protocol violation (transport or plane level)";
   case VSR_EIDLE: return "idle timeout";
   case VSR_EWRITE: return "write failed; the connection is torn down";
+  case VSR_ECONNREFUSED: return "connection refused";
+  case VSR_EUNREACH: return "host or network unreachable";
   case VSR_EAUTH: return "MAC mismatch or other authentication failure";
   case VSR_EAUTH_CLUSTER: return "cluster id mismatch";
   case VSR_EAUTH_DIRECTION: return "directional rule violated / id out of range";
@@ -72,6 +76,8 @@ const char *vsr_errname(int err) {
   case VSR_ELIMIT: return "VSR_ELIMIT";
   case VSR_ECANCELED: return "VSR_ECANCELED";
   case VSR_EAGAIN: return "VSR_EAGAIN";
+  case VSR_EADDRINUSE: return "VSR_EADDRINUSE";
+  case VSR_EBIND: return "VSR_EBIND";
   case VSR_EMEMORY_BUDGET: return "VSR_EMEMORY_BUDGET";
   case VSR_EMEMORY_MAX: return "VSR_EMEMORY_MAX";
   case VSR_EFRAME_SMALL: return "VSR_EFRAME_SMALL";
@@ -92,6 +98,8 @@ const char *vsr_errname(int err) {
   case VSR_EPROTO: return "VSR_EPROTO";
   case VSR_EIDLE: return "VSR_EIDLE";
   case VSR_EWRITE: return "VSR_EWRITE";
+  case VSR_ECONNREFUSED: return "VSR_ECONNREFUSED";
+  case VSR_EUNREACH: return "VSR_EUNREACH";
   case VSR_EAUTH: return "VSR_EAUTH";
   case VSR_EAUTH_CLUSTER: return "VSR_EAUTH_CLUSTER";
   case VSR_EAUTH_DIRECTION: return "VSR_EAUTH_DIRECTION";

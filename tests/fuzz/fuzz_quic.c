@@ -68,7 +68,7 @@ static void fz_init(void) {
   }
   vsri_quic_config_default(&fz_cfg);
   fz_cfg.cert = fz_cert;
-  fz_cfg.alpn_optional = true; /* both ALPN paths are reachable */
+  fz_cfg.alpn_required = false; /* both ALPN paths are reachable (the default) */
   fz_ctx = (struct vsri_transport_ctx){.io = fz_io, .pool = fz_pool,
                                        .max_message_size = 1u << 20, .max_batch = 16,
                                        .tls = &fz_cfg};

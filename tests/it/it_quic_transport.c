@@ -64,6 +64,115 @@ static void test_roundtrip_stream_per_request(void **state) {
   roundtrip_three(true);
 }
 
+/* The stream frame |cmd| with `request` |req| arrived on at |p| (-2: no such frame). */
+static int64_t sid_of(const struct qt_peer *p, uint8_t cmd, uint64_t req) {
+  for (uint32_t i = 0; i < p->nframes && i < 16; i++) {
+    if (p->cmds[i] == cmd && p->reqs[i] == req) return p->sids[i];
+  }
+  return -2;
+}
+
+static bool pred_quiet(struct qt_env *env, void *arg) {
+  (void)env;
+  (void)arg;
+  return false;
+}
+
+/* Per-request model with max_bidi_streams 4 on both ends: 4 Requests are in flight at once on
+ * 4 streams (the server holds all four unanswered; a 5th waits for a stream), each Reply lands
+ * on its own Request's stream whatever order the server answers in, a Reply that matches no
+ * Request falls back to the oldest stream still owed an answer, a frame other than a Reply
+ * goes to a stream that carried no Request, and finished streams give their credit back. */
+static void test_per_request_four_streams_routed(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  env.server_echo = false;
+  env.scfg.max_bidi_streams = 4;
+  env.ccfg.stream_per_request = true;
+  env.ccfg.max_bidi_streams = 4;
+  assert_int_equal(qt_listen(&env), 0);
+  assert_int_equal(qt_dial(&env, 0, NULL), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+  assert_true(c->connected);
+  /* Warm-up: request 10 on the first stream, answered. */
+  qt_send(c, qt_frame(env.pool, VSR_CMD_REQUEST, 256, 9));
+  assert_true(qt_run_until(&env, pred_accepted, (void *)1, 5 * QT_SEC));
+  struct qt_peer *s = &env.server[0];
+  assert_true(wait_frames(&env, s, 1, 5 * QT_SEC));
+  qt_send(s, qt_reply(env.pool, 10));
+  assert_true(wait_frames(&env, c, 1, 5 * QT_SEC));
+  assert_int_equal(c->reqs[0], 10);
+
+  /* Requests 1..5: four reach the server, none is answered yet, the fifth waits. */
+  for (uint32_t i = 0; i < 5; i++) qt_send(c, qt_frame(env.pool, VSR_CMD_REQUEST, 256 + 100, i));
+  assert_true(wait_frames(&env, s, 5, 5 * QT_SEC));
+  qt_run_until(&env, pred_quiet, NULL, 200 * QT_MS);
+  assert_int_equal(s->nframes, 5);
+  int64_t sid[5];
+  for (uint64_t r = 1; r <= 4; r++) {
+    sid[r] = sid_of(s, VSR_CMD_REQUEST, r);
+    assert_true(sid[r] >= 0);
+    for (uint64_t q = 1; q < r; q++) assert_int_not_equal(sid[q], sid[r]);
+  }
+  /* Answered out of order: each Reply on its Request's stream. */
+  static const uint64_t order[4] = {3, 1, 4, 2};
+  for (int k = 0; k < 4; k++) qt_send(s, qt_reply(env.pool, order[k]));
+  assert_true(wait_frames(&env, c, 5, 5 * QT_SEC));
+  for (uint64_t r = 1; r <= 4; r++) assert_int_equal(sid_of(c, VSR_CMD_REPLY, r), sid[r]);
+  /* Their streams finished, the fifth request got one, and so does a sixth. */
+  assert_true(wait_frames(&env, s, 6, 5 * QT_SEC));
+  qt_send(c, qt_frame(env.pool, VSR_CMD_REQUEST, 256, 5));
+  assert_true(wait_frames(&env, s, 7, 5 * QT_SEC));
+  int64_t sid5 = sid_of(s, VSR_CMD_REQUEST, 5), sid6 = sid_of(s, VSR_CMD_REQUEST, 6);
+  assert_true(sid5 >= 0 && sid6 >= 0 && sid5 != sid6);
+  /* A Reply matching no Request: first come first served (the oldest owed stream, 5's). */
+  qt_send(s, qt_reply(env.pool, 99));
+  qt_send(s, qt_reply(env.pool, 6));
+  assert_true(wait_frames(&env, c, 7, 5 * QT_SEC));
+  assert_int_equal(sid_of(c, VSR_CMD_REPLY, 99), sid5);
+  assert_int_equal(sid_of(c, VSR_CMD_REPLY, 6), sid6);
+  /* A Ping and request 7 in flight; the server sends a Ping first, then the Reply: the Ping goes
+   * to the Ping's stream, not to the older Request's. */
+  qt_send(c, qt_frame(env.pool, VSR_CMD_REQUEST, 256, 6));
+  assert_true(wait_frames(&env, s, 8, 5 * QT_SEC));
+  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 20));
+  assert_true(wait_frames(&env, s, 9, 5 * QT_SEC));
+  qt_send(s, qt_frame(env.pool, VSR_CMD_PING, 256, 21));
+  qt_send(s, qt_reply(env.pool, 7));
+  assert_true(wait_frames(&env, c, 9, 5 * QT_SEC));
+  assert_int_equal(sid_of(c, VSR_CMD_PING, 0), sid_of(s, VSR_CMD_PING, 0));
+  assert_int_equal(sid_of(c, VSR_CMD_REPLY, 7), sid_of(s, VSR_CMD_REQUEST, 7));
+  assert_int_equal(c->nframes, 9);
+  assert_int_equal(s->nframes, 9);
+  assert_false(c->closed);
+  assert_false(s->closed);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
+/* A server limited to 1 stream (the default) serves a per-request client one request at a
+ * time: every frame is answered, in order. */
+static void test_per_request_one_stream_server(void **state) {
+  (void)state;
+  struct qt_env env;
+  qt_env_init(&env);
+  env.ccfg.stream_per_request = true;
+  env.ccfg.max_bidi_streams = 16;
+  assert_int_equal(qt_listen(&env), 0);
+  assert_int_equal(qt_dial(&env, 0, NULL), 0);
+  struct qt_peer *c = &env.client[0];
+  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
+  env.server_check = true;
+  c->check = true;
+  for (uint32_t i = 0; i < 50; i++) qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 260 + i, i));
+  assert_true(wait_frames(&env, c, 50, 10 * QT_SEC));
+  assert_int_equal(c->nframes, 50);
+  assert_int_equal(c->bad, 0);
+  assert_int_equal(env.server[0].bad, 0);
+  assert_int_equal(qt_env_fini(&env), 0);
+}
+
 /* A size field beyond max_message_size at offset 48: the server's decoder rejects it with the
  * same error as TCP and closes the connection with 0x1004. */
 static void test_oversize_size_field(void **state) {
@@ -283,6 +392,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_roundtrip_long_lived_stream),
       cmocka_unit_test(test_roundtrip_stream_per_request),
+      cmocka_unit_test(test_per_request_four_streams_routed),
+      cmocka_unit_test(test_per_request_one_stream_server),
       cmocka_unit_test(test_oversize_size_field),
       cmocka_unit_test(test_mixed_1000_frames),
       cmocka_unit_test(test_100_clients),

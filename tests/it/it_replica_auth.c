@@ -106,9 +106,9 @@ static void correct_key_registers_wrong_key_never(void **state) {
   r_options(&n[0], 0, 2);
   r_options(&n[1], 1, 2);
   r_set_secret(&n[1], r_secret_b);
-  memcpy(n[1].opts.previous_secret, r_secret_a, strlen(r_secret_a));
+  n[1].opts.previous_secret = (const uint8_t *)r_secret_a;
   n[1].opts.previous_secret_len = strlen(r_secret_a);
-  memcpy(n[0].opts.previous_secret, r_secret_b, strlen(r_secret_b));
+  n[0].opts.previous_secret = (const uint8_t *)r_secret_b;
   n[0].opts.previous_secret_len = strlen(r_secret_b);
   assert_int_equal(r_start_cluster(n, 2), 0);
   assert_int_equal(r_wait(&n[0], VSR_PEER_AUTHENTICATED, 1, 1, 10 * R_SEC), 1);

@@ -26,7 +26,7 @@ static void start_all(struct r_node *n, const int *order) {
     for (k = 0; k < N && !err; k++) err = r_start(&n[order[k]]);
     if (!err) return;
     for (int s = 0; s < k - 1; s++) r_stop(&n[order[s]], false);
-    assert_int_equal(err, VSR_EADDR);
+    assert_int_equal(err, VSR_EADDRINUSE);
   }
   fail_msg("no free ports after 5 attempts");
 }

@@ -42,7 +42,9 @@ struct qt_peer {
   bool close_app, close_remote;
   uint32_t nframes, bad, next_seq;
   uint64_t bytes;
-  uint8_t cmds[8];
+  uint8_t cmds[16];
+  int64_t sids[16];   /* the stream each of the first frames arrived on */
+  uint64_t reqs[16];  /* their `request` number (Request, Reply), else 0 */
   uint32_t drained;
 };
 
@@ -110,6 +112,19 @@ static inline struct vsr_msg *qt_frame(struct vsr_pool *pool, uint8_t cmd, uint3
   return m;
 }
 
+/* A Reply answering Request number |request| (header only). */
+static inline struct vsr_msg *qt_reply(struct vsr_pool *pool, uint64_t request) {
+  struct vsr_msg *m = vsr_pool_get(pool, VSR_HEADER_SIZE);
+  if (!m) return NULL;
+  vsr_header_init(m->data, VSR_CMD_REPLY, VSR_HEADER_SIZE);
+  struct vsr_reply_header *rp = (struct vsr_reply_header *)m->data;
+  rp->client = vsr_u128_from_u64(0x1234);
+  rp->request = request;
+  rp->operation = VSR_OP_SEND_MESSAGES;
+  vsr_frame_seal(m->data);
+  return m;
+}
+
 /* The sequence number a qt_frame carries, or UINT32_MAX if its bytes are not intact. */
 static inline uint32_t qt_frame_seq(const struct vsr_msg *m) {
   uint32_t seq;
@@ -125,9 +140,16 @@ static inline uint32_t qt_frame_seq(const struct vsr_msg *m) {
 /* ---- connection events ----------------------------------------------------------------- */
 
 static inline void qt_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
-  (void)conn;
   struct qt_peer *p = owner;
   if (p->nframes < sizeof p->cmds) p->cmds[p->nframes] = msg->data[60];
+  if (p->nframes < sizeof p->sids / sizeof p->sids[0]) {
+    uint8_t cmd = msg->data[60];
+    p->sids[p->nframes] = vsri_quic_frame_stream(conn);
+    p->reqs[p->nframes] =
+        cmd == VSR_CMD_REQUEST ? ((const struct vsr_request_header *)msg->data)->request
+        : cmd == VSR_CMD_REPLY ? ((const struct vsr_reply_header *)msg->data)->request
+                               : 0;
+  }
   p->nframes++;
   p->bytes += msg->size;
   if (p->check) {

@@ -205,16 +205,16 @@ static inline void r_options(struct r_node *n, uint8_t index, uint16_t count) {
     n->addr_ptrs[i] = n->addrs[i];
   }
   n->opts.replica_addrs = n->addr_ptrs;
-  memcpy(n->opts.secret, r_secret_a, sizeof r_secret_a - 1);
+  n->opts.secret = (const uint8_t *)r_secret_a;
   n->opts.secret_len = sizeof r_secret_a - 1;
   n->opts.loop_options.pool.prealloc[0] = 64;
   atomic_store(&n->pump_to, -1);
   pthread_mutex_init(&n->mu, NULL);
 }
 
+/* |s| must outlive r_start() (the bus reads it only while starting). */
 static inline void r_set_secret(struct r_node *n, const char *s) {
-  memset(n->opts.secret, 0, sizeof n->opts.secret);
-  memcpy(n->opts.secret, s, strlen(s));
+  n->opts.secret = (const uint8_t *)s;
   n->opts.secret_len = strlen(s);
 }
 

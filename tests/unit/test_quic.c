@@ -28,7 +28,8 @@ static void test_defaults_match_reference(void **state) {
   assert_int_equal(c.stream_window, 64u << 20);
   assert_int_equal(c.conn_window, 64u << 20);
   assert_int_equal(c.cc, VSRI_QUIC_CC_CUBIC);
-  assert_false(c.alpn_optional);
+  assert_false(c.alpn_required);
+  assert_null(c.alpn);
   assert_false(c.insecure);
   assert_false(c.stream_per_request);
   assert_string_equal(c.server_name, "localhost");
@@ -44,8 +45,12 @@ static void test_config_check_rejects(void **state) {
   (void)state;
   struct vsri_quic_config c;
   vsri_quic_config_default(&c);
-  c.max_bidi_streams = 2;
+  c.max_bidi_streams = 0;
   assert_int_equal(vsri_quic_config_check(&c), VSR_ECONFIG);
+  c.max_bidi_streams = 1025;
+  assert_int_equal(vsri_quic_config_check(&c), VSR_ECONFIG);
+  c.max_bidi_streams = 1024;
+  assert_int_equal(vsri_quic_config_check(&c), 0);
   vsri_quic_config_default(&c);
   c.max_udp_payload = 1000;
   assert_int_equal(vsri_quic_config_check(&c), VSR_ECONFIG);

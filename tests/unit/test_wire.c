@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "vsrbus/error.h"
 #include "vsrbus/wire.h"
@@ -225,6 +226,71 @@ static void test_vector_m4_prepare(void **state) {
   F[259] ^= 1;
   assert_int_equal(vsr_frame_check_body(F, 260, VSR_CHECK_BODY_VERIFY), VSR_EFRAME_BODY_CHECKSUM);
   assert_int_equal(vsr_frame_check_body(F, 260, 0), 0);
+}
+
+/* M-5: mainline repairs by sending the stored Prepare with only byte 60 rewritten to 19; the
+ * identity checksum stays the Prepare's and must verify. Sealing a RepairPrepare from the same
+ * fields gives the same value; hashing the literal 19 would give 0x52895cba6420daf6. */
+static void m4_fields(uint8_t command) {
+  memset(F, 0, sizeof F);
+  vsr_header_init(F, command, 260);
+  PUT32(vsr_prepare_header, view, 5);
+  PUT64(vsr_prepare_header, op, 1);
+  memcpy(F + 256, "abcd", 4);
+  vsr_prepare_set_body_checksum(F);
+}
+
+static void test_vector_m5_repair_prepare(void **state) {
+  (void)state;
+  /* Received: a sealed Prepare (M-4), byte 60 rewritten, nothing else touched. */
+  m4_fields(VSR_CMD_PREPARE);
+  vsr_frame_seal(F);
+  F[60] = VSR_CMD_REPAIR_PREPARE;
+  assert_hex(F, "f0c40c7066d563440000000000000000");
+  assert_true(vsr_prepare_identity(F) == 0x4463d566700cc4f0u);
+  assert_int_equal(check(), 0);
+  assert_int_equal(vsr_frame_check_body(F, 260, VSR_CHECK_BODY_VERIFY), 0);
+  /* The literal-19 hash is what mainline rejects; ours must not be it. */
+  uint8_t lit[VSR_HEADER_SIZE];
+  memcpy(lit, F, sizeof lit);
+  memset(lit, 0, 16);
+  memset(lit + 52, 0, 4);
+  assert_true(XXH3_64bits(lit, sizeof lit) == 0x52895cba6420daf6u);
+  assert_true(vsr_prepare_identity(F) != 0x52895cba6420daf6u);
+  /* Tampering is still caught. */
+  PUT64(vsr_prepare_header, op, 2);
+  assert_int_equal(check(), VSR_EFRAME_CHECKSUM);
+
+  /* Sent: a RepairPrepare sealed by vsrbus from the same fields carries the same checksum, and
+   * turned back into a Prepare (what mainline's receiver does) it verifies as one. */
+  m4_fields(VSR_CMD_REPAIR_PREPARE);
+  vsr_frame_seal(F);
+  assert_hex(F, "f0c40c7066d563440000000000000000");
+  assert_int_equal(check(), 0);
+  F[60] = VSR_CMD_PREPARE;
+  assert_int_equal(check(), 0);
+  assert_true(vsr_prepare_identity(F) == 0x4463d566700cc4f0u);
+  /* The view stays outside the identity for repairs too (a re-stamped retransmission). */
+  F[60] = VSR_CMD_REPAIR_PREPARE;
+  PUT32(vsr_prepare_header, view, 9);
+  assert_int_equal(check(), 0);
+}
+
+/* Any Prepare turned into a RepairPrepare by rewriting byte 60 verifies, and the reverse. */
+static void test_repair_prepare_from_prepare(void **state) {
+  (void)state;
+  for (unsigned i = 0; i < 64; i++) {
+    base(VSR_CMD_PREPARE);
+    PUT64(vsr_prepare_header, op, 1000 + i);
+    PUT32(vsr_prepare_header, view, i);
+    vsr_frame_seal(F);
+    uint64_t prepare = vsr_get_u64(F);
+    F[60] = VSR_CMD_REPAIR_PREPARE;
+    assert_int_equal(check(), 0);
+    assert_true(vsr_prepare_identity(F) == prepare);
+    vsr_frame_seal(F); /* resealing as a repair keeps the value */
+    assert_true(vsr_get_u64(F) == prepare);
+  }
 }
 
 static void test_command_sealed(void **state) {
@@ -720,11 +786,12 @@ static void test_names(void **state) {
   static const int codes[] = {
       VSR_OK, VSR_EINVAL, VSR_ENOMEM, VSR_EPOOL, VSR_EBACKPRESSURE, VSR_ENOTCONN,
       VSR_ESHUTDOWN, VSR_ETIMEDOUT, VSR_EADDR, VSR_ECONFIG, VSR_EUNSUPPORTED, VSR_EDUPLICATE,
-      VSR_ELIMIT, VSR_ECANCELED, VSR_EAGAIN, VSR_EMEMORY_BUDGET, VSR_EMEMORY_MAX,
-      VSR_EFRAME_SMALL, VSR_EFRAME_LARGE,
+      VSR_ELIMIT, VSR_ECANCELED, VSR_EAGAIN, VSR_EADDRINUSE, VSR_EBIND, VSR_EMEMORY_BUDGET,
+      VSR_EMEMORY_MAX, VSR_EFRAME_SMALL, VSR_EFRAME_LARGE,
       VSR_EFRAME_COMMAND, VSR_EFRAME_CHECKSUM, VSR_EFRAME_BODY_CHECKSUM, VSR_EFRAME_FIELD,
-      VSR_EFRAME_RESERVED, VSR_EFRAME_ENUM, VSR_EFRAME_PLANE, VSR_EFRAME_PREAUTH, VSR_ECLOSED, VSR_EEOF_HEADER,
-      VSR_EEOF_BODY, VSR_EIO, VSR_ERESET, VSR_EPROTO, VSR_EIDLE, VSR_EWRITE, VSR_EAUTH,
+      VSR_EFRAME_RESERVED, VSR_EFRAME_ENUM, VSR_EFRAME_PLANE, VSR_EFRAME_PREAUTH, VSR_ECLOSED,
+      VSR_EEOF_HEADER, VSR_EEOF_BODY, VSR_EIO, VSR_ERESET, VSR_EPROTO, VSR_EIDLE, VSR_EWRITE,
+      VSR_ECONNREFUSED, VSR_EUNREACH, VSR_EAUTH,
       VSR_EAUTH_CLUSTER, VSR_EAUTH_DIRECTION, VSR_EAUTH_REQUIRED, VSR_EAUTH_COMMAND,
       VSR_EAUTH_STATUS, VSR_EHANDSHAKE_TIMEOUT, VSR_EHANDSHAKE, VSR_EALPN, VSR_ETLS,
       VSR_EQUIC, VSR_ESTREAM};
@@ -750,6 +817,8 @@ int main(void) {
       cmocka_unit_test(test_seal_roundtrip_all),
       cmocka_unit_test(test_unsealed_ignore_checksum),
       cmocka_unit_test(test_prepare_identity),
+      cmocka_unit_test(test_vector_m5_repair_prepare),
+      cmocka_unit_test(test_repair_prepare_from_prepare),
       cmocka_unit_test(test_size_and_command),
       cmocka_unit_test(test_request_rules),
       cmocka_unit_test(test_operation_edges),

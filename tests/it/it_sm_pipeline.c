@@ -1,0 +1,225 @@
+/* The demo state machine (tools/sm.c) over three real buses on one loop: a pipelined primary
+ * must never lose an op to its own flow control.
+ *  - A burst larger than the primary's peer queues (capacity 4, 64 Requests in one loop turn):
+ *    the sends a full queue refuses are counted and logged by the bus (VSR-DROP), the ops are
+ *    held and sent as the queues drain, and all 64 commit. Before the fix the refused Prepares
+ *    were dropped and the cluster stopped committing at op 4, for good.
+ *  - Prepares lost after their queue took them (both backups drop the first copy of op 3, as a
+ *    connection reset or a refused PrepareOk would): the primary sends them again after
+ *    resend_ns and every op commits.
+ * Replies go to a client id that is not connected: each is refused and counted. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "../../tools/sm.c" /* the unit under test: the demo state machine of `vsrbus node` */
+#include "testutil.h"
+
+#define T_SEC 1000000000ull
+#define T_CLUSTER "it-sm-pipeline"
+#define T_CLIENT 0x7777000000000001ull /* a client id the primary does not know */
+
+static const char t_secret[] = "0123456789abcdef0123456789abcdef-sm";
+
+struct t_cluster {
+  struct vsr_loop *loop;
+  struct vsr_bus *bus[3];
+  struct vsr_sm sm[3];
+  char addr[3][64];
+  const char *addrs[3];
+  uint64_t lose_op;    /* backups drop the first Prepare carrying this op (0: none) */
+  int lost[3];         /* Prepares dropped that way, per backup */
+};
+
+/* ---- captured log lines ------------------------------------------------------------------ */
+
+static int t_drop_lines, t_full_lines;
+
+static void t_log(void *user, enum vsr_log_level level, const char *line) {
+  (void)user;
+  (void)level;
+  fprintf(stderr, "%s\n", line);
+  if (strstr(line, "VSR-DROP")) t_drop_lines++;
+  if (strstr(line, "VSR-DROP") && strstr(line, "Prepare not sent: send queue full")) {
+    t_full_lines++;
+  }
+}
+
+/* ---- the cluster -------------------------------------------------------------------------- */
+
+static struct t_cluster *t_of(struct vsr_bus *bus, void *user, int *index) {
+  struct t_cluster *c = user;
+  for (int i = 0; i < 3; i++) {
+    if (c->bus[i] == bus) *index = i;
+  }
+  return c;
+}
+
+static void t_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, uint64_t peer,
+                         struct vsr_msg *msg) {
+  int i = -1;
+  struct t_cluster *c = t_of(bus, user, &i);
+  if (i < 0) return;
+  if (plane == VSR_PLANE_CLIENT) {
+    vsr_sm_on_client_message(&c->sm[i], peer, msg);
+    return;
+  }
+  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
+  if (i != 0 && p->command == VSR_CMD_PREPARE && c->lose_op && p->op == c->lose_op &&
+      c->lost[i] == 0) {
+    c->lost[i]++; /* lost in transit */
+    return;
+  }
+  vsr_sm_on_replica_message(&c->sm[i], (uint8_t)peer, msg);
+}
+
+static void t_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev) {
+  int i = -1;
+  struct t_cluster *c = t_of(bus, user, &i);
+  if (i >= 0 && ev->plane == VSR_PLANE_REPLICA && ev->kind == VSR_PEER_AUTHENTICATED) {
+    vsr_sm_on_replica_up(&c->sm[i], (uint8_t)ev->id);
+  }
+}
+
+/* Runs the loop until |done| or |timeout_ns| passes. */
+static bool t_run_until(struct t_cluster *c, bool (*done)(struct t_cluster *), uint64_t timeout_ns) {
+  uint64_t end = vsrt_now() + timeout_ns;
+  while (!done(c)) {
+    if (vsrt_now() >= end) return false;
+    vsr_loop_run_once(c->loop, 5000000);
+  }
+  return true;
+}
+
+static bool t_linked(struct t_cluster *c) {
+  for (int i = 0; i < 3; i++) {
+    struct vsr_bus_stats st;
+    vsr_bus_stats(c->bus[i], &st);
+    if (st.replicas_connected != 2) return false;
+  }
+  return true;
+}
+
+/* Replicas 2, 1, 0 in that order (lower ids dial higher ones), the primary's peer queues
+ * |primary_queue| frames; all linked; the primary resends after |resend_ns|. */
+static void t_start(struct t_cluster *c, uint32_t primary_queue, uint64_t resend_ns) {
+  memset(c, 0, sizeof *c);
+  t_drop_lines = t_full_lines = 0;
+  vsr_log_set_handler(t_log, NULL);
+  struct vsr_loop_options lo;
+  vsr_loop_options_default(&lo);
+  assert_int_equal(vsr_loop_new(&c->loop, &lo), 0);
+  for (int i = 0; i < 3; i++) {
+    snprintf(c->addr[i], sizeof c->addr[i], "127.0.0.1:0");
+    c->addrs[i] = c->addr[i];
+  }
+  struct vsr_bus_callbacks cb = {.on_message = t_on_message, .on_peer_event = t_on_peer_event};
+  for (int i = 2; i >= 0; i--) {
+    struct vsr_bus_options o;
+    vsr_bus_options_default(&o);
+    o.loop = c->loop;
+    o.client_tcp_addr = NULL;
+    o.cluster_name = T_CLUSTER;
+    o.replica_index = (uint8_t)i;
+    o.replica_count = 3;
+    o.replica_addrs = c->addrs;
+    o.secret = (const uint8_t *)t_secret;
+    o.secret_len = sizeof t_secret - 1;
+    o.reconnect_period_ns = T_SEC / 10;
+    if (i == 0) o.peer_queue_capacity = primary_queue;
+    assert_int_equal(vsr_bus_new(&c->bus[i], &o, &cb, c), 0);
+    assert_int_equal(vsr_sm_init(&c->sm[i], c->bus[i], (uint8_t)i, 3,
+                                 vsr_cluster_id(T_CLUSTER)), 0);
+    c->sm[i].resend_ns = resend_ns;
+    assert_int_equal(vsr_bus_listen_addr(c->bus[i], "replica", c->addr[i], sizeof c->addr[i]), 0);
+  }
+  assert_true(t_run_until(c, t_linked, 10 * T_SEC));
+}
+
+static void t_stop(struct t_cluster *c) {
+  for (int i = 0; i < 3; i++) vsr_sm_fini(&c->sm[i]); /* timers first: they send */
+  for (int i = 0; i < 3; i++) vsr_bus_del(c->bus[i]);
+  vsr_loop_del(c->loop);
+  vsr_log_set_handler(NULL, NULL);
+}
+
+/* |n| Requests handed to the primary in one go (one loop turn: nothing is written meanwhile). */
+static void t_requests(struct t_cluster *c, uint64_t n) {
+  for (uint64_t k = 1; k <= n; k++) {
+    struct vsr_msg *m = vsr_bus_msg_new(c->bus[0], VSR_HEADER_SIZE + 64);
+    assert_non_null(m);
+    struct vsr_request_header *rq = (struct vsr_request_header *)m->data;
+    rq->command = VSR_CMD_REQUEST;
+    rq->cluster = vsr_cluster_id(T_CLUSTER);
+    rq->client = (vsr_u128){42, 0};
+    rq->request = k;
+    rq->session = 1;
+    rq->operation = VSR_OP_SEND_MESSAGES;
+    memset(m->data + VSR_HEADER_SIZE, (int)k, 64);
+    vsr_sm_on_client_message(&c->sm[0], T_CLIENT, m);
+    vsr_msg_unref(m);
+  }
+}
+
+static uint64_t t_want;
+static bool t_committed(struct t_cluster *c) { return c->sm[0].commit >= t_want; }
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void burst_beyond_the_queue_commits_every_op(void **state) {
+  (void)state;
+  struct t_cluster c;
+  t_start(&c, 4, VSR_SM_RESEND_NS);
+  struct vsr_bus_stats before;
+  vsr_bus_stats(c.bus[0], &before);
+
+  t_requests(&c, 64);
+  /* Four Prepares fit each backup's queue; the fifth is refused once per backup (counted and
+   * logged by the bus), the rest are held without asking again. */
+  struct vsr_bus_stats st;
+  vsr_bus_stats(c.bus[0], &st);
+  assert_int_equal(c.sm[0].op, 64);
+  assert_int_equal(c.sm[0].deferred, 2);
+  assert_int_equal(st.drops_backpressure - before.drops_backpressure, 2);
+  assert_int_equal(t_full_lines, 1); /* the second one falls in the same second: one line */
+  assert_int_equal(c.sm[0].pipeline_full, 0);
+
+  t_want = 64;
+  assert_true(t_run_until(&c, t_committed, 20 * T_SEC));
+  assert_int_equal(c.sm[0].commit, 64);
+  assert_int_equal(c.sm[0].replies, 64);
+  vsr_bus_stats(c.bus[0], &st);
+  /* Nothing lost unseen: every Reply (to a client that is not there) refused and counted. */
+  assert_int_equal(st.drops_not_connected - before.drops_not_connected, 64);
+  /* Every op reached a quorum, so a majority of the backups got it. */
+  assert_true(c.sm[1].prepares + c.sm[2].prepares >= 64);
+  assert_true(t_drop_lines >= 1);
+  t_stop(&c);
+}
+
+static void prepares_lost_in_transit_are_sent_again(void **state) {
+  (void)state;
+  struct t_cluster c;
+  t_start(&c, 256, 20 * 1000000ull);
+  c.lose_op = 3;
+  t_requests(&c, 16);
+  t_want = 16;
+  assert_true(t_run_until(&c, t_committed, 20 * T_SEC));
+  assert_int_equal(c.sm[0].commit, 16);
+  assert_int_equal(c.lost[1], 1);
+  assert_int_equal(c.lost[2], 1);
+  assert_true(c.sm[0].resent >= 1); /* op 3 again, to at least one backup */
+  assert_int_equal(c.sm[0].deferred, 0);
+  t_stop(&c);
+}
+
+int main(void) {
+  vsrt_require_backend();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(burst_beyond_the_queue_commits_every_op),
+      cmocka_unit_test(prepares_lost_in_transit_are_sent_again),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
