@@ -98,7 +98,10 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
   o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
   o.client_quic_addr = quic ? "127.0.0.1:0" : NULL;
   /* Echo modes queue up to inflight frames per client; idle and tput keep the default. */
-  if (n.echo) o.peer_queue_capacity = 4096;
+  if (n.echo) {
+    o.peer_queue_capacity = 4096;
+    o.peer_queue_bytes_max = 0; /* up to 1000 frames of 1 MiB in flight by design */
+  }
   /* Sized for the load like a deployment would be: every connection can hold one partly
    * received frame of each class; otherwise the 64 KiB class keeps growing slowly into the
    * measured window with 64 connections of 16 KiB frames (a few allocations per 10^5 frames). */

@@ -57,6 +57,12 @@ static void node_usage(FILE *f) {
           "  --max-batch N           frames per vectored write, default 256\n"
           "  --peer-queue N          frames queued per peer, default 256\n"
           "  --max-clients N         default 100000\n"
+          "  --slow-peer-timeout-ms N  close a peer whose send queue stays full this long,\n"
+          "                          default 10000 (0: never)\n"
+          "  --peer-queue-bytes N    buffer bytes queued per peer, default 67108864 (0: no cap)\n"
+          "  --log-burst N           log lines per call site at once, default 20 (0: no limit)\n"
+          "  --log-interval-ms N     then one line (and one count of the rest) per N ms,\n"
+          "                          default 1000\n"
           "  --memory-max SIZE       node-wide cap on message buffers, e.g. 512M, 2G; default\n"
           "                          auto = 1/4 of physical memory (or of the cgroup limit),\n"
           "                          at least 256M. Frames beyond it: VSR_EMEMORY_MAX\n"
@@ -176,6 +182,18 @@ static int node_parse_ms(const char *key, const char *v, uint64_t *out_ns) {
   return 0;
 }
 
+static int node_parse_u64(const char *key, const char *v, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 0);
+  if (errno || *end || !*v || *v == '-') {
+    fprintf(stderr, "vsrbus node: %s: '%s' is not a number\n", key, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
 static bool node_truthy(const char *v) {
   return !v || strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
          strcmp(v, "on") == 0;
@@ -276,6 +294,19 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     return node_parse_u32(key, v, &b->peer_queue_capacity);
   } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
     return node_parse_u32(key, v, &b->max_clients);
+  } else if (strcmp(key, "slow-peer-timeout-ms") == 0 ||
+             strcmp(key, "slow_peer_timeout_ms") == 0) {
+    uint32_t ms; /* 0 is allowed here: never close a slow peer */
+    if (node_parse_u32(key, v, &ms)) return -1;
+    b->slow_peer_timeout_ns = (uint64_t)ms * 1000000ull;
+  } else if (strcmp(key, "peer-queue-bytes") == 0 || strcmp(key, "peer_queue_bytes_max") == 0) {
+    return node_parse_u64(key, v, &b->peer_queue_bytes_max);
+  } else if (strcmp(key, "log-burst") == 0 || strcmp(key, "log_burst") == 0) {
+    if (node_parse_u32(key, v, &cfg->log_burst)) return -1;
+    vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
+  } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
+    if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
+    vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
   } else if (strcmp(key, "memory-max") == 0 || strcmp(key, "memory_max") == 0) {
     return node_parse_size(key, v, UINT64_MAX, &b->memory_max);
   } else if (strcmp(key, "client-memory-budget") == 0 ||
@@ -322,6 +353,8 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
   cfg->bus.client_quic_addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
+  cfg->log_burst = VSR_LOG_BURST_DEFAULT;
+  cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
 }
 
 void vsr_node_cfg_free(struct node_cfg *cfg) {
@@ -373,7 +406,11 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"max-inflight-handshakes", required_argument, 0, 0},
       {"max-message-size", required_argument, 0, 0},
       {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
-      {"max-clients", required_argument, 0, 0}, {"io", required_argument, 0, 0},
+      {"max-clients", required_argument, 0, 0},
+      {"slow-peer-timeout-ms", required_argument, 0, 0},
+      {"peer-queue-bytes", required_argument, 0, 0},
+      {"log-burst", required_argument, 0, 0}, {"log-interval-ms", required_argument, 0, 0},
+      {"io", required_argument, 0, 0},
       {"memory-max", required_argument, 0, 0},
       {"client-memory-budget", required_argument, 0, 0},
       {"replica-memory-budget", required_argument, 0, 0},
@@ -428,10 +465,12 @@ static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr
   if (ev->plane == VSR_PLANE_REPLICA && ev->kind == VSR_PEER_AUTHENTICATED) {
     vsr_sm_on_replica_up(user, (uint8_t)ev->id);
   }
-  if (ev->kind == VSR_PEER_LOST && ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
-    fprintf(stderr, "vsrbus node: %s peer %llx (%s %s) lost: %s\n",
-            ev->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)ev->id,
-            ev->transport, ev->addr, vsr_strerror(ev->reason));
+  /* Replica links only: a client's loss is logged (rate-limited) by the bus where it happens,
+   * and one line here per stranger's connection would unbound the log again. */
+  if (ev->kind == VSR_PEER_LOST && ev->plane == VSR_PLANE_REPLICA &&
+      ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
+    fprintf(stderr, "vsrbus node: replica peer %llx (%s %s) lost: %s\n",
+            (unsigned long long)ev->id, ev->transport, ev->addr, vsr_strerror(ev->reason));
   }
 }
 
@@ -476,14 +515,19 @@ int vsr_cmd_node(int argc, char **argv) {
   err = vsr_bus_shutdown(bus, 5000000000ull);
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
+  /* Replies and pongs count what the bus accepted; each of those was either written (out) or
+   * still queued when its connection closed (dropped on close). */
   fprintf(stderr,
           "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
-          "%llu pongs, %llu clients served\n",
+          "%llu pongs, %llu clients served; %llu replies refused, %llu frames refused (queue "
+          "full), %llu frames dropped at close, %llu slow peers closed\n",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
                                st.drops_on_close),
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
-          (unsigned long long)st.clients_accepted);
+          (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
+          (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,
+          (unsigned long long)st.slow_peers_closed);
   if (cluster) {
     fprintf(stderr,
             "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "

@@ -13,6 +13,8 @@ struct node_cfg {
   uint8_t *secret;      /* owns bus.secret (VSR_SECRET_MAX bytes), wiped when freed */
   uint8_t *prev_secret; /* owns bus.previous_secret */
   bool replica_set;     /* --replica given: it needs --replicas */
+  uint32_t log_burst;       /* --log-burst, default VSR_LOG_BURST_DEFAULT (0: no limit) */
+  uint64_t log_interval_ns; /* --log-interval-ms, default VSR_LOG_INTERVAL_NS_DEFAULT */
 };
 
 void vsr_node_cfg_init(struct node_cfg *cfg);

@@ -110,14 +110,27 @@ static void sm_log_drop(struct vsr_sm *sm, const char *what) {
   sm->drops_logged = total;
 }
 
-static void sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out) {
+/* Sends |out| (consumed) to |client|. Returns true when the bus accepted it: only then does a
+ * reply count as a reply. */
+static bool sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out) {
   if (!out) {
     sm->send_errors++;
     sm_log_drop(sm, "reply not built: message pool exhausted");
-    return;
+    return false;
   }
-  if (vsr_bus_send_to_client(sm->bus, client, out) < 0) sm->send_errors++;
+  bool ok = vsr_bus_send_to_client(sm->bus, client, out) == 0;
+  if (!ok) sm->send_errors++;
   vsr_msg_unref(out);
+  return ok;
+}
+
+/* The Reply to |req| as op |op|: counted as sent only if the bus took it. */
+static void sm_reply(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *req, uint64_t op) {
+  if (sm_send_client(sm, client, vsr_sm_build_reply(sm->bus, req, sm->replica, op))) {
+    sm->replies++;
+  } else {
+    sm->replies_refused++;
+  }
 }
 
 /* ---- primary ------------------------------------------------------------------------------- */
@@ -242,8 +255,7 @@ static void sm_advance(struct vsr_sm *sm) {
     struct vsr_sm_entry *e = sm_entry(sm, sm->commit + 1);
     if (e->op != sm->commit + 1 || (unsigned)__builtin_popcountll(e->acks) < sm_quorum(sm)) break;
     sm->commit++;
-    sm_send_client(sm, e->client, vsr_sm_build_reply(sm->bus, e->request, sm->replica, e->op));
-    sm->replies++;
+    sm_reply(sm, e->client, e->request, e->op);
     sm_entry_clear(e);
   }
   if (sm->commit != start) sm_send_commit(sm);
@@ -400,17 +412,15 @@ void vsr_sm_on_client_message(struct vsr_sm *sm, uint64_t client, const struct v
   uint8_t cmd = msg->data[60];
   switch (cmd) {
   case VSR_CMD_PING_CLIENT:
-    sm->pongs++;
-    sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG_CLIENT, sm->replica));
+    sm->pongs += sm_send_client(sm, client,
+                                sm_build_pong(sm->bus, msg, VSR_CMD_PONG_CLIENT, sm->replica));
     return;
   case VSR_CMD_PING:
-    sm->pongs++;
-    sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica));
+    sm->pongs += sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica));
     return;
   case VSR_CMD_REQUEST:
     if (sm->replica_count <= 1) {
-      sm->replies++;
-      sm_send_client(sm, client, vsr_sm_build_reply(sm->bus, msg, sm->replica, ++sm->op));
+      sm_reply(sm, client, msg, ++sm->op);
     } else if (sm->pipe) {
       sm_primary_request(sm, client, msg);
     } else {

@@ -39,7 +39,9 @@ struct vsr_sm {
   uint64_t commit;         /* last op committed */
   vsr_u128 parent;         /* checksum of the last Prepare (primary) */
   struct vsr_sm_entry *pipe; /* VSR_SM_PIPELINE entries, indexed by op (primary only) */
-  uint64_t replies, pongs, ignored, send_errors;
+  uint64_t replies, pongs;   /* answers the bus accepted (queued for the client) */
+  uint64_t replies_refused;  /* Replies built but not accepted (queue full, client gone, pool) */
+  uint64_t ignored, send_errors;
   uint64_t prepares, prepare_oks, commits, resent, foreign, pipeline_full;
   /* Primary flow control. A backup whose queue is full (or link down) is not sent newer
    * Prepares past the first refused one: |behind[r]| is the first op not yet queued to it (0:

@@ -3,7 +3,8 @@
  * (TCP, QUIC). Every transport delivers the same frames to the same callbacks.
  *
  * Sends never block: each peer has a bounded queue; a full queue returns VSR_EBACKPRESSURE and
- * is counted. Frames are queued by reference (the bus takes its own reference on success), so
+ * is counted, and a peer whose queue stays full for slow_peer_timeout_ns is closed
+ * (VSR_ESLOW_PEER). Frames are queued by reference (the bus takes its own reference on success), so
  * one Prepare sent to N replicas is one buffer in N queues. */
 #ifndef VSRBUS_BUS_H
 #define VSRBUS_BUS_H
@@ -83,6 +84,16 @@ struct vsr_bus_options {
   uint32_t peer_queue_capacity; /* frames per peer queue, default 256 (rounded to 2^k) */
   bool verify_body_checksum;    /* verify non-zero Prepare body checksums, default true */
   uint64_t close_peer_timeout_ns; /* per-peer drain bound at shutdown, default 2 s */
+  /* A peer whose send queue stays full (refusing frames, not drained back to half) this long
+   * is not reading: it is closed with VSR_ESLOW_PEER, logged (VSR-SLOW) and counted. Default
+   * 10 s: far above a live peer's stalls (TCP retransmits, GC pauses), far below what a
+   * stuck peer may hold hostage. 0: never. */
+  uint64_t slow_peer_timeout_ns;
+  /* Buffer bytes (message capacity) one peer's send queue may hold; a frame beyond it is
+   * refused like a full queue (VSR_EBACKPRESSURE), except into an empty queue. Default 64 MiB:
+   * bounds the memory one peer that does not read can pin (the frame cap alone allows 256
+   * frames of any size), while a reading peer's queue stays far below it. 0: frames only. */
+  uint64_t peer_queue_bytes_max;
   /* Memory budgets (docs/limits.md, "Memory budgets"); 0 picks the default. A frame's buffer
    * is reserved as its bytes arrive, never from its header's size alone. */
   uint64_t memory_max; /* node-wide cap on message buffers (the pool's bytes_max when the bus
@@ -91,9 +102,10 @@ struct vsr_bus_options {
                           cgroup's memory.max), at least 256 MiB: the rest is left to the state
                           machine, its journal and the page cache. Frames beyond it are
                           refused with VSR_EMEMORY_MAX. */
-  uint64_t client_memory_budget; /* client-plane frames in flight, beyond each connection's
-                                    allowance; default memory_max / 2, so clients can never
-                                    take it all. Beyond: VSR_EMEMORY_BUDGET. */
+  uint64_t client_memory_budget; /* buffers of client-plane frames still arriving; default
+                                    memory_max / 2, so clients can never take it all. When
+                                    full, the largest frame in flight is evicted, or the
+                                    newcomer refused: VSR_EMEMORY_BUDGET. */
   uint64_t replica_memory_budget; /* share of memory_max the client plane may never take, kept
                                      for replica frames in flight; default min(memory_max / 4,
                                      (replica_count - 1) x max_message_size); 0 without a
@@ -177,9 +189,11 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size);
 
 /* Queues |msg| for a peer. On success the bus holds its own reference; the caller keeps its
  * own either way. Never blocks. Returns 0, VSR_ENOTCONN (unknown or not connected),
- * VSR_EBACKPRESSURE (queue full), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Refusals are
- * counted in the stats and logged (VSR-DROP, at most one line a second). A refused frame is
- * not sent later: the caller keeps it if it matters (vsr_bus_peer_stats tells the free room). */
+ * VSR_EBACKPRESSURE (queue full: peer_queue_capacity frames or peer_queue_bytes_max bytes; a
+ * refusal that ends slow_peer_timeout_ns of full queue also closes the peer with
+ * VSR_ESLOW_PEER), VSR_ESHUTDOWN or VSR_EINVAL (bad frame size). Refusals are counted in the
+ * stats and logged (VSR-DROP, at most one line a second). A refused frame is not sent later:
+ * the caller keeps it if it matters (vsr_bus_peer_stats tells the free room). */
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg);
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg);
 
@@ -203,6 +217,7 @@ struct vsr_bus_stats {
   uint64_t replicas_connected;    /* authenticated replica links now */
   uint64_t handshakes_inflight;
   uint64_t errors[VSR_ERR_SLOTS]; /* connections closed per reason, by -code */
+  uint64_t slow_peers_closed;     /* peers closed with VSR_ESLOW_PEER */
   /* Memory, by plane (index enum vsr_plane): buffers of frames being received. */
   uint64_t rx_reserved[2];      /* bytes reserved for frames in flight now */
   uint64_t rx_filled[2];        /* bytes of those frames received so far */
@@ -220,6 +235,8 @@ struct vsr_peer_stats {
   uint32_t queue_depth, queue_capacity;
   uint64_t frames_in, bytes_in, frames_out, bytes_out;
   uint64_t drops_backpressure;
+  uint64_t queue_bytes;   /* buffer bytes the queued frames hold now */
+  uint64_t queue_full_ns; /* how long the queue has been full (0: not full, or no timeout) */
 };
 
 /* Returns 0 or VSR_ENOTCONN. */

@@ -56,6 +56,7 @@ enum vsr_err {
   VSR_EWRITE = -47,      /* write failed; the connection is torn down */
   VSR_ECONNREFUSED = -48, /* connect: connection refused (nothing listens there) */
   VSR_EUNREACH = -49,     /* connect: host or network unreachable */
+  VSR_ESLOW_PEER = -55,  /* peer's send queue stayed full for slow_peer_timeout: not reading */
 
   /* -60..-79: replica plane authentication (see src/bus/replica.c). */
   VSR_EAUTH = -60,           /* MAC mismatch or other authentication failure */

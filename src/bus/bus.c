@@ -23,6 +23,8 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->peer_queue_capacity = 256;
   o->verify_body_checksum = true;
   o->close_peer_timeout_ns = 2000000000ull;
+  o->slow_peer_timeout_ns = 10000000000ull;
+  o->peer_queue_bytes_max = 64u << 20;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
   o->max_inflight_handshakes = 256;
@@ -73,7 +75,10 @@ void vsri_bus_peer_attach(struct bus_peer *p, struct vsri_conn *conn, bool start
   if (start) p->tops->start(conn, &vsri_bus_conn_events, p, &p->q);
 }
 
+static void bus_full_unlink(struct bus_peer *p);
+
 void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain) {
+  bus_full_unlink(p); /* a closing peer is no longer a slow consumer to watch */
   if (!p->conn) return;
   if (p->state != BUS_PEER_CLOSING) p->state = BUS_PEER_CLOSING;
   p->tops->close(p->conn, reason, drain);
@@ -139,6 +144,7 @@ static void bus_drop_queued(struct bus_peer *p) {
  * dials). */
 void vsri_bus_peer_free(struct bus_peer *p) {
   struct vsr_bus *bus = p->bus;
+  bus_full_unlink(p);
   bus_drop_queued(p);
   bus->stats.frames_out += p->q.frames_done;
   bus->stats.bytes_out += p->q.bytes_done;
@@ -291,6 +297,93 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
   return 0;
 }
 
+/* ---- slow consumers --------------------------------------------------------------------- */
+
+/* A peer's full-queue episode starts at the first refused send and ends when the queue is seen
+ * back at half its frame capacity and half its byte budget (at a send or a sweep). An episode
+ * that lasts slow_peer_timeout closes the peer. The sweep timer runs only while some peer is
+ * listed, and only listed peers are visited: no timer per peer or per message. */
+
+static void bus_full_unlink(struct bus_peer *p) {
+  if (!p->full_since_ns) return;
+  if (p->full_prev) p->full_prev->full_next = p->full_next;
+  else p->bus->full_head = p->full_next;
+  if (p->full_next) p->full_next->full_prev = p->full_prev;
+  p->full_prev = p->full_next = NULL;
+  p->full_since_ns = 0;
+}
+
+/* Room for |m|: under the frame cap and the byte budget (buffer bytes, what the queue pins). An
+ * empty queue always takes one frame, so a frame larger than the budget can still be sent. */
+static bool bus_queue_room(const struct vsr_bus *bus, const struct bus_peer *p,
+                           const struct vsr_msg *m) {
+  uint64_t max = bus->opts.peer_queue_bytes_max;
+  if (p->q.len == p->q.cap) return false;
+  return max == 0 || p->q.len == 0 || p->q.bytes + m->capacity <= max;
+}
+
+static bool bus_queue_relieved(const struct vsr_bus *bus, const struct bus_peer *p) {
+  uint64_t max = bus->opts.peer_queue_bytes_max;
+  return p->q.len <= p->q.cap / 2 && (max == 0 || p->q.bytes <= max / 2);
+}
+
+/* A quarter of the timeout (1 ms .. 1 s): a stuck peer is closed within 1.25 timeouts. */
+static uint64_t bus_sweep_period(const struct vsr_bus *bus) {
+  uint64_t t = bus->opts.slow_peer_timeout_ns / 4;
+  return t < 1000000 ? 1000000 : t > 1000000000 ? 1000000000 : t;
+}
+
+static void bus_slow_close(struct bus_peer *p, uint64_t now) {
+  struct vsr_bus *bus = p->bus;
+  uint64_t full_ms = (now - p->full_since_ns) / 1000000;
+  bus_full_unlink(p);
+  bus->stats.slow_peers_closed++;
+  VSRI_WARN("VSR-SLOW", "%s %s: %s %llx is not reading: send queue full for %llu ms (%u frames, "
+            "%llu buffer bytes held; %llu frames refused); closing (VSR_ESLOW_PEER)",
+            p->tops->peer_name(p->conn), p->tops->name,
+            p->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)p->id,
+            (unsigned long long)full_ms, p->q.len, (unsigned long long)p->q.bytes,
+            (unsigned long long)p->drops_backpressure);
+  vsri_bus_peer_close(p, VSR_ESLOW_PEER, false); /* not reading: nothing to drain */
+}
+
+/* A listed peer: relieved, it leaves the list; full for too long, it is closed. */
+static void bus_full_check(struct bus_peer *p, uint64_t now) {
+  if (bus_queue_relieved(p->bus, p)) bus_full_unlink(p);
+  else if (now - p->full_since_ns >= p->bus->opts.slow_peer_timeout_ns) bus_slow_close(p, now);
+}
+
+static void bus_sweep_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  struct vsr_bus *bus = c->ctx;
+  if (res < 0 || bus->shutting_down) return;
+  uint64_t now = vsri_io_now(io);
+  for (struct bus_peer *p = bus->full_head, *next; p; p = next) {
+    next = p->full_next; /* closing only unlinks |p|; peers are freed later, from the loop */
+    bus_full_check(p, now);
+  }
+  if (bus->full_head) {
+    vsri_io_timeout(io, &bus->slow_sweep, bus_sweep_period(bus), bus_sweep_cb, bus);
+  }
+}
+
+/* A send to |p| was just refused: start its episode, or close it if the episode is too old. */
+static void bus_full_note(struct vsr_bus *bus, struct bus_peer *p) {
+  if (!bus->opts.slow_peer_timeout_ns || bus->shutting_down) return;
+  uint64_t now = vsri_io_now(bus->loop->io);
+  if (p->full_since_ns) {
+    bus_full_check(p, now);
+    return;
+  }
+  p->full_since_ns = now ? now : 1;
+  p->full_prev = NULL;
+  p->full_next = bus->full_head;
+  if (bus->full_head) bus->full_head->full_prev = p;
+  bus->full_head = p;
+  if (!bus->slow_sweep.pending) {
+    vsri_io_timeout(bus->loop->io, &bus->slow_sweep, bus_sweep_period(bus), bus_sweep_cb, bus);
+  }
+}
+
 /* ---- sending --------------------------------------------------------------------------- */
 
 static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
@@ -302,12 +395,14 @@ static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
     return err;
   }
   if (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size) return VSR_EINVAL;
-  if (!vsri_sendq_push(&p->q, msg)) {
+  if (!bus_queue_room(bus, p, msg) || !vsri_sendq_push(&p->q, msg)) {
     p->drops_backpressure++;
     bus->stats.drops_backpressure++;
-    bus_log_drop(bus, plane, id, p, msg->data[60], VSR_EBACKPRESSURE, p->q.cap);
+    bus_log_drop(bus, plane, id, p, msg->data[60], VSR_EBACKPRESSURE, p->q.len);
+    bus_full_note(bus, p); /* may close |p| as a slow consumer */
     return VSR_EBACKPRESSURE;
   }
+  if (p->full_since_ns && bus_queue_relieved(bus, p)) bus_full_unlink(p);
   vsr_msg_ref(msg);
   bus->stats.frames_queued++;
   p->tops->kick(p->conn);
@@ -587,6 +682,7 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
                                     ? bus->opts.close_peer_timeout_ns
                                     : timeout_ns);
   bus->shutting_down = true;
+  if (bus->slow_sweep.pending) vsri_io_cancel(io, &bus->slow_sweep);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
   if (bus->replica_plane) vsri_replica_shutdown(bus);
@@ -613,11 +709,14 @@ void vsr_bus_del(struct vsr_bus *bus) {
   bus_listener_close(&bus->client_quic);
   if (bus->replica_plane) vsri_replica_fini(bus);
   if (bus->loop) {
+    if (bus->slow_sweep.pending) vsri_io_cancel(bus->loop->io, &bus->slow_sweep);
     bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
     bus_run_until_closed(bus, vsri_io_now_fresh(bus->loop->io) + 2000000000ull);
-    for (int i = 0; i < 100 && vsri_io_run(bus->loop->io, 0) > 0; i++) {
+    for (int i = 0; i < 100 && (vsri_io_run(bus->loop->io, 0) > 0 || bus->slow_sweep.pending);
+         i++) {
     }
   }
+  vsr_log_flush(); /* the held-back counts of this bus's last moments */
   if (bus->owns_loop) vsr_loop_del(bus->loop);
   vsri_bus_quic_config_free(bus->quic_config); /* after the connections that read it */
   vsri_free(bus->client_slots);
@@ -681,6 +780,8 @@ int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t
       .frames_out = p->q.frames_done,
       .bytes_out = p->q.bytes_done,
       .drops_backpressure = p->drops_backpressure,
+      .queue_bytes = p->q.bytes,
+      .queue_full_ns = p->full_since_ns ? vsri_io_now(bus->loop->io) - p->full_since_ns : 0,
   };
   return 0;
 }

@@ -32,6 +32,11 @@ struct bus_peer {
   struct vsri_conn *conn;
   void *plane_data; /* replica plane: handshake state (replica.c) */
   uint64_t frames_in, bytes_in, drops_backpressure;
+  /* Slow-consumer tracking: non-zero from the first refused send until the queue is seen back
+   * at half its capacity and half its byte budget; the peer is on the bus's |full| list exactly
+   * while it is non-zero. */
+  uint64_t full_since_ns;
+  struct bus_peer *full_prev, *full_next;
   struct vsri_sendq q; /* slots follow the struct */
 };
 
@@ -70,6 +75,9 @@ struct vsr_bus {
   struct vsr_bus_stats stats;
   uint64_t drop_log_ns;  /* when the last VSR-DROP line was written */
   uint64_t drops_logged; /* drops (all kinds) counted when it was written */
+  /* Peers whose queue is full (bus.c); the sweep timer is armed exactly while one is listed. */
+  struct bus_peer *full_head;
+  struct vsri_completion slow_sweep;
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */

@@ -337,6 +337,12 @@ int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
     int64_t until = deadline > io->now_ns ? (int64_t)(deadline - io->now_ns) : 0;
     if (wait < 0 || until < wait) wait = until;
   }
+  /* A held-back log count is reported once its interval ends, even on an idle loop. */
+  uint64_t log_due = vsri_log_tick(io->now_ns);
+  if (wait != 0 && log_due != 0) {
+    int64_t until = log_due > io->now_ns ? (int64_t)(log_due - io->now_ns) : 0;
+    if (wait < 0 || until < wait) wait = until;
+  }
   if (wait != 0) io->stats.waits++;
   int r = io->backend->poll(io, wait);
   if (r < 0) return r;

@@ -3,6 +3,7 @@
  * the owner's queue with one vectored write of up to max_batch frames, at the loop's
  * before-poll point. Every exit path ends in tcp_finish(), which fires on_closed once. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,7 +20,10 @@
 
 /* Bodies with at least this much still missing are read straight into the frame buffer. */
 #define TCP_DIRECT_MIN (16u << 10)
-#define TCP_ACCEPT_BACKOFF_NS (10u * 1000 * 1000)
+/* Pause before accepting again when the process is out of descriptors and has no reserve to
+ * shed with, or the kernel is out of memory: long enough not to spin, short enough to resume
+ * service promptly once descriptors free up. */
+#define TCP_ACCEPT_BACKOFF_NS (100u * 1000 * 1000)
 
 enum tcp_state { TC_CONNECTING, TC_OPEN, TC_CLOSING, TC_CLOSED };
 
@@ -57,6 +61,11 @@ struct vsri_listener {
   struct sockaddr_storage peer;
   socklen_t peer_len;
   char name[64];
+  /* Out of descriptors: a /dev/null descriptor held from listen() on, given up for a moment
+   * to accept a connection that cannot be served and close it at once (-1: none held). */
+  int reserve_fd;
+  int starved;          /* errno of the current accept-trouble episode (0: accepting fine) */
+  uint64_t starved_shed; /* connections accepted and closed at once during the episode */
 };
 
 static void tcp_read(struct vsri_conn *c);
@@ -397,6 +406,8 @@ static void tcp_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc,
 
 static void tcp_listener_maybe_free(struct vsri_listener *l) {
   if (l->ac.pending || l->backoff.pending) return;
+  if (l->reserve_fd >= 0) close(l->reserve_fd);
+  l->reserve_fd = -1;
   /* Reuse the accept completion for the close of the listening fd. */
   vsri_io_close(l->ctx->io, &l->ac, l->fd, tcp_listener_free_cb, l);
 }
@@ -409,6 +420,51 @@ static void tcp_backoff_done(struct vsri_io *io, struct vsri_completion *t, int3
   else tcp_accept_next(l);
 }
 
+/* Closes a connection that will not be served: what it already sent is read and dropped
+ * first, so the close is a FIN (the client reads EOF) rather than a reset. */
+static void tcp_close_unserved(int fd) {
+  char buf[4096];
+  for (int i = 0; i < 16 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++) {
+  }
+  close(fd);
+}
+
+/* Out of descriptors (EMFILE, ENFILE): without a reserve the pending connection would hang in
+ * the backlog until the client gives up. Free the reserve, accept the connection, close it at
+ * once, take the reserve back. Returns false when that is impossible (no reserve, or the
+ * descriptor was taken in between): the caller then pauses accepting. */
+static bool tcp_accept_shed(struct vsri_listener *l) {
+  if (l->reserve_fd < 0) l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (l->reserve_fd < 0) return false;
+  close(l->reserve_fd);
+  int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    tcp_close_unserved(fd);
+    l->starved_shed++;
+  }
+  l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return l->reserve_fd >= 0 && (fd >= 0 || err == EAGAIN || err == ECONNABORTED);
+}
+
+/* Accept failed for want of descriptors or memory. One line per episode (the episode ends at
+ * the next connection accepted normally); the listener never spins on the error. */
+static void tcp_accept_starved(struct vsri_io *io, struct vsri_listener *l, int err) {
+  bool fds = err == EMFILE || err == ENFILE;
+  if (!l->starved) {
+    l->starved = err;
+    l->starved_shed = 0;
+    VSRI_WARN("VSR-ACCEPT", "%s tcp: accept: %s; %s until it clears", l->name, strerror(err),
+              fds && l->reserve_fd >= 0 ? "closing new connections at once"
+                                        : "pausing accepts");
+  }
+  if (fds && tcp_accept_shed(l)) {
+    tcp_accept_next(l);
+    return;
+  }
+  vsri_io_timeout(io, &l->backoff, TCP_ACCEPT_BACKOFF_NS, tcp_backoff_done, l);
+}
+
 static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
   struct vsri_listener *l = ac->ctx;
   if (l->closing) {
@@ -419,9 +475,7 @@ static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int3
   if (res < 0) {
     int err = -res;
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-      /* Out of fds or memory: back off instead of spinning on the same error. */
-      VSRI_WARN("VSR-ACCEPT", "%s tcp: accept: %s; retrying in 10 ms", l->name, strerror(err));
-      vsri_io_timeout(io, &l->backoff, TCP_ACCEPT_BACKOFF_NS, tcp_backoff_done, l);
+      tcp_accept_starved(io, l, err);
       return;
     }
     if (err != ECONNABORTED && err != EINTR) {
@@ -429,6 +483,13 @@ static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int3
     }
     tcp_accept_next(l);
     return;
+  }
+  if (l->starved) {
+    VSRI_INFO("VSR-ACCEPT", "%s tcp: accepting again after %s; %llu connection(s) were closed "
+              "at once meanwhile", l->name, strerror(l->starved),
+              (unsigned long long)l->starved_shed);
+    l->starved = 0;
+    if (l->reserve_fd < 0) l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   struct vsri_conn *c = tcp_conn_new(l->ctx, res);
   if (!c) {
@@ -474,6 +535,7 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
   l->fd = fd;
   l->on_accept = on_accept;
   l->owner = owner;
+  l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: accepts pause instead */
   len = sizeof sa;
   getsockname(fd, (struct sockaddr *)&sa, &len);
   vsri_format_addr((struct sockaddr *)&sa, l->name, sizeof l->name);

@@ -27,12 +27,14 @@ struct vsri_sendq {
   uint32_t off;  /* bytes of the oldest frame already written (partial writes) */
   uint64_t frames_done; /* frames fully handed to the kernel (counted by pop) */
   uint64_t bytes_done;
+  uint64_t bytes; /* buffer bytes the queued frames hold (their capacity): memory pinned */
 };
 
 static inline bool vsri_sendq_push(struct vsri_sendq *q, struct vsr_msg *m) {
   if (q->len == q->cap) return false;
   q->slots[(q->head + q->len) & (q->cap - 1)] = m;
   q->len++;
+  q->bytes += m->capacity;
   return true;
 }
 static inline struct vsr_msg *vsri_sendq_peek(const struct vsri_sendq *q, uint32_t i) {
@@ -46,6 +48,7 @@ static inline void vsri_sendq_pop(struct vsri_sendq *q) {
   q->off = 0;
   q->frames_done++;
   q->bytes_done += m->size;
+  q->bytes -= m->capacity;
   vsr_msg_unref(m);
 }
 

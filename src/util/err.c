@@ -43,6 +43,7 @@ const char *vsr_strerror(int err) {
   case VSR_EWRITE: return "write failed; the connection is torn down";
   case VSR_ECONNREFUSED: return "connection refused";
   case VSR_EUNREACH: return "host or network unreachable";
+  case VSR_ESLOW_PEER: return "peer's send queue stayed full for slow_peer_timeout (not reading)";
   case VSR_EAUTH: return "MAC mismatch or other authentication failure";
   case VSR_EAUTH_CLUSTER: return "cluster id mismatch";
   case VSR_EAUTH_DIRECTION: return "directional rule violated / id out of range";
@@ -100,6 +101,7 @@ const char *vsr_errname(int err) {
   case VSR_EWRITE: return "VSR_EWRITE";
   case VSR_ECONNREFUSED: return "VSR_ECONNREFUSED";
   case VSR_EUNREACH: return "VSR_EUNREACH";
+  case VSR_ESLOW_PEER: return "VSR_ESLOW_PEER";
   case VSR_EAUTH: return "VSR_EAUTH";
   case VSR_EAUTH_CLUSTER: return "VSR_EAUTH_CLUSTER";
   case VSR_EAUTH_DIRECTION: return "VSR_EAUTH_DIRECTION";

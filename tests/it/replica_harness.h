@@ -83,6 +83,7 @@ static inline void r_log_handler(void *user, enum vsr_log_level level, const cha
 }
 
 static inline void r_log_capture(void) {
+  vsr_log_set_rate(0, 0); /* tests assert each refusal's own line: no rate limit here */
   vsr_log_set_handler(r_log_handler, NULL);
   pthread_mutex_lock(&r_log_mu);
   r_log_n = 0;
