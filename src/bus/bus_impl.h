@@ -52,6 +52,9 @@ struct vsr_bus {
   void *user;
   struct vsri_transport_ctx tctx;      /* plain TCP */
   struct vsri_transport_ctx tctx_quic; /* QUIC: same, with its settings in |tls| */
+  struct vsri_transport_ctx tctx_replica; /* replica plane TCP: its budget, 256-byte frames
+                                             until the handshake completes */
+  struct vsri_mem_budget budget[2];    /* frames in flight, by enum vsr_plane */
   void *quic_config;                   /* owned struct vsri_quic_config, or NULL */
   struct bus_listener client_tcp, client_quic, replica_tcp;
   /* Client registry: id = (sequence << 32) | slot. Slot arrays grow to max_clients. */
