@@ -1,6 +1,6 @@
 /* io_bench: the vsrbus io layer alone over loopback TCP, epoll against io_uring. A forked
  * receiver and a sender each run one loop: "tput" streams --size byte frames over --conns
- * connections in writev batches (as the bus coalesces them), "lat" ping-pongs one frame per
+ * connections in sendv batches (as the bus coalesces them), "lat" ping-pongs one frame per
  * connection. Prints one CSV row in the bench/run.sh columns; bench/io_bench.sh builds it and
  * counts syscalls per 1,000 frames. Internal API on purpose: no transport, no framing. */
 #define _GNU_SOURCE
@@ -23,8 +23,8 @@
 #include "vsrbus/vsrbus.h"
 
 #define IB_CONNS_MAX 1024
-#define IB_BATCH_FRAMES_MAX 256       /* iovecs per writev: one per frame */
-#define IB_BATCH_BYTES_MAX (1u << 20) /* and at most 1 MiB per writev */
+#define IB_BATCH_FRAMES_MAX 256       /* iovecs per sendv: one per frame */
+#define IB_BATCH_BYTES_MAX (1u << 20) /* and at most 1 MiB per sendv */
 #define IB_WARMUP 1000                /* latency: untimed round trips per run */
 
 #define IB_DIE(...)                                                                            \
@@ -99,7 +99,7 @@ static void ib_wrote(struct vsri_io *io, struct vsri_completion *wc, int32_t res
 
 static void ib_write_rest(struct ib_conn *c) {
   c->writing = true;
-  vsri_io_writev(ib_io, &c->wc, c->fd, c->iov + c->iov_first, c->iov_count, ib_wrote, c);
+  vsri_io_sendv(ib_io, &c->wc, c->fd, c->iov + c->iov_first, c->iov_count, ib_wrote, c);
 }
 
 /* Queues the next batch of frames (tput) or one frame (lat). */
@@ -124,7 +124,7 @@ static void ib_wrote(struct vsri_io *io, struct vsri_completion *wc, int32_t res
   (void)io;
   struct ib_conn *c = wc->ctx;
   c->writing = false;
-  if (res < 0) IB_DIE("writev: %s", strerror(-res));
+  if (res < 0) IB_DIE("sendv: %s", strerror(-res));
   size_t left = (size_t)res;
   while (left > 0 && left >= c->iov[c->iov_first].iov_len) {
     left -= c->iov[c->iov_first].iov_len;
@@ -194,7 +194,7 @@ static void ib_rx_closed(struct vsri_io *io, struct vsri_completion *cc, int32_t
 static void ib_echoed(struct vsri_io *io, struct vsri_completion *wc, int32_t res) {
   (void)io;
   (void)wc;
-  if (res != (int32_t)ib.size) IB_DIE("echo writev: %d", res);
+  if (res != (int32_t)ib.size) IB_DIE("echo sendv: %d", res);
 }
 
 static void ib_rx_read(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
@@ -215,7 +215,7 @@ static void ib_rx_read(struct vsri_io *io, struct vsri_completion *rc, int32_t r
     if (c->got >= ib.size) { /* the sender has one frame in flight: echo it */
       c->got -= ib.size;
       c->iov[0] = (struct iovec){ib_src, ib.size};
-      vsri_io_writev(io, &c->wc, c->fd, c->iov, 1, ib_echoed, c);
+      vsri_io_sendv(io, &c->wc, c->fd, c->iov, 1, ib_echoed, c);
     }
   }
   vsri_io_recv_pooled(io, rc, c->fd, ib_rx_read, c);

@@ -69,6 +69,17 @@ static void node_usage(FILE *f) {
           "  --log-burst N           log lines per call site at once, default 20 (0: no limit)\n"
           "  --log-interval-ms N     then one line (and one count of the rest) per N ms,\n"
           "                          default 1000\n"
+          "  --memory-max SIZE       node-wide cap on message buffers, e.g. 512M, 2G; default\n"
+          "                          auto = 1/4 of physical memory (or of the cgroup limit),\n"
+          "                          at least 256M. Frames beyond it: VSR_EMEMORY_MAX\n"
+          "  --client-memory-budget SIZE   client-plane frames in flight; default memory-max/2\n"
+          "  --replica-memory-budget SIZE  share of memory-max kept for replica frames in\n"
+          "                          flight; default min(memory-max/4, (replicas-1) x\n"
+          "                          max-message-size)\n"
+          "  --conn-memory-budget SIZE     largest frame one client may have in flight;\n"
+          "                          default max-message-size\n"
+          "  --frame-allowance SIZE  client frame bytes reserved before they arrive; default\n"
+          "                          65792 (a 64 KiB body and its header)\n"
           "  --frame-timeout-ms N    a started frame must complete within N ms, default 30000\n"
           "                          (0: off)\n"
           "  --client-idle-timeout-ms N  close a client silent for N ms, default 60000 (0: off)\n"
@@ -132,6 +143,41 @@ static int node_parse_u32(const char *key, const char *v, uint32_t *out) {
     fprintf(stderr, "vsrbus node: %s: '%s' is not a number\n", key, v);
     return -1;
   }
+  *out = (uint32_t)x;
+  return 0;
+}
+
+/* "65536", "64K", "512M", "2G", "1GiB", "auto" (0). Binary multiples. */
+static int node_parse_size(const char *key, const char *v, uint64_t max, uint64_t *out) {
+  if (strcmp(v, "auto") == 0) {
+    *out = 0;
+    return 0;
+  }
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  unsigned shift = 0;
+  switch (*end) {
+  case 'k': case 'K': shift = 10; end++; break;
+  case 'm': case 'M': shift = 20; end++; break;
+  case 'g': case 'G': shift = 30; end++; break;
+  case 't': case 'T': shift = 40; end++; break;
+  default: break;
+  }
+  if (shift && (*end == 'i' || *end == 'I')) end++;
+  if (*end == 'b' || *end == 'B') end++;
+  if (errno || *end || !*v || *v == '-' || (shift && x > (max >> shift)) || (x << shift) > max) {
+    fprintf(stderr, "vsrbus node: %s: '%s' is not a size (e.g. 65536, 64K, 512M, 2G)\n", key,
+            v);
+    return -1;
+  }
+  *out = (uint64_t)x << shift;
+  return 0;
+}
+
+static int node_parse_size32(const char *key, const char *v, uint32_t *out) {
+  uint64_t x;
+  if (node_parse_size(key, v, UINT32_MAX, &x)) return -1;
   *out = (uint32_t)x;
   return 0;
 }
@@ -292,6 +338,18 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
     if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
     vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
+  } else if (strcmp(key, "memory-max") == 0 || strcmp(key, "memory_max") == 0) {
+    return node_parse_size(key, v, UINT64_MAX, &b->memory_max);
+  } else if (strcmp(key, "client-memory-budget") == 0 ||
+             strcmp(key, "client_memory_budget") == 0) {
+    return node_parse_size(key, v, UINT64_MAX, &b->client_memory_budget);
+  } else if (strcmp(key, "replica-memory-budget") == 0 ||
+             strcmp(key, "replica_memory_budget") == 0) {
+    return node_parse_size(key, v, UINT64_MAX, &b->replica_memory_budget);
+  } else if (strcmp(key, "conn-memory-budget") == 0 || strcmp(key, "conn_memory_budget") == 0) {
+    return node_parse_size32(key, v, &b->conn_memory_budget);
+  } else if (strcmp(key, "frame-allowance") == 0 || strcmp(key, "frame_allowance") == 0) {
+    return node_parse_size32(key, v, &b->frame_allowance);
   } else if (strcmp(key, "frame-timeout-ms") == 0 || strcmp(key, "frame_timeout_ms") == 0) {
     return node_parse_ms_or_off(key, v, &b->frame_timeout_ns);
   } else if (strcmp(key, "client-idle-timeout-ms") == 0 ||
@@ -395,6 +453,11 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"peer-queue-bytes", required_argument, 0, 0},
       {"log-burst", required_argument, 0, 0}, {"log-interval-ms", required_argument, 0, 0},
       {"io", required_argument, 0, 0},
+      {"memory-max", required_argument, 0, 0},
+      {"client-memory-budget", required_argument, 0, 0},
+      {"replica-memory-budget", required_argument, 0, 0},
+      {"conn-memory-budget", required_argument, 0, 0},
+      {"frame-allowance", required_argument, 0, 0},
       {"frame-timeout-ms", required_argument, 0, 0},
       {"client-idle-timeout-ms", required_argument, 0, 0},
       {"close-peer-timeout-ms", required_argument, 0, 0},

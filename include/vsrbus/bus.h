@@ -103,6 +103,28 @@ struct vsr_bus_options {
    * bounds the memory one peer that does not read can pin (the frame cap alone allows 256
    * frames of any size), while a reading peer's queue stays far below it. 0: frames only. */
   uint64_t peer_queue_bytes_max;
+  /* Memory budgets (docs/limits.md, "Memory budgets"); 0 picks the default. A frame's buffer
+   * is reserved as its bytes arrive, never from its header's size alone. */
+  uint64_t memory_max; /* node-wide cap on message buffers (the pool's bytes_max when the bus
+                          owns its loop; with a caller's loop, that pool's bytes_max is the cap
+                          and this is ignored). Default 1/4 of physical memory (or of the
+                          cgroup's memory.max), at least 256 MiB: the rest is left to the state
+                          machine, its journal and the page cache. Frames beyond it are
+                          refused with VSR_EMEMORY_MAX. */
+  uint64_t client_memory_budget; /* buffers of client-plane frames still arriving; default
+                                    memory_max / 2, so clients can never take it all. When
+                                    full, the largest frame in flight is evicted, or the
+                                    newcomer refused: VSR_EMEMORY_BUDGET. */
+  uint64_t replica_memory_budget; /* share of memory_max the client plane may never take, kept
+                                     for replica frames in flight; default min(memory_max / 4,
+                                     (replica_count - 1) x max_message_size); 0 without a
+                                     replica plane */
+  uint32_t conn_memory_budget; /* largest frame one client connection may have in flight;
+                                  default max_message_size. Beyond: VSR_EMEMORY_BUDGET at its
+                                  header. */
+  uint32_t frame_allowance; /* bytes of a client frame reserved at once when its body starts
+                               (the rest grows as it arrives); default 65,792 = a 64 KiB body
+                               and its header. Authenticated replicas: max_message_size. */
 
   /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
   const char *cluster_name;            /* the u128 cluster id is derived from it */
@@ -225,6 +247,15 @@ struct vsr_bus_stats {
   uint64_t quic_tokens_invalid;   /* Initials refused: forged / expired Retry token */
   uint64_t quic_evicted;          /* oldest half-opens evicted: max_handshakes was full */
   uint64_t quic_halfopen_peak;    /* most half-open QUIC handshakes at once */
+  /* Memory, by plane (index enum vsr_plane): buffers of frames being received. */
+  uint64_t rx_reserved[2];      /* bytes reserved for frames in flight now */
+  uint64_t rx_filled[2];        /* bytes of those frames received so far */
+  uint64_t rx_reserved_peak[2]; /* highest rx_reserved */
+  uint64_t rx_budget[2];        /* client: client_memory_budget; replica: its protected share */
+  uint64_t memory_max;          /* the node-wide cap (the pool's bytes_max) */
+  uint64_t memory_bytes;        /* the pool's buffers: in use + cached */
+  uint64_t memory_live;         /* the pool's buffers in use */
+  uint64_t memory_peak;         /* highest memory_bytes */
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);

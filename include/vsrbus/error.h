@@ -29,6 +29,8 @@ enum vsr_err {
   VSR_EADDRINUSE = -15,   /* cannot bind: address already in use */
   VSR_EBIND = -16,        /* cannot bind or listen for another reason (address not local,
                            * permission denied; the log line names the errno text) */
+  VSR_EMEMORY_BUDGET = -17, /* a frame would exceed its connection's or its plane's memory budget */
+  VSR_EMEMORY_MAX = -18,    /* the node-wide memory cap (memory_max) is reached: frame refused */
 
   /* -20..-39: frame errors from the decoder; the connection that sent the frame is closed. */
   VSR_EFRAME_SMALL = -20,         /* size field < 256 */
@@ -41,6 +43,8 @@ enum vsr_err {
   VSR_EFRAME_ENUM = -27,          /* an enum byte (operation, reason, outcome) is undefined */
   VSR_EFRAME_PLANE = -28,         /* valid frame, wrong plane or wrong direction (e.g. a
                                    * client sending Prepare or ReplicaHello: docs/limits.md) */
+  VSR_EFRAME_PREAUTH = -29,       /* frame larger than a handshake frame (256 bytes) before the
+                                     replica handshake completed */
 
   /* -40..-59: connection errors. */
   VSR_ECLOSED = -40,     /* peer closed (FIN) at a frame boundary; a crashed process closes

@@ -16,7 +16,11 @@ extern "C" {
 #endif
 
 #define VSR_MESSAGE_ALIGN 4096u
-#define VSR_POOL_CLASSES 4 /* 4 KiB, 64 KiB, 1 MiB, and on-demand up to max_message_size */
+/* The pool's buffers come in size classes 4 KiB-granular up to 16 KiB, then four per doubling
+ * (20, 24, 28, 32, 40, ... KiB) up to 64 MiB, so a buffer wastes at most a quarter of its size
+ * (a 65,792-byte frame takes an 80 KiB buffer). Larger frames get on-demand buffers. The
+ * options group the classes in tiers: [0] the 4 KiB class, [1] 8..64 KiB, [2] above 64 KiB. */
+#define VSR_POOL_CLASSES 4 /* tiers + 1 (historical: the options arrays hold 3 tiers) */
 
 struct vsr_pool;
 
@@ -26,16 +30,23 @@ struct vsr_msg {
   uint32_t size;            /* frame bytes in |data| (header + body) */
   uint32_t capacity;        /* bytes available in |data| */
   uint32_t refs;            /* > 0 while the message is live */
-  uint8_t size_class;       /* pool class index, or VSR_POOL_CLASSES for on-demand buffers */
+  uint8_t size_class;       /* pool-internal class index (255: on-demand buffer) */
   struct vsr_msg *next;     /* free-list link; undefined while live */
   struct vsr_pool *pool;
 };
 
 struct vsr_pool_options {
   uint32_t max_message_size; /* largest frame the pool must hold; default 64 MiB */
-  uint32_t prealloc[VSR_POOL_CLASSES - 1]; /* buffers allocated at creation, per class */
-  uint32_t free_max[VSR_POOL_CLASSES - 1]; /* free buffers kept per class (more are freed) */
-  uint64_t bytes_max; /* cap on live + cached buffer bytes; a get beyond it fails */
+  /* Buffers allocated at creation: [0] 4 KiB, [1] 64 KiB, [2] 1 MiB. */
+  uint32_t prealloc[VSR_POOL_CLASSES - 1];
+  /* Free buffers kept per class of a tier (more are freed): [0] the 4 KiB class, [1] each
+   * class of 8..64 KiB, [2] each class above 64 KiB. */
+  uint32_t free_max[VSR_POOL_CLASSES - 1];
+  /* Cap on live + cached buffer bytes: a get beyond it fails (free buffers are given back to
+   * the heap first). The bus sets it from memory_max. */
+  uint64_t bytes_max;
+  /* Cap on cached (free) buffer bytes, default 128 MiB: the free lists never hold more. */
+  uint64_t cache_bytes_max;
 };
 
 struct vsr_pool_stats {
@@ -46,10 +57,14 @@ struct vsr_pool_stats {
   uint64_t failures;    /* gets refused: over bytes_max or out of memory */
   uint64_t live;        /* messages currently referenced */
   uint64_t bytes;       /* live + cached buffer bytes */
+  uint64_t bytes_live;   /* capacity of buffers in use (referenced) */
+  uint64_t bytes_cached; /* capacity of buffers on the free lists */
+  uint64_t bytes_peak;   /* highest |bytes| seen */
+  uint64_t trims;        /* free buffers given back to make room under bytes_max */
 };
 
-/* Fills |o| with defaults: prealloc 1024 × 4 KiB and 32 × 64 KiB, free lists of 4096 / 256 / 64,
- * bytes_max 2 GiB, max_message_size 64 MiB. */
+/* Fills |o| with defaults: prealloc 1024 × 4 KiB and 32 × 64 KiB, free lists of 4096 / 256 / 64
+ * per class, bytes_max 2 GiB, cache_bytes_max 128 MiB, max_message_size 64 MiB. */
 void vsr_pool_options_default(struct vsr_pool_options *o);
 
 /* Creates a pool. Returns 0, VSR_EINVAL (bad options) or VSR_ENOMEM. */
@@ -66,17 +81,15 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size);
 
 void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out);
 
-/* Returns the message to its pool's free list (or the heap). Internal to vsr_msg_unref. */
-void vsr_msg_release_(struct vsr_msg *msg);
-
 static inline struct vsr_msg *vsr_msg_ref(struct vsr_msg *msg) {
   msg->refs++;
   return msg;
 }
 
-static inline void vsr_msg_unref(struct vsr_msg *msg) {
-  if (msg && --msg->refs == 0) vsr_msg_release_(msg);
-}
+/* Drops a reference (NULL is a no-op); the last one returns the message to its pool's free
+ * list (or the heap). A function, not an inline, so the release path stays inside the
+ * library and out of its ABI. */
+void vsr_msg_unref(struct vsr_msg *msg);
 
 #ifdef __cplusplus
 }

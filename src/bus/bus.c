@@ -3,11 +3,13 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bus/bus_impl.h"
 #include "frame/decode.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/pool.h"
 
 #define BUS_SLOT_NONE UINT32_MAX
 #define BUS_TIMEOUT_SWEEP_MIN_NS 10000000ull   /* timeout sweeps run at most every 10 ms */
@@ -313,6 +315,11 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
   p->registered = true;
   p->state = BUS_PEER_ACTIVE;
   bus->replicas[id] = p;
+  /* Authenticated: consensus frames of any size, each reserved whole at its first body byte
+   * (a replica is trusted with one max-size frame in flight, as the reference preallocates). */
+  if (p->tops->set_frame_limit) {
+    p->tops->set_frame_limit(p->conn, bus->opts.max_message_size, bus->opts.max_message_size);
+  }
   bus->stats.replicas_connected++;
   vsri_bus_emit(bus, VSR_PEER_AUTHENTICATED, p, 0);
   if (p->q.len > 0 && p->state == BUS_PEER_ACTIVE) p->tops->kick(p->conn);
@@ -524,27 +531,33 @@ static void bus_timeout_stop(struct vsr_bus *bus) {
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* Copies the strings |o| points at into one owned block. */
+/* Copies the strings |o| points at into one owned block. On failure every field holds either
+ * NULL or an owned copy, so bus_free_strings() never frees a caller's string. */
 static int bus_copy_strings(struct vsr_bus *bus) {
   struct vsr_bus_options *o = &bus->opts;
   const char **fields[] = {&o->client_tcp_addr, &o->client_quic_addr, &o->cluster_name,
                            &o->quic_cert_file, &o->quic_key_file};
+  const char *src[sizeof fields / sizeof fields[0]];
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-    if (!*fields[i]) continue;
-    char *copy = vsri_strdup(*fields[i]);
+    src[i] = *fields[i];
+    *fields[i] = NULL;
+  }
+  const char *const *src_addrs = o->replica_addrs;
+  o->replica_addrs = NULL;
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    if (!src[i]) continue;
+    char *copy = vsri_strdup(src[i]);
     if (!copy) return VSR_ENOMEM;
     *fields[i] = copy;
   }
-  if (o->replica_addrs && o->replica_count) {
+  if (src_addrs && o->replica_count) {
     char **addrs = vsri_calloc(o->replica_count, sizeof *addrs);
     if (!addrs) return VSR_ENOMEM;
-    for (uint16_t i = 0; i < o->replica_count; i++) {
-      addrs[i] = o->replica_addrs[i] ? vsri_strdup(o->replica_addrs[i]) : NULL;
-      if (o->replica_addrs[i] && !addrs[i]) return VSR_ENOMEM;
-    }
     o->replica_addrs = (const char *const *)addrs;
-  } else {
-    o->replica_addrs = NULL;
+    for (uint16_t i = 0; i < o->replica_count; i++) {
+      addrs[i] = src_addrs[i] ? vsri_strdup(src_addrs[i]) : NULL;
+      if (src_addrs[i] && !addrs[i]) return VSR_ENOMEM;
+    }
   }
   return 0;
 }
@@ -567,10 +580,81 @@ static int bus_check_options(const struct vsr_bus_options *o) {
     VSRI_ERROR("VSR-CONFIG", "max_message_size %u < %u", o->max_message_size, VSR_HEADER_SIZE);
     return VSR_ECONFIG;
   }
+  if (o->memory_max && o->memory_max < (16u << 20)) {
+    VSRI_ERROR("VSR-CONFIG", "memory_max %llu: at least 16 MiB",
+               (unsigned long long)o->memory_max);
+    return VSR_ECONFIG;
+  }
   if (o->peer_queue_capacity == 0 || o->max_batch == 0 || o->max_clients == 0) {
     VSRI_ERROR("VSR-CONFIG", "peer_queue_capacity, max_batch and max_clients must be > 0");
     return VSR_ECONFIG;
   }
+  return 0;
+}
+
+#define BUS_MEMORY_MIN (256ull << 20)
+
+/* Physical memory, or the cgroup (v2) memory.max when that is smaller. 0 if unknown. */
+static uint64_t bus_memory_total(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+  uint64_t total = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+  FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+  if (f) {
+    unsigned long long lim;
+    if (fscanf(f, "%llu", &lim) == 1 && lim > 0 && (total == 0 || lim < total)) total = lim;
+    fclose(f);
+  }
+  return total;
+}
+
+/* The default node-wide cap: a quarter of the machine (or cgroup), at least 256 MiB. */
+static uint64_t bus_memory_default(void) {
+  uint64_t q = bus_memory_total() / 4;
+  return q < BUS_MEMORY_MIN ? BUS_MEMORY_MIN : q;
+}
+
+static uint64_t bus_pool_prealloc_bytes(const struct vsr_pool_options *po) {
+  return (uint64_t)po->prealloc[0] * (4u << 10) + (uint64_t)po->prealloc[1] * (64u << 10) +
+         (uint64_t)po->prealloc[2] * (1u << 20);
+}
+
+/* Fills the budgets from the options once the pool (and so memory_max) is known. */
+static int bus_setup_memory(struct vsr_bus *bus) {
+  struct vsr_bus_options *o = &bus->opts;
+  uint64_t mmax = vsri_pool_bytes_max(bus->loop->pool);
+  bool replica_plane = o->cluster_name && o->replica_count > 1;
+  uint64_t client = o->client_memory_budget ? o->client_memory_budget : mmax / 2;
+  uint64_t replica = o->replica_memory_budget;
+  if (!replica && replica_plane) {
+    replica = mmax / 4;
+    uint64_t need = (uint64_t)(o->replica_count - 1) * o->max_message_size;
+    if (need < replica) replica = need;
+  }
+  if (!replica_plane) replica = 0;
+  if (client + replica > mmax) {
+    VSRI_ERROR("VSR-CONFIG", "client_memory_budget %llu + replica_memory_budget %llu exceed "
+               "memory_max %llu", (unsigned long long)client, (unsigned long long)replica,
+               (unsigned long long)mmax);
+    return VSR_ECONFIG;
+  }
+  o->memory_max = mmax;
+  o->client_memory_budget = client;
+  o->replica_memory_budget = replica;
+  if (!o->conn_memory_budget) o->conn_memory_budget = o->max_message_size;
+  if (!o->frame_allowance) o->frame_allowance = VSRI_DECODE_ALLOWANCE;
+  bus->budget[VSR_PLANE_CLIENT] = (struct vsri_mem_budget){
+      .name = "client plane",
+      .max = client,
+      .protect = replica ? &bus->budget[VSR_PLANE_REPLICA] : NULL,
+  };
+  /* The replica budget refuses nothing (authenticated frames are reserved whole, handshakes
+   * are 256 bytes): it is the share the client plane must leave free. */
+  bus->budget[VSR_PLANE_REPLICA] = (struct vsri_mem_budget){
+      .name = "replica plane", .max = replica, .reserve_only = true};
+  VSRI_INFO("VSR-MEMORY", "memory_max %llu MiB; client plane budget %llu MiB (allowance %u "
+            "bytes, %u bytes per connection); replica plane reserve %llu MiB",
+            (unsigned long long)(mmax >> 20), (unsigned long long)(client >> 20),
+            o->frame_allowance, o->conn_memory_budget, (unsigned long long)(replica >> 20));
   return 0;
 }
 
@@ -619,6 +703,14 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     if (lo.pool.max_message_size < o->max_message_size) {
       lo.pool.max_message_size = o->max_message_size;
     }
+    lo.pool.bytes_max = o->memory_max ? o->memory_max : bus_memory_default();
+    if (bus_pool_prealloc_bytes(&lo.pool) > lo.pool.bytes_max / 2) {
+      VSRI_ERROR("VSR-CONFIG", "memory_max %llu: the pool preallocates %llu bytes; give at "
+                 "least twice that", (unsigned long long)lo.pool.bytes_max,
+                 (unsigned long long)bus_pool_prealloc_bytes(&lo.pool));
+      err = VSR_ECONFIG;
+      goto fail;
+    }
     err = vsr_loop_new(&bus->loop, &lo);
     if (err) goto fail;
     bus->owns_loop = true;
@@ -631,6 +723,15 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
       .decode_flags = o->verify_body_checksum ? VSRI_DECODE_VERIFY_BODY : 0,
       .drain_timeout_ns = o->close_peer_timeout_ns,
   };
+  err = bus_setup_memory(bus);
+  if (err) goto fail;
+  bus->tctx.budget = &bus->budget[VSR_PLANE_CLIENT];
+  bus->tctx.frame_allowance = bus->opts.frame_allowance;
+  bus->tctx.conn_budget = bus->opts.conn_memory_budget;
+  bus->tctx_replica = bus->tctx;
+  bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
+  bus->tctx_replica.conn_budget = 0;
+  bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
   if (bus->opts.client_tcp_addr) {
     err = bus_listen(bus, &bus->client_tcp, &vsri_transport_tcp, &bus->tctx,
                      bus->opts.client_tcp_addr);
@@ -767,6 +868,18 @@ static void bus_add_sent(struct vsr_bus_stats *out, const struct bus_peer *p) {
 /* Adds the send counters of live peers to the totals of peers already gone. */
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
   *out = bus->stats;
+  for (int pl = 0; pl < 2; pl++) {
+    out->rx_reserved[pl] = bus->budget[pl].reserved;
+    out->rx_filled[pl] = bus->budget[pl].filled;
+    out->rx_reserved_peak[pl] = bus->budget[pl].peak;
+    out->rx_budget[pl] = bus->budget[pl].max;
+  }
+  struct vsr_pool_stats ps;
+  vsr_pool_stats(bus->loop->pool, &ps);
+  out->memory_max = vsri_pool_bytes_max(bus->loop->pool);
+  out->memory_bytes = ps.bytes;
+  out->memory_live = ps.bytes_live;
+  out->memory_peak = ps.bytes_peak;
   for (uint32_t i = 0; i < bus->client_slots_len; i++) bus_add_sent(out, bus->client_slots[i]);
   for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_add_sent(out, bus->replicas[i]);
   if (bus->client_quic.l) vsri_bus_quic_stats(bus->client_quic.l, out);

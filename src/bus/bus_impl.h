@@ -1,18 +1,13 @@
-/* Internal to the bus: peers, the registry, and the seams between the client plane (bus.c,
- * clients.c), the replica plane (replica.c) and the transports. */
+/* Internal to the bus: peers, the registry, and the seams between the client plane (bus.c),
+ * the replica plane (replica.c), the client SDK (client.c) and the transports. */
 #ifndef VSRI_BUS_IMPL_H
 #define VSRI_BUS_IMPL_H
 
 #include "io/io.h"
+#include "io/runtime.h"
 #include "transport/transport.h"
 #include "vsrbus/bus.h"
 #include "vsrbus/loop.h"
-
-struct vsr_loop {
-  struct vsri_io *io;
-  struct vsr_pool *pool;
-  volatile bool stop;
-};
 
 enum bus_peer_state {
   BUS_PEER_PENDING = 0, /* transport up, not registered (replica handshake in progress) */
@@ -57,6 +52,9 @@ struct vsr_bus {
   void *user;
   struct vsri_transport_ctx tctx;      /* plain TCP */
   struct vsri_transport_ctx tctx_quic; /* QUIC: same, with its settings in |tls| */
+  struct vsri_transport_ctx tctx_replica; /* replica plane TCP: its budget, 256-byte frames
+                                             until the handshake completes */
+  struct vsri_mem_budget budget[2];    /* frames in flight, by enum vsr_plane */
   void *quic_config;                   /* owned struct vsri_quic_config, or NULL */
   struct bus_listener client_tcp, client_quic, replica_tcp;
   /* Client registry: id = (sequence << 32) | slot. Slot arrays grow to max_clients. */
@@ -128,8 +126,9 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
 
-/* QUIC hooks for the client SDK and the bus (quic.c). vsri_client_quic_ops returns NULL
- * when QUIC is not built. The config functions return 0, VSR_ECONFIG or VSR_ENOMEM. */
+/* QUIC hooks for the client SDK and the bus (quic_glue.c). QUIC is always built:
+ * vsri_client_quic_ops never returns NULL. The config functions return 0, VSR_ECONFIG or
+ * VSR_ENOMEM. */
 struct vsr_client_options;
 const struct vsri_transport_ops *vsri_client_quic_ops(void);
 int vsri_client_quic_config(const struct vsr_client_options *o, void **out);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bus/bus_impl.h"
+#include "vsrbus/client.h"
 #include "transport/quic.h"
 #include "util/alloc.h"
 #include "util/log.h"

@@ -206,7 +206,7 @@ static void rp_dial(struct rp_plane *rp, uint8_t target) {
   hs->target = target;
   vsri_auth_dialer_init(&hs->auth, &rp->auth, target, NULL);
   struct vsri_conn *conn = NULL;
-  int err = vsri_transport_tcp.connect(&conn, &bus->tctx, addr, &vsri_bus_conn_events, p, &p->q);
+  int err = vsri_transport_tcp.connect(&conn, &bus->tctx_replica, addr, &vsri_bus_conn_events, p, &p->q);
   if (err) {
     rp_hs_end(hs);
     vsri_bus_peer_free(p);
@@ -513,7 +513,7 @@ static int rp_listen(struct vsr_bus *bus) {
   bl->tops = &vsri_transport_tcp;
   bl->plane = VSR_PLANE_REPLICA;
   const char *addr = bus->opts.replica_addrs[bus->opts.replica_index];
-  int err = bl->tops->listen(&bl->l, &bus->tctx, addr, rp_accept, bl);
+  int err = bl->tops->listen(&bl->l, &bus->tctx_replica, addr, rp_accept, bl);
   if (err) {
     VSRI_ERROR("VSR-LISTEN", "replica plane: cannot listen on %s: %s", addr, vsr_strerror(err));
     return err;

@@ -26,7 +26,7 @@ enum {
 
 struct ep_fd {
   struct vsri_completion *rd; /* parked accept / recv / recvmsg */
-  struct vsri_completion *wr; /* parked connect / writev / sendmsg */
+  struct vsri_completion *wr; /* parked connect / sendv / sendmsg */
   bool registered;            /* added to the epoll set */
 };
 
@@ -121,9 +121,9 @@ static int32_t ep_try(struct ep *ep, struct vsri_completion *c) {
     c->u.recv.buf = ep->pooled;
     r = recv(c->fd, ep->pooled, c->u.recv.len, 0);
     break;
-  case VSRI_OP_WRITEV: {
-    struct msghdr mh = {.msg_iov = (struct iovec *)c->u.writev.iov,
-                        .msg_iovlen = (size_t)c->u.writev.iovcnt};
+  case VSRI_OP_SENDV: {
+    struct msghdr mh = {.msg_iov = (struct iovec *)c->u.sendv.iov,
+                        .msg_iovlen = (size_t)c->u.sendv.iovcnt};
     r = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
     break;
   }
@@ -252,7 +252,10 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
       n += ep_attempt(io, ep, c);
     }
   }
-  /* Work the callbacks just submitted (replies, next reads) goes out in this same turn. */
+  /* Submissions the callbacks just made (a next recv, a write continuing after a completed
+   * one) are tried in this same turn, up to EP_TRIES_PER_PASS; the rest wait for the next
+   * turn. Frames newly queued for sending go out later, from the before-poll queue
+   * (vsri_io_defer) of the next vsri_io_run, which coalesces them into one write. */
   n += ep_drain_fresh(io, ep);
   return n;
 }

@@ -31,8 +31,8 @@ enum vsri_op {
   VSRI_OP_CONNECT,
   VSRI_OP_RECV,        /* into the caller's buffer */
   VSRI_OP_RECV_POOLED, /* into a loop-owned buffer, valid only during the callback */
-  VSRI_OP_WRITEV,
-  VSRI_OP_SENDMSG,
+  VSRI_OP_SENDV,       /* iovecs on a stream socket: sendmsg(2), MSG_NOSIGNAL */
+  VSRI_OP_SENDMSG,     /* the caller's msghdr (datagrams, control messages) */
   VSRI_OP_RECVMSG,
   VSRI_OP_CLOSE,
   VSRI_OP_TIMEOUT,
@@ -61,7 +61,7 @@ struct vsri_completion {
     struct {
       const struct iovec *iov;
       int iovcnt;
-    } writev;
+    } sendv;
     struct {
       struct msghdr *msg;
       int flags;
@@ -108,7 +108,7 @@ uint64_t vsri_io_now(const struct vsri_io *io);
 uint64_t vsri_io_now_fresh(struct vsri_io *io);
 
 /* Submissions. |fd| must be non-blocking. One read-side (accept/recv/recvmsg) and one
- * write-side (connect/writev/sendmsg) operation may be pending per fd at a time. */
+ * write-side (connect/sendv/sendmsg) operation may be pending per fd at a time. */
 void vsri_io_accept(struct vsri_io *io, struct vsri_completion *c, int fd,
                     struct sockaddr_storage *addr, socklen_t *addrlen, vsri_io_cb cb, void *ctx);
 void vsri_io_connect(struct vsri_io *io, struct vsri_completion *c, int fd,
@@ -119,8 +119,12 @@ void vsri_io_recv(struct vsri_io *io, struct vsri_completion *c, int fd, void *b
  * buffer returns to the loop when the callback returns. */
 void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                          void *ctx);
-void vsri_io_writev(struct vsri_io *io, struct vsri_completion *c, int fd,
-                    const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx);
+/* Sends |iovcnt| iovecs on a connected stream socket: one sendmsg(2) with MSG_NOSIGNAL (a
+ * dead peer gives -EPIPE, never SIGPIPE), so sockets only (-ENOTSOCK otherwise). Result: the
+ * bytes the kernel took, possibly fewer than asked. */
+void vsri_io_sendv(struct vsri_io *io, struct vsri_completion *c, int fd,
+                   const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx);
+/* sendmsg(2) / recvmsg(2) with the caller's msghdr (address, control messages): datagrams. */
 void vsri_io_sendmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
                      int flags, vsri_io_cb cb, void *ctx);
 void vsri_io_recvmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,

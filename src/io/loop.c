@@ -264,11 +264,11 @@ void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, 
   io->backend->submit(io, c);
 }
 
-void vsri_io_writev(struct vsri_io *io, struct vsri_completion *c, int fd,
-                    const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx) {
-  loop_prepare(io, c, VSRI_OP_WRITEV, fd, cb, ctx);
-  c->u.writev.iov = iov;
-  c->u.writev.iovcnt = iovcnt;
+void vsri_io_sendv(struct vsri_io *io, struct vsri_completion *c, int fd,
+                   const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_SENDV, fd, cb, ctx);
+  c->u.sendv.iov = iov;
+  c->u.sendv.iovcnt = iovcnt;
   io->backend->submit(io, c);
 }
 
@@ -298,7 +298,10 @@ void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c) {
   if (!c->pending || c->canceled) return;
   c->canceled = true;
   if (c->op == VSRI_OP_TIMEOUT) {
-    /* A timer still in the heap has not fired: take it out and complete it from the loop. */
+    /* A timer still in the heap has not fired: take it out and complete it from the loop.
+     * One that never entered the heap (no memory to grow it) is already posted with -ENOMEM. */
+    uint32_t i = c->u.timeout.heap_index;
+    if (i >= io->timers_len || io->timers[i] != c) return;
     heap_remove(io, c);
     vsri_io_post(io, c, -ECANCELED);
     return;

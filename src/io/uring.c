@@ -6,7 +6,7 @@
  * - accept is one-shot. Multishot accept would keep accepting while nobody asked (the API gives
  *   one callback per submission and leaves backpressure to the listen backlog), and its extra
  *   fds would need a stash; with batching a one-shot accept costs no extra syscall anyway.
- * - WRITEV goes out as IORING_OP_SENDMSG with MSG_NOSIGNAL (as epoll.c does with sendmsg(2)):
+ * - SENDV goes out as IORING_OP_SENDMSG with MSG_NOSIGNAL (as epoll.c does with sendmsg(2)):
  *   a dead peer gives -EPIPE, never SIGPIPE. Its msghdr lives in a per-SQ-slot array, which
  *   IORING_FEAT_SUBMIT_STABLE makes safe: the kernel has copied it once the SQE is consumed.
  * - cancel() queues an IORING_OP_ASYNC_CANCEL keyed by the completion; its own CQE carries
@@ -49,7 +49,7 @@ struct ur {
   bool enabled;
   bool warned_eagain;
   bool test_poll_first; /* tests: every operation takes the -EAGAIN path (poll, then issue) */
-  /* One msghdr per SQ slot for WRITEV-as-SENDMSG; valid until the kernel consumes the SQE. */
+  /* One msghdr per SQ slot for SENDV-as-SENDMSG; valid until the kernel consumes the SQE. */
   struct msghdr *slot_msgs;
   /* RECV_POOLED buffers: |buf_count| × |buf_size|. With a buffer ring (|br| != NULL) the
    * kernel picks one per receive; without one, poll + recv(2) into |scratch|. */
@@ -313,12 +313,12 @@ static bool ur_is_read_side(uint8_t op) {
          op == VSRI_OP_RECVMSG;
 }
 
-/* Like epoll.c, WRITEV is sendmsg(MSG_NOSIGNAL): sockets only (-ENOTSOCK otherwise). */
-static void ur_prep_writev(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
+/* Like epoll.c, SENDV is sendmsg(MSG_NOSIGNAL): sockets only (-ENOTSOCK otherwise). */
+static void ur_prep_sendv(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
   struct msghdr *mh = &ur->slot_msgs[sqe - ur->ring.sq.sqes];
   memset(mh, 0, sizeof *mh);
-  mh->msg_iov = (struct iovec *)c->u.writev.iov;
-  mh->msg_iovlen = (size_t)c->u.writev.iovcnt;
+  mh->msg_iov = (struct iovec *)c->u.sendv.iov;
+  mh->msg_iovlen = (size_t)c->u.sendv.iovcnt;
   io_uring_prep_sendmsg(sqe, c->fd, mh, MSG_NOSIGNAL);
 }
 
@@ -345,8 +345,8 @@ static void ur_prep(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_complet
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = UR_BGID;
     break;
-  case VSRI_OP_WRITEV:
-    ur_prep_writev(ur, sqe, c);
+  case VSRI_OP_SENDV:
+    ur_prep_sendv(ur, sqe, c);
     break;
   case VSRI_OP_SENDMSG:
     io_uring_prep_sendmsg(sqe, c->fd, c->u.msg.msg, (unsigned)(c->u.msg.flags | MSG_NOSIGNAL));

@@ -1033,8 +1033,7 @@ static struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid) {
     c->nst = c->st_want;
     for (uint32_t i = 0; i < c->nst; i++) {
       c->st[i].sid = -1;
-      vsri_decoder_init(&c->st[i].dec, c->ctx->pool, c->ctx->max_message_size,
-                        c->ctx->decode_flags);
+      vsri_conn_decoder_init(&c->st[i].dec, c->ctx);
     }
   }
   for (uint32_t i = 0; i < c->nst; i++) {
@@ -1056,7 +1055,7 @@ static struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid) {
 static void q_stream_drop(struct vsri_conn *c, struct q_stream *s) {
   if (!vsri_decoder_idle(&s->dec)) {
     vsri_decoder_free(&s->dec);
-    vsri_decoder_init(&s->dec, c->ctx->pool, c->ctx->max_message_size, c->ctx->decode_flags);
+    vsri_conn_decoder_init(&s->dec, c->ctx);
   }
   s->sid = -1;
   c->nopen--;

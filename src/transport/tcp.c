@@ -41,7 +41,7 @@ struct vsri_conn {
   int fd;
   enum tcp_state state;
   bool reading;       /* a read-side op is pending */
-  bool writing;       /* a writev is pending */
+  bool writing;       /* a sendv is pending */
   bool draining;      /* closing: write the queue out before closing */
   bool started;       /* start() called: reads may run */
   bool direct_read;   /* the pending recv writes straight into the decoder's frame */
@@ -83,6 +83,19 @@ static void tcp_read(struct vsri_conn *c);
 static void tcp_flush(void *ctx);
 static void tcp_teardown(struct vsri_conn *c);
 
+static void tcp_close(struct vsri_conn *c, int reason, bool drain);
+
+/* The plane's budget evicted this connection's frame in flight (the largest when the budget
+ * was full): close at once; the buffer is freed with the decoder once no read is pending. */
+static void tcp_evicted(void *ctx) {
+  struct vsri_conn *c = ctx;
+  char what[200];
+  vsri_decoder_describe(&c->dec, VSR_EMEMORY_BUDGET, what, sizeof what);
+  VSRI_WARN("VSR-MEMORY", "%s tcp: %s (%s; %s); closing", c->name,
+            vsr_strerror(VSR_EMEMORY_BUDGET), vsr_errname(VSR_EMEMORY_BUDGET), what);
+  tcp_close(c, VSR_EMEMORY_BUDGET, false);
+}
+
 static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int fd) {
   struct vsri_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -91,7 +104,8 @@ static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int 
   c->flush.fn = tcp_flush;
   c->flush.ctx = c;
   c->last_rx = vsri_io_now(ctx->io);
-  vsri_decoder_init(&c->dec, ctx->pool, ctx->max_message_size, ctx->decode_flags);
+  vsri_conn_decoder_init(&c->dec, ctx);
+  vsri_decoder_set_evict(&c->dec, tcp_evicted, c);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return c;
@@ -202,12 +216,14 @@ static bool tcp_deliver(struct vsri_conn *c, struct vsr_msg *m) {
 }
 
 static void tcp_frame_error(struct vsri_conn *c, int err) {
-  const uint8_t *h = c->dec.hdr;
-  uint32_t size = (uint32_t)h[48] | (uint32_t)h[49] << 8 | (uint32_t)h[50] << 16 |
-                  (uint32_t)h[51] << 24;
-  VSRI_WARN("VSR-FRAME", "%s tcp: %s (%s; size %u, command %u, max %u); closing", c->name,
-            vsr_strerror(err), vsr_errname(err), size, h[60], c->ctx->max_message_size);
-  tcp_close(c, err, true); /* replies to frames accepted before this one still go out */
+  char what[200];
+  vsri_decoder_describe(&c->dec, err, what, sizeof what);
+  bool mem = err == VSR_EMEMORY_BUDGET || err == VSR_EMEMORY_MAX || err == VSR_EPOOL;
+  VSRI_WARN(mem ? "VSR-MEMORY" : "VSR-FRAME", "%s tcp: %s (%s; %s); closing", c->name,
+            vsr_strerror(err), vsr_errname(err), what);
+  /* Replies to frames accepted before this one still go out; the refused frame's buffer (if
+   * any) is already back in the pool. */
+  tcp_close(c, err, true);
 }
 
 /* A read while closing gracefully: drop the bytes; the peer's FIN (or reset) ends the wait. */
@@ -286,6 +302,11 @@ static void tcp_read(struct vsri_conn *c) {
     return;
   }
   if (c->state != TC_OPEN) return;
+  int g = vsri_decoder_grow(&c->dec); /* a full buffer grows before the read, not after */
+  if (g < 0) {
+    tcp_frame_error(c, g);
+    return;
+  }
   c->reading = true;
   uint8_t *dst;
   size_t want = vsri_decoder_want(&c->dec, &dst);
@@ -364,7 +385,7 @@ static void tcp_flush(void *ctx) {
     c->iov[i].iov_len = m->size - off;
   }
   c->writing = true;
-  vsri_io_writev(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
+  vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
 }
 
 static void tcp_kick(struct vsri_conn *c) {
@@ -439,6 +460,11 @@ static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *
 }
 
 static const char *tcp_peer_name(const struct vsri_conn *c) { return c->name; }
+
+static void tcp_set_frame_limit(struct vsri_conn *c, uint32_t max_size, uint32_t allowance) {
+  vsri_decoder_set_max(&c->dec, max_size, false);
+  vsri_decoder_set_budget(&c->dec, c->dec.budget, allowance, c->dec.conn_max);
+}
 
 static void tcp_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
   vsri_decoder_progress(&c->dec, &out->frame_have, &out->frame_size);
@@ -619,4 +645,5 @@ const struct vsri_transport_ops vsri_transport_tcp = {
     .close = tcp_close,
     .peer_name = tcp_peer_name,
     .rx_clock = tcp_rx_clock,
+    .set_frame_limit = tcp_set_frame_limit,
 };

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "frame/decode.h"
 #include "io/io.h"
 #include "vsrbus/msg.h"
 
@@ -74,6 +75,11 @@ struct vsri_transport_ctx {
   uint32_t decode_flags; /* VSRI_DECODE_* */
   uint64_t drain_timeout_ns; /* a graceful close: queue out and the peer's close (2 s) */
   const void *tls;       /* transport-specific settings (e.g. struct vsri_quic_config), or NULL */
+  struct vsri_mem_budget *budget; /* the plane's budget for frames in flight, or NULL */
+  uint32_t frame_allowance; /* bytes taken at once when a body starts; 0: VSRI_DECODE_ALLOWANCE */
+  uint32_t conn_budget;     /* largest frame one connection may hold in flight; 0: max size */
+  uint32_t preauth_max;     /* non-zero: frames above it are VSR_EFRAME_PREAUTH until the owner
+                               calls set_frame_limit (the replica handshake) */
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,
@@ -84,6 +90,15 @@ struct vsri_rx_clock {
   uint32_t frame_have;     /* bytes of that frame received so far (header included) */
   uint32_t frame_size;     /* its size field; 0 while the header is incomplete */
 };
+
+/* Sets up a connection's decoder from |ctx|: limits, budget, pre-authentication cap. */
+static inline void vsri_conn_decoder_init(struct vsri_decoder *d,
+                                          const struct vsri_transport_ctx *ctx) {
+  bool pre = ctx->preauth_max != 0;
+  vsri_decoder_init(d, ctx->pool, pre ? ctx->preauth_max : ctx->max_message_size,
+                    ctx->decode_flags | (pre ? VSRI_DECODE_PREAUTH : 0));
+  vsri_decoder_set_budget(d, ctx->budget, ctx->frame_allowance, ctx->conn_budget);
+}
 
 struct vsri_transport_ops {
   const char *name; /* "tcp", "quic" */
@@ -122,6 +137,11 @@ struct vsri_transport_ops {
 
   /* "127.0.0.1:41234" (stable for the connection's life). */
   const char *(*peer_name)(const struct vsri_conn *c);
+
+  /* Lifts the pre-authentication frame cap: frames up to |max_size| are accepted from now on,
+   * and a frame's first |allowance| bytes are reserved at once. NULL for transports that never
+   * carry the replica plane (QUIC). */
+  void (*set_frame_limit)(struct vsri_conn *c, uint32_t max_size, uint32_t allowance);
 
   /* Fills |out| (see struct vsri_rx_clock). Cheap: no syscall, no clock read. */
   void (*rx_clock)(const struct vsri_conn *c, struct vsri_rx_clock *out);

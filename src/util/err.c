@@ -21,6 +21,8 @@ const char *vsr_strerror(int err) {
   case VSR_EAGAIN: return "nothing available yet (non-blocking receive)";
   case VSR_EADDRINUSE: return "address already in use";
   case VSR_EBIND: return "address cannot be bound (not local, or not permitted)";
+  case VSR_EMEMORY_BUDGET: return "frame refused: it would exceed a connection or plane memory budget";
+  case VSR_EMEMORY_MAX: return "frame refused: the node-wide memory cap (memory_max) is reached";
   case VSR_EFRAME_SMALL: return "size field < 256";
   case VSR_EFRAME_LARGE: return "size field > max_message_size";
   case VSR_EFRAME_COMMAND: return "command byte is not a known command";
@@ -30,6 +32,7 @@ const char *vsr_strerror(int err) {
   case VSR_EFRAME_RESERVED: return "reserved bytes that must be zero are not";
   case VSR_EFRAME_ENUM: return "an enum byte (operation, reason, outcome) is undefined";
   case VSR_EFRAME_PLANE: return "valid frame, wrong plane or wrong direction";
+  case VSR_EFRAME_PREAUTH: return "frame larger than 256 bytes before the replica handshake completed";
   case VSR_ECLOSED: return "peer closed the connection at a frame boundary";
   case VSR_EEOF_HEADER: return "peer closed inside a frame header";
   case VSR_EEOF_BODY: return "peer closed inside a frame body";
@@ -77,6 +80,8 @@ const char *vsr_errname(int err) {
   case VSR_EAGAIN: return "VSR_EAGAIN";
   case VSR_EADDRINUSE: return "VSR_EADDRINUSE";
   case VSR_EBIND: return "VSR_EBIND";
+  case VSR_EMEMORY_BUDGET: return "VSR_EMEMORY_BUDGET";
+  case VSR_EMEMORY_MAX: return "VSR_EMEMORY_MAX";
   case VSR_EFRAME_SMALL: return "VSR_EFRAME_SMALL";
   case VSR_EFRAME_LARGE: return "VSR_EFRAME_LARGE";
   case VSR_EFRAME_COMMAND: return "VSR_EFRAME_COMMAND";
@@ -86,6 +91,7 @@ const char *vsr_errname(int err) {
   case VSR_EFRAME_RESERVED: return "VSR_EFRAME_RESERVED";
   case VSR_EFRAME_ENUM: return "VSR_EFRAME_ENUM";
   case VSR_EFRAME_PLANE: return "VSR_EFRAME_PLANE";
+  case VSR_EFRAME_PREAUTH: return "VSR_EFRAME_PREAUTH";
   case VSR_ECLOSED: return "VSR_ECLOSED";
   case VSR_EEOF_HEADER: return "VSR_EEOF_HEADER";
   case VSR_EEOF_BODY: return "VSR_EEOF_BODY";

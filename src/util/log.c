@@ -7,6 +7,7 @@
  * bounded number of lines per second, and the count is never lost. DEBUG lines are not limited:
  * whoever turns them on asked for all of them. */
 #include "util/log.h"
+#include "vsrbus/vsrbus.h" /* vsr_version */
 
 #include <pthread.h>
 #include <stdarg.h>

@@ -4,7 +4,10 @@
 #ifndef VSRI_LOG_H
 #define VSRI_LOG_H
 
-#include "vsrbus/vsrbus.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vsrbus/log.h"
 
 void vsri_log(enum vsr_log_level level, const char *id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,21 +1,32 @@
 /* Message pool: size classes with bounded free lists. Buffers are VSR_MESSAGE_ALIGN-aligned;
- * the small classes are preallocated so steady-state traffic never reaches the heap. */
+ * the small classes are preallocated so steady-state traffic never reaches the heap.
+ *
+ * Classes: 4, 8, 12, 16 KiB, then four per doubling (20, 24, 28, 32, 40, 48, 56, 64, 80 KiB,
+ * ...) up to 64 MiB: every capacity is a multiple of 4 KiB (aligned_alloc needs it) and wastes
+ * at most a quarter of itself. Free lists are bounded per class (free_max, by tier) and in
+ * total bytes (cache_bytes_max). Accounting: |bytes| = |bytes_live| + |bytes_cached|, and
+ * |bytes| never exceeds bytes_max: a get that would cross it first gives cached buffers back
+ * to the heap (largest first), then fails. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "util/alloc.h"
+#include "util/pool.h"
 #include "vsrbus/error.h"
 #include "vsrbus/msg.h"
 
-static const uint32_t pool_class_size[VSR_POOL_CLASSES - 1] = {4u << 10, 64u << 10, 1u << 20};
+#define POOL_NCLASSES 52 /* 4 + 4 per doubling from 16 KiB to 64 MiB (12 doublings) */
+#define POOL_ON_DEMAND 255
 
 struct pool_class {
   struct vsr_msg *free; /* singly linked through msg->next */
+  uint32_t size;
   uint32_t free_len;
   uint32_t free_max;
 };
 
 struct vsr_pool {
-  struct pool_class cls[VSR_POOL_CLASSES - 1];
+  struct pool_class cls[POOL_NCLASSES];
   struct vsr_pool_options opts;
   struct vsr_pool_stats stats;
 };
@@ -30,28 +41,86 @@ void vsr_pool_options_default(struct vsr_pool_options *o) {
   o->free_max[1] = 256;
   o->free_max[2] = 64;
   o->bytes_max = 2ull << 30;
+  o->cache_bytes_max = 128u << 20;
 }
 
+/* The capacity of class |c|. */
+static uint32_t pool_class_size(unsigned c) {
+  if (c < 4) return (c + 1) * 4096u; /* 4, 8, 12, 16 KiB */
+  unsigned k = (c - 4) / 4, q = (c - 4) % 4; /* 16 KiB << k, times (5 + q) / 4 */
+  return (16384u << k) / 4 * (5 + q);
+}
+
+static unsigned pool_tier(uint32_t size) {
+  return size <= 4096 ? 0 : size <= (64u << 10) ? 1 : 2;
+}
+
+/* The smallest class that holds |size|, or POOL_ON_DEMAND. */
 static uint8_t pool_class_of(uint32_t size) {
-  for (uint8_t c = 0; c < VSR_POOL_CLASSES - 1; c++) {
-    if (size <= pool_class_size[c]) return c;
+  unsigned lo = 0, hi = POOL_NCLASSES;
+  while (lo < hi) {
+    unsigned mid = (lo + hi) / 2;
+    if (pool_class_size(mid) < size) lo = mid + 1;
+    else hi = mid;
   }
-  return VSR_POOL_CLASSES - 1;
+  return lo < POOL_NCLASSES ? (uint8_t)lo : POOL_ON_DEMAND;
 }
 
 static uint32_t pool_capacity_of(uint8_t cls, uint32_t size) {
-  if (cls < VSR_POOL_CLASSES - 1) return pool_class_size[cls];
+  if (cls != POOL_ON_DEMAND) return pool_class_size(cls);
   return (size + VSR_MESSAGE_ALIGN - 1) & ~(VSR_MESSAGE_ALIGN - 1);
 }
 
-/* Allocates a fresh buffer of class |cls| from the heap (counted). */
-static struct vsr_msg *pool_alloc(struct vsr_pool *pool, uint8_t cls, uint32_t capacity) {
-  if (pool->stats.bytes + capacity > pool->opts.bytes_max) return NULL;
+uint32_t vsri_pool_capacity(uint32_t size) { return pool_capacity_of(pool_class_of(size), size); }
+
+uint64_t vsri_pool_bytes_max(const struct vsr_pool *pool) { return pool->opts.bytes_max; }
+
+uint64_t vsri_pool_bytes_live(const struct vsr_pool *pool) { return pool->stats.bytes_live; }
+
+static void pool_free_buffer(struct vsr_pool *pool, struct vsr_msg *m) {
+  pool->stats.heap_frees++;
+  pool->stats.bytes -= m->capacity;
+  vsri_free(m->data);
+  vsri_free(m);
+}
+
+/* Pops a cached buffer of class |c| (the caller decides whether it becomes live). */
+static struct vsr_msg *pool_pop(struct vsr_pool *pool, unsigned c) {
+  struct vsr_msg *m = pool->cls[c].free;
+  pool->cls[c].free = m->next;
+  pool->cls[c].free_len--;
+  pool->stats.bytes_cached -= m->capacity;
+  return m;
+}
+
+/* Gives cached buffers back to the heap, largest classes first, until |need| more bytes fit
+ * under bytes_max. Returns whether they do. */
+static bool pool_make_room(struct vsr_pool *pool, uint64_t need) {
+  for (unsigned c = POOL_NCLASSES; c-- > 0 && pool->stats.bytes + need > pool->opts.bytes_max;) {
+    while (pool->cls[c].free && pool->stats.bytes + need > pool->opts.bytes_max) {
+      pool_free_buffer(pool, pool_pop(pool, c));
+      pool->stats.trims++;
+    }
+  }
+  return pool->stats.bytes + need <= pool->opts.bytes_max;
+}
+
+/* Allocates a fresh buffer of class |cls| from the heap (counted, not yet live or cached). */
+static struct vsr_msg *pool_alloc(struct vsr_pool *pool, uint8_t cls, uint32_t capacity,
+                                  int *err) {
+  if (!pool_make_room(pool, capacity)) {
+    *err = VSR_EMEMORY_MAX;
+    return NULL;
+  }
   struct vsr_msg *m = vsri_malloc(sizeof *m);
-  if (!m) return NULL;
+  if (!m) {
+    *err = VSR_EPOOL;
+    return NULL;
+  }
   m->data = vsri_aligned_alloc(VSR_MESSAGE_ALIGN, capacity);
   if (!m->data) {
     vsri_free(m);
+    *err = VSR_EPOOL;
     return NULL;
   }
   m->capacity = capacity;
@@ -62,14 +131,20 @@ static struct vsr_msg *pool_alloc(struct vsr_pool *pool, uint8_t cls, uint32_t c
   m->next = NULL;
   pool->stats.heap_allocs++;
   pool->stats.bytes += capacity;
+  if (pool->stats.bytes > pool->stats.bytes_peak) pool->stats.bytes_peak = pool->stats.bytes;
   return m;
 }
 
-static void pool_free_buffer(struct vsr_pool *pool, struct vsr_msg *m) {
-  pool->stats.heap_frees++;
-  pool->stats.bytes -= m->capacity;
-  vsri_free(m->data);
-  vsri_free(m);
+/* Puts |m| on its class's free list if the list and the cache have room. */
+static bool pool_cache(struct vsr_pool *pool, struct vsr_msg *m) {
+  uint8_t c = m->size_class;
+  if (c == POOL_ON_DEMAND || pool->cls[c].free_len >= pool->cls[c].free_max) return false;
+  if (pool->stats.bytes_cached + m->capacity > pool->opts.cache_bytes_max) return false;
+  m->next = pool->cls[c].free;
+  pool->cls[c].free = m;
+  pool->cls[c].free_len++;
+  pool->stats.bytes_cached += m->capacity;
+  return true;
 }
 
 int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o) {
@@ -82,17 +157,22 @@ int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o) {
   struct vsr_pool *pool = vsri_calloc(1, sizeof *pool);
   if (!pool) return VSR_ENOMEM;
   pool->opts = *o;
-  for (uint8_t c = 0; c < VSR_POOL_CLASSES - 1; c++) {
-    pool->cls[c].free_max = o->free_max[c];
-    for (uint32_t i = 0; i < o->prealloc[c]; i++) {
-      struct vsr_msg *m = pool_alloc(pool, c, pool_class_size[c]);
-      if (!m) {
+  if (!pool->opts.cache_bytes_max) pool->opts.cache_bytes_max = 128u << 20;
+  for (unsigned c = 0; c < POOL_NCLASSES; c++) {
+    pool->cls[c].size = pool_class_size(c);
+    pool->cls[c].free_max = o->free_max[pool_tier(pool->cls[c].size)];
+  }
+  static const uint32_t prealloc_size[VSR_POOL_CLASSES - 1] = {4u << 10, 64u << 10, 1u << 20};
+  for (unsigned t = 0; t < VSR_POOL_CLASSES - 1; t++) {
+    uint8_t c = pool_class_of(prealloc_size[t]);
+    for (uint32_t i = 0; i < o->prealloc[t]; i++) {
+      int err = 0;
+      struct vsr_msg *m = pool_alloc(pool, c, prealloc_size[t], &err);
+      if (!m || !pool_cache(pool, m)) {
+        if (m) pool_free_buffer(pool, m);
         vsr_pool_del(pool);
         return VSR_ENOMEM;
       }
-      m->next = pool->cls[c].free;
-      pool->cls[c].free = m;
-      pool->cls[c].free_len++;
     }
   }
   *out = pool;
@@ -101,30 +181,32 @@ int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o) {
 
 void vsr_pool_del(struct vsr_pool *pool) {
   if (!pool) return;
-  for (int c = 0; c < VSR_POOL_CLASSES - 1; c++) {
-    while (pool->cls[c].free) {
-      struct vsr_msg *m = pool->cls[c].free;
-      pool->cls[c].free = m->next;
-      pool_free_buffer(pool, m);
-    }
+  for (unsigned c = 0; c < POOL_NCLASSES; c++) {
+    while (pool->cls[c].free) pool_free_buffer(pool, pool_pop(pool, c));
   }
   vsri_free(pool);
 }
 
-struct vsr_msg *vsr_pool_get(struct vsr_pool *pool, uint32_t size) {
+struct vsr_msg *vsri_pool_get_ex(struct vsr_pool *pool, uint32_t size, uint64_t headroom,
+                                 int *err) {
   if (size > pool->opts.max_message_size) {
     pool->stats.failures++;
+    *err = VSR_EINVAL;
     return NULL;
   }
   uint8_t cls = pool_class_of(size);
+  uint32_t cap = pool_capacity_of(cls, size);
+  if (headroom && pool->stats.bytes_live + cap + headroom > pool->opts.bytes_max) {
+    pool->stats.failures++;
+    *err = VSR_EMEMORY_MAX;
+    return NULL;
+  }
   struct vsr_msg *m = NULL;
-  if (cls < VSR_POOL_CLASSES - 1 && pool->cls[cls].free) {
-    m = pool->cls[cls].free;
-    pool->cls[cls].free = m->next;
-    pool->cls[cls].free_len--;
+  if (cls != POOL_ON_DEMAND && pool->cls[cls].free) {
+    m = pool_pop(pool, cls);
     pool->stats.reuses++;
   } else {
-    m = pool_alloc(pool, cls, pool_capacity_of(cls, size));
+    m = pool_alloc(pool, cls, cap, err);
     if (!m) {
       pool->stats.failures++;
       return NULL;
@@ -135,7 +217,13 @@ struct vsr_msg *vsr_pool_get(struct vsr_pool *pool, uint32_t size) {
   m->next = NULL;
   pool->stats.gets++;
   pool->stats.live++;
+  pool->stats.bytes_live += m->capacity;
   return m;
+}
+
+struct vsr_msg *vsr_pool_get(struct vsr_pool *pool, uint32_t size) {
+  int err = 0;
+  return vsri_pool_get_ex(pool, size, 0, &err);
 }
 
 struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size) {
@@ -144,17 +232,15 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size) {
   return m;
 }
 
-void vsr_msg_release_(struct vsr_msg *m) {
+static void msg_release(struct vsr_msg *m) {
   struct vsr_pool *pool = m->pool;
   pool->stats.live--;
-  uint8_t cls = m->size_class;
-  if (cls < VSR_POOL_CLASSES - 1 && pool->cls[cls].free_len < pool->cls[cls].free_max) {
-    m->next = pool->cls[cls].free;
-    pool->cls[cls].free = m;
-    pool->cls[cls].free_len++;
-    return;
-  }
-  pool_free_buffer(pool, m);
+  pool->stats.bytes_live -= m->capacity;
+  if (!pool_cache(pool, m)) pool_free_buffer(pool, m);
+}
+
+void vsr_msg_unref(struct vsr_msg *m) {
+  if (m && --m->refs == 0) msg_release(m);
 }
 
 void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out) {

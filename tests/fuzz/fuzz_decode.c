@@ -68,7 +68,8 @@ static void fz_frame(struct fz *z, struct vsr_msg *m) {
 }
 
 static bool fz_error_ok(int rc) {
-  return rc == VSR_EPOOL || (rc <= VSR_EFRAME_SMALL && rc >= VSR_EFRAME_ENUM);
+  return rc == VSR_EPOOL || rc == VSR_EMEMORY_MAX || rc == VSR_EMEMORY_BUDGET ||
+         (rc <= VSR_EFRAME_SMALL && rc >= VSR_EFRAME_ENUM);
 }
 
 /* Writes part of the wanted body directly. Returns the wrote() result, or 0 when the decoder
@@ -110,13 +111,9 @@ static int fz_feed(struct fz *z) {
     return 0;
   }
   FZ_CHECK(fz_error_ok(rc));
-  if (rc != VSR_EPOOL) return rc;
-  /* Pool full: free what we hold and retry with nothing new, as a transport would. */
-  fz_release_held(z);
-  rc = vsri_decoder_feed(&z->d, NULL, 0, &used, &m);
-  FZ_CHECK(used == 0 && (rc == 1) == (m != NULL));
-  if (rc == 1) fz_frame(z, m); /* a header-only frame completes on the retry */
-  return rc == 1 ? 0 : rc;
+  /* Every error poisons the stream: the same error again, nothing consumed. */
+  FZ_CHECK(vsri_decoder_feed(&z->d, z->s, z->len, &used, &m) == rc && used == 0 && !m);
+  return rc;
 }
 
 static void fz_run(struct fz *z, uint8_t mode) {

@@ -6,7 +6,10 @@ source "$(dirname "$0")/lib.sh"
 
 "$BIN" --version | grep -q '^vsrbus [0-9]' || fail "--version"
 "$BIN" --help | grep -q 'node' || fail "--help"
-"$BIN" node --help | grep -q -- '--tcp ADDR' || fail "node --help"
+# The help text is read once: `--help | grep -q` can fail under pipefail when grep stops
+# reading early (SIGPIPE to the writer) now that the text is longer than a pipe buffer.
+NODE_HELP=$("$BIN" node --help)
+grep -q -- '--tcp ADDR' <<<"$NODE_HELP" || fail "node --help"
 set +e
 "$BIN" node --no-such-flag >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown flag must exit 2"
 "$BIN" bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown command must exit 2"
@@ -26,8 +29,12 @@ grep -q -- '--replicas lists 3 addresses (indexes 0..2)' "$TMP/r3" || LOG=$TMP/r
 "$BIN" node --replica-auth maybe >/dev/null 2>&1; [ $? -eq 2 ] || fail "--replica-auth maybe: exit 2"
 "$BIN" node --tcp off --quic 127.0.0.1:0 --quic-max-bidi-streams 5000 >/dev/null 2>&1
 [ $? -eq 1 ] || fail "--quic-max-bidi-streams beyond 1024 must exit 1"
+"$BIN" node --memory-max 12Q >/dev/null 2>&1; [ $? -eq 2 ] || fail "a bad size must exit 2"
+"$BIN" node --memory-max 8M --tcp 127.0.0.1:0 --quic off >/dev/null 2>&1
+[ $? -eq 1 ] || fail "memory-max below 16M must exit 1"
 set -e
-"$BIN" node --help | grep -q -- '--replica-auth on|off   replica plane authentication, default on' ||
+grep -q -- '--memory-max SIZE' <<<"$NODE_HELP" || fail "node --help lists --memory-max"
+grep -q -- '--replica-auth on|off   replica plane authentication, default on' <<<"$NODE_HELP" ||
   fail "node --help lacks --replica-auth and its default"
 
 LOG=$TMP/node.log
@@ -92,8 +99,8 @@ set -e
 # ALPN policy and stream models from the command line: by default a client offering no ALPN
 # (the default ping) or iggy.consensus.v1 is served, on either stream model; h3 is refused
 # and the log line names it.
-"$BIN" node --help | grep -q -- '--quic-alpn-required' || fail "node --help lacks --quic-alpn-required"
-"$BIN" node --help | grep -q -- '--quic-max-bidi-streams N' || fail "node --help lacks --quic-max-bidi-streams"
+grep -q -- '--quic-alpn-required' <<<"$NODE_HELP" || fail "node --help lacks --quic-alpn-required"
+grep -q -- '--quic-max-bidi-streams N' <<<"$NODE_HELP" || fail "node --help lacks --quic-max-bidi-streams"
 "$BIN" ping --help | grep -q -- '--quic-streams' || fail "ping --help lacks --quic-streams"
 "$BIN" ping --quic "$qaddr" --pin "$pin" -c 3 -i 0 --quic-streams long | grep -q '3 sent, 3 received' ||
   LOG=$QLOG fail "QUIC ping on one long-lived stream"

@@ -316,8 +316,8 @@ static void shutdown_delivers_queued_frames(void **state) {
   for (int i = 0; i < 4; i++) assert_int_equal(h_lost_reason(&n, i), VSR_ESHUTDOWN);
 }
 
-/* installer_panic_cleanup: an internal failure (no buffer for a frame) closes the connection,
- * evicts its registry slot and reports the loss. */
+/* installer_panic_cleanup: an internal failure (no buffer for a frame: it exceeds memory_max)
+ * closes the connection, evicts its registry slot and reports the loss. */
 static void internal_failure_cleans_up(void **state) {
   (void)state;
   struct h_node n;
@@ -325,17 +325,18 @@ static void internal_failure_cleans_up(void **state) {
   n.mode = H_SM;
   n.opts.loop_options.pool.prealloc[0] = 16;
   n.opts.loop_options.pool.prealloc[1] = 0;
-  n.opts.loop_options.pool.bytes_max = 1u << 20; /* a 1 MiB frame cannot get a buffer */
+  n.opts.memory_max = 16u << 20; /* a 32 MiB frame cannot get a buffer */
+  n.opts.client_memory_budget = 16u << 20;
   assert_int_equal(h_start(&n), 0);
   int fd = h_raw(&n);
   uint64_t id = first_client(&n);
   uint8_t h[256];
-  raw_header(h, VSR_CMD_PING_CLIENT, 1u << 20);
+  raw_header(h, VSR_CMD_PING_CLIENT, 32u << 20);
   assert_true(vsrt_write_all(fd, h, 256));
   assert_int_equal(h_read_to_eof(fd), 0);
   close(fd);
   assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, 1, 5 * H_SEC), 1);
-  assert_int_equal(h_lost_reason(&n, 0), VSR_EPOOL);
+  assert_int_equal(h_lost_reason(&n, 0), VSR_EMEMORY_MAX);
   struct stats_arg s = {.client = id};
   h_run(&n, stats_task, &s);
   assert_int_equal(s.ps_err, VSR_ENOTCONN); /* slot evicted */

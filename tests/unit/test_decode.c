@@ -1,6 +1,7 @@
 /* Streaming decoder: any split of the byte stream yields the same frames, large bodies are
- * written in place (want / wrote), each bad frame gives its exact error, EOF reasons, pool
- * exhaustion and retry, and no message is leaked. */
+ * written in place (want / wrote), each bad frame gives its exact error, EOF reasons, memory
+ * limits (reservation as bytes arrive, size classes, budgets, node cap, pre-authentication cap),
+ * and no message is leaked. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -199,7 +200,9 @@ static void test_random_splits(void **state) {
   }
 }
 
-/* A 1 MiB body goes straight into the frame buffer: want gives its tail, wrote completes it. */
+/* A 1 MiB body goes straight into the frame buffer: want gives the room its buffer has now;
+ * when the buffer is full the next bytes go through feed, which grows it (x4), and the frame
+ * comes out whole after a few growth steps. */
 static void test_want_wrote_large(void **state) {
   struct fixture *fx = *state;
   const uint32_t body = 1u << 20;
@@ -213,20 +216,36 @@ static void test_want_wrote_large(void **state) {
   assert_int_equal(feed_chunk(&fx->d, f, VSR_HEADER_SIZE + 10, &k), 0);
   assert_int_equal(k.n, 0);
   size_t want = vsri_decoder_want(&fx->d, &dst);
-  assert_int_equal(want, body - 10);
+  assert_int_equal(want, VSRI_DECODE_ALLOWANCE - VSR_HEADER_SIZE - 10); /* one allowance */
   assert_ptr_equal(dst, fx->d.msg->data + VSR_HEADER_SIZE + 10);
   assert_int_equal(vsri_decoder_eof_reason(&fx->d), VSR_EEOF_BODY);
-
   struct vsr_msg *m = NULL;
-  size_t first = want / 3;
-  memcpy(dst, f + VSR_HEADER_SIZE + 10, first);
-  assert_int_equal(vsri_decoder_wrote(&fx->d, first, &m), 0);
-  assert_null(m);
-  want = vsri_decoder_want(&fx->d, &dst);
-  assert_int_equal(want, body - 10 - first);
   assert_int_equal(vsri_decoder_wrote(&fx->d, want + 1, &m), VSR_EINVAL); /* over the want */
-  memcpy(dst, f + VSR_HEADER_SIZE + 10 + first, want);
-  assert_int_equal(vsri_decoder_wrote(&fx->d, want, &m), 1);
+
+  uint32_t off = VSR_HEADER_SIZE + 10, feeds = 0;
+  int rc = 0;
+  while (off < VSR_HEADER_SIZE + body) {
+    want = vsri_decoder_want(&fx->d, &dst);
+    if (want == 0) { /* buffer full: 1000 bytes through feed grow it */
+      size_t used = 0;
+      assert_true(fx->d.have < fx->d.size);
+      rc = vsri_decoder_feed(&fx->d, f + off, 1000, &used, &m);
+      assert_int_equal(rc, 0);
+      assert_int_equal(used, 1000);
+      assert_true(fx->d.msg->size <= 4 * (off + 1000u) || fx->d.msg->size == fx->d.size);
+      off += 1000;
+      feeds++;
+      continue;
+    }
+    size_t n = want / 2 + 1;
+    if (n > VSR_HEADER_SIZE + body - off) n = VSR_HEADER_SIZE + body - off;
+    memcpy(dst, f + off, n);
+    off += (uint32_t)n;
+    rc = vsri_decoder_wrote(&fx->d, n, &m);
+    assert_true(rc == 0 || rc == 1);
+  }
+  assert_int_equal(rc, 1);
+  assert_true(feeds >= 2 && feeds <= 4); /* 64 KiB -> 256 KiB -> 1 MiB -> whole */
   assert_non_null(m);
   assert_int_equal(m->size, VSR_HEADER_SIZE + body);
   assert_memory_equal(m->data, f, VSR_HEADER_SIZE + body);
@@ -364,9 +383,9 @@ static void test_eof_reasons(void **state) {
   assert_int_equal(vsri_decoder_eof_reason(&fx->d), VSR_EEOF_BODY);
 }
 
-/* A pool with room for one 4 KiB buffer: the decoder reports VSR_EPOOL, keeps the header, and
- * a feed of nothing after a release resumes with the same bytes. */
-static void test_pool_exhausted_retry(void **state) {
+/* A pool with room for one 4 KiB buffer: a frame that needs another is refused with
+ * VSR_EMEMORY_MAX, and the stream stays poisoned (the transport closes the connection). */
+static void test_pool_exhausted_poisons(void **state) {
   (void)state;
   struct vsr_pool_options o;
   vsr_pool_options_default(&o);
@@ -374,13 +393,12 @@ static void test_pool_exhausted_retry(void **state) {
   o.bytes_max = 4096;
   struct vsr_pool *pool;
   assert_int_equal(vsr_pool_new(&pool, &o), 0);
-  struct vsri_decoder d;
-  vsri_decoder_init(&d, pool, MAX_SIZE, 0);
   make_stream();
-
   struct vsr_msg *hold = vsr_pool_get(pool, 256);
   assert_non_null(hold);
-  for (int variant = 0; variant < 3; variant++) {
+  for (int variant = 0; variant < 2; variant++) {
+    struct vsri_decoder d;
+    vsri_decoder_init(&d, pool, MAX_SIZE, 0);
     size_t used = 0;
     struct vsr_msg *m = NULL;
     const uint8_t *p = S;
@@ -390,29 +408,278 @@ static void test_pool_exhausted_retry(void **state) {
       p += used;
       n -= used;
     }
-    int rc = vsri_decoder_feed(&d, p, variant == 2 ? 256 : n, &used, &m);
-    assert_int_equal(rc, VSR_EPOOL);
-    assert_int_equal(used, variant == 1 ? 156 : 256); /* the header is kept */
+    assert_int_equal(vsri_decoder_feed(&d, p, n, &used, &m), VSR_EMEMORY_MAX);
     assert_null(m);
-    assert_int_equal(vsri_decoder_feed(&d, NULL, 0, &used, &m), VSR_EPOOL); /* still full */
+    assert_int_equal(vsri_decoder_feed(&d, p, n, &used, &m), VSR_EMEMORY_MAX); /* sticky */
     assert_int_equal(used, 0);
-    p += 256 - (variant == 1 ? 100 : 0);
-    n = S_off[1] - 256;
-    vsr_msg_unref(hold);
-    assert_int_equal(vsri_decoder_feed(&d, NULL, 0, &used, &m), 0); /* buffer taken */
-    assert_non_null(d.msg);
-    struct sink k = {0};
-    assert_int_equal(feed_chunk(&d, p, n, &k), 0);
-    assert_int_equal(k.n, 1);
-    assert_memory_equal(k.msgs[0]->data, S, S_off[1]);
-    hold = k.msgs[0]; /* keep the pool full for the next variant */
+    char what[160];
+    vsri_decoder_describe(&d, VSR_EMEMORY_MAX, what, sizeof what);
+    assert_non_null(strstr(what, "memory_max 4096 bytes"));
+    vsri_decoder_free(&d);
   }
   vsr_msg_unref(hold);
-  vsri_decoder_free(&d);
   struct vsr_pool_stats st;
   vsr_pool_stats(pool, &st);
   assert_int_equal(st.live, 0);
-  assert_int_equal(st.failures, 6);
+  assert_int_equal(st.failures, 2);
+  vsr_pool_del(pool);
+}
+
+/* (d) Size classes: a 65,792-byte frame takes an 80 KiB buffer, not 1 MiB; every capacity is a
+ * multiple of 4 KiB and wastes at most a quarter of itself; the free lists are reused. */
+static void test_size_classes(void **state) {
+  (void)state;
+  struct vsr_pool_options o;
+  vsr_pool_options_default(&o);
+  memset(o.prealloc, 0, sizeof o.prealloc);
+  struct vsr_pool *pool;
+  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsr_msg *m = vsr_pool_get(pool, 65792);
+  assert_non_null(m);
+  assert_true(m->capacity < (1u << 20));
+  assert_int_equal(m->capacity, 80u << 10);
+  vsr_msg_unref(m);
+  m = vsr_pool_get(pool, 65792); /* steady state: the free list, no heap */
+  struct vsr_pool_stats st;
+  vsr_pool_stats(pool, &st);
+  assert_int_equal(st.reuses, 1);
+  assert_int_equal(st.heap_allocs, 1);
+  assert_int_equal(st.bytes_live, 80u << 10);
+  vsr_msg_unref(m);
+  static const uint32_t sizes[] = {256, 4096, 4097, 20000, 65536, 65537, (1u << 20),
+                                   (1u << 20) + 1, (2u << 20) + 256, (64u << 20)};
+  static const uint32_t caps[] = {4096, 4096, 8192, 20480, 65536, 81920, (1u << 20),
+                                  (1280u << 10), (2560u << 10), (64u << 20)};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    m = vsr_pool_get(pool, sizes[i]);
+    assert_non_null(m);
+    assert_int_equal(m->capacity, caps[i]);
+    vsr_msg_unref(m);
+  }
+  for (uint32_t size = 256; size < (64u << 20); size = size * 9 / 8 + 1) {
+    m = vsr_pool_get(pool, size);
+    assert_non_null(m);
+    assert_true(m->capacity >= size && m->capacity % 4096 == 0);
+    assert_true(size <= 16384 || (uint64_t)m->capacity * 4 <= (uint64_t)size * 5 + 4 * 4096);
+    vsr_msg_unref(m);
+  }
+  vsr_pool_stats(pool, &st);
+  assert_true(st.bytes_cached <= o.cache_bytes_max);
+  assert_int_equal(st.bytes, st.bytes_cached);
+  vsr_pool_del(pool);
+}
+
+/* A header claiming 64 MiB reserves nothing; its body's buffer stays within a small multiple
+ * of what arrived; the plane budget sees it and gets it back at the end. */
+static void test_claim_reserves_as_bytes_arrive(void **state) {
+  (void)state;
+  struct vsr_pool_options o;
+  vsr_pool_options_default(&o);
+  memset(o.prealloc, 0, sizeof o.prealloc);
+  struct vsr_pool *pool;
+  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsri_mem_budget b = {.name = "client plane", .max = 256u << 20};
+  struct vsri_decoder d;
+  vsri_decoder_init(&d, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&d, &b, 0, 0);
+  uint8_t *f = calloc(1, 1u << 20);
+  assert_non_null(f);
+  make_request(f, 0, 1);
+  vsr_header_init(f, VSR_CMD_REQUEST, 64u << 20); /* the claim */
+  make_request(f, (1u << 20) - VSR_HEADER_SIZE, 1); /* first MiB of a body, then resized */
+  vsr_put_u32(f + 48, 64u << 20);
+  vsr_frame_seal(f);
+  size_t used = 0;
+  struct vsr_msg *m = NULL;
+  assert_int_equal(vsri_decoder_feed(&d, f, VSR_HEADER_SIZE, &used, &m), 0);
+  struct vsr_pool_stats st;
+  vsr_pool_stats(pool, &st);
+  assert_int_equal(st.gets, 0); /* header only: nothing reserved */
+  assert_int_equal(b.reserved, 0);
+  assert_int_equal(vsri_decoder_eof_reason(&d), VSR_EEOF_BODY);
+  uint32_t off = VSR_HEADER_SIZE;
+  while (off + 4096 <= (1u << 20)) {
+    assert_int_equal(vsri_decoder_feed(&d, f + off, 4096, &used, &m), 0);
+    off += 4096;
+    assert_true(b.reserved <= 5ull * off + (128u << 10)); /* ~4x what arrived, + class */
+    assert_int_equal(b.filled, off);
+  }
+  assert_true(b.peak <= (5u << 20) + (128u << 10));
+  vsr_pool_stats(pool, &st);
+  assert_int_equal(st.bytes_live, b.reserved);
+  vsri_decoder_free(&d);
+  assert_int_equal(b.reserved, 0);
+  assert_int_equal(b.filled, 0);
+  free(f);
+  vsr_pool_del(pool);
+}
+
+/* The limits: a frame larger than the connection budget, the plane budget or the node cap is
+ * refused at its header; a growth that would cross the plane budget is refused as it grows;
+ * the protected share of the other plane is kept; before the replica handshake only 256-byte
+ * frames pass. Each with its own code and a log description naming the limit. */
+static void test_memory_limits(void **state) {
+  (void)state;
+  struct vsr_pool_options o;
+  vsr_pool_options_default(&o);
+  memset(o.prealloc, 0, sizeof o.prealloc);
+  o.bytes_max = 16u << 20;
+  struct vsr_pool *pool;
+  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsri_mem_budget replica = {.name = "replica plane", .max = 8u << 20,
+                                    .reserve_only = true};
+  struct vsri_mem_budget client = {.name = "client plane", .max = 8u << 20, .protect = &replica};
+  uint8_t *f = calloc(1, 4u << 20);
+  assert_non_null(f);
+  char what[200];
+  struct {
+    uint32_t size, conn_max, max;
+    bool preauth;
+    int want;
+    const char *says;
+  } cases[] = {
+      {32u << 20, 0, 64u << 20, false, VSR_EMEMORY_MAX, "memory_max 16.0 MiB"},
+      {3u << 20, 2u << 20, 64u << 20, false, VSR_EMEMORY_BUDGET, "connection budget 2.0 MiB"},
+      {9u << 20, 0, 64u << 20, false, VSR_EMEMORY_BUDGET, "client plane budget 8.0 MiB"},
+      {64u << 20, 0, 256, true, VSR_EFRAME_PREAUTH, "max 256 before the replica handshake"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    struct vsri_decoder d;
+    vsri_decoder_init(&d, pool, cases[i].max, cases[i].preauth ? VSRI_DECODE_PREAUTH : 0);
+    vsri_decoder_set_budget(&d, &client, 0, cases[i].conn_max);
+    make_request(f, 1000, 1);
+    vsr_put_u32(f + 48, cases[i].size);
+    vsr_frame_seal(f);
+    size_t used = 0;
+    struct vsr_msg *m = NULL;
+    assert_int_equal(vsri_decoder_feed(&d, f, VSR_HEADER_SIZE + 1000, &used, &m),
+                     cases[i].want);
+    assert_int_equal(used, VSR_HEADER_SIZE);
+    assert_int_equal(client.reserved, 0);
+    vsri_decoder_describe(&d, cases[i].want, what, sizeof what);
+    assert_non_null(strstr(what, cases[i].says));
+    vsri_decoder_free(&d);
+  }
+  /* Header-only frames pass before the handshake. */
+  struct vsri_decoder d, e;
+  vsri_decoder_init(&d, pool, 256, VSRI_DECODE_PREAUTH);
+  make_commit(f, 1);
+  size_t used = 0;
+  struct vsr_msg *m = NULL;
+  assert_int_equal(vsri_decoder_feed(&d, f, VSR_HEADER_SIZE, &used, &m), 1);
+  vsr_msg_unref(m);
+  vsri_decoder_free(&d);
+
+  /* Growth: two 6 MiB frames in flight cannot both grow within the 8 MiB budget. */
+  vsri_decoder_init(&d, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&d, &client, 0, 0);
+  vsri_decoder_init(&e, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&e, &client, 0, 0);
+  uint32_t big = 6u << 20;
+  make_request(f, (4u << 20) - VSR_HEADER_SIZE, 2);
+  vsr_put_u32(f + 48, big);
+  vsr_frame_seal(f);
+  /* d takes 2 MiB of a 6 MiB frame: its buffer is ~4 MiB (x4 of 1 MiB), a 5 MiB class. */
+  for (uint32_t off = 0; off < (2u << 20); off += 65536) {
+    assert_int_equal(vsri_decoder_feed(&d, f + off, 65536, &used, &m), 0);
+  }
+  assert_true(d.msg->size >= (4u << 20) && d.msg->size < big);
+  assert_int_equal(client.reserved, d.msg->capacity);
+  /* e's growth past 1 MiB would cross 8 MiB: refused, e's buffer goes back. */
+  int rc = 0;
+  for (uint32_t off = 0; off < (4u << 20) && rc == 0; off += 65536) {
+    rc = vsri_decoder_feed(&e, f + off, 65536, &used, &m);
+  }
+  assert_int_equal(rc, VSR_EMEMORY_BUDGET);
+  vsri_decoder_describe(&e, rc, what, sizeof what);
+  assert_non_null(strstr(what, "client plane budget 8.0 MiB"));
+  assert_int_equal(client.reserved, d.msg->capacity);
+  vsri_decoder_free(&e);
+
+  /* The replica plane's 8 MiB share: with 5 MiB held in the pool by the client plane, the
+   * client plane may not go past 16 - 8 MiB in all, even with its own budget raised. */
+  client.max = 16u << 20;
+  vsri_decoder_init(&e, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&e, &client, 0, 0);
+  rc = 0;
+  for (uint32_t off = 0; off < (4u << 20) && rc == 0; off += 65536) {
+    rc = vsri_decoder_feed(&e, f + off, 65536, &used, &m);
+  }
+  assert_int_equal(rc, VSR_EMEMORY_MAX);
+  vsri_decoder_describe(&e, rc, what, sizeof what);
+  assert_non_null(strstr(what, "replica plane's reserve"));
+  vsri_decoder_free(&e);
+  /* ...while the replica plane itself still gets its frame. */
+  vsri_decoder_init(&e, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&e, &replica, 64u << 20, 0);
+  make_request(f, (3u << 20) - VSR_HEADER_SIZE, 3);
+  assert_int_equal(vsri_decoder_feed(&e, f, 3u << 20, &used, &m), 1);
+  assert_int_equal(m->size, 3u << 20);
+  assert_int_equal(replica.reserved, 0);
+  vsr_msg_unref(m);
+  vsri_decoder_free(&e);
+  vsri_decoder_free(&d);
+  assert_int_equal(client.reserved, 0);
+  free(f);
+  vsr_pool_del(pool);
+}
+
+static void note_evicted(void *ctx) { (*(int *)ctx)++; }
+
+/* A full plane budget evicts the largest frame in flight when it holds more than the grower
+ * would; the grower completes, the victim's stream is poisoned and its buffer uncharged. */
+static void test_budget_evicts_largest(void **state) {
+  (void)state;
+  struct vsr_pool_options o;
+  vsr_pool_options_default(&o);
+  memset(o.prealloc, 0, sizeof o.prealloc);
+  struct vsr_pool *pool;
+  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsri_mem_budget b = {.name = "client plane", .max = 6u << 20};
+  struct vsri_decoder hog, small;
+  int evicted = 0;
+  vsri_decoder_init(&hog, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&hog, &b, 0, 0);
+  vsri_decoder_set_evict(&hog, note_evicted, &evicted);
+  vsri_decoder_init(&small, pool, 64u << 20, 0);
+  vsri_decoder_set_budget(&small, &b, 0, 0);
+  vsri_decoder_set_evict(&small, note_evicted, &evicted);
+  uint8_t *f = calloc(1, 2u << 20);
+  assert_non_null(f);
+  make_request(f, (2u << 20) - VSR_HEADER_SIZE, 4);
+  vsr_put_u32(f + 48, 6u << 20); /* the hog claims 6 MiB and sends 2 */
+  size_t used = 0;
+  struct vsr_msg *m = NULL;
+  for (uint32_t off = 0; off < (2u << 20); off += 65536) {
+    assert_int_equal(vsri_decoder_feed(&hog, f + off, 65536, &used, &m), 0);
+  }
+  uint32_t hog_cap = hog.msg->capacity;
+  assert_int_equal(b.reserved, hog_cap);
+  make_request(f, (2u << 20) - VSR_HEADER_SIZE, 5); /* a whole 2 MiB frame */
+  int rc = 0;
+  for (uint32_t off = 0; off < (2u << 20) && rc == 0; off += 65536) {
+    rc = vsri_decoder_feed(&small, f + off, 65536, &used, &m);
+  }
+  assert_int_equal(rc, 1);
+  assert_int_equal(m->size, 2u << 20);
+  assert_memory_equal(m->data, f, 2u << 20);
+  vsr_msg_unref(m);
+  assert_int_equal(evicted, 1);
+  assert_int_equal(b.evictions, 1);
+  assert_int_equal(b.reserved, 0);
+  assert_null(b.head);
+  assert_true(b.peak <= b.max);
+  assert_int_equal(vsri_decoder_feed(&hog, f, 100, &used, &m), VSR_EMEMORY_BUDGET);
+  char what[200];
+  vsri_decoder_describe(&hog, VSR_EMEMORY_BUDGET, what, sizeof what);
+  assert_non_null(strstr(what, "evicted"));
+  assert_non_null(hog.msg); /* still owned until the connection is gone */
+  vsri_decoder_free(&hog);
+  vsri_decoder_free(&small);
+  struct vsr_pool_stats st;
+  vsr_pool_stats(pool, &st);
+  assert_int_equal(st.live, 0);
+  free(f);
   vsr_pool_del(pool);
 }
 
@@ -449,7 +716,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_typed_validation_error, setup, teardown),
       cmocka_unit_test_setup_teardown(test_body_checksum, setup, teardown),
       cmocka_unit_test_setup_teardown(test_eof_reasons, setup, teardown),
-      cmocka_unit_test(test_pool_exhausted_retry),
+      cmocka_unit_test(test_pool_exhausted_poisons),
+      cmocka_unit_test(test_size_classes),
+      cmocka_unit_test(test_claim_reserves_as_bytes_arrive),
+      cmocka_unit_test(test_memory_limits),
+      cmocka_unit_test(test_budget_evicts_largest),
       cmocka_unit_test_setup_teardown(test_header_only_completion, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

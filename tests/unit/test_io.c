@@ -441,7 +441,7 @@ static void test_cancel_racing_completion_gives_one_callback(void **state) {
   vsri_io_del(io);
 }
 
-/* ---- TCP: accept, connect, writev, recv ------------------------------------------------------ */
+/* ---- TCP: accept, connect, sendv, recv ------------------------------------------------------ */
 
 #define T_BULK (10u << 20)
 
@@ -480,7 +480,7 @@ static void t_bulk_write(struct t_bulk *t) {
   t->iov[0] = (struct iovec){t->src + t->sent, p0};
   t->iov[1] = (struct iovec){t->src + t->sent + p0, p1};
   t->iov[2] = (struct iovec){t->src + t->sent + p0 + p1, chunk - p0 - p1};
-  vsri_io_writev(t->io, &t->wc, t->wfd, t->iov, 3, t_bulk_wrote, t);
+  vsri_io_sendv(t->io, &t->wc, t->wfd, t->iov, 3, t_bulk_wrote, t);
 }
 
 static void t_bulk_read(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
@@ -493,7 +493,7 @@ static void t_bulk_read(struct vsri_io *io, struct vsri_completion *c, int32_t r
   else t->done++;
 }
 
-static void test_tcp_accept_connect_writev_recv_10mib(void **state) {
+static void test_tcp_accept_connect_sendv_recv_10mib(void **state) {
   struct vsri_io *io = t_io(state);
   struct sockaddr_in addr;
   int l = t_listener(&addr);
@@ -528,7 +528,7 @@ static void test_tcp_accept_connect_writev_recv_10mib(void **state) {
   t_run_atleast(io, &t->done, 2);
   assert_false(t->bad);
   assert_int_equal(t->received, T_BULK);
-  print_message("%s: 10 MiB in %d writev (%d partial), %d recv\n",
+  print_message("%s: 10 MiB in %d sendv (%d partial), %d recv\n",
                 ((struct t_backend *)*state)->label, t->writes, t->partial_writes, t->reads);
   /* EOF: the reader sees 0 once the writer closes. */
   struct vsri_completion xc;
@@ -562,7 +562,7 @@ static void test_connect_refused_reports_econnrefused(void **state) {
 }
 
 /* Writing to a reset connection fails with an error, and the process gets no SIGPIPE. */
-static void test_writev_to_closed_peer_fails_without_sigpipe(void **state) {
+static void test_sendv_to_closed_peer_fails_without_sigpipe(void **state) {
   struct vsri_io *io = t_io(state);
   int a, b;
   t_tcp_pair(&a, &b);
@@ -576,7 +576,7 @@ static void test_writev_to_closed_peer_fails_without_sigpipe(void **state) {
   struct t_hits h = {0, 99};
   int32_t res = 0;
   for (int i = 0; i < 100 && res >= 0; i++) {
-    vsri_io_writev(io, &c, a, &iov, 1, t_hit_cb, &h);
+    vsri_io_sendv(io, &c, a, &iov, 1, t_hit_cb, &h);
     t_run_until(io, &h.count, i + 1);
     res = h.last;
   }
@@ -585,15 +585,15 @@ static void test_writev_to_closed_peer_fails_without_sigpipe(void **state) {
   vsri_io_del(io);
 }
 
-/* WRITEV is a socket operation on every backend (sendmsg with MSG_NOSIGNAL underneath). */
-static void test_writev_on_a_pipe_reports_enotsock(void **state) {
+/* SENDV is a socket operation on every backend (sendmsg with MSG_NOSIGNAL underneath). */
+static void test_sendv_on_a_pipe_reports_enotsock(void **state) {
   struct vsri_io *io = t_io(state);
   int p[2];
   assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
   struct iovec iov = {"x", 1};
   struct vsri_completion c;
   struct t_hits h = {0, 99};
-  vsri_io_writev(io, &c, p[1], &iov, 1, t_hit_cb, &h);
+  vsri_io_sendv(io, &c, p[1], &iov, 1, t_hit_cb, &h);
   t_run_until(io, &h.count, 1);
   assert_int_equal(h.last, -ENOTSOCK);
   close(p[0]);
@@ -848,7 +848,7 @@ static void t_echo_wrote(struct vsri_io *io, struct vsri_completion *c, int32_t 
 
 static void t_echo_write(struct t_echo *e) {
   e->writing = true;
-  vsri_io_writev(e->io, &e->wc, e->wfd, &e->iov, 1, t_echo_wrote, e);
+  vsri_io_sendv(e->io, &e->wc, e->wfd, &e->iov, 1, t_echo_wrote, e);
 }
 
 static void t_echo_wrote(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
@@ -877,7 +877,7 @@ static void t_echo_read(struct vsri_io *io, struct vsri_completion *c, int32_t r
   vsri_io_recv_pooled(io, c, e->rfd, t_echo_read, e);
 }
 
-/* Steady state allocates nothing: 2,000 writev + pooled recv round trips. */
+/* Steady state allocates nothing: 2,000 sendv + pooled recv round trips. */
 static void test_steady_state_allocates_nothing(void **state) {
   struct vsri_io *io = t_io(state);
   int a, b;
@@ -1079,10 +1079,10 @@ int main(void) {
       T_ON_ALL(test_cancel_pending_pooled_recv),
       T_ON_ALL(test_cancel_pending_accept),
       T_ON_ALL(test_cancel_racing_completion_gives_one_callback),
-      T_ON_ALL(test_tcp_accept_connect_writev_recv_10mib),
+      T_ON_ALL(test_tcp_accept_connect_sendv_recv_10mib),
       T_ON_ALL(test_connect_refused_reports_econnrefused),
-      T_ON_ALL(test_writev_to_closed_peer_fails_without_sigpipe),
-      T_ON_ALL(test_writev_on_a_pipe_reports_enotsock),
+      T_ON_ALL(test_sendv_to_closed_peer_fails_without_sigpipe),
+      T_ON_ALL(test_sendv_on_a_pipe_reports_enotsock),
       T_ON_ALL(test_recv_pooled_buffers_return),
       T_ON_ALL(test_recv_pooled_survives_buffer_exhaustion),
       T_ON_ALL(test_udp_sendmsg_recvmsg_datagrams),

@@ -3,8 +3,9 @@
 #include <errno.h>
 #include <string.h>
 
-#include "bus/bus_impl.h"
+#include "io/runtime.h"
 #include "util/alloc.h"
+#include "vsrbus/error.h"
 
 void vsr_loop_options_default(struct vsr_loop_options *o) {
   memset(o, 0, sizeof *o);
