@@ -207,7 +207,7 @@ static void o_client_options(struct vsr_client_options *o, bool quic, const char
 
 /* One echo round trip; true if the same bytes came back. */
 static bool o_roundtrip(struct vsr_client *c, uint32_t seed) {
-  struct vsr_msg *m = h_frame(c, VSR_CMD_PING, 256, seed), *r = NULL;
+  struct vsr_msg *m = h_frame(c, VSR_CMD_PING_CLIENT, 256, seed), *r = NULL;
   if (!m) return false;
   int err = vsr_client_call(c, m, &r, 3 * O_SEC);
   bool ok = err == 0 && r->size == m->size && memcmp(r->data, m->data, m->size) == 0;
@@ -315,7 +315,7 @@ static void o_connect_on_loop(bool quic) {
     bool done = st.status == 1;
     if (done) {
       /* Connected while allocations failed: once they stop, frames flow. */
-      struct vsr_msg *m = h_frame(c, VSR_CMD_PING, 256, (uint32_t)n);
+      struct vsr_msg *m = h_frame(c, VSR_CMD_PING_CLIENT, 256, (uint32_t)n);
       assert_non_null(m);
       assert_int_equal(vsr_client_send(c, m), 0);
       vsr_msg_unref(m);
