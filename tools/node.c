@@ -478,11 +478,6 @@ int vsr_cmd_node(int argc, char **argv) {
   signal(SIGINT, node_on_signal);
   signal(SIGTERM, node_on_signal);
   signal(SIGPIPE, SIG_IGN);
-  const char *keylog = getenv("SSLKEYLOGFILE");
-  if (keylog && *keylog) {
-    vsr_node_say(VSR_LOG_WARN, "VSR-KEYLOG", "SSLKEYLOGFILE=%s: TLS secrets are written there; "
-                 "anyone who can read it can decrypt this node's QUIC traffic", keylog);
-  }
   vsr_node_say(VSR_LOG_INFO, NULL, "replica %u%s running (io %s); Ctrl-C to stop",
           cfg.bus.replica_index,
           !cluster ? "" : cfg.bus.replica_index == 0 ? " (primary)" : " (backup)",

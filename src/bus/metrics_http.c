@@ -57,18 +57,38 @@ struct vsri_metrics_srv {
 
 static void m_accept_next(struct vsri_metrics_srv *s);
 
-static void m_srv_maybe_free(struct vsri_metrics_srv *s) {
-  if (!s->closing || s->ac.pending || s->backoff.pending) return;
-  for (uint32_t i = 0; i < s->nconns; i++) {
-    if (s->conns[i].fd >= 0) return;
-  }
-  if (s->fd >= 0) close(s->fd);
+static void m_srv_free_cb(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
+  (void)io;
+  (void)res;
+  struct vsri_metrics_srv *s = ac->ctx;
   for (uint32_t i = 0; i < s->nconns; i++) vsri_free(s->conns[i].req);
   vsri_free(s->conns);
   vsri_free(s);
 }
 
-/* Closes |c| once none of its operations is pending. */
+/* Once stopped and idle: closes the listening socket (through the io layer, which forgets the
+ * descriptor), then frees the server. */
+static void m_srv_maybe_free(struct vsri_metrics_srv *s) {
+  if (!s->closing || s->fd < 0 || s->ac.pending || s->backoff.pending) return;
+  for (uint32_t i = 0; i < s->nconns; i++) {
+    if (s->conns[i].fd >= 0) return;
+  }
+  int fd = s->fd;
+  s->fd = -1;
+  vsri_io_close(s->io, &s->ac, fd, m_srv_free_cb, s);
+}
+
+static void m_conn_closed_cb(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
+  (void)io;
+  (void)res;
+  struct mconn *c = rc->ctx;
+  c->fd = -1;
+  vsri_free(c->body);
+  c->body = NULL;
+  m_srv_maybe_free(c->srv);
+}
+
+/* Closes |c| once none of its operations is pending (the last callback comes back here). */
 static void m_conn_close(struct mconn *c) {
   struct vsri_io *io = c->srv->io;
   c->closing = true;
@@ -76,11 +96,7 @@ static void m_conn_close(struct mconn *c) {
   if (c->wc.pending) vsri_io_cancel(io, &c->wc);
   if (c->tc.pending) vsri_io_cancel(io, &c->tc);
   if (c->rc.pending || c->wc.pending || c->tc.pending) return;
-  close(c->fd);
-  c->fd = -1;
-  vsri_free(c->body);
-  c->body = NULL;
-  m_srv_maybe_free(c->srv);
+  vsri_io_close(io, &c->rc, c->fd, m_conn_closed_cb, c);
 }
 
 static void m_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_t res) {
