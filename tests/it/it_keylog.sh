@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SSLKEYLOGFILE: a node started with it warns (VSR-KEYLOG, naming the file), and GnuTLS writes
 # the secrets of each QUIC connection there (what Wireshark needs to decrypt a capture); a node
-# started without it says nothing and writes nothing.
+# started without it says nothing and writes nothing; a QUIC client (vsrbus ping) warns too.
 source "$(dirname "$0")/lib.sh"
 
 quic_addr() {
@@ -45,4 +45,14 @@ kill -TERM "$NODE_PID"
 wait "$NODE_PID" || LOG=$LOG fail "node exit status"
 ! grep -q VSR-KEYLOG "$LOG" || LOG=$LOG fail "warning without SSLKEYLOGFILE"
 [ "$(grep -c '^SERVER_TRAFFIC_SECRET_0 ' "$KEYS")" -eq 1 ] || fail "second node wrote secrets"
+
+# The client side (vsrbus ping, any vsr_client over QUIC) warns once too and writes its secrets.
+LOG=$TMP/node3.log
+start_node "$LOG" --quic 127.0.0.1:0
+QADDR=$(quic_addr "$LOG")
+SSLKEYLOGFILE=$TMP/ckeys.log "$BIN" ping "$QADDR" --quic --insecure -c 2 >"$TMP/cping.out" 2>&1 ||
+  LOG=$TMP/cping.out fail "quic ping with SSLKEYLOGFILE"
+[ "$(grep -c 'WARN  VSR-KEYLOG' "$TMP/cping.out")" -eq 1 ] ||
+  LOG=$TMP/cping.out fail "the client did not warn once"
+grep -q '^CLIENT_TRAFFIC_SECRET_0 ' "$TMP/ckeys.log" || fail "the client wrote no secrets"
 echo ok
