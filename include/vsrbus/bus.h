@@ -194,7 +194,8 @@ int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf,
  * endpoint serves; docs/observability.md lists the metrics), for an application that serves
  * them itself. Writes at most |len| bytes, NUL-terminated, and sets *|written| to the text's
  * length. Returns 0, or VSR_ELIMIT when |len| is too small: then *|written| is the size the
- * text needs (NUL included; call again with that much, plus room for growth). */
+ * text needs (NUL included; call again with that much, plus room for growth). Call it from the
+ * thread that runs the bus's loop, like every other bus function. */
 int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, size_t *written);
 
 #define VSR_ERR_SLOTS 128 /* errors[-code] counts each VSR_E* code */

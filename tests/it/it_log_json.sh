@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `vsrbus node --log-format json`: every line the node writes during a run with several kinds
+# `vsrbus node --log-format json` (here the INI key log_format): every line the node writes during a run with several kinds
 # of events (start, the SSLKEYLOGFILE warning, bad frames held back by the rate limit and their
 # summary, TCP and QUIC pings, shutdown) is one JSON object that python's json and jq parse,
 # with time, level, event, and peer and reason where the line has them.
@@ -8,7 +8,10 @@ command -v jq >/dev/null || { echo "skip: jq missing (scripts/deps.sh)"; exit 77
 
 LOG=$TMP/node.log
 export SSLKEYLOGFILE=$TMP/keys.log
-start_node "$LOG" --quic 127.0.0.1:0 --log-format json --log-burst 2 --log-interval-ms 60000
+# The JSON format and the metrics endpoint come from the INI file (the keys of the flags).
+printf '[bus]\nlog_format = json\nmetrics = 127.0.0.1:0\n' >"$TMP/node.ini"
+start_node "$LOG" --quic 127.0.0.1:0 --config "$TMP/node.ini" --log-burst 2 \
+  --log-interval-ms 60000
 unset SSLKEYLOGFILE
 for _ in $(seq 100); do
   QADDR=$(sed -n 's/.*client plane quic listening on \([0-9.:]*\).*/\1/p' "$LOG" | head -1)
@@ -64,6 +67,8 @@ assert len(keylog) == 1 and keylog[0]["level"] == "warn", keylog
 node = [o["msg"] for o in objs if o["event"] == "VSR-NODE"]
 assert any("running" in m for m in node) and "shutting down" in node, node
 assert any(m.startswith("stopped:") for m in node), node
+assert any(o["event"] == "VSR-LISTEN" and "metrics listening on http://127.0.0.1:" in o["msg"]
+           for o in objs), "no metrics listener line"
 print(f"{len(objs)} JSON lines; {len(frames)} VSR-FRAME + {held} suppressed")
 PY
 # A second parser agrees.
