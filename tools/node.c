@@ -49,6 +49,12 @@ static void node_usage(FILE *f) {
           "  --quic-max-bidi-streams N  QUIC streams a client may hold open at once, default\n"
           "                          1 (as mainline); N lets a per-request client pipeline N\n"
           "                          requests, each Reply on its Request's stream\n"
+          "  --quic-max-handshakes N QUIC handshakes in progress at once, default 1024; when\n"
+          "                          full the oldest is evicted\n"
+          "  --quic-retry-threshold N  from N handshakes in progress new QUIC clients must\n"
+          "                          validate their address (Retry), default 256; 0: always\n"
+          "  --quic-max-handshakes-per-source N  QUIC handshakes in progress per IPv4 address\n"
+          "                          or IPv6 /64, default 32 (beyond: Retry); 0: no limit\n"
           "  --cluster NAME          cluster name (the cluster id derives from it)\n"
           "  --replica N             this replica's index (< the number of --replicas)\n"
           "  --replicas A,B,C        replica plane addresses, by index (needs --cluster)\n"
@@ -216,6 +222,18 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
              strcmp(key, "quic_max_bidi_streams") == 0) {
     return node_parse_u32(key, v, &b->quic_max_bidi_streams);
+  } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
+    if (node_parse_u32(key, v, &b->quic_max_handshakes)) return -1;
+    if (b->quic_max_handshakes == 0) {
+      fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
+      return -1;
+    }
+  } else if (strcmp(key, "quic-retry-threshold") == 0 ||
+             strcmp(key, "quic_retry_threshold") == 0) {
+    return node_parse_u32(key, v, &b->quic_retry_threshold);
+  } else if (strcmp(key, "quic-max-handshakes-per-source") == 0 ||
+             strcmp(key, "quic_max_handshakes_per_source") == 0) {
+    return node_parse_u32(key, v, &b->quic_max_handshakes_per_source);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
@@ -371,6 +389,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"quic-alpn-required", no_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
       {"quic-max-bidi-streams", required_argument, 0, 0},
+      {"quic-max-handshakes", required_argument, 0, 0},
+      {"quic-retry-threshold", required_argument, 0, 0},
+      {"quic-max-handshakes-per-source", required_argument, 0, 0},
       {"cluster", required_argument, 0, 0},  {"replica", required_argument, 0, 0},
       {"replicas", required_argument, 0, 0}, {"secret-file", required_argument, 0, 0},
       {"secret-hex", required_argument, 0, 0},
@@ -500,6 +521,13 @@ int vsr_cmd_node(int argc, char **argv) {
           (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
           (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,
           (unsigned long long)st.slow_peers_closed);
+  if (st.quic_retries || st.quic_tokens_invalid || st.quic_evicted) {
+    fprintf(stderr,
+            "vsrbus node: QUIC handshake floods: %llu Retry sent, %llu invalid tokens refused, "
+            "%llu half-opens evicted, peak %llu half-open\n",
+            (unsigned long long)st.quic_retries, (unsigned long long)st.quic_tokens_invalid,
+            (unsigned long long)st.quic_evicted, (unsigned long long)st.quic_halfopen_peak);
+  }
   if (cluster) {
     vsr_node_say(VSR_LOG_INFO, NULL,
             "replica %u: %llu ops committed, %llu prepares received, %llu "

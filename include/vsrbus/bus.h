@@ -131,6 +131,18 @@ struct vsr_bus_options {
   uint32_t quic_initial_mtu;     /* default 1200 */
   uint64_t quic_stream_window;   /* default 64 MiB */
   uint64_t quic_conn_window;     /* default 64 MiB */
+  /* Handshake floods (a half-open is a QUIC connection whose handshake and first stream are
+   * not done yet; each costs memory and a TLS key exchange). */
+  uint32_t quic_max_handshakes;  /* default 1024: half-opens at once; when full the oldest
+                                    (unvalidated first) is evicted, never the newcomer, so a
+                                    flood cannot lock real clients out. 0: the default */
+  uint32_t quic_retry_threshold; /* default 256: from this many half-opens every new client
+                                    must prove its address with a Retry round trip (one extra
+                                    RTT, no state kept until it answers); 0: always */
+  uint32_t quic_max_handshakes_per_source; /* default 32: half-opens per IPv4 address / IPv6
+                                    /64 from which that source's new clients must pass a Retry
+                                    (those that did are admitted anyway: many real clients may
+                                    share an address); 0: no limit */
 
   /* Observability (issue 17). */
   /* HTTP listener serving GET /metrics (Prometheus text format 0.0.4) on the bus's loop.
@@ -212,6 +224,11 @@ struct vsr_bus_stats {
   uint64_t handshakes_inflight;
   uint64_t errors[VSR_ERR_SLOTS]; /* connections closed per reason, by -code */
   uint64_t slow_peers_closed;     /* peers closed with VSR_ESLOW_PEER */
+  /* QUIC client listener: handshake-flood defences (0 without one). */
+  uint64_t quic_retries;          /* Initials answered with a Retry (address validation) */
+  uint64_t quic_tokens_invalid;   /* Initials refused: forged / expired Retry token */
+  uint64_t quic_evicted;          /* oldest half-opens evicted: max_handshakes was full */
+  uint64_t quic_halfopen_peak;    /* most half-open QUIC handshakes at once */
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);

@@ -34,6 +34,9 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->quic_initial_mtu = 1200;
   o->quic_stream_window = 64u << 20;
   o->quic_conn_window = 64u << 20;
+  o->quic_max_handshakes = 1024;
+  o->quic_retry_threshold = 256;
+  o->quic_max_handshakes_per_source = 32;
   o->metrics_max_conns = 4;
   o->metrics_timeout_ns = 5000000000ull;
 }
@@ -430,27 +433,33 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size) {
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* Copies the strings |o| points at into one owned block. */
+/* Copies the strings |o| points at into one owned block. On failure every field holds either
+ * NULL or an owned copy, so bus_free_strings() never frees a caller's string. */
 static int bus_copy_strings(struct vsr_bus *bus) {
   struct vsr_bus_options *o = &bus->opts;
   const char **fields[] = {&o->client_tcp_addr, &o->client_quic_addr, &o->cluster_name,
                            &o->quic_cert_file, &o->quic_key_file, &o->metrics_addr};
+  const char *src[sizeof fields / sizeof fields[0]];
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-    if (!*fields[i]) continue;
-    char *copy = vsri_strdup(*fields[i]);
+    src[i] = *fields[i];
+    *fields[i] = NULL;
+  }
+  const char *const *src_addrs = o->replica_addrs;
+  o->replica_addrs = NULL;
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    if (!src[i]) continue;
+    char *copy = vsri_strdup(src[i]);
     if (!copy) return VSR_ENOMEM;
     *fields[i] = copy;
   }
-  if (o->replica_addrs && o->replica_count) {
+  if (src_addrs && o->replica_count) {
     char **addrs = vsri_calloc(o->replica_count, sizeof *addrs);
     if (!addrs) return VSR_ENOMEM;
-    for (uint16_t i = 0; i < o->replica_count; i++) {
-      addrs[i] = o->replica_addrs[i] ? vsri_strdup(o->replica_addrs[i]) : NULL;
-      if (o->replica_addrs[i] && !addrs[i]) return VSR_ENOMEM;
-    }
     o->replica_addrs = (const char *const *)addrs;
-  } else {
-    o->replica_addrs = NULL;
+    for (uint16_t i = 0; i < o->replica_count; i++) {
+      addrs[i] = src_addrs[i] ? vsri_strdup(src_addrs[i]) : NULL;
+      if (src_addrs[i] && !addrs[i]) return VSR_ENOMEM;
+    }
   }
   return 0;
 }
@@ -496,6 +505,7 @@ static int bus_listen(struct vsr_bus *bus, struct bus_listener *bl,
 
 static void bus_listener_close(struct bus_listener *bl) {
   if (!bl->l) return;
+  if (bl == &bl->bus->client_quic) vsri_bus_quic_stats(bl->l, &bl->bus->stats); /* final */
   bl->tops->listener_close(bl->l);
   bl->l = NULL;
 }
@@ -685,6 +695,7 @@ void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
   *out = bus->stats;
   for (uint32_t i = 0; i < bus->client_slots_len; i++) bus_add_sent(out, bus->client_slots[i]);
   for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_add_sent(out, bus->replicas[i]);
+  if (bus->client_quic.l) vsri_bus_quic_stats(bus->client_quic.l, out);
 }
 
 int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,

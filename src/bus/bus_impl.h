@@ -155,5 +155,7 @@ int vsri_client_quic_config(const struct vsr_client_options *o, void **out);
 void vsri_client_quic_config_free(void *cfg);
 int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out);
 void vsri_bus_quic_config_free(void *cfg);
+/* Adds the QUIC listener's handshake-flood counters to |out|. */
+void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out);
 
 #endif

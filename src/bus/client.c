@@ -8,6 +8,7 @@
 #include "frame/decode.h"
 #include "util/alloc.h"
 #include "util/log.h"
+#include "util/ring.h"
 #include "vsrbus/client.h"
 
 struct vsr_client {
@@ -21,8 +22,10 @@ struct vsr_client {
   struct vsri_conn *conn;
   struct vsr_client_callbacks cb;
   void *user;
-  struct vsr_msg **inbox; /* ring, grows by doubling (only while the caller lags) */
-  uint32_t inbox_cap, inbox_head, inbox_len;
+  /* Frames received for blocking use, oldest first: |inbox_ring| indexes |inbox|, which grows
+   * by doubling (only while the caller lags). Zeroed until the first frame: full and empty. */
+  struct vsr_msg **inbox;
+  struct vsri_ring inbox_ring;
   uint32_t max_message_size;
   struct vsri_sendq q; /* slots follow the struct */
 };
@@ -42,21 +45,23 @@ void vsr_client_options_default(struct vsr_client_options *o) {
 }
 
 static int client_inbox_push(struct vsr_client *c, struct vsr_msg *m) {
-  if (c->inbox_len == c->inbox_cap) {
-    uint32_t cap = c->inbox_cap ? c->inbox_cap * 2 : 64;
-    struct vsr_msg **ring = vsri_malloc(cap * sizeof *ring);
-    if (!ring) return VSR_ENOMEM;
-    for (uint32_t i = 0; i < c->inbox_len; i++) {
-      ring[i] = c->inbox[(c->inbox_head + i) & (c->inbox_cap - 1)];
-    }
+  struct vsri_ring *r = &c->inbox_ring;
+  if (vsri_ring_full(r)) {
+    uint32_t cap = vsri_ring_cap(r) ? vsri_ring_cap(r) * 2 : 64;
+    struct vsr_msg **slots = vsri_malloc(cap * sizeof *slots);
+    if (!slots) return VSR_ENOMEM;
+    for (uint32_t i = 0; i < vsri_ring_len(r); i++) slots[i] = c->inbox[vsri_ring_at(r, i)];
     vsri_free(c->inbox);
-    c->inbox = ring;
-    c->inbox_cap = cap;
-    c->inbox_head = 0;
+    c->inbox = slots;
+    vsri_ring_rebase(r, cap);
   }
-  c->inbox[(c->inbox_head + c->inbox_len) & (c->inbox_cap - 1)] = vsr_msg_ref(m);
-  c->inbox_len++;
+  c->inbox[vsri_ring_push(r)] = vsr_msg_ref(m);
   return 0;
+}
+
+/* Takes the oldest received frame; the inbox must not be empty. */
+static struct vsr_msg *client_inbox_pop(struct vsr_client *c) {
+  return c->inbox[vsri_ring_pop(&c->inbox_ring)];
 }
 
 static void client_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *msg) {
@@ -79,11 +84,7 @@ static void client_on_connected(void *owner, struct vsri_conn *conn, int status)
 
 static void client_free(struct vsr_client *c) {
   while (c->q.len > 0) vsri_sendq_pop(&c->q);
-  while (c->inbox_len > 0) {
-    vsr_msg_unref(c->inbox[c->inbox_head]);
-    c->inbox_head = (c->inbox_head + 1) & (c->inbox_cap - 1);
-    c->inbox_len--;
-  }
+  while (!vsri_ring_empty(&c->inbox_ring)) vsr_msg_unref(client_inbox_pop(c));
   vsri_free(c->inbox);
   if (c->owns_loop) vsr_loop_del(c->loop);
   if (c->tls_config) vsri_client_quic_config_free(c->tls_config);
@@ -219,7 +220,7 @@ static int client_wait(struct vsr_client *c, bool (*done)(const struct vsr_clien
 static bool client_settled(const struct vsr_client *c) { return c->state != 0; }
 static bool client_flushed(const struct vsr_client *c) { return c->q.len == 0 || c->state < 0; }
 static bool client_has_mail(const struct vsr_client *c) {
-  return c->inbox_len > 0 || c->state < 0;
+  return !vsri_ring_empty(&c->inbox_ring) || c->state < 0;
 }
 
 int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options *o,
@@ -263,10 +264,8 @@ int vsr_client_flush(struct vsr_client *c, uint64_t timeout_ns) {
 int vsr_client_recv(struct vsr_client *c, struct vsr_msg **out, uint64_t timeout_ns) {
   int err = client_wait(c, client_has_mail, timeout_ns);
   if (err) return err;
-  if (c->inbox_len == 0) return c->state;
-  *out = c->inbox[c->inbox_head];
-  c->inbox_head = (c->inbox_head + 1) & (c->inbox_cap - 1);
-  c->inbox_len--;
+  if (vsri_ring_empty(&c->inbox_ring)) return c->state;
+  *out = client_inbox_pop(c);
   return 0;
 }
 

@@ -80,7 +80,31 @@ static void mx_add_peer(struct mx_live *l, const struct bus_peer *p) {
 
 static void mx_quic(struct mx_out *o, const struct vsr_bus *bus) {
   struct vsri_quic_conn_agg a = {0};
-  if (bus->client_quic.l) vsri_quic_listener_conn_agg(bus->client_quic.l, &a);
+  struct vsri_quic_admission adm = {0};
+  if (bus->client_quic.l) {
+    vsri_quic_listener_conn_agg(bus->client_quic.l, &a);
+    vsri_quic_listener_admission(bus->client_quic.l, &adm);
+  }
+  mx_one(o, "vsrbus_quic_initials_total", "counter",
+         "QUIC Initials for unknown connection IDs the listener looked at.", adm.initials);
+  mx_one(o, "vsrbus_quic_admitted_total", "counter",
+         "QUIC handshakes started (half-open connections created).", adm.admitted);
+  mx_one(o, "vsrbus_quic_admitted_validated_total", "counter",
+         "QUIC handshakes started with a valid Retry token.", adm.validated);
+  mx_family(o, "vsrbus_quic_retries_total", "counter",
+            "QUIC Initials answered with a Retry instead of state, by reason.");
+  mx_value(o, "vsrbus_quic_retries_total", "reason=\"threshold\"",
+           adm.retries - adm.retry_source);
+  mx_value(o, "vsrbus_quic_retries_total", "reason=\"source\"", adm.retry_source);
+  mx_one(o, "vsrbus_quic_invalid_tokens_total", "counter",
+         "QUIC Initials refused for a forged, expired or misdirected Retry token.",
+         adm.tokens_invalid);
+  mx_one(o, "vsrbus_quic_halfopen_evicted_total", "counter",
+         "QUIC half-open connections evicted because quic_max_handshakes was full.",
+         adm.evicted);
+  mx_one(o, "vsrbus_quic_halfopen", "gauge", "QUIC half-open connections now.", adm.halfopen);
+  mx_one(o, "vsrbus_quic_halfopen_peak", "gauge", "Most QUIC half-open connections at once.",
+         adm.halfopen_peak);
   mx_one(o, "vsrbus_quic_connections", "gauge",
          "Open QUIC connections (handshake done) the QUIC gauges aggregate.", a.conns);
   mx_family(o, "vsrbus_quic_smoothed_rtt_seconds", "gauge",

@@ -71,6 +71,9 @@ int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out) {
   if (o->quic_conn_window) c->conn_window = o->quic_conn_window;
   if (o->handshake_grace_ns) c->handshake_grace_ns = o->handshake_grace_ns;
   if (o->close_peer_timeout_ns) c->close_grace_ns = o->close_peer_timeout_ns;
+  if (o->quic_max_handshakes) c->max_handshakes = o->quic_max_handshakes;
+  c->retry_threshold = o->quic_retry_threshold;
+  c->max_handshakes_per_source = o->quic_max_handshakes_per_source;
   int err = vsri_quic_config_check(c);
   if (err) {
     vsri_free(g);
@@ -81,3 +84,12 @@ int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out) {
 }
 
 void vsri_bus_quic_config_free(void *cfg) { vsri_free(cfg); }
+
+void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out) {
+  struct vsri_quic_admission a;
+  vsri_quic_listener_admission(l, &a);
+  out->quic_retries = a.retries;
+  out->quic_tokens_invalid = a.tokens_invalid;
+  out->quic_evicted = a.evicted;
+  out->quic_halfopen_peak = a.halfopen_peak;
+}

@@ -15,6 +15,7 @@
 #include "bus/bus_impl.h"
 #include "crypto/mac.h"
 #include "util/alloc.h"
+#include "util/list.h"
 #include "util/log.h"
 
 #define RP_LOG_EVERY_NS 1000000000ull /* at most one line per second about evictions */
@@ -25,12 +26,13 @@ struct rp_plane;
  * It lives until the deadline timer's callback has run (the completion is inside). */
 struct rp_hs {
   struct rp_plane *rp;
-  struct bus_peer *p;        /* NULL once the handshake ended (activated or closed) */
-  struct rp_hs *prev, *next; /* rp's pending list, oldest first */
+  struct bus_peer *p;   /* NULL once the handshake ended (activated or closed) */
+  struct vsri_list_node link;      /* on rp->pending exactly while |p| is set */
+  struct vsri_list_node slot_link; /* on rp->slots while it holds one of the
+                                    * max_inflight_handshakes inbound slots */
   struct vsri_completion deadline;
   struct vsri_auth_hs auth;
   bool acceptor;
-  bool slot;      /* holds one of the max_inflight_handshakes inbound slots */
   bool got_hello; /* acceptor: the next frame is the Finish */
   uint8_t target; /* dialer: the replica dialed */
 };
@@ -43,7 +45,8 @@ struct rp_plane {
   uint32_t accept_inflight; /* inbound handshakes holding a slot */
   uint32_t npeers;          /* replica-plane connections not yet closed */
   uint32_t nhs;             /* rp_hs not yet freed */
-  struct rp_hs *head, *tail;
+  struct vsri_list pending; /* every handshake in progress, oldest first (rp_hs.link) */
+  struct vsri_list slots;   /* those holding an inbound slot, oldest first (rp_hs.slot_link) */
   bool dialing[VSR_MAX_REPLICAS];   /* a dialed connection is connecting or handshaking */
   bool down_logged[VSR_MAX_REPLICAS]; /* "cannot reach" already said since the last link */
   uint64_t evicted, evicted_logged, evict_log_ns;
@@ -63,10 +66,7 @@ static struct rp_hs *rp_hs_new(struct rp_plane *rp, struct bus_peer *p, bool acc
   hs->rp = rp;
   hs->p = p;
   hs->acceptor = acceptor;
-  hs->prev = rp->tail;
-  if (rp->tail) rp->tail->next = hs;
-  else rp->head = hs;
-  rp->tail = hs;
+  vsri_list_push_back(&rp->pending, &hs->link);
   p->plane_data = hs;
   rp->nhs++;
   rp->bus->stats.handshakes_inflight++;
@@ -79,8 +79,8 @@ static void rp_hs_free(struct rp_hs *hs) {
 }
 
 static void rp_hs_release_slot(struct rp_hs *hs) {
-  if (!hs->slot) return;
-  hs->slot = false;
+  if (!vsri_list_linked(&hs->slot_link)) return;
+  vsri_list_remove(&hs->slot_link);
   hs->rp->accept_inflight--;
 }
 
@@ -89,10 +89,7 @@ static void rp_hs_release_slot(struct rp_hs *hs) {
 static void rp_hs_end(struct rp_hs *hs) {
   struct rp_plane *rp = hs->rp;
   if (!hs->p) return;
-  if (hs->prev) hs->prev->next = hs->next;
-  else rp->head = hs->next;
-  if (hs->next) hs->next->prev = hs->prev;
-  else rp->tail = hs->prev;
+  vsri_list_remove(&hs->link);
   rp_hs_release_slot(hs);
   if (!hs->acceptor) rp->dialing[hs->target] = false;
   hs->p->plane_data = NULL;
@@ -308,9 +305,9 @@ static void rp_dialer_frame(struct bus_peer *p, struct rp_hs *hs, const struct v
  * within one round trip, so cycling the slots keeps it admitted under a flood; the reference
  * refuses the newcomer instead, which lets a flood hold every slot for handshake_grace. */
 static void rp_evict_oldest(struct rp_plane *rp) {
-  struct rp_hs *hs = rp->head;
-  while (hs && !hs->slot) hs = hs->next;
-  if (!hs) return;
+  struct vsri_list_node *n = vsri_list_front(&rp->slots);
+  if (!n) return;
+  struct rp_hs *hs = vsri_container_of(n, struct rp_hs, slot_link);
   rp_hs_release_slot(hs);
   rp->evicted++;
   uint64_t now = vsri_io_now(rp->bus->loop->io);
@@ -343,7 +340,7 @@ static void rp_accept(void *owner, struct vsri_conn *conn) {
     bl->tops->close(conn, VSR_ENOMEM, false);
     return;
   }
-  hs->slot = true;
+  vsri_list_push_back(&rp->slots, &hs->slot_link);
   rp->accept_inflight++;
   rp->npeers++;
   vsri_auth_acceptor_init(&hs->auth, &rp->auth, NULL);
@@ -534,6 +531,8 @@ int vsri_replica_init(struct vsr_bus *bus) {
   struct rp_plane *rp = vsri_calloc(1, sizeof *rp);
   if (!rp) return VSR_ENOMEM;
   rp->bus = bus;
+  vsri_list_init(&rp->pending);
+  vsri_list_init(&rp->slots);
   bool on = o->replica_auth == VSR_REPLICA_AUTH_ON;
   if (!on && (o->secret_len || o->previous_secret_len)) {
     VSRI_WARN("VSR-CONFIG", "replica auth is off: the shared secret is ignored");
@@ -575,8 +574,10 @@ void vsri_replica_shutdown(struct vsr_bus *bus) {
   }
   if (rp->sweep.pending) vsri_io_cancel(bus->loop->io, &rp->sweep);
   /* Half-done handshakes have nothing worth draining; established links drain in the bus. */
-  for (struct rp_hs *hs = rp->head; hs; hs = hs->next) {
-    vsri_bus_peer_close(hs->p, VSR_ESHUTDOWN, false);
+  /* A close may end the handshake at once (unlinking it, even freeing it): walk safely. */
+  struct vsri_list_node *n, *tmp;
+  vsri_list_for_each_safe(n, tmp, &rp->pending) {
+    vsri_bus_peer_close(vsri_container_of(n, struct rp_hs, link)->p, VSR_ESHUTDOWN, false);
   }
 }
 

@@ -18,6 +18,12 @@
  * resubmitting cannot starve other fds. */
 #define EP_TRIES_PER_PASS 4096
 
+/* c->backend_tag bits while |c| belongs to this backend (loop.c zeroes it at submit). */
+enum {
+  EP_CONNECT_ISSUED = 1u << 0, /* connect() was called: later tries read SO_ERROR */
+  EP_FRESH = 1u << 1,          /* on ep->fresh through c->link, not tried yet */
+};
+
 struct ep_fd {
   struct vsri_completion *rd; /* parked accept / recv / recvmsg */
   struct vsri_completion *wr; /* parked connect / writev / sendmsg */
@@ -28,8 +34,7 @@ struct ep {
   int epfd;
   struct ep_fd *fds; /* indexed by fd */
   uint32_t fds_len;
-  struct vsri_completion *fresh_head; /* submitted, not tried yet */
-  struct vsri_completion *fresh_tail;
+  struct vsri_list fresh; /* submitted, not tried yet, oldest first (EP_FRESH set) */
   uint8_t *pooled; /* one RECV_POOLED buffer: its callback runs before the next recv */
   struct epoll_event events[EP_EVENTS_MAX];
 };
@@ -46,6 +51,7 @@ static int ep_init(struct vsri_io *io) {
     vsri_free(ep);
     return err;
   }
+  vsri_list_init(&ep->fresh);
   io->backend_data = ep;
   return 0;
 }
@@ -77,8 +83,8 @@ static bool ep_is_read_side(uint8_t op) {
 }
 
 static int32_t ep_connect_result(struct vsri_completion *c) {
-  if (c->backend_tag == 0) {
-    c->backend_tag = 1; /* connect() issued: later tries read SO_ERROR */
+  if (!(c->backend_tag & EP_CONNECT_ISSUED)) {
+    c->backend_tag |= EP_CONNECT_ISSUED;
     int r = connect(c->fd, (struct sockaddr *)&c->u.connect.addr, c->u.connect.addrlen);
     if (r == 0) return 0;
     return errno == EINPROGRESS ? -EAGAIN : -errno;
@@ -172,23 +178,24 @@ static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion 
 
 static void ep_submit(struct vsri_io *io, struct vsri_completion *c) {
   struct ep *ep = io->backend_data;
-  c->next = NULL;
-  if (ep->fresh_tail) ep->fresh_tail->next = c;
-  else ep->fresh_head = c;
-  ep->fresh_tail = c;
+  c->backend_tag |= EP_FRESH;
+  vsri_list_push_back(&ep->fresh, &c->link);
+}
+
+/* Takes the oldest fresh completion off the list, or returns NULL. */
+static struct vsri_completion *ep_fresh_pop(struct ep *ep) {
+  struct vsri_list_node *n = vsri_list_pop_front(&ep->fresh);
+  struct vsri_completion *c = vsri_list_entry_or_null(n, struct vsri_completion, link);
+  if (c) c->backend_tag &= ~(uint32_t)EP_FRESH;
+  return c;
 }
 
 static void ep_cancel(struct vsri_io *io, struct vsri_completion *c) {
   struct ep *ep = io->backend_data;
   /* Not tried yet: unlink from the fresh list. */
-  struct vsri_completion **pp = &ep->fresh_head, *prev = NULL;
-  while (*pp && *pp != c) {
-    prev = *pp;
-    pp = &(*pp)->next;
-  }
-  if (*pp) {
-    *pp = c->next;
-    if (ep->fresh_tail == c) ep->fresh_tail = prev;
+  if (c->backend_tag & EP_FRESH) {
+    c->backend_tag &= ~(uint32_t)EP_FRESH;
+    vsri_list_remove(&c->link);
     vsri_io_post(io, c, -ECANCELED);
     return;
   }
@@ -204,10 +211,8 @@ static void ep_cancel(struct vsri_io *io, struct vsri_completion *c) {
 
 static int ep_drain_fresh(struct vsri_io *io, struct ep *ep) {
   int n = 0;
-  for (int tries = 0; ep->fresh_head && tries < EP_TRIES_PER_PASS; tries++) {
-    struct vsri_completion *c = ep->fresh_head;
-    ep->fresh_head = c->next;
-    if (!ep->fresh_head) ep->fresh_tail = NULL;
+  struct vsri_completion *c;
+  for (int tries = 0; tries < EP_TRIES_PER_PASS && (c = ep_fresh_pop(ep)); tries++) {
     n += ep_attempt(io, ep, c);
   }
   return n;
@@ -216,7 +221,7 @@ static int ep_drain_fresh(struct vsri_io *io, struct ep *ep) {
 static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
   struct ep *ep = io->backend_data;
   int n = ep_drain_fresh(io, ep);
-  if (n > 0 || ep->fresh_head || io->ready_head) timeout_ns = 0;
+  if (n > 0 || !vsri_list_empty(&ep->fresh) || !vsri_list_empty(&io->ready)) timeout_ns = 0;
   struct timespec ts, *tsp = NULL;
   if (timeout_ns >= 0) {
     ts.tv_sec = timeout_ns / 1000000000;

@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "util/list.h"
+
 struct vsri_io;
 struct vsri_completion;
 
@@ -70,7 +72,7 @@ struct vsri_completion {
     } timeout;
   } u;
   /* Loop- and backend-private from here on. */
-  struct vsri_completion *next;
+  struct vsri_list_node link; /* on at most one list: the loop's ready list or a backend's */
   int32_t result;       /* result carried while queued on the loop's ready list */
   uint32_t backend_tag;
 };
@@ -139,8 +141,7 @@ void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c);
 struct vsri_deferred {
   void (*fn)(void *ctx);
   void *ctx;
-  struct vsri_deferred *next;
-  bool queued;
+  struct vsri_list_node link; /* linked exactly while queued; zero-initialised: not queued */
 };
 void vsri_io_defer(struct vsri_io *io, struct vsri_deferred *d);
 /* Removes |d| from the queue if it is queued. */

@@ -32,11 +32,11 @@ struct vsri_io {
   struct vsri_completion **timers;
   uint32_t timers_len;
   uint32_t timers_cap;
-  /* Completions finished outside poll (cancels, posts): callbacks run from vsri_io_run. */
-  struct vsri_completion *ready_head;
-  struct vsri_completion *ready_tail;
-  struct vsri_deferred *defer_head;
-  struct vsri_deferred *defer_tail;
+  /* Completions finished outside poll (cancels, posts), oldest first, through c->link:
+   * callbacks run from vsri_io_run. */
+  struct vsri_list ready;
+  /* Before-poll work, oldest first, through d->link. */
+  struct vsri_list deferred;
   struct vsri_io_stats stats;
   char unavailable[128]; /* why a backend's init refused, for the fallback log line */
 };

@@ -50,6 +50,8 @@ int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
   if (!io->opts.pooled_buf_size) io->opts.pooled_buf_size = 64u << 10;
   if (!io->opts.pooled_buf_count) io->opts.pooled_buf_count = 8;
   io->now_ns = loop_clock();
+  vsri_list_init(&io->ready);
+  vsri_list_init(&io->deferred);
   enum vsri_io_backend_kind kind = io->opts.backend;
   int err = loop_pick_backend(&kind);
   if (err) goto fail;
@@ -101,21 +103,19 @@ void vsri_io_complete(struct vsri_io *io, struct vsri_completion *c, int32_t res
 
 void vsri_io_post(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
   c->result = res;
-  c->next = NULL;
-  if (io->ready_tail) io->ready_tail->next = c;
-  else io->ready_head = c;
-  io->ready_tail = c;
+  vsri_list_push_back(&io->ready, &c->link);
 }
 
 static int loop_run_ready(struct vsri_io *io) {
   /* Detach the list first: callbacks may post more, which run on the next turn. */
-  struct vsri_completion *c = io->ready_head;
-  io->ready_head = io->ready_tail = NULL;
+  struct vsri_list batch;
+  vsri_list_init(&batch);
+  vsri_list_splice_back(&batch, &io->ready);
   int n = 0;
-  while (c) {
-    struct vsri_completion *next = c->next;
+  struct vsri_list_node *node;
+  while ((node = vsri_list_pop_front(&batch))) {
+    struct vsri_completion *c = vsri_container_of(node, struct vsri_completion, link);
     vsri_io_complete(io, c, c->result);
-    c = next;
     n++;
   }
   return n;
@@ -129,7 +129,7 @@ static void loop_prepare(struct vsri_io *io, struct vsri_completion *c, enum vsr
   c->ctx = ctx;
   c->pending = true;
   c->canceled = false;
-  c->next = NULL;
+  c->link = (struct vsri_list_node){0};
   c->backend_tag = 0;
   io->stats.submissions++;
 }
@@ -211,38 +211,21 @@ static int loop_run_timers(struct vsri_io *io) {
 /* ---- before-poll queue ----------------------------------------------------------------- */
 
 void vsri_io_defer(struct vsri_io *io, struct vsri_deferred *d) {
-  if (d->queued) return;
-  d->queued = true;
-  d->next = NULL;
-  if (io->defer_tail) io->defer_tail->next = d;
-  else io->defer_head = d;
-  io->defer_tail = d;
+  if (vsri_list_linked(&d->link)) return;
+  vsri_list_push_back(&io->deferred, &d->link);
 }
 
 void vsri_io_undefer(struct vsri_io *io, struct vsri_deferred *d) {
-  if (!d->queued) return;
-  struct vsri_deferred **pp = &io->defer_head, *prev = NULL;
-  while (*pp && *pp != d) {
-    prev = *pp;
-    pp = &(*pp)->next;
-  }
-  if (*pp) {
-    *pp = d->next;
-    if (io->defer_tail == d) io->defer_tail = prev;
-  }
-  d->queued = false;
-  d->next = NULL;
+  (void)io;
+  if (vsri_list_linked(&d->link)) vsri_list_remove(&d->link);
 }
 
 static void loop_run_deferred(struct vsri_io *io) {
   /* Bounded: work queued by a deferred function runs in the same pass, but a function that
    * keeps re-queuing itself cannot starve the poll. */
-  for (int budget = 4096; io->defer_head && budget > 0; budget--) {
-    struct vsri_deferred *d = io->defer_head;
-    io->defer_head = d->next;
-    if (!io->defer_head) io->defer_tail = NULL;
-    d->queued = false;
-    d->next = NULL;
+  struct vsri_list_node *node;
+  for (int budget = 4096; budget > 0 && (node = vsri_list_pop_front(&io->deferred)); budget--) {
+    struct vsri_deferred *d = vsri_container_of(node, struct vsri_deferred, link);
     d->fn(d->ctx);
   }
 }
@@ -315,7 +298,10 @@ void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c) {
   if (!c->pending || c->canceled) return;
   c->canceled = true;
   if (c->op == VSRI_OP_TIMEOUT) {
-    /* A timer still in the heap has not fired: take it out and complete it from the loop. */
+    /* A timer still in the heap has not fired: take it out and complete it from the loop.
+     * One that never entered the heap (no memory to grow it) is already posted with -ENOMEM. */
+    uint32_t i = c->u.timeout.heap_index;
+    if (i >= io->timers_len || io->timers[i] != c) return;
     heap_remove(io, c);
     vsri_io_post(io, c, -ECANCELED);
     return;
@@ -331,7 +317,7 @@ int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
   n += loop_run_timers(io);
   loop_run_deferred(io);
   int64_t wait = timeout_ns;
-  if (n > 0 || io->ready_head || io->defer_head) wait = 0;
+  if (n > 0 || !vsri_list_empty(&io->ready) || !vsri_list_empty(&io->deferred)) wait = 0;
   if (wait != 0 && io->timers_len > 0) {
     uint64_t deadline = io->timers[0]->u.timeout.deadline_ns;
     int64_t until = deadline > io->now_ns ? (int64_t)(deadline - io->now_ns) : 0;

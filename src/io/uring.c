@@ -36,9 +36,9 @@
 /* c->backend_tag bits while |c| belongs to this backend (loop.c zeroes it at submit). */
 enum {
   UR_IN_KERNEL = 1u << 0,    /* an SQE with user_data == c is queued or in flight */
-  UR_BACKLOG = 1u << 1,      /* no SQE was free: linked on ur->backlog through c->next */
+  UR_BACKLOG = 1u << 1,      /* no SQE was free: linked on ur->backlog through c->link */
   UR_CANCEL_SENT = 1u << 2,  /* an ASYNC_CANCEL SQE targets c */
-  UR_CANCEL_WAIT = 1u << 3,  /* cancel wanted, no SQE free: linked on ur->cancels */
+  UR_CANCEL_WAIT = 1u << 3,  /* cancel wanted, no SQE free: on ur->cancels through c->link */
   UR_POLL_STAGE = 1u << 4,   /* in flight as POLL_ADD; the operation itself comes after */
 };
 
@@ -60,9 +60,10 @@ struct ur {
   uint32_t buf_count;
   uint32_t br_entries;
   uint32_t br_returned; /* buffers re-added since the last tail advance */
-  struct vsri_completion *backlog_head; /* waiting for an SQE, in submission order */
-  struct vsri_completion *backlog_tail;
-  struct vsri_completion *cancels; /* waiting for an SQE to carry their ASYNC_CANCEL */
+  /* A completion is on at most one of these (UR_BACKLOG: never in the kernel; UR_CANCEL_WAIT:
+   * in the kernel), so both share c->link. */
+  struct vsri_list backlog; /* waiting for an SQE, in submission order */
+  struct vsri_list cancels; /* waiting for an SQE to carry their ASYNC_CANCEL, newest first */
   /* Counted for the debug line at fini (and for tests reading it). */
   uint64_t retries_nobufs;  /* pooled receives issued again after -ENOBUFS */
   uint64_t retries_poll;    /* operations that waited for readiness after -EAGAIN */
@@ -203,6 +204,8 @@ static int ur_init(struct vsri_io *io) {
   }
   struct ur *ur = vsri_calloc(1, sizeof *ur);
   if (!ur) return VSR_ENOMEM;
+  vsri_list_init(&ur->backlog);
+  vsri_list_init(&ur->cancels);
   int err = ur_setup_ring(io, ur);
   if (err) {
     vsri_free(ur);
@@ -364,10 +367,7 @@ static void ur_prep(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_complet
 static void ur_backlog_push(struct ur *ur, struct vsri_completion *c) {
   ur->backlogged++;
   c->backend_tag |= UR_BACKLOG;
-  c->next = NULL;
-  if (ur->backlog_tail) ur->backlog_tail->next = c;
-  else ur->backlog_head = c;
-  ur->backlog_tail = c;
+  vsri_list_push_back(&ur->backlog, &c->link);
 }
 
 static void ur_place(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_completion *c) {
@@ -396,18 +396,6 @@ static void ur_submit(struct vsri_io *io, struct vsri_completion *c) {
 
 /* ---- cancel ---------------------------------------------------------------------------- */
 
-static void ur_unlink(struct vsri_completion **head, struct vsri_completion **tail,
-                      struct vsri_completion *c) {
-  struct vsri_completion *prev = NULL;
-  for (struct vsri_completion **pp = head; *pp; prev = *pp, pp = &(*pp)->next) {
-    if (*pp != c) continue;
-    *pp = c->next;
-    if (tail && *tail == c) *tail = prev;
-    c->next = NULL;
-    return;
-  }
-}
-
 /* Queues the ASYNC_CANCEL for |c|. Returns false if no SQE is free. */
 static bool ur_send_cancel(struct vsri_io *io, struct ur *ur, struct vsri_completion *c) {
   struct io_uring_sqe *sqe = ur_get_sqe(io, ur);
@@ -423,7 +411,7 @@ static void ur_cancel(struct vsri_io *io, struct vsri_completion *c) {
   uint32_t tag = c->backend_tag;
   if (tag & UR_BACKLOG) {
     /* The kernel never saw it: finish it from the loop. */
-    ur_unlink(&ur->backlog_head, &ur->backlog_tail, c);
+    vsri_list_remove(&c->link);
     c->backend_tag = 0;
     vsri_io_post(io, c, -ECANCELED);
     return;
@@ -431,26 +419,23 @@ static void ur_cancel(struct vsri_io *io, struct vsri_completion *c) {
   if (!(tag & UR_IN_KERNEL) || (tag & (UR_CANCEL_SENT | UR_CANCEL_WAIT))) return;
   if (ur_send_cancel(io, ur, c)) return;
   c->backend_tag |= UR_CANCEL_WAIT;
-  c->next = ur->cancels;
-  ur->cancels = c;
+  vsri_list_push_front(&ur->cancels, &c->link);
 }
 
 /* Retries work that found no free SQE earlier. */
 static void ur_flush_waiting(struct vsri_io *io, struct ur *ur) {
-  while (ur->cancels) {
-    struct vsri_completion *c = ur->cancels;
+  struct vsri_list_node *n;
+  while ((n = vsri_list_front(&ur->cancels))) {
+    struct vsri_completion *c = vsri_container_of(n, struct vsri_completion, link);
     if (!ur_send_cancel(io, ur, c)) return;
-    ur->cancels = c->next;
-    c->next = NULL;
+    vsri_list_remove(n);
     c->backend_tag &= ~(uint32_t)UR_CANCEL_WAIT;
   }
-  while (ur->backlog_head) {
+  while (!vsri_list_empty(&ur->backlog)) {
     struct io_uring_sqe *sqe = ur_get_sqe(io, ur);
     if (!sqe) return; /* keep the order: retry next turn */
-    struct vsri_completion *c = ur->backlog_head;
-    ur->backlog_head = c->next;
-    if (!ur->backlog_head) ur->backlog_tail = NULL;
-    c->next = NULL;
+    struct vsri_completion *c =
+        vsri_container_of(vsri_list_pop_front(&ur->backlog), struct vsri_completion, link);
     c->backend_tag &= ~(uint32_t)UR_BACKLOG;
     ur_place(ur, sqe, c);
   }
@@ -515,7 +500,7 @@ static int ur_cqe(struct vsri_io *io, struct ur *ur, struct vsri_completion *c, 
   uint32_t tag = c->backend_tag;
   c->backend_tag &= ~(uint32_t)(UR_IN_KERNEL | UR_CANCEL_SENT);
   if (tag & UR_CANCEL_WAIT) {
-    ur_unlink(&ur->cancels, NULL, c);
+    vsri_list_remove(&c->link);
     c->backend_tag &= ~(uint32_t)UR_CANCEL_WAIT;
   }
   if (tag & UR_POLL_STAGE) return ur_poll_fired(io, ur, c, res);
@@ -572,7 +557,7 @@ static int ur_reap(struct vsri_io *io, struct ur *ur) {
 static int ur_poll(struct vsri_io *io, int64_t timeout_ns) {
   struct ur *ur = io->backend_data;
   ur_flush_waiting(io, ur);
-  if (io->ready_head || ur->backlog_head) timeout_ns = 0;
+  if (!vsri_list_empty(&io->ready) || !vsri_list_empty(&ur->backlog)) timeout_ns = 0;
   int err = ur_enter(io, ur, timeout_ns);
   if (err) return err;
   return ur_reap(io, ur);

@@ -64,6 +64,7 @@ int vsri_sock_reason(int err) {
   case ETIMEDOUT: return VSR_ETIMEDOUT;
   case ECONNRESET:
   case EPIPE: return VSR_ERESET;
+  case ENOMEM: return VSR_ENOMEM; /* e.g. the io layer could not track the fd */
   default: return VSR_EIO;
   }
 }

@@ -56,7 +56,14 @@ struct vsri_quic_config {
   uint64_t stream_window;      /* 64 MiB: per-stream receive window */
   uint64_t conn_window;        /* 64 MiB: connection receive window */
   enum vsri_quic_cc cc;        /* CUBIC */
-  uint32_t max_handshakes;     /* 1024: server, connections not yet reported to the owner */
+  uint32_t max_handshakes;     /* 1024: server, connections not yet reported to the owner
+                                  ("half-open"); when full the oldest is evicted */
+  uint32_t retry_threshold;    /* 256: server, half-opens from which an Initial without a valid
+                                  Retry token gets a Retry (address validation); 0: always */
+  uint32_t max_handshakes_per_source; /* 32: server, half-opens per source (IPv4 address, IPv6
+                                  /64) from which that source's new clients must answer a
+                                  Retry (those that did are admitted anyway); 0: no limit */
+  uint64_t retry_token_lifetime_ns; /* 10 s: how long a Retry token is accepted */
   bool no_gso;                 /* send one datagram per syscall instead of UDP GSO bursts */
   bool no_gro;                 /* receive without UDP_GRO */
   bool unbatched;              /* benchmarks: behave like the reference (each frame written and
@@ -89,6 +96,26 @@ void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[3
 
 /* Connections the listener holds (handshaking, live, closing). */
 uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
+
+/* Admission of client Initials by a listener (handshake-flood defences), counted since listen. */
+struct vsri_quic_admission {
+  uint64_t initials;        /* Initials for unknown connection IDs that were looked at */
+  uint64_t admitted;        /* half-opens created (validated ones included) */
+  uint64_t validated;       /* ... of which carried a valid Retry token */
+  uint64_t retries;         /* answered with a Retry packet instead (no state kept) */
+  uint64_t retry_source;    /* ... of which because their source was at its limit */
+  uint64_t tokens_invalid;  /* carried a forged, expired or misdirected Retry token: refused
+                               with a stateless CONNECTION_CLOSE (INVALID_TOKEN) */
+  uint64_t evicted;         /* oldest half-open evicted: max_handshakes was full */
+  uint32_t halfopen;        /* half-opens now */
+  uint32_t halfopen_peak;   /* most half-opens at once */
+};
+void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_quic_admission *out);
+
+/* Half-opens now from the source of |addr| (its IPv4 address or IPv6 /64; the port is
+ * ignored). */
+uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
+                                          const struct sockaddr *addr);
 
 /* Congestion and RTT aggregates over a listener's open connections (handshake done, not
  * closing), from ngtcp2_conn_get_conn_stat: the metrics endpoint's QUIC gauges. */
@@ -130,6 +157,14 @@ int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *da
  * replaces the UDP send with |tx| (NULL restores it). */
 void vsri_quic_listener_input(struct vsri_listener *l, const struct sockaddr *from,
                               socklen_t fromlen, const uint8_t *pkt, size_t len);
+/* Tests: drives a dialed connection without its socket. Its datagrams go to |tx| instead
+ * (NULL restores the socket), and vsri_quic_test_conn_input() feeds it one datagram from
+ * |from| as if received now. */
+void vsri_quic_test_conn_set_tx(struct vsri_conn *c,
+                                void (*tx)(void *user, const uint8_t *pkt, size_t len),
+                                void *user);
+void vsri_quic_test_conn_input(struct vsri_conn *c, const struct sockaddr *from,
+                               socklen_t fromlen, const uint8_t *pkt, size_t len);
 void vsri_quic_listener_set_tx(struct vsri_listener *l,
                                void (*tx)(void *user, const uint8_t *pkt, size_t len),
                                void *user);

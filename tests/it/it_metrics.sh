@@ -39,6 +39,7 @@ tcp_out0=$(value 'vsrbus_frames_out_total{plane="client",transport="tcp"}')
 tcp_bytes0=$(value 'vsrbus_in_bytes_total{plane="client",transport="tcp"}')
 quic_in0=$(value 'vsrbus_frames_in_total{plane="client",transport="quic"}')
 acc0=$(value 'vsrbus_clients_accepted_total')
+qadm0=$(value 'vsrbus_quic_admitted_total')
 
 # ping_ok N ARGS...: N pings answered (output kept for the failure message).
 ping_ok() {
@@ -59,6 +60,7 @@ promtool check metrics <"$TMP/m.txt" || fail "promtool rejects the metrics after
 [ "$(value 'vsrbus_frames_in_total{plane="client",transport="quic"}')" -eq $((quic_in0 + 3)) ] ||
   fail "quic frames_in did not move by 3"
 [ "$(value 'vsrbus_clients_accepted_total')" -eq $((acc0 + 2)) ] || fail "clients_accepted"
+[ "$(value 'vsrbus_quic_admitted_total')" -eq $((qadm0 + 1)) ] || fail "quic_admitted_total"
 value 'vsrbus_io_backend_info{backend="'"$(sed -n 's/.*running (io \([a-z_]*\)).*/\1/p' "$LOG")"'"}' \
   >/dev/null
 

@@ -241,6 +241,83 @@ static void test_deferred_runs_before_wait(void **state) {
   vsri_io_del(io);
 }
 
+struct t_order {
+  struct vsri_deferred d[5];
+  int ran[16];
+  int nran;
+};
+
+/* |ctx| is &o->d[i]: records i. */
+static struct t_order t_order_state;
+
+static void t_order_run(void *ctx) {
+  struct t_order *o = &t_order_state;
+  int i = (int)((struct vsri_deferred *)ctx - o->d);
+  assert_true(o->nran < 16);
+  o->ran[o->nran++] = i;
+}
+
+/* Items leave the deferred queue from the head, the middle or the tail without disturbing the
+ * order of the others, and a withdrawn item can be queued again (it then runs last). */
+static void test_undefer_anywhere_keeps_order(void **state) {
+  struct vsri_io *io = t_io(state);
+  struct t_order *o = &t_order_state;
+  memset(o, 0, sizeof *o);
+  for (int i = 0; i < 5; i++) {
+    o->d[i].fn = t_order_run;
+    o->d[i].ctx = &o->d[i];
+    vsri_io_defer(io, &o->d[i]);
+  }
+  vsri_io_undefer(io, &o->d[2]); /* middle */
+  vsri_io_undefer(io, &o->d[4]); /* tail */
+  vsri_io_undefer(io, &o->d[0]); /* head */
+  vsri_io_undefer(io, &o->d[0]); /* not queued: a no-op */
+  vsri_io_defer(io, &o->d[2]);
+  t_run_idle(io, 2);
+  assert_int_equal(o->nran, 3);
+  assert_int_equal(o->ran[0], 1);
+  assert_int_equal(o->ran[1], 3);
+  assert_int_equal(o->ran[2], 2);
+  vsri_io_del(io);
+}
+
+/* Cancelling the middle one of three submissions gives it one -ECANCELED; the other two are
+ * untouched and complete with their data (epoll: the middle of its not-yet-tried list). */
+static void t_cancel_middle(void **state, bool let_kernel_see_it) {
+  struct vsri_io *io = t_io(state);
+  int a[3], b[3];
+  char buf[3][8];
+  struct vsri_completion c[3];
+  struct t_hits h[3] = {{0, 99}, {0, 99}, {0, 99}};
+  for (int i = 0; i < 3; i++) t_tcp_pair(&a[i], &b[i]);
+  for (int i = 0; i < 3; i++) vsri_io_recv(io, &c[i], b[i], buf[i], 8, t_hit_cb, &h[i]);
+  if (let_kernel_see_it) t_run_idle(io, 2);
+  vsri_io_cancel(io, &c[1]);
+  t_run_until(io, &h[1].count, 1);
+  assert_int_equal(h[1].last, -ECANCELED);
+  assert_int_equal(h[0].count + h[2].count, 0);
+  /* Data for all three: the two others take theirs, the cancelled one stays quiet. */
+  for (int i = 0; i < 3; i++) assert_int_equal(write(a[i], "abc", 3), 3);
+  t_run_until(io, &h[0].count, 1);
+  t_run_until(io, &h[2].count, 1);
+  assert_int_equal(h[0].last, 3);
+  assert_int_equal(h[2].last, 3);
+  t_run_idle(io, 2);
+  for (int i = 0; i < 3; i++) assert_int_equal(h[i].count, 1);
+  for (int i = 0; i < 3; i++) {
+    close(a[i]);
+    close(b[i]);
+  }
+  vsri_io_del(io);
+}
+
+static void test_cancel_middle_submission_before_first_turn(void **state) {
+  t_cancel_middle(state, false);
+}
+
+static void test_cancel_middle_submission_pending(void **state) { t_cancel_middle(state, true); }
+
+
 /* A caller that only ever polls with timeout 0 (a busy sender) still sees its completions. */
 static void test_polling_with_zero_timeout_sees_completions(void **state) {
   struct vsri_io *io = t_io(state);
@@ -993,6 +1070,9 @@ int main(void) {
       T_ON_ALL(test_timeout_fires_once),
       T_ON_ALL(test_cancel_pending_timeout_gives_one_ecanceled),
       T_ON_ALL(test_deferred_runs_before_wait),
+      T_ON_ALL(test_undefer_anywhere_keeps_order),
+      T_ON_ALL(test_cancel_middle_submission_before_first_turn),
+      T_ON_ALL(test_cancel_middle_submission_pending),
       T_ON_ALL(test_polling_with_zero_timeout_sees_completions),
       T_ON_ALL(test_cancel_pending_recv_gives_one_ecanceled),
       T_ON_ALL(test_cancel_recv_before_first_turn),
