@@ -14,9 +14,11 @@ PACKAGES=(
   libgnutls28-dev      # TLS 1.3 for QUIC, certificates
   libinih-dev          # INI config files
   librust-blake3-dev   # official BLAKE3 C sources (c/ directory), built by CMake
+  libhttp-parser-dev   # HTTP requests of the metrics endpoint (no .pc file: CMake find_library)
   # tests
   libcmocka-dev b3sum gnutls-bin ngtcp2-client iproute2 strace
   tshark               # the Wireshark dissector test (contrib/wireshark)
+  prometheus jq        # promtool check metrics (it_metrics.sh); jq parses the JSON logs
   # fuzzing and sanitizers
   clang-14 libclang-rt-14-dev
   # benchmark baselines and plots

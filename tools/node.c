@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <ini.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,16 @@ static struct vsr_loop *node_loop; /* for the signal handler */
 static void node_on_signal(int sig) {
   (void)sig;
   if (node_loop) vsr_loop_stop(node_loop);
+}
+
+void vsr_node_say(enum vsr_log_level level, const char *event, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (vsr_log_get_format() == VSR_LOG_JSON) vsr_log_event(level, event ? event : "VSR-NODE", "%s", msg);
+  else fprintf(stderr, "vsrbus node: %s%s%s\n", event ? event : "", event ? " " : "", msg);
 }
 
 static void node_usage(FILE *f) {
@@ -86,7 +97,15 @@ static void node_usage(FILE *f) {
           "  --close-peer-timeout-ms N   per-connection bound on the drain and close at\n"
           "                          shutdown, default 2000\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
-          "  --log error|warn|info|debug\n");
+          "  --log error|warn|info|debug\n"
+          "  --log-format text|json  log lines as text (default) or one JSON object a line\n"
+          "  --metrics ADDR          serve Prometheus metrics at http://ADDR/metrics\n"
+          "                          (default off; e.g. 127.0.0.1:9100)\n"
+          "  --metrics-max-conns N   scrapes served at once, default 4 (more are closed)\n"
+          "  --metrics-timeout-ms N  a scrape taking longer is closed, default 5000\n"
+          "\n"
+          "Environment: SSLKEYLOGFILE=FILE makes GnuTLS write the QUIC TLS secrets to FILE\n"
+          "(for Wireshark); warned about at start: anyone with FILE can decrypt the traffic.\n");
 }
 
 /* The buffer behind a secret option: allocated once, VSR_SECRET_MAX bytes. NULL: printed. */
@@ -366,6 +385,19 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
       fprintf(stderr, "vsrbus node: --io: expected epoll, uring or auto\n");
       return -1;
     }
+  } else if (strcmp(key, "metrics") == 0) {
+    b->metrics_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "metrics-max-conns") == 0 || strcmp(key, "metrics_max_conns") == 0) {
+    return node_parse_u32(key, v, &b->metrics_max_conns);
+  } else if (strcmp(key, "metrics-timeout-ms") == 0 || strcmp(key, "metrics_timeout_ms") == 0) {
+    return node_parse_ms(key, v, &b->metrics_timeout_ns);
+  } else if (strcmp(key, "log-format") == 0 || strcmp(key, "log_format") == 0) {
+    if (strcmp(v, "text") == 0) vsr_log_set_format(VSR_LOG_TEXT);
+    else if (strcmp(v, "json") == 0) vsr_log_set_format(VSR_LOG_JSON);
+    else {
+      fprintf(stderr, "vsrbus node: --log-format: expected text or json\n");
+      return -1;
+    }
   } else if (strcmp(key, "log") == 0) {
     const char *names[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++) {
@@ -458,6 +490,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"replica-memory-budget", required_argument, 0, 0},
       {"conn-memory-budget", required_argument, 0, 0},
       {"frame-allowance", required_argument, 0, 0},
+      {"metrics", required_argument, 0, 0}, {"metrics-max-conns", required_argument, 0, 0},
+      {"metrics-timeout-ms", required_argument, 0, 0},
+      {"log-format", required_argument, 0, 0},
       {"frame-timeout-ms", required_argument, 0, 0},
       {"client-idle-timeout-ms", required_argument, 0, 0},
       {"close-peer-timeout-ms", required_argument, 0, 0},
@@ -514,7 +549,7 @@ static void node_on_peer_event(void *user, struct vsr_bus *bus, const struct vsr
    * and one line here per stranger's connection would unbound the log again. */
   if (ev->kind == VSR_PEER_LOST && ev->plane == VSR_PLANE_REPLICA &&
       ev->reason != VSR_ECLOSED && ev->reason != VSR_ESHUTDOWN) {
-    fprintf(stderr, "vsrbus node: replica peer %llx (%s %s) lost: %s\n",
+    vsr_node_say(VSR_LOG_WARN, NULL, "replica peer %llx (%s %s) lost: %s",
             (unsigned long long)ev->id, ev->transport, ev->addr, vsr_strerror(ev->reason));
   }
 }
@@ -534,7 +569,7 @@ int vsr_cmd_node(int argc, char **argv) {
   struct vsr_bus *bus;
   int err = vsr_bus_new(&bus, &cfg.bus, &cb, &sm);
   if (err) {
-    fprintf(stderr, "vsrbus node: cannot start: %s\n", vsr_strerror(err));
+    vsr_node_say(VSR_LOG_ERROR, NULL, "cannot start: %s", vsr_strerror(err));
     vsr_node_cfg_free(&cfg);
     return 1;
   }
@@ -542,7 +577,7 @@ int vsr_cmd_node(int argc, char **argv) {
   err = vsr_sm_init(&sm, bus, cfg.bus.replica_index, cluster ? cfg.bus.replica_count : 1,
                     cluster ? vsr_cluster_id(cfg.bus.cluster_name) : (vsr_u128){0, 0});
   if (err) {
-    fprintf(stderr, "vsrbus node: cannot start the state machine: %s\n", vsr_strerror(err));
+    vsr_node_say(VSR_LOG_ERROR, NULL, "cannot start the state machine: %s", vsr_strerror(err));
     vsr_bus_del(bus);
     vsr_node_cfg_free(&cfg);
     return 1;
@@ -551,12 +586,12 @@ int vsr_cmd_node(int argc, char **argv) {
   signal(SIGINT, node_on_signal);
   signal(SIGTERM, node_on_signal);
   signal(SIGPIPE, SIG_IGN);
-  fprintf(stderr, "vsrbus node: replica %u%s running (io %s); Ctrl-C to stop\n",
+  vsr_node_say(VSR_LOG_INFO, NULL, "replica %u%s running (io %s); Ctrl-C to stop",
           cfg.bus.replica_index,
           !cluster ? "" : cfg.bus.replica_index == 0 ? " (primary)" : " (backup)",
           vsr_loop_backend(node_loop));
   vsr_loop_run(node_loop);
-  fprintf(stderr, "vsrbus node: shutting down\n");
+  vsr_node_say(VSR_LOG_INFO, NULL, "shutting down");
   err = vsr_bus_shutdown(bus, 5000000000ull);
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
@@ -564,11 +599,10 @@ int vsr_cmd_node(int argc, char **argv) {
    * still queued when its connection closed (dropped on close). Every accepted Request is
    * answered and its Reply written before the connection closes: with nothing dropped,
    * requests accepted = replies (a cluster's uncommitted ops are the exception). */
-  fprintf(stderr,
-          "vsrbus node: stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
+  vsr_node_say(VSR_LOG_INFO, NULL,
+          "stopped: %llu frames in, %llu out, %llu dropped, %llu replies, "
           "%llu pongs, %llu clients served; %llu replies refused, %llu frames refused (queue "
-          "full), %llu frames dropped at close, %llu slow peers closed; %llu requests "
-          "accepted\n",
+          "full), %llu frames dropped at close, %llu slow peers closed; %llu requests accepted",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
                                st.drops_on_close),
@@ -584,11 +618,11 @@ int vsr_cmd_node(int argc, char **argv) {
             (unsigned long long)st.quic_evicted, (unsigned long long)st.quic_halfopen_peak);
   }
   if (cluster) {
-    fprintf(stderr,
-            "vsrbus node: replica %u: %llu ops committed, %llu prepares received, %llu "
+    vsr_node_say(VSR_LOG_INFO, NULL,
+            "replica %u: %llu ops committed, %llu prepares received, %llu "
             "prepare_oks received, %llu commits received, %llu resent, %llu deferred, %llu "
             "skipped, %llu foreign, %llu dropped (pipeline full), %llu sends refused (queue "
-            "full), %llu sends refused (not connected), %llu dropped at close\n",
+            "full), %llu sends refused (not connected), %llu dropped at close",
             cfg.bus.replica_index, (unsigned long long)sm.commit,
             (unsigned long long)sm.prepares, (unsigned long long)sm.prepare_oks,
             (unsigned long long)sm.commits, (unsigned long long)sm.resent,

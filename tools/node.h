@@ -23,5 +23,9 @@ void vsr_node_cfg_free(struct node_cfg *cfg);
 int vsr_node_set(struct node_cfg *cfg, const char *key, const char *value);
 /* Returns 0, 1 (--help printed) or 2 (usage error printed). */
 int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv);
+/* A line of the node's own: "vsrbus node: [EVENT ]text" on stderr, or a JSON object under
+ * --log-format json (event default "VSR-NODE"). */
+void vsr_node_say(enum vsr_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

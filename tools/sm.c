@@ -2,6 +2,7 @@
  * Reply at once. Cluster: the VSR normal case with replica 0 as primary (see sm.h). */
 #include "sm.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,14 +97,36 @@ static struct vsr_msg *sm_build_pong(struct vsr_bus *bus, const struct vsr_msg *
 
 static uint64_t sm_now(struct vsr_sm *sm) { return vsr_loop_now(vsr_bus_loop(sm->bus)); }
 
+static void sm_log_json(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sm_log_json(const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  vsr_log_event(VSR_LOG_WARN, "VSR-DROP", "%s", msg);
+}
+
+static void sm_log_text(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sm_log_text(const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "vsrbus node: VSR-DROP %s\n", msg);
+}
+
 /* The drops the bus cannot see (it logs its own, VSR-DROP too): a Request refused because the
  * pipeline is full, a frame not built because the pool is exhausted. Counted always; logged at
  * once, then at most once a second with the count since the previous line. */
 static void sm_log_drop(struct vsr_sm *sm, const char *what) {
   uint64_t now = sm_now(sm), total = sm->pipeline_full + sm->send_errors;
   if (sm->drop_log_ns != 0 && now - sm->drop_log_ns < SM_DROP_LOG_EVERY_NS) return;
-  fprintf(stderr, "vsrbus node: VSR-DROP replica %u: %s; %llu dropped since the last line "
-          "(totals: %llu pipeline full, %llu send errors)\n", sm->replica, what,
+  /* The bus's log format: a JSON object a line under --log-format json. */
+  bool json = vsr_log_get_format() == VSR_LOG_JSON;
+  (json ? sm_log_json : sm_log_text)("replica %u: %s; %llu dropped since the last line "
+          "(totals: %llu pipeline full, %llu send errors)", sm->replica, what,
           (unsigned long long)(total - sm->drops_logged), (unsigned long long)sm->pipeline_full,
           (unsigned long long)sm->send_errors);
   sm->drop_log_ns = now ? now : 1;

@@ -174,6 +174,14 @@ struct vsr_bus_options {
                                     /64 from which that source's new clients must pass a Retry
                                     (those that did are admitted anyway: many real clients may
                                     share an address); 0: no limit */
+
+  /* Observability (issue 17). */
+  /* HTTP listener serving GET /metrics (Prometheus text format 0.0.4) on the bus's loop.
+   * Default NULL: off. e.g. "127.0.0.1:9100". vsr_bus_listen_addr(bus, "metrics") names it. */
+  const char *metrics_addr;
+  uint32_t metrics_max_conns;   /* default 4: scrape connections at once; more are closed */
+  uint64_t metrics_timeout_ns;  /* default 5 s: a scrape (request and response) this long is
+                                   closed, so a stalled client cannot hold a slot */
 };
 
 /* The u128 cluster id Iggy derives from a cluster name: the first 16 bytes of BLAKE3(name),
@@ -224,9 +232,17 @@ int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg
 /* Closes a client connection (its queue is dropped). Returns 0 or VSR_ENOTCONN. */
 int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id);
 
-/* The bound address of a listener: which = "tcp", "quic" or "replica". Returns 0 or
+/* The bound address of a listener: which = "tcp", "quic", "replica" or "metrics". Returns 0 or
  * VSR_ENOTCONN (no such listener). */
 int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf, size_t len);
+
+/* The bus's statistics in the Prometheus text exposition format 0.0.4 (what the metrics_addr
+ * endpoint serves; docs/observability.md lists the metrics), for an application that serves
+ * them itself. Writes at most |len| bytes, NUL-terminated, and sets *|written| to the text's
+ * length. Returns 0, or VSR_ELIMIT when |len| is too small: then *|written| is the size the
+ * text needs (NUL included; call again with that much, plus room for growth). Call it from the
+ * thread that runs the bus's loop, like every other bus function. */
+int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, size_t *written);
 
 #define VSR_ERR_SLOTS 128 /* errors[-code] counts each VSR_E* code */
 

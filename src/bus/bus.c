@@ -2,6 +2,7 @@
  * events, stats and graceful shutdown. The replica plane plugs in through replica.c. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->quic_max_handshakes = 1024;
   o->quic_retry_threshold = 256;
   o->quic_max_handshakes_per_source = 32;
+  o->metrics_max_conns = 4;
+  o->metrics_timeout_ns = 5000000000ull;
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -157,6 +160,8 @@ void vsri_bus_peer_free(struct bus_peer *p) {
   bus_drop_queued(p);
   bus->stats.frames_out += p->q.frames_done;
   bus->stats.bytes_out += p->q.bytes_done;
+  bus->pt_frames_out[p->plane][vsri_bus_tidx(p)] += p->q.frames_done;
+  bus->pt_bytes_out[p->plane][vsri_bus_tidx(p)] += p->q.bytes_done;
   bus->peers_open--;
   vsri_free(p);
 }
@@ -191,6 +196,8 @@ static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *ms
   p->bytes_in += msg->size;
   bus->stats.frames_in++;
   bus->stats.bytes_in += msg->size;
+  bus->pt_frames_in[p->plane][vsri_bus_tidx(p)]++;
+  bus->pt_bytes_in[p->plane][vsri_bus_tidx(p)] += msg->size;
   if (bus->cb.on_message) bus->cb.on_message(bus->user, bus, p->plane, p->id, msg);
 }
 
@@ -536,7 +543,7 @@ static void bus_timeout_stop(struct vsr_bus *bus) {
 static int bus_copy_strings(struct vsr_bus *bus) {
   struct vsr_bus_options *o = &bus->opts;
   const char **fields[] = {&o->client_tcp_addr, &o->client_quic_addr, &o->cluster_name,
-                           &o->quic_cert_file, &o->quic_key_file};
+                           &o->quic_cert_file, &o->quic_key_file, &o->metrics_addr};
   const char *src[sizeof fields / sizeof fields[0]];
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
     src[i] = *fields[i];
@@ -569,6 +576,7 @@ static void bus_free_strings(struct vsr_bus *bus) {
   vsri_free((void *)o->cluster_name);
   vsri_free((void *)o->quic_cert_file);
   vsri_free((void *)o->quic_key_file);
+  vsri_free((void *)o->metrics_addr);
   if (o->replica_addrs) {
     for (uint16_t i = 0; i < o->replica_count; i++) vsri_free((void *)o->replica_addrs[i]);
     vsri_free((void *)o->replica_addrs);
@@ -678,6 +686,15 @@ static void bus_listener_close(struct bus_listener *bl) {
   bl->l = NULL;
 }
 
+/* GnuTLS writes every TLS secret (QUIC included) to $SSLKEYLOGFILE: say so, once per bus. */
+static void bus_warn_keylog(const struct vsr_bus *bus) {
+  const char *path = getenv("SSLKEYLOGFILE");
+  if (!path || !*path || !bus->opts.client_quic_addr) return;
+  VSRI_WARN("VSR-KEYLOG", "SSLKEYLOGFILE is set: the TLS secrets of every QUIC connection are "
+            "written to %s; anyone who can read it can decrypt the traffic (for debugging "
+            "only)", path);
+}
+
 int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
                 const struct vsr_bus_callbacks *cb, void *user) {
   struct vsr_bus_options def;
@@ -751,6 +768,11 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     if (err) goto fail;
   }
   bus_timeout_start(bus);
+  if (bus->opts.metrics_addr) {
+    err = vsri_metrics_start(bus, bus->opts.metrics_addr);
+    if (err) goto fail;
+  }
+  bus_warn_keylog(bus);
   /* The secrets are the caller's and were needed only to derive the keys. */
   bus->opts.secret = bus->opts.previous_secret = NULL;
   bus->opts.secret_len = bus->opts.previous_secret_len = 0;
@@ -797,6 +819,7 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
   if (bus->slow_sweep.pending) vsri_io_cancel(io, &bus->slow_sweep);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
+  vsri_metrics_stop(bus);
   if (bus->replica_plane) vsri_replica_shutdown(bus);
   /* Queued frames go out first (send() already refuses new ones), then each connection closes. */
   bus_for_each_peer(bus, VSR_ESHUTDOWN, true);
@@ -825,6 +848,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
   bus_timeout_stop(bus);
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
+  vsri_metrics_stop(bus);
   if (bus->replica_plane) vsri_replica_fini(bus);
   if (bus->loop) {
     if (bus->slow_sweep.pending) vsri_io_cancel(bus->loop->io, &bus->slow_sweep);
@@ -854,6 +878,10 @@ int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf,
   if (strcmp(which, "tcp") == 0) bl = &bus->client_tcp;
   else if (strcmp(which, "quic") == 0) bl = &bus->client_quic;
   else if (strcmp(which, "replica") == 0) bl = &bus->replica_tcp;
+  else if (strcmp(which, "metrics") == 0 && vsri_metrics_addr(bus)) {
+    snprintf(buf, len, "%s", vsri_metrics_addr(bus));
+    return 0;
+  }
   if (!bl || !bl->addr[0]) return VSR_ENOTCONN;
   snprintf(buf, len, "%s", bl->addr);
   return 0;

@@ -75,6 +75,10 @@ struct vsr_bus {
   /* Peers whose queue is full (bus.c); the sweep timer is armed exactly while one is listed. */
   struct bus_peer *full_head;
   struct vsri_completion slow_sweep;
+  /* Metrics (metrics.c): frames and bytes by [plane][transport: 0 tcp, 1 quic]; out counts
+   * are those of freed peers (live ones are added when rendering). */
+  uint64_t pt_frames_in[2][2], pt_bytes_in[2][2], pt_frames_out[2][2], pt_bytes_out[2][2];
+  struct vsri_metrics_srv *metrics; /* metrics_http.c; NULL without metrics_addr */
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */
@@ -94,6 +98,23 @@ static inline struct vsr_msg *vsri_frame_new(struct vsr_pool *pool, uint32_t max
   if (m) vsr_header_init(m->data, VSR_CMD_RESERVED, size);
   return m;
 }
+
+/* Index of a peer's transport in the pt_* counters. */
+static inline int vsri_bus_tidx(const struct bus_peer *p) {
+  return p->tops == &vsri_transport_tcp ? 0 : 1;
+}
+
+/* Metrics endpoint (metrics_http.c). start returns 0 or a VSR_E* code (logged); stop closes
+ * the listener and every scrape; the server frees itself once its last operation finished. */
+struct vsri_metrics_srv;
+int vsri_metrics_start(struct vsr_bus *bus, const char *addr);
+void vsri_metrics_stop(struct vsr_bus *bus);
+const char *vsri_metrics_addr(const struct vsr_bus *bus);
+/* The endpoint's own counters (zero without one). */
+struct vsri_metrics_counts {
+  uint64_t scrapes, not_found, bad_method, bad_request, oversize, timeout, busy;
+};
+void vsri_metrics_counts(const struct vsr_bus *bus, struct vsri_metrics_counts *out);
 
 /* Peers (bus.c). */
 struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,

@@ -1,5 +1,7 @@
 /* Client SDK: one connection to a node over a transport, a bounded send queue, and an inbox for
  * blocking use. Async clients run on the caller's loop; blocking calls run a private loop. */
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus/bus_impl.h"
@@ -107,6 +109,17 @@ static const struct vsri_conn_events client_events = {
     .on_closed = client_on_closed,
 };
 
+/* GnuTLS writes the TLS secrets of every QUIC connection to $SSLKEYLOGFILE: said once per
+ * process, at the first QUIC client. */
+static void client_warn_keylog(void) {
+  static atomic_flag warned = ATOMIC_FLAG_INIT;
+  const char *path = getenv("SSLKEYLOGFILE");
+  if (!path || !*path || atomic_flag_test_and_set(&warned)) return;
+  VSRI_WARN("VSR-KEYLOG", "SSLKEYLOGFILE is set: the TLS secrets of every QUIC connection are "
+            "written to %s; anyone who can read it can decrypt the traffic (for debugging "
+            "only)", path);
+}
+
 int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
                    const struct vsr_client_options *o, const struct vsr_client_callbacks *cb,
                    void *user) {
@@ -141,7 +154,10 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
       .decode_flags = VSRI_DECODE_VERIFY_BODY,
   };
   int err = 0;
-  if (tops != &vsri_transport_tcp) err = vsri_client_quic_config(o, &c->tls_config);
+  if (tops != &vsri_transport_tcp) {
+    client_warn_keylog();
+    err = vsri_client_quic_config(o, &c->tls_config);
+  }
   c->tctx.tls = c->tls_config;
   if (!err) err = tops->connect(&c->conn, &c->tctx, o->addr, &client_events, c, &c->q);
   if (err) {

@@ -2566,6 +2566,22 @@ void vsri_quic_test_conn_input(struct vsri_conn *c, const struct sockaddr *from,
   q_conn_input(c, from, fromlen, pkt, len);
 }
 
+void vsri_quic_listener_conn_agg(const struct vsri_listener *l, struct vsri_quic_conn_agg *out) {
+  *out = (struct vsri_quic_conn_agg){0};
+  for (const struct vsri_conn *c = l->conns; c; c = c->next) {
+    if (c->state != Q_OPEN || !c->qc) continue;
+    ngtcp2_conn_stat st;
+    ngtcp2_conn_get_conn_stat(c->qc, &st);
+    out->conns++;
+    out->srtt_ns_sum += st.smoothed_rtt;
+    if (st.smoothed_rtt > out->srtt_ns_max) out->srtt_ns_max = st.smoothed_rtt;
+    out->cwnd_sum += st.cwnd;
+    if (st.cwnd > out->cwnd_max) out->cwnd_max = st.cwnd;
+    out->in_flight_sum += st.bytes_in_flight;
+    out->pto_count_sum += st.pto_count;
+  }
+}
+
 void vsri_quic_listener_input(struct vsri_listener *l, const struct sockaddr *from,
                               socklen_t fromlen, const uint8_t *pkt, size_t len) {
   q_server_packet(&l->ep, from, fromlen, pkt, len);

@@ -117,6 +117,18 @@ void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_qui
 uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
                                           const struct sockaddr *addr);
 
+/* Congestion and RTT aggregates over a listener's open connections (handshake done, not
+ * closing), from ngtcp2_conn_get_conn_stat: the metrics endpoint's QUIC gauges. */
+struct vsri_quic_conn_agg {
+  uint32_t conns;               /* connections aggregated */
+  uint64_t srtt_ns_sum, srtt_ns_max;
+  uint64_t cwnd_sum, cwnd_max;  /* bytes */
+  uint64_t in_flight_sum;       /* bytes */
+  uint64_t pto_count_sum;       /* probe timeouts now outstanding (ngtcp2 0.12 counts no lost
+                                   packets) */
+};
+void vsri_quic_listener_conn_agg(const struct vsri_listener *l, struct vsri_quic_conn_agg *out);
+
 /* QUIC connections and listeners not yet freed (all loops): tests run the loop until 0 before
  * deleting it. */
 uint32_t vsri_quic_live(void);

@@ -26,6 +26,8 @@ static vsr_log_fn log_fn;
 static void *log_user;
 
 static const char *const log_names[] = {"ERROR", "WARN ", "INFO ", "DEBUG"};
+static const char *const log_json_names[] = {"error", "warn", "info", "debug"};
+static _Atomic int log_format = VSR_LOG_TEXT;
 
 /* One call site's bucket. Invariant: suppressed > 0 exactly when since_ns is the time of the
  * first line held back since the last summary. */
@@ -86,6 +88,10 @@ static void log_write(enum vsr_log_level level, const char *line) {
     log_fn(log_user, level, line);
     return;
   }
+  if (atomic_load_explicit(&log_format, memory_order_relaxed) == VSR_LOG_JSON) {
+    fprintf(stderr, "%s\n", line); /* the time is inside the object */
+    return;
+  }
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;
@@ -94,12 +100,186 @@ static void log_write(enum vsr_log_level level, const char *line) {
           ts.tv_nsec / 1000000, line);
 }
 
+void vsr_log_set_format(enum vsr_log_format format) {
+  atomic_store_explicit(&log_format, format == VSR_LOG_JSON ? VSR_LOG_JSON : VSR_LOG_TEXT,
+                        memory_order_relaxed);
+}
+
+enum vsr_log_format vsr_log_get_format(void) {
+  return (enum vsr_log_format)atomic_load_explicit(&log_format, memory_order_relaxed);
+}
+
+/* ---- JSON lines ---------------------------------------------------------------------------- */
+
+struct log_buf {
+  char *p;
+  size_t len, cap; /* len < cap always: room for the NUL */
+};
+
+static void lb_put(struct log_buf *b, const char *s, size_t n) {
+  if (n > b->cap - 1 - b->len) n = b->cap - 1 - b->len;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void lb_str(struct log_buf *b, const char *s) { lb_put(b, s, strlen(s)); }
+
+/* Length of the valid UTF-8 sequence at |s| (0: invalid). |s| is NUL-terminated, and a NUL is
+ * never a continuation byte, so this never reads past the string. */
+static size_t log_utf8_len(const unsigned char *s) {
+  unsigned char c = s[0];
+  size_t n;
+  uint32_t cp;
+  if (c >= 0xC2 && c <= 0xDF) n = 2, cp = c & 0x1F;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3, cp = c & 0x0F;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4, cp = c & 0x07;
+  else return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3F);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+      (cp >= 0xD800 && cp <= 0xDFFF)) {
+    return 0;
+  }
+  return n;
+}
+
+/* |s| (|n| bytes, NUL-terminated) as a JSON string: quotes, backslashes and control characters
+ * escaped, invalid UTF-8 replaced by U+FFFD (a line may quote bytes from the network). */
+static void lb_json_str(struct log_buf *b, const char *s, size_t n) {
+  lb_put(b, "\"", 1);
+  const unsigned char *u = (const unsigned char *)s;
+  for (size_t i = 0; i < n;) {
+    unsigned char c = u[i];
+    char esc[8];
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      lb_put(b, esc, 2);
+      i++;
+    } else if (c < 0x20 || c == 0x7F) {
+      const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+      if (named) {
+        lb_str(b, named);
+      } else {
+        snprintf(esc, sizeof esc, "\\u%04x", c);
+        lb_str(b, esc);
+      }
+      i++;
+    } else if (c < 0x80) {
+      lb_put(b, (const char *)&u[i], 1);
+      i++;
+    } else {
+      size_t k = log_utf8_len(&u[i]);
+      if (k == 0 || i + k > n) {
+        lb_str(b, "\\ufffd");
+        i++;
+      } else {
+        lb_put(b, (const char *)&u[i], k);
+        i += k;
+      }
+    }
+  }
+  lb_put(b, "\"", 1);
+}
+
+static void lb_field(struct log_buf *b, const char *key, const char *v, size_t n) {
+  lb_put(b, ",\"", 2);
+  lb_str(b, key);
+  lb_put(b, "\":", 2);
+  lb_json_str(b, v, n);
+}
+
+/* The peer a line is about: its first word when that is an address ("1.2.3.4:5", "[::1]:5"),
+ * as every per-connection line starts. Returns its length (0: none). */
+static size_t log_peer_len(const char *msg) {
+  size_t n = strcspn(msg, " ");
+  if (n < 3 || n > 64) return 0;
+  const char *colon = memrchr(msg, ':', n);
+  if (!colon || colon == msg + n - 1) return 0;
+  for (const char *p = colon + 1; p < msg + n; p++) {
+    if (*p < '0' || *p > '9') return 0;
+  }
+  if (msg[0] == '[') return colon > msg && colon[-1] == ']' ? n : 0;
+  for (const char *p = msg; p < colon; p++) {
+    if ((*p < '0' || *p > '9') && *p != '.') return 0;
+  }
+  return n;
+}
+
+/* The first VSR_E* code a line names, as the "reason". Returns its start (NULL: none). */
+static const char *log_reason(const char *msg, size_t *len) {
+  for (const char *p = strstr(msg, "VSR_E"); p; p = strstr(p + 1, "VSR_E")) {
+    if (p > msg && (p[-1] == '_' || (p[-1] >= 'A' && p[-1] <= 'Z'))) continue;
+    size_t n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    if (n > 5) {
+      *len = n;
+      return p;
+    }
+  }
+  return NULL;
+}
+
+/* One JSON object for a line: time (RFC 3339, UTC, ms), level, event, peer, reason, the count
+ * of a summary line, msg. */
+static void log_json(struct log_buf *b, enum vsr_log_level level, const char *id, const char *msg,
+                     const struct log_summary *sum) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char t[96];
+  snprintf(t, sizeof t, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\"",
+           tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+           ts.tv_nsec / 1000000, log_json_names[level]);
+  lb_str(b, t);
+  lb_field(b, "event", id, strlen(id));
+  size_t pn = log_peer_len(msg), rn = 0;
+  if (pn) lb_field(b, "peer", msg, pn);
+  const char *r = log_reason(msg, &rn);
+  if (r) lb_field(b, "reason", r, rn);
+  if (sum) {
+    snprintf(t, sizeof t, ",\"suppressed\":%llu,\"span_ms\":%llu", (unsigned long long)sum->count,
+             (unsigned long long)(sum->span_ns / 1000000));
+    lb_str(b, t);
+  }
+  lb_field(b, "msg", msg, strlen(msg));
+  lb_put(b, "}", 1);
+}
+
+/* Writes one line in the current format; |sum| for a summary line. */
+static void log_emit(enum vsr_log_level level, const char *id, const char *msg,
+                     const struct log_summary *sum) {
+  if (atomic_load_explicit(&log_format, memory_order_relaxed) == VSR_LOG_JSON) {
+    char out[8192]; /* a 1 KiB message escapes to at most 6 KiB */
+    struct log_buf b = {.p = out, .cap = sizeof out};
+    out[0] = '\0';
+    log_json(&b, level, id, msg, sum);
+    log_write(level, out);
+    return;
+  }
+  char line[1200];
+  snprintf(line, sizeof line, "vsrbus %s %s %s", log_names[level], id, msg);
+  log_write(level, line);
+}
+
+void vsr_log_event(enum vsr_log_level level, const char *event, const char *fmt, ...) {
+  if ((int)level < VSR_LOG_ERROR || level > VSR_LOG_DEBUG) level = VSR_LOG_INFO;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  log_emit(level, event ? event : "VSR-APP", msg, NULL);
+}
+
 static void log_write_summary(const struct log_summary *s) {
-  char line[160];
-  snprintf(line, sizeof line, "vsrbus %s %s %llu more like this suppressed in %llu ms",
-           log_names[s->level], s->id, (unsigned long long)s->count,
-           (unsigned long long)(s->span_ns / 1000000));
-  log_write((enum vsr_log_level)s->level, line);
+  char msg[128];
+  snprintf(msg, sizeof msg, "%llu more like this suppressed in %llu ms",
+           (unsigned long long)s->count, (unsigned long long)(s->span_ns / 1000000));
+  log_emit((enum vsr_log_level)s->level, s->id, msg, s);
 }
 
 /* ---- rate limit (callers hold log_mu) ------------------------------------------------------ */
@@ -227,14 +407,12 @@ void vsri_log(enum vsr_log_level level, const char *id, const char *fmt, ...) {
     if (sum.count > 0) log_write_summary(&sum);
     if (!admit) return; /* counted: not even formatted */
   }
-  char line[1024];
-  int n = snprintf(line, sizeof line, "vsrbus %s %s ", log_names[level], id);
-  if (n < 0) return;
+  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  log_write(level, line);
+  log_emit(level, id, msg, NULL);
 }
 
 const char *vsr_version(void) { return VSR_VERSION; }

@@ -8,7 +8,8 @@ sed -n '/<!-- example:begin -->/,/<!-- example:end -->/p' "$SRC/README.md" |
 [ "$(wc -l <"$TMP/example.c")" -ge 15 ] || fail "example not found in README.md"
 ${VSRBUS_CC:-cc} -std=c11 -Wall -Wextra -Werror ${VSRBUS_CFLAGS:-} -I"$SRC/include" \
   "$TMP/example.c" -o "$TMP/example" \
-  "$BUILD/libvsrbus.a" $(pkg-config --libs libxxhash liburing libngtcp2 libngtcp2_crypto_gnutls gnutls inih) -lm ||
+  "$BUILD/libvsrbus.a" $(pkg-config --libs libxxhash liburing libngtcp2 libngtcp2_crypto_gnutls gnutls inih) \
+  -lhttp_parser -lm ||
   fail "README example does not compile"
 "$TMP/example" "127.0.0.1:0" >"$TMP/ex.log" 2>&1 &
 PIDS+=($!)
