@@ -49,7 +49,7 @@ static void render_sizes_and_counters(void **state) {
   struct vsr_client *c = h_client(&n);
   assert_non_null(c);
   for (int i = 0; i < 3; i++) {
-    struct vsr_msg *m = h_frame(c, VSR_CMD_PING, 256 + 100, (uint32_t)i), *rep = NULL;
+    struct vsr_msg *m = h_frame(c, VSR_CMD_PING_CLIENT, 256 + 100, (uint32_t)i), *rep = NULL;
     assert_int_equal(vsr_client_call(c, m, &rep, 5 * H_SEC), 0);
     vsr_msg_unref(m);
     vsr_msg_unref(rep);
