@@ -25,6 +25,7 @@ CADDR0=
 start_replica() {
   local i=$1 replicas=$2
   local log=$TMP/node$i.$RANDOM.log
+  : >"$log" # exists before the background node opens it: the reads below never race it
   if [ "$i" = 0 ]; then
     # The primary reads its cluster settings from an INI file (keys as the long options).
     cat >"$TMP/node0.ini" <<INI

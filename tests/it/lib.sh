@@ -16,6 +16,7 @@ fail() { echo "FAIL: $*" >&2; [ -n "${LOG:-}" ] && [ -f "$LOG" ] && sed 's/^/  l
 # NODE_ADDR (read from the node's listen line). Exits 77 if the forced backend is missing.
 start_node() {
   local log=$1; shift
+  : >"$log" # exists before the background node opens it: the reads below never race it
   "$BIN" node --tcp 127.0.0.1:0 --quic off "$@" >"$log" 2>&1 &
   NODE_PID=$!
   PIDS+=("$NODE_PID")
