@@ -272,6 +272,9 @@ struct vsr_bus_stats {
   uint64_t memory_bytes;        /* the pool's buffers: in use + cached */
   uint64_t memory_live;         /* the pool's buffers in use */
   uint64_t memory_peak;         /* highest memory_bytes */
+  /* Replica handshakes that completed (links authenticated, both roles; failures are counted
+   * by code in errors[]: VSR_EAUTH..VSR_EHANDSHAKE_TIMEOUT). */
+  uint64_t replica_handshakes_ok;
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);

@@ -328,6 +328,7 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
     p->tops->set_frame_limit(p->conn, bus->opts.max_message_size, bus->opts.max_message_size);
   }
   bus->stats.replicas_connected++;
+  bus->stats.replica_handshakes_ok++;
   vsri_bus_emit(bus, VSR_PEER_AUTHENTICATED, p, 0);
   if (p->q.len > 0 && p->state == BUS_PEER_ACTIVE) p->tops->kick(p->conn);
   return 0;

@@ -187,6 +187,15 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
          bus->peers_open);
   mx_one(&o, "vsrbus_handshakes_inflight", "gauge", "Inbound replica handshakes in progress.",
          st.handshakes_inflight);
+  /* Replica handshake outcomes: ok, or the refusal's code (the auth range of error.h). */
+  mx_family(&o, "vsrbus_replica_handshakes_total", "counter",
+            "Replica handshakes finished, by outcome: ok or the error code that ended them.");
+  mx_value(&o, "vsrbus_replica_handshakes_total", "outcome=\"ok\"", st.replica_handshakes_ok);
+  for (int code = VSR_EAUTH; code >= VSR_EHANDSHAKE_TIMEOUT; code--) {
+    char labels[64];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", vsr_errname(code));
+    mx_value(&o, "vsrbus_replica_handshakes_total", labels, st.errors[-code]);
+  }
   mx_one(&o, "vsrbus_slow_peers_closed_total", "counter",
          "Peers closed because their send queue stayed full for slow_peer_timeout.",
          st.slow_peers_closed);

@@ -38,6 +38,7 @@ reconnect_period_ms = 200
 [client]
 tcp = 127.0.0.1:0
 quic = off
+metrics = 127.0.0.1:0
 INI
     "$BIN" node --config "$TMP/node0.ini" --log info >"$log" 2>&1 &
   else
@@ -111,6 +112,18 @@ for victim in 2 1; do
   commit "with-$victim-back"
   : "$old_log"
 done
+
+# The primary's metrics count its replica handshakes: 2 at start and one per restart.
+MADDR=$(sed -n 's|.*metrics listening on http://\([0-9.:]*\)/metrics.*|\1|p' "${LOGF[0]}" | head -1)
+[ -n "$MADDR" ] || LOG=${LOGF[0]} fail "no metrics listener logged"
+curl -sS --max-time 10 "http://$MADDR/metrics" >"$TMP/metrics.txt" || fail "scrape failed"
+if command -v promtool >/dev/null; then
+  promtool check metrics <"$TMP/metrics.txt" || fail "promtool rejects the primary's metrics"
+fi
+ok=$(sed -n 's/^vsrbus_replica_handshakes_total{outcome="ok"} //p' "$TMP/metrics.txt")
+[ "${ok:-0}" -ge 4 ] || fail "replica handshakes ok: '${ok}' (want >= 4)"
+grep -q '^vsrbus_replicas_connected 2$' "$TMP/metrics.txt" || fail "replicas_connected != 2"
+echo "metrics: $ok replica handshakes ok"
 
 # Stop everything by PID; the restarted backups must have received and acknowledged Prepares.
 for i in 0 1 2; do kill -TERM "${PID[$i]}"; done
