@@ -722,6 +722,13 @@ static void bus_shut_timer_cb(struct vsri_io *io, struct vsri_completion *c, int
   bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
 }
 
+static void bus_shut_settle_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  struct vsr_bus *bus = c->ctx;
+  if (res != 0) return;
+  /* 1 ns: a timer armed for "now" would fire again in this same timers phase. */
+  if (++bus->shut_turns < 2) vsri_io_timeout(io, &bus->shut_settle, 1, bus_shut_settle_cb, bus);
+}
+
 int vsr_bus_shutdown_start(struct vsr_bus *bus, uint64_t timeout_ns) {
   if (!bus) return VSR_EINVAL;
   if (bus->shutting_down) return 0;
@@ -738,11 +745,13 @@ int vsr_bus_shutdown_start(struct vsr_bus *bus, uint64_t timeout_ns) {
   /* Queued frames go out first (send() already refuses new ones), then each connection closes. */
   bus_for_each_peer(bus, VSR_ESHUTDOWN, true);
   if (bus->peers_open > 0) vsri_io_timeout(io, &bus->shut_timer, drain_ns, bus_shut_timer_cb, bus);
+  vsri_io_timeout(io, &bus->shut_settle, 0, bus_shut_settle_cb, bus);
   return 0;
 }
 
 bool vsr_bus_shutdown_done(const struct vsr_bus *bus) {
-  return bus->shutting_down && bus->peers_open == 0 && !bus->shut_timer.pending &&
+  return bus->shutting_down && bus->shut_turns >= 2 && bus->peers_open == 0 &&
+         !bus->shut_timer.pending && !bus->shut_settle.pending &&
          !bus->slow_sweep.pending && vsri_replica_idle(bus);
 }
 
@@ -771,6 +780,9 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
 
 void vsr_bus_del(struct vsr_bus *bus) {
   if (!bus) return;
+  /* From here on no callback of this bus reaches user code: closes that complete while the
+   * bus goes away report nothing (the caller is deleting it, and must not be re-entered). */
+  bus->cb = (struct vsr_bus_callbacks){0};
   bus->shutting_down = true;
   bus_listener_close(&bus->client_tcp);
   bus_listener_close(&bus->client_quic);
@@ -779,13 +791,14 @@ void vsr_bus_del(struct vsr_bus *bus) {
   if (bus->loop) {
     if (bus->slow_sweep.pending) vsri_io_cancel(bus->loop->io, &bus->slow_sweep);
     if (bus->shut_timer.pending) vsri_io_cancel(bus->loop->io, &bus->shut_timer);
+    if (bus->shut_settle.pending) vsri_io_cancel(bus->loop->io, &bus->shut_settle);
     bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
     /* A bus that finished vsr_bus_shutdown_start has nothing left on the loop: no turn runs.
      * Otherwise (not yet reworked) the loop still runs here until the closes complete. */
     if (!vsr_bus_shutdown_done(bus)) {
       bus_run_until_closed(bus, vsri_io_now_fresh(bus->loop->io) + 2000000000ull);
       for (int i = 0; i < 100 && (vsri_io_run(bus->loop->io, 0) > 0 || bus->slow_sweep.pending ||
-                                  bus->shut_timer.pending);
+                                  bus->shut_timer.pending || bus->shut_settle.pending);
            i++) {
       }
     }

@@ -82,6 +82,11 @@ struct vsr_bus {
   struct vsri_completion shut_timer;
   uint64_t shut_start_ns;
   bool shut_forced; /* the drain deadline passed and peers were force-closed */
+  /* Two loop turns after the start (each one a timers phase and a poll), so the completions
+   * of the listeners' canceled accepts, which still read the transport contexts above, have
+   * run before vsr_bus_shutdown_done can be true. */
+  struct vsri_completion shut_settle;
+  uint8_t shut_turns;
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */
