@@ -199,7 +199,9 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
                 const struct vsr_bus_callbacks *cb, void *user);
 
 /* Closes every connection at once and frees the bus (and its loop if it owns it). For an
- * orderly stop call vsr_bus_shutdown() first. */
+ * orderly stop call vsr_bus_shutdown_start() and drive the loop until vsr_bus_shutdown_done()
+ * (or, when the bus owns its loop, vsr_bus_shutdown()) first: deleting a done bus never runs
+ * the loop. */
 void vsr_bus_del(struct vsr_bus *bus);
 
 struct vsr_loop *vsr_bus_loop(struct vsr_bus *bus);
@@ -207,12 +209,27 @@ struct vsr_loop *vsr_bus_loop(struct vsr_bus *bus);
 /* Runs one loop turn (see vsr_loop_run_once). */
 int vsr_bus_run_once(struct vsr_bus *bus, int64_t timeout_ns);
 
-/* Graceful shutdown: stop accepting, stop delivering frames, drain every queue, then close
- * without losing what was written: TCP half-closes (FIN after the last frame) and reads and
- * discards until the peer closes, so the kernel never resets replies still in flight; QUIC
- * closes with 0x1003 once the peer acknowledged the last stream byte. Each peer is bounded by
- * close_peer_timeout_ns; the whole call by |timeout_ns|, after which the rest is force-closed.
- * Returns 0, or VSR_ETIMEDOUT when a queued frame could not be written in time. */
+/* Non-blocking graceful shutdown, for a bus on any loop (the caller's or its own): stops
+ * accepting (listeners closed), stops dialing, stops delivering frames, refuses new sends
+ * (VSR_ESHUTDOWN) and starts draining every connection's queue, then closes it without losing
+ * what was written: TCP half-closes (FIN after the last frame) and reads and discards until the
+ * peer closes, so the kernel never resets replies still in flight; QUIC closes with 0x1003 once
+ * the peer acknowledged the last stream byte. Returns at once; the
+ * work happens as the caller keeps running the loop (vsr_bus_run_once / vsr_loop_run_once)
+ * until vsr_bus_shutdown_done() is true. A connection still draining after
+ * min(close_peer_timeout_ns, |timeout_ns|) is closed without draining (logged VSR-SHUTDOWN).
+ * Calling it again does nothing. Returns 0 or VSR_EINVAL (|bus| NULL). */
+int vsr_bus_shutdown_start(struct vsr_bus *bus, uint64_t timeout_ns);
+
+/* True once a shutdown was started and every connection and timer of the bus is gone; then
+ * vsr_bus_del frees the bus without running the loop. */
+bool vsr_bus_shutdown_done(const struct vsr_bus *bus);
+
+/* Blocking helper for a bus that owns its loop (options.loop was NULL): vsr_bus_shutdown_start
+ * then runs the loop until vsr_bus_shutdown_done(), at most |timeout_ns| plus one second for
+ * the forced closes. Returns 0, VSR_ETIMEDOUT (a queued frame could not be written, some
+ * connection had to be force-closed or did not finish) or VSR_EINVAL when the loop is the caller's: the library never runs a loop
+ * it does not own; use vsr_bus_shutdown_start / vsr_bus_shutdown_done there. */
 int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns);
 
 /* A fresh message of |size| bytes (>= 256) from the bus's pool, header zeroed and its size

@@ -79,6 +79,17 @@ struct vsr_bus {
    * are those of freed peers (live ones are added when rendering). */
   uint64_t pt_frames_in[2][2], pt_bytes_in[2][2], pt_frames_out[2][2], pt_bytes_out[2][2];
   struct vsri_metrics_srv *metrics; /* metrics_http.c; NULL without metrics_addr */
+  /* Non-blocking shutdown (vsr_bus_shutdown_start): the drain deadline timer, armed from the
+   * start until every peer is gone or it fires (then the rest are force-closed). */
+  struct vsri_completion shut_timer;
+  uint64_t shut_start_ns;
+  uint64_t shut_drops0; /* drops_on_close when the shutdown started */
+  bool shut_forced; /* the drain deadline passed and peers were force-closed */
+  /* Two loop turns after the start (each one a timers phase and a poll), so the completions
+   * of the listeners' canceled accepts, which still read the transport contexts above, have
+   * run before vsr_bus_shutdown_done can be true. */
+  struct vsri_completion shut_settle;
+  uint8_t shut_turns;
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */
@@ -135,6 +146,8 @@ void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bu
 int vsri_replica_init(struct vsr_bus *bus);
 void vsri_replica_fini(struct vsr_bus *bus);
 void vsri_replica_shutdown(struct vsr_bus *bus); /* stop dialing and accepting */
+/* True when the replica plane (if any) has no connection, handshake or timer left. */
+bool vsri_replica_idle(const struct vsr_bus *bus);
 /* A frame on a replica connection that is not yet ACTIVE (the handshake). */
 void vsri_replica_on_handshake_frame(struct bus_peer *p, struct vsr_msg *msg);
 /* A replica-plane connection is gone (before the peer is freed). */

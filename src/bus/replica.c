@@ -581,6 +581,11 @@ void vsri_replica_shutdown(struct vsr_bus *bus) {
   }
 }
 
+bool vsri_replica_idle(const struct vsr_bus *bus) {
+  const struct rp_plane *rp = bus->replica_plane;
+  return !rp || (!rp->npeers && !rp->nhs && !rp->sweep.pending);
+}
+
 void vsri_replica_fini(struct vsr_bus *bus) {
   struct rp_plane *rp = rp_of(bus);
   if (!rp) return;

@@ -138,8 +138,18 @@ static void t_start(struct t_cluster *c, uint32_t primary_queue, uint64_t resend
   assert_true(t_run_until(c, t_linked, 10 * T_SEC));
 }
 
+static bool t_all_shut_down(struct t_cluster *c) {
+  for (int i = 0; i < 3; i++) {
+    if (!vsr_bus_shutdown_done(c->bus[i])) return false;
+  }
+  return true;
+}
+
 static void t_stop(struct t_cluster *c) {
   for (int i = 0; i < 3; i++) vsr_sm_fini(&c->sm[i]); /* timers first: they send */
+  /* The loop is ours: shut the buses down without blocking, drive it until they are done. */
+  for (int i = 0; i < 3; i++) assert_int_equal(vsr_bus_shutdown_start(c->bus[i], T_SEC), 0);
+  assert_true(t_run_until(c, t_all_shut_down, 10 * T_SEC));
   for (int i = 0; i < 3; i++) vsr_bus_del(c->bus[i]);
   vsr_loop_del(c->loop);
   vsr_log_set_handler(NULL, NULL);

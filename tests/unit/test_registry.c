@@ -101,9 +101,18 @@ static void r_env_init(void **state, struct r_env *e, uint32_t max) {
   assert_int_equal(vsr_bus_listen_addr(e->bus, "tcp", e->addr, sizeof e->addr), 0);
 }
 
+static bool r_shut_down(struct r_env *e, void *arg) {
+  (void)arg;
+  return vsr_bus_shutdown_done(e->bus);
+}
+
+static void r_run(struct r_env *e, bool (*done)(struct r_env *, void *), void *arg);
+
 static void r_env_fini(struct r_env *e) {
+  /* The loop is the test's: shut down without blocking, drive it until done. */
+  assert_int_equal(vsr_bus_shutdown_start(e->bus, R_SEC), 0);
+  r_run(e, r_shut_down, NULL);
   vsr_bus_del(e->bus);
-  for (int i = 0; i < 20; i++) vsr_loop_run_once(e->loop, 0);
   struct vsr_pool_stats ps;
   vsr_pool_stats(vsr_loop_pool(e->loop), &ps);
   assert_int_equal(ps.live, 0);
