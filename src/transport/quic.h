@@ -1,6 +1,6 @@
-/* QUIC transport (quic.c): settings, close codes, and the few internals that tests, the fuzz
- * target and the node need (fingerprint of the listener's certificate, close codes seen, raw
- * packet input). The transport itself is vsri_transport_quic in transport.h. */
+/* QUIC transport (src/transport/quic/): settings, close codes, and the few internals that
+ * tests, the fuzz target and the node need (fingerprint of the listener's certificate, close
+ * codes seen, raw packet input). The transport itself is vsri_transport_quic in transport.h. */
 #ifndef VSRI_TRANSPORT_QUIC_H
 #define VSRI_TRANSPORT_QUIC_H
 
@@ -81,7 +81,7 @@ struct vsri_quic_config {
                                 mainline SDK model); default: one long-lived stream */
   const char *alpn;          /* client: ALPN offered; NULL or "": none (mainline) */
 
-  /* Tests only. */
+  /* Tests only: set with vsri_quic_test_lie_streams() (test hooks). */
   uint32_t test_lie_streams;    /* client believes the server allows this many more streams */
 };
 
@@ -132,6 +132,14 @@ void vsri_quic_stats(struct vsri_quic_stats *out);
 /* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
 void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote);
+
+/* ---- test hooks ------------------------------------------------------------------------
+ * Defined in quic/quic_testhooks.c, which only the static library (the one tests, the fuzz
+ * target and the attack tools link) contains: the installed shared library has none of them. */
+
+/* Tests: the client dialing with |cfg| believes the server allows |n| more streams than it
+ * does (its TLS session rewrites the server's transport parameters on the way in). */
+void vsri_quic_test_lie_streams(struct vsri_quic_config *cfg, uint32_t n);
 
 /* Tests, inside on_frame: the stream the frame arrived on (-1 for a frame held until
  * start()). */
