@@ -49,7 +49,7 @@ static int q_cb_remove_cid(ngtcp2_conn *qc, const ngtcp2_cid *cid, void *ud) {
 static int q_cb_handshake_completed(ngtcp2_conn *qc, void *ud) {
   (void)qc;
   struct vsri_conn *c = ud;
-  c->hs_done = true;
+  if (c->state == Q_HANDSHAKING) c->state = Q_ESTABLISHED;
   gnutls_datum_t alpn = {NULL, 0};
   if (gnutls_alpn_get_selected_protocol(c->tls, &alpn) == 0) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: handshake done, ALPN %.*s", c->name, (int)alpn.size,

@@ -155,9 +155,10 @@ static void q_conn_notify_closed(struct vsri_conn *c) {
   c->q = NULL;
 }
 
-/* Frees the memory once the reaper ran and no completion still points at |c|. */
+/* Frees the memory once the reaper ran and no completion still points at |c| (its timer; a
+ * dialed connection's own endpoint). */
 void q_conn_try_free(struct vsri_conn *c) {
-  if (!c->reaped || c->timer.pending || (!c->l && c->ep)) return;
+  if (c->state != Q_REAPED || c->timer.pending || (!c->l && c->ep)) return;
   q_conn_notify_closed(c);
   struct vsri_listener *l = c->l;
   if (l) {
@@ -187,7 +188,7 @@ static void q_conn_reap(void *arg) {
   vsri_io_undefer(io, &c->flush);
   if (c->ep) q_ep_unwait(c->ep, c);
   q_conn_release(c);
-  c->reaped = true;
+  c->state = Q_REAPED;
   if (c->timer.pending) vsri_io_cancel(io, &c->timer);
   if (!c->l && c->ep) {
     q_ep_kill(c->ep); /* its on_free (maybe right now) finishes the job */
@@ -214,7 +215,7 @@ void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period) {
     q_timer_update(c);
     return;
   }
-  c->state = Q_DEAD;
+  c->state = Q_CLOSED;
   vsri_io_defer(c->ctx->io, &c->reap);
 }
 
@@ -261,7 +262,7 @@ static void q_conn_peer_closed(struct vsri_conn *c) {
   c->close_remote = true;
   c->close_known = true;
   int reason = q_peer_reason(e.error_code, c->close_app);
-  if (c->reported || !c->server) {
+  if (c->state >= Q_ACTIVE || !c->server) {
     VSRI_INFO("VSR-QUIC", "%s quic: peer closed with %s 0x%llx%s%.*s (%s)", c->name,
               c->close_app ? "application code" : "transport code",
               (unsigned long long)e.error_code, e.reasonlen ? ": " : "", (int)e.reasonlen,
@@ -313,16 +314,15 @@ static void q_conn_read_error(struct vsri_conn *c, int rv) {
 /* After packets were read: report the connection once it is usable, schedule writes. */
 static void q_conn_after_input(struct vsri_conn *c) {
   if (c->state >= Q_CLOSING) return;
-  if (c->server && !c->reported && c->hs_done && c->had_stream) {
-    c->reported = true;
-    c->state = Q_OPEN;
+  if (c->server && c->state == Q_ESTABLISHED && c->had_stream) {
+    c->state = Q_ACTIVE;
     if (!c->counted) q_halfopen_leave(c);
     c->l->on_accept(c->l->owner, c);
     if (c->state >= Q_CLOSING) return;
   }
-  if (!c->server && c->hs_done && !c->connected_notified) {
+  if (!c->server && q_hs_done(c) && !c->connected_notified) {
     c->connected_notified = true;
-    c->state = Q_OPEN;
+    if (c->state == Q_ESTABLISHED) c->state = Q_ACTIVE;
     if (c->ev->on_connected) c->ev->on_connected(c->owner, c, 0);
     if (c->state >= Q_CLOSING) return;
   }
@@ -366,14 +366,14 @@ static void q_kick(struct vsri_conn *c) {
 
 static void q_close(struct vsri_conn *c, int reason, bool drain) {
   if (c->state >= Q_CLOSING) return;
-  if (c->close_req) {
+  if (c->state == Q_DRAINING) {
     if (!drain) c->close_drain = false; /* escalate a drain to a hard close */
     q_conn_schedule(c);
     return;
   }
-  c->close_req = true;
+  c->close_drain = drain && c->started && q_hs_done(c);
+  c->state = Q_DRAINING;
   c->reason = reason;
-  c->close_drain = drain && c->started && c->hs_done;
   uint64_t grace = c->ctx->drain_timeout_ns ? c->ctx->drain_timeout_ns : c->cfg->close_grace_ns;
   c->drain_at = vsri_io_now(c->ctx->io) + grace;
   q_conn_schedule(c);

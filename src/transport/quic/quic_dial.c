@@ -11,7 +11,7 @@ static void q_client_packet(struct q_ep *ep, const struct sockaddr *from, sockle
 
 static void q_client_error(struct q_ep *ep, int err) {
   struct vsri_conn *c = ep->owner;
-  if (err == ECONNREFUSED && !c->hs_done && c->state < Q_CLOSING) {
+  if (err == ECONNREFUSED && !q_hs_done(c) && c->state < Q_CLOSING) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: connection refused (no UDP listener)", c->name);
     q_conn_finish(c, VSR_ECONNREFUSED, false);
     return;

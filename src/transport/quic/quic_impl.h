@@ -219,7 +219,18 @@ struct vsri_listener {
   struct vsri_quic_admission adm;
 };
 
-enum q_state { Q_HANDSHAKE, Q_OPEN, Q_CLOSING, Q_DEAD };
+/* A connection's life, in order (a connection only moves forward; comparisons rely on it).
+ *   HANDSHAKING  TLS/QUIC handshake under way (a server one is "half-open": not reported).
+ *   ESTABLISHED  handshake done, not yet reported to an owner (a server connection waits for
+ *                the client's first stream; a client one is reported at once).
+ *   ACTIVE       reported (server: on_accept; client: on_connected): frames flow.
+ *   DRAINING     the owner asked to close: the queue drains (close_drain) or the next flush
+ *                closes at once; reading has stopped.
+ *   CLOSING      CONNECTION_CLOSE sent (or received): a server connection lingers for its
+ *                closing period, answering a peer that keeps sending.
+ *   CLOSED       finished: the reaper is queued.
+ *   REAPED       resources released; the memory goes once no completion points at it. */
+enum q_state { Q_HANDSHAKING, Q_ESTABLISHED, Q_ACTIVE, Q_DRAINING, Q_CLOSING, Q_CLOSED, Q_REAPED };
 
 /* A bidirectional stream frames travel on; a slot is free when |sid| < 0. */
 struct q_stream {
@@ -260,9 +271,12 @@ struct vsri_conn {
   void *owner;
   struct vsri_sendq *q;
   enum q_state state;
-  bool server, hs_done, reported, counted, started, connected_notified, closed_notified;
-  bool close_req, close_drain, keepalive_set, had_data, write_soon, alpn_refused;
-  bool reaped; /* resources released; the memory goes once no completion is pending */
+  bool server;
+  bool started; /* an owner is attached (server: start(); client: from connect) */
+  bool counted; /* server: no longer counted as half-open */
+  bool connected_notified, closed_notified; /* upcalls made (each once) */
+  bool close_drain; /* DRAINING: wait for the queue to empty (else close at the next flush) */
+  bool keepalive_set, had_data, write_soon, alpn_refused;
   int reason;
   int fail_reason; /* set by a callback that failed the connection */
   uint64_t close_code;
@@ -312,6 +326,13 @@ extern const ngtcp2_callbacks q_server_callbacks;
 extern const ngtcp2_callbacks q_client_callbacks;
 /* Test hooks (quic_testhooks.c, static library only): NULL in the shipped library. */
 extern int (*q_test_client_tls)(gnutls_session_t s);
+
+/* The handshake completed. A close request (DRAINING) hides the state it interrupted, and a
+ * connection past it no longer asks: there ngtcp2 knows. */
+static inline bool q_hs_done(const struct vsri_conn *c) {
+  if (c->state >= Q_DRAINING) return c->qc && ngtcp2_conn_get_handshake_completed(c->qc);
+  return c->state >= Q_ESTABLISHED;
+}
 
 /* ---- shared functions, by file ----------------------------------------------------------- */
 

@@ -93,7 +93,7 @@ void q_halfopen_leave(struct vsri_conn *c) {
  * a finished handshake), else the oldest. */
 static struct vsri_conn *q_halfopen_victim(const struct vsri_listener *l) {
   for (struct vsri_conn *c = l->ho_head; c; c = c->ho_next) {
-    if (!c->validated && !c->hs_done) return c;
+    if (!c->validated && !q_hs_done(c)) return c;
   }
   return l->ho_head;
 }
@@ -153,7 +153,7 @@ static void q_evict(struct vsri_listener *l, struct vsri_conn *v) {
   l->adm.evicted++;
   VSRI_INFO("VSR-QUIC-FLOOD", "%s quic: %u half-open (max_handshakes); evicted the oldest, from "
             "%s (%s)", l->name, l->nhandshaking, v->name,
-            v->validated || v->hs_done ? "address validated" : "address not validated");
+            v->validated || q_hs_done(v) ? "address validated" : "address not validated");
   if (!v->ccerr_set) {
     ngtcp2_connection_close_error_set_transport_error(&v->ccerr, NGTCP2_CONNECTION_REFUSED, NULL,
                                                       0);
@@ -355,10 +355,10 @@ void q_listener_close(struct vsri_listener *l) {
   if (l->closing) return;
   l->closing = true;
   for (struct vsri_conn *c = l->conns; c; c = c->next) {
-    if (!c->reported && c->state < Q_CLOSING) {
+    if (c->state < Q_ACTIVE) {
       q_conn_close_now(c, VSR_ESHUTDOWN);
     } else if (c->state == Q_CLOSING) {
-      c->state = Q_DEAD; /* cut the closing period short */
+      c->state = Q_CLOSED; /* cut the closing period short */
       vsri_io_defer(c->ctx->io, &c->reap);
     }
   }

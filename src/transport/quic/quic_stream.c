@@ -7,7 +7,7 @@
 
 
 static void q_deliver(struct vsri_conn *c, struct vsr_msg *m) {
-  if (c->state >= Q_CLOSING || (c->close_req && c->started)) {
+  if (c->state >= Q_CLOSING || (c->state == Q_DRAINING && c->started)) {
     vsr_msg_unref(m); /* closing: reading has stopped */
     return;
   }
@@ -37,7 +37,7 @@ void q_deliver_pending(struct vsri_conn *c) {
   int64_t rx_sid = c->rx_sid;
   c->pend_len = 0;
   c->rx_sid = -1;
-  for (; i < n && c->state < Q_CLOSING && !c->close_req; i++) {
+  for (; i < n && c->state < Q_DRAINING; i++) {
     c->ev->on_frame(c->owner, c, c->pend[i]);
     vsr_msg_unref(c->pend[i]);
   }

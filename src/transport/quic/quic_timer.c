@@ -25,7 +25,7 @@ void q_conn_flush(void *arg) {
     c->keepalive_set = true;
     if (c->cfg->keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->qc, c->cfg->keep_alive_ns);
   }
-  if (c->close_req) {
+  if (c->state == Q_DRAINING) {
     bool empty = (!c->q || c->q->len == 0) && c->infl_len == 0;
     if (!c->close_drain || empty) {
       q_conn_close_now(c, c->reason);
@@ -47,14 +47,14 @@ void q_conn_flush(void *arg) {
  * grace, the drain bound, the closing period. A later deadline leaves the armed timer alone
  * (it re-checks when it fires); an earlier one cancels and re-arms from the callback. */
 void q_timer_update(struct vsri_conn *c) {
-  if (c->state == Q_DEAD) return;
+  if (c->state >= Q_CLOSED) return;
   uint64_t now = vsri_io_now(c->ctx->io), at;
   if (c->state == Q_CLOSING) {
     at = c->closing_until;
   } else {
     at = ngtcp2_conn_get_expiry(c->qc);
-    if (c->server && !c->hs_done && c->grace_at < at) at = c->grace_at;
-    if (c->close_req && c->close_drain && c->drain_at < at) at = c->drain_at;
+    if (c->server && !q_hs_done(c) && c->grace_at < at) at = c->grace_at;
+    if (c->state == Q_DRAINING && c->close_drain && c->drain_at < at) at = c->drain_at;
     if (c->write_soon) at = now;
   }
   if (at == UINT64_MAX) return;
@@ -73,7 +73,7 @@ static void q_expiry_error(struct vsri_conn *c, int rv) {
     c->close_remote = false;
     c->close_app = false;
     c->close_code = NGTCP2_NO_ERROR;
-    if (c->reported || !c->server) {
+    if (c->state >= Q_ACTIVE || !c->server) {
       VSRI_INFO("VSR-QUIC", "%s quic: idle timeout; closed", c->name);
     } else {
       VSRI_INFO("VSR-QUIC", "%s quic: idle before opening a stream; dropped", c->name);
@@ -97,7 +97,7 @@ static void q_expiry_error(struct vsri_conn *c, int rv) {
 
 void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   struct vsri_conn *c = t->ctx;
-  if (c->state == Q_DEAD) {
+  if (c->state >= Q_CLOSED) {
     q_conn_try_free(c);
     return;
   }
@@ -109,7 +109,7 @@ void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   q_stats.timer_fires++;
   if (c->state == Q_CLOSING) {
     if (now >= c->closing_until) {
-      c->state = Q_DEAD;
+      c->state = Q_CLOSED;
       vsri_io_defer(io, &c->reap);
     } else {
       q_timer_update(c);
@@ -118,7 +118,7 @@ void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   }
   /* The grace bounds the handshake only: once it completed, a connection that has not opened
    * its first stream yet lives until the idle timeout (as in Iggy mainline). */
-  if (c->server && !c->hs_done && now >= c->grace_at) {
+  if (c->server && !q_hs_done(c) && now >= c->grace_at) {
     VSRI_INFO("VSR-QUIC", "%s quic: handshake not done within %llu ms; closing with 0x%x",
               c->name,
               (unsigned long long)(c->cfg->handshake_grace_ns / NGTCP2_MILLISECONDS),
@@ -126,7 +126,7 @@ void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
     q_conn_close_now(c, VSR_EHANDSHAKE_TIMEOUT);
     return;
   }
-  if (c->close_req && c->close_drain && now >= c->drain_at) {
+  if (c->state == Q_DRAINING && c->close_drain && now >= c->drain_at) {
     VSRI_INFO("VSR-QUIC", "%s quic: queue not drained within close grace; closing", c->name);
     q_conn_close_now(c, c->reason);
     return;

@@ -25,7 +25,7 @@ static bool q_stream_finite(const struct vsri_conn *c, const struct q_stream *s)
 
 /* Client: opens a stream for the queue head (its long-lived stream, or the next request's). */
 static struct q_stream *q_client_open_stream(struct vsri_conn *c) {
-  if (!c->hs_done || c->nopen == c->st_want) return NULL; /* a closing stream reschedules us */
+  if (!q_hs_done(c) || c->nopen == c->st_want) return NULL; /* a closing stream reschedules us */
   int64_t sid;
   /* NGTCP2_ERR_STREAM_ID_BLOCKED: the server's MAX_STREAMS credit is used up;
    * extend_max_local_streams_bidi reschedules us when it grows. */
@@ -248,7 +248,7 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
   /* Pacing starts once the handshake is done: ngtcp2 0.12 would pace the first flight with the
    * 333 ms initial RTT (one ~25 ms gap before the client's Finished) although an RTT sample
    * arrives a round trip later. The handshake flights are small and amplification-limited. */
-  if (c->hs_done) ngtcp2_conn_update_pkt_tx_time(c->qc, ts);
+  if (q_hs_done(c)) ngtcp2_conn_update_pkt_tx_time(c->qc, ts);
   return more;
 }
 
