@@ -9,8 +9,8 @@
 static void q_conn_reap(void *arg);
 
 struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
-                                      const struct vsri_quic_config *cfg, struct q_ep *ep,
-                                      bool server) {
+                               const struct vsri_quic_config *cfg, struct q_ep *ep,
+                               bool server) {
   struct vsri_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
   /* Stream slots: as many as may be open at once (allocated at the first stream). */
@@ -60,7 +60,7 @@ void q_trace(void *user, const char *fmt, ...) {
 }
 
 void q_params(ngtcp2_transport_params *p, const struct vsri_quic_config *cfg,
-                     bool server) {
+              bool server) {
   ngtcp2_transport_params_default(p);
   p->initial_max_stream_data_bidi_local = cfg->stream_window;
   p->initial_max_stream_data_bidi_remote = cfg->stream_window;
@@ -79,7 +79,7 @@ void q_name(struct vsri_conn *c) {
 /* Creates the server side of a connection for an acceptable client Initial. |odcid|: the
  * client's first Destination Connection ID, from a valid Retry token (NULL: no Retry). */
 int q_server_init(struct vsri_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
-                         uint64_t now) {
+                  uint64_t now) {
   struct vsri_listener *l = c->l;
   ngtcp2_cid scid;
   scid.datalen = Q_SCID_LEN;
@@ -330,7 +330,7 @@ static void q_conn_after_input(struct vsri_conn *c) {
 }
 
 void q_conn_input(struct vsri_conn *c, const struct sockaddr *from, socklen_t fromlen,
-                         const uint8_t *pkt, size_t len) {
+                  const uint8_t *pkt, size_t len) {
   if (c->state == Q_CLOSING && c->close_pkt) {
     q_ep_send(c->ep, from, fromlen, c->close_pkt, c->close_len, c->close_len);
     return;

@@ -46,8 +46,8 @@ static int q_client_init(struct vsri_conn *c, const struct vsri_quic_config *cfg
 }
 
 int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
-                     const char *addr, const struct vsri_conn_events *ev, void *owner,
-                     struct vsri_sendq *q) {
+              const char *addr, const struct vsri_conn_events *ev, void *owner,
+              struct vsri_sendq *q) {
   const struct vsri_quic_config *cfg = q_cfg(ctx);
   struct sockaddr_storage sa;
   socklen_t len;

@@ -20,8 +20,8 @@ static void q_sockbuf(int fd, int opt_force, int opt) {
 /* Opens the socket: bound (listener) or connected (dialer). Returns 0, VSR_EIO (no socket),
  * VSR_EADDRINUSE / VSR_EBIND (listener), VSR_EUNREACH / ... (dialer) or VSR_ENOMEM; logged. */
 int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
-                     socklen_t len, bool server, const struct vsri_quic_config *cfg,
-                     const char *text) {
+              socklen_t len, bool server, const struct vsri_quic_config *cfg,
+              const char *text) {
   ep->io = io;
   ep->fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (ep->fd < 0) {
@@ -209,7 +209,7 @@ static void q_ep_park(struct q_ep *ep, const struct sockaddr *to, socklen_t tole
 /* Sends |len| bytes as datagrams of |seg| bytes (the last may be shorter): one sendmsg with
  * UDP_SEGMENT when GSO works, else one per datagram. Loss is left to QUIC. */
 void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
-                      const uint8_t *data, size_t len, size_t seg) {
+               const uint8_t *data, size_t len, size_t seg) {
   if (ep->tx_hook) {
     for (size_t off = 0; off < len; off += seg) {
       ep->tx_hook(ep->tx_hook_user, data + off, len - off < seg ? len - off : seg);

@@ -68,7 +68,6 @@
   "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:" \
   "+AES-128-CCM:%DISABLE_TLS13_COMPAT_MODE"
 
-
 /* Functions and data shared between the files are external; these names keep the q_ spelling in
  * the source but give the linker a vsri_ prefix (the static library must not export q_*). */
 #define q_app_code vsri_q_app_code
@@ -316,7 +315,6 @@ struct vsri_conn {
   char name[64];
 };
 
-
 /* ---- shared data ------------------------------------------------------------------------- */
 
 extern _Thread_local uint8_t q_txbuf[Q_BUF];
@@ -355,22 +353,22 @@ void q_conn_del_cid(struct vsri_conn *c, const ngtcp2_cid *cid);
 /* quic_listen.c */
 void q_halfopen_leave(struct vsri_conn *c);
 void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fromlen,
-                            const uint8_t *pkt, size_t len);
+                     const uint8_t *pkt, size_t len);
 void q_listener_maybe_free(struct vsri_listener *l);
 int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
-                    const char *addr, void (*on_accept)(void *owner, struct vsri_conn *conn),
-                    void *owner);
+             const char *addr, void (*on_accept)(void *owner, struct vsri_conn *conn),
+             void *owner);
 void q_listener_addr(const struct vsri_listener *l, char *buf, size_t len);
 void q_listener_close(struct vsri_listener *l);
 
 /* quic_ep.c */
 int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
-                     socklen_t len, bool server, const struct vsri_quic_config *cfg,
-                     const char *text);
+              socklen_t len, bool server, const struct vsri_quic_config *cfg,
+              const char *text);
 void q_ep_kill(struct q_ep *ep);
 void q_ep_rx_arm(struct q_ep *ep);
 void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
-                      const uint8_t *data, size_t len, size_t seg);
+               const uint8_t *data, size_t len, size_t seg);
 bool q_ep_blocked(const struct q_ep *ep);
 void q_ep_wait(struct q_ep *ep, struct vsri_conn *c);
 void q_ep_unwait(struct q_ep *ep, struct vsri_conn *c);
@@ -398,15 +396,15 @@ int q_client_tls(struct vsri_conn *c);
 
 /* quic_conn.c */
 struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
-                                      const struct vsri_quic_config *cfg, struct q_ep *ep,
-                                      bool server);
+                               const struct vsri_quic_config *cfg, struct q_ep *ep,
+                               bool server);
 void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t now);
 void q_trace(void *user, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void q_params(ngtcp2_transport_params *p, const struct vsri_quic_config *cfg,
-                     bool server);
+              bool server);
 void q_name(struct vsri_conn *c);
 int q_server_init(struct vsri_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
-                         uint64_t now);
+                  uint64_t now);
 void q_conn_release(struct vsri_conn *c);
 void q_conn_try_free(struct vsri_conn *c);
 void q_client_ep_free(struct q_ep *ep);
@@ -414,7 +412,7 @@ void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period);
 void q_send_close(struct vsri_conn *c);
 void q_conn_close_now(struct vsri_conn *c, int reason);
 void q_conn_input(struct vsri_conn *c, const struct sockaddr *from, socklen_t fromlen,
-                         const uint8_t *pkt, size_t len);
+                  const uint8_t *pkt, size_t len);
 
 /* quic_write.c */
 void q_conn_write(struct vsri_conn *c);
@@ -427,7 +425,7 @@ void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res);
 
 /* quic_dial.c */
 int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
-                     const char *addr, const struct vsri_conn_events *ev, void *owner,
-                     struct vsri_sendq *q);
+              const char *addr, const struct vsri_conn_events *ev, void *owner,
+              struct vsri_sendq *q);
 
 #endif

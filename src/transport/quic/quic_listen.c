@@ -242,7 +242,7 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
 }
 
 void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fromlen,
-                            const uint8_t *pkt, size_t len) {
+                     const uint8_t *pkt, size_t len) {
   struct vsri_listener *l = ep->owner;
   if (len == 0) return; /* an empty datagram: ngtcp2 asserts on it */
   ngtcp2_version_cid vc;
@@ -291,8 +291,8 @@ static int q_listener_cert(struct vsri_listener *l) {
 }
 
 int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
-                    const char *addr, void (*on_accept)(void *owner, struct vsri_conn *conn),
-                    void *owner) {
+             const char *addr, void (*on_accept)(void *owner, struct vsri_conn *conn),
+             void *owner) {
   struct sockaddr_storage sa;
   socklen_t len;
   if (vsri_parse_addr(addr, &sa, &len) < 0) {

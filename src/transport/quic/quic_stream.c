@@ -5,7 +5,6 @@
 
 /* ---- delivery -------------------------------------------------------------------------- */
 
-
 static void q_deliver(struct vsri_conn *c, struct vsr_msg *m) {
   if (c->state >= Q_CLOSING || (c->state == Q_DRAINING && c->started)) {
     vsr_msg_unref(m); /* closing: reading has stopped */
