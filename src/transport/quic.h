@@ -94,9 +94,6 @@ int vsri_quic_config_check(const struct vsri_quic_config *cfg);
 /* SHA-256 of the certificate a listener serves. */
 void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[32]);
 
-/* Connections the listener holds (handshaking, live, closing). */
-uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
-
 /* Admission of client Initials by a listener (handshake-flood defences), counted since listen. */
 struct vsri_quic_admission {
   uint64_t initials;        /* Initials for unknown connection IDs that were looked at */
@@ -112,6 +109,26 @@ struct vsri_quic_admission {
 };
 void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_quic_admission *out);
 
+/* Counters of the calling thread's QUIC traffic (benchmarks). */
+struct vsri_quic_stats {
+  uint64_t send_calls, datagrams_out, bytes_out, send_blocked;
+  uint64_t recv_calls, datagrams_in, bytes_in;
+  uint64_t timer_fires;
+};
+void vsri_quic_stats(struct vsri_quic_stats *out);
+
+/* ---- test hooks ------------------------------------------------------------------------
+ * Defined in quic/quic_testhooks.c, which only the static library contains (the installed
+ * shared library has none of them); a program linking the static library gets them only if
+ * it calls one (the node does not). */
+
+/* Tests: the client dialing with |cfg| believes the server allows |n| more streams than it
+ * does (its TLS session rewrites the server's transport parameters on the way in). */
+void vsri_quic_test_lie_streams(struct vsri_quic_config *cfg, uint32_t n);
+
+/* Connections the listener holds (handshaking, live, closing). */
+uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
+
 /* Half-opens now from the source of |addr| (its IPv4 address or IPv6 /64; the port is
  * ignored). */
 uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
@@ -121,25 +138,9 @@ uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
  * deleting it. */
 uint32_t vsri_quic_live(void);
 
-/* Counters of the calling thread's QUIC traffic (benchmarks). */
-struct vsri_quic_stats {
-  uint64_t send_calls, datagrams_out, bytes_out, send_blocked;
-  uint64_t recv_calls, datagrams_in, bytes_in;
-  uint64_t timer_fires;
-};
-void vsri_quic_stats(struct vsri_quic_stats *out);
-
 /* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */
 void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote);
-
-/* ---- test hooks ------------------------------------------------------------------------
- * Defined in quic/quic_testhooks.c, which only the static library (the one tests, the fuzz
- * target and the attack tools link) contains: the installed shared library has none of them. */
-
-/* Tests: the client dialing with |cfg| believes the server allows |n| more streams than it
- * does (its TLS session rewrites the server's transport parameters on the way in). */
-void vsri_quic_test_lie_streams(struct vsri_quic_config *cfg, uint32_t n);
 
 /* Tests, inside on_frame: the stream the frame arrived on (-1 for a frame held until
  * start()). */

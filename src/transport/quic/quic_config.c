@@ -9,12 +9,11 @@ _Thread_local uint8_t q_txbuf[Q_BUF];
 /* Connections and listeners not yet freed, across all loops (tests wait for 0). */
 atomic_uint q_live;
 
-uint32_t vsri_quic_live(void) { return atomic_load_explicit(&q_live, memory_order_relaxed); }
-
 /* Per-thread counters (one loop per thread): how well sends and receives are batched. */
 _Thread_local struct vsri_quic_stats q_stats;
 
 void vsri_quic_stats(struct vsri_quic_stats *out) { *out = q_stats; }
+
 /* ---- config ---------------------------------------------------------------------------- */
 
 static const struct vsri_quic_config q_default_cfg = {

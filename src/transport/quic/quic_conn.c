@@ -381,12 +381,6 @@ static void q_close(struct vsri_conn *c, int reason, bool drain) {
 
 static const char *q_peer_name(const struct vsri_conn *c) { return c->name; }
 
-void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote) {
-  *code = c->close_known ? c->close_code : 0;
-  *app = c->close_app;
-  *remote = c->close_remote;
-}
-
 const struct vsri_transport_ops vsri_transport_quic = {
     .name = "quic",
     .listen = q_listen,

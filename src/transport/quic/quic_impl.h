@@ -133,6 +133,8 @@
 #define q_server_callbacks vsri_q_server_callbacks
 #define q_client_callbacks vsri_q_client_callbacks
 #define q_test_client_tls vsri_q_test_client_tls
+#define q_src_key vsri_q_src_key
+#define q_src_count vsri_q_src_count
 
 /* ---- types ----------------------------------------------------------------------------- */
 
@@ -351,6 +353,8 @@ int q_conn_add_cid(struct vsri_conn *c, const ngtcp2_cid *cid);
 void q_conn_del_cid(struct vsri_conn *c, const ngtcp2_cid *cid);
 
 /* quic_listen.c */
+void q_src_key(const struct sockaddr *sa, uint8_t key[Q_SRCKEY]);
+uint32_t q_src_count(const struct vsri_listener *l, const uint8_t key[Q_SRCKEY]);
 void q_halfopen_leave(struct vsri_conn *c);
 void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fromlen,
                      const uint8_t *pkt, size_t len);

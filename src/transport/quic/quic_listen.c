@@ -7,7 +7,7 @@
 
 /* The source a limit applies to: an IPv4 address (also when IPv4-mapped), an IPv6 /64 (one
  * host usually holds a whole /64). The port never counts: it is free to change. */
-static void q_src_key(const struct sockaddr *sa, uint8_t key[Q_SRCKEY]) {
+void q_src_key(const struct sockaddr *sa, uint8_t key[Q_SRCKEY]) {
   memset(key, 0, Q_SRCKEY);
   if (sa->sa_family == AF_INET) {
     key[0] = 4;
@@ -33,7 +33,7 @@ static struct q_src *q_src_slot(const struct vsri_listener *l, const uint8_t key
   }
 }
 
-static uint32_t q_src_count(const struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
+uint32_t q_src_count(const struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
   return l->srcs_cap ? q_src_slot(l, key)->n : 0;
 }
 
@@ -369,16 +369,7 @@ void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[3
   memcpy(out, l->cert->sha256, VSRI_SHA256_LEN);
 }
 
-uint32_t vsri_quic_listener_conns(const struct vsri_listener *l) { return l->nconns; }
-
 void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_quic_admission *out) {
   *out = l->adm;
   out->halfopen = l->nhandshaking;
-}
-
-uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
-                                          const struct sockaddr *addr) {
-  uint8_t key[Q_SRCKEY];
-  q_src_key(addr, key);
-  return q_src_count(l, key);
 }

@@ -131,3 +131,22 @@ int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *da
   q_conn_schedule(c);
   return 0;
 }
+
+/* ---- observers (tests only) -------------------------------------------------------------- */
+
+uint32_t vsri_quic_listener_conns(const struct vsri_listener *l) { return l->nconns; }
+
+uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
+                                          const struct sockaddr *addr) {
+  uint8_t key[Q_SRCKEY];
+  q_src_key(addr, key);
+  return q_src_count(l, key);
+}
+
+uint32_t vsri_quic_live(void) { return atomic_load_explicit(&q_live, memory_order_relaxed); }
+
+void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote) {
+  *code = c->close_known ? c->close_code : 0;
+  *app = c->close_app;
+  *remote = c->close_remote;
+}
