@@ -1,6 +1,6 @@
-/* QUIC transport (quic.c): settings, close codes, and the few internals that tests, the fuzz
- * target and the node need (fingerprint of the listener's certificate, close codes seen, raw
- * packet input). The transport itself is vsri_transport_quic in transport.h. */
+/* QUIC transport (src/transport/quic/): settings, close codes, and the few internals that
+ * tests, the fuzz target and the node need (fingerprint of the listener's certificate, close
+ * codes seen, raw packet input). The transport itself is vsri_transport_quic in transport.h. */
 #ifndef VSRI_TRANSPORT_QUIC_H
 #define VSRI_TRANSPORT_QUIC_H
 
@@ -81,7 +81,7 @@ struct vsri_quic_config {
                                 mainline SDK model); default: one long-lived stream */
   const char *alpn;          /* client: ALPN offered; NULL or "": none (mainline) */
 
-  /* Tests only. */
+  /* Tests only: set with vsri_quic_test_lie_streams() (test hooks). */
   uint32_t test_lie_streams;    /* client believes the server allows this many more streams */
 };
 
@@ -93,9 +93,6 @@ int vsri_quic_config_check(const struct vsri_quic_config *cfg);
 
 /* SHA-256 of the certificate a listener serves. */
 void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[32]);
-
-/* Connections the listener holds (handshaking, live, closing). */
-uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
 
 /* Admission of client Initials by a listener (handshake-flood defences), counted since listen. */
 struct vsri_quic_admission {
@@ -111,6 +108,26 @@ struct vsri_quic_admission {
   uint32_t halfopen_peak;   /* most half-opens at once */
 };
 void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_quic_admission *out);
+
+/* Counters of the calling thread's QUIC traffic (benchmarks). */
+struct vsri_quic_stats {
+  uint64_t send_calls, datagrams_out, bytes_out, send_blocked;
+  uint64_t recv_calls, datagrams_in, bytes_in;
+  uint64_t timer_fires;
+};
+void vsri_quic_stats(struct vsri_quic_stats *out);
+
+/* ---- test hooks ------------------------------------------------------------------------
+ * Defined in quic/quic_testhooks.c, which only the static library contains (the installed
+ * shared library has none of them); a program linking the static library gets them only if
+ * it calls one (the node does not). */
+
+/* Tests: the client dialing with |cfg| believes the server allows |n| more streams than it
+ * does (its TLS session rewrites the server's transport parameters on the way in). */
+void vsri_quic_test_lie_streams(struct vsri_quic_config *cfg, uint32_t n);
+
+/* Connections the listener holds (handshaking, live, closing). */
+uint32_t vsri_quic_listener_conns(const struct vsri_listener *l);
 
 /* Half-opens now from the source of |addr| (its IPv4 address or IPv6 /64; the port is
  * ignored). */
@@ -132,14 +149,6 @@ void vsri_quic_listener_conn_agg(const struct vsri_listener *l, struct vsri_quic
 /* QUIC connections and listeners not yet freed (all loops): tests run the loop until 0 before
  * deleting it. */
 uint32_t vsri_quic_live(void);
-
-/* Counters of the calling thread's QUIC traffic (benchmarks). */
-struct vsri_quic_stats {
-  uint64_t send_calls, datagrams_out, bytes_out, send_blocked;
-  uint64_t recv_calls, datagrams_in, bytes_in;
-  uint64_t timer_fires;
-};
-void vsri_quic_stats(struct vsri_quic_stats *out);
 
 /* Inside on_closed: the CONNECTION_CLOSE that ended |c| (received from the peer, or sent by
  * us). *app is true for an application code (0x1001..0x1004), false for a transport code. */

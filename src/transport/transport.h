@@ -1,4 +1,4 @@
-/* transport: one small ops table per transport (tcp.c, quic.c, later tls.c, ws.c).
+/* transport: one small ops table per transport (tcp.c, quic/, later tls.c, ws.c).
  *
  * A transport turns a socket (or a QUIC stream) into whole frames and writes queued frames.
  * It never knows about peers, planes or registries; the bus never knows about sockets or

@@ -1,8 +1,9 @@
-/* libFuzzer target: random datagrams into the QUIC server's packet input (quic.c's sans-I/O
- * entry vsri_quic_listener_input). Input: records of [u8 source][u16 LE length][datagram];
- * the source byte picks one of a few client addresses. Each input gets a fresh listener (the
- * certificate is made once); what the server sends is dropped. Accepted connections are closed
- * by their owner at once; everything must be freed again before the next input. */
+/* libFuzzer target: random datagrams into the QUIC server's packet input (the sans-I/O test
+ * hook vsri_quic_listener_input, quic/quic_testhooks.c). Input: records of
+ * [u8 source][u16 LE length][datagram]; the source byte picks one of a few client addresses.
+ * Each input gets a fresh listener (the certificate is made once); what the server sends is
+ * dropped. Accepted connections are closed by their owner at once; everything must be freed
+ * again before the next input. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>

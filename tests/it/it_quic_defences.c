@@ -197,7 +197,7 @@ static void extra_stream(bool bidi) {
   static const uint8_t junk[300] = {1, 2, 3};
   struct qt_env env;
   qt_env_init(&env);
-  env.ccfg.test_lie_streams = 2;
+  vsri_quic_test_lie_streams(&env.ccfg, 2);
   assert_int_equal(qt_listen(&env), 0);
   struct qt_peer *c = dial_alpn(&env, NULL);
   assert_true(c->connected);

@@ -1,0 +1,152 @@
+/* QUIC transport: quic_testhooks.c.
+ * Test-only hooks, compiled into the static library the tests link and never into the shared
+ * library that is installed (CMakeLists.txt): a client that lies about the server's stream limits,
+ * an extra raw stream, packet input and output without the socket (fuzzing, flood tests). The
+ * library reaches them only through pointers that stay NULL without this file. */
+#include "transport/quic/quic_impl.h"
+
+static int q_lie_configure(gnutls_session_t s);
+
+void vsri_quic_test_lie_streams(struct vsri_quic_config *cfg, uint32_t n) {
+  cfg->test_lie_streams = n;
+  q_test_client_tls = q_lie_configure;
+}
+
+/* Tests only: a client that lies to itself about the server's stream limits, so it opens
+ * streams the server never allowed. Mirrors what ngtcp2_crypto_gnutls_configure_client_session
+ * wires up, with the transport parameters edited on the way in. */
+static int q_lie_secret(gnutls_session_t s, gnutls_record_encryption_level_t glevel,
+                        const void *rx, const void *tx, size_t len) {
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  ngtcp2_conn *qc = ref->get_conn(ref);
+  ngtcp2_crypto_level level = ngtcp2_crypto_gnutls_from_gnutls_record_encryption_level(glevel);
+  if (rx && ngtcp2_crypto_derive_and_install_rx_key(qc, NULL, NULL, NULL, level, rx, len) != 0) {
+    return -1;
+  }
+  if (tx && ngtcp2_crypto_derive_and_install_tx_key(qc, NULL, NULL, NULL, level, tx, len) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
+static int q_lie_read(gnutls_session_t s, gnutls_record_encryption_level_t glevel,
+                      gnutls_handshake_description_t htype, const void *data, size_t len) {
+  if (htype == GNUTLS_HANDSHAKE_CHANGE_CIPHER_SPEC) return 0;
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  ngtcp2_conn *qc = ref->get_conn(ref);
+  ngtcp2_crypto_level level = ngtcp2_crypto_gnutls_from_gnutls_record_encryption_level(glevel);
+  int rv = ngtcp2_conn_submit_crypto_data(qc, level, data, len);
+  if (rv != 0) {
+    ngtcp2_conn_set_tls_error(qc, rv);
+    return -1;
+  }
+  return 0;
+}
+
+static int q_lie_alert(gnutls_session_t s, gnutls_record_encryption_level_t glevel,
+                       gnutls_alert_level_t alevel, gnutls_alert_description_t desc) {
+  (void)glevel;
+  (void)alevel;
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  ngtcp2_conn_set_tls_alert(ref->get_conn(ref), (uint8_t)desc);
+  return 0;
+}
+
+static int q_lie_tp_recv(gnutls_session_t s, const unsigned char *data, size_t len) {
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  struct vsri_conn *c = ref->user_data;
+  ngtcp2_transport_params p;
+  uint8_t buf[512];
+  int rv = ngtcp2_decode_transport_params(&p, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS,
+                                          data, len);
+  if (rv == 0) {
+    p.initial_max_streams_bidi += c->cfg->test_lie_streams;
+    p.initial_max_streams_uni += c->cfg->test_lie_streams;
+    if (p.initial_max_stream_data_uni < 65536) p.initial_max_stream_data_uni = 65536;
+    ngtcp2_ssize n = ngtcp2_encode_transport_params(
+        buf, sizeof buf, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS, &p);
+    rv = n < 0 ? (int)n : ngtcp2_conn_decode_remote_transport_params(c->qc, buf, (size_t)n);
+  }
+  if (rv != 0) {
+    ngtcp2_conn_set_tls_error(c->qc, rv);
+    return -1;
+  }
+  return 0;
+}
+
+static int q_lie_tp_send(gnutls_session_t s, gnutls_buffer_t extdata) {
+  ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
+  uint8_t buf[256];
+  ngtcp2_ssize n = ngtcp2_conn_encode_local_transport_params(ref->get_conn(ref), buf, sizeof buf);
+  if (n < 0) return -1;
+  return gnutls_buffer_append_data(extdata, buf, (size_t)n) != 0 ? -1 : 0;
+}
+
+static int q_lie_configure(gnutls_session_t s) {
+  gnutls_handshake_set_secret_function(s, q_lie_secret);
+  gnutls_handshake_set_read_function(s, q_lie_read);
+  gnutls_alert_set_read_function(s, q_lie_alert);
+  return gnutls_session_ext_register(
+      s, "QUIC Transport Parameters", NGTCP2_TLSEXT_QUIC_TRANSPORT_PARAMETERS_V1, GNUTLS_EXT_TLS,
+      q_lie_tp_recv, q_lie_tp_send, NULL, NULL, NULL,
+      GNUTLS_EXT_FLAG_TLS | GNUTLS_EXT_FLAG_CLIENT_HELLO | GNUTLS_EXT_FLAG_EE);
+}
+
+void vsri_quic_test_conn_set_tx(struct vsri_conn *c,
+                                void (*tx)(void *user, const uint8_t *pkt, size_t len),
+                                void *user) {
+  c->ep->tx_hook = tx;
+  c->ep->tx_hook_user = user;
+}
+
+void vsri_quic_test_conn_input(struct vsri_conn *c, const struct sockaddr *from,
+                               socklen_t fromlen, const uint8_t *pkt, size_t len) {
+  q_conn_input(c, from, fromlen, pkt, len);
+}
+
+void vsri_quic_listener_input(struct vsri_listener *l, const struct sockaddr *from,
+                              socklen_t fromlen, const uint8_t *pkt, size_t len) {
+  q_server_packet(&l->ep, from, fromlen, pkt, len);
+}
+
+void vsri_quic_listener_set_tx(struct vsri_listener *l,
+                               void (*tx)(void *user, const uint8_t *pkt, size_t len),
+                               void *user) {
+  l->ep.tx_hook = tx;
+  l->ep.tx_hook_user = user;
+}
+
+int64_t vsri_quic_frame_stream(const struct vsri_conn *c) { return c->rx_sid; }
+
+int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len) {
+  if (!c->qc || c->state >= Q_CLOSING || c->extra_sid >= 0) return VSR_EINVAL;
+  int64_t sid;
+  int rv = bidi ? ngtcp2_conn_open_bidi_stream(c->qc, &sid, NULL)
+                : ngtcp2_conn_open_uni_stream(c->qc, &sid, NULL);
+  if (rv != 0) return VSR_ESTREAM;
+  c->extra_sid = sid;
+  c->extra_data = data;
+  c->extra_len = len;
+  c->extra_off = 0;
+  q_conn_schedule(c);
+  return 0;
+}
+
+/* ---- observers (tests only) -------------------------------------------------------------- */
+
+uint32_t vsri_quic_listener_conns(const struct vsri_listener *l) { return l->nconns; }
+
+uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
+                                          const struct sockaddr *addr) {
+  uint8_t key[Q_SRCKEY];
+  q_src_key(addr, key);
+  return q_src_count(l, key);
+}
+
+uint32_t vsri_quic_live(void) { return atomic_load_explicit(&q_live, memory_order_relaxed); }
+
+void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote) {
+  *code = c->close_known ? c->close_code : 0;
+  *app = c->close_app;
+  *remote = c->close_remote;
+}
