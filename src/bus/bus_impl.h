@@ -127,6 +127,24 @@ struct vsri_metrics_counts {
 };
 void vsri_metrics_counts(const struct vsr_bus *bus, struct vsri_metrics_counts *out);
 
+/* Limits (limits.c): slow consumers, timeouts, memory budgets. */
+/* Takes |p| off the list of peers whose queue is full (no-op when not listed). */
+void vsri_bus_full_unlink(struct bus_peer *p);
+/* True when |p|'s queue can take |m| (frames and the byte budget). */
+bool vsri_bus_queue_room(const struct vsr_bus *bus, const struct bus_peer *p,
+                         const struct vsr_msg *m);
+/* True when |p|'s queue is back at half its frames and half its byte budget. */
+bool vsri_bus_queue_relieved(const struct vsr_bus *bus, const struct bus_peer *p);
+/* A send to |p| was refused: start (or check) its full-queue episode. */
+void vsri_bus_full_note(struct vsr_bus *bus, struct bus_peer *p);
+/* The frame / idle timeout sweep: armed by vsr_bus_new, stopped at shutdown and delete. */
+void vsri_bus_timeout_start(struct vsr_bus *bus);
+void vsri_bus_timeout_stop(struct vsr_bus *bus);
+/* Memory: the default memory_max, the bytes a pool preallocates, and the plane budgets. */
+uint64_t vsri_bus_memory_default(void);
+uint64_t vsri_bus_pool_prealloc_bytes(const struct vsr_pool_options *po);
+int vsri_bus_setup_memory(struct vsr_bus *bus);
+
 /* Peers (bus.c). */
 struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
                                    const struct vsri_transport_ops *tops);
