@@ -24,15 +24,15 @@ extern "C" {
 
 struct vsr_pool;
 
-/* Fields are read-only for users except |size|, which the owner of a fresh message sets. */
+/* Fields are read-only for users except |size|, which the owner of a fresh message sets. A
+ * message is always made by its pool (vsr_pool_get, vsr_bus_msg_new, vsr_client_msg_new): this
+ * is the public prefix of a larger, private record (the pool's bookkeeping lives after it), so
+ * never declare or copy a struct vsr_msg yourself. */
 struct vsr_msg {
-  uint8_t *data;            /* VSR_MESSAGE_ALIGN-aligned, |capacity| bytes */
-  uint32_t size;            /* frame bytes in |data| (header + body) */
-  uint32_t capacity;        /* bytes available in |data| */
-  uint32_t refs;            /* > 0 while the message is live */
-  uint8_t size_class;       /* pool-internal class index (255: on-demand buffer) */
-  struct vsr_msg *next;     /* free-list link; undefined while live */
-  struct vsr_pool *pool;
+  uint8_t *data;     /* VSR_MESSAGE_ALIGN-aligned, |capacity| bytes */
+  uint32_t size;     /* frame bytes in |data| (header + body) */
+  uint32_t capacity; /* bytes available in |data| */
+  uint32_t refs;     /* > 0 while the message is live */
 };
 
 struct vsr_pool_options {

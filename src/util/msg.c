@@ -15,11 +15,22 @@
 #include "vsrbus/error.h"
 #include "vsrbus/msg.h"
 
+/* A message as the pool holds it: the public struct vsr_msg first, then the bookkeeping users
+ * never see (msg.h: the public part is a prefix). */
+struct pool_msg {
+  struct vsr_msg pub;
+  uint8_t size_class;    /* class index (POOL_ON_DEMAND: an on-demand buffer) */
+  struct pool_msg *next; /* free-list link; undefined while live */
+  struct vsr_pool *pool;
+};
+
+static struct pool_msg *pool_msg_of(struct vsr_msg *m) { return (struct pool_msg *)m; }
+
 #define POOL_NCLASSES 52 /* 4 + 4 per doubling from 16 KiB to 64 MiB (12 doublings) */
 #define POOL_ON_DEMAND 255
 
 struct pool_class {
-  struct vsr_msg *free; /* singly linked through msg->next */
+  struct pool_msg *free; /* singly linked through next */
   uint32_t size;
   uint32_t free_len;
   uint32_t free_max;
@@ -77,20 +88,20 @@ uint64_t vsri_pool_bytes_max(const struct vsr_pool *pool) { return pool->opts.by
 
 uint64_t vsri_pool_bytes_live(const struct vsr_pool *pool) { return pool->stats.bytes_live; }
 
-static void pool_free_buffer(struct vsr_pool *pool, struct vsr_msg *m) {
+static void pool_free_buffer(struct vsr_pool *pool, struct pool_msg *pm) {
   pool->stats.heap_frees++;
-  pool->stats.bytes -= m->capacity;
-  vsri_free(m->data);
-  vsri_free(m);
+  pool->stats.bytes -= pm->pub.capacity;
+  vsri_free(pm->pub.data);
+  vsri_free(pm);
 }
 
 /* Pops a cached buffer of class |c| (the caller decides whether it becomes live). */
-static struct vsr_msg *pool_pop(struct vsr_pool *pool, unsigned c) {
-  struct vsr_msg *m = pool->cls[c].free;
-  pool->cls[c].free = m->next;
+static struct pool_msg *pool_pop(struct vsr_pool *pool, unsigned c) {
+  struct pool_msg *pm = pool->cls[c].free;
+  pool->cls[c].free = pm->next;
   pool->cls[c].free_len--;
-  pool->stats.bytes_cached -= m->capacity;
-  return m;
+  pool->stats.bytes_cached -= pm->pub.capacity;
+  return pm;
 }
 
 /* Gives cached buffers back to the heap, largest classes first, until |need| more bytes fit
@@ -106,44 +117,44 @@ static bool pool_make_room(struct vsr_pool *pool, uint64_t need) {
 }
 
 /* Allocates a fresh buffer of class |cls| from the heap (counted, not yet live or cached). */
-static struct vsr_msg *pool_alloc(struct vsr_pool *pool, uint8_t cls, uint32_t capacity,
-                                  int *err) {
+static struct pool_msg *pool_alloc(struct vsr_pool *pool, uint8_t cls, uint32_t capacity,
+                                   int *err) {
   if (!pool_make_room(pool, capacity)) {
     *err = VSR_EMEMORY_MAX;
     return NULL;
   }
-  struct vsr_msg *m = vsri_malloc(sizeof *m);
-  if (!m) {
+  struct pool_msg *pm = vsri_malloc(sizeof *pm);
+  if (!pm) {
     *err = VSR_EPOOL;
     return NULL;
   }
-  m->data = vsri_aligned_alloc(VSR_MESSAGE_ALIGN, capacity);
-  if (!m->data) {
-    vsri_free(m);
+  pm->pub.data = vsri_aligned_alloc(VSR_MESSAGE_ALIGN, capacity);
+  if (!pm->pub.data) {
+    vsri_free(pm);
     *err = VSR_EPOOL;
     return NULL;
   }
-  m->capacity = capacity;
-  m->size_class = cls;
-  m->pool = pool;
-  m->refs = 0;
-  m->size = 0;
-  m->next = NULL;
+  pm->pub.capacity = capacity;
+  pm->size_class = cls;
+  pm->pool = pool;
+  pm->pub.refs = 0;
+  pm->pub.size = 0;
+  pm->next = NULL;
   pool->stats.heap_allocs++;
   pool->stats.bytes += capacity;
   if (pool->stats.bytes > pool->stats.bytes_peak) pool->stats.bytes_peak = pool->stats.bytes;
-  return m;
+  return pm;
 }
 
-/* Puts |m| on its class's free list if the list and the cache have room. */
-static bool pool_cache(struct vsr_pool *pool, struct vsr_msg *m) {
-  uint8_t c = m->size_class;
+/* Puts |pm| on its class's free list if the list and the cache have room. */
+static bool pool_cache(struct vsr_pool *pool, struct pool_msg *pm) {
+  uint8_t c = pm->size_class;
   if (c == POOL_ON_DEMAND || pool->cls[c].free_len >= pool->cls[c].free_max) return false;
-  if (pool->stats.bytes_cached + m->capacity > pool->opts.cache_bytes_max) return false;
-  m->next = pool->cls[c].free;
-  pool->cls[c].free = m;
+  if (pool->stats.bytes_cached + pm->pub.capacity > pool->opts.cache_bytes_max) return false;
+  pm->next = pool->cls[c].free;
+  pool->cls[c].free = pm;
   pool->cls[c].free_len++;
-  pool->stats.bytes_cached += m->capacity;
+  pool->stats.bytes_cached += pm->pub.capacity;
   return true;
 }
 
@@ -167,9 +178,9 @@ int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o) {
     uint8_t c = pool_class_of(prealloc_size[t]);
     for (uint32_t i = 0; i < o->prealloc[t]; i++) {
       int err = 0;
-      struct vsr_msg *m = pool_alloc(pool, c, prealloc_size[t], &err);
-      if (!m || !pool_cache(pool, m)) {
-        if (m) pool_free_buffer(pool, m);
+      struct pool_msg *pm = pool_alloc(pool, c, prealloc_size[t], &err);
+      if (!pm || !pool_cache(pool, pm)) {
+        if (pm) pool_free_buffer(pool, pm);
         vsr_pool_del(pool);
         return VSR_ENOMEM;
       }
@@ -201,24 +212,24 @@ struct vsr_msg *vsri_pool_get_ex(struct vsr_pool *pool, uint32_t size, uint64_t 
     *err = VSR_EMEMORY_MAX;
     return NULL;
   }
-  struct vsr_msg *m = NULL;
+  struct pool_msg *pm = NULL;
   if (cls != POOL_ON_DEMAND && pool->cls[cls].free) {
-    m = pool_pop(pool, cls);
+    pm = pool_pop(pool, cls);
     pool->stats.reuses++;
   } else {
-    m = pool_alloc(pool, cls, cap, err);
-    if (!m) {
+    pm = pool_alloc(pool, cls, cap, err);
+    if (!pm) {
       pool->stats.failures++;
       return NULL;
     }
   }
-  m->refs = 1;
-  m->size = size;
-  m->next = NULL;
+  pm->pub.refs = 1;
+  pm->pub.size = size;
+  pm->next = NULL;
   pool->stats.gets++;
   pool->stats.live++;
-  pool->stats.bytes_live += m->capacity;
-  return m;
+  pool->stats.bytes_live += pm->pub.capacity;
+  return &pm->pub;
 }
 
 struct vsr_msg *vsr_pool_get(struct vsr_pool *pool, uint32_t size) {
@@ -233,10 +244,11 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size) {
 }
 
 static void msg_release(struct vsr_msg *m) {
-  struct vsr_pool *pool = m->pool;
+  struct pool_msg *pm = pool_msg_of(m);
+  struct vsr_pool *pool = pm->pool;
   pool->stats.live--;
   pool->stats.bytes_live -= m->capacity;
-  if (!pool_cache(pool, m)) pool_free_buffer(pool, m);
+  if (!pool_cache(pool, pm)) pool_free_buffer(pool, pm);
 }
 
 void vsr_msg_unref(struct vsr_msg *m) {
