@@ -167,7 +167,7 @@ void vsri_bus_peer_free(struct bus_peer *p) {
   }
 }
 
-/* The commands a client may send (docs/limits.md, "Plane discipline"): Request, and the
+/* The commands a client may send (docs/architecture.md, "Plane discipline"): Request, and the
  * PingClient / PongClient pair of the client heartbeat. Everything else is a replica-plane
  * command (Ping, the consensus, repair, state transfer and forwarding commands, the replica
  * handshake) or travels the other way (Reply, Eviction, Pong, Reserved). */
