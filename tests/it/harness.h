@@ -265,4 +265,48 @@ static inline struct vsr_msg *h_frame(struct vsr_client *c, uint8_t cmd, uint32_
   return m;
 }
 
+/* The id of the first client that connected to |n| (0 after 5 s without one). */
+static inline uint64_t h_first_client(struct h_node *n) {
+  uint64_t end = vsrt_now() + 5 * H_SEC;
+  while (vsrt_now() < end) {
+    pthread_mutex_lock(&n->mu);
+    for (int i = 0; i < n->nevents; i++) {
+      if (n->events[i].kind == VSR_PEER_CONNECTED) {
+        uint64_t id = n->events[i].id;
+        pthread_mutex_unlock(&n->mu);
+        return id;
+      }
+    }
+    pthread_mutex_unlock(&n->mu);
+    usleep(1000);
+  }
+  return 0;
+}
+
+/* h_run task: |tries| PongClient frames of |size| to |client| inside one loop turn (nothing is
+ * written in between), each send's result counted. A frame that cannot be built counts as
+ * |other|. */
+struct h_flood_arg {
+  uint64_t client;
+  uint32_t size;
+  int tries, ok, backpressure, other;
+};
+
+static inline void h_flood_task(struct h_node *n, void *arg) {
+  struct h_flood_arg *a = arg;
+  for (int i = 0; i < a->tries; i++) {
+    struct vsr_msg *m = vsr_bus_msg_new(n->bus, a->size);
+    if (!m) {
+      a->other++;
+      continue;
+    }
+    m->data[60] = VSR_CMD_PONG_CLIENT;
+    int r = vsr_bus_send_to_client(n->bus, a->client, m);
+    if (r == 0) a->ok++;
+    else if (r == VSR_EBACKPRESSURE) a->backpressure++;
+    else a->other++;
+    vsr_msg_unref(m);
+  }
+}
+
 #endif

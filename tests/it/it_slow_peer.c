@@ -84,18 +84,6 @@ static void clients_that_never_read_are_closed_as_slow(void **state) {
   h_stop(&n, true);
 }
 
-static uint64_t first_client(struct h_node *n) {
-  uint64_t end = vsrt_now() + 5 * H_SEC;
-  while (vsrt_now() < end) {
-    pthread_mutex_lock(&n->mu);
-    uint64_t id = n->nevents > 0 && n->events[0].kind == VSR_PEER_CONNECTED ? n->events[0].id : 0;
-    pthread_mutex_unlock(&n->mu);
-    if (id) return id;
-    usleep(1000);
-  }
-  return 0;
-}
-
 /* A stuck client under a long timeout stays connected: its refused Replies are counted on the
  * peer (and add up to the bus total) and its queue reports how long it has been full. */
 static void refused_frames_counted_per_peer(void **state) {
@@ -108,7 +96,7 @@ static void refused_frames_counted_per_peer(void **state) {
   assert_int_equal(h_start(&n), 0);
   struct ho_slow slow;
   assert_int_equal(ho_slow_start(&slow, n.addr, 1, REQ_SIZE, 30 * H_SEC), 0);
-  uint64_t id = first_client(&n);
+  uint64_t id = h_first_client(&n);
   assert_true(id != 0);
   struct stats_arg s = {0};
   uint64_t end = vsrt_now() + 20 * H_SEC;
@@ -127,27 +115,6 @@ static void refused_frames_counted_per_peer(void **state) {
   atomic_store(&slow.stop, 1);
   ho_slow_join(&slow);
   h_stop(&n, false);
-}
-
-/* Frames sent inside one loop turn (nothing is written in between). */
-struct flood_arg {
-  uint64_t client;
-  uint32_t size;
-  int tries, ok, backpressure, other;
-};
-
-static void flood_task(struct h_node *n, void *arg) {
-  struct flood_arg *a = arg;
-  for (int i = 0; i < a->tries; i++) {
-    struct vsr_msg *m = vsr_bus_msg_new(n->bus, a->size);
-    assert_non_null(m);
-    m->data[60] = VSR_CMD_PONG_CLIENT;
-    int r = vsr_bus_send_to_client(n->bus, a->client, m);
-    if (r == 0) a->ok++;
-    else if (r == VSR_EBACKPRESSURE) a->backpressure++;
-    else a->other++;
-    vsr_msg_unref(m);
-  }
 }
 
 /* The buffer bytes a frame of |size| holds in a pool made with |o|. */
@@ -175,9 +142,9 @@ static void byte_budget_refuses_like_a_full_queue(void **state) {
   assert_int_equal(h_start(&n), 0);
   int fd = ho_connect_small(n.addr); /* never reads */
   assert_true(fd >= 0);
-  struct flood_arg a = {.client = first_client(&n), .size = REQ_SIZE, .tries = 10};
+  struct h_flood_arg a = {.client = h_first_client(&n), .size = REQ_SIZE, .tries = 10};
   assert_true(a.client != 0);
-  h_run(&n, flood_task, &a);
+  h_run(&n, h_flood_task, &a);
   assert_int_equal(a.ok, 4);
   assert_int_equal(a.backpressure, 6);
   assert_int_equal(a.other, 0);
@@ -199,8 +166,8 @@ static void byte_budget_refuses_like_a_full_queue(void **state) {
   pthread_mutex_unlock(&n.mu);
   uint32_t big = (uint32_t)n.opts.peer_queue_bytes_max + 4096;
   assert_true(capacity_of(&n.opts.loop_options.pool, big) > n.opts.peer_queue_bytes_max);
-  struct flood_arg b = {.client = second, .size = big, .tries = 2};
-  h_run(&n, flood_task, &b);
+  struct h_flood_arg b = {.client = second, .size = big, .tries = 2};
+  h_run(&n, h_flood_task, &b);
   assert_int_equal(b.ok, 1);
   assert_int_equal(b.backpressure, 1);
   close(fd2);
@@ -219,13 +186,13 @@ static void stuck_peer_closed_by_the_sweep(void **state) {
   assert_int_equal(h_start(&n), 0);
   int fd = ho_connect_small(n.addr); /* never reads */
   assert_true(fd >= 0);
-  struct flood_arg a = {.client = first_client(&n), .size = REQ_SIZE, .tries = 16};
+  struct h_flood_arg a = {.client = h_first_client(&n), .size = REQ_SIZE, .tries = 16};
   assert_true(a.client != 0);
   /* Until, a loop turn after the last send, the queue is still full and refusing: the kernel's
    * buffers are full and the queue stays full behind them. */
   struct stats_arg s = {0};
   for (int round = 0; round < 2000; round++) {
-    h_run(&n, flood_task, &a);
+    h_run(&n, h_flood_task, &a);
     usleep(1000);
     s = stats_of(&n, a.client);
     if (s.ps.queue_depth == s.ps.queue_capacity && s.ps.queue_full_ns > 0) break;
@@ -253,10 +220,10 @@ static void peer_that_reads_again_stays(void **state) {
   assert_int_equal(h_start(&n), 0);
   int fd = ho_connect_small(n.addr);
   assert_true(fd >= 0);
-  struct flood_arg a = {.client = first_client(&n), .size = REQ_SIZE, .tries = 16};
+  struct h_flood_arg a = {.client = h_first_client(&n), .size = REQ_SIZE, .tries = 16};
   struct stats_arg s = {0};
   for (int round = 0; round < 2000; round++) {
-    h_run(&n, flood_task, &a);
+    h_run(&n, h_flood_task, &a);
     usleep(1000);
     s = stats_of(&n, a.client);
     if (s.ps.queue_depth == s.ps.queue_capacity && s.ps.queue_full_ns > 0) break;
@@ -268,8 +235,8 @@ static void peer_that_reads_again_stays(void **state) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   static uint8_t buf[REQ_SIZE];
   for (int i = 0; i < a.ok; i++) assert_int_equal(ho_read_frame(fd, buf, sizeof buf), REQ_SIZE);
-  struct flood_arg b = {.client = a.client, .size = 256, .tries = 1};
-  h_run(&n, flood_task, &b);
+  struct h_flood_arg b = {.client = a.client, .size = 256, .tries = 1};
+  h_run(&n, h_flood_task, &b);
   assert_int_equal(b.ok, 1);
   s = stats_of(&n, a.client);
   assert_int_equal(s.ps_err, 0);

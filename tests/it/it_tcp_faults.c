@@ -103,42 +103,6 @@ static void every_bad_frame_closes_only_its_connection(void **state) {
 }
 
 /* backpressure: a tiny queue that nobody drains: send returns VSR_EBACKPRESSURE at once. */
-struct flood_arg {
-  uint64_t client;
-  uint32_t size;
-  int tries, ok, backpressure, other;
-};
-
-static void flood_task(struct h_node *n, void *arg) {
-  struct flood_arg *a = arg;
-  for (int i = 0; i < a->tries; i++) {
-    struct vsr_msg *m = vsr_bus_msg_new(n->bus, a->size);
-    m->data[60] = VSR_CMD_PONG_CLIENT;
-    int r = vsr_bus_send_to_client(n->bus, a->client, m);
-    if (r == 0) a->ok++;
-    else if (r == VSR_EBACKPRESSURE) a->backpressure++;
-    else a->other++;
-    vsr_msg_unref(m);
-  }
-}
-
-static uint64_t first_client(struct h_node *n) {
-  uint64_t end = vsrt_now() + 5 * H_SEC;
-  while (vsrt_now() < end) {
-    pthread_mutex_lock(&n->mu);
-    for (int i = 0; i < n->nevents; i++) {
-      if (n->events[i].kind == VSR_PEER_CONNECTED) {
-        uint64_t id = n->events[i].id;
-        pthread_mutex_unlock(&n->mu);
-        return id;
-      }
-    }
-    pthread_mutex_unlock(&n->mu);
-    usleep(1000);
-  }
-  return 0;
-}
-
 struct stats_arg {
   struct vsr_bus_stats st;
   struct vsr_peer_stats ps;
@@ -161,9 +125,9 @@ static void backpressure_never_blocks(void **state) {
   assert_int_equal(h_start(&n), 0);
   int fd = h_raw(&n); /* never reads */
   assert_true(fd >= 0);
-  struct flood_arg a = {.client = first_client(&n), .size = 256, .tries = 100};
+  struct h_flood_arg a = {.client = h_first_client(&n), .size = 256, .tries = 100};
   assert_true(a.client != 0);
-  h_run(&n, flood_task, &a); /* all 100 sends inside one loop turn */
+  h_run(&n, h_flood_task, &a); /* all 100 sends inside one loop turn */
   assert_int_equal(a.ok, 4);
   assert_int_equal(a.backpressure, 96);
   assert_int_equal(a.other, 0);
@@ -188,11 +152,11 @@ static void slow_peer_does_not_block_others(void **state) {
   int slow = h_raw(&n);
   int rcv = 4096;
   setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
-  struct flood_arg a = {.client = first_client(&n), .size = 64 * 1024, .tries = 32};
+  struct h_flood_arg a = {.client = h_first_client(&n), .size = 64 * 1024, .tries = 32};
   struct stats_arg s = {.client = a.client};
   /* Flood until the kernel buffers are full and the queue is full behind them. */
   for (int round = 0; round < 2000; round++) {
-    h_run(&n, flood_task, &a);
+    h_run(&n, h_flood_task, &a);
     h_run(&n, stats_task, &s);
     if (s.ps.queue_depth == s.ps.queue_capacity) break;
     usleep(1000);
@@ -219,8 +183,8 @@ static void connection_lost_notified_once(void **state) {
   n.opts.peer_queue_capacity = 1024;
   assert_int_equal(h_start(&n), 0);
   int fd = h_raw(&n);
-  struct flood_arg a = {.client = first_client(&n), .size = 64 * 1024, .tries = 1024};
-  h_run(&n, flood_task, &a); /* the writer is busy when the peer resets */
+  struct h_flood_arg a = {.client = h_first_client(&n), .size = 64 * 1024, .tries = 1024};
+  h_run(&n, h_flood_task, &a); /* the writer is busy when the peer resets */
   struct linger lg = {1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   close(fd); /* RST */
@@ -248,7 +212,7 @@ static void duplicate_client_id_keeps_first(void **state) {
   assert_int_equal(h_start(&n), 0);
   struct vsr_client *first = h_client(&n);
   assert_non_null(first);
-  uint64_t id = first_client(&n);
+  uint64_t id = h_first_client(&n);
   h_run(&n, force_id_task, &id);
   uint64_t frames_before = n.frames;
   int dup = h_raw(&n);
@@ -329,7 +293,7 @@ static void internal_failure_cleans_up(void **state) {
   n.opts.client_memory_budget = 16u << 20;
   assert_int_equal(h_start(&n), 0);
   int fd = h_raw(&n);
-  uint64_t id = first_client(&n);
+  uint64_t id = h_first_client(&n);
   uint8_t h[256];
   raw_header(h, VSR_CMD_PING_CLIENT, 32u << 20);
   assert_true(vsrt_write_all(fd, h, 256));
