@@ -14,6 +14,7 @@
 #include "bus/bus_impl.h"
 #include "crypto/cert.h"
 #include "transport/quic.h"
+#include "quic_info.h"
 
 /* A valid 256-byte frame of |cmd| (it passes the decoder's checks): zero fields, a defined
  * operation where the command has one, sealed. */
@@ -102,18 +103,6 @@ static void tcp_replica_commands_refused(void **state) {
   h_stop(&n, true);
 }
 
-struct quic_info {
-  char addr[64];
-  char pin[VSRI_FINGERPRINT_TEXT_LEN];
-};
-
-static void quic_info_task(struct h_node *n, void *arg) {
-  struct quic_info *qi = arg;
-  vsr_bus_listen_addr(n->bus, "quic", qi->addr, sizeof qi->addr);
-  uint8_t fp[32];
-  vsri_quic_listener_fingerprint(n->bus->client_quic.l, fp);
-  vsri_fingerprint_format(fp, qi->pin);
-}
 
 /* Over QUIC the same refusal ends the connection with 0x1004 PROTOCOL_VIOLATION. */
 static void quic_replica_commands_refused(void **state) {

@@ -13,19 +13,8 @@
 #include "bus/bus_impl.h"
 #include "crypto/cert.h"
 #include "transport/quic.h"
+#include "quic_info.h"
 
-struct quic_info {
-  char addr[64];
-  char pin[VSRI_FINGERPRINT_TEXT_LEN];
-};
-
-static void quic_info_task(struct h_node *n, void *arg) {
-  struct quic_info *qi = arg;
-  vsr_bus_listen_addr(n->bus, "quic", qi->addr, sizeof qi->addr);
-  uint8_t fp[32];
-  vsri_quic_listener_fingerprint(n->bus->client_quic.l, fp);
-  vsri_fingerprint_format(fp, qi->pin);
-}
 
 static int start_node(struct h_node *n, enum h_mode mode, struct quic_info *qi) {
   h_options(n);

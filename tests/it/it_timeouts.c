@@ -16,6 +16,7 @@
 #include "bus/bus_impl.h"
 #include "crypto/cert.h"
 #include "transport/quic.h"
+#include "quic_info.h"
 
 #define FRAME_TIMEOUT_NS (300 * 1000000ull)
 #define IDLE_TIMEOUT_NS (500 * 1000000ull)
@@ -152,18 +153,6 @@ static void tcp_any_frame_resets_idle_clock(void **state) {
 
 /* ---- QUIC ------------------------------------------------------------------------------ */
 
-struct quic_info {
-  char addr[64];
-  char pin[VSRI_FINGERPRINT_TEXT_LEN];
-};
-
-static void quic_info_task(struct h_node *n, void *arg) {
-  struct quic_info *qi = arg;
-  vsr_bus_listen_addr(n->bus, "quic", qi->addr, sizeof qi->addr);
-  uint8_t fp[32];
-  vsri_quic_listener_fingerprint(n->bus->client_quic.l, fp);
-  vsri_fingerprint_format(fp, qi->pin);
-}
 
 /* |long_stream|: the seed's one long-lived stream, which stays open inside a frame (a
  * per-request stream is finished after its frame, and a FIN inside a frame is VSR_EEOF_BODY). */
