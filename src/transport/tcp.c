@@ -58,6 +58,10 @@ struct vsri_conn {
   struct vsri_completion dc; /* drain deadline */
   struct vsri_deferred flush;
   struct vsri_decoder dec;
+  uint32_t wr_frames;     /* frames the pending sendv covers (partly or whole) */
+  struct vsr_msg **held;  /* aborted mid-write: those frames, kept until the kernel is done */
+  uint32_t held_n;
+  struct vsri_io_grave grave; /* tcp_abort: the block waits here for the kernel */
   char name[64];
 };
 
@@ -69,6 +73,7 @@ struct vsri_listener {
   void *owner;
   struct vsri_completion ac;
   struct vsri_completion backoff;
+  struct vsri_io_grave grave; /* closed: waits here for a canceled accept's answer */
   struct sockaddr_storage peer;
   socklen_t peer_len;
   char name[64];
@@ -204,6 +209,41 @@ static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
   }
   if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
   tcp_teardown(c);
+}
+
+/* Frees an aborted connection once the kernel has answered its canceled operations. */
+static void tcp_conn_free(void *arg) {
+  struct vsri_conn *c = arg;
+  vsri_decoder_free(&c->dec); /* a direct read may have been writing into its frame */
+  for (uint32_t i = 0; i < c->held_n; i++) vsr_msg_unref(c->held[i]);
+  vsri_free(c->held);
+  vsri_free(c->iov);
+  vsri_free(c);
+}
+
+/* The owner is going away: no upcall ever again, the fd closes now (io.h, "Letting go"). A
+ * write in flight keeps its frames referenced, so the kernel never reads a reused buffer. */
+static void tcp_abort(struct vsri_conn *c, int reason) {
+  (void)reason;
+  struct vsri_io *io = c->ctx->io;
+  if (c->writing && c->q && c->wr_frames) {
+    uint32_t n = c->wr_frames < c->q->len ? c->wr_frames : c->q->len;
+    c->held = vsri_malloc(n * sizeof *c->held);
+    for (uint32_t i = 0; c->held && i < n; i++) c->held[c->held_n++] = vsr_msg_ref(vsri_sendq_peek(c->q, i));
+  }
+  c->ev = NULL;
+  c->owner = NULL;
+  c->q = NULL;
+  c->state = TC_CLOSED;
+  c->draining = false;
+  vsri_io_undefer(io, &c->flush);
+  vsri_io_timeout_drop(io, &c->dc);
+  vsri_decoder_detach(&c->dec); /* the plane budget may be gone before the block */
+  /* A final close already under way is waited for, not canceled (it closes the fd). */
+  int fd = c->cc.pending ? -1 : c->fd;
+  struct vsri_completion *cs[] = {&c->rc, &c->wc, &c->cc};
+  vsri_io_release(io, &c->grave, cs, sizeof cs / sizeof cs[0], tcp_conn_free, c);
+  vsri_io_close_now(io, fd);
 }
 
 /* ---- reading --------------------------------------------------------------------------- */
@@ -385,6 +425,7 @@ static void tcp_flush(void *ctx) {
     c->iov[i].iov_len = m->size - off;
   }
   c->writing = true;
+  c->wr_frames = n;
   vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
 }
 
@@ -476,26 +517,10 @@ static void tcp_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
 
 static void tcp_accept_next(struct vsri_listener *l);
 
-static void tcp_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
-  (void)io;
-  (void)res;
-  vsri_free(cc->ctx);
-}
-
-static void tcp_listener_maybe_free(struct vsri_listener *l) {
-  if (l->ac.pending || l->backoff.pending) return;
-  if (l->reserve_fd >= 0) close(l->reserve_fd);
-  l->reserve_fd = -1;
-  /* Reuse the accept completion for the close of the listening fd. */
-  vsri_io_close(l->ctx->io, &l->ac, l->fd, tcp_listener_free_cb, l);
-}
-
 static void tcp_backoff_done(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   (void)io;
   (void)res;
-  struct vsri_listener *l = t->ctx;
-  if (l->closing) tcp_listener_maybe_free(l);
-  else tcp_accept_next(l);
+  tcp_accept_next(t->ctx);
 }
 
 /* Closes a connection that will not be served: what it already sent is read and dropped
@@ -545,11 +570,6 @@ static void tcp_accept_starved(struct vsri_io *io, struct vsri_listener *l, int 
 
 static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
   struct vsri_listener *l = ac->ctx;
-  if (l->closing) {
-    if (res >= 0) close(res);
-    tcp_listener_maybe_free(l);
-    return;
-  }
   if (res < 0) {
     int err = -res;
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
@@ -626,12 +646,21 @@ static void tcp_listener_addr(const struct vsri_listener *l, char *buf, size_t l
   snprintf(buf, len, "%s", l->name);
 }
 
+static void tcp_listener_free(void *arg) { vsri_free(arg); }
+
+/* Synchronous: the socket closes now; the memory goes once a canceled accept in the kernel
+ * has answered (at once on epoll). */
 static void tcp_listener_close(struct vsri_listener *l) {
   if (l->closing) return;
   l->closing = true;
-  if (l->ac.pending) vsri_io_cancel(l->ctx->io, &l->ac);
-  if (l->backoff.pending) vsri_io_cancel(l->ctx->io, &l->backoff);
-  tcp_listener_maybe_free(l);
+  struct vsri_io *io = l->ctx->io;
+  int fd = l->fd;
+  vsri_io_timeout_drop(io, &l->backoff);
+  if (l->reserve_fd >= 0) close(l->reserve_fd);
+  l->reserve_fd = -1;
+  struct vsri_completion *cs[] = {&l->ac};
+  vsri_io_release(io, &l->grave, cs, 1, tcp_listener_free, l);
+  vsri_io_close_now(io, fd);
 }
 
 const struct vsri_transport_ops vsri_transport_tcp = {
@@ -643,6 +672,7 @@ const struct vsri_transport_ops vsri_transport_tcp = {
     .start = tcp_start,
     .kick = tcp_kick,
     .close = tcp_close,
+    .abort = tcp_abort,
     .peer_name = tcp_peer_name,
     .rx_clock = tcp_rx_clock,
     .set_frame_limit = tcp_set_frame_limit,

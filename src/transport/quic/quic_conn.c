@@ -148,7 +148,9 @@ static void q_conn_notify_closed(struct vsri_conn *c) {
       c->connected_notified = true;
       c->ev->on_connected(c->owner, c, c->reason);
     }
+    c->notifying = true;
     c->ev->on_closed(c->owner, c, c->reason);
+    c->notifying = false;
   }
   c->ev = NULL;
   c->owner = NULL;
@@ -172,29 +174,53 @@ void q_conn_try_free(struct vsri_conn *c) {
   if (l) q_listener_maybe_free(l);
 }
 
-void q_client_ep_free(struct q_ep *ep) {
-  struct vsri_conn *c = ep->owner;
-  vsri_free(ep);
-  c->ep = NULL;
+/* A dialed connection's endpoint, once the io layer is done with it. */
+void q_client_ep_free(struct q_ep *ep) { vsri_free(ep); }
+
+/* Releases everything now: the timer leaves the loop, a dialed connection's endpoint closes
+ * (its memory goes once the kernel answered: io.h, "Letting go"), so an owner may delete its
+ * loop right after on_closed. */
+static void q_conn_teardown(struct vsri_conn *c) {
+  struct vsri_io *io = c->ctx->io;
+  vsri_io_undefer(io, &c->flush);
+  vsri_io_undefer(io, &c->reap);
+  if (c->ep) q_ep_unwait(c->ep, c);
+  if (c->l && !c->counted) q_halfopen_leave(c);
+  q_conn_release(c);
+  c->state = Q_REAPED;
+  vsri_io_timeout_drop(io, &c->timer);
+  if (!c->l && c->ep) {
+    struct q_ep *ep = c->ep;
+    c->ep = NULL;
+    ep->owner = NULL;
+    q_ep_kill(ep);
+  }
+}
+
+/* Deferred (nothing of |c| is up the stack): tears down, tells the owner, frees. */
+static void q_conn_reap(void *arg) {
+  struct vsri_conn *c = arg;
+  q_conn_teardown(c);
   q_conn_try_free(c);
 }
 
-/* Deferred (nothing of |c| is up the stack): releases everything, cancels what is pending;
- * on_closed and the free follow once the completions are back, so an owner may delete its
- * loop right after on_closed. */
-static void q_conn_reap(void *arg) {
-  struct vsri_conn *c = arg;
-  struct vsri_io *io = c->ctx->io;
-  vsri_io_undefer(io, &c->flush);
-  if (c->ep) q_ep_unwait(c->ep, c);
-  q_conn_release(c);
-  c->state = Q_REAPED;
-  if (c->timer.pending) vsri_io_cancel(io, &c->timer);
-  if (!c->l && c->ep) {
-    q_ep_kill(c->ep); /* its on_free (maybe right now) finishes the job */
-    return;
-  }
+void q_conn_destroy(struct vsri_conn *c) {
+  c->ev = NULL; /* nobody is told */
+  c->owner = NULL;
+  c->q = NULL;
+  c->started = false;
+  q_conn_teardown(c);
   q_conn_try_free(c);
+}
+
+/* The owner is going away: CONNECTION_CLOSE with |reason|'s code goes out now (unless one
+ * went already), then |c| is freed without an upcall. */
+void q_abort(struct vsri_conn *c, int reason) {
+  if (c->state < Q_CLOSING) {
+    q_set_app_error(c, (uint64_t)q_app_code(reason));
+    q_send_close(c);
+  }
+  q_conn_destroy(c);
 }
 
 /* Ends the connection: a server connection that sent CONNECTION_CLOSE lingers for a closing
@@ -406,6 +432,7 @@ const struct vsri_transport_ops vsri_transport_quic = {
     .start = q_start,
     .kick = q_kick,
     .close = q_close,
+    .abort = q_abort,
     .peer_name = q_peer_name,
     .rx_clock = q_rx_clock,
 };

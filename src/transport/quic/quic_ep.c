@@ -55,36 +55,36 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
   return 0;
 }
 
-static void q_ep_maybe_free(struct q_ep *ep);
-
-static void q_ep_closed(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
-  (void)io;
-  (void)res;
-  struct q_ep *ep = cc->ctx;
-  ep->fd = -1;
-  q_ep_maybe_free(ep);
-}
-
-static void q_ep_maybe_free(struct q_ep *ep) {
-  if (!ep->dead || ep->in_rx || ep->rx_c.pending || ep->tx_c.pending || ep->close_c.pending) {
-    return;
-  }
-  if (ep->fd >= 0) {
-    /* Through the loop: the backend forgets the fd before its number can be reused. */
-    vsri_io_close(ep->io, &ep->close_c, ep->fd, q_ep_closed, ep);
-    return;
-  }
+/* The block goes once the kernel answered the canceled receive and send (io.h, "Letting go":
+ * the kernel may write into rx_buf and read tx_park until then). */
+static void q_ep_free(void *arg) {
+  struct q_ep *ep = arg;
   vsri_free(ep->rx_buf);
   vsri_free(ep->tx_park);
   ep->rx_buf = ep->tx_park = NULL;
   if (ep->on_free) ep->on_free(ep);
 }
 
-/* The owner is done with the endpoint: stop receiving, free once completions are back. */
+/* Closes the socket now and hands the endpoint to the io layer. */
+static void q_ep_let_go(struct q_ep *ep) {
+  if (ep->gone) return;
+  ep->gone = true;
+  struct vsri_io *io = ep->io;
+  int fd = ep->fd;
+  ep->fd = -1;
+  struct vsri_completion *cs[] = {&ep->rx_c, &ep->tx_c, &ep->close_c};
+  vsri_io_release(io, &ep->grave, cs, sizeof cs / sizeof cs[0], q_ep_free, ep);
+  vsri_io_close_now(io, fd);
+}
+
+static void q_ep_maybe_free(struct q_ep *ep) {
+  if (ep->dead && !ep->in_rx) q_ep_let_go(ep);
+}
+
+/* The owner is done with the endpoint: closed now (or when the receive callback on the stack
+ * returns), freed once the kernel is done with its buffers. Never needs a loop turn. */
 void q_ep_kill(struct q_ep *ep) {
   ep->dead = true;
-  if (ep->rx_c.pending) vsri_io_cancel(ep->io, &ep->rx_c);
-  if (ep->tx_c.pending) vsri_io_cancel(ep->io, &ep->tx_c);
   q_ep_maybe_free(ep);
 }
 

@@ -79,6 +79,8 @@
 #define q_conn_add_cid vsri_q_conn_add_cid
 #define q_conn_alloc vsri_q_conn_alloc
 #define q_conn_close_now vsri_q_conn_close_now
+#define q_conn_destroy vsri_q_conn_destroy
+#define q_abort vsri_q_abort
 #define q_conn_del_cid vsri_q_conn_del_cid
 #define q_conn_finish vsri_q_conn_finish
 #define q_conn_flush vsri_q_conn_flush
@@ -147,8 +149,10 @@ struct q_ep {
   struct vsri_io *io;
   int fd;
   bool gso, gro, connected;
-  bool dead;  /* owner gone: close and free once no completion is pending */
-  bool in_rx; /* inside the receive callback: do not free yet */
+  bool dead;  /* owner gone: closed and released (vsri_io_release) */
+  bool in_rx; /* inside the receive callback: that callback lets go when it returns */
+  bool gone;  /* closed and handed to the io layer */
+  struct vsri_io_grave grave;
   struct sockaddr_storage local;
   socklen_t local_len;
   q_packet_fn on_packet;
@@ -209,6 +213,7 @@ struct vsri_listener {
   uint32_t nhandshaking; /* not yet reported to the owner */
   uint8_t reset_secret[32];
   bool closing;
+  bool walking; /* q_listener_close walks |conns|: the listener must not free under it */
   char name[64];
   /* Handshake-flood admission: half-opens (server connections not yet reported) oldest first,
    * counted per source; Retry tokens sealed with |token_secret|. */
@@ -277,6 +282,7 @@ struct vsri_conn {
   bool started; /* an owner is attached (server: start(); client: from connect) */
   bool counted; /* server: no longer counted as half-open */
   bool connected_notified, closed_notified; /* upcalls made (each once) */
+  bool notifying; /* inside the on_closed upcall: not destroyed under it */
   bool close_drain; /* DRAINING: wait for the queue to empty (else close at the next flush) */
   bool keepalive_set, had_data, write_soon, alpn_refused;
   int reason;
@@ -413,6 +419,10 @@ int q_server_init(struct vsri_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid
                   uint64_t now);
 void q_conn_release(struct vsri_conn *c);
 void q_conn_try_free(struct vsri_conn *c);
+/* Frees |c| now, telling no owner (abort, listener close): resources, timer, CID entries, the
+ * listener's list, a dialed connection's own endpoint. */
+void q_conn_destroy(struct vsri_conn *c);
+void q_abort(struct vsri_conn *c, int reason);
 void q_client_ep_free(struct q_ep *ep);
 void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period);
 void q_send_close(struct vsri_conn *c);

@@ -271,7 +271,7 @@ static void q_listener_ep_free(struct q_ep *ep) {
 
 /* A closed listener goes once its last connection has. */
 void q_listener_maybe_free(struct vsri_listener *l) {
-  if (l->closing && l->nconns == 0 && !l->ep.dead) q_ep_kill(&l->ep);
+  if (l->closing && !l->walking && l->nconns == 0 && !l->ep.dead) q_ep_kill(&l->ep);
 }
 
 static int q_listener_cert(struct vsri_listener *l) {
@@ -349,19 +349,27 @@ void q_listener_addr(const struct vsri_listener *l, char *buf, size_t len) {
   vsri_format_addr((const struct sockaddr *)&l->ep.local, buf, len);
 }
 
-/* Stops accepting: connections not yet reported are closed; reported ones stay with their
- * owner (they share the socket, which closes after the last of them). */
+/* Stops accepting, with no loop turn: connections that have no owner to tell (not yet
+ * reported, or already reported closed and lingering in their closing period) are closed and
+ * freed now; reported ones stay with their owner (they share the socket, which closes when
+ * the last of them is closed or aborted). */
 void q_listener_close(struct vsri_listener *l) {
   if (l->closing) return;
   l->closing = true;
-  for (struct vsri_conn *c = l->conns; c; c = c->next) {
-    if (c->state < Q_ACTIVE) {
-      q_conn_close_now(c, VSR_ESHUTDOWN);
-    } else if (c->state == Q_CLOSING) {
-      c->state = Q_CLOSED; /* cut the closing period short */
+  l->walking = true;
+  struct vsri_conn *next;
+  for (struct vsri_conn *c = l->conns; c; c = next) {
+    next = c->next;
+    if (c->started && !c->closed_notified) continue; /* its owner's */
+    if (c->notifying) {
+      /* Inside its own on_closed upcall (the owner closed us from there): not under it. */
+      c->state = Q_CLOSED;
       vsri_io_defer(c->ctx->io, &c->reap);
+      continue;
     }
+    q_abort(c, VSR_ESHUTDOWN);
   }
+  l->walking = false;
   q_listener_maybe_free(l);
 }
 
