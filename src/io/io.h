@@ -194,6 +194,11 @@ void vsri_io_release(struct vsri_io *io, struct vsri_io_grave *g,
 /* Released blocks still waiting for the kernel (tests). */
 uint32_t vsri_io_graves(const struct vsri_io *io);
 
+/* Makes the current turn's wait (if not begun) or the next one not block: for deferred work
+ * that changed what the loop's caller waits on (a connection reported closed from a deferred
+ * function, not from a completion). */
+void vsri_io_nowait(struct vsri_io *io);
+
 /* Work deferred to just before the loop waits: the batching point for coalesced writes.
  * Queuing an already queued item is a no-op. The function may queue more deferred work. */
 struct vsri_deferred {

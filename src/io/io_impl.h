@@ -44,6 +44,7 @@ struct vsri_io {
   /* Released blocks whose completions the kernel still holds (struct vsri_io_grave.link). */
   struct vsri_list graves;
   uint32_t ngraves;
+  bool nowait; /* vsri_io_nowait: the next wait does not block */
   struct vsri_io_stats stats;
   char unavailable[128]; /* why a backend's init refused, for the fallback log line */
 };

@@ -420,6 +420,8 @@ void vsri_io_release(struct vsri_io *io, struct vsri_io_grave *g,
 
 uint32_t vsri_io_graves(const struct vsri_io *io) { return io->ngraves; }
 
+void vsri_io_nowait(struct vsri_io *io) { io->nowait = true; }
+
 /* ---- the turn -------------------------------------------------------------------------- */
 
 int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
@@ -428,7 +430,10 @@ int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
   n += loop_run_timers(io);
   loop_run_deferred(io);
   int64_t wait = timeout_ns;
-  if (n > 0 || !vsri_list_empty(&io->ready) || !vsri_list_empty(&io->deferred)) wait = 0;
+  if (n > 0 || io->nowait || !vsri_list_empty(&io->ready) || !vsri_list_empty(&io->deferred)) {
+    wait = 0;
+  }
+  io->nowait = false;
   if (wait != 0 && io->timers_len > 0) {
     uint64_t deadline = io->timers[0]->u.timeout.deadline_ns;
     int64_t until = deadline > io->now_ns ? (int64_t)(deadline - io->now_ns) : 0;

@@ -200,8 +200,9 @@ static void q_conn_teardown(struct vsri_conn *c) {
 /* Deferred (nothing of |c| is up the stack): tears down, tells the owner, frees. */
 static void q_conn_reap(void *arg) {
   struct vsri_conn *c = arg;
+  if (c->ev && c->started && !c->closed_notified) vsri_io_nowait(c->ctx->io); /* see below */
   q_conn_teardown(c);
-  q_conn_try_free(c);
+  q_conn_try_free(c); /* tells the owner: a caller waiting on the loop must see it now */
 }
 
 void q_conn_destroy(struct vsri_conn *c) {
