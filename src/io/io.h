@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "util/list.h"
@@ -154,11 +155,25 @@ void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, 
  * bytes the kernel took, possibly fewer than asked. */
 void vsri_io_sendv(struct vsri_io *io, struct vsri_completion *c, int fd,
                    const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx);
-/* sendmsg(2) / recvmsg(2) with the caller's msghdr (address, control messages): datagrams. */
+/* Datagrams. sendmsg(2) / recvmsg(2) with the caller's msghdr; the op contract (what a
+ * simulated backend must honour too):
+ *   - msg_name / msg_namelen: the peer (NULL on a connected socket); a receive fills it.
+ *   - one iovec in practice; the result is the bytes sent or received, or -errno.
+ *   - control messages, SOL_UDP only: a send may carry UDP_SEGMENT (uint16_t segment size: the
+ *     payload leaves as datagrams of that size, the last one shorter: GSO); a receive may
+ *     return UDP_GRO (int: the size of each coalesced datagram but the last) when the socket
+ *     enabled it. No ECN, no other cmsg is read or written.
+ *   - a receive sets MSG_TRUNC in msg_flags when the datagram did not fit.
+ * The completion forms wait for readiness; the _now forms below never wait. */
 void vsri_io_sendmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
                      int flags, vsri_io_cb cb, void *ctx);
 void vsri_io_recvmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
                      int flags, vsri_io_cb cb, void *ctx);
+/* One non-blocking attempt now, no completion: the drain after a receive completion and the
+ * burst sends of a datagram endpoint (a syscall per batch, no loop turn). Same contract as
+ * above; returns bytes or -errno (-EAGAIN: nothing queued / no room now). */
+ssize_t vsri_io_recvmsg_now(struct vsri_io *io, int fd, struct msghdr *msg, int flags);
+ssize_t vsri_io_sendmsg_now(struct vsri_io *io, int fd, const struct msghdr *msg, int flags);
 /* Closes |fd|; no other operation on it may be pending. Result 0 or -errno. */
 void vsri_io_close(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                    void *ctx);

@@ -22,6 +22,11 @@ struct vsri_io_backend {
    * interest set) and make sure no queued submission names it later (io_uring: push queued
    * SQEs to the kernel now). May be NULL when the backend keeps no per-fd state. */
   void (*forget_fd)(struct vsri_io *io, int fd);
+  /* vsri_io_recvmsg_now / _sendmsg_now (io.h's datagram contract). NULL: the loop issues
+   * recvmsg(2) / sendmsg(2) with MSG_DONTWAIT itself (epoll, io_uring); a simulated backend
+   * supplies its own. */
+  ssize_t (*recvmsg_now)(struct vsri_io *io, int fd, struct msghdr *msg, int flags);
+  ssize_t (*sendmsg_now)(struct vsri_io *io, int fd, const struct msghdr *msg, int flags);
 };
 
 extern const struct vsri_io_backend vsri_io_backend_epoll;

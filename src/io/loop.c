@@ -337,6 +337,18 @@ void vsri_io_recvmsg(struct vsri_io *io, struct vsri_completion *c, int fd, stru
   io->backend->submit(io, c);
 }
 
+ssize_t vsri_io_recvmsg_now(struct vsri_io *io, int fd, struct msghdr *msg, int flags) {
+  if (io->backend->recvmsg_now) return io->backend->recvmsg_now(io, fd, msg, flags);
+  ssize_t r = recvmsg(fd, msg, flags | MSG_DONTWAIT);
+  return r < 0 ? -errno : r;
+}
+
+ssize_t vsri_io_sendmsg_now(struct vsri_io *io, int fd, const struct msghdr *msg, int flags) {
+  if (io->backend->sendmsg_now) return io->backend->sendmsg_now(io, fd, msg, flags);
+  ssize_t r = sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+  return r < 0 ? -errno : r;
+}
+
 void vsri_io_close(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                    void *ctx) {
   loop_prepare(io, c, VSRI_OP_CLOSE, fd, cb, ctx);

@@ -164,9 +164,7 @@ void q_conn_try_free(struct vsri_conn *c) {
   q_conn_notify_closed(c);
   struct vsri_listener *l = c->l;
   if (l) {
-    if (c->prev) c->prev->next = c->next;
-    else l->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    vsri_list_remove(&c->l_link);
     l->nconns--;
   }
   vsri_free(c);

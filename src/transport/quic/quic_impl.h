@@ -44,6 +44,7 @@
 #include "frame/decode.h"
 #include "transport/quic.h"
 #include "util/alloc.h"
+#include "util/list.h"
 #include "util/log.h"
 #include "vsrbus/error.h"
 
@@ -173,7 +174,7 @@ struct q_ep {
   _Alignas(size_t) uint8_t tx_ctl[CMSG_SPACE(sizeof(uint16_t))];
   uint8_t *tx_park;
   struct vsri_completion close_c;
-  struct vsri_conn *wait_head, *wait_tail;
+  struct vsri_list waiters; /* connections waiting for the parked burst (vsri_conn.wait_link) */
   void (*tx_hook)(void *user, const uint8_t *pkt, size_t len);
   void *tx_hook_user;
 };
@@ -208,7 +209,7 @@ struct vsri_listener {
   void (*on_accept)(void *owner, struct vsri_conn *conn);
   void *owner;
   struct q_cidmap cids;
-  struct vsri_conn *conns; /* every connection, live or closing */
+  struct vsri_list conns; /* every connection, live or closing (vsri_conn.l_link) */
   uint32_t nconns;
   uint32_t nhandshaking; /* not yet reported to the owner */
   uint8_t reset_secret[32];
@@ -217,7 +218,7 @@ struct vsri_listener {
   char name[64];
   /* Handshake-flood admission: half-opens (server connections not yet reported) oldest first,
    * counted per source; Retry tokens sealed with |token_secret|. */
-  struct vsri_conn *ho_head, *ho_tail;
+  struct vsri_list halfopen; /* oldest first (vsri_conn.ho_link) */
   struct q_src *srcs; /* open addressing, 2x max_handshakes slots */
   uint32_t srcs_cap;
   uint8_t token_secret[32];
@@ -264,9 +265,8 @@ struct vsri_conn {
   const struct vsri_quic_config *cfg;
   struct vsri_listener *l; /* server side; NULL when dialed */
   struct q_ep *ep;
-  struct vsri_conn *prev, *next; /* listener's list */
-  struct vsri_conn *wait_next;   /* endpoint's send-wait list */
-  bool waiting;
+  struct vsri_list_node l_link;    /* on the listener's |conns| (server side) */
+  struct vsri_list_node wait_link; /* on the endpoint's |waiters| while waiting */
   ngtcp2_conn *qc;
   gnutls_session_t tls;
   gnutls_certificate_credentials_t cred; /* client trust store */
@@ -315,8 +315,8 @@ struct vsri_conn {
   bool pinned;
   /* Server half-open: the listener's age list, its source, whether its address was validated
    * by a Retry token. */
-  struct vsri_conn *ho_prev, *ho_next;
-  bool ho_linked, validated;
+  struct vsri_list_node ho_link; /* on the listener's |halfopen| while counted there */
+  bool validated;
   uint8_t srckey[Q_SRCKEY];
   /* Tests: an extra stream carrying raw bytes. */
   int64_t extra_sid;

@@ -65,12 +65,7 @@ static void q_halfopen_enter(struct vsri_conn *c, const struct sockaddr *from) {
   l->nhandshaking++;
   q_src_key(from, c->srckey);
   q_src_add(l, c->srckey);
-  c->ho_prev = l->ho_tail;
-  c->ho_next = NULL;
-  if (l->ho_tail) l->ho_tail->ho_next = c;
-  else l->ho_head = c;
-  l->ho_tail = c;
-  c->ho_linked = true;
+  vsri_list_push_back(&l->halfopen, &c->ho_link);
   l->adm.admitted++;
   if (l->nhandshaking > l->adm.halfopen_peak) l->adm.halfopen_peak = l->nhandshaking;
 }
@@ -79,23 +74,21 @@ void q_halfopen_leave(struct vsri_conn *c) {
   struct vsri_listener *l = c->l;
   c->counted = true;
   l->nhandshaking--;
-  if (!c->ho_linked) return;
-  c->ho_linked = false;
+  if (!vsri_list_linked(&c->ho_link)) return;
+  vsri_list_remove(&c->ho_link);
   q_src_del(l, c->srckey);
-  if (c->ho_prev) c->ho_prev->ho_next = c->ho_next;
-  else l->ho_head = c->ho_next;
-  if (c->ho_next) c->ho_next->ho_prev = c->ho_prev;
-  else l->ho_tail = c->ho_prev;
-  c->ho_prev = c->ho_next = NULL;
 }
 
 /* The half-open to evict: the oldest one whose address was not validated (by a Retry token or
  * a finished handshake), else the oldest. */
 static struct vsri_conn *q_halfopen_victim(const struct vsri_listener *l) {
-  for (struct vsri_conn *c = l->ho_head; c; c = c->ho_next) {
+  for (const struct vsri_list_node *n = vsri_list_front(&l->halfopen); n;
+       n = vsri_list_next(&l->halfopen, n)) {
+    struct vsri_conn *c = vsri_container_of(n, struct vsri_conn, ho_link);
     if (!c->validated && !q_hs_done(c)) return c;
   }
-  return l->ho_head;
+  struct vsri_list_node *oldest = vsri_list_front(&l->halfopen);
+  return vsri_list_entry_or_null(oldest, struct vsri_conn, ho_link);
 }
 
 /* ---- server side ----------------------------------------------------------------------- */
@@ -228,9 +221,7 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
   c->remote_len = fromlen;
   q_name(c);
   c->grace_at = now + l->cfg.handshake_grace_ns;
-  c->next = l->conns;
-  if (l->conns) l->conns->prev = c;
-  l->conns = c;
+  vsri_list_push_back(&l->conns, &c->l_link);
   l->nconns++;
   q_halfopen_enter(c, from);
   int err = q_server_init(c, &hd, validated ? &odcid : NULL, now);
@@ -306,6 +297,8 @@ int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
   if (!l) return VSR_ENOMEM;
   atomic_fetch_add_explicit(&q_live, 1, memory_order_relaxed);
   l->ctx = ctx;
+  vsri_list_init(&l->conns);
+  vsri_list_init(&l->halfopen);
   l->cfg = *q_cfg(ctx);
   l->on_accept = on_accept;
   l->owner = owner;
@@ -357,9 +350,9 @@ void q_listener_close(struct vsri_listener *l) {
   if (l->closing) return;
   l->closing = true;
   l->walking = true;
-  struct vsri_conn *next;
-  for (struct vsri_conn *c = l->conns; c; c = next) {
-    next = c->next;
+  struct vsri_list_node *n, *tmp;
+  vsri_list_for_each_safe(n, tmp, &l->conns) {
+    struct vsri_conn *c = vsri_container_of(n, struct vsri_conn, l_link);
     if (c->started && !c->closed_notified) continue; /* its owner's */
     if (c->notifying) {
       /* Inside its own on_closed upcall (the owner closed us from there): not under it. */
@@ -385,7 +378,9 @@ void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_qui
 /* Connection aggregates for the metrics endpoint: every connection not yet closed. */
 void vsri_quic_listener_conn_agg(const struct vsri_listener *l, struct vsri_quic_conn_agg *out) {
   *out = (struct vsri_quic_conn_agg){0};
-  for (const struct vsri_conn *c = l->conns; c; c = c->next) {
+  for (const struct vsri_list_node *n = vsri_list_front(&l->conns); n;
+       n = vsri_list_next(&l->conns, n)) {
+    const struct vsri_conn *c = vsri_container_of(n, struct vsri_conn, l_link);
     if (c->state >= Q_CLOSED || !c->qc) continue;
     ngtcp2_conn_stat st;
     ngtcp2_conn_get_conn_stat(c->qc, &st);
