@@ -88,9 +88,9 @@ struct vsr_bus {
   uint64_t shut_start_ns;
   uint64_t shut_drops0; /* drops_on_close when the shutdown started */
   bool shut_forced; /* the drain deadline passed and peers were force-closed */
-  /* Two loop turns after the start (each one a timers phase and a poll), so the completions
-   * of the listeners' canceled accepts, which still read the transport contexts above, have
-   * run before vsr_bus_shutdown_done can be true. */
+  /* Two loop turns after the start (each one a timers phase and a poll) before
+   * vsr_bus_shutdown_done can be true. Listeners no longer need them (they close and release
+   * at once); kept so done() is never true within the turn that started the shutdown. */
   struct vsri_completion shut_settle;
   uint8_t shut_turns;
 };

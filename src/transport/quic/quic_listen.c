@@ -355,9 +355,13 @@ void q_listener_close(struct vsri_listener *l) {
     struct vsri_conn *c = vsri_container_of(n, struct vsri_conn, l_link);
     if (c->started && !c->closed_notified) continue; /* its owner's */
     if (c->notifying) {
-      /* Inside its own on_closed upcall (the owner closed us from there): not under it. */
-      c->state = Q_CLOSED;
-      vsri_io_defer(c->ctx->io, &c->reap);
+      /* Inside its own on_closed upcall (the owner closed us from there): not under it. A
+       * connection in its closing period ends at the next reap; one being freed (REAPED) is
+       * gone when the upcall returns. */
+      if (c->state < Q_CLOSED) {
+        c->state = Q_CLOSED;
+        vsri_io_defer(c->ctx->io, &c->reap);
+      }
       continue;
     }
     q_abort(c, VSR_ESHUTDOWN);
