@@ -426,12 +426,83 @@ static void test_del_inside_callback_refused(void **state) {
   }
 }
 
+/* ---- a shutdown started from inside a LOST event (QUIC) ---------------------------------- */
+
+struct t_lost_shut {
+  struct t_bus a;
+  int started;
+};
+
+static void t_lost_shut_event(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev) {
+  struct t_lost_shut *t = user;
+  t_on_event(&t->a, bus, ev);
+  /* Allowed from a callback: the listener closes while the lost connection is still inside
+   * its own on_closed upcall. */
+  if (ev->kind == VSR_PEER_LOST && !t->started) {
+    t->started = 1;
+    assert_int_equal(vsr_bus_shutdown_start(bus, 2 * H_SEC), 0);
+  }
+}
+
+static const struct vsr_bus_callbacks t_lost_shut_cb = {.on_peer_event = t_lost_shut_event,
+                                                        .on_message = NULL};
+
+static bool t_lost_seen(void *arg) { return ((struct t_lost_shut *)arg)->a.lost >= 1; }
+static bool t_bus_done(void *arg) { return vsr_bus_shutdown_done(((struct t_lost_shut *)arg)->a.bus); }
+
+/* The client goes away (its CONNECTION_CLOSE: the server frees the connection and reports it
+ * from the reaper), or the server closes it for a plane violation (the report comes as the
+ * connection enters its closing period): either way the shutdown started from that LOST
+ * event finishes, and the delete after it leaks nothing. */
+static void test_shutdown_from_lost_event(void **state) {
+  (void)state;
+  for (int server_closes = 0; server_closes < 2; server_closes++) {
+    struct vsr_loop *loop = t_loop();
+    struct t_lost_shut t = {0};
+    struct vsr_bus_options o;
+    t_bus_options(&o, loop);
+    o.client_tcp_addr = NULL;
+    assert_int_equal(vsr_bus_new(&t.a.bus, &o, &t_lost_shut_cb, &t), 0);
+    char addr[64];
+    assert_int_equal(vsr_bus_listen_addr(t.a.bus, "quic", addr, sizeof addr), 0);
+    struct t_client tc = {0};
+    struct vsr_client_options co;
+    t_client_options(&co, true, addr);
+    assert_int_equal(vsr_client_new(&tc.c, loop, &co, &t_client_cb, &tc), 0);
+    assert_true(t_run_until(loop, t_one_connected, &tc));
+    struct vsr_msg *m = h_frame(tc.c, server_closes ? VSR_CMD_PREPARE : VSR_CMD_PING_CLIENT,
+                                256, 1);
+    assert_non_null(m);
+    assert_int_equal(vsr_client_send(tc.c, m), 0);
+    vsr_msg_unref(m);
+    if (!server_closes) {
+      for (int i = 0; i < 400 && t.a.connected == 0; i++) vsr_loop_run_once(loop, 5000000);
+      assert_int_equal(t.a.connected, 1);
+      tc.deleting = true;
+      vsr_client_del(tc.c);
+      tc.c = NULL;
+    }
+    assert_true(t_run_until(loop, t_lost_seen, &t));
+    assert_int_equal(t.started, 1);
+    assert_true(t_run_until(loop, t_bus_done, &t));
+    if (tc.c) {
+      tc.deleting = true;
+      vsr_client_del(tc.c);
+    }
+    t.a.deleting = true;
+    vsr_bus_del(t.a.bus);
+    assert_int_equal(t.a.late, 0);
+    vsr_loop_del(loop);
+  }
+}
+
 int main(void) {
   vsrt_require_backend();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bus_del_mid_traffic),
       cmocka_unit_test(test_client_del_in_flight),
       cmocka_unit_test(test_del_inside_callback_refused),
+      cmocka_unit_test(test_shutdown_from_lost_event),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
