@@ -89,6 +89,7 @@ static void tcp_flush(void *ctx);
 static void tcp_teardown(struct vsri_conn *c);
 
 static void tcp_close(struct vsri_conn *c, int reason, bool drain);
+static void tcp_abort(struct vsri_conn *c, int reason);
 
 /* The plane's budget evicted this connection's frame in flight (the largest when the budget
  * was full): close at once; the buffer is freed with the decoder once no read is pending. */
@@ -187,6 +188,12 @@ static void tcp_drained(struct vsri_conn *c) {
 }
 
 static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
+  if (!c->started && !c->ev) {
+    /* Accepted and refused before start(): nobody to tell, nothing to drain. Closed now, so
+     * no loop turn is needed for it (the owner may delete the loop right after). */
+    tcp_abort(c, reason);
+    return;
+  }
   if (c->state >= TC_CLOSING) {
     if (!drain && c->draining) tcp_teardown(c); /* escalate a drain to a hard close */
     return;
