@@ -149,6 +149,9 @@ static int q_cb_stream_reset(ngtcp2_conn *qc, int64_t sid, uint64_t final_size,
   struct q_conn *c = ud;
   VSRI_DEBUG("VSR-QUIC", "%s quic: peer reset stream %lld (0x%llx)", c->name, (long long)sid,
              (unsigned long long)app_code);
+  /* Frames on it the kernel has not taken yet will never go out: dropped now, before a later
+   * packet of this connection could be taken for theirs (quic_infl.c). */
+  q_infl_drop_stream(c, sid);
   ngtcp2_conn_shutdown_stream(qc, sid, app_code);
   return 0;
 }

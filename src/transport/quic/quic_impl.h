@@ -102,6 +102,7 @@
 #define q_halfopen_leave vsri_q_halfopen_leave
 #define q_infl_abandon vsri_q_infl_abandon
 #define q_infl_clear vsri_q_infl_clear
+#define q_infl_drop_stream vsri_q_infl_drop_stream
 #define q_infl_kernel vsri_q_infl_kernel
 #define q_infl_push vsri_q_infl_push
 #define q_infl_release vsri_q_infl_release
@@ -416,6 +417,9 @@ void q_infl_release(struct q_conn *c, int64_t sid, uint64_t upto, bool all);
 void q_infl_clear(struct q_conn *c);
 /* The kernel took every packet written so far: reports their frames sent. */
 void q_infl_kernel(struct q_conn *c);
+/* The peer reset stream |sid|: its frames not yet reported are dropped now (VSR_ESTREAM); their
+ * references stay until the stream closes. */
+void q_infl_drop_stream(struct q_conn *c, int64_t sid);
 /* The connection closes with |reason|: frames not yet reported are dropped (before on_closed). */
 void q_infl_abandon(struct q_conn *c, int reason);
 

@@ -100,6 +100,21 @@ void q_infl_release(struct q_conn *c, int64_t sid, uint64_t upto, bool all) {
   q_infl_pop_done(c);
 }
 
+void q_infl_drop_stream(struct q_conn *c, int64_t sid) {
+  uint32_t len = vsri_ring_len(&c->infl_ring), frames = 0;
+  uint64_t bytes = 0;
+  for (uint32_t i = len - c->infl_unsent; i < len; i++) {
+    struct q_infl *e = q_infl_at(c, i);
+    if (e->sid != sid || e->state != Q_INFL_TAKEN) continue;
+    e->state = Q_INFL_DROPPED;
+    frames++;
+    bytes += e->m->size;
+  }
+  if (frames && c->ev && c->ev->on_dropped) {
+    c->ev->on_dropped(c->owner, &c->base, frames, bytes, VSR_ESTREAM);
+  }
+}
+
 void q_infl_abandon(struct q_conn *c, int reason) {
   uint32_t len = vsri_ring_len(&c->infl_ring), frames = 0;
   uint64_t bytes = 0;

@@ -135,6 +135,18 @@ int vsri_quic_test_open_stream(struct vsri_conn *b, bool bidi, const uint8_t *da
   return 0;
 }
 
+int vsri_quic_test_reset_streams(struct vsri_conn *b, uint64_t code) {
+  struct q_conn *c = q_conn_of(b);
+  if (!c->qc || c->state >= Q_CLOSING) return VSR_EINVAL;
+  int n = 0;
+  for (uint32_t i = 0; i < c->nst; i++) {
+    if (c->st[i].sid < 0) continue;
+    if (ngtcp2_conn_shutdown_stream(c->qc, c->st[i].sid, code) == 0) n++;
+  }
+  q_conn_schedule(c);
+  return n;
+}
+
 /* ---- observers (tests only) -------------------------------------------------------------- */
 
 uint32_t vsri_quic_listener_conns(const struct vsri_listener *b) {
