@@ -226,6 +226,14 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
 
+/* The client SDK's send counters (client.c), kept like a bus peer's: frames_queued ==
+ * frames_out + frames_dropped + frames still queued or held by the transport. Tests read them. */
+struct vsri_client_counts {
+  uint64_t frames_queued, frames_out, bytes_out, frames_dropped;
+  uint32_t queue_depth;
+};
+void vsri_client_counts(const struct vsr_client *c, struct vsri_client_counts *out);
+
 /* QUIC row of vsri_bus_transports (quic_glue.c): see struct vsri_bus_transport. */
 void vsri_bus_quic_defaults(struct vsr_bus_options *o);
 void vsri_client_quic_defaults(struct vsr_client_options *o);
