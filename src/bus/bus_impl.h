@@ -39,7 +39,7 @@ struct vsri_bus_transport {
 };
 
 #define VSRI_BUS_TRANSPORTS 2 /* rows of vsri_bus_transports; index 0 is TCP */
-extern const struct vsri_bus_transport vsri_bus_transports[VSRI_BUS_TRANSPORTS];
+extern const struct vsri_bus_transport *const vsri_bus_transports; /* VSRI_BUS_TRANSPORTS rows */
 /* The row named |name|, or NULL. */
 const struct vsri_bus_transport *vsri_bus_transport_find(const char *name);
 /* The row index of |ops| (0 for an unknown one: TCP). */
