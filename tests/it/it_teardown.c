@@ -127,7 +127,7 @@ static void t_bus_options(struct vsr_bus_options *o, struct vsr_loop *loop) {
   vsr_bus_options_default(o);
   o->loop = loop;
   o->client_tcp_addr = "127.0.0.1:0";
-  o->client_quic_addr = "127.0.0.1:0";
+  o->quic.addr = "127.0.0.1:0";
   o->close_peer_timeout_ns = 2 * H_SEC;
   o->peer_queue_capacity = 1024;
 }
@@ -136,8 +136,8 @@ static void t_client_options(struct vsr_client_options *o, bool quic, const char
   vsr_client_options_default(o);
   o->transport = quic ? "quic" : "tcp";
   o->addr = addr;
-  o->quic_insecure = true;
-  o->quic_streams = VSR_QUIC_STREAMS_LONG; /* frames flow both ways on one stream */
+  o->quic.insecure = true;
+  o->quic.streams = VSR_QUIC_STREAMS_LONG; /* frames flow both ways on one stream */
 }
 
 static struct vsr_loop *t_loop(void) {
@@ -218,7 +218,7 @@ static void test_bus_del_mid_traffic(void **state) {
   const char *b_ptrs[2] = {"127.0.0.1:0", rep_addr};
   t_bus_options(&o, loop);
   o.client_tcp_addr = NULL;
-  o.client_quic_addr = NULL;
+  o.quic.addr = NULL;
   o.cluster_name = R_CLUSTER;
   o.replica_index = 0;
   o.replica_count = 2;

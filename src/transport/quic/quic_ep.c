@@ -253,11 +253,11 @@ void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
 
 bool q_ep_blocked(const struct q_ep *ep) { return ep->tx_c.pending; }
 
-void q_ep_wait(struct q_ep *ep, struct vsri_conn *c) {
+void q_ep_wait(struct q_ep *ep, struct q_conn *c) {
   if (!vsri_list_linked(&c->wait_link)) vsri_list_push_back(&ep->waiters, &c->wait_link);
 }
 
-void q_ep_unwait(struct q_ep *ep, struct vsri_conn *c) {
+void q_ep_unwait(struct q_ep *ep, struct q_conn *c) {
   (void)ep;
   if (vsri_list_linked(&c->wait_link)) vsri_list_remove(&c->wait_link);
 }
@@ -272,6 +272,6 @@ static void q_ep_tx_done(struct vsri_io *io, struct vsri_completion *tc, int32_t
   }
   struct vsri_list_node *n;
   while ((n = vsri_list_pop_front(&ep->waiters))) {
-    q_conn_schedule(vsri_container_of(n, struct vsri_conn, wait_link));
+    q_conn_schedule(vsri_container_of(n, struct q_conn, wait_link));
   }
 }
