@@ -12,7 +12,16 @@
 #define SM_STR_(x) #x
 #define SM_STR(x) SM_STR_(x)
 
+static uint64_t (*sm_clock_fn)(void *ctx);
+static void *sm_clock_ctx;
+
+void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx) {
+  sm_clock_fn = fn;
+  sm_clock_ctx = ctx;
+}
+
 static uint64_t sm_realtime_ns(void) {
+  if (sm_clock_fn) return sm_clock_fn(sm_clock_ctx);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;

@@ -282,6 +282,14 @@ void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id) {
   bus->forced_client_id = id;
 }
 
+void vsri_bus_set_send_tap(struct vsr_bus *bus,
+                           void (*fn)(void *ctx, enum vsr_plane plane, uint64_t peer,
+                                      const struct vsr_msg *msg),
+                           void *ctx) {
+  bus->send_tap = fn;
+  bus->send_tap_ctx = ctx;
+}
+
 static struct bus_peer *bus_client_find(const struct vsr_bus *bus, uint64_t id) {
   uint32_t slot = (uint32_t)id;
   if (slot >= bus->client_slots_len) return NULL;
@@ -356,6 +364,7 @@ static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
   if (p->full_since_ns && vsri_bus_queue_relieved(bus, p)) vsri_bus_full_unlink(p);
   vsr_msg_ref(msg);
   bus->stats.frames_queued++;
+  if (bus->send_tap) bus->send_tap(bus->send_tap_ctx, plane, id, msg);
   p->tops->kick(p->conn);
   return 0;
 }

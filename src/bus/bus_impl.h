@@ -64,6 +64,9 @@ struct vsr_bus {
   uint32_t *client_free_next;
   uint64_t client_seq;
   uint64_t forced_client_id; /* tests: the next accepted client gets this id (0: none) */
+  /* Simulator: told of every frame a send accepted (NULL: off; vsri_bus_set_send_tap). */
+  void (*send_tap)(void *ctx, enum vsr_plane plane, uint64_t peer, const struct vsr_msg *msg);
+  void *send_tap_ctx;
   uint64_t peers_open;       /* peers not yet freed, both planes */
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
@@ -177,6 +180,15 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * the newcomer is refused as a duplicate (the reference's duplicate_client_id case);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
+
+/* The simulator's observer: |fn| sees every frame a vsr_bus_send_to_* call accepted (after it
+ * was queued), to check that each is delivered once, in order, or counted dropped, and every
+ * replica handshake frame the bus queues itself (peer UINT64_MAX: counted in frames_out, not
+ * in frames_queued). */
+void vsri_bus_set_send_tap(struct vsr_bus *bus,
+                           void (*fn)(void *ctx, enum vsr_plane plane, uint64_t peer,
+                                      const struct vsr_msg *msg),
+                           void *ctx);
 
 /* QUIC hooks for the client SDK and the bus (quic_glue.c). QUIC is always built:
  * vsri_client_quic_ops never returns NULL. The config functions return 0, VSR_ECONFIG or

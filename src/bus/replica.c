@@ -135,6 +135,7 @@ static int rp_push(struct bus_peer *p, const uint8_t frame[VSR_HEADER_SIZE]) {
     vsr_msg_unref(m);
     return VSR_EBACKPRESSURE;
   }
+  if (p->bus->send_tap) p->bus->send_tap(p->bus->send_tap_ctx, VSR_PLANE_REPLICA, UINT64_MAX, m);
   p->tops->kick(p->conn);
   return 0;
 }
