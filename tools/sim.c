@@ -16,6 +16,7 @@
  * no view change, so a restarted primary would reuse op numbers by design. */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,7 +131,8 @@ struct run {
   uint64_t reconnect_ns, grace_ns;
   uint64_t fault_ns;
   uint32_t p_partition, p_clog, p_reset, p_crash, p_heal; /* per tick, per million */
-  bool planted_check_only;
+  uint16_t force_nr;  /* --replicas (0: drawn) */
+  uint32_t force_nc;  /* --clients (0: drawn) */
   /* state */
   struct replica r[SIM_R_MAX];
   struct sclient c[SIM_C_MAX];
@@ -539,8 +541,10 @@ static void client_free(struct sclient *c, bool loop_too) {
 }
 
 static uint32_t draw_size(struct run *run) {
-  /* Log-uniform between size_min and size_max: mostly small frames, some large. */
+  /* Log-uniform between size_min and size_max, and most frames (7 in 8) at most 4 KiB: large
+   * frames run every partial-write path without the run being all memcpy. */
   uint32_t lo = run->size_min, hi = run->size_max;
+  if (hi > 4096 && vsri_sim_below(run->w, 8) != 0) hi = 4096;
   int bits_lo = 31 - __builtin_clz(lo), bits_hi = 31 - __builtin_clz(hi);
   int b = bits_lo + (int)vsri_sim_below(run->w, (uint64_t)(bits_hi - bits_lo + 1));
   uint64_t base = 1ull << b;
@@ -561,12 +565,11 @@ static void client_send(struct run *run, struct sclient *c) {
   rq->operation = VSR_OP_SEND_MESSAGES;
   rq->session = 1;
   rq->request = ++c->request;
+  /* A body unique to this frame: a random byte throughout, a random word at each end. */
   uint64_t x = vsri_sim_rand(run->w);
-  for (uint32_t i = VSR_HEADER_SIZE; i < size; i += 8) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    uint32_t n = size - i < 8 ? size - i : 8;
-    memcpy(m->data + i, &x, n);
-  }
+  memset(m->data + VSR_HEADER_SIZE, (int)(x & 0xff), size - VSR_HEADER_SIZE);
+  memcpy(m->data + VSR_HEADER_SIZE, &x, 8);
+  memcpy(m->data + size - 8, &x, 8);
   if (vsr_client_send(c->c, m) == 0) {
     struct rec r = {.hash = frame_hash(m), .size = size, .cmd = VSR_CMD_REQUEST};
     link_push(&c->up, r);
@@ -584,11 +587,13 @@ static void draw(struct run *run) {
   run->nc = 1 + (uint32_t)(vsri_sim_below(w, 4) == 0 ? vsri_sim_below(w, SIM_C_MAX)
                                                        : vsri_sim_below(w, 10));
   run->auth = vsri_sim_below(w, 4) != 0;
+  if (run->force_nr) run->nr = run->force_nr;
+  if (run->force_nc) run->nc = run->force_nc;
   run->size_min = 256;
   static const uint32_t maxes[] = {1024, 16384, 65536, 262144, 1048576};
   run->size_max = maxes[vsri_sim_below(w, 5)];
   run->max_inflight = 1 + (uint32_t)vsri_sim_below(w, 4);
-  run->think_ns = vsri_sim_below(w, 20 * SIM_MS);
+  run->think_ns = 1 * SIM_MS + vsri_sim_below(w, 50 * SIM_MS);
   run->reconnect_ns = 100 * SIM_MS + vsri_sim_below(w, 400 * SIM_MS);
   run->grace_ns = 500 * SIM_MS + vsri_sim_below(w, 1000 * SIM_MS);
   run->fault_ns = 2 * SIM_S + vsri_sim_below(w, 4 * SIM_S);
@@ -791,13 +796,21 @@ struct result {
 
 static uint64_t sim_clock(void *world) { return vsri_sim_now(world); }
 
-static void run_seed(uint64_t seed, bool verbose, struct result *out) {
+struct opts {
+  bool verbose;
+  uint16_t nr;
+  uint32_t nc;
+};
+
+static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
   uint64_t wall0 = vsr_tool_now();
   int64_t live0 = vsri_alloc_live();
   struct run *run = calloc(1, sizeof *run);
   if (!run) abort();
   run->seed = seed;
-  run->verbose = verbose;
+  run->verbose = opt->verbose;
+  run->force_nr = opt->nr;
+  run->force_nc = opt->nc;
   g_run = run;
   /* The world's network: its own draws come first, from the seed. */
   struct vsri_sim *probe;
@@ -948,7 +961,7 @@ static void print_result(uint64_t seed, const struct result *r) {
 
 static void sim_usage(FILE *f) {
   fprintf(f,
-          "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--verbose]\n"
+          "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N] [--verbose]\n"
           "\n"
           "Runs the bus, the demo state machine and the client SDK on a simulated network,\n"
           "with faults drawn from the seed, and checks the bus's invariants.\n"
@@ -956,6 +969,8 @@ static void sim_usage(FILE *f) {
           "  --seed S     run one seed and print one summary line (default: 42)\n"
           "  --seeds N    run N seeds (from --from, default: random) and print the failing ones\n"
           "  --from S     first seed of --seeds (then S, S+1, ...)\n"
+          "  --replicas N force the replica count (1, 3 or 5; default: drawn per seed)\n"
+          "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --verbose    print every event as it happens\n"
           "\n"
           "exit status: 0 every seed passed, 1 a seed failed, 2 usage\n");
@@ -963,7 +978,8 @@ static void sim_usage(FILE *f) {
 
 int vsr_cmd_sim(int argc, char **argv) {
   uint64_t seed = 42, count = 0, from = 0;
-  bool have_from = false, verbose = false;
+  bool have_from = false;
+  struct opts opt = {0};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -971,7 +987,7 @@ int vsr_cmd_sim(int argc, char **argv) {
       return 0;
     }
     if (strcmp(a, "--verbose") == 0) {
-      verbose = true;
+      opt.verbose = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -988,17 +1004,22 @@ int vsr_cmd_sim(int argc, char **argv) {
     if (strcmp(a, "--seed") == 0) seed = v;
     else if (strcmp(a, "--seeds") == 0) count = v;
     else if (strcmp(a, "--from") == 0) from = v, have_from = true;
+    else if (strcmp(a, "--replicas") == 0 && (v == 1 || v == 3 || v == 5)) opt.nr = (uint16_t)v;
+    else if (strcmp(a, "--clients") == 0 && v >= 1 && v <= SIM_C_MAX) opt.nc = (uint32_t)v;
     else {
       sim_usage(stderr);
       return 2;
     }
     i++;
   }
+  /* Frames of up to 1 MiB come and go by the thousand: keep them off mmap/munmap. */
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   vsr_log_set_handler(sim_log, NULL);
   vsr_log_set_level(VSR_LOG_WARN);
   if (count == 0) {
     struct result r;
-    run_seed(seed, verbose, &r);
+    run_seed(seed, &opt, &r);
     print_result(seed, &r);
     return r.ok ? 0 : 1;
   }
@@ -1011,7 +1032,7 @@ int vsr_cmd_sim(int argc, char **argv) {
   double sim_s = 0, wall0 = (double)vsr_tool_now();
   for (uint64_t i = 0; i < count; i++) {
     struct result r;
-    run_seed(from + i, verbose, &r);
+    run_seed(from + i, &opt, &r);
     sim_s += r.sim_s;
     if (!r.ok) {
       failed++;

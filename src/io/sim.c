@@ -431,9 +431,12 @@ static void tx_arm(struct vsri_sim *w, struct sim_sock *s) {
 
 static void tx_push(struct vsri_sim *w, struct sim_sock *s, const uint8_t *p, uint32_t len,
                     bool fin) {
-  struct seg *g = sim_xalloc(sizeof *g + len);
+  struct seg *g = malloc(sizeof *g + len);
+  if (!g) abort();
   if (len) memcpy(g->data, p, len);
+  g->next = NULL;
   g->len = len;
+  g->off = 0;
   g->fin = fin;
   uint64_t due = w->now + (s->peer ? sim_delay(w, s->host, s->peer->host) : 0);
   if (due < s->tx_last_due) due = s->tx_last_due;

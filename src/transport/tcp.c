@@ -362,10 +362,20 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
   if (c->ev->on_drained) c->ev->on_drained(c->owner, c);
 }
 
+#ifdef VSR_PLANT_BUG
+/* A planted bug, compiled only into the simulator's proof test (tests/CMakeLists.txt builds
+ * vsrbus_planted with -DVSR_PLANT_BUG; never a shipped build): one write in 1,000 silently
+ * drops the frame at the head of the queue, counted as sent. `vsrbus sim` must catch it. */
+static uint32_t tcp_planted_writes;
+#endif
+
 static void tcp_flush(void *ctx) {
   struct vsri_conn *c = ctx;
   if (c->writing || !c->q || c->q->len == 0) return;
   if (c->state != TC_OPEN && !c->draining) return;
+#ifdef VSR_PLANT_BUG
+  if (c->q->off == 0 && c->q->len > 1 && ++tcp_planted_writes % 1000 == 0) vsri_sendq_pop(c->q);
+#endif
   uint32_t max = c->ctx->max_batch ? c->ctx->max_batch : 256;
   if (max > IOV_MAX) max = IOV_MAX;
   if (!c->iov) {
