@@ -557,7 +557,10 @@ static uint32_t draw_size(struct run *run) {
 static void client_send(struct run *run, struct sclient *c) {
   uint32_t size = draw_size(run);
   struct vsr_msg *m = vsr_client_msg_new(c->c, size);
-  if (!m) return;
+  if (!m) {
+    note(run, "client %u: no message of %u bytes from the pool", c->idx, size);
+    return;
+  }
   struct vsr_request_header *rq = (struct vsr_request_header *)m->data;
   vsr_header_init(m->data, VSR_CMD_REQUEST, size);
   rq->cluster = run->cluster;
@@ -570,10 +573,13 @@ static void client_send(struct run *run, struct sclient *c) {
   memset(m->data + VSR_HEADER_SIZE, (int)(x & 0xff), size - VSR_HEADER_SIZE);
   memcpy(m->data + VSR_HEADER_SIZE, &x, 8);
   memcpy(m->data + size - 8, &x, 8);
-  if (vsr_client_send(c->c, m) == 0) {
+  int err = vsr_client_send(c->c, m);
+  if (err == 0) {
     struct rec r = {.hash = frame_hash(m), .size = size, .cmd = VSR_CMD_REQUEST};
     link_push(&c->up, r);
     c->inflight++;
+  } else {
+    note(run, "client %u: send refused: %s", c->idx, vsr_errname(err));
   }
   vsr_msg_unref(m);
 }
@@ -909,8 +915,10 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
           snprintf(links + strlen(links), sizeof links - strlen(links), " r%u:%u", i,
                    replica_links(run, i));
         }
-        fail(run, "heal: replica links not all up %.3f s after the heal (bound %.3f s):%s",
-             (double)(now - heal_at) / 1e9, (double)bound / 1e9, links);
+        fail(run, "heal: replica links not all up %.3f s after the heal (bound %.3f s):%s "
+             "(primary op %" PRIu64 " commit %" PRIu64 "; client 0 state %d, %u in flight)",
+             (double)(now - heal_at) / 1e9, (double)bound / 1e9, links, run->r[0].sm.op,
+             run->r[0].sm.commit, run->c[0].state, run->c[0].inflight);
         break;
       }
       continue;

@@ -463,6 +463,9 @@ static void sock_reset(struct sim_sock *s, int err) {
   s->tx_bytes = 0;
   s->rx_len = s->rx_off = 0;
   sock_wake(s, true, true);
+  /* Its unread bytes are gone: the peer's window opens (a zero-window probe would now be
+   * answered, with RST). */
+  if (s->peer) sock_wake(s->peer, false, true);
 }
 
 /* Sends RST from |s| to its peer (lost if the path is blocked). */
@@ -612,6 +615,7 @@ static int32_t op_close(struct sim_io *si, struct sim_sock *s) {
     }
   }
   s->closed = true;
+  if (s->peer) sock_wake(s->peer, false, true); /* its window opens: writes go on, into RST */
   /* Segments still queued keep flowing to the peer (a FIN after the last byte). */
   free(s->rx);
   s->rx = NULL;
@@ -929,19 +933,31 @@ static void ev_seg(struct vsri_sim *w, struct sim_sock *s) {
     tx_arm(w, s);
     return;
   }
-  s->tx_head = g->next;
-  if (!s->tx_head) s->tx_tail = NULL;
-  s->tx_bytes -= g->len;
-  if (!p || p->err) {
+  /* A reset or closed socket no longer exists for TCP: data (or a FIN it did not cross) gets
+   * RST back. */
+  bool to_gone = p && (p->err || (p->closed && (g->len > 0 || !p->wr_shut)));
+  if (!to_gone) {
+    s->tx_head = g->next;
+    if (!s->tx_head) s->tx_tail = NULL;
+    s->tx_bytes -= g->len;
+  }
+  if (!p) {
     free(g);
-  } else if (p->closed && (g->len > 0 || !p->wr_shut)) {
-    /* Data for a closed socket: RST back, the rest of this direction is void. */
-    free(g);
-    if (!s->closed && !s->err) {
-      if (!sim_blocked(w, p->host, s->host)) {
-        ev_push(w, w->now + sim_delay(w, p->host, s->host), EV_RST, s, 0);
-      }
+  } else if (to_gone) {
+    /* Data for a closed socket: RST back, the rest of this direction is void. If the RST
+     * cannot get back, the segment stays unacknowledged and is retransmitted later (and
+     * answered with RST once the path heals), as TCP does. */
+    if (sim_blocked(w, p->host, s->host)) {
+      w->stats.held++;
+      g->due = w->now + w->net.rto_ns;
+      tx_arm(w, s);
+      return;
     }
+    s->tx_head = g->next;
+    if (!s->tx_head) s->tx_tail = NULL;
+    s->tx_bytes -= g->len;
+    free(g);
+    if (!s->closed && !s->err) ev_push(w, w->now + sim_delay(w, p->host, s->host), EV_RST, s, 0);
     struct seg *r = s->tx_head;
     while (r) {
       struct seg *nx = r->next;
