@@ -133,6 +133,7 @@ struct run {
   uint32_t p_partition, p_clog, p_reset, p_crash, p_heal; /* per tick, per million */
   uint16_t force_nr;  /* --replicas (0: drawn) */
   uint32_t force_nc;  /* --clients (0: drawn) */
+  uint32_t force_max; /* --max-frame (0: drawn) */
   /* state */
   struct replica r[SIM_R_MAX];
   struct sclient c[SIM_C_MAX];
@@ -598,6 +599,7 @@ static void draw(struct run *run) {
   run->size_min = 256;
   static const uint32_t maxes[] = {1024, 16384, 65536, 262144, 1048576};
   run->size_max = maxes[vsri_sim_below(w, 5)];
+  if (run->force_max) run->size_max = run->force_max;
   run->max_inflight = 1 + (uint32_t)vsri_sim_below(w, 4);
   run->think_ns = 1 * SIM_MS + vsri_sim_below(w, 50 * SIM_MS);
   run->reconnect_ns = 100 * SIM_MS + vsri_sim_below(w, 400 * SIM_MS);
@@ -806,6 +808,7 @@ struct opts {
   bool verbose;
   uint16_t nr;
   uint32_t nc;
+  uint32_t max_frame;
 };
 
 static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
@@ -817,6 +820,7 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
   run->verbose = opt->verbose;
   run->force_nr = opt->nr;
   run->force_nc = opt->nc;
+  run->force_max = opt->max_frame;
   g_run = run;
   /* The world's network: its own draws come first, from the seed. */
   struct vsri_sim *probe;
@@ -969,7 +973,8 @@ static void print_result(uint64_t seed, const struct result *r) {
 
 static void sim_usage(FILE *f) {
   fprintf(f,
-          "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N] [--verbose]\n"
+          "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N]\n"
+          "                  [--max-frame B] [--verbose]\n"
           "\n"
           "Runs the bus, the demo state machine and the client SDK on a simulated network,\n"
           "with faults drawn from the seed, and checks the bus's invariants.\n"
@@ -979,6 +984,7 @@ static void sim_usage(FILE *f) {
           "  --from S     first seed of --seeds (then S, S+1, ...)\n"
           "  --replicas N force the replica count (1, 3 or 5; default: drawn per seed)\n"
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
+          "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
           "  --verbose    print every event as it happens\n"
           "\n"
           "exit status: 0 every seed passed, 1 a seed failed, 2 usage\n");
@@ -1014,6 +1020,7 @@ int vsr_cmd_sim(int argc, char **argv) {
     else if (strcmp(a, "--from") == 0) from = v, have_from = true;
     else if (strcmp(a, "--replicas") == 0 && (v == 1 || v == 3 || v == 5)) opt.nr = (uint16_t)v;
     else if (strcmp(a, "--clients") == 0 && v >= 1 && v <= SIM_C_MAX) opt.nc = (uint32_t)v;
+    else if (strcmp(a, "--max-frame") == 0 && v >= 256 && v <= (1u << 20)) opt.max_frame = (uint32_t)v;
     else {
       sim_usage(stderr);
       return 2;
