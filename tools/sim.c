@@ -53,6 +53,9 @@ struct rec {
 struct link {
   struct rec *v;
   size_t head, len, cap;
+  bool started;        /* a frame was delivered */
+  uint32_t send_epoch; /* the sender's connection of the last frame delivered */
+  uint32_t recv_epoch; /* the receiver's connection it came over */
 };
 
 static void link_push(struct link *l, struct rec r) {
@@ -200,37 +203,58 @@ static void sim_log(void *user, enum vsr_log_level level, const char *line) {
 
 static uint64_t frame_hash(const struct vsr_msg *m) { return XXH3_64bits(m->data, m->size); }
 
-/* A frame arrived on link |l|: it must be the oldest one queued there, or the first one of a
- * later connection of the sender (the frames of ended connections may be gone). The sender's
- * epochs never decrease along the queue, so the only places a delivered frame may match are
- * the front and the first record of each epoch. */
-static void link_deliver(struct run *run, struct link *l, const struct vsr_msg *m,
-                         const char *who) {
+/* A frame arrived on link |l| over the receiver's connection |recv_epoch| (the receiver's count
+ * of connections to that sender). On the connection already in use it must be the oldest frame
+ * the sender queued on its matching connection; the first frame of a new receiver connection
+ * must be the first frame the sender queued on one of its later connections (the frames of the
+ * connections in between went down with them). Anything else was lost, reordered, duplicated,
+ * altered or never sent. */
+static void link_deliver(struct run *run, struct link *l, uint32_t recv_epoch,
+                         const struct vsr_msg *m, const char *who) {
   uint64_t h = frame_hash(m);
-  size_t k = 0, any = SIZE_MAX;
+  /* Frames of sender connections older than the one in use are gone. */
+  while (l->started && l->len > 0 && l->v[l->head].epoch < l->send_epoch) {
+    l->head = (l->head + 1) % l->cap;
+    l->len--;
+  }
+  bool fresh = !l->started || recv_epoch != l->recv_epoch;
+  size_t k = 0;
   bool found = false;
   for (; k < l->len; k++) {
     const struct rec *r = &l->v[(l->head + k) % l->cap];
-    bool match = r->hash == h && r->size == m->size;
-    if (match && any == SIZE_MAX) any = k;
+    if (!fresh) {
+      found = r->epoch == l->send_epoch && r->hash == h && r->size == m->size;
+      break;
+    }
     bool first = k == 0 || l->v[(l->head + k - 1) % l->cap].epoch < r->epoch;
-    if (match && first) {
+    bool later = !l->started || r->epoch > l->send_epoch;
+    if (first && later && r->hash == h && r->size == m->size) {
       found = true;
       break;
     }
   }
-  if (!found && any == SIZE_MAX) {
-    fail(run, "%s: %s frame of %u bytes delivered that was never sent on this link, or "
-         "delivered twice (%zu queued)", who, vsr_command_name(m->data[60]), m->size, l->len);
-    return;
-  }
   if (!found) {
+    size_t any = SIZE_MAX;
+    for (size_t i = 0; i < l->len && any == SIZE_MAX; i++) {
+      const struct rec *r = &l->v[(l->head + i) % l->cap];
+      if (r->hash == h && r->size == m->size) any = i;
+    }
+    if (any == SIZE_MAX) {
+      fail(run, "%s: %s frame of %u bytes delivered that was never sent on this link, or "
+           "delivered twice (%zu queued)", who, vsr_command_name(m->data[60]), m->size, l->len);
+      return;
+    }
     const struct rec *r = &l->v[l->head];
-    fail(run, "%s: %s frame of %u bytes (connection %u) was skipped: %zu frame(s) of the "
-         "same connection lost or reordered before this %s", who, vsr_command_name(r->cmd),
-         r->size, r->epoch, any, vsr_command_name(m->data[60]));
+    fail(run, "%s: %s frame of %u bytes (sender's connection %u) was skipped: %zu frame(s) "
+         "lost or reordered before this %s (receiver's connection %u)", who,
+         vsr_command_name(r->cmd), r->size, r->epoch, any, vsr_command_name(m->data[60]),
+         recv_epoch);
     return;
   }
+  const struct rec *r = &l->v[(l->head + k) % l->cap];
+  l->started = true;
+  l->send_epoch = r->epoch;
+  l->recv_epoch = recv_epoch;
   l->head = (l->head + k + 1) % l->cap;
   l->len -= k + 1;
   run->delivered++;
@@ -273,6 +297,10 @@ static void replica_tap(void *ctx, enum vsr_plane plane, uint64_t peer, const st
     if (peer >= run->nr) return fail(run, "replica %u: send to replica %" PRIu64, r->idx, peer);
     rec.epoch = r->epoch[peer];
     link_push(&run->rl[r->idx][peer], rec);
+    if (run->verbose) {
+      note(run, "replica %u: sent %s %u B to replica %" PRIu64 " (connection %u, %016" PRIx64 ")",
+           r->idx, vsr_command_name(rec.cmd), rec.size, peer, rec.epoch, rec.hash);
+    }
     if (rec.cmd == VSR_CMD_PREPARE) {
       const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)m->data;
       prep_check(run, p->op, rec.hash, "primary");
@@ -303,7 +331,11 @@ static void replica_on_message(void *user, struct vsr_bus *bus, enum vsr_plane p
   char who[80];
   if (plane == VSR_PLANE_REPLICA) {
     snprintf(who, sizeof who, "link replica %" PRIu64 " -> replica %u", peer, r->idx);
-    if (peer < run->nr) link_deliver(run, &run->rl[peer][r->idx], msg, who);
+    if (run->verbose) {
+      note(run, "%s: got %s %u B %016" PRIx64, who, vsr_command_name(msg->data[60]), msg->size,
+           frame_hash(msg));
+    }
+    if (peer < run->nr) link_deliver(run, &run->rl[peer][r->idx], r->epoch[peer], msg, who);
     if (msg->data[60] == VSR_CMD_PREPARE) {
       const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
       uint64_t h = frame_hash(msg);
@@ -333,7 +365,7 @@ static void replica_on_message(void *user, struct vsr_bus *bus, enum vsr_plane p
              ci, c->bus_id, peer);
       }
       snprintf(who, sizeof who, "link client %u -> replica %u", ci, r->idx);
-      link_deliver(run, &c->up, msg, who);
+      link_deliver(run, &c->up, 0, msg, who);
     }
   }
   vsr_sm_on_client_message(&r->sm, peer, msg);
@@ -476,7 +508,7 @@ static void client_on_message(void *user, struct vsr_client *vc, struct vsr_msg 
   struct run *run = c->run;
   char who[64];
   snprintf(who, sizeof who, "link replica 0 -> client %u", c->idx);
-  link_deliver(run, &c->down, msg, who);
+  link_deliver(run, &c->down, 0, msg, who);
   if (msg->data[60] == VSR_CMD_REPLY) {
     c->replies++;
     run->replies++;
