@@ -146,6 +146,12 @@ struct vsr_bus_options {
    * join clusters of stock Iggy mainline servers, whose default is auth off; secrets are then
    * ignored. */
   enum vsr_replica_auth replica_auth;
+  /* TCP keepalive on replica links: seconds of silence before probing (3 probes, a third of it
+   * apart). Default 5 (the default reconnect period): a link whose peer crashed while its RST
+   * was lost (a partition), and on which we have nothing to send, would otherwise stay up
+   * forever, and a dialer never redials a link it believes up. 0: off. Found by the simulator
+   * (docs/simulation.md). */
+  uint32_t replica_keepalive_s;
 
   /* QUIC client plane. */
   const char *quic_cert_file; /* PEM; with quic_key_file. Neither: in-memory self-signed */

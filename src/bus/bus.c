@@ -32,6 +32,7 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->peer_queue_bytes_max = 64u << 20;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
+  o->replica_keepalive_s = 5;
   o->max_inflight_handshakes = 256;
   o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->quic_idle_timeout_ns = 30000000000ull;
@@ -535,6 +536,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
+  bus->tctx_replica.keepalive_s = bus->opts.replica_keepalive_s;
   if (bus->opts.client_tcp_addr) {
     err = bus_listen(bus, &bus->client_tcp, &vsri_transport_tcp, &bus->tctx,
                      bus->opts.client_tcp_addr);

@@ -108,6 +108,13 @@ static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int 
   vsri_decoder_set_evict(&c->dec, tcp_evicted, c);
   int one = 1;
   vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (ctx->keepalive_s) {
+    int idle = (int)ctx->keepalive_s, intvl = idle >= 3 ? idle / 3 : 1, cnt = 3;
+    vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
   return c;
 }
 
