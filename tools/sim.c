@@ -132,11 +132,13 @@ struct run {
   uint32_t max_inflight;
   uint64_t think_ns;
   uint64_t reconnect_ns, grace_ns;
+  uint32_t keepalive_s;
   uint64_t fault_ns;
   uint32_t p_partition, p_clog, p_reset, p_crash, p_heal; /* per tick, per million */
   uint16_t force_nr;  /* --replicas (0: drawn) */
   uint32_t force_nc;  /* --clients (0: drawn) */
   uint32_t force_max; /* --max-frame (0: drawn) */
+  int force_ka;       /* --keepalive (-1: drawn) */
   /* state */
   struct replica r[SIM_R_MAX];
   struct sclient c[SIM_C_MAX];
@@ -402,6 +404,11 @@ static void replica_on_event(void *user, struct vsr_bus *bus, const struct vsr_p
       break;
     case VSR_PEER_LOST:
       if (*st == 0) fail(run, "replica %u: LOST for replica %" PRIu64 " not connected", r->idx, ev->id);
+      /* Lower ids dial: a peer that dialed us is reported only once authenticated. */
+      if (*st == 1 && ev->id < r->idx) {
+        fail(run, "replica %u: events for replica %" PRIu64 " (it dialed us) that never "
+             "authenticated", r->idx, ev->id);
+      }
       *st = 0;
       break;
     default: break;
@@ -467,6 +474,7 @@ static int replica_start(struct run *run, struct replica *r) {
     o.replica_auth = run->auth ? VSR_REPLICA_AUTH_ON : VSR_REPLICA_AUTH_OFF;
     o.reconnect_period_ns = run->reconnect_ns;
     o.handshake_grace_ns = run->grace_ns;
+    o.replica_keepalive_s = run->keepalive_s;
   }
   err = vsr_bus_new(&r->bus, &o, &replica_cb, r);
   if (err) {
@@ -636,6 +644,8 @@ static void draw(struct run *run) {
   run->think_ns = 1 * SIM_MS + vsri_sim_below(w, 50 * SIM_MS);
   run->reconnect_ns = 100 * SIM_MS + vsri_sim_below(w, 400 * SIM_MS);
   run->grace_ns = 500 * SIM_MS + vsri_sim_below(w, 1000 * SIM_MS);
+  run->keepalive_s = 1 + (uint32_t)vsri_sim_below(w, 2);
+  if (run->force_ka >= 0) run->keepalive_s = (uint32_t)run->force_ka;
   run->fault_ns = 2 * SIM_S + vsri_sim_below(w, 4 * SIM_S);
   /* Fault rates per 5 ms tick, in ppm: from calm to stormy. */
   uint32_t storm = 1 + (uint32_t)vsri_sim_below(w, 4);
@@ -841,6 +851,7 @@ struct opts {
   uint16_t nr;
   uint32_t nc;
   uint32_t max_frame;
+  int keepalive;
 };
 
 static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
@@ -853,6 +864,7 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
   run->force_nr = opt->nr;
   run->force_nc = opt->nc;
   run->force_max = opt->max_frame;
+  run->force_ka = opt->keepalive;
   g_run = run;
   /* The world's network: its own draws come first, from the seed. */
   struct vsri_sim *probe;
@@ -925,7 +937,8 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
   /* Bound: a reconnect period to redial, a connect timeout for a dial begun in the partition,
    * the handshake grace, plus slack for delay tails and segments held by the partition. */
   uint64_t bound = 2 * run->reconnect_ns + run->grace_ns + net.connect_timeout_ns +
-                   net.rto_ns + net.delay_tail_ns + 2 * SIM_S;
+                   net.rto_ns + net.delay_tail_ns + 2 * SIM_S +
+                   (uint64_t)run->keepalive_s * SIM_S * 2; /* idle + 3 probes 1/3 apart */
   uint64_t linked_at = 0;
   uint64_t commits0 = 0, probe_deadline = 0;
   while (!run->failed) {
@@ -1006,7 +1019,7 @@ static void print_result(uint64_t seed, const struct result *r) {
 static void sim_usage(FILE *f) {
   fprintf(f,
           "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N]\n"
-          "                  [--max-frame B] [--verbose]\n"
+          "                  [--max-frame B] [--keepalive S] [--verbose]\n"
           "\n"
           "Runs the bus, the demo state machine and the client SDK on a simulated network,\n"
           "with faults drawn from the seed, and checks the bus's invariants.\n"
@@ -1017,6 +1030,7 @@ static void sim_usage(FILE *f) {
           "  --replicas N force the replica count (1, 3 or 5; default: drawn per seed)\n"
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
+          "  --keepalive S  replica_keepalive_s (0: off, to show what it is for; default: 1-2)\n"
           "  --verbose    print every event as it happens\n"
           "\n"
           "exit status: 0 every seed passed, 1 a seed failed, 2 usage\n");
@@ -1025,7 +1039,7 @@ static void sim_usage(FILE *f) {
 int vsr_cmd_sim(int argc, char **argv) {
   uint64_t seed = 42, count = 0, from = 0;
   bool have_from = false;
-  struct opts opt = {0};
+  struct opts opt = {.keepalive = -1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -1052,6 +1066,7 @@ int vsr_cmd_sim(int argc, char **argv) {
     else if (strcmp(a, "--from") == 0) from = v, have_from = true;
     else if (strcmp(a, "--replicas") == 0 && (v == 1 || v == 3 || v == 5)) opt.nr = (uint16_t)v;
     else if (strcmp(a, "--clients") == 0 && v >= 1 && v <= SIM_C_MAX) opt.nc = (uint32_t)v;
+    else if (strcmp(a, "--keepalive") == 0 && v <= 60) opt.keepalive = (int)v;
     else if (strcmp(a, "--max-frame") == 0 && v >= 256 && v <= (1u << 20)) opt.max_frame = (uint32_t)v;
     else {
       sim_usage(stderr);

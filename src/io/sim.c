@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +74,11 @@ struct sim_sock {
   uint32_t backlog_max;
   /* Parked operations. */
   struct vsri_completion *rd, *wr;
+  /* TCP keepalive (SO_KEEPALIVE, TCP_KEEPIDLE / KEEPINTVL / KEEPCNT). */
+  bool ka;
+  int ka_gen; /* the armed keepalive event's generation: older ones are stale */
+  uint32_t ka_idle_s, ka_intvl_s, ka_cnt, ka_probes;
+  uint64_t last_heard; /* a segment (or an acknowledgement) from the peer */
 };
 
 struct vsri_sim_host {
@@ -93,7 +99,7 @@ struct sim_io {
   uint8_t *pooled;
 };
 
-enum ev_kind { EV_SEG, EV_SYN, EV_SYNACK, EV_RST };
+enum ev_kind { EV_SEG, EV_SYN, EV_SYNACK, EV_RST, EV_KA };
 
 struct ev {
   uint64_t t, seq;
@@ -427,6 +433,12 @@ static void tx_arm(struct vsri_sim *w, struct sim_sock *s) {
   s->tx_armed = true;
   uint64_t t = s->tx_head->due > w->now ? s->tx_head->due : w->now;
   ev_push(w, t, EV_SEG, s, 0);
+}
+
+/* Arms |s|'s keepalive timer: the first probe after ka_idle_s of silence. */
+static void ka_arm(struct vsri_sim *w, struct sim_sock *s, uint64_t at) {
+  if (!s->ka || s->kind != SK_OPEN || s->closed || s->err) return;
+  ev_push(w, at > w->now ? at : w->now, EV_KA, s, ++s->ka_gen);
 }
 
 static void tx_push(struct vsri_sim *w, struct sim_sock *s, const uint8_t *p, uint32_t len,
@@ -777,11 +789,21 @@ static int sk_listen(struct vsri_io *io, int fd, int backlog) {
 
 static int sk_setsockopt(struct vsri_io *io, int fd, int level, int name, const void *val,
                          socklen_t len) {
-  (void)level;
-  (void)name;
-  (void)val;
-  (void)len;
-  return sim_fd(io->backend_data, fd) ? 0 : -EBADF;
+  struct sim_io *si = io->backend_data;
+  struct sim_sock *s = sim_fd(si, fd);
+  if (!s) return -EBADF;
+  int v = 0;
+  if (len >= sizeof v) memcpy(&v, val, sizeof v);
+  if (level == SOL_SOCKET && name == SO_KEEPALIVE) s->ka = v != 0;
+  else if (level == IPPROTO_TCP && name == TCP_KEEPIDLE && v > 0) s->ka_idle_s = (uint32_t)v;
+  else if (level == IPPROTO_TCP && name == TCP_KEEPINTVL && v > 0) s->ka_intvl_s = (uint32_t)v;
+  else if (level == IPPROTO_TCP && name == TCP_KEEPCNT && v > 0) s->ka_cnt = (uint32_t)v;
+  else return 0; /* others (TCP_NODELAY, SO_REUSEADDR) change nothing here */
+  if (!s->ka_idle_s) s->ka_idle_s = 7200; /* Linux's defaults */
+  if (!s->ka_intvl_s) s->ka_intvl_s = 75;
+  if (!s->ka_cnt) s->ka_cnt = 9;
+  ka_arm(si->w, s, s->last_heard + (uint64_t)s->ka_idle_s * 1000000000ull);
+  return 0;
 }
 
 static int sk_getsockname(struct vsri_io *io, int fd, struct sockaddr *addr, socklen_t *len) {
@@ -877,6 +899,7 @@ static void ev_syn(struct vsri_sim *w, struct sim_sock *c) {
   a->remote = c->local;
   a->peer = c;
   a->tx_last_due = back; /* nothing it sends overtakes the SYN-ACK */
+  a->last_heard = w->now;
   c->peer = a;
   if (l->backlog_len == l->backlog_cap) {
     l->backlog_cap = l->backlog_cap ? l->backlog_cap * 2 : 16;
@@ -895,6 +918,8 @@ static void ev_synack(struct vsri_sim *w, struct sim_sock *c, int res) {
   if (res == 0) {
     c->kind = SK_OPEN;
     c->tx_last_due = w->now;
+    c->last_heard = w->now;
+    ka_arm(w, c, w->now + (uint64_t)c->ka_idle_s * 1000000000ull);
   } else {
     c->kind = SK_FAILED;
     c->connect_res = res;
@@ -970,6 +995,10 @@ static void ev_seg(struct vsri_sim *w, struct sim_sock *s) {
   } else if (p->closed) {
     free(g); /* a FIN crossing our own close */
   } else {
+    p->last_heard = w->now;
+    p->ka_probes = 0;
+    s->last_heard = w->now; /* its acknowledgement */
+    s->ka_probes = 0;
     if (g->fin) {
       p->rx_eof = true;
     } else {
@@ -997,6 +1026,38 @@ static void ev_rst(struct vsri_sim *w, struct sim_sock *s) {
   sock_reset(s, ECONNRESET);
 }
 
+/* A keepalive timer: after ka_idle_s of silence, probe; a live peer answers (the link is
+ * heard), a gone one answers RST, an unreachable one not at all: ka_cnt probes unanswered,
+ * ka_intvl_s apart, and the connection times out. */
+static void ev_ka(struct vsri_sim *w, struct sim_sock *s, int gen) {
+  if (gen != s->ka_gen) return; /* re-armed since */
+  if (!s->ka || s->kind != SK_OPEN || s->closed || s->err || !s->peer) return;
+  uint64_t idle = (uint64_t)s->ka_idle_s * 1000000000ull;
+  if (s->ka_probes == 0 && w->now < s->last_heard + idle) {
+    ka_arm(w, s, s->last_heard + idle);
+    return;
+  }
+  struct sim_sock *p = s->peer;
+  if (!sim_blocked(w, s->host, p->host) && !sim_blocked(w, p->host, s->host)) {
+    sim_trace_ev(w, 7, s->host->index, p->host->index, 0);
+    if (p->closed || p->err) {
+      ev_push(w, w->now + sim_delay(w, s->host, p->host) + sim_delay(w, p->host, s->host),
+              EV_RST, s, 0);
+      return;
+    }
+    s->last_heard = w->now;
+    s->ka_probes = 0;
+    ka_arm(w, s, w->now + idle);
+    return;
+  }
+  if (++s->ka_probes > s->ka_cnt) {
+    sim_trace_ev(w, 8, s->host->index, p->host->index, 0);
+    sock_reset(s, ETIMEDOUT);
+    return;
+  }
+  ka_arm(w, s, w->now + (uint64_t)s->ka_intvl_s * 1000000000ull);
+}
+
 static void sim_deliver(struct vsri_sim *w) {
   while (w->heap_len > 0 && w->heap[0].t <= w->now) {
     struct ev e = ev_pop(w);
@@ -1005,6 +1066,7 @@ static void sim_deliver(struct vsri_sim *w) {
     case EV_SYN: ev_syn(w, e.s); break;
     case EV_SYNACK: ev_synack(w, e.s, e.res); break;
     case EV_RST: ev_rst(w, e.s); break;
+    case EV_KA: ev_ka(w, e.s, e.res); break;
     default: break;
     }
   }

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -289,6 +290,59 @@ static void t_crash_resets(void **state) {
   pair_close(&p);
 }
 
+/* A peer crashes while its RST cannot reach us (a one-way partition); after the heal, an idle
+ * reader learns of it only through keepalive: RST answers the first probe. Without keepalive it
+ * waits forever (10 s here). With the path still blocked both ways, the probes go unanswered
+ * and the connection times out after idle + count x interval. */
+static void ka_case(bool keepalive, bool heal, int32_t *res, uint64_t *after_ns) {
+  struct pair p;
+  pair_open(&p, 12, NULL);
+  if (keepalive) {
+    int one = 1, idle = 2, intvl = 1, cnt = 3;
+    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one), 0);
+    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle), 0);
+    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl), 0);
+    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt), 0);
+  }
+  char buf[8];
+  struct op rd = {0}, rda = {0};
+  vsri_io_recv(p.b, &rd.c, p.sfd, buf, sizeof buf, op_cb, NULL);
+  vsri_io_recv(p.a, &rda.c, p.cfd, buf, sizeof buf, op_cb, NULL);
+  vsri_sim_partition(p.ha, p.hb, !heal); /* a -> b blocked (both ways when it never heals) */
+  vsri_sim_crash(p.ha);
+  wait_op(p.w, &rda, MS);
+  assert_int_equal(rda.res, -ECONNRESET);
+  assert_int_equal(vsri_sim_run_until(p.w, vsri_sim_now(p.w) + 500 * MS), 0);
+  assert_false(rd.done); /* the RST was lost */
+  if (heal) vsri_sim_heal(p.w);
+  uint64_t t0 = vsri_sim_now(p.w), end = t0 + 10000 * MS;
+  while (!rd.done && vsri_sim_now(p.w) < end) {
+    assert_int_equal(vsri_sim_run_until(p.w, vsri_sim_now(p.w) + 10 * MS), 0);
+  }
+  *res = rd.done ? rd.res : 1;
+  *after_ns = vsri_sim_now(p.w) - t0;
+  if (!rd.done) { /* cancel the read so the loop can go */
+    vsri_io_cancel(p.b, &rd.c);
+    wait_op(p.w, &rd, MS);
+  }
+  vsri_sim_heal(p.w);
+  pair_close(&p);
+}
+
+static void t_keepalive(void **state) {
+  (void)state;
+  int32_t res;
+  uint64_t ns;
+  ka_case(false, true, &res, &ns);
+  assert_int_equal(res, 1); /* still waiting after 10 s */
+  ka_case(true, true, &res, &ns);
+  assert_int_equal(res, -ECONNRESET);
+  assert_true(ns <= 2000 * MS + 100 * MS); /* idle (2 s) from the last byte, then one RTT */
+  ka_case(true, false, &res, &ns);
+  assert_int_equal(res, -ETIMEDOUT);
+  assert_true(ns <= 2000 * MS + 3 * 1000 * MS + 100 * MS);
+}
+
 /* Timers fire in virtual time: a 10-minute timeout fires at exactly now + 10 min. */
 static void t_virtual_time(void **state) {
   (void)state;
@@ -345,7 +399,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(t_stream_intact),     cmocka_unit_test(t_shutdown_eof),
       cmocka_unit_test(t_refused_and_timeout), cmocka_unit_test(t_partition_holds),
-      cmocka_unit_test(t_crash_resets),      cmocka_unit_test(t_virtual_time),
+      cmocka_unit_test(t_crash_resets),      cmocka_unit_test(t_keepalive),
+      cmocka_unit_test(t_virtual_time),
       cmocka_unit_test(t_deterministic),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
