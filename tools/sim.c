@@ -644,8 +644,7 @@ static void draw(struct run *run) {
   run->think_ns = 1 * SIM_MS + vsri_sim_below(w, 50 * SIM_MS);
   run->reconnect_ns = 100 * SIM_MS + vsri_sim_below(w, 400 * SIM_MS);
   run->grace_ns = 500 * SIM_MS + vsri_sim_below(w, 1000 * SIM_MS);
-  run->keepalive_s = 1 + (uint32_t)vsri_sim_below(w, 2);
-  if (run->force_ka >= 0) run->keepalive_s = (uint32_t)run->force_ka;
+
   run->fault_ns = 2 * SIM_S + vsri_sim_below(w, 4 * SIM_S);
   /* Fault rates per 5 ms tick, in ppm: from calm to stormy. */
   uint32_t storm = 1 + (uint32_t)vsri_sim_below(w, 4);
@@ -881,6 +880,9 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
   net.short_read_ppm = 1 + (uint32_t)vsri_sim_below(probe, 300000);
   net.connect_timeout_ns = 200 * SIM_MS + vsri_sim_below(probe, 800 * SIM_MS);
   net.rto_ns = 50 * SIM_MS + vsri_sim_below(probe, 300 * SIM_MS);
+  /* Drawn here, not from the world: a seed's scenario stays what it was before keepalive. */
+  run->keepalive_s = 1 + (uint32_t)vsri_sim_below(probe, 2);
+  if (run->force_ka >= 0) run->keepalive_s = (uint32_t)run->force_ka;
   vsri_sim_del(probe);
   vsri_sim_new(&run->w, seed, &net);
   vsri_random_set_hook(vsri_sim_random_bytes, run->w);
