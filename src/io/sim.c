@@ -66,8 +66,8 @@ struct sim_sock {
   bool tx_armed; /* the head segment has an event */
   uint32_t window;
   /* Receiving. */
-  uint8_t *rx;
-  size_t rx_off, rx_len, rx_cap;
+  struct seg *rx_head, *rx_tail; /* delivered, not read yet (head->off bytes of it already read) */
+  size_t rx_len;
   /* Listening: established connections not yet accepted. */
   struct sim_sock **backlog;
   uint32_t backlog_len, backlog_cap;
@@ -215,18 +215,25 @@ int vsri_sim_new(struct vsri_sim **out, uint64_t seed, const struct vsri_sim_net
   return 0;
 }
 
-static void sock_release_buffers(struct sim_sock *s) {
-  struct seg *g = s->tx_head;
+static void seg_free_all(struct seg *g) {
   while (g) {
     struct seg *nx = g->next;
     free(g);
     g = nx;
   }
+}
+
+static void rx_clear(struct sim_sock *s) {
+  seg_free_all(s->rx_head);
+  s->rx_head = s->rx_tail = NULL;
+  s->rx_len = 0;
+}
+
+static void sock_release_buffers(struct sim_sock *s) {
+  seg_free_all(s->tx_head);
   s->tx_head = s->tx_tail = NULL;
   s->tx_bytes = 0;
-  free(s->rx);
-  s->rx = NULL;
-  s->rx_off = s->rx_len = s->rx_cap = 0;
+  rx_clear(s);
   free(s->backlog);
   s->backlog = NULL;
   s->backlog_len = s->backlog_cap = 0;
@@ -473,7 +480,7 @@ static void sock_reset(struct sim_sock *s, int err) {
   }
   s->tx_head = s->tx_tail = NULL;
   s->tx_bytes = 0;
-  s->rx_len = s->rx_off = 0;
+  rx_clear(s);
   sock_wake(s, true, true);
   /* Its unread bytes are gone: the peer's window opens (a zero-window probe would now be
    * answered, with RST). */
@@ -549,10 +556,21 @@ static int32_t op_recv(struct vsri_sim *w, struct sim_sock *s, uint8_t *buf, siz
       n = 1 + (size_t)vsri_sim_below(w, n);
       w->stats.short_reads++;
     }
-    memcpy(buf, s->rx + s->rx_off, n);
-    s->rx_off += n;
+    size_t done = 0;
+    while (done < n) {
+      struct seg *g = s->rx_head;
+      size_t k = g->len - g->off;
+      if (k > n - done) k = n - done;
+      memcpy(buf + done, g->data + g->off, k);
+      g->off += (uint32_t)k;
+      done += k;
+      if (g->off == g->len) {
+        s->rx_head = g->next;
+        if (!s->rx_head) s->rx_tail = NULL;
+        free(g);
+      }
+    }
     s->rx_len -= n;
-    if (s->rx_len == 0) s->rx_off = 0;
     if (s->peer) sock_wake(s->peer, false, true); /* room in the peer's window */
     return (int32_t)n;
   }
@@ -629,9 +647,7 @@ static int32_t op_close(struct sim_io *si, struct sim_sock *s) {
   s->closed = true;
   if (s->peer) sock_wake(s->peer, false, true); /* its window opens: writes go on, into RST */
   /* Segments still queued keep flowing to the peer (a FIN after the last byte). */
-  free(s->rx);
-  s->rx = NULL;
-  s->rx_len = s->rx_off = s->rx_cap = 0;
+  rx_clear(s);
   return 0;
 }
 
@@ -929,22 +945,14 @@ static void ev_synack(struct vsri_sim *w, struct sim_sock *c, int res) {
   sock_wake(c, false, true);
 }
 
-static void rx_append(struct sim_sock *s, const uint8_t *p, size_t n) {
-  if (s->rx_off + s->rx_len + n > s->rx_cap) {
-    if (s->rx_off) {
-      memmove(s->rx, s->rx + s->rx_off, s->rx_len);
-      s->rx_off = 0;
-    }
-    if (s->rx_len + n > s->rx_cap) {
-      size_t cap = s->rx_cap ? s->rx_cap : 4096;
-      while (cap < s->rx_len + n) cap *= 2;
-      s->rx = realloc(s->rx, cap);
-      if (!s->rx) abort();
-      s->rx_cap = cap;
-    }
-  }
-  memcpy(s->rx + s->rx_off + s->rx_len, p, n);
-  s->rx_len += n;
+/* Hands segment |g| (data) to |s|'s receive queue: no copy. */
+static void rx_append(struct sim_sock *s, struct seg *g) {
+  g->next = NULL;
+  g->off = 0;
+  if (s->rx_tail) s->rx_tail->next = g;
+  else s->rx_head = g;
+  s->rx_tail = g;
+  s->rx_len += g->len;
 }
 
 static void ev_seg(struct vsri_sim *w, struct sim_sock *s) {
@@ -1002,12 +1010,12 @@ static void ev_seg(struct vsri_sim *w, struct sim_sock *s) {
     if (g->fin) {
       p->rx_eof = true;
     } else {
-      rx_append(p, g->data, g->len);
+      rx_append(p, g);
       w->stats.segments++;
       w->stats.bytes += g->len;
     }
     sim_trace_ev(w, g->fin ? 5 : 4, s->host->index, p->host->index, g->len);
-    free(g);
+    if (g->fin) free(g);
     sock_wake(p, true, false);
   }
   /* Room in the window: a parked write of |s| may go on. */
