@@ -119,6 +119,7 @@ struct sclient {
   uint64_t bus_id;     /* the primary's id for this incarnation (from its first Request) */
   struct link up, down;
   uint64_t replies;
+  uint64_t sent; /* vsr_client_send calls accepted, this incarnation */
 };
 
 struct run {
@@ -564,6 +565,7 @@ static int client_start(struct run *run, struct sclient *c) {
   c->state = 0;
   c->inflight = 0;
   c->bus_id = 0;
+  c->sent = 0;
   link_clear(&c->up);
   link_clear(&c->down);
   int err = vsr_client_new(&c->c, c->loop, &o, &client_cb, c);
@@ -573,7 +575,20 @@ static int client_start(struct run *run, struct sclient *c) {
 }
 
 static void client_free(struct sclient *c, bool loop_too) {
-  if (c->c) vsr_client_del(c->c);
+  if (c->c) {
+    /* The SDK counts its sends like a bus peer: every accepted frame is sent, dropped or
+     * still queued. */
+    struct vsri_client_counts k;
+    vsri_client_counts(c->c, &k);
+    if (k.frames_queued != c->sent ||
+        k.frames_queued != k.frames_out + k.frames_dropped + k.queue_depth) {
+      fail(c->run, "client %u.%u: %" PRIu64 " sends accepted, the SDK counted %" PRIu64
+           " queued = %" PRIu64 " sent + %" PRIu64 " dropped + %u still queued", c->idx,
+           c->incarnation, c->sent, k.frames_queued, k.frames_out, k.frames_dropped,
+           k.queue_depth);
+    }
+    vsr_client_del(c->c);
+  }
   c->c = NULL;
   if (loop_too && c->loop) {
     vsr_loop_del(c->loop);
@@ -619,6 +634,7 @@ static void client_send(struct run *run, struct sclient *c) {
     struct rec r = {.hash = frame_hash(m), .size = size, .cmd = VSR_CMD_REQUEST};
     link_push(&c->up, r);
     c->inflight++;
+    c->sent++;
   } else {
     note(run, "client %u: send refused: %s", c->idx, vsr_errname(err));
   }
@@ -796,11 +812,11 @@ static void shutdown_all(struct run *run) {
     if (!r->up) continue;
     struct vsr_bus_stats st;
     vsr_bus_stats(r->bus, &st);
-    if (!run->failed &&
-        st.frames_queued + r->handshake_frames != st.frames_out + st.drops_on_close) {
+    uint64_t dropped = st.drops_on_close + st.drops_stream_reset;
+    if (!run->failed && st.frames_queued + r->handshake_frames != st.frames_out + dropped) {
       fail(run, "replica %u: %" PRIu64 " frames queued + %" PRIu64 " handshake frames but %"
            PRIu64 " sent + %" PRIu64 " dropped at close", i, st.frames_queued,
-           r->handshake_frames, st.frames_out, st.drops_on_close);
+           r->handshake_frames, st.frames_out, dropped);
     }
     if (!run->failed && st.frames_queued != r->tapped) {
       fail(run, "replica %u: the bus counted %" PRIu64 " sends, the tap saw %" PRIu64, i,
