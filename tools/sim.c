@@ -863,6 +863,7 @@ static uint64_t sim_clock(void *world) { return vsri_sim_now(world); }
 
 struct opts {
   bool verbose;
+  bool list; /* --seeds: print every seed's line, not only the failing ones */
   uint16_t nr;
   uint32_t nc;
   uint32_t max_frame;
@@ -1037,7 +1038,7 @@ static void print_result(uint64_t seed, const struct result *r) {
 static void sim_usage(FILE *f) {
   fprintf(f,
           "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N]\n"
-          "                  [--max-frame B] [--keepalive S] [--verbose]\n"
+          "                  [--max-frame B] [--keepalive S] [--list] [--verbose]\n"
           "\n"
           "Runs the bus, the demo state machine and the client SDK on a simulated network,\n"
           "with faults drawn from the seed, and checks the bus's invariants.\n"
@@ -1049,6 +1050,7 @@ static void sim_usage(FILE *f) {
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
           "  --keepalive S  replica_keepalive_s (0: off, to show what it is for; default: 1-2)\n"
+          "  --list       with --seeds: print every seed's line, not only the failing ones\n"
           "  --verbose    print every event as it happens\n"
           "\n"
           "exit status: 0 every seed passed, 1 a seed failed, 2 usage\n");
@@ -1066,6 +1068,10 @@ int vsr_cmd_sim(int argc, char **argv) {
     }
     if (strcmp(a, "--verbose") == 0) {
       opt.verbose = true;
+      continue;
+    }
+    if (strcmp(a, "--list") == 0) {
+      opt.list = true;
       continue;
     }
     if (i + 1 >= argc) {
@@ -1114,10 +1120,8 @@ int vsr_cmd_sim(int argc, char **argv) {
     struct result r;
     run_seed(from + i, &opt, &r);
     sim_s += r.sim_s;
-    if (!r.ok) {
-      failed++;
-      print_result(from + i, &r);
-    }
+    if (!r.ok) failed++;
+    if (!r.ok || opt.list) print_result(from + i, &r);
   }
   double wall = ((double)vsr_tool_now() - wall0) / 1e9;
   printf("sim: %" PRIu64 " seed(s) from %" PRIu64 ", %" PRIu64 " failed; %.1f seeds/min; "

@@ -18,6 +18,12 @@ a=$(hash_of "$TMP/a"); b=$(hash_of "$TMP/b"); c=$(hash_of "$TMP/c")
 grep -q '^seed 42: ok replicas=[135] clients=[0-9]* faults: partition=' "$TMP/a" ||
   LOG=$TMP/a fail "summary line format"
 
+# A seed inside a batch runs exactly as alone: nothing leaks from one seed into the next, so a
+# replay command printed by a batch reproduces the failure.
+"$BIN" sim --seeds 3 --from 41 --list >"$TMP/l" 2>"$TMP/l.err" || LOG=$TMP/l.err fail "seeds 41..43"
+inbatch=$(sed -n 's/^seed 42: .* hash=\([0-9a-f]*\)$/\1/p' "$TMP/l")
+[ "$inbatch" = "$a" ] || LOG=$TMP/l fail "seed 42 in a batch: hash $inbatch, alone: $a"
+
 # The swarm: a few seeds of every shape.
 "$BIN" sim --seeds 12 --from 1 >"$TMP/s" 2>"$TMP/s.err" || { cat "$TMP/s"; LOG=$TMP/s.err fail "a seed of 1..12 failed"; }
 grep -q '^sim: 12 seed(s) from 1, 0 failed' "$TMP/s" || LOG=$TMP/s fail "batch summary"
