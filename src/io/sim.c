@@ -34,13 +34,15 @@
 
 enum { SIM_ON_TRIES = 1u << 0 }; /* c->backend_tag: on the io's tries list */
 
-enum sock_kind { SK_NEW, SK_LISTEN, SK_CONNECTING, SK_OPEN, SK_FAILED };
+enum sock_kind { SK_NEW, SK_LISTEN, SK_CONNECTING, SK_OPEN, SK_FAILED, SK_DGRAM };
 
 struct seg {
   struct seg *next;
   uint64_t due;
   uint32_t len, off;
   bool fin;
+  struct sockaddr_in from; /* datagrams: the sender */
+  struct sockaddr_in to;   /* datagrams in flight: the destination */
   uint8_t data[];
 };
 
@@ -68,6 +70,8 @@ struct sim_sock {
   /* Receiving. */
   struct seg *rx_head, *rx_tail; /* delivered, not read yet (head->off bytes of it already read) */
   size_t rx_len;
+  uint32_t rx_dgrams; /* SK_DGRAM: datagrams queued on rx (each a seg; its source in dg_from) */
+  bool connected;     /* SK_DGRAM: connect() set |remote| */
   /* Listening: established connections not yet accepted. */
   struct sim_sock **backlog;
   uint32_t backlog_len, backlog_cap;
@@ -99,13 +103,14 @@ struct sim_io {
   uint8_t *pooled;
 };
 
-enum ev_kind { EV_SEG, EV_SYN, EV_SYNACK, EV_RST, EV_KA };
+enum ev_kind { EV_SEG, EV_SYN, EV_SYNACK, EV_RST, EV_KA, EV_DGRAM };
 
 struct ev {
   uint64_t t, seq;
   uint8_t kind;
   struct sim_sock *s; /* EV_SEG: sender; EV_SYN: the dialer; EV_SYNACK / EV_RST: receiver */
   int res;            /* EV_SYNACK */
+  struct seg *dg;     /* EV_DGRAM: the datagram (s: NULL) */
 };
 
 struct vsri_sim {
@@ -202,6 +207,7 @@ int vsri_sim_new(struct vsri_sim **out, uint64_t seed, const struct vsri_sim_net
   if (!n->short_read_ppm) n->short_read_ppm = 100000;
   if (!n->connect_timeout_ns) n->connect_timeout_ns = 1000000000ull;
   if (!n->rto_ns) n->rto_ns = 200000000ull;
+  if (!n->dgram_queue_max) n->dgram_queue_max = 256;
   uint64_t x = seed;
   for (int i = 0; i < 4; i++) { /* splitmix64 */
     uint64_t z = (x += 0x9e3779b97f4a7c15ull);
@@ -227,6 +233,7 @@ static void rx_clear(struct sim_sock *s) {
   seg_free_all(s->rx_head);
   s->rx_head = s->rx_tail = NULL;
   s->rx_len = 0;
+  s->rx_dgrams = 0;
 }
 
 static void sock_release_buffers(struct sim_sock *s) {
@@ -252,6 +259,7 @@ void vsri_sim_del(struct vsri_sim *w) {
     free(w->hosts[i]->fds);
     free(w->hosts[i]);
   }
+  for (uint32_t i = 0; i < w->heap_len; i++) free(w->heap[i].dg); /* datagrams in flight */
   free(w->heap);
   free(w);
 }
@@ -284,13 +292,12 @@ static bool ev_before(const struct ev *a, const struct ev *b) {
   return a->t < b->t || (a->t == b->t && a->seq < b->seq);
 }
 
-static void ev_push(struct vsri_sim *w, uint64_t t, uint8_t kind, struct sim_sock *s, int res) {
+static void ev_insert(struct vsri_sim *w, struct ev e) {
   if (w->heap_len == w->heap_cap) {
     w->heap_cap = w->heap_cap ? w->heap_cap * 2 : 256;
     w->heap = realloc(w->heap, w->heap_cap * sizeof *w->heap);
     if (!w->heap) abort();
   }
-  struct ev e = {.t = t, .seq = w->seq++, .kind = kind, .s = s, .res = res};
   uint32_t i = w->heap_len++;
   while (i > 0) {
     uint32_t p = (i - 1) / 2;
@@ -299,6 +306,14 @@ static void ev_push(struct vsri_sim *w, uint64_t t, uint8_t kind, struct sim_soc
     i = p;
   }
   w->heap[i] = e;
+}
+
+static void ev_push(struct vsri_sim *w, uint64_t t, uint8_t kind, struct sim_sock *s, int res) {
+  ev_insert(w, (struct ev){.t = t, .seq = w->seq++, .kind = kind, .s = s, .res = res});
+}
+
+static void ev_push_dgram(struct vsri_sim *w, uint64_t t, struct seg *g) {
+  ev_insert(w, (struct ev){.t = t, .seq = w->seq++, .kind = EV_DGRAM, .dg = g});
 }
 
 static struct ev ev_pop(struct vsri_sim *w) {
@@ -651,6 +666,80 @@ static int32_t op_close(struct sim_io *si, struct sim_sock *s) {
   return 0;
 }
 
+/* ---- datagrams ----------------------------------------------------------------------------- */
+
+static void dgram_launch(struct vsri_sim *w, struct vsri_sim_host *src, struct seg *g) {
+  struct vsri_sim_host *dst = sim_host_by_ip(w, g->to.sin_addr);
+  if (!dst || sim_blocked(w, src, dst) || sim_chance(w, w->net.dgram_loss_ppm)) {
+    w->stats.dgrams_lost++;
+    free(g);
+    return;
+  }
+  uint64_t t = w->now + sim_delay(w, src, dst);
+  if (sim_chance(w, w->net.dgram_dup_ppm)) {
+    struct seg *d = malloc(sizeof *d + g->len);
+    if (!d) abort();
+    memcpy(d, g, sizeof *d + g->len);
+    w->stats.dgrams_duplicated++;
+    ev_push_dgram(w, w->now + sim_delay(w, src, dst), d);
+  }
+  ev_push_dgram(w, t, g);
+}
+
+static int32_t op_sendmsg(struct vsri_sim *w, struct sim_sock *s, const struct msghdr *m) {
+  if (s->kind != SK_DGRAM) return -EOPNOTSUPP;
+  if (s->err) return -s->err;
+  struct sockaddr_in to;
+  if (m->msg_name && m->msg_namelen >= sizeof to) {
+    memcpy(&to, m->msg_name, sizeof to);
+  } else if (s->connected) {
+    to = s->remote;
+  } else {
+    return -EDESTADDRREQ;
+  }
+  if (to.sin_family != AF_INET) return -EAFNOSUPPORT;
+  if (!s->local.sin_port) s->local.sin_port = host_port(s->host);
+  size_t len = iov_total(m->msg_iov, (int)m->msg_iovlen);
+  if (len > 65507) return -EMSGSIZE;
+  struct seg *g = malloc(sizeof *g + len);
+  if (!g) abort();
+  memset(g, 0, sizeof *g);
+  size_t off = 0;
+  for (size_t i = 0; i < m->msg_iovlen; i++) {
+    memcpy(g->data + off, m->msg_iov[i].iov_base, m->msg_iov[i].iov_len);
+    off += m->msg_iov[i].iov_len;
+  }
+  g->len = (uint32_t)len;
+  g->from = s->local;
+  g->to = to;
+  dgram_launch(w, s->host, g);
+  return (int32_t)len;
+}
+
+static int32_t op_recvmsg(struct sim_sock *s, struct msghdr *m) {
+  if (s->kind != SK_DGRAM) return -EOPNOTSUPP;
+  struct seg *g = s->rx_head;
+  if (!g) return s->err ? -s->err : -EAGAIN;
+  s->rx_head = g->next;
+  if (!s->rx_head) s->rx_tail = NULL;
+  s->rx_dgrams--;
+  s->rx_len -= g->len;
+  size_t off = 0;
+  for (size_t i = 0; i < m->msg_iovlen && off < g->len; i++) {
+    size_t k = g->len - off < m->msg_iov[i].iov_len ? g->len - off : m->msg_iov[i].iov_len;
+    memcpy(m->msg_iov[i].iov_base, g->data + off, k);
+    off += k;
+  }
+  m->msg_flags = off < g->len ? MSG_TRUNC : 0;
+  if (m->msg_name && m->msg_namelen >= sizeof g->from) {
+    memcpy(m->msg_name, &g->from, sizeof g->from);
+    m->msg_namelen = sizeof g->from;
+  }
+  m->msg_controllen = 0; /* no ECN, no GRO segment size: one datagram per read */
+  free(g);
+  return (int32_t)off;
+}
+
 /* Tries |c| once: its result, or -EAGAIN to park. */
 static int32_t sim_attempt(struct sim_io *si, struct vsri_completion *c) {
   struct vsri_sim *w = si->w;
@@ -658,13 +747,22 @@ static int32_t sim_attempt(struct sim_io *si, struct vsri_completion *c) {
   if (!s) return -EBADF;
   switch (c->op) {
   case VSRI_OP_ACCEPT: return op_accept(si, s, c);
-  case VSRI_OP_CONNECT: return op_connect(w, s, c);
+  case VSRI_OP_CONNECT:
+    if (s->kind == SK_DGRAM) { /* a UDP connect only fixes the peer */
+      memcpy(&s->remote, &c->u.connect.addr, sizeof s->remote);
+      s->connected = true;
+      if (!s->local.sin_port) s->local.sin_port = host_port(s->host);
+      return 0;
+    }
+    return op_connect(w, s, c);
   case VSRI_OP_RECV: return op_recv(w, s, c->u.recv.buf, c->u.recv.len);
   case VSRI_OP_RECV_POOLED:
     c->u.recv.buf = si->pooled;
     return op_recv(w, s, si->pooled, c->u.recv.len);
   case VSRI_OP_SENDV: return op_sendv(w, s, c->u.sendv.iov, c->u.sendv.iovcnt);
   case VSRI_OP_CLOSE: return op_close(si, s);
+  case VSRI_OP_SENDMSG: return op_sendmsg(w, s, c->u.msg.msg);
+  case VSRI_OP_RECVMSG: return op_recvmsg(s, c->u.msg.msg);
   default: return -EOPNOTSUPP;
   }
 }
@@ -769,6 +867,11 @@ static uint64_t sim_clock(struct vsri_io *io) {
 
 static int sk_socket(struct vsri_io *io, int family, int type) {
   if (family != AF_INET) return -EAFNOSUPPORT;
+  if ((type & 0xf) == SOCK_DGRAM) {
+    struct sim_sock *s = sock_new(io->backend_data);
+    s->kind = SK_DGRAM;
+    return s->fd;
+  }
   if ((type & 0xf) != SOCK_STREAM) return -EPROTONOSUPPORT;
   return sock_new(io->backend_data)->fd;
 }
@@ -785,7 +888,9 @@ static int sk_bind(struct vsri_io *io, int fd, const struct sockaddr *addr, sock
   if (a->sin_port) {
     for (uint32_t i = 0; i < si->h->fds_len; i++) {
       struct sim_sock *o = si->h->fds[i];
-      if (o && o != s && o->kind == SK_LISTEN && o->local.sin_port == a->sin_port) {
+      bool same = (o && o->kind == SK_DGRAM) == (s->kind == SK_DGRAM);
+      if (o && o != s && same && (o->kind == SK_LISTEN || o->kind == SK_DGRAM) &&
+          o->local.sin_port == a->sin_port) {
         return -EADDRINUSE;
       }
     }
@@ -810,6 +915,7 @@ static int sk_setsockopt(struct vsri_io *io, int fd, int level, int name, const 
   if (!s) return -EBADF;
   int v = 0;
   if (len >= sizeof v) memcpy(&v, val, sizeof v);
+  if (level == IPPROTO_UDP) return -ENOPROTOOPT; /* no GSO / GRO: one datagram per call */
   if (level == SOL_SOCKET && name == SO_KEEPALIVE) s->ka = v != 0;
   else if (level == IPPROTO_TCP && name == TCP_KEEPIDLE && v > 0) s->ka_idle_s = (uint32_t)v;
   else if (level == IPPROTO_TCP && name == TCP_KEEPINTVL && v > 0) s->ka_intvl_s = (uint32_t)v;
@@ -1066,6 +1172,31 @@ static void ev_ka(struct vsri_sim *w, struct sim_sock *s, int gen) {
   ka_arm(w, s, w->now + (uint64_t)s->ka_intvl_s * 1000000000ull);
 }
 
+static void ev_dgram(struct vsri_sim *w, struct seg *g) {
+  struct vsri_sim_host *dst = sim_host_by_ip(w, g->to.sin_addr);
+  struct sim_sock *s = NULL;
+  for (uint32_t i = 0; dst && i < dst->fds_len && !s; i++) {
+    struct sim_sock *o = dst->fds[i];
+    if (o && o->kind == SK_DGRAM && o->local.sin_port == g->to.sin_port) s = o;
+  }
+  if (!s || s->err || s->closed || s->rx_dgrams >= w->net.dgram_queue_max ||
+      (s->connected && (s->remote.sin_addr.s_addr != g->from.sin_addr.s_addr ||
+                        s->remote.sin_port != g->from.sin_port))) {
+    w->stats.dgrams_lost++;
+    free(g);
+    return;
+  }
+  sim_trace_ev(w, 9, 0, dst->index, g->len);
+  g->next = NULL;
+  if (s->rx_tail) s->rx_tail->next = g;
+  else s->rx_head = g;
+  s->rx_tail = g;
+  s->rx_dgrams++;
+  s->rx_len += g->len;
+  w->stats.dgrams++;
+  sock_wake(s, true, false);
+}
+
 static void sim_deliver(struct vsri_sim *w) {
   while (w->heap_len > 0 && w->heap[0].t <= w->now) {
     struct ev e = ev_pop(w);
@@ -1075,6 +1206,7 @@ static void sim_deliver(struct vsri_sim *w) {
     case EV_SYNACK: ev_synack(w, e.s, e.res); break;
     case EV_RST: ev_rst(w, e.s); break;
     case EV_KA: ev_ka(w, e.s, e.res); break;
+    case EV_DGRAM: ev_dgram(w, e.dg); break;
     default: break;
     }
   }

@@ -10,8 +10,9 @@
  * seed is one run, byte for byte.
  *
  * Single-threaded: the world and every loop on it belong to the thread that runs the world.
- * Never chosen by VSRBUS_IO: a simulated loop only exists on a world. Datagram sockets are not
- * modelled yet (VSRI_OP_SENDMSG / RECVMSG fail with -EOPNOTSUPP). */
+ * Never chosen by VSRBUS_IO: a simulated loop only exists on a world. Datagram sockets
+ * (SOCK_DGRAM: bind, connect, VSRI_OP_SENDMSG / RECVMSG with addresses, no control messages,
+ * no GSO/GRO) lose, duplicate and reorder. */
 #ifndef VSRI_IO_SIM_H
 #define VSRI_IO_SIM_H
 
@@ -39,6 +40,11 @@ struct vsri_sim_net {
   uint32_t short_read_ppm;    /* a read returns fewer bytes than it could; default 100000 */
   uint64_t connect_timeout_ns; /* a SYN into a partition fails after this; default 1 s */
   uint64_t rto_ns;             /* a segment held by a partition is retried after; default 200 ms */
+  /* Datagrams (SOCK_DGRAM): each travels alone (its own delay: reordering comes free), is lost
+   * on a partitioned path or when the receiver's queue is full, and besides: */
+  uint32_t dgram_loss_ppm; /* lost, per million; 0: none */
+  uint32_t dgram_dup_ppm;  /* delivered twice, per million; 0: none */
+  uint32_t dgram_queue_max; /* datagrams a socket holds unread; default 256 (more are dropped) */
 };
 
 struct vsri_sim_stats {
@@ -47,6 +53,7 @@ struct vsri_sim_stats {
   uint64_t resets;            /* RSTs delivered (faults, crashes, writes to closed sockets) */
   uint64_t held;              /* segment deliveries postponed by a partition */
   uint64_t partial_writes, short_reads, would_block;
+  uint64_t dgrams, dgrams_lost, dgrams_duplicated; /* datagrams delivered, lost, sent twice */
 };
 
 /* Creates a world. |net| may be NULL (defaults). Returns 0 or VSR_ENOMEM. */

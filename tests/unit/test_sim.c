@@ -343,6 +343,96 @@ static void t_keepalive(void **state) {
   assert_true(ns <= 2000 * MS + 3 * 1000 * MS + 100 * MS);
 }
 
+/* Datagrams: each arrives whole and from its sender's address, or not at all; with loss and
+ * duplication set, some are lost, some arrive twice, and independent delays reorder them. */
+static void t_datagrams(void **state) {
+  (void)state;
+  struct vsri_sim_net net = {.dgram_loss_ppm = 100000, .dgram_dup_ppm = 50000,
+                             .delay_min_ns = 100000, .delay_mean_ns = 2000000,
+                             .dgram_queue_max = 4096};
+  struct vsri_sim *w;
+  assert_int_equal(vsri_sim_new(&w, 5, &net), 0);
+  struct vsri_sim_host *ha = vsri_sim_host_new(w, "10.0.0.1"), *hb = vsri_sim_host_new(w, "10.0.0.2");
+  struct vsri_io *a, *b;
+  assert_int_equal(vsri_sim_io_new(&a, ha, NULL), 0);
+  assert_int_equal(vsri_sim_io_new(&b, hb, NULL), 0);
+  int fa = vsri_io_socket(a, AF_INET, SOCK_DGRAM), fb = vsri_io_socket(b, AF_INET, SOCK_DGRAM);
+  assert_true(fa >= 0 && fb >= 0);
+  struct sockaddr_in la = sa("10.0.0.1", 5000), lb = sa("10.0.0.2", 6000);
+  assert_int_equal(vsri_io_bind(a, fa, (struct sockaddr *)&la, sizeof la), 0);
+  assert_int_equal(vsri_io_bind(b, fb, (struct sockaddr *)&lb, sizeof lb), 0);
+  int zero = 0;
+  assert_int_equal(vsri_io_setsockopt(a, fa, IPPROTO_UDP, 103 /* UDP_SEGMENT */, &zero,
+                                      sizeof zero), -ENOPROTOOPT); /* no GSO: QUIC falls back */
+  enum { N = 1000 };
+  for (uint32_t i = 0; i < N; i++) {
+    uint8_t pkt[64];
+    memset(pkt, (int)(i & 0xff), sizeof pkt);
+    memcpy(pkt, &i, sizeof i);
+    struct iovec iov = {.iov_base = pkt, .iov_len = 16 + i % 48};
+    struct msghdr mh = {.msg_name = &lb, .msg_namelen = sizeof lb, .msg_iov = &iov, .msg_iovlen = 1};
+    struct op s = {0};
+    vsri_io_sendmsg(a, &s.c, fa, &mh, 0, op_cb, NULL);
+    wait_op(w, &s, MS);
+    assert_int_equal(s.res, (int32_t)iov.iov_len);
+  }
+  uint32_t seen[N] = {0}, got = 0, dups = 0, reordered = 0, last = 0;
+  for (;;) {
+    uint8_t buf[128];
+    struct sockaddr_in from;
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+    struct msghdr mh = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1};
+    struct op r = {0};
+    vsri_io_recvmsg(b, &r.c, fb, &mh, 0, op_cb, NULL);
+    uint64_t end = vsri_sim_now(w) + 1000 * MS;
+    while (!r.done && vsri_sim_now(w) < end) {
+      assert_int_equal(vsri_sim_run_until(w, vsri_sim_now(w) + MS), 0);
+    }
+    if (!r.done) {
+      vsri_io_cancel(b, &r.c);
+      wait_op(w, &r, MS);
+      break;
+    }
+    uint32_t i;
+    memcpy(&i, buf, sizeof i);
+    assert_true(i < N);
+    assert_int_equal(r.res, (int32_t)(16 + i % 48));
+    for (int32_t k = sizeof i; k < r.res; k++) assert_int_equal(buf[k], (uint8_t)(i & 0xff));
+    assert_int_equal(from.sin_port, la.sin_port);
+    assert_int_equal(from.sin_addr.s_addr, la.sin_addr.s_addr);
+    if (seen[i]++) dups++;
+    if (i < last) reordered++;
+    last = i;
+    got++;
+  }
+  uint32_t distinct = 0;
+  for (uint32_t i = 0; i < N; i++) distinct += seen[i] ? 1 : 0;
+  struct vsri_sim_stats st;
+  vsri_sim_stats(w, &st);
+  assert_int_equal(got, st.dgrams);
+  assert_int_equal(N - distinct, st.dgrams_lost); /* every missing one was counted lost */
+  assert_int_equal(dups, st.dgrams_duplicated);
+  assert_true(distinct < N);      /* some lost */
+  assert_true(distinct > N / 2);  /* most arrive */
+  assert_true(dups > 0);          /* some twice */
+  assert_true(reordered > 0);     /* some out of order */
+  /* A partition drops them all. */
+  vsri_sim_partition(ha, hb, false);
+  uint64_t lost0 = st.dgrams_lost;
+  struct iovec iov = {.iov_base = "x", .iov_len = 1};
+  struct msghdr mh = {.msg_name = &lb, .msg_namelen = sizeof lb, .msg_iov = &iov, .msg_iovlen = 1};
+  struct op s = {0};
+  vsri_io_sendmsg(a, &s.c, fa, &mh, 0, op_cb, NULL);
+  wait_op(w, &s, MS);
+  vsri_sim_stats(w, &st);
+  assert_int_equal(st.dgrams_lost, lost0 + 1);
+  close_fd(w, a, fa);
+  close_fd(w, b, fb);
+  vsri_io_del(a);
+  vsri_io_del(b);
+  vsri_sim_del(w);
+}
+
 /* Timers fire in virtual time: a 10-minute timeout fires at exactly now + 10 min. */
 static void t_virtual_time(void **state) {
   (void)state;
@@ -400,6 +490,7 @@ int main(void) {
       cmocka_unit_test(t_stream_intact),     cmocka_unit_test(t_shutdown_eof),
       cmocka_unit_test(t_refused_and_timeout), cmocka_unit_test(t_partition_holds),
       cmocka_unit_test(t_crash_resets),      cmocka_unit_test(t_keepalive),
+      cmocka_unit_test(t_datagrams),
       cmocka_unit_test(t_virtual_time),
       cmocka_unit_test(t_deterministic),
   };
