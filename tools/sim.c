@@ -491,8 +491,8 @@ static int replica_start(struct run *run, struct replica *r) {
   r->handshake_frames = 0;
   r->seen_commit = 0;
   memset(r->pstate, 0, sizeof r->pstate);
-  memset(r->held, 0, r->held_cap * sizeof *r->held);
-  memset(r->client_slot, 0, r->client_slots * sizeof *r->client_slot);
+  if (r->held) memset(r->held, 0, r->held_cap * sizeof *r->held);
+  if (r->client_slot) memset(r->client_slot, 0, r->client_slots * sizeof *r->client_slot);
   /* epoch[] keeps counting across incarnations: frames queued by an earlier one carry a
    * smaller epoch than anything the new connections carry. */
   note(run, "replica %u: up", r->idx);

@@ -706,8 +706,9 @@ static int32_t op_sendmsg(struct vsri_sim *w, struct sim_sock *s, const struct m
   memset(g, 0, sizeof *g);
   size_t off = 0;
   for (size_t i = 0; i < m->msg_iovlen; i++) {
-    memcpy(g->data + off, m->msg_iov[i].iov_base, m->msg_iov[i].iov_len);
-    off += m->msg_iov[i].iov_len;
+    size_t k = m->msg_iov[i].iov_len;
+    if (k) memcpy(g->data + off, m->msg_iov[i].iov_base, k);
+    off += k;
   }
   g->len = (uint32_t)len;
   g->from = s->local;
