@@ -404,7 +404,9 @@ static void replica_on_event(void *user, struct vsr_bus *bus, const struct vsr_p
       vsr_sm_on_replica_up(&r->sm, (uint8_t)ev->id);
       break;
     case VSR_PEER_LOST:
-      if (*st == 0) fail(run, "replica %u: LOST for replica %" PRIu64 " not connected", r->idx, ev->id);
+      if (*st == 0) {
+        fail(run, "replica %u: LOST for replica %" PRIu64 " not connected", r->idx, ev->id);
+      }
       /* Lower ids dial: a peer that dialed us is reported only once authenticated. */
       if (*st == 1 && ev->id < r->idx) {
         fail(run, "replica %u: events for replica %" PRIu64 " (it dialed us) that never "
@@ -1091,7 +1093,8 @@ int vsr_cmd_sim(int argc, char **argv) {
     else if (strcmp(a, "--replicas") == 0 && (v == 1 || v == 3 || v == 5)) opt.nr = (uint16_t)v;
     else if (strcmp(a, "--clients") == 0 && v >= 1 && v <= SIM_C_MAX) opt.nc = (uint32_t)v;
     else if (strcmp(a, "--keepalive") == 0 && v <= 60) opt.keepalive = (int)v;
-    else if (strcmp(a, "--max-frame") == 0 && v >= 256 && v <= (1u << 20)) opt.max_frame = (uint32_t)v;
+    else if (strcmp(a, "--max-frame") == 0 && v >= 256 && v <= (1u << 20))
+      opt.max_frame = (uint32_t)v;
     else {
       sim_usage(stderr);
       return 2;
@@ -1126,7 +1129,8 @@ int vsr_cmd_sim(int argc, char **argv) {
   double wall = ((double)vsr_tool_now() - wall0) / 1e9;
   printf("sim: %" PRIu64 " seed(s) from %" PRIu64 ", %" PRIu64 " failed; %.1f seeds/min; "
          "%.1f simulated s per wall s (%.1f s simulated in %.1f s)\n",
-         count, from, failed, (double)count * 60.0 / (wall > 0 ? wall : 1), sim_s / (wall > 0 ? wall : 1),
+         count, from, failed, (double)count * 60.0 / (wall > 0 ? wall : 1),
+         sim_s / (wall > 0 ? wall : 1),
          sim_s, wall);
   return failed ? 1 : 0;
 }

@@ -157,7 +157,9 @@ uint64_t vsri_sim_below(struct vsri_sim *w, uint64_t n) {
   return n ? vsri_sim_rand(w) % n : 0;
 }
 
-static bool sim_chance(struct vsri_sim *w, uint32_t ppm) { return vsri_sim_below(w, 1000000) < ppm; }
+static bool sim_chance(struct vsri_sim *w, uint32_t ppm) {
+  return vsri_sim_below(w, 1000000) < ppm;
+}
 
 void vsri_sim_random_bytes(void *world, void *buf, size_t len) {
   uint8_t *p = buf;

@@ -299,10 +299,13 @@ static void ka_case(bool keepalive, bool heal, int32_t *res, uint64_t *after_ns)
   pair_open(&p, 12, NULL);
   if (keepalive) {
     int one = 1, idle = 2, intvl = 1, cnt = 3;
-    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one), 0);
-    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle), 0);
-    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl), 0);
-    assert_int_equal(vsri_io_setsockopt(p.b, p.sfd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt), 0);
+    struct vsri_io *b = p.b;
+    assert_int_equal(vsri_io_setsockopt(b, p.sfd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one), 0);
+    assert_int_equal(vsri_io_setsockopt(b, p.sfd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle),
+                     0);
+    assert_int_equal(
+        vsri_io_setsockopt(b, p.sfd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl), 0);
+    assert_int_equal(vsri_io_setsockopt(b, p.sfd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt), 0);
   }
   char buf[8];
   struct op rd = {0}, rda = {0};
@@ -352,7 +355,8 @@ static void t_datagrams(void **state) {
                              .dgram_queue_max = 4096};
   struct vsri_sim *w;
   assert_int_equal(vsri_sim_new(&w, 5, &net), 0);
-  struct vsri_sim_host *ha = vsri_sim_host_new(w, "10.0.0.1"), *hb = vsri_sim_host_new(w, "10.0.0.2");
+  struct vsri_sim_host *ha = vsri_sim_host_new(w, "10.0.0.1");
+  struct vsri_sim_host *hb = vsri_sim_host_new(w, "10.0.0.2");
   struct vsri_io *a, *b;
   assert_int_equal(vsri_sim_io_new(&a, ha, NULL), 0);
   assert_int_equal(vsri_sim_io_new(&b, hb, NULL), 0);
@@ -370,7 +374,8 @@ static void t_datagrams(void **state) {
     memset(pkt, (int)(i & 0xff), sizeof pkt);
     memcpy(pkt, &i, sizeof i);
     struct iovec iov = {.iov_base = pkt, .iov_len = 16 + i % 48};
-    struct msghdr mh = {.msg_name = &lb, .msg_namelen = sizeof lb, .msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr mh = {.msg_name = &lb, .msg_namelen = sizeof lb, .msg_iov = &iov,
+                        .msg_iovlen = 1};
     struct op s = {0};
     vsri_io_sendmsg(a, &s.c, fa, &mh, 0, op_cb, NULL);
     wait_op(w, &s, MS);
@@ -381,7 +386,8 @@ static void t_datagrams(void **state) {
     uint8_t buf[128];
     struct sockaddr_in from;
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
-    struct msghdr mh = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr mh = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov,
+                        .msg_iovlen = 1};
     struct op r = {0};
     vsri_io_recvmsg(b, &r.c, fb, &mh, 0, op_cb, NULL);
     uint64_t end = vsri_sim_now(w) + 1000 * MS;
