@@ -872,41 +872,31 @@ struct opts {
   int keepalive;
 };
 
-static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
-  uint64_t wall0 = vsr_tool_now();
-  int64_t live0 = vsri_alloc_live();
-  struct run *run = calloc(1, sizeof *run);
-  if (!run) abort();
-  run->seed = seed;
-  run->verbose = opt->verbose;
-  run->force_nr = opt->nr;
-  run->force_nc = opt->nc;
-  run->force_max = opt->max_frame;
-  run->force_ka = opt->keepalive;
-  g_run = run;
-  /* The world's network: its own draws come first, from the seed. */
+/* The network of |seed|, drawn from a generator of its own (the world's draws stay the
+ * scenario's), and the keepalive setting. */
+static void draw_net(struct run *run, uint64_t seed, struct vsri_sim_net *net) {
   struct vsri_sim *probe;
   vsri_sim_new(&probe, seed ^ 0x5eed, NULL);
-  struct vsri_sim_net net = {0};
-  net.delay_min_ns = 20000 + vsri_sim_below(probe, 200000);
-  net.delay_mean_ns = net.delay_min_ns + vsri_sim_below(probe, 2 * SIM_MS);
-  net.delay_tail_ns = vsri_sim_below(probe, 50 * SIM_MS) + 1;
-  net.tail_ppm = 1 + (uint32_t)vsri_sim_below(probe, 20000);
-  net.window_min = 1024 + (uint32_t)vsri_sim_below(probe, 16384);
-  net.window_max = net.window_min + (uint32_t)vsri_sim_below(probe, 1u << 20);
-  net.segment_max = 64 + (uint32_t)vsri_sim_below(probe, 65536);
-  net.partial_write_ppm = 1 + (uint32_t)vsri_sim_below(probe, 300000);
-  net.short_read_ppm = 1 + (uint32_t)vsri_sim_below(probe, 300000);
-  net.connect_timeout_ns = 200 * SIM_MS + vsri_sim_below(probe, 800 * SIM_MS);
-  net.rto_ns = 50 * SIM_MS + vsri_sim_below(probe, 300 * SIM_MS);
+  memset(net, 0, sizeof *net);
+  net->delay_min_ns = 20000 + vsri_sim_below(probe, 200000);
+  net->delay_mean_ns = net->delay_min_ns + vsri_sim_below(probe, 2 * SIM_MS);
+  net->delay_tail_ns = vsri_sim_below(probe, 50 * SIM_MS) + 1;
+  net->tail_ppm = 1 + (uint32_t)vsri_sim_below(probe, 20000);
+  net->window_min = 1024 + (uint32_t)vsri_sim_below(probe, 16384);
+  net->window_max = net->window_min + (uint32_t)vsri_sim_below(probe, 1u << 20);
+  net->segment_max = 64 + (uint32_t)vsri_sim_below(probe, 65536);
+  net->partial_write_ppm = 1 + (uint32_t)vsri_sim_below(probe, 300000);
+  net->short_read_ppm = 1 + (uint32_t)vsri_sim_below(probe, 300000);
+  net->connect_timeout_ns = 200 * SIM_MS + vsri_sim_below(probe, 800 * SIM_MS);
+  net->rto_ns = 50 * SIM_MS + vsri_sim_below(probe, 300 * SIM_MS);
   /* Drawn here, not from the world: a seed's scenario stays what it was before keepalive. */
   run->keepalive_s = 1 + (uint32_t)vsri_sim_below(probe, 2);
   if (run->force_ka >= 0) run->keepalive_s = (uint32_t)run->force_ka;
   vsri_sim_del(probe);
-  vsri_sim_new(&run->w, seed, &net);
-  vsri_random_set_hook(vsri_sim_random_bytes, run->w);
-  vsr_sm_set_clock(sim_clock, run->w);
-  draw(run);
+}
+
+/* Hosts, addresses, then every replica and client started. */
+static void setup(struct run *run) {
   run->cluster = vsr_cluster_id("sim");
   vsri_sim_random_bytes(run->w, run->secret, sizeof run->secret);
   for (uint16_t i = 0; i < run->nr; i++) {
@@ -929,7 +919,7 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
     c->host = vsri_sim_host_new(run->w, ip);
   }
   note(run, "seed %" PRIu64 ": %u replica(s), %u client(s), auth %s, frames %u..%u B, fault "
-       "phase %.1f s", seed, run->nr, run->nc, run->auth ? "on" : "off", run->size_min,
+       "phase %.1f s", run->seed, run->nr, run->nc, run->auth ? "on" : "off", run->size_min,
        run->size_max, (double)run->fault_ns / 1e9);
   for (uint16_t i = 0; i < run->nr && !run->failed; i++) {
     int err = replica_start(run, &run->r[i]);
@@ -939,68 +929,58 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
     int err = client_start(run, &run->c[i]);
     if (err) fail(run, "client %u: vsr_client_new: %s", i, vsr_strerror(err));
   }
-  uint64_t t0 = vsri_sim_now(run->w);
-  uint64_t heal_at = t0 + run->fault_ns;
-  /* Fault phase. */
-  while (!run->failed && vsri_sim_now(run->w) < heal_at) {
-    if (step(run, vsri_sim_now(run->w) + SIM_TICK_NS)) break;
-    fault_tick(run);
-    if (restart_due(run, false)) break;
-    workload_tick(run);
+}
+
+static void fail_links(struct run *run, uint64_t since, uint64_t bound) {
+  char links[64] = "";
+  for (uint16_t i = 0; i < run->nr; i++) {
+    snprintf(links + strlen(links), sizeof links - strlen(links), " r%u:%u", i,
+             replica_links(run, i));
   }
-  /* Heal phase: no new faults, everything comes back. */
-  if (!run->failed) {
-    note(run, "heal");
-    vsri_sim_heal(run->w);
-    run->faults[5]++;
-    restart_due(run, true);
-  }
-  /* Bound: a reconnect period to redial, a connect timeout for a dial begun in the partition,
-   * the handshake grace, plus slack for delay tails and segments held by the partition. */
-  uint64_t bound = 2 * run->reconnect_ns + run->grace_ns + net.connect_timeout_ns +
-                   net.rto_ns + net.delay_tail_ns + 2 * SIM_S +
-                   (uint64_t)run->keepalive_s * SIM_S * 2; /* idle + 3 probes 1/3 apart */
-  uint64_t linked_at = 0;
-  uint64_t commits0 = 0, probe_deadline = 0;
+  fail(run, "heal: replica links not all up %.3f s after the heal (bound %.3f s):%s "
+       "(primary op %" PRIu64 " commit %" PRIu64 "; client 0 state %d, %u in flight)",
+       (double)since / 1e9, (double)bound / 1e9, links, run->r[0].sm.op, run->r[0].sm.commit,
+       run->c[0].state, run->c[0].inflight);
+}
+
+/* After the heal: every replica pair authenticated within |bound|, then a new Reply within
+ * 5 s. */
+static void heal_phase(struct run *run, uint64_t heal_at, uint64_t bound) {
+  note(run, "heal");
+  vsri_sim_heal(run->w);
+  run->faults[5]++;
+  restart_due(run, true);
+  uint64_t linked_at = 0, commits0 = 0;
   while (!run->failed) {
-    uint64_t now = vsri_sim_now(run->w);
-    if (step(run, now + SIM_TICK_NS)) break;
+    if (step(run, vsri_sim_now(run->w) + SIM_TICK_NS)) break;
     restart_due(run, false);
     workload_tick(run);
-    now = vsri_sim_now(run->w);
-    if (!linked_at) {
-      bool all = true;
-      for (uint16_t i = 0; i < run->nr; i++) {
-        if (run->nr > 1 && replica_links(run, i) != (uint32_t)run->nr - 1u) all = false;
-      }
-      if (all) {
-        linked_at = now;
-        commits0 = run->replies;
-        probe_deadline = now + 5 * SIM_S;
-        note(run, "heal: every replica pair authenticated after %.3f s",
-             (double)(now - heal_at) / 1e9);
-      } else if (now > heal_at + bound) {
-        char links[64] = "";
-        for (uint16_t i = 0; i < run->nr; i++) {
-          snprintf(links + strlen(links), sizeof links - strlen(links), " r%u:%u", i,
-                   replica_links(run, i));
-        }
-        fail(run, "heal: replica links not all up %.3f s after the heal (bound %.3f s):%s "
-             "(primary op %" PRIu64 " commit %" PRIu64 "; client 0 state %d, %u in flight)",
-             (double)(now - heal_at) / 1e9, (double)bound / 1e9, links, run->r[0].sm.op,
-             run->r[0].sm.commit, run->c[0].state, run->c[0].inflight);
-        break;
+    uint64_t now = vsri_sim_now(run->w);
+    if (linked_at) {
+      if (run->replies > commits0) break; /* the cluster commits again */
+      if (now > linked_at + 5 * SIM_S) {
+        fail(run, "heal: no Reply within 5 s after every link was up (primary op %" PRIu64
+             ", commit %" PRIu64 ")", run->r[0].sm.op, run->r[0].sm.commit);
       }
       continue;
     }
-    if (run->replies > commits0) break; /* the cluster commits again */
-    if (now > probe_deadline) {
-      fail(run, "heal: no Reply within 5 s after every link was up (primary op %" PRIu64
-           ", commit %" PRIu64 ")", run->r[0].sm.op, run->r[0].sm.commit);
-      break;
+    bool all = true;
+    for (uint16_t i = 0; i < run->nr; i++) {
+      if (run->nr > 1 && replica_links(run, i) != (uint32_t)run->nr - 1u) all = false;
+    }
+    if (all) {
+      linked_at = now;
+      commits0 = run->replies;
+      note(run, "heal: every replica pair authenticated after %.3f s",
+           (double)(now - heal_at) / 1e9);
+    } else if (now > heal_at + bound) {
+      fail_links(run, now - heal_at, bound);
     }
   }
-  uint64_t sim_end = vsri_sim_now(run->w);
+}
+
+/* Frees the run's own records and checks that the library gave back what it took. */
+static void teardown(struct run *run, int64_t live0) {
   shutdown_all(run);
   for (uint16_t i = 0; i < run->nr; i++) free(run->r[i].held), free(run->r[i].client_slot);
   for (uint32_t i = 0; i < run->nc; i++) link_clear(&run->c[i].up), link_clear(&run->c[i].down);
@@ -1013,14 +993,48 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
     fail(run, "after every host shut down, %" PRId64 " allocation(s) are not freed",
          live1 - live0);
   }
-  out->ok = !run->failed;
-  out->hash = vsri_sim_trace_hash(run->w);
-  out->sim_s = (double)(sim_end - 1000000000ull) / 1e9;
-  out->delivered = run->delivered;
-  out->replies = run->replies;
+}
+
+static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
+  uint64_t wall0 = vsr_tool_now();
+  int64_t live0 = vsri_alloc_live();
+  struct run *run = calloc(1, sizeof *run);
+  if (!run) abort();
+  run->seed = seed;
+  run->verbose = opt->verbose;
+  run->force_nr = opt->nr;
+  run->force_nc = opt->nc;
+  run->force_max = opt->max_frame;
+  run->force_ka = opt->keepalive;
+  g_run = run;
+  struct vsri_sim_net net;
+  draw_net(run, seed, &net);
+  vsri_sim_new(&run->w, seed, &net);
+  vsri_random_set_hook(vsri_sim_random_bytes, run->w);
+  vsr_sm_set_clock(sim_clock, run->w);
+  draw(run);
+  setup(run);
+  uint64_t heal_at = vsri_sim_now(run->w) + run->fault_ns;
+  while (!run->failed && vsri_sim_now(run->w) < heal_at) { /* the fault phase */
+    if (step(run, vsri_sim_now(run->w) + SIM_TICK_NS)) break;
+    fault_tick(run);
+    if (restart_due(run, false)) break;
+    workload_tick(run);
+  }
+  /* Bound: a reconnect period to redial, a connect timeout for a dial begun in the partition,
+   * the handshake grace, keepalive (idle + 3 probes a third of it apart) for a link whose peer
+   * died unseen, plus slack for delay tails and segments held by the partition. */
+  uint64_t bound = 2 * run->reconnect_ns + run->grace_ns + net.connect_timeout_ns +
+                   net.rto_ns + net.delay_tail_ns + 2 * SIM_S +
+                   (uint64_t)run->keepalive_s * SIM_S * 2;
+  if (!run->failed) heal_phase(run, heal_at, bound);
+  uint64_t sim_end = vsri_sim_now(run->w);
+  teardown(run, live0);
+  *out = (struct result){.ok = !run->failed, .hash = vsri_sim_trace_hash(run->w),
+                         .sim_s = (double)(sim_end - 1000000000ull) / 1e9,
+                         .delivered = run->delivered, .replies = run->replies,
+                         .nr = run->nr, .nc = run->nc};
   memcpy(out->faults, run->faults, sizeof out->faults);
-  out->nr = run->nr;
-  out->nc = run->nc;
   vsri_random_set_hook(NULL, NULL);
   vsr_sm_set_clock(NULL, NULL);
   vsri_sim_del(run->w);
