@@ -50,12 +50,19 @@ struct rec {
   uint8_t cmd;
 };
 
+#define LINK_CANDS 4
+
 struct link {
   struct rec *v;
   size_t head, len, cap;
   bool started;        /* a frame was delivered */
-  uint32_t send_epoch; /* the sender's connection of the last frame delivered */
-  uint32_t recv_epoch; /* the receiver's connection it came over */
+  uint32_t recv_epoch; /* the receiver's connection the last frame came over */
+  /* Which sender connection that receiver connection is: usually one candidate; several when
+   * successive sender connections began with the same bytes (a resent Prepare) until a later
+   * frame tells them apart. Each: the queue position of the next frame, and its epoch. */
+  uint32_t ncand;
+  size_t cand_pos[LINK_CANDS];
+  uint32_t cand_epoch[LINK_CANDS];
 };
 
 static void link_push(struct link *l, struct rec r) {
@@ -206,60 +213,77 @@ static void sim_log(void *user, enum vsr_log_level level, const char *line) {
 
 static uint64_t frame_hash(const struct vsr_msg *m) { return XXH3_64bits(m->data, m->size); }
 
+static const struct rec *link_at(const struct link *l, size_t k) {
+  return &l->v[(l->head + k) % l->cap];
+}
+
 /* A frame arrived on link |l| over the receiver's connection |recv_epoch| (the receiver's count
- * of connections to that sender). On the connection already in use it must be the oldest frame
- * the sender queued on its matching connection; the first frame of a new receiver connection
+ * of connections to that sender). On the connection already in use it must be the next frame
+ * the sender queued on the matching connection; the first frame of a new receiver connection
  * must be the first frame the sender queued on one of its later connections (the frames of the
  * connections in between went down with them). Anything else was lost, reordered, duplicated,
  * altered or never sent. */
 static void link_deliver(struct run *run, struct link *l, uint32_t recv_epoch,
                          const struct vsr_msg *m, const char *who) {
   uint64_t h = frame_hash(m);
-  /* Frames of sender connections older than the one in use are gone. */
-  while (l->started && l->len > 0 && l->v[l->head].epoch < l->send_epoch) {
-    l->head = (l->head + 1) % l->cap;
-    l->len--;
-  }
   bool fresh = !l->started || recv_epoch != l->recv_epoch;
-  size_t k = 0;
-  bool found = false;
-  for (; k < l->len; k++) {
-    const struct rec *r = &l->v[(l->head + k) % l->cap];
-    if (!fresh) {
-      found = r->epoch == l->send_epoch && r->hash == h && r->size == m->size;
-      break;
+  size_t pos[LINK_CANDS];
+  uint32_t ep[LINK_CANDS], n = 0;
+  if (fresh) {
+    uint32_t after = 0; /* the connection in use so far, if any: only later ones may start */
+    for (uint32_t c = 0; c < l->ncand; c++) {
+      if (c == 0 || l->cand_epoch[c] < after) after = l->cand_epoch[c];
     }
-    bool first = k == 0 || l->v[(l->head + k - 1) % l->cap].epoch < r->epoch;
-    bool later = !l->started || r->epoch > l->send_epoch;
-    if (first && later && r->hash == h && r->size == m->size) {
-      found = true;
-      break;
+    for (size_t k = 0; k < l->len && n < LINK_CANDS; k++) {
+      const struct rec *r = link_at(l, k);
+      bool first = k == 0 || link_at(l, k - 1)->epoch < r->epoch;
+      bool later = !l->started || r->epoch > after;
+      if (first && later && r->hash == h && r->size == m->size) {
+        pos[n] = k + 1;
+        ep[n++] = r->epoch;
+      }
+    }
+  } else {
+    for (uint32_t c = 0; c < l->ncand; c++) {
+      size_t k = l->cand_pos[c];
+      if (k >= l->len) continue;
+      const struct rec *r = link_at(l, k);
+      if (r->epoch == l->cand_epoch[c] && r->hash == h && r->size == m->size) {
+        pos[n] = k + 1;
+        ep[n++] = r->epoch;
+      }
     }
   }
-  if (!found) {
+  if (n == 0) {
     size_t any = SIZE_MAX;
-    for (size_t i = 0; i < l->len && any == SIZE_MAX; i++) {
-      const struct rec *r = &l->v[(l->head + i) % l->cap];
-      if (r->hash == h && r->size == m->size) any = i;
+    for (size_t k = 0; k < l->len && any == SIZE_MAX; k++) {
+      if (link_at(l, k)->hash == h && link_at(l, k)->size == m->size) any = k;
     }
     if (any == SIZE_MAX) {
       fail(run, "%s: %s frame of %u bytes delivered that was never sent on this link, or "
            "delivered twice (%zu queued)", who, vsr_command_name(m->data[60]), m->size, l->len);
       return;
     }
-    const struct rec *r = &l->v[l->head];
+    size_t at = fresh || l->ncand == 0 ? 0 : l->cand_pos[0];
+    const struct rec *r = link_at(l, at < l->len ? at : 0);
     fail(run, "%s: %s frame of %u bytes (sender's connection %u) was skipped: %zu frame(s) "
          "lost or reordered before this %s (receiver's connection %u)", who,
-         vsr_command_name(r->cmd), r->size, r->epoch, any, vsr_command_name(m->data[60]),
-         recv_epoch);
+         vsr_command_name(r->cmd), r->size, r->epoch, any > at ? any - at : 0,
+         vsr_command_name(m->data[60]), recv_epoch);
     return;
   }
-  const struct rec *r = &l->v[(l->head + k) % l->cap];
+  /* Records before the earliest candidate are delivered or dead: drop them. */
+  size_t drop = pos[0];
+  for (uint32_t c = 1; c < n; c++) drop = pos[c] < drop ? pos[c] : drop;
+  l->head = (l->head + drop) % l->cap;
+  l->len -= drop;
+  l->ncand = n;
+  for (uint32_t c = 0; c < n; c++) {
+    l->cand_pos[c] = pos[c] - drop;
+    l->cand_epoch[c] = ep[c];
+  }
   l->started = true;
-  l->send_epoch = r->epoch;
   l->recv_epoch = recv_epoch;
-  l->head = (l->head + k + 1) % l->cap;
-  l->len -= k + 1;
   run->delivered++;
   uint64_t rec[3] = {h, m->size, vsri_sim_now(run->w)};
   vsri_sim_trace(run->w, rec, sizeof rec);
