@@ -952,7 +952,7 @@ static int sk_shutdown(struct vsri_io *io, int fd, int how) {
   return 0;
 }
 
-static int sk_close_now(struct vsri_io *io, int fd) {
+static int sk_close_now(struct vsri_io *io, int fd) { /* vsri_io_close_now */
   struct sim_io *si = io->backend_data;
   struct sim_sock *s = sim_fd(si, fd);
   if (!s) return -EBADF;
@@ -969,6 +969,20 @@ static const struct vsri_io_sockops sim_sockops = {
     .close_now = sk_close_now,
 };
 
+/* The synchronous datagram calls (io.h's vsri_io_recvmsg_now / sendmsg_now). */
+static ssize_t sim_recvmsg_now(struct vsri_io *io, int fd, struct msghdr *msg, int flags) {
+  (void)flags;
+  struct sim_sock *s = sim_fd(io->backend_data, fd);
+  return s ? op_recvmsg(s, msg) : -EBADF;
+}
+
+static ssize_t sim_sendmsg_now(struct vsri_io *io, int fd, const struct msghdr *msg, int flags) {
+  (void)flags;
+  struct sim_io *si = io->backend_data;
+  struct sim_sock *s = sim_fd(si, fd);
+  return s ? op_sendmsg(si->w, s, msg) : -EBADF;
+}
+
 static const struct vsri_io_backend sim_backend = {
     .name = "sim",
     .sock = &sim_sockops,
@@ -978,6 +992,8 @@ static const struct vsri_io_backend sim_backend = {
     .submit = sim_submit,
     .cancel = sim_cancel,
     .poll = sim_poll,
+    .recvmsg_now = sim_recvmsg_now,
+    .sendmsg_now = sim_sendmsg_now,
 };
 
 int vsri_sim_io_new(struct vsri_io **out, struct vsri_sim_host *h,
@@ -1260,7 +1276,7 @@ bool vsri_sim_reset_one(struct vsri_sim *w) {
 
 static bool sim_io_busy(const struct vsri_sim *w, const struct sim_io *si) {
   const struct vsri_io *io = si->io;
-  return !vsri_list_empty(&si->tries) || !vsri_list_empty(&io->ready) ||
+  return !vsri_list_empty(&si->tries) || !vsri_list_empty(&io->ready) || io->nowait ||
          !vsri_list_empty(&io->deferred) ||
          (io->timers_len > 0 && io->timers[0]->u.timeout.deadline_ns <= w->now);
 }

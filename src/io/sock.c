@@ -3,7 +3,6 @@
  * own). */
 #include <errno.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "io/io_impl.h"
 
@@ -40,11 +39,6 @@ static int sk_shutdown(struct vsri_io *io, int fd, int how) {
   return sk_ret(shutdown(fd, how));
 }
 
-static int sk_close_now(struct vsri_io *io, int fd) {
-  (void)io;
-  return sk_ret(close(fd));
-}
-
 const struct vsri_io_sockops vsri_io_sockops_posix = {
     .socket = sk_socket,
     .bind = sk_bind,
@@ -52,7 +46,7 @@ const struct vsri_io_sockops vsri_io_sockops_posix = {
     .setsockopt = sk_setsockopt,
     .getsockname = sk_getsockname,
     .shutdown = sk_shutdown,
-    .close_now = sk_close_now,
+    .close_now = NULL, /* vsri_io_close_now (loop.c) closes kernel fds itself */
 };
 
 static const struct vsri_io_sockops *sk_ops(const struct vsri_io *io) {
@@ -83,5 +77,3 @@ int vsri_io_getsockname(struct vsri_io *io, int fd, struct sockaddr *addr, sockl
 int vsri_io_shutdown(struct vsri_io *io, int fd, int how) {
   return sk_ops(io)->shutdown(io, fd, how);
 }
-
-int vsri_io_close_now(struct vsri_io *io, int fd) { return sk_ops(io)->close_now(io, fd); }

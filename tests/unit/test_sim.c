@@ -74,7 +74,7 @@ static void pair_open(struct pair *p, uint64_t seed, const struct vsri_sim_net *
   /* A second listener on the same port is refused. */
   int dup = vsri_io_socket(p->b, AF_INET, SOCK_STREAM);
   assert_int_equal(vsri_io_bind(p->b, dup, (struct sockaddr *)&l, sizeof l), -EADDRINUSE);
-  assert_int_equal(vsri_io_close_now(p->b, dup), 0);
+  vsri_io_close_now(p->b, dup);
   struct op acc = {0}, con = {0};
   struct sockaddr_storage peer;
   socklen_t plen = sizeof peer;
