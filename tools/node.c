@@ -269,30 +269,30 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   if (strcmp(key, "tcp") == 0) {
     b->client_tcp_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
   } else if (strcmp(key, "quic") == 0) {
-    b->client_quic_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+    b->quic.addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
   } else if (strcmp(key, "cert") == 0) {
-    b->quic_cert_file = node_keep(cfg, v);
+    b->quic.cert_file = node_keep(cfg, v);
   } else if (strcmp(key, "key") == 0) {
-    b->quic_key_file = node_keep(cfg, v);
+    b->quic.key_file = node_keep(cfg, v);
   } else if (strcmp(key, "quic-alpn-required") == 0 || strcmp(key, "quic_alpn_required") == 0) {
-    b->quic_alpn_required = node_truthy(v);
+    b->quic.alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
-    b->quic_alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
+    b->quic.alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
   } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
              strcmp(key, "quic_max_bidi_streams") == 0) {
-    return node_parse_u32(key, v, &b->quic_max_bidi_streams);
+    return node_parse_u32(key, v, &b->quic.max_bidi_streams);
   } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
-    if (node_parse_u32(key, v, &b->quic_max_handshakes)) return -1;
-    if (b->quic_max_handshakes == 0) {
+    if (node_parse_u32(key, v, &b->quic.max_handshakes)) return -1;
+    if (b->quic.max_handshakes == 0) {
       fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
       return -1;
     }
   } else if (strcmp(key, "quic-retry-threshold") == 0 ||
              strcmp(key, "quic_retry_threshold") == 0) {
-    return node_parse_u32(key, v, &b->quic_retry_threshold);
+    return node_parse_u32(key, v, &b->quic.retry_threshold);
   } else if (strcmp(key, "quic-max-handshakes-per-source") == 0 ||
              strcmp(key, "quic_max_handshakes_per_source") == 0) {
-    return node_parse_u32(key, v, &b->quic_max_handshakes_per_source);
+    return node_parse_u32(key, v, &b->quic.max_handshakes_per_source);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
@@ -423,7 +423,7 @@ static int node_ini_entry(void *user, const char *section, const char *name, con
 void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
-  cfg->bus.client_quic_addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
+  cfg->bus.quic.addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
   cfg->log_burst = VSR_LOG_BURST_DEFAULT;
   cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
 }
