@@ -59,13 +59,14 @@ struct vsri_tlsws_config {
   char server_name[128];
 };
 
-struct vsri_conn {
+struct tw_conn {
+  struct vsri_conn base; /* first: the bus and the SDK hold this */
   const struct vsri_transport_ctx *ctx;
   const struct vsri_tlsws_config *cfg;
   const struct vsri_conn_events *ev;
   void *owner;
   struct vsri_sendq *q;
-  struct vsri_listener *l; /* server connections not yet reported: the owning listener */
+  struct tw_listener *l; /* server connections not yet reported: the owning listener */
   struct vsri_list_node link;
   int fd;
   uint8_t kind;  /* enum tw_kind */
@@ -88,6 +89,10 @@ struct vsri_conn {
   struct vsr_msg *held;  /* WS: the frame of the message in progress, until its end */
   struct vsr_msg *wbuf;  /* TLS ciphertext / masked bytes being written */
   uint32_t woff;
+  /* Frames taken from the queue into TLS / masked output and not yet handed to the kernel:
+   * tk_* since the last take, wb_* inside wbuf (reported sent when wbuf is written). */
+  uint32_t tk_frames, wb_frames;
+  uint64_t tk_bytes, wb_bytes;
   uint8_t ctl[TW_CTL_MAX];
   uint32_t ctl_len, ctl_off;
   const char *page;      /* page body still to write (after ctl), or NULL */
@@ -106,7 +111,8 @@ struct vsri_conn {
   char name[64];
 };
 
-struct vsri_listener {
+struct tw_listener {
+  struct vsri_listener base;
   const struct vsri_transport_ctx *ctx;
   const struct vsri_tlsws_config *cfg;
   uint8_t kind;
@@ -132,13 +138,13 @@ static const struct vsri_tlsws_config tw_default_cfg = {
     .max_handshakes = TW_MAX_HANDSHAKES,
 };
 
-static void tw_read(struct vsri_conn *c);
+static void tw_read(struct tw_conn *c);
 static void tw_flush(void *arg);
-static void tw_teardown(struct vsri_conn *c);
-static void tw_close(struct vsri_conn *c, int reason, bool drain);
-static void tw_listener_maybe_free(struct vsri_listener *l);
+static void tw_teardown(struct tw_conn *c);
+static void tw_close(struct tw_conn *c, int reason, bool drain);
+static void tw_listener_maybe_free(struct tw_listener *l);
 
-static const char *tw_name(const struct vsri_conn *c) { return tw_names[c->kind]; }
+static const char *tw_name(const struct tw_conn *c) { return tw_names[c->kind]; }
 
 /* ---- settings -------------------------------------------------------------------------- */
 
@@ -251,7 +257,7 @@ void vsri_tlsws_fingerprint(const struct vsri_tlsws_config *c, uint8_t out[32]) 
 /* ---- connections ----------------------------------------------------------------------- */
 
 static void tw_evicted(void *arg) {
-  struct vsri_conn *c = arg;
+  struct tw_conn *c = arg;
   char what[200];
   vsri_decoder_describe(&c->dec, VSR_EMEMORY_BUDGET, what, sizeof what);
   VSRI_WARN("VSR-MEMORY", "%s %s: %s (%s; %s); closing", c->name, tw_name(c),
@@ -259,10 +265,13 @@ static void tw_evicted(void *arg) {
   tw_close(c, VSR_EMEMORY_BUDGET, false);
 }
 
-static struct vsri_conn *tw_conn_new(const struct vsri_transport_ctx *ctx, uint8_t kind,
+static struct tw_conn *tw_conn_new(const struct vsri_transport_ctx *ctx, uint8_t kind,
                                      bool server, int fd) {
-  struct vsri_conn *c = vsri_calloc(1, sizeof *c);
+  struct tw_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
+  static const struct vsri_transport_ops *const ops[] = {&vsri_transport_tls, &vsri_transport_ws,
+                                                         &vsri_transport_wss};
+  c->base.ops = ops[kind];
   c->ctx = ctx;
   c->cfg = ctx->tls ? ctx->tls : &tw_default_cfg;
   c->kind = kind;
@@ -284,7 +293,7 @@ static struct vsri_conn *tw_conn_new(const struct vsri_transport_ctx *ctx, uint8
 }
 
 /* Sets up the layers of a connection whose socket is connected. Returns 0 or an error. */
-static int tw_layers(struct vsri_conn *c) {
+static int tw_layers(struct tw_conn *c) {
   int err = 0;
   if (c->tls_on) {
     err = c->server ? vsri_tls_server_init(&c->tls, &c->cfg->srv, c->ctx->pool, c->name)
@@ -308,7 +317,7 @@ static int tw_layers(struct vsri_conn *c) {
 static void tw_closed_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
   (void)io;
   (void)res;
-  struct vsri_conn *c = cc->ctx;
+  struct tw_conn *c = cc->ctx;
   c->state = TW_CLOSED;
   vsri_decoder_free(&c->dec);
   vsr_msg_unref(c->held);
@@ -316,22 +325,26 @@ static void tw_closed_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t
   if (c->tls_on) vsri_tls_free(&c->tls);
   vsri_ws_reader_free(&c->ws);
   vsri_free(c->http);
+  uint32_t lost = c->tk_frames + c->wb_frames;
+  if (lost && c->ev && c->ev->on_dropped) {
+    c->ev->on_dropped(c->owner, &c->base, lost, c->tk_bytes + c->wb_bytes, c->reason);
+  }
   if (c->reported) {
-    if (c->ev && c->ev->on_closed) c->ev->on_closed(c->owner, c, c->reason);
+    if (c->ev && c->ev->on_closed) c->ev->on_closed(c->owner, &c->base, c->reason);
   } else if (c->server && c->l) {
-    struct vsri_listener *l = c->l;
+    struct tw_listener *l = c->l;
     vsri_list_remove(&c->link);
     l->npending--;
     if (l->closing) tw_listener_maybe_free(l);
   } else if (!c->server && c->ev && c->ev->on_closed) {
-    c->ev->on_closed(c->owner, c, c->reason);
+    c->ev->on_closed(c->owner, &c->base, c->reason);
   }
   vsri_free(c->iov);
   vsri_free(c->hdr);
   vsri_free(c);
 }
 
-static void tw_finish(struct vsri_conn *c) {
+static void tw_finish(struct tw_conn *c) {
   if (c->state < TW_CLOSING) return; /* a timer canceled on an open connection */
   if (c->reading || c->writing || c->draining || c->cc.pending || c->state == TW_CLOSED) return;
   if (c->dc.pending) {
@@ -346,14 +359,14 @@ static void tw_finish(struct vsri_conn *c) {
   vsri_io_close(c->ctx->io, &c->cc, c->fd, tw_closed_cb, c);
 }
 
-static void tw_teardown(struct vsri_conn *c) {
+static void tw_teardown(struct tw_conn *c) {
   c->draining = false;
   if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
   if (c->writing) vsri_io_cancel(c->ctx->io, &c->wc);
   tw_finish(c);
 }
 
-static void tw_fail(struct vsri_conn *c, int reason) {
+static void tw_fail(struct tw_conn *c, int reason) {
   if (c->state < TW_CLOSING) {
     c->state = TW_CLOSING;
     c->reason = reason;
@@ -363,7 +376,7 @@ static void tw_fail(struct vsri_conn *c, int reason) {
 
 static void tw_drain_expired(struct vsri_io *io, struct vsri_completion *dc, int32_t res) {
   (void)io;
-  struct vsri_conn *c = dc->ctx;
+  struct tw_conn *c = dc->ctx;
   if (res == 0 && c->draining) {
     VSRI_DEBUG("VSR-DRAIN", "%s %s: drain deadline passed (%s); closing", c->name, tw_name(c),
                c->half_closed ? "the peer did not close" : "output still queued");
@@ -373,7 +386,7 @@ static void tw_drain_expired(struct vsri_io *io, struct vsri_completion *dc, int
   tw_finish(c);
 }
 
-static void tw_drained(struct vsri_conn *c) {
+static void tw_drained(struct tw_conn *c) {
   if (!c->half_closed) {
     c->half_closed = true;
     shutdown(c->fd, SHUT_WR);
@@ -381,7 +394,7 @@ static void tw_drained(struct vsri_conn *c) {
   if (c->peer_eof) tw_teardown(c);
 }
 
-static void tw_close(struct vsri_conn *c, int reason, bool drain) {
+static void tw_close(struct tw_conn *c, int reason, bool drain) {
   if (c->state >= TW_CLOSING) {
     if (!drain && c->draining) tw_teardown(c);
     return;
@@ -402,7 +415,7 @@ static void tw_close(struct vsri_conn *c, int reason, bool drain) {
 }
 
 /* A protocol violation on a WebSocket: Close with |code| after what is queued, then close. */
-static void tw_ws_violation(struct vsri_conn *c, uint16_t code, int reason) {
+static void tw_ws_violation(struct tw_conn *c, uint16_t code, int reason) {
   if (c->phase == TWP_FRAMES && !c->ws_close_sent) {
     c->ws_close_due = true;
     c->close_code = code;
@@ -412,7 +425,7 @@ static void tw_ws_violation(struct vsri_conn *c, uint16_t code, int reason) {
 
 /* ---- control output -------------------------------------------------------------------- */
 
-static uint32_t tw_rand(struct vsri_conn *c) {
+static uint32_t tw_rand(struct tw_conn *c) {
   uint32_t x = c->rng ? c->rng : 0x9e3779b9u;
   x ^= x << 13;
   x ^= x >> 17;
@@ -420,12 +433,12 @@ static uint32_t tw_rand(struct vsri_conn *c) {
   return c->rng = x;
 }
 
-static void tw_new_mask(struct vsri_conn *c, uint8_t m[4]) {
+static void tw_new_mask(struct tw_conn *c, uint8_t m[4]) {
   uint32_t r = tw_rand(c);
   memcpy(m, &r, 4);
 }
 
-static bool tw_ctl_add(struct vsri_conn *c, const void *p, size_t n) {
+static bool tw_ctl_add(struct tw_conn *c, const void *p, size_t n) {
   if (c->ctl_len + n > sizeof c->ctl) return false;
   memcpy(c->ctl + c->ctl_len, p, n);
   c->ctl_len += (uint32_t)n;
@@ -433,7 +446,7 @@ static bool tw_ctl_add(struct vsri_conn *c, const void *p, size_t n) {
 }
 
 /* Queues a control frame (masked on the client side). */
-static void tw_ctl_frame(struct vsri_conn *c, uint8_t opcode, const uint8_t *p, size_t n) {
+static void tw_ctl_frame(struct tw_conn *c, uint8_t opcode, const uint8_t *p, size_t n) {
   uint8_t f[VSRI_WS_HDR_MAX + 125], mask[4];
   if (n > 125) n = 125;
   if (!c->server) tw_new_mask(c, mask);
@@ -447,7 +460,7 @@ static void tw_ctl_frame(struct vsri_conn *c, uint8_t opcode, const uint8_t *p, 
   if (!c->writing) vsri_io_defer(c->ctx->io, &c->flush);
 }
 
-static void tw_ctl_close(struct vsri_conn *c, uint16_t code, const char *why) {
+static void tw_ctl_close(struct tw_conn *c, uint16_t code, const char *why) {
   uint8_t f[127];
   size_t n = vsri_ws_close_frame(f, code, why);
   c->ws_close_sent = true;
@@ -457,7 +470,7 @@ static void tw_ctl_close(struct vsri_conn *c, uint16_t code, const char *why) {
 /* ---- established ----------------------------------------------------------------------- */
 
 /* The TLS handshake and the upgrade are done: report the connection. */
-static void tw_established(struct vsri_conn *c) {
+static void tw_established(struct tw_conn *c) {
   if (c->hc.pending) vsri_io_cancel(c->ctx->io, &c->hc);
   c->phase = TWP_FRAMES;
   c->reported = true;
@@ -467,23 +480,23 @@ static void tw_established(struct vsri_conn *c) {
                vsri_tls_describe(&c->tls, d, sizeof d));
   }
   if (c->server) {
-    struct vsri_listener *l = c->l;
+    struct tw_listener *l = c->l;
     vsri_list_remove(&c->link);
     l->npending--;
     c->l = NULL;
     c->state = TW_OPEN;
-    l->on_accept(l->owner, c);
+    l->on_accept(l->owner, &c->base);
     return;
   }
   c->state = TW_OPEN;
-  if (c->ev->on_connected) c->ev->on_connected(c->owner, c, 0);
-  if (c->state == TW_OPEN && c->q && c->q->len && !c->writing) {
+  if (c->ev->on_connected) c->ev->on_connected(c->owner, &c->base, 0);
+  if (c->state == TW_OPEN && c->q && vsri_sendq_len(c->q) && !c->writing) {
     vsri_io_defer(c->ctx->io, &c->flush);
   }
 }
 
 /* Client: the TLS layer (if any) is up; start the upgrade or report. */
-static void tw_client_ready(struct vsri_conn *c) {
+static void tw_client_ready(struct tw_conn *c) {
   if (!c->ws_on) {
     tw_established(c);
     return;
@@ -498,7 +511,7 @@ static void tw_client_ready(struct vsri_conn *c) {
 
 /* ---- reading --------------------------------------------------------------------------- */
 
-static void tw_frame_error(struct vsri_conn *c, int err) {
+static void tw_frame_error(struct tw_conn *c, int err) {
   char what[200];
   vsri_decoder_describe(&c->dec, err, what, sizeof what);
   bool mem = err == VSR_EMEMORY_BUDGET || err == VSR_EMEMORY_MAX || err == VSR_EPOOL;
@@ -508,14 +521,14 @@ static void tw_frame_error(struct vsri_conn *c, int err) {
 }
 
 /* Delivers a whole frame. Returns false if the connection started closing. */
-static bool tw_deliver(struct vsri_conn *c, struct vsr_msg *m) {
-  if (c->started && c->state == TW_OPEN) c->ev->on_frame(c->owner, c, m);
+static bool tw_deliver(struct tw_conn *c, struct vsr_msg *m) {
+  if (c->started && c->state == TW_OPEN) c->ev->on_frame(c->owner, &c->base, m);
   vsr_msg_unref(m);
   return c->state == TW_OPEN;
 }
 
 /* Feeds frame bytes to the decoder. WS: a completed frame is held until its message ends. */
-static bool tw_decode(struct vsri_conn *c, const uint8_t *p, size_t n) {
+static bool tw_decode(struct tw_conn *c, const uint8_t *p, size_t n) {
   uint64_t now = vsri_io_now(c->ctx->io);
   while (n > 0) {
     size_t used = 0;
@@ -545,7 +558,7 @@ static bool tw_decode(struct vsri_conn *c, const uint8_t *p, size_t n) {
   return true;
 }
 
-static bool tw_ws_message_end(struct vsri_conn *c) {
+static bool tw_ws_message_end(struct tw_conn *c) {
   struct vsr_msg *m = c->held;
   c->held = NULL;
   uint32_t have = 0, size = 0;
@@ -562,7 +575,7 @@ static bool tw_ws_message_end(struct vsri_conn *c) {
   return tw_deliver(c, m);
 }
 
-static bool tw_ws_frames(struct vsri_conn *c, const uint8_t *p, size_t n) {
+static bool tw_ws_frames(struct tw_conn *c, const uint8_t *p, size_t n) {
   vsri_ws_feed(&c->ws, p, n);
   for (;;) {
     struct vsri_ws_event ev;
@@ -597,7 +610,7 @@ static bool tw_ws_frames(struct vsri_conn *c, const uint8_t *p, size_t n) {
 }
 
 /* The server's HTTP phase. Returns false when the connection is done with these bytes. */
-static bool tw_http_server(struct vsri_conn *c, const uint8_t **p, size_t *n) {
+static bool tw_http_server(struct tw_conn *c, const uint8_t **p, size_t *n) {
   size_t used = 0;
   enum vsri_ws_verdict v = vsri_ws_http_feed(c->http, *p, *n, &used);
   *p += used;
@@ -631,7 +644,7 @@ static bool tw_http_server(struct vsri_conn *c, const uint8_t **p, size_t *n) {
   }
 }
 
-static bool tw_http_client(struct vsri_conn *c, const uint8_t **p, size_t *n) {
+static bool tw_http_client(struct tw_conn *c, const uint8_t **p, size_t *n) {
   size_t used = 0;
   enum vsri_ws_verdict v = vsri_ws_http_feed(c->http, *p, *n, &used);
   *p += used;
@@ -639,7 +652,7 @@ static bool tw_http_client(struct vsri_conn *c, const uint8_t **p, size_t *n) {
   if (v == VSRI_WS_MORE) return false;
   if (v != VSRI_WS_ACCEPTED) {
     VSRI_WARN("VSR-WS", "%s %s: upgrade failed: %s", c->name, tw_name(c), c->http->why);
-    if (c->ev->on_connected) c->ev->on_connected(c->owner, c, VSR_EHANDSHAKE);
+    if (c->ev->on_connected) c->ev->on_connected(c->owner, &c->base, VSR_EHANDSHAKE);
     tw_fail(c, VSR_EHANDSHAKE);
     return false;
   }
@@ -650,7 +663,7 @@ static bool tw_http_client(struct vsri_conn *c, const uint8_t **p, size_t *n) {
 }
 
 /* Plaintext bytes: the upgrade, WebSocket frames, or frames. Returns false once closing. */
-static bool tw_plain(struct vsri_conn *c, const uint8_t *p, size_t n) {
+static bool tw_plain(struct tw_conn *c, const uint8_t *p, size_t n) {
   if (c->phase == TWP_HTTP) {
     bool go = c->server ? tw_http_server(c, &p, &n) : tw_http_client(c, &p, &n);
     if (!go) return c->state == TW_HANDSHAKE || c->state == TW_CONNECTING;
@@ -659,9 +672,11 @@ static bool tw_plain(struct vsri_conn *c, const uint8_t *p, size_t n) {
   return c->ws_on ? tw_ws_frames(c, p, n) : tw_decode(c, p, n);
 }
 
-static bool tw_tls_failed(struct vsri_conn *c, int rv, const char *what) {
+static bool tw_tls_failed(struct tw_conn *c, int rv, const char *what) {
   VSRI_WARN("VSR-TLS", "%s %s: %s: %s; closing", c->name, tw_name(c), what, c->tls.why);
-  if (!c->server && !c->reported && c->ev->on_connected) c->ev->on_connected(c->owner, c, rv);
+  if (!c->server && !c->reported && c->ev->on_connected) {
+    c->ev->on_connected(c->owner, &c->base, rv);
+  }
   tw_close(c, rv, true); /* the alert, if any, goes out */
   return false;
 }
@@ -669,7 +684,7 @@ static bool tw_tls_failed(struct vsri_conn *c, int rv, const char *what) {
 static _Thread_local uint8_t tw_plain_buf[VSRI_TLS_RECORD];
 
 /* Ciphertext in: handshake, then decrypt and pass on. Returns false once closing. */
-static bool tw_tls_input(struct vsri_conn *c, const uint8_t *p, size_t n) {
+static bool tw_tls_input(struct tw_conn *c, const uint8_t *p, size_t n) {
   vsri_tls_feed(&c->tls, p, n);
   if (!c->tls.done) {
     int rv = vsri_tls_handshake(&c->tls);
@@ -727,7 +742,7 @@ static bool tw_tls_input(struct vsri_conn *c, const uint8_t *p, size_t n) {
   }
 }
 
-static void tw_discard_done(struct vsri_conn *c, int32_t res) {
+static void tw_discard_done(struct tw_conn *c, int32_t res) {
   if (res == -ECANCELED || !c->draining) {
     tw_finish(c);
     return;
@@ -741,7 +756,7 @@ static void tw_discard_done(struct vsri_conn *c, int32_t res) {
 }
 
 static void tw_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
-  struct vsri_conn *c = rc->ctx;
+  struct tw_conn *c = rc->ctx;
   c->reading = false;
   if (c->discard) {
     tw_discard_done(c, res);
@@ -763,7 +778,7 @@ static void tw_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t
     }
     c->peer_eof = true;
     if (!c->server && !c->reported && c->ev->on_connected) {
-      c->ev->on_connected(c->owner, c, reason);
+      c->ev->on_connected(c->owner, &c->base, reason);
     }
     tw_close(c, reason, res == 0 && c->reported);
     return;
@@ -774,7 +789,7 @@ static void tw_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t
   if (go) tw_read(c);
 }
 
-static void tw_read(struct vsri_conn *c) {
+static void tw_read(struct tw_conn *c) {
   if (c->reading) return;
   if (c->discard) {
     if (!c->draining || c->peer_eof) return;
@@ -789,31 +804,36 @@ static void tw_read(struct vsri_conn *c) {
 
 /* ---- writing --------------------------------------------------------------------------- */
 
-static uint32_t tw_hlen(const struct vsri_conn *c, uint32_t size) {
+static uint32_t tw_hlen(const struct tw_conn *c, uint32_t size) {
   if (!c->ws_on) return 0;
   return (size < 126 ? 2 : size < 65536 ? 4 : 10) + (c->server ? 0 : 4);
 }
 
-/* Consumes |k| bytes of units from the queue (written, encrypted or masked). */
-static void tw_units_done(struct vsri_conn *c, size_t k) {
+/* Consumes |k| bytes of units from the queue (written, encrypted or masked); *bytes gets the
+ * sizes of the frames completed. Returns their count. */
+static uint32_t tw_units_done(struct tw_conn *c, size_t k, uint64_t *bytes) {
   struct vsri_sendq *q = c->q;
-  while (k > 0 && q->len > 0) {
+  uint32_t frames = 0;
+  *bytes = 0;
+  while (k > 0 && vsri_sendq_len(q) > 0) {
     struct vsr_msg *m = vsri_sendq_peek(q, 0);
     size_t rest = tw_hlen(c, m->size) + m->size - c->head_off;
     if (k < rest) {
       c->head_off += (uint32_t)k;
-      return;
+      break;
     }
     k -= rest;
     c->head_off = 0;
-    vsri_sendq_pop(q);
+    *bytes += vsri_sendq_pop(q);
+    frames++;
   }
+  return frames;
 }
 
 /* Builds iovecs for up to |budget| bytes of units. Returns the count; *bytes the total. */
-static int tw_units_iov(struct vsri_conn *c, size_t budget, size_t *bytes) {
+static int tw_units_iov(struct tw_conn *c, size_t budget, size_t *bytes) {
   struct vsri_sendq *q = c->q;
-  uint32_t n = q->len < c->batch ? q->len : c->batch;
+  uint32_t n = vsri_sendq_len(q) < c->batch ? vsri_sendq_len(q) : c->batch;
   int k = 0;
   *bytes = 0;
   for (uint32_t i = 0; i < n && *bytes < budget; i++) {
@@ -844,7 +864,7 @@ static int tw_units_iov(struct vsri_conn *c, size_t budget, size_t *bytes) {
 }
 
 /* Client WS: masks up to VSRI_TLS_SEND_MAX bytes of units into a pool buffer. */
-static struct vsr_msg *tw_mask_units(struct vsri_conn *c, size_t *taken) {
+static struct vsr_msg *tw_mask_units(struct tw_conn *c, size_t *taken) {
   size_t bytes;
   tw_units_iov(c, VSRI_TLS_SEND_MAX, &bytes); /* headers (with their mask keys) into c->hdr */
   if (bytes > VSRI_TLS_SEND_MAX) bytes = VSRI_TLS_SEND_MAX;
@@ -854,7 +874,7 @@ static struct vsr_msg *tw_mask_units(struct vsri_conn *c, size_t *taken) {
   /* Walk the units again to know each payload's mask and offset. */
   struct vsri_sendq *q = c->q;
   uint32_t head = c->head_off;
-  for (uint32_t i = 0; o < bytes && i < q->len; i++) {
+  for (uint32_t i = 0; o < bytes && i < vsri_sendq_len(q); i++) {
     struct vsr_msg *m = vsri_sendq_peek(q, i);
     size_t h = tw_hlen(c, m->size), start = i == 0 ? head : 0;
     const uint8_t *hdr = c->hdr[i];
@@ -883,7 +903,7 @@ static struct vsr_msg *tw_mask_units(struct vsri_conn *c, size_t *taken) {
 
 static void tw_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_t res);
 
-static void tw_send_buf(struct vsri_conn *c) {
+static void tw_send_buf(struct tw_conn *c) {
   c->iov[0].iov_base = c->wbuf->data + c->woff;
   c->iov[0].iov_len = c->wbuf->size - c->woff;
   c->wkind = TWW_BUF;
@@ -891,7 +911,7 @@ static void tw_send_buf(struct vsri_conn *c) {
   vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, 1, tw_write_done, c);
 }
 
-static bool tw_alloc_vectors(struct vsri_conn *c) {
+static bool tw_alloc_vectors(struct tw_conn *c) {
   if (c->iov) return true;
   c->iov = vsri_malloc(2 * c->batch * sizeof *c->iov);
   c->hdr = c->ws_on ? vsri_malloc(c->batch * sizeof *c->hdr) : NULL;
@@ -902,7 +922,7 @@ static bool tw_alloc_vectors(struct vsri_conn *c) {
 }
 
 /* Control bytes then page bytes, as iovecs. */
-static int tw_ctl_iov(struct vsri_conn *c) {
+static int tw_ctl_iov(struct tw_conn *c) {
   int k = 0;
   if (c->ctl_off < c->ctl_len) {
     c->iov[k].iov_base = c->ctl + c->ctl_off;
@@ -915,7 +935,7 @@ static int tw_ctl_iov(struct vsri_conn *c) {
   return k;
 }
 
-static void tw_ctl_done(struct vsri_conn *c, size_t k) {
+static void tw_ctl_done(struct tw_conn *c, size_t k) {
   size_t t = c->ctl_len - c->ctl_off < k ? c->ctl_len - c->ctl_off : k;
   c->ctl_off += (uint32_t)t;
   k -= t;
@@ -928,9 +948,9 @@ static void tw_ctl_done(struct vsri_conn *c, size_t k) {
 }
 
 /* Everything queued is out: the closing sequence (Close frame, close_notify, FIN). */
-static void tw_flush_idle(struct vsri_conn *c) {
+static void tw_flush_idle(struct tw_conn *c) {
   if (!c->draining) {
-    if (c->reported && c->ev && c->ev->on_drained) c->ev->on_drained(c->owner, c);
+    if (c->reported && c->ev && c->ev->on_drained) c->ev->on_drained(c->owner, &c->base);
     return;
   }
   if (c->ws_on && c->phase == TWP_FRAMES && c->ws_close_due && !c->ws_close_sent) {
@@ -947,7 +967,7 @@ static void tw_flush_idle(struct vsri_conn *c) {
 }
 
 static void tw_flush(void *arg) {
-  struct vsri_conn *c = arg;
+  struct tw_conn *c = arg;
   if (c->writing || c->state == TW_CLOSED || c->state == TW_CONNECTING) return;
   if (c->state == TW_CLOSING && !c->draining) return;
   if (!tw_alloc_vectors(c)) return;
@@ -956,7 +976,7 @@ static void tw_flush(void *arg) {
     return;
   }
   bool ctl = c->head_off == 0 && (c->ctl_len || c->page);
-  bool units = !ctl && c->phase == TWP_FRAMES && c->q && c->q->len > 0 &&
+  bool units = !ctl && c->phase == TWP_FRAMES && c->q && vsri_sendq_len(c->q) > 0 &&
                (c->started || !c->server) && (c->state == TW_OPEN || c->draining);
   if (ctl && !c->tls_on) {
     c->wkind = TWW_CTL;
@@ -997,17 +1017,25 @@ static void tw_flush(void *arg) {
       if (t < 0) goto out_failed;
       taken = (size_t)t;
     }
-    tw_units_done(c, taken);
+    uint64_t b;
+    c->tk_frames += tw_units_done(c, taken, &b);
+    c->tk_bytes += b;
   }
   if (!c->wbuf && c->tls_on) {
     c->wbuf = vsri_tls_take_out(&c->tls);
     c->woff = 0;
   }
+  if (c->wbuf) { /* the frames just produced travel in this buffer */
+    c->wb_frames = c->tk_frames;
+    c->wb_bytes = c->tk_bytes;
+    c->tk_frames = 0;
+    c->tk_bytes = 0;
+  }
   if (c->wbuf) {
     tw_send_buf(c);
     return;
   }
-  if (c->ctl_len || c->page || (units && c->q->len)) {
+  if (c->ctl_len || c->page || (units && vsri_sendq_len(c->q))) {
     vsri_io_defer(c->ctx->io, &c->flush);
     return;
   }
@@ -1022,7 +1050,7 @@ out_failed:
 
 static void tw_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_t res) {
   (void)io;
-  struct vsri_conn *c = wc->ctx;
+  struct tw_conn *c = wc->ctx;
   c->writing = false;
   if (res < 0) {
     if (res != -ECANCELED) {
@@ -1037,18 +1065,25 @@ static void tw_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_
     }
     return;
   }
+  uint32_t frames = 0;
+  uint64_t bytes = 0;
   switch (c->wkind) {
   case TWW_BUF:
     c->woff += (uint32_t)res;
     if (c->woff == c->wbuf->size) {
       vsr_msg_unref(c->wbuf);
       c->wbuf = NULL;
+      frames = c->wb_frames;
+      bytes = c->wb_bytes;
+      c->wb_frames = 0;
+      c->wb_bytes = 0;
     }
     break;
   case TWW_CTL: tw_ctl_done(c, (size_t)res); break;
-  case TWW_UNITS: tw_units_done(c, (size_t)res); break;
+  case TWW_UNITS: frames = tw_units_done(c, (size_t)res, &bytes); break;
   default: break;
   }
+  if (frames && c->ev && c->ev->on_sent) c->ev->on_sent(c->owner, &c->base, frames, bytes);
   c->wkind = TWW_NONE;
   if (c->state == TW_CLOSING && !c->draining) {
     tw_finish(c);
@@ -1057,7 +1092,7 @@ static void tw_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_
   tw_flush(c);
 }
 
-static void tw_kick(struct vsri_conn *c) {
+static void tw_kick(struct tw_conn *c) {
   if (c->state == TW_OPEN && c->started && !c->writing) vsri_io_defer(c->ctx->io, &c->flush);
 }
 
@@ -1065,14 +1100,14 @@ static void tw_kick(struct vsri_conn *c) {
 
 static void tw_grace_expired(struct vsri_io *io, struct vsri_completion *hc, int32_t res) {
   (void)io;
-  struct vsri_conn *c = hc->ctx;
+  struct tw_conn *c = hc->ctx;
   if (res == 0 && !c->reported && c->state < TW_CLOSING) {
     VSRI_WARN("VSR-HANDSHAKE", "%s %s: %s not finished within handshake_grace (%llu ms); "
               "closing", c->name, tw_name(c),
               c->phase == TWP_TLS ? "TLS handshake" : "WebSocket upgrade",
               (unsigned long long)(c->cfg->grace_ns / 1000000));
     if (!c->server && c->ev->on_connected) {
-      c->ev->on_connected(c->owner, c, VSR_EHANDSHAKE_TIMEOUT);
+      c->ev->on_connected(c->owner, &c->base, VSR_EHANDSHAKE_TIMEOUT);
     }
     tw_fail(c, VSR_EHANDSHAKE_TIMEOUT);
     return;
@@ -1082,7 +1117,7 @@ static void tw_grace_expired(struct vsri_io *io, struct vsri_completion *hc, int
 
 /* ---- ops ------------------------------------------------------------------------------- */
 
-static void tw_start(struct vsri_conn *c, const struct vsri_conn_events *ev, void *owner,
+static void tw_start(struct tw_conn *c, const struct vsri_conn_events *ev, void *owner,
                      struct vsri_sendq *q) {
   c->ev = ev;
   c->owner = owner;
@@ -1094,7 +1129,7 @@ static void tw_start(struct vsri_conn *c, const struct vsri_conn_events *ev, voi
 }
 
 static void tw_connect_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
-  struct vsri_conn *c = rc->ctx;
+  struct tw_conn *c = rc->ctx;
   c->reading = false;
   if (c->state != TW_CONNECTING) {
     tw_finish(c);
@@ -1104,7 +1139,7 @@ static void tw_connect_done(struct vsri_io *io, struct vsri_completion *rc, int3
   if (err) {
     VSRI_DEBUG("VSR-CONNECT", "%s %s: connect: %s", c->name, tw_name(c),
                res < 0 ? strerror(-res) : vsr_strerror(err));
-    if (c->ev->on_connected) c->ev->on_connected(c->owner, c, err);
+    if (c->ev->on_connected) c->ev->on_connected(c->owner, &c->base, err);
     tw_fail(c, err);
     return;
   }
@@ -1134,7 +1169,7 @@ static int tw_connect(uint8_t kind, struct vsri_conn **out, const struct vsri_tr
   if (vsri_parse_addr(addr, &sa, &len) < 0) return VSR_EADDR;
   int fd = tw_socket(sa.ss_family);
   if (fd < 0) return errno == EMFILE || errno == ENFILE ? VSR_ELIMIT : VSR_EIO;
-  struct vsri_conn *c = tw_conn_new(ctx, kind, false, fd);
+  struct tw_conn *c = tw_conn_new(ctx, kind, false, fd);
   if (!c) {
     close(fd);
     return VSR_ENOMEM;
@@ -1151,7 +1186,7 @@ static int tw_connect(uint8_t kind, struct vsri_conn **out, const struct vsri_tr
   c->started = true;
   c->reading = true;
   vsri_io_connect(ctx->io, &c->rc, fd, (struct sockaddr *)&sa, len, tw_connect_done, c);
-  *out = c;
+  *out = &c->base;
   return 0;
 }
 
@@ -1171,14 +1206,26 @@ static int tw_connect_wss(struct vsri_conn **out, const struct vsri_transport_ct
   return tw_connect(TW_WSS, out, ctx, addr, ev, owner, q);
 }
 
-static const char *tw_peer_name(const struct vsri_conn *c) { return c->name; }
+static struct tw_conn *tw_of(struct vsri_conn *b) {
+  return vsri_container_of(b, struct tw_conn, base);
+}
+static const struct tw_conn *tw_of_const(const struct vsri_conn *b) {
+  return vsri_container_of(b, const struct tw_conn, base);
+}
+static struct tw_listener *tw_listener_of(struct vsri_listener *b) {
+  return vsri_container_of(b, struct tw_listener, base);
+}
 
-static void tw_set_frame_limit(struct vsri_conn *c, uint32_t max_size, uint32_t allowance) {
+static const char *tw_peer_name(const struct vsri_conn *b) { return tw_of_const(b)->name; }
+
+static void tw_set_frame_limit(struct vsri_conn *b, uint32_t max_size, uint32_t allowance) {
+  struct tw_conn *c = tw_of(b);
   vsri_decoder_set_max(&c->dec, max_size, false);
   vsri_decoder_set_budget(&c->dec, c->dec.budget, allowance, c->dec.conn_max);
 }
 
-static void tw_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
+static void tw_rx_clock(const struct vsri_conn *b, struct vsri_rx_clock *out) {
+  const struct tw_conn *c = tw_of_const(b);
   vsri_decoder_progress(&c->dec, &out->frame_have, &out->frame_size);
   out->last_rx_ns = c->last_rx;
   out->frame_start_ns = out->frame_have ? c->frame_start : 0;
@@ -1186,7 +1233,7 @@ static void tw_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
 
 /* ---- listener -------------------------------------------------------------------------- */
 
-static void tw_accept_next(struct vsri_listener *l);
+static void tw_accept_next(struct tw_listener *l);
 
 static void tw_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
   (void)io;
@@ -1194,7 +1241,7 @@ static void tw_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, 
   vsri_free(cc->ctx);
 }
 
-static void tw_listener_maybe_free(struct vsri_listener *l) {
+static void tw_listener_maybe_free(struct tw_listener *l) {
   if (l->ac.pending || l->backoff.pending || l->npending) return;
   vsri_io_close(l->ctx->io, &l->ac, l->fd, tw_listener_free_cb, l);
 }
@@ -1202,12 +1249,12 @@ static void tw_listener_maybe_free(struct vsri_listener *l) {
 static void tw_backoff_done(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   (void)io;
   (void)res;
-  struct vsri_listener *l = t->ctx;
+  struct tw_listener *l = t->ctx;
   if (l->closing) tw_listener_maybe_free(l);
   else tw_accept_next(l);
 }
 
-static void tw_accepted(struct vsri_listener *l, int fd) {
+static void tw_accepted(struct tw_listener *l, int fd) {
   if (l->npending >= l->cfg->max_handshakes) {
     if (l->refused++ % 1024 == 0) {
       VSRI_WARN("VSR-ACCEPT", "%s %s: %u connections in their handshake (the cap); new ones "
@@ -1217,7 +1264,7 @@ static void tw_accepted(struct vsri_listener *l, int fd) {
     close(fd);
     return;
   }
-  struct vsri_conn *c = tw_conn_new(l->ctx, l->kind, true, fd);
+  struct tw_conn *c = tw_conn_new(l->ctx, l->kind, true, fd);
   if (!c) {
     VSRI_WARN("VSR-ACCEPT", "%s %s: no memory for a connection; refused", l->name,
               tw_names[l->kind]);
@@ -1238,7 +1285,7 @@ static void tw_accepted(struct vsri_listener *l, int fd) {
 }
 
 static void tw_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
-  struct vsri_listener *l = ac->ctx;
+  struct tw_listener *l = ac->ctx;
   if (l->closing) {
     if (res >= 0) close(res);
     tw_listener_maybe_free(l);
@@ -1261,7 +1308,7 @@ static void tw_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32
   tw_accept_next(l);
 }
 
-static void tw_accept_next(struct vsri_listener *l) {
+static void tw_accept_next(struct tw_listener *l) {
   l->peer_len = sizeof l->peer;
   vsri_io_accept(l->ctx->io, &l->ac, l->fd, &l->peer, &l->peer_len, tw_accept_done, l);
 }
@@ -1291,11 +1338,14 @@ static int tw_listen(uint8_t kind, struct vsri_listener **out,
     close(fd);
     return vsri_bind_reason(err);
   }
-  struct vsri_listener *l = vsri_calloc(1, sizeof *l);
+  struct tw_listener *l = vsri_calloc(1, sizeof *l);
   if (!l) {
     close(fd);
     return VSR_ENOMEM;
   }
+  static const struct vsri_transport_ops *const ops[] = {&vsri_transport_tls, &vsri_transport_ws,
+                                                         &vsri_transport_wss};
+  l->base.ops = ops[kind];
   l->ctx = ctx;
   l->cfg = cfg;
   l->kind = kind;
@@ -1325,7 +1375,7 @@ static int tw_listen(uint8_t kind, struct vsri_listener **out,
               tw_names[kind], cfg->client_ca);
   }
   tw_accept_next(l);
-  *out = l;
+  *out = &l->base;
   return 0;
 }
 
@@ -1345,28 +1395,39 @@ static int tw_listen_wss(struct vsri_listener **out, const struct vsri_transport
   return tw_listen(TW_WSS, out, ctx, addr, on_accept, owner);
 }
 
-static void tw_listener_addr(const struct vsri_listener *l, char *buf, size_t len) {
-  snprintf(buf, len, "%s", l->name);
+static void tw_listener_addr(const struct vsri_listener *b, char *buf, size_t len) {
+  snprintf(buf, len, "%s", vsri_container_of(b, const struct tw_listener, base)->name);
 }
 
-static void tw_listener_close(struct vsri_listener *l) {
+static void tw_listener_close(struct vsri_listener *b) {
+  struct tw_listener *l = tw_listener_of(b);
   if (l->closing) return;
   l->closing = true;
   if (l->ac.pending) vsri_io_cancel(l->ctx->io, &l->ac);
   if (l->backoff.pending) vsri_io_cancel(l->ctx->io, &l->backoff);
   struct vsri_list_node *n, *tmp;
   vsri_list_for_each_safe(n, tmp, &l->pending) {
-    struct vsri_conn *c = vsri_container_of(n, struct vsri_conn, link);
+    struct tw_conn *c = vsri_container_of(n, struct tw_conn, link);
     tw_close(c, VSR_ESHUTDOWN, false);
   }
   tw_listener_maybe_free(l);
 }
 
+/* The ops take the base; the functions above take struct tw_conn. */
+static void tw_op_start(struct vsri_conn *b, const struct vsri_conn_events *ev, void *owner,
+                        struct vsri_sendq *q) {
+  tw_start(tw_of(b), ev, owner, q);
+}
+static void tw_op_kick(struct vsri_conn *b) { tw_kick(tw_of(b)); }
+static void tw_op_close(struct vsri_conn *b, int reason, bool drain) {
+  tw_close(tw_of(b), reason, drain);
+}
+
 #define TW_OPS(NAME, SUFFIX)                                                                   \
   {                                                                                            \
     .name = NAME, .listen = tw_listen_##SUFFIX, .listener_addr = tw_listener_addr,             \
-    .listener_close = tw_listener_close, .connect = tw_connect_##SUFFIX, .start = tw_start,    \
-    .kick = tw_kick, .close = tw_close, .peer_name = tw_peer_name,                             \
+    .listener_close = tw_listener_close, .connect = tw_connect_##SUFFIX, .start = tw_op_start, \
+    .kick = tw_op_kick, .close = tw_op_close, .peer_name = tw_peer_name,                             \
     .set_frame_limit = tw_set_frame_limit, .rx_clock = tw_rx_clock,                            \
   }
 

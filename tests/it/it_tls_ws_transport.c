@@ -4,7 +4,7 @@
  * burst of 200 small ones; the server echoes each; every echo must come back intact and in
  * order. Then: a wrong pin fails the dial (VSR_EHANDSHAKE), a silent raw TCP client is closed
  * at handshake_grace (300 ms here), and a graceful client close reaches the server as
- * VSR_ECLOSED. Every wait is bounded. */
+ * VSR_ECLOSED. on_sent reports every frame exactly once on both sides. Every wait is bounded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +24,7 @@ struct t_side {
   bool connected, closed;
   int status, reason;
   uint32_t frames;
+  uint32_t sent; /* on_sent: frames whose last byte the kernel took */
 };
 
 struct t_env {
@@ -60,11 +61,22 @@ static void t_srv_closed(void *owner, struct vsri_conn *conn, int reason) {
   e->srv.closed = true;
   e->srv.reason = reason;
   e->srv.conn = NULL;
-  while (e->srv.q.len) vsri_sendq_pop(&e->srv.q);
+  while (vsri_sendq_len(&e->srv.q)) vsri_sendq_pop(&e->srv.q);
+}
+
+static void t_srv_sent(void *owner, struct vsri_conn *conn, uint32_t frames, uint64_t bytes) {
+  (void)conn, (void)bytes;
+  ((struct t_env *)owner)->srv.sent += frames;
+}
+
+static void t_cli_sent(void *owner, struct vsri_conn *conn, uint32_t frames, uint64_t bytes) {
+  (void)conn, (void)bytes;
+  ((struct t_env *)owner)->cli.sent += frames;
 }
 
 static const struct vsri_conn_events t_srv_events = {
     .on_frame = t_srv_frame,
+    .on_sent = t_srv_sent,
     .on_closed = t_srv_closed,
 };
 
@@ -100,12 +112,13 @@ static void t_cli_closed(void *owner, struct vsri_conn *conn, int reason) {
   e->cli.closed = true;
   e->cli.reason = reason;
   e->cli.conn = NULL;
-  while (e->cli.q.len) vsri_sendq_pop(&e->cli.q);
+  while (vsri_sendq_len(&e->cli.q)) vsri_sendq_pop(&e->cli.q);
 }
 
 static const struct vsri_conn_events t_cli_events = {
     .on_frame = t_cli_frame,
     .on_connected = t_cli_connected,
+    .on_sent = t_cli_sent,
     .on_closed = t_cli_closed,
 };
 
@@ -125,12 +138,9 @@ static struct vsr_msg *t_frame(struct t_env *e, uint32_t size, uint32_t seed) {
 }
 
 static void t_sides_init(struct t_env *e) {
-  memset(&e->srv.q, 0, sizeof e->srv.q);
-  e->srv.q.slots = e->srv.slots;
-  e->srv.q.cap = T_QCAP;
-  memset(&e->cli.q, 0, sizeof e->cli.q);
-  e->cli.q.slots = e->cli.slots;
-  e->cli.q.cap = T_QCAP;
+  vsri_sendq_init(&e->srv.q, e->srv.slots, T_QCAP);
+  vsri_sendq_init(&e->cli.q, e->cli.slots, T_QCAP);
+  e->cli.sent = e->srv.sent = 0;
   e->cli.connected = e->cli.closed = false;
   e->cli.status = 0;
 }
@@ -166,6 +176,9 @@ static void t_echo(struct t_env *e) {
   fprintf(stderr, "%s: %u echoes intact, %u bad (server got %u)\n", e->ops->name, e->ok, e->bad,
           e->srv.frames);
   T_CHECK(e->ok == T_N && e->bad == 0);
+  /* Every frame was reported sent once, on both sides. */
+  fprintf(stderr, "%s: on_sent client %u, server %u\n", e->ops->name, e->cli.sent, e->srv.sent);
+  T_CHECK(e->cli.sent == T_N && e->srv.sent == T_N);
   /* A graceful close from the client reaches the server as "peer closed". */
   e->ops->close(e->cli.conn, VSR_ESHUTDOWN, true);
   T_CHECK(t_run_until(e, &e->srv.closed, 5 * T_SEC));
