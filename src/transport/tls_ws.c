@@ -19,6 +19,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -48,6 +50,7 @@ enum tw_write { TWW_NONE, TWW_CTL, TWW_UNITS, TWW_BUF };
 
 struct vsri_tlsws_config {
   bool server;
+  bool shared_cert; /* |cert| is the process's self-signed one (tw_shared) */
   struct vsri_cert *cert;
   struct vsri_tls_server srv;
   struct vsri_tls_client cli;
@@ -148,6 +151,35 @@ static const char *tw_name(const struct tw_conn *c) { return tw_names[c->kind]; 
 
 /* ---- settings -------------------------------------------------------------------------- */
 
+/* The process's self-signed certificate: the TLS and WSS listeners of a node share it (one
+ * SHA-256 to pin), generated at the first use and freed with the last. */
+static struct {
+  pthread_mutex_t lock;
+  struct vsri_cert *cert;
+  unsigned refs;
+} tw_shared = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+
+static int tw_shared_get(struct vsri_cert **out) {
+  pthread_mutex_lock(&tw_shared.lock);
+  int err = 0;
+  if (!tw_shared.cert) err = vsri_cert_generate(&tw_shared.cert, "localhost", 365);
+  if (!err) {
+    tw_shared.refs++;
+    *out = tw_shared.cert;
+  }
+  pthread_mutex_unlock(&tw_shared.lock);
+  return err;
+}
+
+static void tw_shared_put(void) {
+  pthread_mutex_lock(&tw_shared.lock);
+  if (tw_shared.refs && --tw_shared.refs == 0) {
+    vsri_cert_free(tw_shared.cert);
+    tw_shared.cert = NULL;
+  }
+  pthread_mutex_unlock(&tw_shared.lock);
+}
+
 static void tw_copy(char *dst, size_t cap, const char *src) {
   snprintf(dst, cap, "%s", src ? src : "");
 }
@@ -159,8 +191,19 @@ int vsri_tlsws_server_config(struct vsri_tlsws_config **out,
   c->server = true;
   c->grace_ns = o->handshake_grace_ns ? o->handshake_grace_ns : TW_GRACE_NS;
   c->max_handshakes = o->max_handshakes ? o->max_handshakes : TW_MAX_HANDSHAKES;
-  int err = o->cert_file || o->key_file ? vsri_cert_load(&c->cert, o->cert_file, o->key_file)
-                                        : vsri_cert_generate(&c->cert, "localhost", 365);
+  if (o->plain) {
+    *out = c;
+    return 0;
+  }
+  int err;
+  if (o->cert_file || o->key_file) {
+    err = vsri_cert_load(&c->cert, o->cert_file, o->key_file);
+  } else if (o->client_ca) { /* its own: the client CA is set on the credentials */
+    err = vsri_cert_generate(&c->cert, "localhost", 365);
+  } else {
+    err = tw_shared_get(&c->cert);
+    c->shared_cert = err == 0;
+  }
   if (err) goto fail;
   if (gnutls_priority_init(&c->srv.prio, VSRI_TLS_PRIORITY, NULL) < 0) {
     c->srv.prio = NULL;
@@ -181,9 +224,12 @@ int vsri_tlsws_server_config(struct vsri_tlsws_config **out,
     c->srv.verify_client = true;
     c->srv.client_ca = c->client_ca;
   }
-  char why[200];
-  vsri_tls_kernel_available(why, sizeof why);
-  VSRI_INFO("VSR-TLS", "%s", why);
+  static atomic_flag said = ATOMIC_FLAG_INIT; /* which TLS path runs: one line per process */
+  if (!atomic_flag_test_and_set(&said)) {
+    char why[200];
+    vsri_tls_kernel_available(why, sizeof why);
+    VSRI_INFO("VSR-TLS", "%s", why);
+  }
   *out = c;
   return 0;
 fail:
@@ -245,7 +291,8 @@ void vsri_tlsws_config_free(struct vsri_tlsws_config *c) {
   if (!c) return;
   if (c->srv.prio) gnutls_priority_deinit(c->srv.prio);
   if (c->client_cred) gnutls_certificate_free_credentials(c->client_cred);
-  vsri_cert_free(c->cert);
+  if (c->shared_cert) tw_shared_put();
+  else vsri_cert_free(c->cert);
   vsri_free(c);
 }
 
@@ -1317,7 +1364,7 @@ static int tw_listen(uint8_t kind, struct vsri_listener **out,
                      const struct vsri_transport_ctx *ctx, const char *addr,
                      void (*on_accept)(void *owner, struct vsri_conn *conn), void *owner) {
   const struct vsri_tlsws_config *cfg = ctx->tls;
-  if (!cfg || !cfg->server) {
+  if (!cfg || !cfg->server || (kind != TW_WS && !cfg->cert)) {
     VSRI_ERROR("VSR-LISTEN", "%s: no server settings", tw_names[kind]);
     return VSR_ECONFIG;
   }

@@ -22,7 +22,9 @@
 struct vsri_tlsws_config;
 
 struct vsri_tlsws_server_options {
-  const char *cert_file, *key_file; /* both NULL: a self-signed certificate for localhost */
+  bool plain;                       /* WS only: no certificate, no TLS */
+  const char *cert_file, *key_file; /* both NULL: the process's self-signed certificate for
+                                       localhost (generated once, shared while in use) */
   const char *client_ca;            /* non-NULL: clients must present a certificate it signed */
   uint64_t handshake_grace_ns;      /* TLS handshake + upgrade; 0: 10 s */
   uint32_t max_handshakes;          /* connections not yet upgraded, per listener; 0: 1024 */
