@@ -84,6 +84,7 @@ struct tw_conn {
   bool tls_bye_sent;
   int reason;
   uint16_t close_code;
+  const char *close_why; /* reason text of our Close frame (static or c->ws.why), or NULL */
   uint32_t head_off;  /* bytes of the oldest unit written (or encrypted / masked) */
   uint8_t head_mask[4]; /* client: mask key of a partly produced oldest unit */
   uint32_t rng;       /* client: mask keys */
@@ -462,10 +463,11 @@ static void tw_close(struct tw_conn *c, int reason, bool drain) {
 }
 
 /* A protocol violation on a WebSocket: Close with |code| after what is queued, then close. */
-static void tw_ws_violation(struct tw_conn *c, uint16_t code, int reason) {
+static void tw_ws_violation(struct tw_conn *c, uint16_t code, const char *why, int reason) {
   if (c->phase == TWP_FRAMES && !c->ws_close_sent) {
     c->ws_close_due = true;
     c->close_code = code;
+    c->close_why = why;
   }
   tw_close(c, reason, true);
 }
@@ -564,7 +566,8 @@ static void tw_frame_error(struct tw_conn *c, int err) {
   bool mem = err == VSR_EMEMORY_BUDGET || err == VSR_EMEMORY_MAX || err == VSR_EPOOL;
   VSRI_WARN(mem ? "VSR-MEMORY" : "VSR-FRAME", "%s %s: %s (%s; %s); closing", c->name,
             tw_name(c), vsr_strerror(err), vsr_errname(err), what);
-  tw_ws_violation(c, err == VSR_EFRAME_LARGE ? VSRI_WS_TOO_BIG : VSRI_WS_PROTOCOL, err);
+  tw_ws_violation(c, err == VSR_EFRAME_LARGE ? VSRI_WS_TOO_BIG : VSRI_WS_PROTOCOL,
+                  vsr_errname(err), err);
 }
 
 /* Delivers a whole frame. Returns false if the connection started closing. */
@@ -597,7 +600,7 @@ static bool tw_decode(struct tw_conn *c, const uint8_t *p, size_t n) {
       vsr_msg_unref(m);
       VSRI_WARN("VSR-WS", "%s %s: a WebSocket message carries more than one frame (each must "
                 "carry exactly one); closing", c->name, tw_name(c));
-      tw_ws_violation(c, VSRI_WS_TOO_BIG, VSR_EPROTO);
+      tw_ws_violation(c, VSRI_WS_TOO_BIG, "a message must carry exactly one frame", VSR_EPROTO);
       return false;
     }
     c->held = m;
@@ -615,7 +618,7 @@ static bool tw_ws_message_end(struct tw_conn *c) {
     VSRI_WARN("VSR-WS", "%s %s: a WebSocket message ended %s (each must carry exactly one "
               "whole frame); closing", c->name, tw_name(c),
               m ? "with bytes of a second frame" : have ? "inside a frame" : "without a frame");
-    tw_ws_violation(c, VSRI_WS_TOO_BIG, VSR_EPROTO);
+    tw_ws_violation(c, VSRI_WS_TOO_BIG, "a message must carry exactly one frame", VSR_EPROTO);
     return false;
   }
   c->msg_frames = 0;
@@ -650,7 +653,8 @@ static bool tw_ws_frames(struct tw_conn *c, const uint8_t *p, size_t n) {
     case VSRI_WS_EV_ERROR:
       VSRI_WARN("VSR-WS", "%s %s: %s (close code %u); closing", c->name, tw_name(c),
                 c->ws.why, ev.code);
-      tw_ws_violation(c, ev.code, ev.code == VSRI_WS_TOO_BIG ? VSR_EFRAME_LARGE : VSR_EPROTO);
+      tw_ws_violation(c, ev.code, c->ws.why,
+                      ev.code == VSRI_WS_TOO_BIG ? VSR_EFRAME_LARGE : VSR_EPROTO);
       return false;
     }
   }
@@ -1001,7 +1005,7 @@ static void tw_flush_idle(struct tw_conn *c) {
     return;
   }
   if (c->ws_on && c->phase == TWP_FRAMES && c->ws_close_due && !c->ws_close_sent) {
-    tw_ctl_close(c, c->close_code ? c->close_code : VSRI_WS_NORMAL, NULL);
+    tw_ctl_close(c, c->close_code ? c->close_code : VSRI_WS_NORMAL, c->close_why);
     return;
   }
   if (c->tls_on && c->tls.done && !c->tls_bye_sent) {
