@@ -686,7 +686,7 @@ static bool tw_http_server(struct tw_conn *c, const uint8_t **p, size_t *n) {
     tw_close(c, VSR_ECLOSED, true);
     return false;
   default:
-    VSRI_WARN("VSR-WS", "%s %s: upgrade refused with HTTP %d: %s; closing", c->name, tw_name(c),
+    VSRI_WARN("VSR-WS", "%s %s: request refused with HTTP %d: %s; closing", c->name, tw_name(c),
               c->http->status, c->http->why);
     len = vsri_ws_http_error(c->http, buf, sizeof buf);
     tw_ctl_add(c, buf, len);

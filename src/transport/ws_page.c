@@ -41,7 +41,7 @@ const char vsri_ws_page[] =
     "  $('sent').textContent = seq;\n"
     "}\n"
     "ws.onopen = () => { $('state').textContent = 'open'; ping(); };\n"
-    "ws.onclose = (e) => {\n"
+    "ws.onclose = (e) => { if ($('state').textContent === 'done') return;\n"
     "  $('state').textContent = 'closed (' + e.code + ' ' + e.reason + ')'; };\n"
     "ws.onerror = () => { $('state').textContent = 'error'; };\n"
     "ws.onmessage = (e) => {\n"
