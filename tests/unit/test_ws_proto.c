@@ -268,6 +268,20 @@ static void close_frame(void **state) {
   assert_int_equal(out[2] << 8 | out[3], 1009);
 }
 
+/* The word-wise mask equals the RFC's byte rule at every start offset and length. */
+static void mask_matches_bytewise(void **state) {
+  (void)state;
+  uint8_t a[100], b[100];
+  for (uint64_t off = 0; off < 8; off++) {
+    for (size_t n = 0; n <= 37; n++) {
+      for (size_t i = 0; i < sizeof a; i++) a[i] = b[i] = (uint8_t)(i * 29 + n);
+      vsri_ws_mask(a + 1, n, t_mask, off);
+      for (size_t i = 0; i < n; i++) b[1 + i] ^= t_mask[(off + i) % 4];
+      assert_memory_equal(a, b, sizeof a);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(upgrade_ok),
@@ -277,6 +291,7 @@ int main(void) {
       cmocka_unit_test(fragmented_message_byte_by_byte),
       cmocka_unit_test(violations),
       cmocka_unit_test(close_frame),
+      cmocka_unit_test(mask_matches_bytewise),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
