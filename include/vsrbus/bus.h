@@ -200,6 +200,17 @@ struct vsr_bus_options {
    * join clusters of stock Iggy mainline servers, whose default is auth off; secrets are then
    * ignored. */
   enum vsr_replica_auth replica_auth;
+  /* Replica-plane TLS (appended, issue 16; docs/replica-plane.md). Default false: plain TCP.
+   * true: every replica link runs TLS 1.3 with ALPN iggy-replica, and the handshake MACs are
+   * bound to the session's TLS exporter (label "iggy replica psk binding", mode byte 1), as
+   * Iggy mainline, so a transcript recorded elsewhere cannot be replayed in another session.
+   * Every replica of the cluster must agree. */
+  bool replica_tls;
+  const char *replica_tls_cert_file; /* PEM, with the key; neither: a self-signed certificate */
+  const char *replica_tls_key_file;
+  const char *replica_tls_ca_file;   /* dialers check the acceptor's certificate against this
+                                        CA and the dialed host; NULL: any certificate (the MAC
+                                        authenticates the peer), as mainline's self-signed mode */
 
   /* Per-transport settings of the client plane, one struct per transport (see struct
    * vsr_quic_options; TLS and WebSocket add theirs here the same way). */

@@ -114,6 +114,7 @@ struct vsr_bus {
   uint64_t peers_open;       /* peers not yet freed, both planes */
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
+  void *replica_tls_cfg; /* replica-plane TLS settings (transport/tls_ws.h), or NULL */
   struct vsr_bus_stats stats;
   struct vsri_completion timeout_sweep; /* frame_timeout, client_idle_timeout: one per bus */
   uint64_t timeout_period_ns;           /* 0: no timeout configured */

@@ -112,7 +112,8 @@ static int tls_verify_server(gnutls_session_t s) {
   }
   if (cfg->ca_file) {
     unsigned status = 0;
-    const char *name = cfg->server_name ? cfg->server_name : "localhost";
+    const char *name = t->verify_name ? t->verify_name
+                       : cfg->server_name ? cfg->server_name : "localhost";
     int rv = gnutls_certificate_verify_peers3(s, name, &status);
     if (rv < 0 || status != 0) {
       gnutls_datum_t txt = {NULL, 0};
@@ -143,6 +144,44 @@ static int tls_verify_client(gnutls_session_t s) {
     return GNUTLS_E_CERTIFICATE_ERROR;
   }
   return 0;
+}
+
+/* ---- ALPN ------------------------------------------------------------------------------ */
+
+struct tls_alpn_scan {
+  const char *want;
+  bool present, ours;
+};
+
+static int tls_alpn_ext(void *ctx, unsigned tls_id, const unsigned char *data, unsigned size) {
+  struct tls_alpn_scan *s = ctx;
+  if (tls_id != 16 || size < 2) return 0; /* application_layer_protocol_negotiation */
+  s->present = true;
+  size_t total = (size_t)data[0] << 8 | data[1], want = strlen(s->want);
+  const uint8_t *p = data + 2, *end = p + (total < size - 2u ? total : size - 2u);
+  while (p < end) {
+    size_t n = *p++;
+    if (n > (size_t)(end - p)) break;
+    if (n == want && memcmp(p, s->want, n) == 0) s->ours = true;
+    p += n;
+  }
+  return 0;
+}
+
+/* Server with a required ALPN: a ClientHello that does not offer it is refused with the
+ * no_application_protocol alert (GnuTLS alone would admit a client offering no ALPN). */
+static int tls_client_hello(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
+                            const gnutls_datum_t *msg) {
+  if (htype != GNUTLS_HANDSHAKE_CLIENT_HELLO || when != GNUTLS_HOOK_PRE || !incoming) return 0;
+  struct vsri_tls *t = gnutls_session_get_ptr(s);
+  struct tls_alpn_scan scan = {.want = t->alpn_required};
+  if (gnutls_ext_raw_parse(&scan, tls_alpn_ext, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO) < 0) {
+    return 0; /* malformed: GnuTLS rejects it itself */
+  }
+  if (scan.ours) return 0;
+  snprintf(t->why, sizeof t->why, "client offered %s; ALPN %s is required",
+           scan.present ? "other ALPN protocols" : "no ALPN", t->alpn_required);
+  return GNUTLS_E_NO_APPLICATION_PROTOCOL;
 }
 
 /* ---- sessions -------------------------------------------------------------------------- */
@@ -176,6 +215,9 @@ int vsri_tls_server_init(struct vsri_tls *t, const struct vsri_tls_server *cfg,
   if (cfg->alpn) {
     gnutls_datum_t d = {(unsigned char *)cfg->alpn, (unsigned)strlen(cfg->alpn)};
     gnutls_alpn_set_protocols(t->s, &d, 1, GNUTLS_ALPN_MANDATORY);
+    t->alpn_required = cfg->alpn;
+    gnutls_handshake_set_hook_function(t->s, GNUTLS_HANDSHAKE_CLIENT_HELLO, GNUTLS_HOOK_PRE,
+                                       tls_client_hello);
   }
   if (cfg->verify_client) {
     gnutls_certificate_server_set_request(t->s, GNUTLS_CERT_REQUIRE);
@@ -240,7 +282,8 @@ int vsri_tls_handshake(struct vsri_tls *t) {
       return VSR_EAGAIN;
     }
     if (!gnutls_error_is_fatal(rv)) continue;
-    if (!t->why[0] || rv != GNUTLS_E_CERTIFICATE_ERROR) {
+    bool ours = rv == GNUTLS_E_CERTIFICATE_ERROR || rv == GNUTLS_E_NO_APPLICATION_PROTOCOL;
+    if (!t->why[0] || !ours) {
       char keep[sizeof t->why];
       snprintf(keep, sizeof keep, "%s", t->why);
       tls_why(t, "handshake", rv);
@@ -326,6 +369,16 @@ struct vsr_msg *vsri_tls_take_out(struct vsri_tls *t) {
   if (m && m->size == 0) return NULL;
   t->out = NULL;
   return m;
+}
+
+int vsri_tls_exporter(struct vsri_tls *t, const char *label, uint8_t *out, size_t n) {
+  if (!t->done) return VSR_ETLS;
+  int rv = gnutls_prf_rfc5705(t->s, strlen(label), label, 0, NULL, n, (char *)out);
+  if (rv < 0) {
+    tls_why(t, "exporter", rv);
+    return VSR_ETLS;
+  }
+  return 0;
 }
 
 const char *vsri_tls_describe(struct vsri_tls *t, char *buf, size_t len) {

@@ -63,6 +63,8 @@ struct vsri_tls {
   bool out_failed;           /* no buffer for ciphertext: the session is unusable */
   const void *client_cfg;    /* struct vsri_tls_client * for the verify callback */
   const char *name;          /* peer name for log lines (the owner's buffer) */
+  const char *verify_name;   /* client: name checked with ca_file instead of the settings' */
+  const char *alpn_required; /* server: the ALPN a client must offer, or NULL */
   char why[200];             /* the last error, for the owner's log line */
 };
 
@@ -96,6 +98,10 @@ void vsri_tls_bye(struct vsri_tls *t);
 /* Takes the ciphertext written so far (NULL when none): the caller writes out->data[0..size)
  * and unrefs it. The next output goes into a fresh buffer. */
 struct vsr_msg *vsri_tls_take_out(struct vsri_tls *t);
+
+/* The TLS exporter (RFC 8446 §7.5) of the session: |n| bytes for |label|, empty context.
+ * Returns 0 or VSR_ETLS. */
+int vsri_tls_exporter(struct vsri_tls *t, const char *label, uint8_t *out, size_t n);
 
 /* "TLS1.3 AES-128-GCM" for log lines. */
 const char *vsri_tls_describe(struct vsri_tls *t, char *buf, size_t len);

@@ -49,7 +49,9 @@ enum tw_phase { TWP_TLS, TWP_HTTP, TWP_FRAMES };
 enum tw_write { TWW_NONE, TWW_CTL, TWW_UNITS, TWW_BUF };
 
 struct vsri_tlsws_config {
-  bool server;
+  bool server;      /* can listen: a certificate (or plain WS) */
+  bool can_dial;    /* client settings present */
+  bool name_from_addr; /* dialer: check the certificate against the dialed host */
   bool shared_cert; /* |cert| is the process's self-signed one (tw_shared) */
   struct vsri_cert *cert;
   struct vsri_tls_server srv;
@@ -281,6 +283,41 @@ int vsri_tlsws_client_config(struct vsri_tlsws_config **out,
   }
   tw_copy(c->server_name, sizeof c->server_name, o->server_name ? o->server_name : "localhost");
   c->cli.server_name = c->server_name;
+  c->can_dial = true;
+  *out = c;
+  return 0;
+fail:
+  vsri_tlsws_config_free(c);
+  return err;
+}
+
+int vsri_tlsws_replica_config(struct vsri_tlsws_config **out, const char *cert_file,
+                              const char *key_file, const char *ca_file, uint64_t grace_ns) {
+  struct vsri_tlsws_server_options so = {.cert_file = cert_file, .key_file = key_file,
+                                         .handshake_grace_ns = grace_ns};
+  struct vsri_tlsws_config *c = NULL;
+  int err = vsri_tlsws_server_config(&c, &so);
+  if (err) return err;
+  c->srv.alpn = VSRI_REPLICA_ALPN;
+  err = VSR_ETLS;
+  if (gnutls_certificate_allocate_credentials(&c->client_cred) < 0) goto fail;
+  c->cli.cred = c->client_cred;
+  c->cli.alpn = VSRI_REPLICA_ALPN;
+  if (ca_file) {
+    tw_copy(c->ca_file, sizeof c->ca_file, ca_file);
+    int n = gnutls_certificate_set_x509_trust_file(c->client_cred, ca_file, GNUTLS_X509_FMT_PEM);
+    if (n <= 0) {
+      VSRI_ERROR("VSR-TLS", "%s: no usable CA certificate for the replica plane (%s)", ca_file,
+                 n < 0 ? gnutls_strerror(n) : "empty");
+      err = VSR_ECONFIG;
+      goto fail;
+    }
+    c->cli.ca_file = c->ca_file;
+    c->name_from_addr = true;
+  }
+  tw_copy(c->server_name, sizeof c->server_name, "localhost");
+  c->cli.server_name = c->server_name;
+  c->can_dial = true;
   *out = c;
   return 0;
 fail:
@@ -349,6 +386,17 @@ static int tw_layers(struct tw_conn *c) {
     if (err) {
       VSRI_ERROR("VSR-TLS", "%s %s: %s", c->name, tw_name(c), c->tls.why);
       return err;
+    }
+    if (!c->server && c->cfg->name_from_addr) { /* "10.0.0.2:7000" -> "10.0.0.2" */
+      char *colon = strrchr(c->host, ':');
+      if (colon) *colon = '\0';
+      char *h = c->host;
+      if (h[0] == '[') {
+        h++;
+        char *end = strchr(h, ']');
+        if (end) *end = '\0';
+      }
+      c->tls.verify_name = h;
     }
   }
   if (c->ws_on) {
@@ -1214,7 +1262,7 @@ static int tw_connect(uint8_t kind, struct vsri_conn **out, const struct vsri_tr
                       const char *addr, const struct vsri_conn_events *ev, void *owner,
                       struct vsri_sendq *q) {
   const struct vsri_tlsws_config *cfg = ctx->tls;
-  if (kind != TW_WS && (!cfg || cfg->server)) return VSR_ECONFIG;
+  if (kind != TW_WS && (!cfg || !cfg->can_dial)) return VSR_ECONFIG;
   struct sockaddr_storage sa;
   socklen_t len;
   if (vsri_parse_addr(addr, &sa, &len) < 0) return VSR_EADDR;
@@ -1464,6 +1512,12 @@ static void tw_listener_close(struct vsri_listener *b) {
   tw_listener_maybe_free(l);
 }
 
+static int tw_tls_exporter(struct vsri_conn *b, const char *label, uint8_t out[32]) {
+  struct tw_conn *c = tw_of(b);
+  if (!c->tls_on || !c->tls.done) return 0;
+  return vsri_tls_exporter(&c->tls, label, out, 32) == 0 ? 1 : 0;
+}
+
 /* The ops take the base; the functions above take struct tw_conn. */
 static void tw_op_start(struct vsri_conn *b, const struct vsri_conn_events *ev, void *owner,
                         struct vsri_sendq *q) {
@@ -1474,12 +1528,13 @@ static void tw_op_close(struct vsri_conn *b, int reason, bool drain) {
   tw_close(tw_of(b), reason, drain);
 }
 
-#define TW_OPS(NAME, SUFFIX)                                                                   \
-  {                                                                                            \
-    .name = NAME, .listen = tw_listen_##SUFFIX, .listener_addr = tw_listener_addr,             \
-    .listener_close = tw_listener_close, .connect = tw_connect_##SUFFIX, .start = tw_op_start, \
-    .kick = tw_op_kick, .close = tw_op_close, .peer_name = tw_peer_name,                             \
-    .set_frame_limit = tw_set_frame_limit, .rx_clock = tw_rx_clock,                            \
+#define TW_OPS(NAME, SUFFIX)                                                                  \
+  {                                                                                           \
+    .name = NAME, .listen = tw_listen_##SUFFIX, .listener_addr = tw_listener_addr,            \
+    .listener_close = tw_listener_close, .connect = tw_connect_##SUFFIX,                      \
+    .start = tw_op_start, .kick = tw_op_kick, .close = tw_op_close,                           \
+    .peer_name = tw_peer_name, .set_frame_limit = tw_set_frame_limit,                         \
+    .rx_clock = tw_rx_clock, .tls_exporter = tw_tls_exporter,                                 \
   }
 
 const struct vsri_transport_ops vsri_transport_tls = TW_OPS("tls", tls);

@@ -47,9 +47,19 @@ int vsri_tlsws_server_config(struct vsri_tlsws_config **out,
 /* Client settings. A client without ca_file, pin_sha256 or insecure is refused (VSR_ECONFIG). */
 int vsri_tlsws_client_config(struct vsri_tlsws_config **out,
                              const struct vsri_tlsws_client_options *o);
+/* Replica plane (both roles on one config): TLS 1.3 with ALPN "iggy-replica" required on both
+ * sides. The acceptor presents cert_file/key_file (or the process's self-signed certificate);
+ * the dialer checks the acceptor's chain against ca_file and the host of the address it
+ * dialed, or accepts any certificate when ca_file is NULL (the replica handshake's MAC, bound
+ * to the TLS exporter, authenticates the peer), as Iggy mainline's self-signed mode. */
+int vsri_tlsws_replica_config(struct vsri_tlsws_config **out, const char *cert_file,
+                              const char *key_file, const char *ca_file, uint64_t grace_ns);
 void vsri_tlsws_config_free(struct vsri_tlsws_config *c);
 /* The certificate's SHA-256 (server settings). */
 void vsri_tlsws_fingerprint(const struct vsri_tlsws_config *c, uint8_t out[32]);
+
+#define VSRI_REPLICA_ALPN "iggy-replica"
+#define VSRI_REPLICA_EXPORTER_LABEL "iggy replica psk binding"
 
 extern const struct vsri_transport_ops vsri_transport_tls;
 extern const struct vsri_transport_ops vsri_transport_ws;
