@@ -624,7 +624,8 @@ int vsr_cmd_node(int argc, char **argv) {
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
   /* Replies and pongs count what the bus accepted; each of those was either written (out) or
-   * still queued when its connection closed (dropped on close). Every accepted Request is
+   * not sent when its connection closed (dropped on close), or on a QUIC stream the client
+   * reset (dropped, in the total). Every accepted Request is
    * answered and its Reply written before the connection closes: with nothing dropped,
    * requests accepted = replies (a cluster's uncommitted ops are the exception). */
   vsr_node_say(VSR_LOG_INFO, NULL,
@@ -633,7 +634,7 @@ int vsr_cmd_node(int argc, char **argv) {
           "full), %llu frames dropped at close, %llu slow peers closed; %llu requests accepted",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
-                               st.drops_on_close),
+                               st.drops_on_close + st.drops_stream_reset),
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
           (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,

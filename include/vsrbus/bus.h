@@ -357,7 +357,8 @@ struct vsr_peer_stats {
   /* Appended (issue 13): frames_queued (sends accepted) == frames_out + frames_dropped +
    * frames_pending, at any time. */
   uint64_t frames_queued;  /* sends to this peer accepted into its queue */
-  uint64_t frames_dropped; /* of those, dropped by the transport (QUIC stream reset) */
+  uint64_t frames_dropped; /* of those, dropped: QUIC stream reset; at the close, every
+                              frame not sent (then the peer is gone; see vsr_bus_stats) */
   uint64_t frames_pending; /* of those, neither sent nor dropped yet: queue_depth plus frames
                               QUIC took that the kernel has not yet */
 };

@@ -109,8 +109,10 @@ static uint64_t bus_drops(const struct vsr_bus *bus) {
 /* Every dropped frame is counted (stats) and logged: the first at once, then at most one line a
  * second, each with the drops since the previous line and the totals, so a drop never passes
  * unseen and a flood of them costs one line a second. Call after counting. */
+#define BUS_CMD_TAKEN 0x100 /* bus_log_drop: frames a transport had taken (command unknown) */
+
 static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
-                         const struct bus_peer *p, uint8_t command, int err, uint32_t n) {
+                         const struct bus_peer *p, int command, int err, uint32_t n) {
   uint64_t now = vsri_io_now(bus->loop->io), total = bus_drops(bus);
   if (bus->drop_log_ns != 0 && now - bus->drop_log_ns < BUS_DROP_LOG_EVERY_NS) return;
   char who[48], why[96];
@@ -119,12 +121,13 @@ static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
   if (err == VSR_EBACKPRESSURE) snprintf(why, sizeof why, "send queue full (%u frames, %s)", n,
                                          vsr_errname(err));
   else if (err == VSR_ECLOSED) snprintf(why, sizeof why, "connection closed with %u queued", n);
-  else if (err == VSR_ESTREAM) snprintf(why, sizeof why, "its QUIC stream was reset (%u)", n);
+  else if (err == VSR_ESTREAM) snprintf(why, sizeof why, "%u on a QUIC stream the peer reset", n);
   else snprintf(why, sizeof why, "peer not connected (%s)", vsr_errname(err));
   VSRI_WARN("VSR-DROP", "%s %s %s: %s not sent: %s; %llu frame(s) dropped since the last line "
             "(totals: %llu queue full, %llu not connected, %llu at close, %llu stream reset)",
             p && p->conn ? p->tops->peer_name(p->conn) : "-", p ? p->tops->name : "-", who,
-            vsr_command_name(command), why, (unsigned long long)(total - bus->drops_logged),
+            command == BUS_CMD_TAKEN ? "frames in flight" : vsr_command_name((uint8_t)command),
+            why, (unsigned long long)(total - bus->drops_logged),
             (unsigned long long)bus->stats.drops_backpressure,
             (unsigned long long)bus->stats.drops_not_connected,
             (unsigned long long)bus->stats.drops_on_close,
@@ -217,8 +220,8 @@ static void bus_on_dropped(void *owner, struct vsri_conn *conn, uint32_t frames,
   p->frames_dropped += frames;
   if (reason == VSR_ESTREAM) bus->stats.drops_stream_reset += frames;
   else bus->stats.drops_on_close += frames;
-  bus_log_drop(bus, p->plane, p->id, p, 0, reason == VSR_ESTREAM ? VSR_ESTREAM : VSR_ECLOSED,
-               frames);
+  bus_log_drop(bus, p->plane, p->id, p, BUS_CMD_TAKEN,
+               reason == VSR_ESTREAM ? VSR_ESTREAM : VSR_ECLOSED, frames);
 }
 
 static void bus_on_connected(void *owner, struct vsri_conn *conn, int status) {

@@ -39,7 +39,7 @@ struct vsri_bus_transport {
 };
 
 #define VSRI_BUS_TRANSPORTS 5 /* rows of vsri_bus_transports; index 0 is TCP */
-extern const struct vsri_bus_transport vsri_bus_transports[VSRI_BUS_TRANSPORTS];
+extern const struct vsri_bus_transport *const vsri_bus_transports; /* VSRI_BUS_TRANSPORTS rows */
 /* The row named |name|, or NULL. */
 const struct vsri_bus_transport *vsri_bus_transport_find(const char *name);
 /* The row index of |ops| (0 for an unknown one: TCP). */
@@ -226,6 +226,14 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * the newcomer is refused as a duplicate (the reference's duplicate_client_id case);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
+
+/* The client SDK's send counters (client.c), kept like a bus peer's: frames_queued ==
+ * frames_out + frames_dropped + frames still queued or held by the transport. Tests read them. */
+struct vsri_client_counts {
+  uint64_t frames_queued, frames_out, bytes_out, frames_dropped;
+  uint32_t queue_depth;
+};
+void vsri_client_counts(const struct vsr_client *c, struct vsri_client_counts *out);
 
 /* QUIC row of vsri_bus_transports (quic_glue.c): see struct vsri_bus_transport. */
 void vsri_bus_quic_defaults(struct vsr_bus_options *o);

@@ -202,6 +202,14 @@ int vsr_client_send(struct vsr_client *c, struct vsr_msg *msg) {
   return 0;
 }
 
+void vsri_client_counts(const struct vsr_client *c, struct vsri_client_counts *out) {
+  *out = (struct vsri_client_counts){.frames_queued = c->frames_queued,
+                                     .frames_out = c->frames_out,
+                                     .bytes_out = c->bytes_out,
+                                     .frames_dropped = c->frames_dropped,
+                                     .queue_depth = vsri_sendq_len(&c->q)};
+}
+
 uint32_t vsr_client_queued(const struct vsr_client *c) { return vsri_sendq_len(&c->q); }
 
 struct vsr_loop *vsr_client_loop(struct vsr_client *c) { return c->loop; }

@@ -13,7 +13,7 @@
 
 static const char *tcp_listen_addr(const struct vsr_bus_options *o) { return o->client_tcp_addr; }
 
-const struct vsri_bus_transport vsri_bus_transports[VSRI_BUS_TRANSPORTS] = {
+static const struct vsri_bus_transport bus_transport_rows[] = {
     {
         /* Plain TCP: no settings of its own beyond the shared context. */
         .name = "tcp",
@@ -65,6 +65,11 @@ const struct vsri_bus_transport vsri_bus_transports[VSRI_BUS_TRANSPORTS] = {
         .client_config_free = vsri_tls_glue_free,
     },
 };
+
+_Static_assert(sizeof bus_transport_rows / sizeof bus_transport_rows[0] == VSRI_BUS_TRANSPORTS,
+               "VSRI_BUS_TRANSPORTS (bus_impl.h) must count the rows above");
+
+const struct vsri_bus_transport *const vsri_bus_transports = bus_transport_rows;
 
 const struct vsri_bus_transport *vsri_bus_transport_find(const char *name) {
   for (int i = 0; i < VSRI_BUS_TRANSPORTS; i++) {

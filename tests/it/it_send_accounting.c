@@ -3,8 +3,11 @@
  * or still queued at the close) or still pending; the transports count nothing.
  *
  *   - TCP and QUIC traffic: per peer frames_queued == frames_out + frames_dropped +
- *     frames_pending after every loop turn; all out once the client has them all; after the
- *     close the bus totals balance.
+ *     frames_pending after every loop turn; all out once the client has them all (and the
+ *     client SDK counted its 20 Requests out the same way); after the close the bus totals
+ *     balance.
+ *   - TCP, a client that stops reading: at the close the frames still queued (and the one
+ *     cut inside) are exactly what was not sent: frames_queued == frames_out + drops_on_close.
  *   - QUIC, datagrams swallowed (test hook on the listener's UDP send path): a reply ngtcp2
  *     took is NOT in frames_out (it was counted when ngtcp2 took it before), and is dropped
  *     (drops_on_close) when the connection dies.
@@ -284,6 +287,14 @@ static void traffic(bool quic) {
   assert_int_equal(ps.frames_out, 60);
   assert_int_equal(ps.bytes_out, 60 * 2000);
   assert_int_equal(ps.frames_pending, 0);
+  /* The client SDK counts its own sends the same way: all 20 Requests went out. */
+  struct vsri_client_counts cc;
+  vsri_client_counts(e->sdk, &cc);
+  assert_int_equal(cc.frames_queued, 20);
+  assert_int_equal(cc.frames_out, 20);
+  assert_int_equal(cc.bytes_out, 20 * VSR_HEADER_SIZE);
+  assert_int_equal(cc.frames_dropped, 0);
+  assert_int_equal(cc.queue_depth, 0);
   vsr_client_del(e->sdk);
   e->sdk = NULL;
   assert_true(t_run_until(e, t_no_peer, 5 * T_SEC));
@@ -302,6 +313,46 @@ static void tcp_traffic_balances(void **state) {
 static void quic_traffic_balances(void **state) {
   (void)state;
   traffic(true);
+}
+
+/* ---- TCP: a client that does not read; the close drops what is left ----------------------- */
+
+static bool t_got_one(struct t_env *e) { return e->requests > 0; }
+
+static void tcp_close_drops_exactly_the_unsent(void **state) {
+  (void)state;
+  struct t_env *e = t_env_new(false);
+  e->replies_per = 150;
+  e->reply_size = 256u << 10; /* 37.5 MiB: far more than the socket buffers hold */
+  char addr[64];
+  assert_int_equal(vsr_bus_listen_addr(e->bus, "tcp", addr, sizeof addr), 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  a.sin_port = htons((uint16_t)atoi(strrchr(addr, ':') + 1));
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  struct vsr_msg *rq = t_request(vsr_loop_pool(e->loop), 1);
+  assert_true(vsrt_write_all(fd, rq->data, rq->size));
+  vsr_msg_unref(rq);
+  assert_true(t_run_until(e, t_got_one, 5 * T_SEC));
+  for (int i = 0; i < 50; i++) vsr_loop_run_once(e->loop, (int64_t)T_MS); /* writes stall */
+  struct vsr_peer_stats ps;
+  t_check_peer(e, &ps);
+  assert_int_equal(ps.frames_queued, 150);
+  assert_true(ps.frames_out < 150); /* the client reads nothing */
+  assert_true(ps.queue_depth > 0);
+  assert_int_equal(vsr_bus_close_client(e->bus, e->client), 0);
+  assert_true(t_run_until(e, t_no_peer, 5 * T_SEC));
+  t_check_totals(e);
+  struct vsr_bus_stats st;
+  vsr_bus_stats(e->bus, &st);
+  assert_int_equal(st.drops_on_close, 150 - st.frames_out);
+  assert_true(st.drops_on_close >= ps.queue_depth);
+  close(fd);
+  t_env_del(e);
 }
 
 /* ---- QUIC: sent means the kernel took it ---------------------------------------------------- */
@@ -399,6 +450,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tcp_traffic_balances),
       cmocka_unit_test(quic_traffic_balances),
+      cmocka_unit_test(tcp_close_drops_exactly_the_unsent),
       cmocka_unit_test(quic_swallowed_reply_not_sent_then_dropped),
       cmocka_unit_test(quic_stream_reset_drops_taken_reply),
       cmocka_unit_test(quic_stream_reset_inside_a_frame),
