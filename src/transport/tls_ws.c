@@ -498,6 +498,12 @@ static void tw_close(struct tw_conn *c, int reason, bool drain) {
   bool live = c->state == TW_OPEN || c->state == TW_HANDSHAKE;
   c->state = TW_CLOSING;
   c->reason = reason;
+  if (drain && live && c->ws_on && c->phase == TWP_FRAMES && !c->ws_close_due) {
+    /* Every WebSocket close says so: going away at shutdown, normal otherwise. */
+    c->ws_close_due = true;
+    c->close_code = reason == VSR_ESHUTDOWN ? VSRI_WS_GOING_AWAY : VSRI_WS_NORMAL;
+    c->close_why = reason == VSR_ESHUTDOWN || reason == VSR_ECLOSED ? NULL : vsr_errname(reason);
+  }
   if (drain && live) {
     c->draining = true;
     c->discard = true;

@@ -9,7 +9,7 @@
 # Sec-WebSocket-Key, a bad Sec-WebSocket-Version, POST /, GET /other, an unmasked frame (1002),
 # a text frame (1003), a message with two frames (1009), a message over max_message_size (1009),
 # 65 fragments (1009), TLS handshake garbage, a stalled TLS handshake and a stalled upgrade
-# (closed at --handshake-grace-ms 500).
+# (closed at --handshake-grace-ms 500). At shutdown a connected WS client gets Close 1001.
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
 $PY -c 'import websockets' 2>/dev/null || { echo "skip: python3-websockets missing (scripts/deps.sh)"; exit 77; }
@@ -252,4 +252,25 @@ for want in "malformed HTTP request" "request headers exceed 8192 bytes" \
   grep -q "127.0.0.1:[0-9]* [a-z]*: .*$want" "$LOG" || LOG=$LOG fail "no log line with '$want'"
 done
 kill -0 "$NODE_PID" || fail "node died"
+
+# Shutdown: a connected WebSocket client gets Close 1001 (going away) before the FIN.
+$PY - "$WADDR" "$TMP/ready" >"$TMP/bye.out" 2>&1 <<'PY' &
+import asyncio, sys
+import websockets
+async def main():
+    async with websockets.connect('ws://' + sys.argv[1] + '/') as ws:
+        open(sys.argv[2], 'w').close()
+        try:
+            await asyncio.wait_for(ws.recv(), 20)
+        except websockets.ConnectionClosed:
+            pass
+        print('close code', ws.close_code)
+        assert ws.close_code == 1001, ws.close_code
+asyncio.run(main())
+PY
+BYE=$!
+for _ in $(seq 200); do [ -f "$TMP/ready" ] && break; sleep 0.05; done
+kill -TERM "$NODE_PID"
+wait "$BYE" || fail "shutdown close: $(cat "$TMP/bye.out")"
+cat "$TMP/bye.out"
 echo "PASS"
