@@ -1071,6 +1071,36 @@ static void tw_flush_idle(struct tw_conn *c) {
   tw_drained(c);
 }
 
+/* Units through a transform: TLS records, or masking for a WS client (then TLS for WSS). The
+ * frames taken are counted in tk_* until their bytes are handed to the kernel. Returns 0 or -1
+ * (no pool buffer, or a TLS error). */
+static int tw_produce_units(struct tw_conn *c) {
+  size_t taken = 0;
+  if (c->ws_on && !c->server) {
+    struct vsr_msg *mb = tw_mask_units(c, &taken);
+    if (!mb) return -1;
+    if (c->tls_on) {
+      struct iovec v = {mb->data, mb->size};
+      ssize_t t = vsri_tls_send(&c->tls, &v, 1, 0);
+      vsr_msg_unref(mb);
+      if (t < 0 || (size_t)t != taken) return -1;
+    } else {
+      c->wbuf = mb;
+      c->woff = 0;
+    }
+  } else {
+    size_t bytes;
+    int k = tw_units_iov(c, VSRI_TLS_SEND_MAX, &bytes);
+    ssize_t t = vsri_tls_send(&c->tls, c->iov, k, 0);
+    if (t < 0) return -1;
+    taken = (size_t)t;
+  }
+  uint64_t b;
+  c->tk_frames += tw_units_done(c, taken, &b);
+  c->tk_bytes += b;
+  return 0;
+}
+
 static void tw_flush(void *arg) {
   struct tw_conn *c = arg;
   if (c->writing || c->state == TW_CLOSED || c->state == TW_CONNECTING) return;
@@ -1101,30 +1131,8 @@ static void tw_flush(void *arg) {
     vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, tw_units_iov(c, SIZE_MAX, &bytes),
                   tw_write_done, c);
     return;
-  } else if (units) {
-    size_t taken = 0;
-    if (c->ws_on && !c->server) {
-      struct vsr_msg *mb = tw_mask_units(c, &taken);
-      if (!mb) goto out_failed;
-      if (c->tls_on) {
-        struct iovec v = {mb->data, mb->size};
-        ssize_t t = vsri_tls_send(&c->tls, &v, 1, 0);
-        vsr_msg_unref(mb);
-        if (t < 0 || (size_t)t != taken) goto out_failed;
-      } else {
-        c->wbuf = mb;
-        c->woff = 0;
-      }
-    } else {
-      size_t bytes;
-      int k = tw_units_iov(c, VSRI_TLS_SEND_MAX, &bytes);
-      ssize_t t = vsri_tls_send(&c->tls, c->iov, k, 0);
-      if (t < 0) goto out_failed;
-      taken = (size_t)t;
-    }
-    uint64_t b;
-    c->tk_frames += tw_units_done(c, taken, &b);
-    c->tk_bytes += b;
+  } else if (units && tw_produce_units(c) < 0) {
+    goto out_failed;
   }
   if (!c->wbuf && c->tls_on) {
     c->wbuf = vsri_tls_take_out(&c->tls);
@@ -1135,8 +1143,6 @@ static void tw_flush(void *arg) {
     c->wb_bytes = c->tk_bytes;
     c->tk_frames = 0;
     c->tk_bytes = 0;
-  }
-  if (c->wbuf) {
     tw_send_buf(c);
     return;
   }
