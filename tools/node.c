@@ -661,6 +661,7 @@ int vsr_cmd_node(int argc, char **argv) {
             (unsigned long long)st.drops_not_connected, (unsigned long long)st.drops_on_close);
   }
   vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
+  node_loop = NULL; /* a signal arriving from here on must not touch the freed loop */
   vsr_bus_del(bus);
   vsr_node_cfg_free(&cfg);
   return err ? 1 : 0;

@@ -273,4 +273,6 @@ for _ in $(seq 200); do [ -f "$TMP/ready" ] && break; sleep 0.05; done
 kill -TERM "$NODE_PID"
 wait "$BYE" || fail "shutdown close: $(cat "$TMP/bye.out")"
 cat "$TMP/bye.out"
+wait "$NODE_PID" || fail "node exit status $? after SIGTERM"
+PIDS=() # the node is gone: cleanup must not signal a reused PID
 echo "PASS"
