@@ -110,6 +110,9 @@ struct tw_conn {
   struct vsri_ws_http *http; /* during the upgrade only */
   struct vsri_ws_reader ws;
   struct vsri_completion rc, wc, cc, dc, hc;
+  struct vsri_io_grave grave; /* abort: the block goes once the kernel let go of it */
+  struct vsr_msg **inflight;  /* abort during a zero-copy write: the frames it reads */
+  uint32_t inflight_n;
   struct vsri_deferred flush;
   struct vsri_decoder dec;
   char host[80];          /* client: Host header */
@@ -132,6 +135,7 @@ struct tw_listener {
   socklen_t peer_len;
   struct vsri_list pending; /* connections in their handshake */
   uint32_t npending;
+  struct vsri_io_grave grave;
   uint64_t refused;         /* connections closed at once: too many handshakes */
   char name[64];
 };
@@ -148,7 +152,6 @@ static void tw_read(struct tw_conn *c);
 static void tw_flush(void *arg);
 static void tw_teardown(struct tw_conn *c);
 static void tw_close(struct tw_conn *c, int reason, bool drain);
-static void tw_listener_maybe_free(struct tw_listener *l);
 
 static const char *tw_name(const struct tw_conn *c) { return tw_names[c->kind]; }
 
@@ -428,10 +431,8 @@ static void tw_closed_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t
   if (c->reported) {
     if (c->ev && c->ev->on_closed) c->ev->on_closed(c->owner, &c->base, c->reason);
   } else if (c->server && c->l) {
-    struct tw_listener *l = c->l;
     vsri_list_remove(&c->link);
-    l->npending--;
-    if (l->closing) tw_listener_maybe_free(l);
+    c->l->npending--;
   } else if (!c->server && c->ev && c->ev->on_closed) {
     c->ev->on_closed(c->owner, &c->base, c->reason);
   }
@@ -514,6 +515,54 @@ static void tw_close(struct tw_conn *c, int reason, bool drain) {
     return;
   }
   tw_teardown(c);
+}
+
+/* Frees an aborted connection once the kernel has answered its canceled operations. */
+static void tw_conn_free(void *arg) {
+  struct tw_conn *c = arg;
+  vsri_decoder_free(&c->dec);
+  for (uint32_t i = 0; i < c->inflight_n; i++) vsr_msg_unref(c->inflight[i]);
+  vsri_free(c->inflight);
+  vsr_msg_unref(c->held);
+  vsr_msg_unref(c->wbuf);
+  if (c->tls_on) vsri_tls_free(&c->tls);
+  vsri_ws_reader_free(&c->ws);
+  vsri_free(c->http);
+  vsri_free(c->iov);
+  vsri_free(c->hdr);
+  vsri_free(c);
+}
+
+/* The owner (or the listener) is going away: no upcall ever again, the fd closes now (io.h,
+ * "Letting go"). A zero-copy write in flight keeps its frames referenced. */
+static void tw_abort(struct tw_conn *c, int reason) {
+  (void)reason;
+  struct vsri_io *io = c->ctx->io;
+  if (c->writing && c->wkind == TWW_UNITS && c->q) {
+    uint32_t len = vsri_sendq_len(c->q), n = len < c->batch ? len : c->batch;
+    c->inflight = n ? vsri_malloc(n * sizeof *c->inflight) : NULL;
+    for (uint32_t i = 0; c->inflight && i < n; i++) {
+      c->inflight[c->inflight_n++] = vsr_msg_ref(vsri_sendq_peek(c->q, i));
+    }
+  }
+  if (c->server && c->l) {
+    vsri_list_remove(&c->link);
+    c->l->npending--;
+    c->l = NULL;
+  }
+  c->ev = NULL;
+  c->owner = NULL;
+  c->q = NULL;
+  c->state = TW_CLOSED;
+  c->draining = false;
+  vsri_io_undefer(io, &c->flush);
+  vsri_io_timeout_drop(io, &c->dc);
+  vsri_io_timeout_drop(io, &c->hc);
+  vsri_decoder_detach(&c->dec);
+  int fd = c->cc.pending ? -1 : c->fd; /* a final close under way is waited for */
+  struct vsri_completion *cs[] = {&c->rc, &c->wc, &c->cc};
+  vsri_io_release(io, &c->grave, cs, sizeof cs / sizeof cs[0], tw_conn_free, c);
+  vsri_io_close_now(io, fd);
 }
 
 /* A protocol violation on a WebSocket: Close with |code| after what is queued, then close. */
@@ -1346,23 +1395,13 @@ static void tw_rx_clock(const struct vsri_conn *b, struct vsri_rx_clock *out) {
 
 static void tw_accept_next(struct tw_listener *l);
 
-static void tw_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
-  (void)io;
-  (void)res;
-  vsri_free(cc->ctx);
-}
-
-static void tw_listener_maybe_free(struct tw_listener *l) {
-  if (l->ac.pending || l->backoff.pending || l->npending) return;
-  vsri_io_close(l->ctx->io, &l->ac, l->fd, tw_listener_free_cb, l);
-}
+static void tw_listener_free(void *arg) { vsri_free(arg); }
 
 static void tw_backoff_done(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   (void)io;
   (void)res;
   struct tw_listener *l = t->ctx;
-  if (l->closing) tw_listener_maybe_free(l);
-  else tw_accept_next(l);
+  if (!l->closing) tw_accept_next(l);
 }
 
 static void tw_accepted(struct tw_listener *l, int fd) {
@@ -1399,7 +1438,6 @@ static void tw_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32
   struct tw_listener *l = ac->ctx;
   if (l->closing) {
     if (res >= 0) close(res);
-    tw_listener_maybe_free(l);
     return;
   }
   if (res < 0) {
@@ -1514,14 +1552,17 @@ static void tw_listener_close(struct vsri_listener *b) {
   struct tw_listener *l = tw_listener_of(b);
   if (l->closing) return;
   l->closing = true;
-  if (l->ac.pending) vsri_io_cancel(l->ctx->io, &l->ac);
-  if (l->backoff.pending) vsri_io_cancel(l->ctx->io, &l->backoff);
+  struct vsri_io *io = l->ctx->io;
+  vsri_io_timeout_drop(io, &l->backoff);
+  /* Synchronous: connections still in their handshake are the listener's, aborted now. */
   struct vsri_list_node *n, *tmp;
   vsri_list_for_each_safe(n, tmp, &l->pending) {
-    struct tw_conn *c = vsri_container_of(n, struct tw_conn, link);
-    tw_close(c, VSR_ESHUTDOWN, false);
+    tw_abort(vsri_container_of(n, struct tw_conn, link), VSR_ESHUTDOWN);
   }
-  tw_listener_maybe_free(l);
+  int fd = l->fd;
+  struct vsri_completion *cs[] = {&l->ac};
+  vsri_io_release(io, &l->grave, cs, 1, tw_listener_free, l);
+  vsri_io_close_now(io, fd);
 }
 
 static int tw_tls_exporter(struct vsri_conn *b, const char *label, uint8_t out[32]) {
@@ -1539,12 +1580,13 @@ static void tw_op_kick(struct vsri_conn *b) { tw_kick(tw_of(b)); }
 static void tw_op_close(struct vsri_conn *b, int reason, bool drain) {
   tw_close(tw_of(b), reason, drain);
 }
+static void tw_op_abort(struct vsri_conn *b, int reason) { tw_abort(tw_of(b), reason); }
 
 #define TW_OPS(NAME, SUFFIX)                                                                  \
   {                                                                                           \
     .name = NAME, .listen = tw_listen_##SUFFIX, .listener_addr = tw_listener_addr,            \
     .listener_close = tw_listener_close, .connect = tw_connect_##SUFFIX,                      \
-    .start = tw_op_start, .kick = tw_op_kick, .close = tw_op_close,                           \
+    .start = tw_op_start, .kick = tw_op_kick, .close = tw_op_close, .abort = tw_op_abort,      \
     .peer_name = tw_peer_name, .set_frame_limit = tw_set_frame_limit,                         \
     .rx_clock = tw_rx_clock, .tls_exporter = tw_tls_exporter,                                 \
   }
