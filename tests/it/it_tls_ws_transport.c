@@ -4,7 +4,9 @@
  * burst of 200 small ones; the server echoes each; every echo must come back intact and in
  * order. Then: a wrong pin fails the dial (VSR_EHANDSHAKE), a silent raw TCP client is closed
  * at handshake_grace (300 ms here), and a graceful client close reaches the server as
- * VSR_ECLOSED. on_sent reports every frame exactly once on both sides. Every wait is bounded. */
+ * VSR_ECLOSED. on_sent reports every frame exactly once on both sides. abort ends a client
+ * with 1 MiB frames in flight without an upcall (the server sees the end), and listener_close
+ * ends a connection still in its handshake at once. Every wait is bounded. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +205,43 @@ static void t_wrong_pin(struct t_env *e, const uint8_t fp[32]) {
   vsri_tlsws_config_free(bad);
 }
 
+/* abort: a client with 1 MiB frames in flight is aborted from the owner: no upcall comes, the
+ * server sees the connection end; then a silent connection still in its handshake is closed
+ * by listener_close at once (the raw peer reads EOF or a reset). */
+static void t_abort(struct t_env *e) {
+  char addr[64];
+  e->ops->listener_addr(e->l, addr, sizeof addr);
+  t_sides_init(e);
+  e->srv.closed = false;
+  T_CHECK(e->ops->connect(&e->cli.conn, &e->cctx, addr, &t_cli_events, e, &e->cli.q) == 0);
+  T_CHECK(t_run_until(e, &e->cli.connected, 5 * T_SEC));
+  for (uint32_t i = 0; i < 8; i++) T_CHECK(vsri_sendq_push(&e->cli.q, t_frame(e, 1u << 20, i)));
+  e->ops->kick(e->cli.conn);
+  vsri_io_run(e->io, 0); /* the first write is in flight */
+  e->ops->abort(e->cli.conn, VSR_ESHUTDOWN);
+  e->cli.conn = NULL;
+  while (vsri_sendq_len(&e->cli.q)) vsri_sendq_pop(&e->cli.q); /* the owner's frames */
+  T_CHECK(t_run_until(e, &e->srv.closed, 5 * T_SEC));
+  T_CHECK(!e->cli.closed); /* no upcall after abort */
+  fprintf(stderr, "%s: aborted client; server saw %s\n", e->ops->name,
+          vsr_errname(e->srv.reason));
+}
+
+static void t_listener_abort(struct t_env *e) {
+  char addr[64];
+  e->ops->listener_addr(e->l, addr, sizeof addr);
+  int fd = vsrt_connect(addr);
+  T_CHECK(fd >= 0);
+  for (int i = 0; i < 20; i++) vsri_io_run(e->io, 1000000); /* accepted: in its handshake */
+  e->ops->listener_close(e->l);
+  e->l = NULL;
+  char buf[64];
+  ssize_t n = recv(fd, buf, sizeof buf, 0); /* blocking, 10 s receive timeout */
+  close(fd);
+  fprintf(stderr, "%s: listener closed; pending peer read %zd\n", e->ops->name, n);
+  T_CHECK(n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK));
+}
+
 static void t_silent(struct t_env *e) {
   char addr[64];
   e->ops->listener_addr(e->l, addr, sizeof addr);
@@ -252,7 +291,8 @@ int main(void) {
     t_echo(e);
     t_wrong_pin(e, fp);
     t_silent(e);
-    e->ops->listener_close(e->l);
+    t_abort(e);
+    t_listener_abort(e);
     for (int k = 0; k < 20; k++) vsri_io_run(e->io, 1000000);
   }
   vsri_tlsws_config_free(e->ccfg);
