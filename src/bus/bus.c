@@ -8,6 +8,7 @@
 
 #include "bus/bus_impl.h"
 #include "frame/decode.h"
+#include "transport/tls_ws.h"
 #include "util/alloc.h"
 #include "util/log.h"
 
@@ -751,6 +752,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
   for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* after the connections that read them */
     if (bus->client_t[t].cfg) vsri_bus_transports[t].config_free(bus->client_t[t].cfg);
   }
+  vsri_tlsws_config_free(bus->replica_tls_cfg);
   vsri_free(bus->client_slots);
   vsri_free(bus->client_free_next);
   bus_free_strings(bus);

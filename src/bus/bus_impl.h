@@ -38,7 +38,7 @@ struct vsri_bus_transport {
   void (*client_config_free)(void *cfg);
 };
 
-#define VSRI_BUS_TRANSPORTS 2 /* rows of vsri_bus_transports; index 0 is TCP */
+#define VSRI_BUS_TRANSPORTS 5 /* rows of vsri_bus_transports; index 0 is TCP */
 extern const struct vsri_bus_transport *const vsri_bus_transports; /* VSRI_BUS_TRANSPORTS rows */
 /* The row named |name|, or NULL. */
 const struct vsri_bus_transport *vsri_bus_transport_find(const char *name);
@@ -120,6 +120,7 @@ struct vsr_bus {
   uint32_t in_cb;            /* depth of user callbacks running (vsr_bus_del refuses inside) */
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
+  void *replica_tls_cfg; /* replica-plane TLS settings (transport/tls_ws.h), or NULL */
   struct vsr_bus_stats stats;
   struct vsri_completion timeout_sweep; /* frame_timeout, client_idle_timeout: one per bus */
   uint64_t timeout_period_ns;           /* 0: no timeout configured */
@@ -261,5 +262,13 @@ int vsri_client_quic_config(const struct vsr_client_options *o, void **out);
 int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out);
 void vsri_quic_glue_free(void *cfg);
 void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out);
+/* TLS, WS and WSS rows (tls_glue.c). */
+const char *vsri_bus_tls_listen_addr(const struct vsr_bus_options *o);
+const char *vsri_bus_ws_listen_addr(const struct vsr_bus_options *o);
+const char *vsri_bus_wss_listen_addr(const struct vsr_bus_options *o);
+int vsri_bus_tls_config(const struct vsr_bus_options *o, void **out);
+int vsri_bus_ws_config(const struct vsr_bus_options *o, void **out);
+int vsri_client_tls_config(const struct vsr_client_options *o, void **out);
+void vsri_tls_glue_free(void *cfg);
 
 #endif

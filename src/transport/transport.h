@@ -194,6 +194,11 @@ struct vsri_transport_ops {
 
   /* Fills |out| (see struct vsri_rx_clock). Cheap: no syscall, no clock read. */
   void (*rx_clock)(const struct vsri_conn *c, struct vsri_rx_clock *out);
+
+  /* TLS links (appended, issue 16): writes the 32-byte TLS exporter of the connection's
+   * session for |label| (empty context) and returns 1; 0 when the connection carries no TLS.
+   * NULL for transports without TLS. Valid from on_accept / on_connected(0) on. */
+  int (*tls_exporter)(struct vsri_conn *c, const char *label, uint8_t out[32]);
 };
 
 extern const struct vsri_transport_ops vsri_transport_tcp;
