@@ -298,13 +298,18 @@ static uint32_t sm_room(struct vsr_sm *sm, unsigned r) {
 /* Queues to backup |r| the ops it fell behind on, oldest first, while its queue has room (the
  * room is asked first, so catching up never adds refusals). Runs on every PrepareOk from |r|,
  * every Request and every resend tick, so a queue that drains is refilled. Ops committed
- * meanwhile are left to the backup's own repair (RequestPrepares). */
+ * meanwhile go too while the log holds them (a backup acknowledges in order: it needs them);
+ * older ones are left to the backup's own repair (RequestPrepares / RangeEvicted). */
 void vsr_sm_primary_catch_up(struct vsr_sm *sm, unsigned r) {
   uint64_t op = sm->behind[r];
   if (op == 0) return;
-  if (op <= sm->commit) {
-    sm->skipped += sm->commit + 1 - op;
-    op = sm->commit + 1;
+  if (sm->op >= VSR_SM_LOG && op <= sm->op - VSR_SM_LOG) { /* gone from the log: it repairs */
+    sm->skipped += sm->op - VSR_SM_LOG + 1 - op;
+    op = sm->op - VSR_SM_LOG + 1;
+  }
+  while (op <= sm->commit && !vsr_sm_have(sm, op)) {
+    sm->skipped++;
+    op++;
   }
   uint32_t room = op <= sm->op ? sm_room(sm, r) : 0;
   uint64_t now = vsr_sm_now(sm);

@@ -15,7 +15,7 @@
  *
  * Repair. A backup keeps Prepares out of order; a gap (or a Commit beyond its log) makes it
  * ask the primary for the missing range (RequestPrepares), at most VSR_SM_REPAIR_BATCH at a
- * time. A range the sender no longer holds (its log keeps VSR_SM_LOG ops) is answered with
+ * time; the answer ends with RepairDone, upon which it asks for the next range. A range the sender no longer holds (its log keeps VSR_SM_LOG ops) is answered with
  * RangeEvicted(lowest op held): the asker then jumps there (state transfer of a state machine
  * whose only state is the client table: see "jumped").
  *
@@ -209,10 +209,13 @@ static void vc_on_request_prepares(struct vsr_sm *sm, uint8_t from, const struct
       ps.queue_depth < ps.queue_capacity) {
     room = ps.queue_capacity - ps.queue_depth;
   }
+  room = room > 0 ? room - 1 : 0; /* one slot stays for the RepairDone */
   if (room > VSR_SM_REPAIR_BATCH) room = VSR_SM_REPAIR_BATCH;
-  for (uint64_t op = lo; op <= r->to_op && room > 0; op++) {
+  uint64_t last = lo - 1, op;
+  for (op = lo; op <= r->to_op && room > 0; op++) {
     struct vsr_sm_entry *e = vsr_sm_have(sm, op);
     if (!e) continue;
+    last = op;
     struct vsr_msg *m = vsr_bus_msg_new(sm->bus, e->prepare->size);
     if (!m) break;
     memcpy(m->data, e->prepare->data, e->prepare->size);
@@ -223,6 +226,25 @@ static void vc_on_request_prepares(struct vsr_sm *sm, uint8_t from, const struct
     vsr_msg_unref(m);
     room = room ? room - 1 : 0;
   }
+  /* RepairDone(last op sent): the asker asks for the next range at once instead of waiting for
+   * its tick (our queue to it may have had room for part of the range only). */
+  struct vsr_msg *m = vc_frame(sm, VSR_CMD_REPAIR_DONE, 0);
+  if (!m) return;
+  struct vsr_repair_range_reply_header *done = (struct vsr_repair_range_reply_header *)m->data;
+  done->nonce = r->nonce;
+  done->op = last;
+  vsr_frame_seal(m->data);
+  vsr_sm_send_replica(sm, from, m);
+  vsr_msg_unref(m);
+}
+
+static void vc_on_repair_done(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
+  const struct vsr_repair_range_reply_header *d =
+      (const struct vsr_repair_range_reply_header *)msg->data;
+  if (sm->status != VSR_SM_NORMAL || from != sm->repair_from) return;
+  /* Something came (our nonce carries the first op asked): ask for what is still missing now.
+   * Nothing came (its queue to us was full): the tick asks again. */
+  if (d->op >= d->nonce.lo) vsr_sm_vc_repair(sm, true);
 }
 
 static void vc_after_repair(struct vsr_sm *sm) {
@@ -567,6 +589,7 @@ bool vsr_sm_vc_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *msg) {
     return true;
   case VSR_CMD_REPAIR_PREPARE: vc_on_repair_prepare(sm, from, msg); return true;
   case VSR_CMD_RANGE_EVICTED: vc_on_range_evicted(sm, from, msg); return true;
+  case VSR_CMD_REPAIR_DONE: vc_on_repair_done(sm, from, msg); return true;
   default: return false;
   }
 }
