@@ -862,7 +862,9 @@ static int demo_setup(struct demo *d) {
       vsr_timer_new(&d->watch, d->loop, demo_watch, d) != 0) {
     return -1;
   }
-  d->request_timeout_ns = (uint64_t)d->primary_timeout_ms * DEMO_MS;
+  /* Four primary timeouts: a view change fits in it, a slow second under load does not send
+   * every client elsewhere (each failover resends its requests in flight). */
+  d->request_timeout_ns = 4ull * (uint64_t)d->primary_timeout_ms * DEMO_MS;
   uint64_t salt = (uint64_t)getpid() << 20;
   for (int i = 0; i < d->clients; i++) {
     struct demo_client *k = &d->cl[i];

@@ -576,6 +576,16 @@ int vsr_cmd_node(int argc, char **argv) {
   }
   struct vsr_sm sm;
   memset(&sm, 0, sizeof sm);
+  if (cfg.bus.cluster_name && cfg.bus.replica_count > 1 &&
+      cfg.bus.loop_options.pool.prealloc[0] < VSR_SM_LOG + VSR_SM_PIPELINE) {
+    /* The state machine keeps its log (VSR_SM_LOG Prepares) and the Replies of its client
+     * table: buffers taken from the heap one by one while the log fills would slow the first
+     * seconds of a run down; they are allocated at start instead. */
+    cfg.bus.loop_options.pool.prealloc[0] = VSR_SM_LOG + VSR_SM_PIPELINE;
+    if (cfg.bus.loop_options.pool.free_max[0] < VSR_SM_LOG + VSR_SM_PIPELINE) {
+      cfg.bus.loop_options.pool.free_max[0] = VSR_SM_LOG + VSR_SM_PIPELINE;
+    }
+  }
   struct vsr_bus_callbacks cb = {.on_message = node_on_message,
                                  .on_peer_event = node_on_peer_event};
   struct vsr_bus *bus;

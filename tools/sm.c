@@ -222,11 +222,13 @@ void vsr_sm_send_prepare_ok(struct vsr_sm *sm, const struct vsr_sm_entry *e) {
 
 void vsr_sm_extend(struct vsr_sm *sm) {
   bool backup = sm->status == VSR_SM_NORMAL && !vsr_sm_is_primary(sm);
-  struct vsr_sm_entry *e;
+  struct vsr_sm_entry *e, *last = NULL;
   while ((e = vsr_sm_have(sm, sm->op + 1)) != NULL) {
     sm->op++;
-    if (backup) vsr_sm_send_prepare_ok(sm, e); /* in order: PrepareOk(k) vouches for <= k */
+    last = e;
   }
+  /* One PrepareOk for the newest: it vouches for every op up to it (cumulative). */
+  if (backup && last && last->op > sm->commit) vsr_sm_send_prepare_ok(sm, last);
   if (sm->op > sm->repair_target) sm->repair_target = sm->op;
 }
 
@@ -424,7 +426,12 @@ static void sm_primary_prepare_ok(struct vsr_sm *sm, uint8_t from, const struct 
       sm->ignored++; /* not the Prepare we sent for that op */
       return;
     }
-    e->acks |= 1ull << from;
+    uint64_t k = sm->acked[from] > sm->commit ? sm->acked[from] : sm->commit;
+    for (k++; k <= ok->op; k++) {
+      struct vsr_sm_entry *x = vsr_sm_entry(sm, k);
+      if (x->op == k) x->acks |= 1ull << from;
+    }
+    if (ok->op > sm->acked[from]) sm->acked[from] = ok->op;
     vsr_sm_advance(sm);
   } /* else stale: committed already */
   vsr_sm_primary_catch_up(sm, from); /* its queue moved: room for the ops it is behind on */
@@ -490,9 +497,9 @@ static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, struct vsr_msg *m
   }
   sm->heard_ns = vsr_sm_now(sm);
   if (p->op <= sm->op) {
-    struct vsr_sm_entry *e = vsr_sm_have(sm, p->op);
-    if (e && p->op > sm->commit && vsr_u128_eq(e->checksum, p->checksum)) {
-      vsr_sm_send_prepare_ok(sm, e); /* a resend: our PrepareOk may have been lost */
+    struct vsr_sm_entry *e = vsr_sm_have(sm, p->op), *head = vsr_sm_have(sm, sm->op);
+    if (e && head && sm->op > sm->commit && vsr_u128_eq(e->checksum, p->checksum)) {
+      vsr_sm_send_prepare_ok(sm, head); /* a resend: our PrepareOk may have been lost */
     }
   } else if (p->op - sm->commit < VSR_SM_LOG) {
     vsr_sm_store(sm, msg);

@@ -83,6 +83,10 @@ struct vsr_sm {
   struct vsr_timer *resend_timer;          /* every resend_ns while primary */
   uint64_t behind[VSR_SM_MAX_REPLICAS];
   uint64_t sent_hi[VSR_SM_MAX_REPLICAS];  /* the newest op ever queued to each backup */
+  /* The newest op each backup acknowledged in this view. A PrepareOk is cumulative (VR: a
+   * backup's log is a prefix of its primary's, and it acknowledges in order), so one that a
+   * full queue refused is covered by the next. */
+  uint64_t acked[VSR_SM_MAX_REPLICAS];
   uint64_t deferred;  /* Prepares a full queue or a down link refused; queued later, in order */
   uint64_t skipped;   /* Prepares never queued to a backup that was behind: it repairs them */
   uint64_t drop_log_ns, drops_logged; /* rate-limited log of this state machine's own drops */
@@ -184,7 +188,7 @@ void vsr_sm_send_replica(struct vsr_sm *sm, uint8_t to, struct vsr_msg *m);
 bool vsr_sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out);
 /* Stores |prepare| (a reference is taken) as op p->op; false if its slot holds a newer op. */
 bool vsr_sm_store(struct vsr_sm *sm, struct vsr_msg *prepare);
-/* Moves |op| up over every Prepare present; backups acknowledge each. */
+/* Moves |op| up over every Prepare present; a backup acknowledges the newest (cumulative). */
 void vsr_sm_extend(struct vsr_sm *sm);
 /* Applies committed ops up to |target| (bounded by op); the primary answers the clients. */
 void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target);

@@ -394,6 +394,7 @@ static void vc_become_primary(struct vsr_sm *sm) {
   for (unsigned r = 0; r < sm->replica_count; r++) {
     sm->behind[r] = r != sm->replica && sm->commit < sm->op ? sm->commit + 1 : 0;
     sm->sent_hi[r] = 0;
+    sm->acked[r] = sm->commit;
   }
   vsr_sm_table_reset_prepared(sm);
   vc_reset_round(sm);
