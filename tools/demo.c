@@ -558,6 +558,18 @@ static int demo_start_nodes(struct demo *d) {
     d->pids[i] = demo_spawn(d, i);
     if (d->pids[i] < 0 || demo_wait_listening(d, i, 1) < 0) return -1;
   }
+  /* Clients once every replica is normal (a fresh cluster: view 0), so that none starts behind
+   * and has to catch up from the others' logs (bounded: then clients start anyway). */
+  for (int t = 0; t < 200; t++) {
+    int ready = 0;
+    for (int i = 0; i < DEMO_REPLICAS; i++) {
+      char log[96];
+      snprintf(log, sizeof log, "%s/node%d.log", d->dir, i);
+      ready += demo_log_count(log, "VSR-VIEW") > 0;
+    }
+    if (ready == DEMO_REPLICAS) break;
+    usleep(25000);
+  }
   return 0;
 }
 

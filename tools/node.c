@@ -99,7 +99,7 @@ static void node_usage(FILE *f) {
           "  --primary-timeout-ms N  a backup that hears neither Prepare nor Commit from the\n"
           "                          primary for N ms starts a view change, default 1000; the\n"
           "                          primary's Commit heartbeat goes out every N/5 ms\n"
-          "  --dump-commits FILE     append a line per committed op to FILE (\"op client\n"
+          "  --dump-commits FILE     write a line per committed op to FILE (\"op client\n"
           "                          request operation\"; for tests), default off\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
           "  --log error|warn|info|debug\n"
@@ -576,14 +576,17 @@ int vsr_cmd_node(int argc, char **argv) {
   }
   struct vsr_sm sm;
   memset(&sm, 0, sizeof sm);
+  uint64_t sm_bufs = VSR_SM_LOG + VSR_SM_PIPELINE;
   if (cfg.bus.cluster_name && cfg.bus.replica_count > 1 &&
-      cfg.bus.loop_options.pool.prealloc[0] < VSR_SM_LOG + VSR_SM_PIPELINE) {
+      cfg.bus.loop_options.pool.prealloc[0] < sm_bufs &&
+      (cfg.bus.memory_max == 0 || cfg.bus.memory_max >= 4 * sm_bufs * 4096)) {
     /* The state machine keeps its log (VSR_SM_LOG Prepares) and the Replies of its client
      * table: buffers taken from the heap one by one while the log fills would slow the first
-     * seconds of a run down; they are allocated at start instead. */
-    cfg.bus.loop_options.pool.prealloc[0] = VSR_SM_LOG + VSR_SM_PIPELINE;
-    if (cfg.bus.loop_options.pool.free_max[0] < VSR_SM_LOG + VSR_SM_PIPELINE) {
-      cfg.bus.loop_options.pool.free_max[0] = VSR_SM_LOG + VSR_SM_PIPELINE;
+     * seconds of a run down; they are allocated at start instead (4 KiB each; not when
+     * --memory-max is too small to spare it). */
+    cfg.bus.loop_options.pool.prealloc[0] = (uint32_t)sm_bufs;
+    if (cfg.bus.loop_options.pool.free_max[0] < sm_bufs) {
+      cfg.bus.loop_options.pool.free_max[0] = (uint32_t)sm_bufs;
     }
   }
   struct vsr_bus_callbacks cb = {.on_message = node_on_message,
@@ -607,7 +610,7 @@ int vsr_cmd_node(int argc, char **argv) {
   sm.primary_timeout_ns = cfg.primary_timeout_ns;
   FILE *dump = NULL;
   if (cfg.dump_commits) {
-    dump = fopen(cfg.dump_commits, "a");
+    dump = fopen(cfg.dump_commits, "w");
     if (!dump) {
       vsr_node_say(VSR_LOG_ERROR, NULL, "--dump-commits %s: %s", cfg.dump_commits,
                    strerror(errno));

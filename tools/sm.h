@@ -24,7 +24,7 @@
 #include "vsrbus/vsrbus.h"
 
 #define VSR_SM_PIPELINE 4096 /* uncommitted ops the primary holds; more Requests are dropped */
-#define VSR_SM_LOG 8192      /* ops every replica keeps (committed ones too), for repair */
+#define VSR_SM_LOG 16384     /* ops every replica keeps (committed ones too), for repair */
 #define VSR_SM_MAX_REPLICAS 64 /* acknowledgements are one bit per replica */
 /* Default resend_ns: a Prepare a backup has not acknowledged this long after it was queued is
  * queued to it again (lost with a connection, or its PrepareOk refused by a full queue). */

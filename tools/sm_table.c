@@ -218,10 +218,11 @@ bool vsr_sm_table_admit(struct vsr_sm *sm, uint64_t conn, const struct vsr_msg *
     struct vsr_msg *cached = c->replies[rq->request % VSR_SM_REPLIES];
     const struct vsr_reply_header *rp = cached ? (const struct vsr_reply_header *)cached->data
                                                : NULL;
-    if (rp && rp->request == rq->request && vsr_sm_send_client(sm, conn, vsr_msg_ref(cached))) {
-      sm->duplicates++;
+    if (rp && rp->request == rq->request) {
+      sm->duplicates++; /* answered again, never executed again (a refusal: the bus counts it) */
+      vsr_sm_send_client(sm, conn, vsr_msg_ref(cached));
     } else {
-      sm->duplicates_dropped++; /* too old to answer (or the queue refused it) */
+      sm->duplicates_dropped++; /* too old to answer: its Reply left the table */
     }
     return false;
   }

@@ -285,6 +285,11 @@ static void vc_on_range_evicted(struct vsr_sm *sm, uint8_t from, const struct vs
   if (sm->commit_max < sm->commit) sm->commit_max = sm->commit;
   vsr_sm_table_clear(sm);
   sm->jumped = true;
+  if (sm->dump) fprintf(sm->dump, "# state transfer: ops up to %llu from replica %u\n",
+                        (unsigned long long)sm->commit, from);
+  fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: state transfer: ops up to %llu are gone from "
+          "replica %u's log; continuing from there with a fresh client table\n", sm->replica,
+          (unsigned long long)sm->commit, from);
   vc_after_repair(sm);
   vsr_sm_vc_repair(sm, true);
 }
