@@ -104,7 +104,9 @@ struct demo {
   uint32_t view;              /* highest view any client heard */
   uint64_t sent, resent, replied, late, evicted, failovers;
   uint64_t last_reply_ns, max_gap_ns, max_gap_at_ns;
-  uint64_t kill_ns, recovered_ns; /* first kill; first Reply after it */
+  uint64_t kill_ns, recovered_ns; /* first kill; first Reply after it (in a later view when it
+                                     was the primary's: not one already on its way) */
+  uint32_t kill_view;
   struct vsri_hist before, after; /* latencies before and after the first kill */
   uint64_t before_n, after_n, end_ns;
   int warm;           /* clients with a Reply */
@@ -279,7 +281,7 @@ static void demo_on_reply(struct demo_client *k, const struct vsr_reply_header *
       d->max_gap_ns = now - d->last_reply_ns;
       d->max_gap_at_ns = d->last_reply_ns;
     }
-    if (d->kill_ns && !d->recovered_ns) {
+    if (d->kill_ns && !d->recovered_ns && rp->view >= d->kill_view) {
       d->recovered_ns = now;
       if (!d->quiet) {
         fprintf(d->out, "  first commit %.0f ms after the kill (view %u)\n",
@@ -585,7 +587,10 @@ static void demo_kill(struct demo *d, int i, const char *why) {
   }
   d->pids[i] = 0;
   d->killed[i] = true;
-  if (!d->kill_ns) d->kill_ns = vsr_tool_now();
+  if (!d->kill_ns) {
+    d->kill_ns = vsr_tool_now();
+    d->kill_view = (uint32_t)i == d->view % DEMO_REPLICAS ? d->view + 1 : d->view;
+  }
 }
 
 /* --restart: the same replica on the same addresses, memory empty: it recovers. */

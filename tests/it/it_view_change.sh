@@ -97,7 +97,8 @@ primary=$(echo "$sline" | sed -n 's/.*(view \([0-9]*\), primary \([0-9]*\)).*/\2
 [ "$primary" = 1 ] || LOG=$OUT fail "want replica 1 primary at the end, got '$primary'"
 # Commits after the primary's death need replica 2 (the quorum is {1, 2}): it caught up.
 after=$(awk '/killed replica 0 \(the primary/ { k = 1; next }
-             k && /^\[ *[0-9]+s\]/ { s += $2 } END { print s + 0 }' "$OUT")
+             k && /^\[ *[0-9]+s\]/ { for (i = 1; i < NF; i++) if ($(i + 1) == "committed") s += $i }
+             END { print s + 0 }' "$OUT")
 [ "$after" -gt 0 ] || LOG=$OUT fail "nothing committed after the primary died"
 no_dups_no_gaps "$DIR/commits.1.txt"
 no_dups_no_gaps "$DIR/commits.2.txt"
