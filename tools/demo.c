@@ -316,8 +316,13 @@ static void demo_on_message(void *user, struct vsr_client *c, struct vsr_msg *ms
     }
     return;
   case VSR_CMD_EVICTION: {
-    /* The session is gone (the table evicted it): a new one, the requests in flight again. */
+    /* The session is gone (the table evicted it): its requests in flight are lost (counted);
+     * a new session numbers from 1 again. */
     d->evicted++;
+    d->errors += k->inflight;
+    memset(k->slot_req, 0, sizeof k->slot_req);
+    k->inflight = 0;
+    k->next_request = 1;
     k->session = 0;
     demo_client_resume(k);
     return;

@@ -476,6 +476,7 @@ void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id) {
   /* Whatever was queued on its previous link may be gone: every uncommitted op it has not
    * acknowledged goes out again, in order, as its queue allows. */
   sm->behind[id] = sm->commit < sm->op ? sm->commit + 1 : 0;
+  sm->acked[id] = sm->commit; /* perhaps a new incarnation: its acknowledgements start over */
   vsr_sm_primary_catch_up(sm, id);
 }
 

@@ -129,6 +129,7 @@ struct vsr_sm {
   uint32_t rsv_view;             /* highest view among the answers */
   struct vsr_msg *rsv_primary;   /* the StartView of that view's primary */
   bool jumped;                   /* state taken from a later op: the table may lack sessions */
+  uint64_t recover_op;           /* after recovery: no view-change vote until op reaches it */
   uint64_t view_changes;         /* views this replica entered normal status in (after 0) */
   uint64_t repairs_sent, repairs_received, recoveries;
   FILE *dump;                    /* --dump-commits: a line per committed op (NULL: off) */

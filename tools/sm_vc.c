@@ -538,6 +538,9 @@ static void vc_check_recovery(struct vsr_sm *sm) {
   sm->status = VSR_SM_VIEW_CHANGE; /* adopting the StartView makes it normal */
   fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: recovered: view %u from replica %u\n",
           sm->replica, s->view, vsr_sm_primary_of(sm, s->view));
+  /* Until it holds the primary's log up to this op it casts no view-change vote: the ops it
+   * acknowledged before it lost them may exist nowhere else but on the primary. */
+  sm->recover_op = s->op;
   struct vsr_msg *m = sm->rsv_primary;
   sm->rsv_primary = NULL;
   vc_adopt_start_view(sm, vsr_sm_primary_of(sm, s->view), m);
@@ -580,7 +583,7 @@ void vsr_sm_vc_behind(struct vsr_sm *sm, uint8_t from) {
 
 bool vsr_sm_vc_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *msg) {
   uint8_t cmd = msg->data[offsetof(struct vsr_header, command)];
-  bool recovering = sm->status == VSR_SM_RECOVERING;
+  bool recovering = sm->status == VSR_SM_RECOVERING || sm->op < sm->recover_op;
   switch (cmd) {
   case VSR_CMD_START_VIEW_CHANGE:
     if (!recovering) vc_on_svc(sm, from, msg);
@@ -617,7 +620,7 @@ static void vc_on_tick(void *ctx) {
   case VSR_SM_NORMAL:
     if (vsr_sm_is_primary(sm)) {
       vsr_sm_send_commit(sm);
-    } else if (t - sm->heard_ns >= sm->primary_timeout_ns) {
+    } else if (t - sm->heard_ns >= sm->primary_timeout_ns && sm->op >= sm->recover_op) {
       vc_start_view_change(sm, sm->view + 1);
       break;
     }
