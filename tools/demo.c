@@ -63,6 +63,7 @@ struct demo_client {
   uint64_t sent_at[DEMO_DEPTH_MAX];
   uint64_t register_ns;  /* when the Register went out (0: not sent) */
   uint64_t progress_ns;  /* last Reply, or when the requests in flight were (re)sent */
+  uint64_t resend_ns;    /* when they were last sent again on the same connection */
   uint32_t inflight;
   bool replied; /* at least one Reply: the path through the cluster works */
 };
@@ -372,16 +373,23 @@ static void demo_client_start(struct demo_client *k) {
   }
 }
 
-/* Every DEMO_WATCH_NS: a client whose requests (or Register) got no Reply within
- * request_timeout tries the next replica. */
+/* Every DEMO_WATCH_NS: a client whose requests (or Register) got no Reply for a primary
+ * timeout sends them again where it is (a new primary drops Requests until it has committed
+ * what it inherited); after request_timeout it tries the next replica. */
 static void demo_watch(void *ctx) {
   struct demo *d = ctx;
-  uint64_t now = vsr_tool_now();
+  uint64_t now = vsr_tool_now(), resend_ns = (uint64_t)d->primary_timeout_ms * DEMO_MS;
   for (int i = 0; i < d->clients && d->nodes > 1; i++) {
     struct demo_client *k = &d->cl[i];
     bool waiting = k->inflight > 0 || (k->session == 0 && k->register_ns != 0);
-    if (k->c && waiting && now - k->progress_ns > d->request_timeout_ns) {
+    if (!k->c || !waiting || now - k->progress_ns <= resend_ns) continue;
+    if (now - k->progress_ns > d->request_timeout_ns) {
       demo_failover(k, (k->target + 1) % d->nodes);
+    } else if (now - k->resend_ns > resend_ns && vsr_client_state(k->c) == 1) {
+      k->resend_ns = now;
+      uint64_t progress = k->progress_ns;
+      demo_client_resume(k);
+      k->progress_ns = progress; /* a resend is not progress */
     }
   }
   vsr_timer_arm(d->watch, DEMO_WATCH_NS);
@@ -601,11 +609,9 @@ static void demo_kill(struct demo *d, int i, const char *why) {
 /* --restart: the same replica on the same addresses, memory empty: it recovers. */
 static void demo_restart(struct demo *d, int i) {
   if (d->pids[i] > 0) demo_kill(d, i, "to restart it");
-  char log[96];
-  snprintf(log, sizeof log, "%s/node%d.log", d->dir, i);
-  int seen = demo_log_count(log, "replica plane tcp listening");
+  /* Not waited for: the clients' loop runs on (the others redial it, it answers when up). */
   d->pids[i] = demo_spawn(d, i);
-  if (d->pids[i] < 0 || demo_wait_listening(d, i, seen + 1) < 0) {
+  if (d->pids[i] < 0) {
     d->pids[i] = 0;
     return;
   }

@@ -300,17 +300,25 @@ static void vc_on_range_evicted(struct vsr_sm *sm, uint8_t from, const struct vs
  * (a DoViewChange or StartView body), as told by |source|: ops past |head| go; an uncommitted op
  * is kept only when its header is in |hdrs| and ours is the same; the rest is fetched from
  * |source| (expected by checksum when |hdrs| has it). Committed ops are the same everywhere. */
+/* The checksum |hdrs| gives for |op| (zero: not there, or a header that is not a Prepare for
+ * that op: the suffix is checked, not believed). */
+static vsr_u128 vc_hdr_checksum(const uint8_t *hdrs, unsigned n, uint64_t head, uint64_t op) {
+  if (op > head || head - op >= n) return (vsr_u128){0, 0};
+  const uint8_t *h = hdrs + (size_t)(n - 1 - (head - op)) * VSR_HEADER_SIZE;
+  if (h[offsetof(struct vsr_header, command)] != VSR_CMD_PREPARE ||
+      vsr_get_u64(h + offsetof(struct vsr_prepare_header, op)) != op) {
+    return (vsr_u128){0, 0};
+  }
+  return vsr_get_u128(h);
+}
+
 static void vc_adopt_log(struct vsr_sm *sm, const uint8_t *hdrs, unsigned n, uint64_t head,
                          uint8_t source) {
-  uint64_t first = head - n + 1;
   for (uint32_t i = 0; i < VSR_SM_LOG; i++) {
     struct vsr_sm_entry *e = &sm->pipe[i];
     if (e->op <= sm->commit) continue;
-    bool keep = false;
-    if (e->op <= head && e->op >= first && e->prepare) {
-      vsr_u128 c = vsr_get_u128(hdrs + (size_t)(e->op - first) * VSR_HEADER_SIZE);
-      keep = vsr_u128_eq(c, e->checksum);
-    }
+    vsr_u128 c = vc_hdr_checksum(hdrs, n, head, e->op);
+    bool keep = e->prepare && !vsr_u128_is_zero(c) && vsr_u128_eq(c, e->checksum);
     if (!keep) vsr_sm_entry_clear(e);
   }
   for (uint64_t op = sm->commit + 1; op <= head && op - sm->commit < VSR_SM_LOG; op++) {
@@ -319,7 +327,7 @@ static void vc_adopt_log(struct vsr_sm *sm, const uint8_t *hdrs, unsigned n, uin
       vsr_sm_entry_clear(e);
       e->op = op;
     }
-    if (op >= first) e->checksum = vsr_get_u128(hdrs + (size_t)(op - first) * VSR_HEADER_SIZE);
+    if (!e->prepare) e->checksum = vc_hdr_checksum(hdrs, n, head, op);
     e->acks = 0;
   }
   sm->op = sm->commit;
@@ -388,8 +396,9 @@ static void vc_become_primary(struct vsr_sm *sm) {
     sm->op = top;
     sm->repair_from = sm->replica;
   }
-  for (uint64_t op = sm->commit + 1; op <= sm->op; op++) {
-    vsr_sm_entry(sm, op)->acks = 1ull << sm->replica;
+  for (uint64_t op = sm->commit + 1; op <= sm->op && op - sm->commit < VSR_SM_LOG; op++) {
+    struct vsr_sm_entry *e = vsr_sm_entry(sm, op);
+    if (e->op == op) e->acks = 1ull << sm->replica;
   }
   if (sm->dvc_commit_max > sm->commit_max) sm->commit_max = sm->dvc_commit_max;
   struct vsr_sm_entry *head = vsr_sm_entry(sm, sm->op);
