@@ -20,7 +20,7 @@ run() {
   shift
   OUT=$TMP/$name.out
   set +e
-  TMPDIR=$TMP timeout 150 "$BIN" demo --clients 8 --depth 2 --size 64 --dump-commits \
+  TMPDIR=$TMP timeout 150 "$BIN" demo --clients 4 --depth 2 --size 64 --dump-commits \
     --primary-timeout-ms 1000 "$@" \
     >"$OUT" 2>&1
   rc=$?
@@ -69,7 +69,7 @@ all_acked() {
 
 # ---- 1. kill the primary under load ----
 # (Whichever replica is primary at 2 s: on a loaded machine a slow second may have moved it.)
-run kill-primary --seconds 12 --kill-primary-after 2
+run kill-primary --seconds 9 --kill-primary-after 2
 killed=$(sed -n 's/^  killed replica \([0-9]\) (the primary.*/\1/p' "$OUT")
 [ -n "$killed" ] || LOG=$OUT fail "the primary was not killed"
 live=$(for r in 0 1 2; do [ "$r" = "$killed" ] || printf '%s ' "$r"; done)
@@ -89,7 +89,7 @@ echo "kill-primary: $(wc -l <"$DIR/acks.txt") acknowledged requests, each commit
 rm -rf "$DIR"
 
 # ---- 2. kill and restart a backup ----
-run restart-backup --seconds 12 --kill 2@1 --restart 2@2
+run restart-backup --seconds 9 --kill 2@1 --restart 2@2
 grep -q '^  restarted replica 2' "$OUT" || LOG=$OUT fail "replica 2 was not restarted"
 grep -q 'VSR-VIEW replica 2: recovered: view' "$DIR/node2.log" ||
   LOG=$DIR/node2.log fail "the restarted replica did not recover"
