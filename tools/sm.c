@@ -178,8 +178,12 @@ void vsr_sm_send_replica(struct vsr_sm *sm, uint8_t to, struct vsr_msg *m) {
 }
 
 void vsr_sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m) {
+  struct vsr_peer_stats ps;
   for (unsigned r = 0; r < sm->replica_count; r++) {
-    if (r != sm->replica) vsr_sm_send_replica(sm, (uint8_t)r, m);
+    /* Linked replicas only: one that links later is told on vsr_sm_on_replica_up. */
+    if (r != sm->replica && vsr_bus_peer_stats(sm->bus, VSR_PLANE_REPLICA, r, &ps) == 0) {
+      vsr_sm_send_replica(sm, (uint8_t)r, m);
+    }
   }
 }
 

@@ -182,7 +182,7 @@ void vsr_sm_entry_clear(struct vsr_sm_entry *e);
 /* A header-only replica-plane frame from this replica: command, cluster, view, sender set.
  * NULL (counted, logged) when the pool is exhausted. */
 struct vsr_msg *vsr_sm_control(struct vsr_sm *sm, uint8_t command);
-/* Sends |m| (not consumed) to every other replica. */
+/* Sends |m| (not consumed) to every other replica linked now. */
 void vsr_sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m);
 void vsr_sm_send_replica(struct vsr_sm *sm, uint8_t to, struct vsr_msg *m);
 /* Sends |out| (consumed) to |client|; true when the bus took it. */
