@@ -739,8 +739,8 @@ static void demo_summary(const struct demo *d) {
          p50, p99, p999, mx, d->clients, d->depth, d->size, (unsigned long long)d->errors);
   char gap[32];
   demo_ms(gap, sizeof gap, d->max_gap_ns, false);
-  fprintf(d->out, "sessions: %llu requests sent (%llu sent again: timeout or failover), %llu replies "
-          "received (%llu late or duplicate, dropped), %llu evictions, %llu failovers; view "
+  fprintf(d->out, "sessions: %llu requests sent (%llu sent again: timeout or failover), %llu "
+          "replies received (%llu late or duplicate, dropped), %llu evictions, %llu failovers; view "
           "changes: %u (view %u, primary %u); longest gap without a commit %s\n",
           (unsigned long long)d->sent, (unsigned long long)d->resent,
           (unsigned long long)d->replied, (unsigned long long)d->late,
