@@ -627,7 +627,7 @@ int vsr_cmd_node(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   vsr_node_say(VSR_LOG_INFO, NULL, "replica %u%s running (io %s); Ctrl-C to stop",
           cfg.bus.replica_index,
-          !cluster ? "" : cfg.bus.replica_index == 0 ? " (primary)" : " (backup)",
+          !cluster ? "" : " (in a cluster: recovering until the others answer)",
           vsr_loop_backend(node_loop));
   vsr_loop_run(node_loop);
   vsr_node_say(VSR_LOG_INFO, NULL, "shutting down");

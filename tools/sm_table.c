@@ -220,7 +220,18 @@ bool vsr_sm_table_admit(struct vsr_sm *sm, uint64_t conn, const struct vsr_msg *
                                                : NULL;
     if (rp && rp->request == rq->request) {
       sm->duplicates++; /* answered again, never executed again (a refusal: the bus counts it) */
-      vsr_sm_send_client(sm, conn, vsr_msg_ref(cached));
+      struct vsr_msg *out = vsr_msg_ref(cached);
+      if (rp->view != sm->view || rp->replica != sm->replica) {
+        /* Built when the op was applied, perhaps in an earlier view: a copy names ours. */
+        vsr_msg_unref(out);
+        out = vsr_bus_msg_new(sm->bus, cached->size);
+        if (out) {
+          memcpy(out->data, cached->data, cached->size);
+          ((struct vsr_reply_header *)out->data)->view = sm->view;
+          ((struct vsr_reply_header *)out->data)->replica = sm->replica;
+        }
+      }
+      vsr_sm_send_client(sm, conn, out);
     } else {
       sm->duplicates_dropped++; /* too old to answer: its Reply left the table */
     }
