@@ -740,8 +740,8 @@ static void demo_summary(const struct demo *d) {
   char gap[32];
   demo_ms(gap, sizeof gap, d->max_gap_ns, false);
   fprintf(d->out, "sessions: %llu requests sent (%llu sent again: timeout or failover), %llu "
-          "replies received (%llu late or duplicate, dropped), %llu evictions, %llu failovers; view "
-          "changes: %u (view %u, primary %u); longest gap without a commit %s\n",
+          "replies received (%llu late or duplicate, dropped), %llu evictions, %llu failovers; "
+          "view changes: %u (view %u, primary %u); longest gap without a commit %s\n",
           (unsigned long long)d->sent, (unsigned long long)d->resent,
           (unsigned long long)d->replied, (unsigned long long)d->late,
           (unsigned long long)d->evicted, (unsigned long long)d->failovers, d->view, d->view,
@@ -750,7 +750,8 @@ static void demo_summary(const struct demo *d) {
     char b99[32], a99[32];
     demo_ms(b99, sizeof b99, vsri_hist_percentile(&d->before, 99), false);
     demo_ms(a99, sizeof a99, vsri_hist_percentile(&d->after, 99), false);
-    double bs = (double)(d->kill_ns - d->measure_ns) / 1e9, as = (double)(d->end_ns - d->kill_ns) / 1e9;
+    double bs = (double)(d->kill_ns - d->measure_ns) / 1e9;
+    double as = (double)(d->end_ns - d->kill_ns) / 1e9;
     fprintf(d->out, "failover: before the kill %.0f req/s, p99 %s; after it %.0f req/s, p99 %s "
             "(gap included); first commit %.0f ms after the kill\n", (double)d->before_n / bs,
             b99, (double)d->after_n / as, a99,
@@ -846,7 +847,8 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
           r >= DEMO_REPLICAS || at < 0) {
         return 2;
       }
-      d->ev[d->nev++] = (struct demo_event){.kind = ch == 'K' ? 'k' : 'r', .replica = r, .at_s = at};
+      d->ev[d->nev++] =
+          (struct demo_event){.kind = ch == 'K' ? 'k' : 'r', .replica = r, .at_s = at};
       break;
     }
     case 'P':

@@ -495,9 +495,11 @@ static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, struct vsr_msg *m
     vsr_sm_vc_behind(sm, from);
     return;
   }
-  if (sm->status != VSR_SM_NORMAL || p->view < sm->view || vsr_sm_is_primary(sm) ||
+  /* From the primary of our view only. An older view in the header is fine: a new primary
+   * sends the ops it inherited as they were prepared (the identity does not cover the view). */
+  if (sm->status != VSR_SM_NORMAL || vsr_sm_is_primary(sm) ||
       from != vsr_sm_primary_of(sm, sm->view)) {
-    sm->ignored++; /* stale, or not from the primary of this view */
+    sm->ignored++;
     return;
   }
   sm->heard_ns = vsr_sm_now(sm);
@@ -544,6 +546,10 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
   if (!sm->pipe || from >= sm->replica_count || from == sm->replica) {
     sm->ignored++;
     return;
+  }
+  /* Any frame of our view from its primary shows the primary alive (a backup's timeout). */
+  if (h->view == sm->view && from == vsr_sm_primary_of(sm, sm->view)) {
+    sm->heard_ns = vsr_sm_now(sm);
   }
   switch (h->command) {
   case VSR_CMD_PREPARE:

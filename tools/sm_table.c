@@ -55,7 +55,8 @@ void vsr_sm_table_fini(struct vsr_sm *sm) {
 
 struct vsr_sm_client *vsr_sm_table_find(struct vsr_sm *sm, vsr_u128 id) {
   if (!sm->clients) return NULL;
-  for (uint32_t i = table_hash(sm, id), n = 0; n < table_slots(sm); n++, i = (i + 1) % table_slots(sm)) {
+  uint32_t slots = table_slots(sm);
+  for (uint32_t i = table_hash(sm, id), n = 0; n < slots; n++, i = (i + 1) % slots) {
     uint32_t slot = sm->client_index[i];
     if (slot == 0) return NULL;
     if (vsr_u128_eq(sm->clients[slot - 1].id, id)) return &sm->clients[slot - 1];

@@ -15,7 +15,8 @@
  *
  * Repair. A backup keeps Prepares out of order; a gap (or a Commit beyond its log) makes it
  * ask the primary for the missing range (RequestPrepares), at most VSR_SM_REPAIR_BATCH at a
- * time; the answer ends with RepairDone, upon which it asks for the next range. A range the sender no longer holds (its log keeps VSR_SM_LOG ops) is answered with
+ * time; the answer ends with RepairDone, upon which it asks for the next range. A range the
+ * sender no longer holds (its log keeps VSR_SM_LOG ops) is answered with
  * RangeEvicted(lowest op held): the asker then jumps there (state transfer of a state machine
  * whose only state is the client table: see "jumped").
  *
