@@ -14,7 +14,8 @@
 struct vsr_client {
   struct vsr_loop *loop;
   bool owns_loop;
-  bool deleting; /* vsr_client_del called: free once the transport reports closed */
+  bool deleting; /* vsr_client_del called */
+  uint32_t in_cb; /* depth of user callbacks running (vsr_client_del refuses inside) */
   int state;     /* 0 connecting, 1 connected, < 0 closed with that reason */
   const struct vsri_bus_transport *t; /* its row in vsri_bus_transports */
   const struct vsri_transport_ops *tops;
@@ -73,7 +74,9 @@ static void client_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg 
   struct vsr_client *c = owner;
   if (c->deleting) return;
   if (c->cb.on_message) {
+    c->in_cb++;
     c->cb.on_message(c->user, c, msg);
+    c->in_cb--;
     return;
   }
   if (client_inbox_push(c, msg) < 0) c->tops->close(conn, VSR_ENOMEM, false);
@@ -84,7 +87,11 @@ static void client_on_connected(void *owner, struct vsri_conn *conn, int status)
   struct vsr_client *c = owner;
   if (status < 0) return; /* on_closed follows with the reason */
   c->state = 1;
-  if (c->cb.on_state && !c->deleting) c->cb.on_state(c->user, c, 0);
+  if (c->cb.on_state && !c->deleting) {
+    c->in_cb++;
+    c->cb.on_state(c->user, c, 0);
+    c->in_cb--;
+  }
 }
 
 static void client_on_sent(void *owner, struct vsri_conn *conn, uint32_t frames,
@@ -119,11 +126,12 @@ static void client_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   struct vsr_client *c = owner;
   c->conn = NULL;
   c->state = reason < 0 ? reason : VSR_ECLOSED;
-  if (c->deleting) {
-    if (!c->owns_loop) client_free(c); /* owned loops are freed by vsr_client_del itself */
-    return;
+  if (c->deleting) return;
+  if (c->cb.on_state) {
+    c->in_cb++;
+    c->cb.on_state(c->user, c, c->state);
+    c->in_cb--;
   }
-  if (c->cb.on_state) c->cb.on_state(c->user, c, c->state);
 }
 
 static const struct vsri_conn_events client_events = {
@@ -179,15 +187,18 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
 
 void vsr_client_del(struct vsr_client *c) {
   if (!c) return;
-  c->deleting = true;
-  if (!c->conn) {
-    client_free(c);
+  if (c->in_cb) {
+    /* The transport upcall below the callback still uses the connection and the client. */
+    VSRI_ERROR("VSR-MISUSE", "vsr_client_del called from inside one of this client's "
+               "callbacks: refused, nothing freed; delete it after the loop turn returns");
     return;
   }
-  c->tops->close(c->conn, VSR_ECLOSED, false);
-  if (!c->owns_loop) return; /* client_on_closed frees it from the caller's loop */
-  for (int i = 0; i < 1000 && c->conn; i++) vsri_io_run(c->loop->io, 1000000);
-  client_free(c);
+  c->deleting = true;
+  /* Closed now, no upcall, no loop turn (QUIC: CONNECTION_CLOSE goes out first); memory the
+   * kernel may still touch is the io layer's to free (io.h, "Letting go"). */
+  if (c->conn) c->tops->abort(c->conn, VSR_ECLOSED);
+  c->conn = NULL;
+  client_free(c); /* an owned loop goes too: its deletion waits for the kernel */
 }
 
 int vsr_client_state(const struct vsr_client *c) { return c->state; }
