@@ -133,6 +133,10 @@ struct vsr_sm {
   uint64_t view_changes;         /* views this replica entered normal status in (after 0) */
   uint64_t repairs_sent, repairs_received, recoveries;
   FILE *dump;                    /* --dump-commits: a line per committed op (NULL: off) */
+  /* Set after vsr_sm_init, before traffic (vsrbus sim): a client that never registered is
+   * served without the table, as by a single replica. Default false: Eviction NoSession. */
+  bool sessions_optional;
+  struct vsr_msg *loose_reply;   /* the last Reply to such a client (held until the next) */
 };
 
 /* Sets up |sm| for replica |replica| of |count| in cluster |cluster|, on |bus|'s loop (timers
@@ -159,6 +163,10 @@ void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id);
  * exhausted. */
 struct vsr_msg *vsr_sm_build_reply(struct vsr_bus *bus, const struct vsr_msg *req, uint8_t replica,
                                    uint64_t op);
+
+/* Replaces the wall clock that stamps Replies and Commits (NULL: CLOCK_REALTIME): the
+ * simulator stamps them with virtual time so a seed's frames are the same bytes every run. */
+void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx);
 
 /* ---- internal: shared by sm.c, sm_table.c and sm_vc.c ---------------------------------- */
 

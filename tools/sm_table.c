@@ -46,6 +46,8 @@ void vsr_sm_table_clear(struct vsr_sm *sm) {
 }
 
 void vsr_sm_table_fini(struct vsr_sm *sm) {
+  vsr_msg_unref(sm->loose_reply);
+  sm->loose_reply = NULL;
   vsr_sm_table_clear(sm);
   free(sm->clients);
   free(sm->client_index);
@@ -141,6 +143,10 @@ struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry 
     c->session = p->op;
     c->request = c->prepared = 0;
     sm->registers++;
+  } else if (!c && sm->sessions_optional) {
+    vsr_msg_unref(sm->loose_reply); /* a client without a session: answered, not kept */
+    sm->loose_reply = table_build_reply(sm, e->prepare);
+    return sm->loose_reply;
   } else if (!c) {
     /* Evicted between its Prepare and this commit; or, after a state jump, a client whose
      * Register lies before the ops this replica holds: its session is learned from its next

@@ -179,6 +179,12 @@ struct vsr_bus_options {
    * join clusters of stock Iggy mainline servers, whose default is auth off; secrets are then
    * ignored. */
   enum vsr_replica_auth replica_auth;
+  /* TCP keepalive on replica links: seconds of silence before probing (3 probes, a third of it
+   * apart). Default 5 (the default reconnect period): a link whose peer crashed while its RST
+   * was lost (a partition), and on which we have nothing to send, would otherwise stay up
+   * forever, and a dialer never redials a link it believes up. 0: off. Found by the simulator
+   * (docs/simulation.md). */
+  uint32_t replica_keepalive_s;
 
   /* Per-transport settings of the client plane, one struct per transport (see struct
    * vsr_quic_options; TLS and WebSocket add theirs here the same way). */

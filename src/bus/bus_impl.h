@@ -112,6 +112,9 @@ struct vsr_bus {
   uint32_t *client_free_next;
   uint64_t client_seq;
   uint64_t forced_client_id; /* tests: the next accepted client gets this id (0: none) */
+  /* Simulator: told of every frame a send accepted (NULL: off; vsri_bus_set_send_tap). */
+  void (*send_tap)(void *ctx, enum vsr_plane plane, uint64_t peer, const struct vsr_msg *msg);
+  void *send_tap_ctx;
   uint64_t peers_open;       /* peers not yet freed, both planes */
   struct vsri_list peers;    /* those peers (bus_peer.link): vsr_bus_del aborts every one */
   uint32_t in_cb;            /* depth of user callbacks running (vsr_bus_del refuses inside) */
@@ -233,6 +236,14 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * the newcomer is refused as a duplicate (the reference's duplicate_client_id case);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
+
+/* The simulator's observer: |fn| sees every frame a vsr_bus_send_to_* call accepted (after it
+ * was queued), to check that each is delivered once, in order, or counted dropped, and every
+ * replica handshake frame the bus queues itself (peer UINT64_MAX). */
+void vsri_bus_set_send_tap(struct vsr_bus *bus,
+                           void (*fn)(void *ctx, enum vsr_plane plane, uint64_t peer,
+                                      const struct vsr_msg *msg),
+                           void *ctx);
 
 /* The client SDK's send counters (client.c), kept like a bus peer's: frames_queued ==
  * frames_out + frames_dropped + frames still queued or held by the transport. Tests read them. */

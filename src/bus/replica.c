@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "bus/auth.h"
 #include "bus/bus_impl.h"
@@ -17,6 +16,7 @@
 #include "util/alloc.h"
 #include "util/list.h"
 #include "util/log.h"
+#include "util/random.h"
 
 #define RP_LOG_EVERY_NS 1000000000ull /* at most one line per second about evictions */
 
@@ -135,6 +135,7 @@ static int rp_push(struct bus_peer *p, const uint8_t frame[VSR_HEADER_SIZE]) {
     vsr_msg_unref(m);
     return VSR_EBACKPRESSURE;
   }
+  if (p->bus->send_tap) p->bus->send_tap(p->bus->send_tap_ctx, VSR_PLANE_REPLICA, UINT64_MAX, m);
   p->tops->kick(p->conn);
   return 0;
 }
@@ -143,9 +144,9 @@ static int rp_push(struct bus_peer *p, const uint8_t frame[VSR_HEADER_SIZE]) {
 static int rp_nonce(uint8_t out[VSRI_AUTH_NONCE_LEN]) {
   static const uint8_t zero[VSRI_AUTH_NONCE_LEN];
   for (int tries = 0; tries < 4; tries++) {
-    ssize_t n = getrandom(out, VSRI_AUTH_NONCE_LEN, 0);
-    if (n == VSRI_AUTH_NONCE_LEN && memcmp(out, zero, sizeof zero) != 0) return 0;
-    if (n < 0 && errno != EINTR) break;
+    int err = vsri_random_bytes(out, VSRI_AUTH_NONCE_LEN);
+    if (err == 0 && memcmp(out, zero, sizeof zero) != 0) return 0;
+    if (err) break;
   }
   VSRI_ERROR("VSR-AUTH", "getrandom: %s; cannot make a handshake nonce", strerror(errno));
   return VSR_EIO;

@@ -115,6 +115,10 @@ struct vsri_transport_ctx {
   uint32_t conn_budget;     /* largest frame one connection may hold in flight; 0: max size */
   uint32_t preauth_max;     /* non-zero: frames above it are VSR_EFRAME_PREAUTH until the owner
                                calls set_frame_limit (the replica handshake) */
+  /* TCP keepalive, seconds of silence before the first probe (three probes, a third of it
+   * apart); 0: off. The replica plane sets it so a link whose peer crashed unseen (its RST
+   * lost in a partition) breaks even when we have nothing to send on it. */
+  uint32_t keepalive_s;
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,
