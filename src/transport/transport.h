@@ -80,6 +80,9 @@ struct vsri_transport_ctx {
   uint32_t conn_budget;     /* largest frame one connection may hold in flight; 0: max size */
   uint32_t preauth_max;     /* non-zero: frames above it are VSR_EFRAME_PREAUTH until the owner
                                calls set_frame_limit (the replica handshake) */
+  /* TCP liveness (issue 15), applied to every accepted and dialed socket: */
+  uint64_t tcp_keepalive_ns;    /* SO_KEEPALIVE idle time (interval = /3, 3 probes); 0: off */
+  uint64_t tcp_user_timeout_ns; /* TCP_USER_TIMEOUT; 0: the kernel's default */
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,
@@ -160,6 +163,8 @@ int vsri_bind_reason(int err);
 /* The error code of a connect() (or later socket) errno: VSR_ECONNREFUSED, VSR_EUNREACH,
  * VSR_ETIMEDOUT, VSR_ERESET or VSR_EIO. */
 int vsri_sock_reason(int err);
+/* Sets SO_KEEPALIVE (+ idle/interval/count) and TCP_USER_TIMEOUT on a TCP socket; 0: leave. */
+void vsri_tcp_liveness(int fd, uint64_t keepalive_ns, uint64_t user_timeout_ns);
 /* Formats |sa| as "host:port" into |buf|. */
 void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 
