@@ -137,19 +137,33 @@ static void stub_on_frame(struct h_node *n, uint64_t client, struct vsr_msg *msg
   }
 }
 
-/* |addr| NULL: any port. */
-static void stub_start(struct stub *s, uint8_t replica, uint32_t view, const char *addr) {
+static void quic_addr_task(struct h_node *n, void *arg) {
+  (void)arg;
+  vsr_bus_listen_addr(n->bus, "quic", n->addr, sizeof n->addr);
+}
+
+/* |addr| NULL: any port. |quic|: the client plane listens on QUIC instead of TCP. */
+static void stub_start_on(struct stub *s, uint8_t replica, uint32_t view, const char *addr,
+                          bool quic) {
   memset(s, 0, sizeof *s);
   h_options(&s->n);
   static char addrs[8][64];
-  if (addr) {
-    snprintf(addrs[replica], sizeof addrs[replica], "%s", addr);
+  snprintf(addrs[replica], sizeof addrs[replica], "%s", addr ? addr : "127.0.0.1:0");
+  if (quic) {
+    s->n.opts.client_tcp_addr = NULL;
+    s->n.opts.client_quic_addr = addrs[replica];
+  } else {
     s->n.opts.client_tcp_addr = addrs[replica];
   }
   s->n.on_frame = stub_on_frame;
   s->replica = replica;
   atomic_store(&s->view, view);
   assert_int_equal(h_start(&s->n), 0);
+  if (quic) h_run(&s->n, quic_addr_task, NULL);
+}
+
+static void stub_start(struct stub *s, uint8_t replica, uint32_t view, const char *addr) {
+  stub_start_on(s, replica, view, addr, false);
 }
 
 static void session_options(struct vsr_client_options *o, const char *const *addrs, uint32_t n) {
@@ -416,12 +430,13 @@ static void deadline_gives_etimedout(void **state) {
 struct restarter {
   struct stub *s;
   char addr[64];
+  bool quic;
 };
 
 static void *restart_later(void *arg) {
   struct restarter *rs = arg;
   usleep(300000); /* the client is in its call, dialing a dead address, by now */
-  stub_start(rs->s, 0, 0, rs->addr);
+  stub_start_on(rs->s, 0, 0, rs->addr, rs->quic);
   return NULL;
 }
 
@@ -460,6 +475,42 @@ static void blocking_call_survives_restart_tcp(void **state) {
   assert_int_equal(s.seen[0].request, 2);
   assert_int_equal(s.seen[0].session, STUB_SESSION);
   pthread_mutex_unlock(&s.n.mu);
+  vsr_client_del(c);
+  h_stop(&s.n, true);
+}
+
+/* The same over QUIC (server verification off: the restarted node has a new certificate). */
+static void blocking_call_survives_restart_quic(void **state) {
+  (void)state;
+  static struct stub s;
+  stub_start_on(&s, 0, 0, NULL, true);
+  struct restarter rs = {.s = &s, .quic = true};
+  snprintf(rs.addr, sizeof rs.addr, "%s", s.n.addr);
+  const char *addrs[] = {rs.addr};
+  struct vsr_client_options o;
+  session_options(&o, addrs, 1);
+  o.transport = "quic";
+  o.quic_insecure = true;
+  o.liveness_timeout_ns = 500000000ull;
+  struct vsr_client *c = NULL;
+  assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
+  struct vsr_msg *m = body_msg(c, 1), *r = NULL;
+  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
+  assert_reply(r, m, 1);
+  vsr_msg_unref(m);
+  vsr_msg_unref(r);
+  h_stop(&s.n, false);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, restart_later, &rs), 0);
+  m = body_msg(c, 2);
+  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
+  pthread_join(t, NULL);
+  assert_reply(r, m, 2);
+  vsr_msg_unref(m);
+  vsr_msg_unref(r);
+  struct vsr_client_stats st;
+  vsr_client_stats(c, &st);
+  assert_true(st.connects >= 2);
   vsr_client_del(c);
   h_stop(&s.n, true);
 }
@@ -633,6 +684,7 @@ int main(void) {
       cmocka_unit_test(eviction_ends_session),
       cmocka_unit_test(deadline_gives_etimedout),
       cmocka_unit_test(blocking_call_survives_restart_tcp),
+      cmocka_unit_test(blocking_call_survives_restart_quic),
       cmocka_unit_test(async_request_survives_restart_tcp),
       cmocka_unit_test(heartbeat_keeps_quiet_client_open),
       cmocka_unit_test(silent_server_triggers_liveness_reconnect),
