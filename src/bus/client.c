@@ -337,18 +337,26 @@ static void sess_connect(struct vsr_client *c) {
 /* The connection is gone (or never came): choose the next replica and when to dial it. */
 static void sess_on_closed(struct vsr_client *c, int reason) {
   struct client_sess *s = c->s;
-  (void)reason;
+  bool was_up = s->up;
   s->up = false;
   c->state = s->ended ? s->ended : 0;
   while (c->q.len > 0) vsri_sendq_pop(&c->q); /* the request in flight is resent */
   if (s->ended) return;
+  uint32_t from = s->target;
   if (!s->switching) {
     s->target = (s->target + 1) % s->n;
     s->attempt++;
   }
   s->switching = false;
-  s->reconnect_at = client_now(c) + vsri_backoff_ns(s->rc_min, s->rc_max, s->attempt);
+  uint64_t wait = vsri_backoff_ns(s->rc_min, s->rc_max, s->attempt);
+  s->reconnect_at = client_now(c) + wait;
   sess_arm(c, s->reconnect_at);
+  /* One line per lost connection; failed dials in a row are counted, not logged. */
+  if (was_up && reason != VSR_ECANCELED) {
+    VSRI_INFO("VSR-CLIENT", "replica %u (%s): connection lost: %s; trying replica %u in %llu ms",
+              from, s->addrs[from], vsr_strerror(reason), s->target,
+              (unsigned long long)(wait / 1000000));
+  }
 }
 
 /* Closes the connection on purpose and goes to |target| (backoff by |attempt|). */
@@ -390,6 +398,8 @@ static void sess_learn_view(struct vsr_client *c, uint32_t view, uint8_t from) {
     return;
   }
   s->st.redirects++;
+  VSRI_DEBUG("VSR-CLIENT", "view %u: replica %u is the primary; leaving replica %u", s->view,
+             primary, s->target);
   sess_switch(c, primary, false);
 }
 
@@ -481,6 +491,9 @@ static void sess_tick_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t
     if (s->cur.msg && s->cur.sent_gen == s->gen) {
       if (now - s->cur.sent_at >= s->request_timeout) {
         if (s->n > 1) {
+          VSRI_DEBUG("VSR-CLIENT", "request %llu: no Reply from replica %u within the request "
+                     "timeout; resending to replica %u", (unsigned long long)s->cur.request,
+                     s->target, (s->target + 1) % s->n);
           sess_switch(c, s->target + 1, true);
           goto rearm;
         }
@@ -493,6 +506,9 @@ static void sess_tick_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t
     if (s->liveness) {
       if (now - s->last_rx >= s->liveness) {
         s->st.liveness_drops++;
+        VSRI_INFO("VSR-CLIENT", "replica %u (%s): nothing heard for %llu ms (liveness "
+                  "timeout); trying replica %u", s->target, s->addrs[s->target],
+                  (unsigned long long)((now - s->last_rx) / 1000000), (s->target + 1) % s->n);
         sess_switch(c, s->target + 1, true);
         goto rearm;
       }
