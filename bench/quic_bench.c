@@ -74,7 +74,7 @@ static void qb_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   struct qb_side *s = owner;
   s->closed = true;
   s->conn = NULL;
-  while (s->q.len > 0) vsri_sendq_pop(&s->q);
+  while (vsri_sendq_len(&s->q) > 0) vsri_sendq_pop(&s->q);
 }
 
 static const struct vsri_conn_events qb_events = {
@@ -110,8 +110,7 @@ static int qb_side_init(struct qb_side *s, const struct qb_cfg *cfg) {
   s->ctx = (struct vsri_transport_ctx){.io = s->io, .pool = s->pool,
                                        .max_message_size = 64u << 20, .max_batch = 256,
                                        .tls = s->ops == &vsri_transport_quic ? &s->qcfg : NULL};
-  s->q.slots = s->slots;
-  s->q.cap = QB_QCAP;
+  vsri_sendq_init(&s->q, s->slots, QB_QCAP);
   return 0;
 }
 
@@ -162,7 +161,7 @@ static int qb_sender(const struct qb_cfg *cfg, const char *addr, struct vsri_qui
   uint32_t k = 0;
   while (!s.closed && qb_now() < end) {
     bool added = false;
-    while (s.q.len < QB_QCAP) {
+    while (vsri_sendq_len(&s.q) < QB_QCAP) {
       vsri_sendq_push(&s.q, vsr_msg_ref(fr[k++ % QB_FRAMES]));
       added = true;
     }

@@ -173,7 +173,7 @@ int main(int argc, char **argv) {
   vsr_client_options_default(&o);
   o.transport = "quic";
   o.addr = target;
-  o.quic_insecure = true;
+  o.quic.insecure = true;
   uint64_t *conn_lat = calloc(4096, sizeof *conn_lat), *reply_lat = calloc(4096, sizeof *reply_lat);
   size_t probes = 0, connected = 0, served = 0;
   uint64_t next = now_ns();

@@ -96,7 +96,7 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
   vsr_bus_options_default(&o);
   bool quic = strcmp(cfg->transport, "quic") == 0;
   o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
-  o.client_quic_addr = quic ? "127.0.0.1:0" : NULL;
+  o.quic.addr = quic ? "127.0.0.1:0" : NULL;
   /* Echo modes queue up to inflight frames per client; idle and tput keep the default. */
   if (n.echo) {
     o.peer_queue_capacity = 4096;
@@ -251,10 +251,10 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
   vsr_client_options_default(&o);
   o.transport = cfg->transport;
   o.addr = addr;
-  o.quic_insecure = true;
+  o.quic.insecure = true;
   /* Pipelined load on one stream, in order (the node allows 1 stream per client by default, so
    * the per-request model would carry one frame per round trip). */
-  o.quic_streams = VSR_QUIC_STREAMS_LONG;
+  o.quic.streams = VSR_QUIC_STREAMS_LONG;
   o.queue_capacity = 4096;
   if (cfg->batch) o.max_batch = cfg->batch;
   bool tput = strcmp(cfg->mode, "tput") == 0;
@@ -425,7 +425,7 @@ static int bench_idle(struct bench_cfg *cfg, const char *addr, struct bench_load
   vsr_client_options_default(&o);
   o.transport = cfg->transport;
   o.addr = addr;
-  o.quic_insecure = true;
+  o.quic.insecure = true;
   o.queue_capacity = 4;
   struct vsr_client_callbacks cb = {.on_state = load_on_state};
   l->conns = calloc(cfg->conns, sizeof *l->conns);

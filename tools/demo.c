@@ -179,10 +179,10 @@ static void demo_client_start(struct demo_client *k) {
   vsr_client_options_default(&o);
   o.addr = k->d->primary;
   o.transport = k->d->transport;
-  if (k->d->cert[0]) o.quic_ca_file = k->d->cert;
+  if (k->d->cert[0]) o.quic.ca_file = k->d->cert;
   /* Pipelined requests, in order, on one stream (the per-request model would carry one request
    * per round trip: the node allows 1 stream per client by default). */
-  o.quic_streams = VSR_QUIC_STREAMS_LONG;
+  o.quic.streams = VSR_QUIC_STREAMS_LONG;
   struct vsr_client_callbacks cb = {.on_message = demo_on_message, .on_state = demo_on_state};
   k->inflight = 0;
   if (vsr_client_new(&k->c, k->d->loop, &o, &cb, k) != 0) {

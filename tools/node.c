@@ -275,30 +275,30 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   if (strcmp(key, "tcp") == 0) {
     b->client_tcp_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
   } else if (strcmp(key, "quic") == 0) {
-    b->client_quic_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+    b->quic.addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
   } else if (strcmp(key, "cert") == 0) {
-    b->quic_cert_file = node_keep(cfg, v);
+    b->quic.cert_file = node_keep(cfg, v);
   } else if (strcmp(key, "key") == 0) {
-    b->quic_key_file = node_keep(cfg, v);
+    b->quic.key_file = node_keep(cfg, v);
   } else if (strcmp(key, "quic-alpn-required") == 0 || strcmp(key, "quic_alpn_required") == 0) {
-    b->quic_alpn_required = node_truthy(v);
+    b->quic.alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
-    b->quic_alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
+    b->quic.alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
   } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
              strcmp(key, "quic_max_bidi_streams") == 0) {
-    return node_parse_u32(key, v, &b->quic_max_bidi_streams);
+    return node_parse_u32(key, v, &b->quic.max_bidi_streams);
   } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
-    if (node_parse_u32(key, v, &b->quic_max_handshakes)) return -1;
-    if (b->quic_max_handshakes == 0) {
+    if (node_parse_u32(key, v, &b->quic.max_handshakes)) return -1;
+    if (b->quic.max_handshakes == 0) {
       fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
       return -1;
     }
   } else if (strcmp(key, "quic-retry-threshold") == 0 ||
              strcmp(key, "quic_retry_threshold") == 0) {
-    return node_parse_u32(key, v, &b->quic_retry_threshold);
+    return node_parse_u32(key, v, &b->quic.retry_threshold);
   } else if (strcmp(key, "quic-max-handshakes-per-source") == 0 ||
              strcmp(key, "quic_max_handshakes_per_source") == 0) {
-    return node_parse_u32(key, v, &b->quic_max_handshakes_per_source);
+    return node_parse_u32(key, v, &b->quic.max_handshakes_per_source);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
@@ -436,7 +436,7 @@ static int node_ini_entry(void *user, const char *section, const char *name, con
 void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
-  cfg->bus.client_quic_addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
+  cfg->bus.quic.addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
   cfg->log_burst = VSR_LOG_BURST_DEFAULT;
   cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
 }
@@ -612,7 +612,8 @@ int vsr_cmd_node(int argc, char **argv) {
   struct vsr_bus_stats st;
   vsr_bus_stats(bus, &st);
   /* Replies and pongs count what the bus accepted; each of those was either written (out) or
-   * still queued when its connection closed (dropped on close). Every accepted Request is
+   * not sent when its connection closed (dropped on close), or on a QUIC stream the client
+   * reset (dropped, in the total). Every accepted Request is
    * answered and its Reply written before the connection closes: with nothing dropped,
    * requests accepted = replies (a cluster's uncommitted ops are the exception). */
   vsr_node_say(VSR_LOG_INFO, NULL,
@@ -621,7 +622,7 @@ int vsr_cmd_node(int argc, char **argv) {
           "full), %llu frames dropped at close, %llu slow peers closed; %llu requests accepted",
           (unsigned long long)st.frames_in, (unsigned long long)st.frames_out,
           (unsigned long long)(st.drops_backpressure + st.drops_not_connected +
-                               st.drops_on_close),
+                               st.drops_on_close + st.drops_stream_reset),
           (unsigned long long)sm.replies, (unsigned long long)sm.pongs,
           (unsigned long long)st.clients_accepted, (unsigned long long)sm.replies_refused,
           (unsigned long long)st.drops_backpressure, (unsigned long long)st.drops_on_close,

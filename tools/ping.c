@@ -45,13 +45,13 @@ int vsr_cmd_ping(int argc, char **argv) {
     case 'c': count = strtol(optarg, NULL, 10); break;
     case 'i': interval_ms = strtol(optarg, NULL, 10); break;
     case 'q': o.transport = "quic"; o.addr = "127.0.0.1:8080"; break;
-    case 'p': o.quic_pin_sha256 = optarg; break;
-    case 'a': o.quic_ca_file = optarg; break;
-    case 'k': o.quic_insecure = true; break;
-    case 'A': o.quic_alpn = optarg; break;
+    case 'p': o.quic.pin_sha256 = optarg; break;
+    case 'a': o.quic.ca_file = optarg; break;
+    case 'k': o.quic.insecure = true; break;
+    case 'A': o.quic.alpn = optarg; break;
     case 'S':
-      if (strcmp(optarg, "per-request") == 0) o.quic_streams = VSR_QUIC_STREAMS_PER_REQUEST;
-      else if (strcmp(optarg, "long") == 0) o.quic_streams = VSR_QUIC_STREAMS_LONG;
+      if (strcmp(optarg, "per-request") == 0) o.quic.streams = VSR_QUIC_STREAMS_PER_REQUEST;
+      else if (strcmp(optarg, "long") == 0) o.quic.streams = VSR_QUIC_STREAMS_LONG;
       else {
         ping_usage(stderr);
         return 2;

@@ -663,7 +663,7 @@ static void at_client_opts(const struct at_cfg *cfg, struct vsr_client_options *
   vsr_client_options_default(o);
   o->addr = cfg->addr;
   o->transport = cfg->transport;
-  if (strcmp(cfg->transport, "quic") == 0) o->quic_insecure = true; /* loopback benchmark */
+  if (strcmp(cfg->transport, "quic") == 0) o->quic.insecure = true; /* loopback benchmark */
 }
 
 /* One request (or ping) on |c|; 0 = answered and matching. */

@@ -69,13 +69,46 @@ struct vsr_bus_callbacks {
   void (*on_peer_event)(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev);
 };
 
+/* QUIC client plane (docs/quic.md): vsr_bus_options.quic. Every transport of the client plane
+ * has its own struct like this one, embedded in vsr_bus_options under the transport's name and
+ * filled by vsr_bus_options_default; a transport is off while its |addr| is NULL. */
+struct vsr_quic_options {
+  const char *addr;      /* listen "host:port"; default NULL (off); e.g. "127.0.0.1:8080" */
+  const char *cert_file; /* PEM; with key_file. Neither: in-memory self-signed */
+  const char *key_file;
+  bool alpn_required;    /* default false: admit clients offering iggy.consensus.v1 or no
+                            ALPN (Iggy mainline's SDKs offer none); true: only
+                            iggy.consensus.v1 (the seed's strict rule). Any other ALPN is
+                            always refused (TLS alert 0x178) */
+  uint64_t idle_timeout_ns; /* default 30 s */
+  uint64_t keep_alive_ns;   /* default 10 s */
+  uint32_t max_bidi_streams; /* default 1 (as mainline): streams a client may hold open at once
+                                (1..1024); a per-request client pipelines that many requests,
+                                each Reply on its Request's stream */
+  uint32_t initial_mtu;     /* default 1200 */
+  uint64_t stream_window;   /* default 64 MiB */
+  uint64_t conn_window;     /* default 64 MiB */
+  /* Handshake floods (a half-open is a QUIC connection whose handshake and first stream are
+   * not done yet; each costs memory and a TLS key exchange). */
+  uint32_t max_handshakes;  /* default 1024: half-opens at once; when full the oldest
+                               (unvalidated first) is evicted, never the newcomer, so a flood
+                               cannot lock real clients out. 0: the default */
+  uint32_t retry_threshold; /* default 256: from this many half-opens every new client must
+                               prove its address with a Retry round trip (one extra RTT, no
+                               state kept until it answers); 0: always */
+  uint32_t max_handshakes_per_source; /* default 32: half-opens per IPv4 address / IPv6 /64
+                               from which that source's new clients must pass a Retry (those
+                               that did are admitted anyway: many real clients may share an
+                               address); 0: no limit */
+};
+
 struct vsr_bus_options {
   struct vsr_loop *loop; /* run on this loop; NULL: the bus creates and owns one */
   struct vsr_loop_options loop_options; /* used when |loop| is NULL */
 
   /* Client plane. */
   const char *client_tcp_addr;  /* default "127.0.0.1:8090"; NULL: no TCP listener */
-  const char *client_quic_addr; /* default NULL (off); e.g. "127.0.0.1:8080" */
+  /* QUIC: quic.addr (struct vsr_quic_options, above). */
   uint32_t max_clients;         /* default 100000; more are refused and counted */
   /* A client that sends nothing for this long is closed (VSR_EIDLE), TCP and QUIC alike. Any
    * frame received (PingClient included) resets the clock; a frame in progress is bounded by
@@ -159,33 +192,9 @@ struct vsr_bus_options {
    * reconnect_period at most. Default 100 ms. 0: reconnect_period (a fixed cap). */
   uint64_t reconnect_min_ns;
 
-  /* QUIC client plane. */
-  const char *quic_cert_file; /* PEM; with quic_key_file. Neither: in-memory self-signed */
-  const char *quic_key_file;
-  bool quic_alpn_required;    /* default false: admit clients offering iggy.consensus.v1 or no
-                                 ALPN (Iggy mainline's SDKs offer none); true: only
-                                 iggy.consensus.v1 (the seed's strict rule). Any other ALPN is
-                                 always refused (TLS alert 0x178) */
-  uint64_t quic_idle_timeout_ns; /* default 30 s */
-  uint64_t quic_keep_alive_ns;   /* default 10 s */
-  uint32_t quic_max_bidi_streams; /* default 1 (as mainline): streams a client may hold open
-                                     at once (1..1024); a per-request client pipelines that
-                                     many requests, each Reply on its Request's stream */
-  uint32_t quic_initial_mtu;     /* default 1200 */
-  uint64_t quic_stream_window;   /* default 64 MiB */
-  uint64_t quic_conn_window;     /* default 64 MiB */
-  /* Handshake floods (a half-open is a QUIC connection whose handshake and first stream are
-   * not done yet; each costs memory and a TLS key exchange). */
-  uint32_t quic_max_handshakes;  /* default 1024: half-opens at once; when full the oldest
-                                    (unvalidated first) is evicted, never the newcomer, so a
-                                    flood cannot lock real clients out. 0: the default */
-  uint32_t quic_retry_threshold; /* default 256: from this many half-opens every new client
-                                    must prove its address with a Retry round trip (one extra
-                                    RTT, no state kept until it answers); 0: always */
-  uint32_t quic_max_handshakes_per_source; /* default 32: half-opens per IPv4 address / IPv6
-                                    /64 from which that source's new clients must pass a Retry
-                                    (those that did are admitted anyway: many real clients may
-                                    share an address); 0: no limit */
+  /* Per-transport settings of the client plane, one struct per transport (see struct
+   * vsr_quic_options; TLS and WebSocket add theirs here the same way). */
+  struct vsr_quic_options quic;
 
   /* Observability (issue 17). */
   /* HTTP listener serving GET /metrics (Prometheus text format 0.0.4) on the bus's loop.
@@ -277,11 +286,15 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
 
 struct vsr_bus_stats {
   uint64_t frames_in, bytes_in;   /* frames delivered to on_message */
-  uint64_t frames_out, bytes_out; /* frames handed to the kernel */
+  uint64_t frames_out, bytes_out; /* frames whose last byte the kernel took (TCP: a write
+                                     completed; QUIC: sendmsg accepted the datagram carrying
+                                     it, or the peer acknowledged it) */
   uint64_t frames_queued;         /* successful sends */
   uint64_t drops_backpressure;    /* sends refused: queue full */
   uint64_t drops_not_connected;   /* sends refused: no such peer */
-  uint64_t drops_on_close;        /* frames still queued when a connection closed */
+  uint64_t drops_on_close;        /* frames queued for a connection that closed before the
+                                     kernel took them (still queued, or taken by QUIC and not
+                                     yet sent) */
   uint64_t clients_accepted, clients_refused, clients_active;
   uint64_t replicas_connected;    /* authenticated replica links now */
   uint64_t handshakes_inflight;
@@ -304,6 +317,10 @@ struct vsr_bus_stats {
   /* Replica handshakes that completed (links authenticated, both roles; failures are counted
    * by code in errors[]: VSR_EAUTH..VSR_EHANDSHAKE_TIMEOUT). */
   uint64_t replica_handshakes_ok;
+  /* Frames a transport took from a queue that will never be sent because the peer reset or
+   * stopped the QUIC stream they travel on (appended, issue 13). Frames of a connection that
+   * closed before the kernel took them are in drops_on_close. */
+  uint64_t drops_stream_reset;
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);
@@ -314,6 +331,13 @@ struct vsr_peer_stats {
   uint64_t drops_backpressure;
   uint64_t queue_bytes;   /* buffer bytes the queued frames hold now */
   uint64_t queue_full_ns; /* how long the queue has been full (0: not full, or no timeout) */
+  /* Appended (issue 13): frames_queued (sends accepted) == frames_out + frames_dropped +
+   * frames_pending, at any time. */
+  uint64_t frames_queued;  /* sends to this peer accepted into its queue */
+  uint64_t frames_dropped; /* of those, dropped: QUIC stream reset; at the close, every
+                              frame not sent (then the peer is gone; see vsr_bus_stats) */
+  uint64_t frames_pending; /* of those, neither sent nor dropped yet: queue_depth plus frames
+                              QUIC took that the kernel has not yet */
 };
 
 /* Returns 0 or VSR_ENOTCONN. */

@@ -19,11 +19,11 @@ extern "C" {
 
 struct vsr_client;
 
-/* How a QUIC client carries frames (vsr_client_options.quic_streams). */
+/* How a QUIC client carries frames (vsr_client_options.quic.streams). */
 enum vsr_quic_streams {
   /* One bidirectional stream per frame, finished after it; the reply comes back on it. Iggy
    * mainline's SDK model: its server reads exactly one frame per stream. Up to
-   * quic_max_streams frames are in flight at once, each on its own stream, as far as the
+   * quic.max_streams frames are in flight at once, each on its own stream, as far as the
    * server's stream limit allows (a vsrbus node allows 1 unless --quic-max-bidi-streams);
    * frames on different streams may reach the server in any order. */
   VSR_QUIC_STREAMS_PER_REQUEST = 0,
@@ -32,23 +32,29 @@ enum vsr_quic_streams {
   VSR_QUIC_STREAMS_LONG = 1,
 };
 
+/* QUIC client settings: vsr_client_options.quic (used when transport is "quic"). Each transport
+ * with settings of its own has a struct like this one, embedded under its name. */
+struct vsr_client_quic_options {
+  /* Server verification: a CA/cert PEM file, or a pinned SHA-256 fingerprint of the server
+   * certificate (64 hex digits, ':' allowed), or insecure (tests only). */
+  const char *ca_file;
+  const char *pin_sha256;
+  bool insecure;
+  const char *alpn;      /* ALPN offered; default NULL (or ""): none, as Iggy mainline's SDK
+                            (its server advertises none, and rustls aborts a QUIC handshake
+                            when the client offers an ALPN the server lacks);
+                            "iggy.consensus.v1" for a server that requires it */
+  enum vsr_quic_streams streams; /* default VSR_QUIC_STREAMS_PER_REQUEST (mainline) */
+  uint32_t max_streams;  /* per-request: frames in flight at once, default 16 (1..1024) */
+};
+
 struct vsr_client_options {
   const char *transport;      /* "tcp" (default) or "quic" */
   const char *addr;           /* "127.0.0.1:8090" */
   uint32_t max_message_size;  /* default 64 MiB */
   uint32_t queue_capacity;    /* frames queued for sending, default 4096 */
   uint32_t max_batch;         /* frames per vectored write, default 1024 (IOV_MAX) */
-  /* QUIC only. Server verification: a CA/cert PEM file, or a pinned SHA-256 fingerprint of the
-   * server certificate (64 hex digits, ':' allowed), or insecure (tests only). */
-  const char *quic_ca_file;
-  const char *quic_pin_sha256;
-  bool quic_insecure;
-  const char *quic_alpn;      /* ALPN offered; default NULL (or ""): none, as Iggy mainline's
-                                 SDK (its server advertises none, and rustls aborts a QUIC
-                                 handshake when the client offers an ALPN the server lacks);
-                                 "iggy.consensus.v1" for a server that requires it */
-  enum vsr_quic_streams quic_streams; /* default VSR_QUIC_STREAMS_PER_REQUEST (mainline) */
-  uint32_t quic_max_streams;  /* per-request: frames in flight at once, default 16 (1..1024) */
+  struct vsr_client_quic_options quic; /* transport "quic" only */
 
   /* ---- cluster and session (docs/client.md). Off unless |session| is true; with it off the
    * client is the raw frame pipe above (one address, no reconnect). ---- */

@@ -34,17 +34,12 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->handshake_grace_ns = 10000000000ull;
   o->max_inflight_handshakes = 256;
   o->replica_auth = VSR_REPLICA_AUTH_ON;
-  o->quic_idle_timeout_ns = 30000000000ull;
-  o->quic_keep_alive_ns = 10000000000ull;
-  o->quic_max_bidi_streams = 1;
-  o->quic_initial_mtu = 1200;
-  o->quic_stream_window = 64u << 20;
-  o->quic_conn_window = 64u << 20;
-  o->quic_max_handshakes = 1024;
-  o->quic_retry_threshold = 256;
-  o->quic_max_handshakes_per_source = 32;
   o->metrics_max_conns = 4;
   o->metrics_timeout_ns = 5000000000ull;
+  /* Each transport's own options (o->quic, ...): its row fills them. */
+  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) {
+    if (vsri_bus_transports[t].options_default) vsri_bus_transports[t].options_default(o);
+  }
   o->tcp_keepalive_ns = 15000000000ull;
   o->tcp_user_timeout_ns = 30000000000ull;
   o->reconnect_min_ns = 100000000ull;
@@ -77,8 +72,8 @@ struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
   p->bus = bus;
   p->plane = plane;
   p->tops = tops;
-  p->q.slots = (struct vsr_msg **)(p + 1);
-  p->q.cap = cap;
+  p->tidx = vsri_bus_transport_index(tops);
+  vsri_sendq_init(&p->q, (struct vsr_msg **)(p + 1), cap);
   bus->peers_open++;
   return p;
 }
@@ -110,14 +105,16 @@ static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
 
 static uint64_t bus_drops(const struct vsr_bus *bus) {
   return bus->stats.drops_backpressure + bus->stats.drops_not_connected +
-         bus->stats.drops_on_close;
+         bus->stats.drops_on_close + bus->stats.drops_stream_reset;
 }
 
 /* Every dropped frame is counted (stats) and logged: the first at once, then at most one line a
  * second, each with the drops since the previous line and the totals, so a drop never passes
  * unseen and a flood of them costs one line a second. Call after counting. */
+#define BUS_CMD_TAKEN 0x100 /* bus_log_drop: frames a transport had taken (command unknown) */
+
 static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
-                         const struct bus_peer *p, uint8_t command, int err, uint32_t n) {
+                         const struct bus_peer *p, int command, int err, uint32_t n) {
   uint64_t now = vsri_io_now(bus->loop->io), total = bus_drops(bus);
   if (bus->drop_log_ns != 0 && now - bus->drop_log_ns < BUS_DROP_LOG_EVERY_NS) return;
   char who[48], why[96];
@@ -126,14 +123,17 @@ static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
   if (err == VSR_EBACKPRESSURE) snprintf(why, sizeof why, "send queue full (%u frames, %s)", n,
                                          vsr_errname(err));
   else if (err == VSR_ECLOSED) snprintf(why, sizeof why, "connection closed with %u queued", n);
+  else if (err == VSR_ESTREAM) snprintf(why, sizeof why, "%u on a QUIC stream the peer reset", n);
   else snprintf(why, sizeof why, "peer not connected (%s)", vsr_errname(err));
   VSRI_WARN("VSR-DROP", "%s %s %s: %s not sent: %s; %llu frame(s) dropped since the last line "
-            "(totals: %llu queue full, %llu not connected, %llu at close)",
+            "(totals: %llu queue full, %llu not connected, %llu at close, %llu stream reset)",
             p && p->conn ? p->tops->peer_name(p->conn) : "-", p ? p->tops->name : "-", who,
-            vsr_command_name(command), why, (unsigned long long)(total - bus->drops_logged),
+            command == BUS_CMD_TAKEN ? "frames in flight" : vsr_command_name((uint8_t)command),
+            why, (unsigned long long)(total - bus->drops_logged),
             (unsigned long long)bus->stats.drops_backpressure,
             (unsigned long long)bus->stats.drops_not_connected,
-            (unsigned long long)bus->stats.drops_on_close);
+            (unsigned long long)bus->stats.drops_on_close,
+            (unsigned long long)bus->stats.drops_stream_reset);
   bus->drop_log_ns = now ? now : 1;
   bus->drops_logged = total;
 }
@@ -141,15 +141,13 @@ static void bus_log_drop(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
 /* Frames still queued on a peer whose connection is gone: dropped, counted and logged, not
  * reported as sent. */
 static void bus_drop_queued(struct bus_peer *p) {
-  if (p->q.len == 0) return;
+  uint32_t n = vsri_sendq_len(&p->q);
+  if (n == 0) return;
   struct vsr_bus *bus = p->bus;
-  uint32_t n = p->q.len;
   bus->stats.drops_on_close += n;
+  p->frames_dropped += n;
   bus_log_drop(bus, p->plane, p->id, p, vsri_sendq_peek(&p->q, 0)->data[60], VSR_ECLOSED, n);
-  uint64_t frames = p->q.frames_done, bytes = p->q.bytes_done;
-  while (p->q.len > 0) vsri_sendq_pop(&p->q);
-  p->q.frames_done = frames; /* dropped, not sent */
-  p->q.bytes_done = bytes;
+  while (vsri_sendq_len(&p->q) > 0) vsri_sendq_pop(&p->q);
 }
 
 /* Frees a peer whose connection is gone (or never started: the replica plane frees refused
@@ -158,10 +156,6 @@ void vsri_bus_peer_free(struct bus_peer *p) {
   struct vsr_bus *bus = p->bus;
   vsri_bus_full_unlink(p);
   bus_drop_queued(p);
-  bus->stats.frames_out += p->q.frames_done;
-  bus->stats.bytes_out += p->q.bytes_done;
-  bus->pt_frames_out[p->plane][vsri_bus_tidx(p)] += p->q.frames_done;
-  bus->pt_bytes_out[p->plane][vsri_bus_tidx(p)] += p->q.bytes_done;
   bus->peers_open--;
   vsri_free(p);
   /* Shutdown: the last peer is gone, so the drain deadline is moot. */
@@ -205,6 +199,33 @@ static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *ms
   if (bus->cb.on_message) bus->cb.on_message(bus->user, bus, p->plane, p->id, msg);
 }
 
+/* The kernel took these frames: the only place frames_out moves. */
+static void bus_on_sent(void *owner, struct vsri_conn *conn, uint32_t frames, uint64_t bytes) {
+  (void)conn;
+  struct bus_peer *p = owner;
+  struct vsr_bus *bus = p->bus;
+  p->frames_out += frames;
+  p->bytes_out += bytes;
+  bus->stats.frames_out += frames;
+  bus->stats.bytes_out += bytes;
+  bus->pt_frames_out[p->plane][p->tidx] += frames;
+  bus->pt_bytes_out[p->plane][p->tidx] += bytes;
+}
+
+/* The transport gave up on frames it had taken from the queue: counted and logged by reason. */
+static void bus_on_dropped(void *owner, struct vsri_conn *conn, uint32_t frames, uint64_t bytes,
+                           int reason) {
+  (void)conn;
+  (void)bytes;
+  struct bus_peer *p = owner;
+  struct vsr_bus *bus = p->bus;
+  p->frames_dropped += frames;
+  if (reason == VSR_ESTREAM) bus->stats.drops_stream_reset += frames;
+  else bus->stats.drops_on_close += frames;
+  bus_log_drop(bus, p->plane, p->id, p, BUS_CMD_TAKEN,
+               reason == VSR_ESTREAM ? VSR_ESTREAM : VSR_ECLOSED, frames);
+}
+
 static void bus_on_connected(void *owner, struct vsri_conn *conn, int status) {
   (void)conn;
   struct bus_peer *p = owner;
@@ -239,6 +260,8 @@ const struct vsri_conn_events vsri_bus_conn_events = {
     .on_frame = bus_on_frame,
     .on_connected = bus_on_connected,
     .on_drained = NULL,
+    .on_sent = bus_on_sent,
+    .on_dropped = bus_on_dropped,
     .on_closed = bus_on_closed,
 };
 
@@ -334,7 +357,7 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id) {
   bus->stats.replicas_connected++;
   bus->stats.replica_handshakes_ok++;
   vsri_bus_emit(bus, VSR_PEER_AUTHENTICATED, p, 0);
-  if (p->q.len > 0 && p->state == BUS_PEER_ACTIVE) p->tops->kick(p->conn);
+  if (vsri_sendq_len(&p->q) > 0 && p->state == BUS_PEER_ACTIVE) p->tops->kick(p->conn);
   return 0;
 }
 
@@ -352,12 +375,13 @@ static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
   if (!vsri_bus_queue_room(bus, p, msg) || !vsri_sendq_push(&p->q, msg)) {
     p->drops_backpressure++;
     bus->stats.drops_backpressure++;
-    bus_log_drop(bus, plane, id, p, msg->data[60], VSR_EBACKPRESSURE, p->q.len);
+    bus_log_drop(bus, plane, id, p, msg->data[60], VSR_EBACKPRESSURE, vsri_sendq_len(&p->q));
     vsri_bus_full_note(bus, p); /* may close |p| as a slow consumer */
     return VSR_EBACKPRESSURE;
   }
   if (p->full_since_ns && vsri_bus_queue_relieved(bus, p)) vsri_bus_full_unlink(p);
   vsr_msg_ref(msg);
+  p->frames_queued++;
   bus->stats.frames_queued++;
   p->tops->kick(p->conn);
   return 0;
@@ -388,8 +412,7 @@ struct vsr_msg *vsr_bus_msg_new(struct vsr_bus *bus, uint32_t size) {
  * NULL or an owned copy, so bus_free_strings() never frees a caller's string. */
 static int bus_copy_strings(struct vsr_bus *bus) {
   struct vsr_bus_options *o = &bus->opts;
-  const char **fields[] = {&o->client_tcp_addr, &o->client_quic_addr, &o->cluster_name,
-                           &o->quic_cert_file, &o->quic_key_file, &o->metrics_addr};
+  const char **fields[] = {&o->client_tcp_addr, &o->cluster_name, &o->metrics_addr};
   const char *src[sizeof fields / sizeof fields[0]];
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
     src[i] = *fields[i];
@@ -418,10 +441,7 @@ static int bus_copy_strings(struct vsr_bus *bus) {
 static void bus_free_strings(struct vsr_bus *bus) {
   struct vsr_bus_options *o = &bus->opts;
   vsri_free((void *)o->client_tcp_addr);
-  vsri_free((void *)o->client_quic_addr);
   vsri_free((void *)o->cluster_name);
-  vsri_free((void *)o->quic_cert_file);
-  vsri_free((void *)o->quic_key_file);
   vsri_free((void *)o->metrics_addr);
   if (o->replica_addrs) {
     for (uint16_t i = 0; i < o->replica_count; i++) vsri_free((void *)o->replica_addrs[i]);
@@ -447,10 +467,12 @@ static int bus_check_options(const struct vsr_bus_options *o) {
 }
 
 static int bus_listen(struct vsr_bus *bus, struct bus_listener *bl,
-                      const struct vsri_transport_ops *tops, const struct vsri_transport_ctx *ctx,
+                      const struct vsri_bus_transport *t, const struct vsri_transport_ctx *ctx,
                       const char *addr) {
+  const struct vsri_transport_ops *tops = t->ops;
   bl->bus = bus;
   bl->tops = tops;
+  bl->t = t;
   bl->plane = VSR_PLANE_CLIENT;
   int err = tops->listen(&bl->l, ctx, addr, bus_client_accept, bl);
   if (err) return err;
@@ -461,18 +483,45 @@ static int bus_listen(struct vsr_bus *bus, struct bus_listener *bl,
 
 static void bus_listener_close(struct bus_listener *bl) {
   if (!bl->l) return;
-  if (bl == &bl->bus->client_quic) vsri_bus_quic_stats(bl->l, &bl->bus->stats); /* final */
+  if (bl->t && bl->t->listener_stats) bl->t->listener_stats(bl->l, &bl->bus->stats); /* final */
   bl->tops->listener_close(bl->l);
   bl->l = NULL;
 }
 
-/* GnuTLS writes every TLS secret (QUIC included) to $SSLKEYLOGFILE: say so, once per bus. */
-static void bus_warn_keylog(const struct vsr_bus *bus) {
-  const char *path = getenv("SSLKEYLOGFILE");
-  if (!path || !*path || !bus->opts.client_quic_addr) return;
-  VSRI_WARN("VSR-KEYLOG", "SSLKEYLOGFILE is set: the TLS secrets of every QUIC connection are "
-            "written to %s; anyone who can read it can decrypt the traffic (for debugging "
-            "only)", path);
+/* Closes every client-plane listener. */
+static void bus_client_listeners_close(struct vsr_bus *bus) {
+  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) bus_listener_close(&bus->client_t[t].l);
+}
+
+/* Starts the client-plane transports that have a listen address: each one's settings from its
+ * own options (its row's config_new), then its listener. */
+static int bus_client_transports_start(struct vsr_bus *bus) {
+  for (int i = 0; i < VSRI_BUS_TRANSPORTS; i++) {
+    const struct vsri_bus_transport *t = &vsri_bus_transports[i];
+    struct bus_client_transport *ct = &bus->client_t[i];
+    const char *addr = t->listen_addr ? t->listen_addr(&bus->opts) : NULL;
+    if (!addr) continue;
+    ct->ctx = bus->tctx;
+    if (t->config_new) {
+      int err = t->config_new(&bus->opts, &ct->cfg);
+      if (err) return err;
+      ct->ctx.tls = ct->cfg;
+    }
+    int err = bus_listen(bus, &ct->l, t, &ct->ctx, addr);
+    if (err) return err;
+  }
+  /* The transports copied what they keep: the caller's strings in their options are not ours
+   * to hold (vsr_bus_new copies |o|, not what per-transport options point at). */
+  for (int i = 0; i < VSRI_BUS_TRANSPORTS; i++) {
+    const struct vsri_bus_transport *t = &vsri_bus_transports[i];
+    if (t->opts_size) memset((char *)&bus->opts + t->opts_offset, 0, t->opts_size);
+  }
+  return 0;
+}
+
+const struct vsri_listener *vsri_bus_client_listener(const struct vsr_bus *bus, const char *name) {
+  const struct vsri_bus_transport *t = vsri_bus_transport_find(name);
+  return t ? bus->client_t[t - vsri_bus_transports].l.l : NULL;
 }
 
 int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
@@ -531,20 +580,8 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
-  if (bus->opts.client_tcp_addr) {
-    err = bus_listen(bus, &bus->client_tcp, &vsri_transport_tcp, &bus->tctx,
-                     bus->opts.client_tcp_addr);
-    if (err) goto fail;
-  }
-  if (bus->opts.client_quic_addr) {
-    const struct vsri_transport_ops *quic = vsri_client_quic_ops();
-    err = quic ? vsri_bus_quic_config(&bus->opts, &bus->quic_config) : VSR_EUNSUPPORTED;
-    if (err) goto fail;
-    bus->tctx_quic = bus->tctx;
-    bus->tctx_quic.tls = bus->quic_config;
-    err = bus_listen(bus, &bus->client_quic, quic, &bus->tctx_quic, bus->opts.client_quic_addr);
-    if (err) goto fail;
-  }
+  err = bus_client_transports_start(bus);
+  if (err) goto fail;
   if (bus->opts.cluster_name && bus->opts.replica_count > 1) {
     err = vsri_replica_init(bus);
     if (err) goto fail;
@@ -554,7 +591,6 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
     err = vsri_metrics_start(bus, bus->opts.metrics_addr);
     if (err) goto fail;
   }
-  bus_warn_keylog(bus);
   /* The secrets are the caller's and were needed only to derive the keys. */
   bus->opts.secret = bus->opts.previous_secret = NULL;
   bus->opts.secret_len = bus->opts.previous_secret_len = 0;
@@ -619,8 +655,7 @@ int vsr_bus_shutdown_start(struct vsr_bus *bus, uint64_t timeout_ns) {
   bus->shutting_down = true;
   vsri_bus_timeout_stop(bus);
   if (bus->slow_sweep.pending) vsri_io_cancel(io, &bus->slow_sweep);
-  bus_listener_close(&bus->client_tcp);
-  bus_listener_close(&bus->client_quic);
+  bus_client_listeners_close(bus);
   vsri_metrics_stop(bus);
   if (bus->replica_plane) vsri_replica_shutdown(bus);
   /* Queued frames go out first (send() already refuses new ones), then each connection closes. */
@@ -672,8 +707,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
   bus->cb = (struct vsr_bus_callbacks){0};
   bus->shutting_down = true;
   vsri_bus_timeout_stop(bus);
-  bus_listener_close(&bus->client_tcp);
-  bus_listener_close(&bus->client_quic);
+  bus_client_listeners_close(bus);
   vsri_metrics_stop(bus);
   if (bus->replica_plane) vsri_replica_fini(bus);
   if (bus->loop) {
@@ -693,7 +727,9 @@ void vsr_bus_del(struct vsr_bus *bus) {
   }
   vsr_log_flush(); /* the held-back counts of this bus's last moments */
   if (bus->owns_loop) vsr_loop_del(bus->loop);
-  vsri_bus_quic_config_free(bus->quic_config); /* after the connections that read it */
+  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* after the connections that read them */
+    if (bus->client_t[t].cfg) vsri_bus_transports[t].config_free(bus->client_t[t].cfg);
+  }
   vsri_free(bus->client_slots);
   vsri_free(bus->client_free_next);
   bus_free_strings(bus);
@@ -708,8 +744,8 @@ int vsr_bus_run_once(struct vsr_bus *bus, int64_t timeout_ns) {
 
 int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf, size_t len) {
   const struct bus_listener *bl = NULL;
-  if (strcmp(which, "tcp") == 0) bl = &bus->client_tcp;
-  else if (strcmp(which, "quic") == 0) bl = &bus->client_quic;
+  const struct vsri_bus_transport *t = vsri_bus_transport_find(which);
+  if (t) bl = &bus->client_t[t - vsri_bus_transports].l;
   else if (strcmp(which, "replica") == 0) bl = &bus->replica_tcp;
   else if (strcmp(which, "metrics") == 0 && vsri_metrics_addr(bus)) {
     snprintf(buf, len, "%s", vsri_metrics_addr(bus));
@@ -720,13 +756,6 @@ int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf,
   return 0;
 }
 
-static void bus_add_sent(struct vsr_bus_stats *out, const struct bus_peer *p) {
-  if (!p) return;
-  out->frames_out += p->q.frames_done;
-  out->bytes_out += p->q.bytes_done;
-}
-
-/* Adds the send counters of live peers to the totals of peers already gone. */
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
   *out = bus->stats;
   for (int pl = 0; pl < 2; pl++) {
@@ -741,9 +770,10 @@ void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
   out->memory_bytes = ps.bytes;
   out->memory_live = ps.bytes_live;
   out->memory_peak = ps.bytes_peak;
-  for (uint32_t i = 0; i < bus->client_slots_len; i++) bus_add_sent(out, bus->client_slots[i]);
-  for (int i = 0; i < VSR_MAX_REPLICAS; i++) bus_add_sent(out, bus->replicas[i]);
-  if (bus->client_quic.l) vsri_bus_quic_stats(bus->client_quic.l, out);
+  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) {
+    const struct bus_listener *bl = &bus->client_t[t].l;
+    if (bl->l && bl->t->listener_stats) bl->t->listener_stats(bl->l, out);
+  }
 }
 
 int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
@@ -753,15 +783,18 @@ int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t
                                  : (id < VSR_MAX_REPLICAS ? bus->replicas[id] : NULL);
   if (!p) return VSR_ENOTCONN;
   *out = (struct vsr_peer_stats){
-      .queue_depth = p->q.len,
-      .queue_capacity = p->q.cap,
+      .queue_depth = vsri_sendq_len(&p->q),
+      .queue_capacity = vsri_sendq_cap(&p->q),
       .frames_in = p->frames_in,
       .bytes_in = p->bytes_in,
-      .frames_out = p->q.frames_done,
-      .bytes_out = p->q.bytes_done,
+      .frames_out = p->frames_out,
+      .bytes_out = p->bytes_out,
       .drops_backpressure = p->drops_backpressure,
       .queue_bytes = p->q.bytes,
       .queue_full_ns = p->full_since_ns ? vsri_io_now(bus->loop->io) - p->full_since_ns : 0,
+      .frames_queued = p->frames_queued,
+      .frames_dropped = p->frames_dropped,
+      .frames_pending = p->frames_queued - p->frames_out - p->frames_dropped,
   };
   return 0;
 }

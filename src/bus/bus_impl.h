@@ -7,7 +7,43 @@
 #include "io/runtime.h"
 #include "transport/transport.h"
 #include "vsrbus/bus.h"
+#include "vsrbus/client.h"
 #include "vsrbus/loop.h"
+
+/* The transports of the client plane, as the bus and the client SDK see them: one row per
+ * transport (transports.c), iterated by bus.c and client.c, which name no transport. A new
+ * transport is its own files under src/transport/, a glue file here (its options -> its
+ * settings), a row in vsri_bus_transports, and its options struct in vsrbus/bus.h / client.h
+ * (docs/architecture.md, "Adding a transport"). */
+struct vsri_bus_transport {
+  const char *name; /* "tcp", "quic": vsr_bus_listen_addr's and vsr_client_options.transport's */
+  const struct vsri_transport_ops *ops;
+  /* Where its options live in struct vsr_bus_options (size 0: none). They are read only inside
+   * vsr_bus_new (config_new copies what it keeps), then cleared: the strings are the caller's. */
+  size_t opts_offset, opts_size;
+  /* Fills its part of vsr_bus_options / vsr_client_options with its defaults. May be NULL. */
+  void (*options_default)(struct vsr_bus_options *o);
+  void (*client_options_default)(struct vsr_client_options *o);
+  /* The client-plane listen address in |o|; NULL: this transport does not listen. */
+  const char *(*listen_addr)(const struct vsr_bus_options *o);
+  /* Builds the settings its connections read (vsri_transport_ctx.tls) from the bus options,
+   * as one owned allocation (strings copied): 0, VSR_ECONFIG or VSR_ENOMEM. NULL: none. */
+  int (*config_new)(const struct vsr_bus_options *o, void **out);
+  void (*config_free)(void *cfg);
+  /* Copies the listener's own counters into |out| (QUIC: handshake-flood defences). May be
+   * NULL. */
+  void (*listener_stats)(const struct vsri_listener *l, struct vsr_bus_stats *out);
+  /* The client SDK's settings from vsr_client_options, like config_new. NULL: none. */
+  int (*client_config_new)(const struct vsr_client_options *o, void **out);
+  void (*client_config_free)(void *cfg);
+};
+
+#define VSRI_BUS_TRANSPORTS 2 /* rows of vsri_bus_transports; index 0 is TCP */
+extern const struct vsri_bus_transport *const vsri_bus_transports; /* VSRI_BUS_TRANSPORTS rows */
+/* The row named |name|, or NULL. */
+const struct vsri_bus_transport *vsri_bus_transport_find(const char *name);
+/* The row index of |ops| (0 for an unknown one: TCP). */
+int vsri_bus_transport_index(const struct vsri_transport_ops *ops);
 
 enum bus_peer_state {
   BUS_PEER_PENDING = 0, /* transport up, not registered (replica handshake in progress) */
@@ -24,9 +60,14 @@ struct bus_peer {
   bool dialed;      /* replica plane: we dialed this connection */
   uint64_t id;      /* client id or replica index; valid once registered */
   const struct vsri_transport_ops *tops;
+  int tidx;         /* its row in vsri_bus_transports: the [plane][transport] counters */
   struct vsri_conn *conn;
   void *plane_data; /* replica plane: handshake state (replica.c) */
   uint64_t frames_in, bytes_in, drops_backpressure;
+  /* Send counters, owned here and moved only by the bus: frames_queued counts accepted sends;
+   * each of them later moves to frames_out (on_sent), frames_dropped (on_dropped) or, at the
+   * close, the bus's drops_on_close. */
+  uint64_t frames_queued, frames_out, bytes_out, frames_dropped;
   /* Slow-consumer tracking: non-zero from the first refused send until the queue is seen back
    * at half its capacity and half its byte budget; the peer is on the bus's |full| list exactly
    * while it is non-zero. */
@@ -38,6 +79,7 @@ struct bus_peer {
 struct bus_listener {
   struct vsr_bus *bus;
   const struct vsri_transport_ops *tops;
+  const struct vsri_bus_transport *t; /* client plane: its row; NULL for the replica plane */
   struct vsri_listener *l;
   enum vsr_plane plane;
   char addr[64];
@@ -50,13 +92,18 @@ struct vsr_bus {
   struct vsr_bus_options opts;
   struct vsr_bus_callbacks cb;
   void *user;
-  struct vsri_transport_ctx tctx;      /* plain TCP */
-  struct vsri_transport_ctx tctx_quic; /* QUIC: same, with its settings in |tls| */
+  struct vsri_transport_ctx tctx;      /* client plane settings every transport shares */
   struct vsri_transport_ctx tctx_replica; /* replica plane TCP: its budget, 256-byte frames
                                              until the handshake completes */
   struct vsri_mem_budget budget[2];    /* frames in flight, by enum vsr_plane */
-  void *quic_config;                   /* owned struct vsri_quic_config, or NULL */
-  struct bus_listener client_tcp, client_quic, replica_tcp;
+  /* Client-plane transports, by row of vsri_bus_transports: the context its connections read
+   * (tctx, with |tls| = cfg), the settings its row built (owned), its listener. */
+  struct bus_client_transport {
+    struct vsri_transport_ctx ctx;
+    void *cfg;
+    struct bus_listener l;
+  } client_t[VSRI_BUS_TRANSPORTS];
+  struct bus_listener replica_tcp;
   /* Client registry: id = (sequence << 32) | slot. Slot arrays grow to max_clients. */
   struct bus_peer **client_slots;
   uint32_t client_slots_len;
@@ -75,9 +122,9 @@ struct vsr_bus {
   /* Peers whose queue is full (bus.c); the sweep timer is armed exactly while one is listed. */
   struct bus_peer *full_head;
   struct vsri_completion slow_sweep;
-  /* Metrics (metrics.c): frames and bytes by [plane][transport: 0 tcp, 1 quic]; out counts
-   * are those of freed peers (live ones are added when rendering). */
-  uint64_t pt_frames_in[2][2], pt_bytes_in[2][2], pt_frames_out[2][2], pt_bytes_out[2][2];
+  /* Metrics (metrics.c): frames and bytes by [plane][transport row], counted as they happen. */
+  uint64_t pt_frames_in[2][VSRI_BUS_TRANSPORTS], pt_bytes_in[2][VSRI_BUS_TRANSPORTS];
+  uint64_t pt_frames_out[2][VSRI_BUS_TRANSPORTS], pt_bytes_out[2][VSRI_BUS_TRANSPORTS];
   struct vsri_metrics_srv *metrics; /* metrics_http.c; NULL without metrics_addr */
   /* Non-blocking shutdown (vsr_bus_shutdown_start): the drain deadline timer, armed from the
    * start until every peer is gone or it fires (then the rest are force-closed). */
@@ -111,9 +158,10 @@ static inline struct vsr_msg *vsri_frame_new(struct vsr_pool *pool, uint32_t max
 }
 
 /* Index of a peer's transport in the pt_* counters. */
-static inline int vsri_bus_tidx(const struct bus_peer *p) {
-  return p->tops == &vsri_transport_tcp ? 0 : 1;
-}
+static inline int vsri_bus_tidx(const struct bus_peer *p) { return p->tidx; }
+
+/* The client-plane listener of transport |name| ("tcp", "quic"), or NULL when not listening. */
+const struct vsri_listener *vsri_bus_client_listener(const struct vsr_bus *bus, const char *name);
 
 /* Metrics endpoint (metrics_http.c). start returns 0 or a VSR_E* code (logged); stop closes
  * the listener and every scrape; the server frees itself once its last operation finished. */
@@ -178,16 +226,21 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
 
-/* QUIC hooks for the client SDK and the bus (quic_glue.c). QUIC is always built:
- * vsri_client_quic_ops never returns NULL. The config functions return 0, VSR_ECONFIG or
- * VSR_ENOMEM. */
-struct vsr_client_options;
-const struct vsri_transport_ops *vsri_client_quic_ops(void);
+/* The client SDK's send counters (client.c), kept like a bus peer's: frames_queued ==
+ * frames_out + frames_dropped + frames still queued or held by the transport. Tests read them. */
+struct vsri_client_counts {
+  uint64_t frames_queued, frames_out, bytes_out, frames_dropped;
+  uint32_t queue_depth;
+};
+void vsri_client_counts(const struct vsr_client *c, struct vsri_client_counts *out);
+
+/* QUIC row of vsri_bus_transports (quic_glue.c): see struct vsri_bus_transport. */
+void vsri_bus_quic_defaults(struct vsr_bus_options *o);
+void vsri_client_quic_defaults(struct vsr_client_options *o);
+const char *vsri_bus_quic_listen_addr(const struct vsr_bus_options *o);
 int vsri_client_quic_config(const struct vsr_client_options *o, void **out);
-void vsri_client_quic_config_free(void *cfg);
 int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out);
-void vsri_bus_quic_config_free(void *cfg);
-/* Adds the QUIC listener's handshake-flood counters to |out|. */
+void vsri_quic_glue_free(void *cfg);
 void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out);
 
 #endif

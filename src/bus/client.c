@@ -61,9 +61,10 @@ struct vsr_client {
   bool owns_loop;
   bool deleting; /* vsr_client_del called: free once the transport reports closed */
   int state;     /* 0 connecting, 1 connected, < 0 closed with that reason */
+  const struct vsri_bus_transport *t; /* its row in vsri_bus_transports */
   const struct vsri_transport_ops *tops;
   struct vsri_transport_ctx tctx;
-  void *tls_config; /* transport settings owned by the client (QUIC), or NULL */
+  void *tls_config; /* transport settings owned by the client (its row's), or NULL */
   struct vsri_conn *conn;
   struct vsr_client_callbacks cb;
   void *user;
@@ -73,6 +74,8 @@ struct vsr_client {
   struct vsri_ring inbox_ring;
   uint32_t max_message_size;
   struct client_sess *s; /* NULL: raw mode */
+  /* Send counters, moved only by the upcalls (the transport counts nothing). */
+  uint64_t frames_queued, frames_out, bytes_out, frames_dropped;
   struct vsri_sendq q; /* slots follow the struct */
 };
 
@@ -85,9 +88,11 @@ void vsr_client_options_default(struct vsr_client_options *o) {
   /* Larger than the bus's reference default (256): one vectored write of up to IOV_MAX small
    * frames costs the same syscall and moves more (+40 % at 1 KiB frames on loopback). */
   o->max_batch = 1024;
-  o->quic_alpn = NULL; /* none: Iggy mainline's servers advertise none */
-  o->quic_streams = VSR_QUIC_STREAMS_PER_REQUEST;
-  o->quic_max_streams = 16;
+  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* each transport's own options (o->quic) */
+    if (vsri_bus_transports[t].client_options_default) {
+      vsri_bus_transports[t].client_options_default(o);
+    }
+  }
   o->max_pending = 64;
   o->request_timeout_ns = 1000000000ull;
   o->request_deadline_ns = 30000000000ull;
@@ -150,13 +155,31 @@ static void client_on_connected(void *owner, struct vsri_conn *conn, int status)
   if (c->cb.on_state && !c->deleting) c->cb.on_state(c->user, c, 0);
 }
 
+static void client_on_sent(void *owner, struct vsri_conn *conn, uint32_t frames,
+                           uint64_t bytes) {
+  (void)conn;
+  struct vsr_client *c = owner;
+  c->frames_out += frames;
+  c->bytes_out += bytes;
+}
+
+static void client_on_dropped(void *owner, struct vsri_conn *conn, uint32_t frames,
+                              uint64_t bytes, int reason) {
+  (void)conn;
+  (void)bytes;
+  (void)reason;
+  struct vsr_client *c = owner;
+  c->frames_dropped += frames;
+}
+
 static void client_free(struct vsr_client *c) {
   if (c->s) sess_free(c);
-  while (c->q.len > 0) vsri_sendq_pop(&c->q);
+  c->frames_dropped += vsri_sendq_len(&c->q); /* never sent */
+  while (vsri_sendq_len(&c->q) > 0) vsri_sendq_pop(&c->q);
   while (!vsri_ring_empty(&c->inbox_ring)) vsr_msg_unref(client_inbox_pop(c));
   vsri_free(c->inbox);
   if (c->owns_loop) vsr_loop_del(c->loop);
-  if (c->tls_config) vsri_client_quic_config_free(c->tls_config);
+  if (c->tls_config) c->t->client_config_free(c->tls_config);
   vsri_free(c);
 }
 
@@ -183,19 +206,10 @@ static void client_on_closed(void *owner, struct vsri_conn *conn, int reason) {
 static const struct vsri_conn_events client_events = {
     .on_frame = client_on_frame,
     .on_connected = client_on_connected,
+    .on_sent = client_on_sent,
+    .on_dropped = client_on_dropped,
     .on_closed = client_on_closed,
 };
-
-/* GnuTLS writes the TLS secrets of every QUIC connection to $SSLKEYLOGFILE: said once per
- * process, at the first QUIC client. */
-static void client_warn_keylog(void) {
-  static atomic_flag warned = ATOMIC_FLAG_INIT;
-  const char *path = getenv("SSLKEYLOGFILE");
-  if (!path || !*path || atomic_flag_test_and_set(&warned)) return;
-  VSRI_WARN("VSR-KEYLOG", "SSLKEYLOGFILE is set: the TLS secrets of every QUIC connection are "
-            "written to %s; anyone who can read it can decrypt the traffic (for debugging "
-            "only)", path);
-}
 
 /* ---- session mode ---------------------------------------------------------------------- */
 
@@ -288,6 +302,7 @@ static void sess_pump(struct vsr_client *c) {
   if (!s->up || !s->cur.msg || s->cur.sent_gen == s->gen) return;
   if (!vsri_sendq_push(&c->q, s->cur.msg)) return; /* queue full of raw frames: next tick */
   vsr_msg_ref(s->cur.msg);
+  c->frames_queued++;
   if (s->cur.sent_gen != 0) s->st.resends++;
   s->cur.sent_gen = s->gen;
   s->cur.sent_at = client_now(c);
@@ -307,6 +322,7 @@ static void sess_ping(struct vsr_client *c) {
   vsr_put_u64(h->reserved_command + 16, client_now(c));
   if (vsri_sendq_push(&c->q, m)) {
     s->st.pings++;
+    c->frames_queued++;
     c->tops->kick(c->conn);
   } else {
     vsr_msg_unref(m);
@@ -340,7 +356,8 @@ static void sess_on_closed(struct vsr_client *c, int reason) {
   bool was_up = s->up;
   s->up = false;
   c->state = s->ended ? s->ended : 0;
-  while (c->q.len > 0) vsri_sendq_pop(&c->q); /* the request in flight is resent */
+  c->frames_dropped += vsri_sendq_len(&c->q); /* never sent; the request in flight is resent */
+  while (vsri_sendq_len(&c->q) > 0) vsri_sendq_pop(&c->q);
   if (s->ended) return;
   uint32_t from = s->target;
   if (!s->switching) {
@@ -680,10 +697,8 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
     o = &def;
   }
   const char *tname = o->transport ? o->transport : "tcp";
-  const struct vsri_transport_ops *tops = NULL;
-  if (strcmp(tname, "tcp") == 0) tops = &vsri_transport_tcp;
-  else if (strcmp(tname, "quic") == 0) tops = vsri_client_quic_ops();
-  if (!tops) {
+  const struct vsri_bus_transport *t = vsri_bus_transport_find(tname);
+  if (!t) {
     VSRI_ERROR("VSR-CLIENT", "transport '%s' is not available", tname);
     return VSR_EINVAL;
   }
@@ -691,9 +706,9 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
   struct vsr_client *c = vsri_calloc(1, sizeof *c + cap * sizeof(struct vsr_msg *));
   if (!c) return VSR_ENOMEM;
   c->loop = loop;
-  c->tops = tops;
-  c->q.slots = (struct vsr_msg **)(c + 1);
-  c->q.cap = cap;
+  c->t = t;
+  c->tops = t->ops;
+  vsri_sendq_init(&c->q, (struct vsr_msg **)(c + 1), cap);
   if (cb) c->cb = *cb;
   c->user = user;
   c->max_message_size = o->max_message_size ? o->max_message_size : 64u << 20;
@@ -706,18 +721,14 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
       .tcp_keepalive_ns = o->tcp_keepalive_ns,
       .tcp_user_timeout_ns = o->tcp_user_timeout_ns,
   };
-  int err = 0;
-  if (tops != &vsri_transport_tcp) {
-    client_warn_keylog();
-    err = vsri_client_quic_config(o, &c->tls_config);
-  }
+  int err = t->client_config_new ? t->client_config_new(o, &c->tls_config) : 0;
   c->tctx.tls = c->tls_config;
   if (!err && o->session) err = sess_new(c, o);
   const char *addr = c->s ? c->s->addrs[0] : o->addr;
-  if (!err) err = tops->connect(&c->conn, &c->tctx, addr, &client_events, c, &c->q);
+  if (!err) err = c->tops->connect(&c->conn, &c->tctx, addr, &client_events, c, &c->q);
   if (err) {
     if (c->s) sess_free(c);
-    if (c->tls_config) vsri_client_quic_config_free(c->tls_config);
+    if (c->tls_config) t->client_config_free(c->tls_config);
     vsri_free(c);
     return err;
   }
@@ -766,11 +777,20 @@ int vsr_client_send(struct vsr_client *c, struct vsr_msg *msg) {
   if (msg->size < VSR_HEADER_SIZE || msg->size > c->max_message_size) return VSR_EINVAL;
   if (!vsri_sendq_push(&c->q, msg)) return VSR_EBACKPRESSURE;
   vsr_msg_ref(msg);
+  c->frames_queued++;
   if (c->conn) c->tops->kick(c->conn); /* session mode, reconnecting: goes out with the next */
   return 0;
 }
 
-uint32_t vsr_client_queued(const struct vsr_client *c) { return c->q.len; }
+void vsri_client_counts(const struct vsr_client *c, struct vsri_client_counts *out) {
+  *out = (struct vsri_client_counts){.frames_queued = c->frames_queued,
+                                     .frames_out = c->frames_out,
+                                     .bytes_out = c->bytes_out,
+                                     .frames_dropped = c->frames_dropped,
+                                     .queue_depth = vsri_sendq_len(&c->q)};
+}
+
+uint32_t vsr_client_queued(const struct vsr_client *c) { return vsri_sendq_len(&c->q); }
 
 struct vsr_loop *vsr_client_loop(struct vsr_client *c) { return c->loop; }
 
@@ -795,7 +815,9 @@ static int client_wait(struct vsr_client *c, bool (*done)(const struct vsr_clien
 }
 
 static bool client_settled(const struct vsr_client *c) { return c->state != 0; }
-static bool client_flushed(const struct vsr_client *c) { return c->q.len == 0 || c->state < 0; }
+static bool client_flushed(const struct vsr_client *c) {
+  return vsri_sendq_len(&c->q) == 0 || c->state < 0;
+}
 static bool client_has_mail(const struct vsr_client *c) {
   return !vsri_ring_empty(&c->inbox_ring) || c->state < 0;
 }
@@ -840,7 +862,7 @@ int vsr_client_connect(struct vsr_client **out, const struct vsr_client_options 
 int vsr_client_flush(struct vsr_client *c, uint64_t timeout_ns) {
   int err = client_wait(c, client_flushed, timeout_ns);
   if (err) return err;
-  return c->q.len == 0 ? 0 : c->state;
+  return vsri_sendq_len(&c->q) == 0 ? 0 : c->state;
 }
 
 int vsr_client_recv(struct vsr_client *c, struct vsr_msg **out, uint64_t timeout_ns) {

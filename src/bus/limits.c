@@ -37,13 +37,15 @@ void vsri_bus_full_unlink(struct bus_peer *p) {
 bool vsri_bus_queue_room(const struct vsr_bus *bus, const struct bus_peer *p,
                          const struct vsr_msg *m) {
   uint64_t max = bus->opts.peer_queue_bytes_max;
-  if (p->q.len == p->q.cap) return false;
-  return max == 0 || p->q.len == 0 || p->q.bytes + m->capacity <= max;
+  uint32_t len = vsri_sendq_len(&p->q);
+  if (len == vsri_sendq_cap(&p->q)) return false;
+  return max == 0 || len == 0 || p->q.bytes + m->capacity <= max;
 }
 
 bool vsri_bus_queue_relieved(const struct vsr_bus *bus, const struct bus_peer *p) {
   uint64_t max = bus->opts.peer_queue_bytes_max;
-  return p->q.len <= p->q.cap / 2 && (max == 0 || p->q.bytes <= max / 2);
+  return vsri_sendq_len(&p->q) <= vsri_sendq_cap(&p->q) / 2 &&
+         (max == 0 || p->q.bytes <= max / 2);
 }
 
 /* A quarter of the timeout (1 ms .. 1 s): a stuck peer is closed within 1.25 timeouts. */
@@ -61,7 +63,7 @@ static void bus_slow_close(struct bus_peer *p, uint64_t now) {
             "%llu buffer bytes held; %llu frames refused); closing (VSR_ESLOW_PEER)",
             p->tops->peer_name(p->conn), p->tops->name,
             p->plane == VSR_PLANE_CLIENT ? "client" : "replica", (unsigned long long)p->id,
-            (unsigned long long)full_ms, p->q.len, (unsigned long long)p->q.bytes,
+            (unsigned long long)full_ms, vsri_sendq_len(&p->q), (unsigned long long)p->q.bytes,
             (unsigned long long)p->drops_backpressure);
   vsri_bus_peer_close(p, VSR_ESLOW_PEER, false); /* not reading: nothing to drain */
 }

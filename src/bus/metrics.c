@@ -45,45 +45,43 @@ static void mx_seconds(struct mx_out *o, const char *name, const char *labels, u
 }
 
 static const char *const mx_planes[2] = {"client", "replica"};
-static const char *const mx_transports[2] = {"tcp", "quic"};
-
-/* Frames and bytes by plane and transport; the replica plane runs on TCP only. */
+/* Frames and bytes by plane and transport (the rows of vsri_bus_transports); the replica plane
+ * runs on TCP (row 0) only. */
 static void mx_traffic(struct mx_out *o, const char *name, const char *help,
-                       const uint64_t v[2][2]) {
+                       const uint64_t v[2][VSRI_BUS_TRANSPORTS]) {
   mx_family(o, name, "counter", help);
   for (int pl = 0; pl < 2; pl++) {
-    for (int t = 0; t < (pl == VSR_PLANE_REPLICA ? 1 : 2); t++) {
+    for (int t = 0; t < (pl == VSR_PLANE_REPLICA ? 1 : VSRI_BUS_TRANSPORTS); t++) {
       char labels[64];
       snprintf(labels, sizeof labels, "plane=\"%s\",transport=\"%s\"", mx_planes[pl],
-               mx_transports[t]);
+               vsri_bus_transports[t].name);
       mx_value(o, name, labels, v[pl][t]);
     }
   }
 }
 
 struct mx_live {
-  uint64_t frames_out[2][2], bytes_out[2][2];
   uint64_t queue_frames[2], queue_bytes[2], queue_frames_max[2];
   uint64_t peers[2];
 };
 
 static void mx_add_peer(struct mx_live *l, const struct bus_peer *p) {
   if (!p) return;
-  int pl = p->plane, t = vsri_bus_tidx(p);
-  l->frames_out[pl][t] += p->q.frames_done;
-  l->bytes_out[pl][t] += p->q.bytes_done;
-  l->queue_frames[pl] += p->q.len;
+  int pl = p->plane;
+  uint32_t len = vsri_sendq_len(&p->q);
+  l->queue_frames[pl] += len;
   l->queue_bytes[pl] += p->q.bytes;
-  if (p->q.len > l->queue_frames_max[pl]) l->queue_frames_max[pl] = p->q.len;
+  if (len > l->queue_frames_max[pl]) l->queue_frames_max[pl] = len;
   l->peers[pl]++;
 }
 
 static void mx_quic(struct mx_out *o, const struct vsr_bus *bus) {
   struct vsri_quic_conn_agg a = {0};
   struct vsri_quic_admission adm = {0};
-  if (bus->client_quic.l) {
-    vsri_quic_listener_conn_agg(bus->client_quic.l, &a);
-    vsri_quic_listener_admission(bus->client_quic.l, &adm);
+  const struct vsri_listener *l = vsri_bus_client_listener(bus, "quic");
+  if (l) {
+    vsri_quic_listener_conn_agg(l, &a);
+    vsri_quic_listener_admission(l, &adm);
   }
   mx_one(o, "vsrbus_quic_initials_total", "counter",
          "QUIC Initials for unknown connection IDs the listener looked at.", adm.initials);
@@ -132,13 +130,6 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
   memset(&live, 0, sizeof live);
   for (uint32_t i = 0; i < bus->client_slots_len; i++) mx_add_peer(&live, bus->client_slots[i]);
   for (int i = 0; i < VSR_MAX_REPLICAS; i++) mx_add_peer(&live, bus->replicas[i]);
-  uint64_t fo[2][2], bo[2][2];
-  for (int pl = 0; pl < 2; pl++) {
-    for (int t = 0; t < 2; t++) {
-      fo[pl][t] = bus->pt_frames_out[pl][t] + live.frames_out[pl][t];
-      bo[pl][t] = bus->pt_bytes_out[pl][t] + live.bytes_out[pl][t];
-    }
-  }
 
   mx_family(&o, "vsrbus_build_info", "gauge", "The vsrbus library version (value 1).");
   mx_printf(&o, "vsrbus_build_info{version=\"%s\"} 1\n", vsr_version());
@@ -147,13 +138,14 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
             vsri_io_backend_name(bus->loop->io));
 
   mx_traffic(&o, "vsrbus_frames_in_total", "Frames delivered to the application.",
-             (const uint64_t(*)[2])bus->pt_frames_in);
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_frames_in);
   mx_traffic(&o, "vsrbus_in_bytes_total", "Bytes of the frames delivered to the application.",
-             (const uint64_t(*)[2])bus->pt_bytes_in);
-  mx_traffic(&o, "vsrbus_frames_out_total", "Frames handed to the kernel (or to QUIC).",
-             (const uint64_t(*)[2])fo);
-  mx_traffic(&o, "vsrbus_out_bytes_total", "Bytes of the frames handed to the kernel.",
-             (const uint64_t(*)[2])bo);
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_bytes_in);
+  mx_traffic(&o, "vsrbus_frames_out_total",
+             "Frames whose last byte the kernel took (QUIC: in a datagram sendmsg accepted).",
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_frames_out);
+  mx_traffic(&o, "vsrbus_out_bytes_total", "Bytes of the frames the kernel took.",
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_bytes_out);
   mx_one(&o, "vsrbus_frames_queued_total", "counter", "Sends accepted into a peer queue.",
          st.frames_queued);
 
@@ -161,6 +153,7 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
   mx_value(&o, "vsrbus_drops_total", "reason=\"backpressure\"", st.drops_backpressure);
   mx_value(&o, "vsrbus_drops_total", "reason=\"not_connected\"", st.drops_not_connected);
   mx_value(&o, "vsrbus_drops_total", "reason=\"on_close\"", st.drops_on_close);
+  mx_value(&o, "vsrbus_drops_total", "reason=\"stream_reset\"", st.drops_stream_reset);
 
   mx_family(&o, "vsrbus_connections_closed_total", "counter",
             "Connections closed, by reason (a VSR_E* code; VSR_ECLOSED is a clean close).");

@@ -1,6 +1,9 @@
-/* Glue between the bus / client options and the QUIC transport's settings (transport/quic.h).
- * Each config is one allocation holding struct vsri_quic_config and copies of the strings it
- * points at, so it lives exactly as long as the bus or client that owns it. */
+/* The QUIC row of vsri_bus_transports (transports.c): its defaults, and the glue between
+ * struct vsr_quic_options / vsr_client_quic_options and the QUIC transport's settings
+ * (transport/quic.h). Each config is one allocation holding struct vsri_quic_config and copies
+ * of the strings it points at, so it lives exactly as long as the bus or client that owns it. */
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bus/bus_impl.h"
@@ -24,23 +27,56 @@ static const char *glue_copy(char **p, const char *s) {
   return r;
 }
 
-const struct vsri_transport_ops *vsri_client_quic_ops(void) { return &vsri_transport_quic; }
+void vsri_bus_quic_defaults(struct vsr_bus_options *bo) {
+  struct vsr_quic_options *o = &bo->quic;
+  o->idle_timeout_ns = 30000000000ull;
+  o->keep_alive_ns = 10000000000ull;
+  o->max_bidi_streams = 1;
+  o->initial_mtu = 1200;
+  o->stream_window = 64u << 20;
+  o->conn_window = 64u << 20;
+  o->max_handshakes = 1024;
+  o->retry_threshold = 256;
+  o->max_handshakes_per_source = 32;
+}
 
-int vsri_client_quic_config(const struct vsr_client_options *o, void **out) {
+void vsri_client_quic_defaults(struct vsr_client_options *co) {
+  struct vsr_client_quic_options *o = &co->quic;
+  o->alpn = NULL; /* none: Iggy mainline's servers advertise none */
+  o->streams = VSR_QUIC_STREAMS_PER_REQUEST;
+  o->max_streams = 16;
+}
+
+const char *vsri_bus_quic_listen_addr(const struct vsr_bus_options *o) { return o->quic.addr; }
+
+/* GnuTLS writes every TLS secret (QUIC included) to $SSLKEYLOGFILE: say so, once per bus. */
+static void glue_warn_keylog(void) {
+  const char *path = getenv("SSLKEYLOGFILE");
+  if (!path || !*path) return;
+  VSRI_WARN("VSR-KEYLOG", "SSLKEYLOGFILE is set: the TLS secrets of every QUIC connection are "
+            "written to %s; anyone who can read it can decrypt the traffic (for debugging "
+            "only)", path);
+}
+
+int vsri_client_quic_config(const struct vsr_client_options *co, void **out) {
   *out = NULL;
-  const char *alpn = o->quic_alpn && *o->quic_alpn ? o->quic_alpn : NULL;
-  size_t need = glue_len(o->quic_ca_file) + glue_len(o->quic_pin_sha256) + glue_len(alpn);
+  /* Said once per process, at the first QUIC client. */
+  static atomic_flag warned = ATOMIC_FLAG_INIT;
+  if (!atomic_flag_test_and_set(&warned)) glue_warn_keylog();
+  const struct vsr_client_quic_options *o = &co->quic;
+  const char *alpn = o->alpn && *o->alpn ? o->alpn : NULL;
+  size_t need = glue_len(o->ca_file) + glue_len(o->pin_sha256) + glue_len(alpn);
   struct glue_cfg *g = vsri_malloc(sizeof *g + need);
   if (!g) return VSR_ENOMEM;
   vsri_quic_config_default(&g->cfg);
   char *p = g->strings;
-  g->cfg.ca_file = glue_copy(&p, o->quic_ca_file);
-  g->cfg.pin_sha256 = glue_copy(&p, o->quic_pin_sha256);
+  g->cfg.ca_file = glue_copy(&p, o->ca_file);
+  g->cfg.pin_sha256 = glue_copy(&p, o->pin_sha256);
   g->cfg.alpn = glue_copy(&p, alpn);
-  g->cfg.insecure = o->quic_insecure;
-  g->cfg.stream_per_request = o->quic_streams != VSR_QUIC_STREAMS_LONG;
-  if (g->cfg.stream_per_request && o->quic_max_streams) {
-    g->cfg.max_bidi_streams = o->quic_max_streams;
+  g->cfg.insecure = o->insecure;
+  g->cfg.stream_per_request = o->streams != VSR_QUIC_STREAMS_LONG;
+  if (g->cfg.stream_per_request && o->max_streams) {
+    g->cfg.max_bidi_streams = o->max_streams;
   }
   int err = vsri_quic_config_check(&g->cfg);
   if (err) {
@@ -51,40 +87,40 @@ int vsri_client_quic_config(const struct vsr_client_options *o, void **out) {
   return 0;
 }
 
-void vsri_client_quic_config_free(void *cfg) { vsri_free(cfg); }
-
-int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out) {
+int vsri_bus_quic_config(const struct vsr_bus_options *bo, void **out) {
   *out = NULL;
-  size_t need = glue_len(o->quic_cert_file) + glue_len(o->quic_key_file);
+  const struct vsr_quic_options *o = &bo->quic;
+  size_t need = glue_len(o->cert_file) + glue_len(o->key_file);
   struct glue_cfg *g = vsri_malloc(sizeof *g + need);
   if (!g) return VSR_ENOMEM;
   struct vsri_quic_config *c = &g->cfg;
   vsri_quic_config_default(c);
   char *p = g->strings;
-  c->cert_file = glue_copy(&p, o->quic_cert_file);
-  c->key_file = glue_copy(&p, o->quic_key_file);
-  c->alpn_required = o->quic_alpn_required;
-  c->idle_timeout_ns = o->quic_idle_timeout_ns;
-  c->keep_alive_ns = o->quic_keep_alive_ns;
-  if (o->quic_max_bidi_streams) c->max_bidi_streams = o->quic_max_bidi_streams;
-  if (o->quic_initial_mtu) c->initial_mtu = o->quic_initial_mtu;
-  if (o->quic_stream_window) c->stream_window = o->quic_stream_window;
-  if (o->quic_conn_window) c->conn_window = o->quic_conn_window;
-  if (o->handshake_grace_ns) c->handshake_grace_ns = o->handshake_grace_ns;
-  if (o->close_peer_timeout_ns) c->close_grace_ns = o->close_peer_timeout_ns;
-  if (o->quic_max_handshakes) c->max_handshakes = o->quic_max_handshakes;
-  c->retry_threshold = o->quic_retry_threshold;
-  c->max_handshakes_per_source = o->quic_max_handshakes_per_source;
+  c->cert_file = glue_copy(&p, o->cert_file);
+  c->key_file = glue_copy(&p, o->key_file);
+  c->alpn_required = o->alpn_required;
+  c->idle_timeout_ns = o->idle_timeout_ns;
+  c->keep_alive_ns = o->keep_alive_ns;
+  if (o->max_bidi_streams) c->max_bidi_streams = o->max_bidi_streams;
+  if (o->initial_mtu) c->initial_mtu = o->initial_mtu;
+  if (o->stream_window) c->stream_window = o->stream_window;
+  if (o->conn_window) c->conn_window = o->conn_window;
+  if (bo->handshake_grace_ns) c->handshake_grace_ns = bo->handshake_grace_ns;
+  if (bo->close_peer_timeout_ns) c->close_grace_ns = bo->close_peer_timeout_ns;
+  if (o->max_handshakes) c->max_handshakes = o->max_handshakes;
+  c->retry_threshold = o->retry_threshold;
+  c->max_handshakes_per_source = o->max_handshakes_per_source;
   int err = vsri_quic_config_check(c);
   if (err) {
     vsri_free(g);
     return err;
   }
+  glue_warn_keylog();
   *out = g;
   return 0;
 }
 
-void vsri_bus_quic_config_free(void *cfg) { vsri_free(cfg); }
+void vsri_quic_glue_free(void *cfg) { vsri_free(cfg); }
 
 void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out) {
   struct vsri_quic_admission a;

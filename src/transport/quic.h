@@ -162,6 +162,10 @@ int64_t vsri_quic_frame_stream(const struct vsri_conn *c);
  * |data| (borrowed until the connection closes) on it. Returns 0, VSR_ESTREAM or VSR_EINVAL. */
 int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len);
 
+/* Tests: resets every frame stream of |c| (RESET_STREAM and STOP_SENDING with |code|), as a
+ * client that gives up on its requests. Returns the number of streams reset, or VSR_EINVAL. */
+int vsri_quic_test_reset_streams(struct vsri_conn *c, uint64_t code);
+
 /* Fuzzing: feeds one datagram from |from| to a listener as if it had been received now, and
  * replaces the UDP send with |tx| (NULL restores it). */
 void vsri_quic_listener_input(struct vsri_listener *l, const struct sockaddr *from,

@@ -21,6 +21,7 @@
 #include "frame/decode.h"
 #include "transport/transport.h"
 #include "util/alloc.h"
+#include "util/list.h"
 #include "util/log.h"
 #include "vsrbus/error.h"
 
@@ -33,7 +34,9 @@
 
 enum tcp_state { TC_CONNECTING, TC_OPEN, TC_CLOSING, TC_CLOSED };
 
-struct vsri_conn {
+/* A connection: the transport-neutral base first (transport.h), then the TCP state. */
+struct tcp_conn {
+  struct vsri_conn base; /* first: the ops convert with tcp_conn_of */
   const struct vsri_transport_ctx *ctx;
   const struct vsri_conn_events *ev;
   void *owner;
@@ -61,7 +64,8 @@ struct vsri_conn {
   char name[64];
 };
 
-struct vsri_listener {
+struct tcp_listener {
+  struct vsri_listener base; /* first: the ops convert with tcp_listener_of */
   const struct vsri_transport_ctx *ctx;
   int fd;
   bool closing;
@@ -79,16 +83,26 @@ struct vsri_listener {
   uint64_t starved_shed; /* connections accepted and closed at once during the episode */
 };
 
-static void tcp_read(struct vsri_conn *c);
-static void tcp_flush(void *ctx);
-static void tcp_teardown(struct vsri_conn *c);
+static inline struct tcp_conn *tcp_conn_of(struct vsri_conn *b) {
+  return vsri_container_of(b, struct tcp_conn, base);
+}
+static inline const struct tcp_conn *tcp_conn_of_const(const struct vsri_conn *b) {
+  return vsri_container_of(b, const struct tcp_conn, base);
+}
+static inline struct tcp_listener *tcp_listener_of(struct vsri_listener *b) {
+  return vsri_container_of(b, struct tcp_listener, base);
+}
 
-static void tcp_close(struct vsri_conn *c, int reason, bool drain);
+static void tcp_read(struct tcp_conn *c);
+static void tcp_flush(void *ctx);
+static void tcp_teardown(struct tcp_conn *c);
+
+static void tcp_close(struct tcp_conn *c, int reason, bool drain);
 
 /* The plane's budget evicted this connection's frame in flight (the largest when the budget
  * was full): close at once; the buffer is freed with the decoder once no read is pending. */
 static void tcp_evicted(void *ctx) {
-  struct vsri_conn *c = ctx;
+  struct tcp_conn *c = ctx;
   char what[200];
   vsri_decoder_describe(&c->dec, VSR_EMEMORY_BUDGET, what, sizeof what);
   VSRI_WARN("VSR-MEMORY", "%s tcp: %s (%s; %s); closing", c->name,
@@ -117,9 +131,10 @@ void vsri_tcp_liveness(int fd, uint64_t keepalive_ns, uint64_t user_timeout_ns) 
   }
 }
 
-static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int fd) {
-  struct vsri_conn *c = vsri_calloc(1, sizeof *c);
+static struct tcp_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int fd) {
+  struct tcp_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
+  c->base.ops = &vsri_transport_tcp;
   c->ctx = ctx;
   c->fd = fd;
   c->flush.fn = tcp_flush;
@@ -138,16 +153,16 @@ static struct vsri_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int 
 static void tcp_closed_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
   (void)io;
   (void)res;
-  struct vsri_conn *c = cc->ctx;
+  struct tcp_conn *c = cc->ctx;
   c->state = TC_CLOSED;
   vsri_decoder_free(&c->dec);
-  if (c->ev && c->ev->on_closed) c->ev->on_closed(c->owner, c, c->reason);
+  if (c->ev && c->ev->on_closed) c->ev->on_closed(c->owner, &c->base, c->reason);
   vsri_free(c->iov);
   vsri_free(c);
 }
 
 /* Closes the fd once no read or write is pending; on_closed follows from its completion. */
-static void tcp_finish(struct vsri_conn *c) {
+static void tcp_finish(struct tcp_conn *c) {
   if (c->reading || c->writing || c->draining || c->cc.pending || c->state == TC_CLOSED) {
     return;
   }
@@ -160,7 +175,7 @@ static void tcp_finish(struct vsri_conn *c) {
 }
 
 /* Hard stop: cancel what is pending and close. Idempotent. */
-static void tcp_teardown(struct vsri_conn *c) {
+static void tcp_teardown(struct tcp_conn *c) {
   c->draining = false;
   if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
   if (c->writing) vsri_io_cancel(c->ctx->io, &c->wc);
@@ -168,7 +183,7 @@ static void tcp_teardown(struct vsri_conn *c) {
 }
 
 /* Records the first reason and starts tearing down. Later reasons are ignored. */
-static void tcp_fail(struct vsri_conn *c, int reason) {
+static void tcp_fail(struct tcp_conn *c, int reason) {
   if (c->state < TC_CLOSING) {
     c->state = TC_CLOSING;
     c->reason = reason;
@@ -178,11 +193,11 @@ static void tcp_fail(struct vsri_conn *c, int reason) {
 
 static void tcp_drain_expired(struct vsri_io *io, struct vsri_completion *dc, int32_t res) {
   (void)io;
-  struct vsri_conn *c = dc->ctx;
+  struct tcp_conn *c = dc->ctx;
   if (res == 0 && c->draining) {
     if (!c->half_closed) {
       VSRI_WARN("VSR-DRAIN", "%s tcp: %u frame(s) still queued at the drain deadline; closing",
-                c->name, c->q ? c->q->len : 0);
+                c->name, c->q ? vsri_sendq_len(c->q) : 0);
     } else {
       VSRI_DEBUG("VSR-DRAIN", "%s tcp: everything written, but the peer did not close within "
                  "%llu ms of our FIN; closing", c->name,
@@ -195,7 +210,7 @@ static void tcp_drain_expired(struct vsri_io *io, struct vsri_completion *dc, in
 }
 
 /* The queue is empty: send FIN after the last byte, then wait for the peer's own close. */
-static void tcp_drained(struct vsri_conn *c) {
+static void tcp_drained(struct tcp_conn *c) {
   if (!c->half_closed) {
     c->half_closed = true;
     shutdown(c->fd, SHUT_WR);
@@ -203,7 +218,7 @@ static void tcp_drained(struct vsri_conn *c) {
   if (c->peer_eof) tcp_teardown(c);
 }
 
-static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
+static void tcp_close(struct tcp_conn *c, int reason, bool drain) {
   if (c->state >= TC_CLOSING) {
     if (!drain && c->draining) tcp_teardown(c); /* escalate a drain to a hard close */
     return;
@@ -217,7 +232,7 @@ static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
     uint64_t ns = c->ctx->drain_timeout_ns ? c->ctx->drain_timeout_ns : 2000000000ull;
     vsri_io_timeout(c->ctx->io, &c->dc, ns, tcp_drain_expired, c);
     tcp_read(c); /* keep reading (and dropping) so the peer never blocks on a full window */
-    if (c->q && c->q->len > 0) {
+    if (c->q && vsri_sendq_len(c->q) > 0) {
       if (!c->writing) vsri_io_defer(c->ctx->io, &c->flush);
     } else if (!c->writing) {
       tcp_drained(c);
@@ -231,13 +246,13 @@ static void tcp_close(struct vsri_conn *c, int reason, bool drain) {
 /* ---- reading --------------------------------------------------------------------------- */
 
 /* Hands completed frames to the owner. Returns false if the connection started closing. */
-static bool tcp_deliver(struct vsri_conn *c, struct vsr_msg *m) {
-  c->ev->on_frame(c->owner, c, m);
+static bool tcp_deliver(struct tcp_conn *c, struct vsr_msg *m) {
+  c->ev->on_frame(c->owner, &c->base, m);
   vsr_msg_unref(m);
   return c->state == TC_OPEN;
 }
 
-static void tcp_frame_error(struct vsri_conn *c, int err) {
+static void tcp_frame_error(struct tcp_conn *c, int err) {
   char what[200];
   vsri_decoder_describe(&c->dec, err, what, sizeof what);
   bool mem = err == VSR_EMEMORY_BUDGET || err == VSR_EMEMORY_MAX || err == VSR_EPOOL;
@@ -249,7 +264,7 @@ static void tcp_frame_error(struct vsri_conn *c, int err) {
 }
 
 /* A read while closing gracefully: drop the bytes; the peer's FIN (or reset) ends the wait. */
-static void tcp_discard_done(struct vsri_conn *c, int32_t res) {
+static void tcp_discard_done(struct tcp_conn *c, int32_t res) {
   if (res == -ECANCELED || !c->draining) {
     tcp_finish(c);
     return;
@@ -269,7 +284,7 @@ static void tcp_discard_done(struct vsri_conn *c, int32_t res) {
 }
 
 static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
-  struct vsri_conn *c = rc->ctx;
+  struct tcp_conn *c = rc->ctx;
   c->reading = false;
   if (c->discard) {
     tcp_discard_done(c, res);
@@ -315,7 +330,7 @@ static void tcp_read_done(struct vsri_io *io, struct vsri_completion *rc, int32_
   tcp_read(c);
 }
 
-static void tcp_read(struct vsri_conn *c) {
+static void tcp_read(struct tcp_conn *c) {
   if (c->reading) return;
   if (c->discard) {
     if (!c->draining || c->peer_eof) return;
@@ -341,7 +356,7 @@ static void tcp_read(struct vsri_conn *c) {
 
 static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32_t res) {
   (void)io;
-  struct vsri_conn *c = wc->ctx;
+  struct tcp_conn *c = wc->ctx;
   c->writing = false;
   if (res < 0) {
     if (res != -ECANCELED) {
@@ -359,7 +374,9 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
   }
   size_t left = (size_t)res;
   struct vsri_sendq *q = c->q;
-  while (left > 0 && q->len > 0) {
+  uint32_t frames = 0;
+  uint64_t bytes = 0;
+  while (left > 0 && vsri_sendq_len(q) > 0) {
     struct vsr_msg *m = vsri_sendq_peek(q, 0);
     size_t rest = m->size - q->off;
     if (left < rest) {
@@ -367,13 +384,16 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
       break;
     }
     left -= rest;
-    vsri_sendq_pop(q);
+    bytes += vsri_sendq_pop(q);
+    frames++;
   }
+  /* One upcall per completed write: the kernel has the last byte of these frames. */
+  if (frames && c->ev->on_sent) c->ev->on_sent(c->owner, &c->base, frames, bytes);
   if (c->state == TC_CLOSING && !c->draining) {
     tcp_finish(c);
     return;
   }
-  if (q->len > 0) {
+  if (vsri_sendq_len(q) > 0) {
     tcp_flush(c); /* more queued (or a partial write): keep the pipe full */
     return;
   }
@@ -381,12 +401,12 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
     tcp_drained(c);
     return;
   }
-  if (c->ev->on_drained) c->ev->on_drained(c->owner, c);
+  if (c->ev->on_drained) c->ev->on_drained(c->owner, &c->base);
 }
 
 static void tcp_flush(void *ctx) {
-  struct vsri_conn *c = ctx;
-  if (c->writing || !c->q || c->q->len == 0) return;
+  struct tcp_conn *c = ctx;
+  if (c->writing || !c->q || vsri_sendq_len(c->q) == 0) return;
   if (c->state != TC_OPEN && !c->draining) return;
   uint32_t max = c->ctx->max_batch ? c->ctx->max_batch : 256;
   if (max > IOV_MAX) max = IOV_MAX;
@@ -399,7 +419,7 @@ static void tcp_flush(void *ctx) {
     }
   }
   struct vsri_sendq *q = c->q;
-  uint32_t n = q->len < max ? q->len : max;
+  uint32_t n = vsri_sendq_len(q) < max ? vsri_sendq_len(q) : max;
   for (uint32_t i = 0; i < n; i++) {
     struct vsr_msg *m = vsri_sendq_peek(q, i);
     uint32_t off = i == 0 ? q->off : 0;
@@ -410,7 +430,7 @@ static void tcp_flush(void *ctx) {
   vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
 }
 
-static void tcp_kick(struct vsri_conn *c) {
+static void tcp_kick(struct tcp_conn *c) {
   if (c->state == TC_OPEN && c->started && !c->writing) {
     vsri_io_defer(c->ctx->io, &c->flush);
   }
@@ -418,7 +438,7 @@ static void tcp_kick(struct vsri_conn *c) {
 
 /* ---- connections ----------------------------------------------------------------------- */
 
-static void tcp_start(struct vsri_conn *c, const struct vsri_conn_events *ev, void *owner,
+static void tcp_start(struct tcp_conn *c, const struct vsri_conn_events *ev, void *owner,
                       struct vsri_sendq *q) {
   c->ev = ev;
   c->owner = owner;
@@ -431,7 +451,7 @@ static void tcp_start(struct vsri_conn *c, const struct vsri_conn_events *ev, vo
 
 static void tcp_connect_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res) {
   (void)io;
-  struct vsri_conn *c = rc->ctx;
+  struct tcp_conn *c = rc->ctx;
   c->reading = false;
   if (c->state != TC_CONNECTING) {
     tcp_finish(c);
@@ -440,13 +460,13 @@ static void tcp_connect_done(struct vsri_io *io, struct vsri_completion *rc, int
   if (res < 0) {
     int reason = vsri_sock_reason(-res);
     VSRI_DEBUG("VSR-CONNECT", "%s tcp: connect: %s", c->name, strerror(-res));
-    if (c->ev->on_connected) c->ev->on_connected(c->owner, c, reason);
+    if (c->ev->on_connected) c->ev->on_connected(c->owner, &c->base, reason);
     tcp_fail(c, reason);
     return;
   }
   c->state = TC_OPEN;
   c->last_rx = vsri_io_now(io);
-  if (c->ev->on_connected) c->ev->on_connected(c->owner, c, 0);
+  if (c->ev->on_connected) c->ev->on_connected(c->owner, &c->base, 0);
   if (c->state != TC_OPEN) return;
   tcp_read(c);
   tcp_kick(c);
@@ -464,7 +484,7 @@ static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *
   if (vsri_parse_addr(addr, &sa, &len) < 0) return VSR_EADDR;
   int fd = tcp_socket(sa.ss_family);
   if (fd < 0) return errno == EMFILE || errno == ENFILE ? VSR_ELIMIT : VSR_EIO;
-  struct vsri_conn *c = tcp_conn_new(ctx, fd);
+  struct tcp_conn *c = tcp_conn_new(ctx, fd);
   if (!c) {
     close(fd);
     return VSR_ENOMEM;
@@ -477,18 +497,20 @@ static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *
   c->started = true;
   c->reading = true;
   vsri_io_connect(ctx->io, &c->rc, fd, (struct sockaddr *)&sa, len, tcp_connect_done, c);
-  *out = c;
+  *out = &c->base;
   return 0;
 }
 
-static const char *tcp_peer_name(const struct vsri_conn *c) { return c->name; }
+static const char *tcp_peer_name(const struct vsri_conn *b) { return tcp_conn_of_const(b)->name; }
 
-static void tcp_set_frame_limit(struct vsri_conn *c, uint32_t max_size, uint32_t allowance) {
+static void tcp_set_frame_limit(struct vsri_conn *b, uint32_t max_size, uint32_t allowance) {
+  struct tcp_conn *c = tcp_conn_of(b);
   vsri_decoder_set_max(&c->dec, max_size, false);
   vsri_decoder_set_budget(&c->dec, c->dec.budget, allowance, c->dec.conn_max);
 }
 
-static void tcp_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
+static void tcp_rx_clock(const struct vsri_conn *b, struct vsri_rx_clock *out) {
+  const struct tcp_conn *c = tcp_conn_of_const(b);
   vsri_decoder_progress(&c->dec, &out->frame_have, &out->frame_size);
   out->last_rx_ns = c->last_rx;
   out->frame_start_ns = out->frame_have ? c->frame_start : 0;
@@ -496,7 +518,7 @@ static void tcp_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
 
 /* ---- listener -------------------------------------------------------------------------- */
 
-static void tcp_accept_next(struct vsri_listener *l);
+static void tcp_accept_next(struct tcp_listener *l);
 
 static void tcp_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
   (void)io;
@@ -504,7 +526,7 @@ static void tcp_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc,
   vsri_free(cc->ctx);
 }
 
-static void tcp_listener_maybe_free(struct vsri_listener *l) {
+static void tcp_listener_maybe_free(struct tcp_listener *l) {
   if (l->ac.pending || l->backoff.pending) return;
   if (l->reserve_fd >= 0) close(l->reserve_fd);
   l->reserve_fd = -1;
@@ -515,7 +537,7 @@ static void tcp_listener_maybe_free(struct vsri_listener *l) {
 static void tcp_backoff_done(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   (void)io;
   (void)res;
-  struct vsri_listener *l = t->ctx;
+  struct tcp_listener *l = t->ctx;
   if (l->closing) tcp_listener_maybe_free(l);
   else tcp_accept_next(l);
 }
@@ -533,7 +555,7 @@ static void tcp_close_unserved(int fd) {
  * the backlog until the client gives up. Free the reserve, accept the connection, close it at
  * once, take the reserve back. Returns false when that is impossible (no reserve, or the
  * descriptor was taken in between): the caller then pauses accepting. */
-static bool tcp_accept_shed(struct vsri_listener *l) {
+static bool tcp_accept_shed(struct tcp_listener *l) {
   if (l->reserve_fd < 0) l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (l->reserve_fd < 0) return false;
   close(l->reserve_fd);
@@ -549,7 +571,7 @@ static bool tcp_accept_shed(struct vsri_listener *l) {
 
 /* Accept failed for want of descriptors or memory. One line per episode (the episode ends at
  * the next connection accepted normally); the listener never spins on the error. */
-static void tcp_accept_starved(struct vsri_io *io, struct vsri_listener *l, int err) {
+static void tcp_accept_starved(struct vsri_io *io, struct tcp_listener *l, int err) {
   bool fds = err == EMFILE || err == ENFILE;
   if (!l->starved) {
     l->starved = err;
@@ -566,7 +588,7 @@ static void tcp_accept_starved(struct vsri_io *io, struct vsri_listener *l, int 
 }
 
 static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
-  struct vsri_listener *l = ac->ctx;
+  struct tcp_listener *l = ac->ctx;
   if (l->closing) {
     if (res >= 0) close(res);
     tcp_listener_maybe_free(l);
@@ -591,19 +613,19 @@ static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int3
     l->starved = 0;
     if (l->reserve_fd < 0) l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
-  struct vsri_conn *c = tcp_conn_new(l->ctx, res);
+  struct tcp_conn *c = tcp_conn_new(l->ctx, res);
   if (!c) {
     VSRI_WARN("VSR-ACCEPT", "%s tcp: no memory for a connection; refused", l->name);
     close(res);
   } else {
     vsri_format_addr((struct sockaddr *)&l->peer, c->name, sizeof c->name);
     c->state = TC_OPEN;
-    l->on_accept(l->owner, c);
+    l->on_accept(l->owner, &c->base);
   }
   tcp_accept_next(l);
 }
 
-static void tcp_accept_next(struct vsri_listener *l) {
+static void tcp_accept_next(struct tcp_listener *l) {
   l->peer_len = sizeof l->peer;
   vsri_io_accept(l->ctx->io, &l->ac, l->fd, &l->peer, &l->peer_len, tcp_accept_done, l);
 }
@@ -626,11 +648,12 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
     close(fd);
     return vsri_bind_reason(err);
   }
-  struct vsri_listener *l = vsri_calloc(1, sizeof *l);
+  struct tcp_listener *l = vsri_calloc(1, sizeof *l);
   if (!l) {
     close(fd);
     return VSR_ENOMEM;
   }
+  l->base.ops = &vsri_transport_tcp;
   l->ctx = ctx;
   l->fd = fd;
   l->on_accept = on_accept;
@@ -640,20 +663,31 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
   getsockname(fd, (struct sockaddr *)&sa, &len);
   vsri_format_addr((struct sockaddr *)&sa, l->name, sizeof l->name);
   tcp_accept_next(l);
-  *out = l;
+  *out = &l->base;
   return 0;
 }
 
-static void tcp_listener_addr(const struct vsri_listener *l, char *buf, size_t len) {
-  snprintf(buf, len, "%s", l->name);
+static void tcp_listener_addr(const struct vsri_listener *b, char *buf, size_t len) {
+  snprintf(buf, len, "%s", vsri_container_of(b, const struct tcp_listener, base)->name);
 }
 
-static void tcp_listener_close(struct vsri_listener *l) {
+static void tcp_listener_close(struct vsri_listener *b) {
+  struct tcp_listener *l = tcp_listener_of(b);
   if (l->closing) return;
   l->closing = true;
   if (l->ac.pending) vsri_io_cancel(l->ctx->io, &l->ac);
   if (l->backoff.pending) vsri_io_cancel(l->ctx->io, &l->backoff);
   tcp_listener_maybe_free(l);
+}
+
+/* The ops take the base; the functions above take struct tcp_conn. */
+static void tcp_op_start(struct vsri_conn *b, const struct vsri_conn_events *ev, void *owner,
+                         struct vsri_sendq *q) {
+  tcp_start(tcp_conn_of(b), ev, owner, q);
+}
+static void tcp_op_kick(struct vsri_conn *b) { tcp_kick(tcp_conn_of(b)); }
+static void tcp_op_close(struct vsri_conn *b, int reason, bool drain) {
+  tcp_close(tcp_conn_of(b), reason, drain);
 }
 
 const struct vsri_transport_ops vsri_transport_tcp = {
@@ -662,9 +696,9 @@ const struct vsri_transport_ops vsri_transport_tcp = {
     .listener_addr = tcp_listener_addr,
     .listener_close = tcp_listener_close,
     .connect = tcp_connect,
-    .start = tcp_start,
-    .kick = tcp_kick,
-    .close = tcp_close,
+    .start = tcp_op_start,
+    .kick = tcp_op_kick,
+    .close = tcp_op_close,
     .peer_name = tcp_peer_name,
     .rx_clock = tcp_rx_clock,
     .set_frame_limit = tcp_set_frame_limit,

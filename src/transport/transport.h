@@ -3,8 +3,9 @@
  * A transport turns a socket (or a QUIC stream) into whole frames and writes queued frames.
  * It never knows about peers, planes or registries; the bus never knows about sockets or
  * packets. The bus owns each peer's bounded send queue (struct vsri_sendq); the transport
- * drains it in place (no second queue, no copy) and drops each frame's reference once its last
- * byte is handed to the kernel. */
+ * drains it in place (no second queue, no copy), drops each frame's reference once it no
+ * longer needs its bytes, and reports each frame as sent (the kernel took its last byte) or
+ * dropped through the owner's upcalls: the owner owns every counter. */
 #ifndef VSRI_TRANSPORT_H
 #define VSRI_TRANSPORT_H
 
@@ -13,46 +14,67 @@
 
 #include "frame/decode.h"
 #include "io/io.h"
+#include "util/ring.h"
 #include "vsrbus/msg.h"
 
-struct vsri_conn;     /* transport-private connection */
-struct vsri_listener; /* transport-private listener */
+struct vsri_transport_ops;
 
-/* Bounded FIFO of frames to one peer. The bus pushes; the transport peeks and pops. */
+/* A connection and a listener: each transport embeds this base as the FIRST member of its own
+ * struct (struct tcp_conn, struct quic_conn; struct tcp_listener, struct quic_listener) and
+ * converts with vsri_container_of. The bus and the client SDK only ever hold the base. */
+struct vsri_conn {
+  const struct vsri_transport_ops *ops;
+};
+struct vsri_listener {
+  const struct vsri_transport_ops *ops;
+};
+
+/* Bounded FIFO of frames to one peer, a typed use of util/ring.h over |slots|. The owner (bus,
+ * client SDK) pushes; the transport peeks and pops. Popping counts nothing: the transport
+ * reports what became of each frame through on_sent / on_dropped, and the owner counts. */
 struct vsri_sendq {
-  struct vsr_msg **slots; /* |cap| entries, a power of two */
-  uint32_t cap;
-  uint32_t head; /* index of the oldest frame */
-  uint32_t len;  /* frames queued */
-  uint32_t off;  /* bytes of the oldest frame already written (partial writes) */
-  uint64_t frames_done; /* frames fully handed to the kernel (counted by pop) */
-  uint64_t bytes_done;
+  struct vsr_msg **slots; /* vsri_ring_cap(&ring) entries, a power of two */
+  struct vsri_ring ring;
+  uint32_t off;   /* bytes of the oldest frame already written (partial writes) */
   uint64_t bytes; /* buffer bytes the queued frames hold (their capacity): memory pinned */
 };
 
+/* Empties |q| over |slots|, |cap| entries (a power of two). */
+static inline void vsri_sendq_init(struct vsri_sendq *q, struct vsr_msg **slots, uint32_t cap) {
+  q->slots = slots;
+  vsri_ring_init(&q->ring, cap);
+  q->off = 0;
+  q->bytes = 0;
+}
+static inline uint32_t vsri_sendq_len(const struct vsri_sendq *q) { return vsri_ring_len(&q->ring); }
+static inline uint32_t vsri_sendq_cap(const struct vsri_sendq *q) { return vsri_ring_cap(&q->ring); }
+
+/* Appends |m| (the caller hands over one reference). Returns false when full. */
 static inline bool vsri_sendq_push(struct vsri_sendq *q, struct vsr_msg *m) {
-  if (q->len == q->cap) return false;
-  q->slots[(q->head + q->len) & (q->cap - 1)] = m;
-  q->len++;
+  if (vsri_ring_full(&q->ring)) return false;
+  q->slots[vsri_ring_push(&q->ring)] = m;
   q->bytes += m->capacity;
   return true;
 }
+/* The |i|-th oldest frame (0: the oldest); |i| < len. */
 static inline struct vsr_msg *vsri_sendq_peek(const struct vsri_sendq *q, uint32_t i) {
-  return q->slots[(q->head + i) & (q->cap - 1)];
+  return q->slots[vsri_ring_at(&q->ring, i)];
 }
-/* Removes the oldest frame and drops the queue's reference to it. */
-static inline void vsri_sendq_pop(struct vsri_sendq *q) {
-  struct vsr_msg *m = q->slots[q->head];
-  q->head = (q->head + 1) & (q->cap - 1);
-  q->len--;
+/* Removes the oldest frame and drops the queue's reference to it; returns its size (bytes). */
+static inline uint32_t vsri_sendq_pop(struct vsri_sendq *q) {
+  struct vsr_msg *m = q->slots[vsri_ring_pop(&q->ring)];
+  uint32_t size = m->size;
   q->off = 0;
-  q->frames_done++;
-  q->bytes_done += m->size;
   q->bytes -= m->capacity;
   vsr_msg_unref(m);
+  return size;
 }
 
-/* Upcalls from a connection to its owner (the bus, or the client SDK). */
+/* Upcalls from a connection to its owner (the bus, or the client SDK).
+ *
+ * Counting rule: the owner counts every frame it pushed exactly once, as sent (on_sent), as
+ * dropped (on_dropped, or still queued when on_closed fires: those stay in the owner's queue
+ * and the owner drops them itself), never both; the transport keeps no counter of its own. */
 struct vsri_conn_events {
   /* A whole, validated frame arrived. The owner borrows |msg|; vsr_msg_ref() to keep it. */
   void (*on_frame)(void *owner, struct vsri_conn *conn, struct vsr_msg *msg);
@@ -61,8 +83,21 @@ struct vsri_conn_events {
   void (*on_connected)(void *owner, struct vsri_conn *conn, int status);
   /* Every queued frame has been handed to the kernel. May be NULL. */
   void (*on_drained)(void *owner, struct vsri_conn *conn);
+  /* The kernel took the last byte of |frames| more frames (|bytes| their sizes), the oldest
+   * the queue held: TCP when a write completes, QUIC when sendmsg accepted the datagram that
+   * carries a frame's last stream byte (or, failing that, when the peer acknowledged it).
+   * One call per completed write, never per frame. Counts only: the owner must not close or
+   * kick from it. May be NULL. */
+  void (*on_sent)(void *owner, struct vsri_conn *conn, uint32_t frames, uint64_t bytes);
+  /* |frames| frames the transport had taken out of the queue will never be sent: |reason|
+   * VSR_ESTREAM (QUIC: the peer reset or stopped the stream they travel on) or the close
+   * reason (the connection closed before the kernel took them). Always before on_closed.
+   * Counts only, like on_sent. May be NULL. */
+  void (*on_dropped)(void *owner, struct vsri_conn *conn, uint32_t frames, uint64_t bytes,
+                     int reason);
   /* The connection is gone: fires exactly once, whatever noticed first (reader, writer, close).
-   * The transport frees |conn| after this returns; the queue's frames stay with the owner. */
+   * The transport frees |conn| after this returns; the queue's frames stay with the owner,
+   * which counts them as dropped. */
   void (*on_closed)(void *owner, struct vsri_conn *conn, int reason);
 };
 

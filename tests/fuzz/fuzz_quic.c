@@ -46,7 +46,7 @@ static void fz_on_closed(void *owner, struct vsri_conn *conn, int reason) {
 static const struct vsri_conn_events fz_events = {.on_frame = fz_on_frame,
                                                   .on_closed = fz_on_closed};
 static struct vsr_msg *fz_slots[16];
-static struct vsri_sendq fz_q = {.slots = fz_slots, .cap = 16};
+static struct vsri_sendq fz_q = {.slots = fz_slots, .ring = {.cap = 16}};
 
 static void fz_on_accept(void *owner, struct vsri_conn *conn) {
   (void)owner;

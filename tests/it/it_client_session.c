@@ -151,7 +151,7 @@ static void stub_start_on(struct stub *s, uint8_t replica, uint32_t view, const 
   snprintf(addrs[replica], sizeof addrs[replica], "%s", addr ? addr : "127.0.0.1:0");
   if (quic) {
     s->n.opts.client_tcp_addr = NULL;
-    s->n.opts.client_quic_addr = addrs[replica];
+    s->n.opts.quic.addr = addrs[replica];
   } else {
     s->n.opts.client_tcp_addr = addrs[replica];
   }
@@ -490,7 +490,7 @@ static void blocking_call_survives_restart_quic(void **state) {
   struct vsr_client_options o;
   session_options(&o, addrs, 1);
   o.transport = "quic";
-  o.quic_insecure = true;
+  o.quic.insecure = true;
   o.liveness_timeout_ns = 500000000ull;
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);

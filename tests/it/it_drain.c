@@ -40,7 +40,7 @@ static void quic_addr_task(struct h_node *n, void *arg) {
   char *pin = (char *)arg + 64;
   vsr_bus_listen_addr(n->bus, "quic", arg, 64);
   uint8_t fp[32];
-  vsri_quic_listener_fingerprint(n->bus->client_quic.l, fp);
+  vsri_quic_listener_fingerprint(vsri_bus_client_listener(n->bus, "quic"), fp);
   vsri_fingerprint_format(fp, pin);
 }
 
@@ -52,7 +52,7 @@ static void shutdown_while_sending(bool quic) {
   char qaddr[64 + VSRI_FINGERPRINT_TEXT_LEN];
   if (quic) {
     n.opts.client_tcp_addr = NULL;
-    n.opts.client_quic_addr = "127.0.0.1:0";
+    n.opts.quic.addr = "127.0.0.1:0";
   }
   assert_int_equal(h_start(&n), 0);
   struct vsr_client_options o;
@@ -62,7 +62,7 @@ static void shutdown_while_sending(bool quic) {
     h_run(&n, quic_addr_task, qaddr);
     o.transport = "quic";
     o.addr = qaddr;
-    o.quic_pin_sha256 = qaddr + 64;
+    o.quic.pin_sha256 = qaddr + 64;
   }
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 5 * H_SEC), 0);

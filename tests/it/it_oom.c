@@ -56,7 +56,7 @@ static void o_bus_options(struct vsr_bus_options *o, enum o_bus_kind kind,
   vsr_bus_options_default(o);
   o_small_pool(&o->loop_options);
   o->client_tcp_addr = "127.0.0.1:0";
-  if (kind == O_BUS_QUIC) o->client_quic_addr = "127.0.0.1:0";
+  if (kind == O_BUS_QUIC) o->quic.addr = "127.0.0.1:0";
   if (kind == O_BUS_REPLICA) {
     o->cluster_name = "oom-cluster";
     o->replica_index = 0;
@@ -153,7 +153,7 @@ static void o_server_start(struct o_server *s, bool quic) {
     vsr_bus_options_default(&o);
     o_small_pool(&o.loop_options);
     o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
-    o.client_quic_addr = quic ? "127.0.0.1:0" : NULL;
+    o.quic.addr = quic ? "127.0.0.1:0" : NULL;
     struct vsr_bus_callbacks cb = {.on_message = o_echo};
     struct vsr_bus *bus = NULL;
     char addr[64] = "";
@@ -201,7 +201,7 @@ static void o_client_options(struct vsr_client_options *o, bool quic, const char
   o->queue_capacity = 16;
   if (quic) {
     o->transport = "quic";
-    o->quic_insecure = true;
+    o->quic.insecure = true;
   }
 }
 
@@ -402,7 +402,7 @@ static void o_accept(bool quic) {
   vsr_bus_options_default(&o);
   o.loop = loop;
   o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
-  o.client_quic_addr = quic ? "127.0.0.1:0" : NULL;
+  o.quic.addr = quic ? "127.0.0.1:0" : NULL;
   o.handshake_grace_ns = 1 * O_SEC;
   struct vsr_bus_callbacks cb = {.on_message = o_echo};
   struct vsr_bus *bus = NULL;

@@ -110,7 +110,7 @@ static void quic_replica_commands_refused(void **state) {
   struct h_node n;
   h_options(&n);
   n.mode = H_SM;
-  n.opts.client_quic_addr = "127.0.0.1:0";
+  n.opts.quic.addr = "127.0.0.1:0";
   assert_int_equal(h_start(&n), 0);
   struct quic_info qi;
   h_run(&n, quic_info_task, &qi);
@@ -118,7 +118,7 @@ static void quic_replica_commands_refused(void **state) {
   vsr_client_options_default(&o);
   o.transport = "quic";
   o.addr = qi.addr;
-  o.quic_pin_sha256 = qi.pin;
+  o.quic.pin_sha256 = qi.pin;
   struct vsr_client *good = NULL;
   assert_int_equal(vsr_client_connect(&good, &o, 5 * H_SEC), 0);
   const uint8_t cmds[] = {VSR_CMD_PREPARE, VSR_CMD_REPLICA_HELLO, VSR_CMD_COMMIT};

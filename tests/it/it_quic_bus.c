@@ -19,7 +19,7 @@
 static int start_node(struct h_node *n, enum h_mode mode, struct quic_info *qi) {
   h_options(n);
   n->mode = mode;
-  n->opts.client_quic_addr = "127.0.0.1:0";
+  n->opts.quic.addr = "127.0.0.1:0";
   int err = h_start(n);
   if (err) return err;
   h_run(n, quic_info_task, qi);
@@ -33,10 +33,10 @@ static struct vsr_client *quic_client_model(const struct quic_info *qi, const ch
   vsr_client_options_default(&o);
   o.transport = "quic";
   o.addr = qi->addr;
-  o.quic_pin_sha256 = qi->pin;
-  o.quic_alpn = alpn;
-  o.quic_streams = model;
-  if (streams) o.quic_max_streams = streams;
+  o.quic.pin_sha256 = qi->pin;
+  o.quic.alpn = alpn;
+  o.quic.streams = model;
+  if (streams) o.quic.max_streams = streams;
   struct vsr_client *c = NULL;
   *err = vsr_client_connect(&c, &o, 5 * H_SEC);
   return *err ? NULL : c;
@@ -126,7 +126,7 @@ static void test_shutdown_drains_then_0x1003(void **state) {
   h_options(&n);
   n.mode = H_SILENT;
   n.opts.client_tcp_addr = NULL;
-  n.opts.client_quic_addr = "127.0.0.1:0";
+  n.opts.quic.addr = "127.0.0.1:0";
   /* The clients are read one after another, so the later ones acknowledge late: drain bounds
    * well above what a loaded (or sanitized) machine needs. */
   n.opts.close_peer_timeout_ns = 10 * H_SEC;
@@ -183,8 +183,8 @@ static void test_alpn_policy(void **state) {
     struct quic_info qi;
     h_options(&n);
     n.mode = H_SM;
-    n.opts.client_quic_addr = "127.0.0.1:0";
-    n.opts.quic_alpn_required = required;
+    n.opts.quic.addr = "127.0.0.1:0";
+    n.opts.quic.alpn_required = required;
     assert_int_equal(h_start(&n), 0);
     h_run(&n, quic_info_task, &qi);
     int err;
@@ -215,8 +215,8 @@ static void test_per_request_pipelined(void **state) {
   h_options(&n);
   n.mode = H_SM;
   n.opts.client_tcp_addr = NULL;
-  n.opts.client_quic_addr = "127.0.0.1:0";
-  n.opts.quic_max_bidi_streams = 4;
+  n.opts.quic.addr = "127.0.0.1:0";
+  n.opts.quic.max_bidi_streams = 4;
   assert_int_equal(h_start(&n), 0);
   h_run(&n, quic_info_task, &qi);
   int err;
@@ -255,7 +255,7 @@ static void test_first_stream_after_grace(void **state) {
   h_options(&n);
   n.mode = H_SM;
   n.opts.client_tcp_addr = NULL;
-  n.opts.client_quic_addr = "127.0.0.1:0";
+  n.opts.quic.addr = "127.0.0.1:0";
   n.opts.handshake_grace_ns = 300000000ull;
   assert_int_equal(h_start(&n), 0);
   h_run(&n, quic_info_task, &qi);

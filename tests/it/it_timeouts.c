@@ -26,7 +26,7 @@ static void start_node(struct h_node *n, bool quic) {
   n->mode = H_SM;
   n->opts.frame_timeout_ns = FRAME_TIMEOUT_NS;
   n->opts.client_idle_timeout_ns = IDLE_TIMEOUT_NS;
-  if (quic) n->opts.client_quic_addr = "127.0.0.1:0";
+  if (quic) n->opts.quic.addr = "127.0.0.1:0";
   assert_int_equal(h_start(n), 0);
 }
 
@@ -159,10 +159,10 @@ static void tcp_any_frame_resets_idle_clock(void **state) {
 static struct vsr_client *quic_client(const struct quic_info *qi, bool long_stream) {
   struct vsr_client_options o;
   vsr_client_options_default(&o);
-  if (long_stream) o.quic_streams = VSR_QUIC_STREAMS_LONG;
+  if (long_stream) o.quic.streams = VSR_QUIC_STREAMS_LONG;
   o.transport = "quic";
   o.addr = qi->addr;
-  o.quic_pin_sha256 = qi->pin;
+  o.quic.pin_sha256 = qi->pin;
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 5 * H_SEC), 0);
   return c;

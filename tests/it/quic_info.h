@@ -18,7 +18,7 @@ static inline void quic_info_task(struct h_node *n, void *arg) {
   struct quic_info *qi = arg;
   vsr_bus_listen_addr(n->bus, "quic", qi->addr, sizeof qi->addr);
   uint8_t fp[32];
-  vsri_quic_listener_fingerprint(n->bus->client_quic.l, fp);
+  vsri_quic_listener_fingerprint(vsri_bus_client_listener(n->bus, "quic"), fp);
   vsri_fingerprint_format(fp, qi->pin);
 }
 

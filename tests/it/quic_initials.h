@@ -63,7 +63,8 @@ static inline int qi_generate(struct qi_set *set, size_t n, struct vsri_io *io,
   set->n = 0;
   if (!set->pkt || !set->len) return -1;
   static struct vsr_msg *slots[4];
-  static struct vsri_sendq q = {.slots = slots, .cap = 4};
+  static struct vsri_sendq q;
+  vsri_sendq_init(&q, slots, 4);
   static struct qi_cap cap; /* outlives the clients: their CONNECTION_CLOSE lands here too */
   uint32_t base = vsri_quic_live();
   for (size_t i = 0; i < n; i++) {

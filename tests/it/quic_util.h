@@ -186,7 +186,7 @@ static inline void qt_on_closed(void *owner, struct vsri_conn *conn, int reason)
   p->close_reason = reason;
   vsri_quic_close_info(conn, &p->close_code, &p->close_app, &p->close_remote);
   p->conn = NULL;
-  while (p->q.len > 0) vsri_sendq_pop(&p->q);
+  while (vsri_sendq_len(&p->q) > 0) vsri_sendq_pop(&p->q);
 }
 
 static const struct vsri_conn_events qt_events = {
@@ -200,8 +200,7 @@ static inline void qt_peer_init(struct qt_peer *p, struct qt_env *env) {
   memset(p, 0, sizeof *p);
   p->env = env;
   p->used = true;
-  p->q.slots = p->slots;
-  p->q.cap = QT_QCAP;
+  vsri_sendq_init(&p->q, p->slots, QT_QCAP);
 }
 
 static inline void qt_on_accept(void *owner, struct vsri_conn *conn) {

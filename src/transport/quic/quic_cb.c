@@ -6,7 +6,7 @@
 /* ---- ngtcp2 callbacks ------------------------------------------------------------------ */
 
 ngtcp2_conn *q_get_conn(ngtcp2_crypto_conn_ref *ref) {
-  struct vsri_conn *c = ref->user_data;
+  struct q_conn *c = ref->user_data;
   return c->qc;
 }
 
@@ -18,7 +18,7 @@ static void q_cb_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *rctx) {
 static int q_cb_new_cid(ngtcp2_conn *qc, ngtcp2_cid *cid, uint8_t *token, size_t cidlen,
                         void *ud) {
   (void)qc;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   for (int tries = 0; tries < 4; tries++) {
     q_rand(cid->data, cidlen);
     cid->datalen = cidlen;
@@ -41,14 +41,14 @@ static int q_cb_new_cid(ngtcp2_conn *qc, ngtcp2_cid *cid, uint8_t *token, size_t
 
 static int q_cb_remove_cid(ngtcp2_conn *qc, const ngtcp2_cid *cid, void *ud) {
   (void)qc;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   if (c->l) q_conn_del_cid(c, cid);
   return 0;
 }
 
 static int q_cb_handshake_completed(ngtcp2_conn *qc, void *ud) {
   (void)qc;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   if (c->state == Q_HANDSHAKING) c->state = Q_ESTABLISHED;
   gnutls_datum_t alpn = {NULL, 0};
   if (gnutls_alpn_get_selected_protocol(c->tls, &alpn) == 0) {
@@ -62,7 +62,7 @@ static int q_cb_handshake_completed(ngtcp2_conn *qc, void *ud) {
 
 static int q_cb_stream_open(ngtcp2_conn *qc, int64_t sid, void *ud) {
   (void)qc;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   if (!ngtcp2_is_bidi_stream(sid)) {
     return q_violation(c, VSR_ESTREAM, "peer opened a unidirectional stream");
   }
@@ -83,7 +83,7 @@ static int q_cb_recv_stream_data(ngtcp2_conn *qc, uint32_t flags, int64_t sid, u
                                  const uint8_t *data, size_t len, void *ud, void *sud) {
   (void)offset;
   (void)sud;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   if (flags & NGTCP2_STREAM_DATA_FLAG_EARLY) {
     return q_violation(c, VSR_EPROTO, "stream data in 0-RTT refused");
   }
@@ -110,7 +110,7 @@ static int q_cb_acked(ngtcp2_conn *qc, int64_t sid, uint64_t offset, uint64_t le
                       void *sud) {
   (void)qc;
   (void)sud;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   q_infl_release(c, sid, offset + len, false);
   return 0;
 }
@@ -120,7 +120,7 @@ static int q_cb_stream_close(ngtcp2_conn *qc, uint32_t flags, int64_t sid, uint6
   (void)flags;
   (void)app_code;
   (void)sud;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   if (sid == c->extra_sid) {
     c->extra_sid = -1;
     return 0;
@@ -132,7 +132,8 @@ static int q_cb_stream_close(ngtcp2_conn *qc, uint32_t flags, int64_t sid, uint6
     /* The stream was reset inside a frame: the rest of it has nowhere to go. */
     VSRI_DEBUG("VSR-QUIC", "%s quic: stream %lld reset inside a frame; dropping it", c->name,
                (long long)sid);
-    vsri_sendq_pop(c->q);
+    uint32_t size = vsri_sendq_pop(c->q);
+    if (c->ev && c->ev->on_dropped) c->ev->on_dropped(c->owner, &c->base, 1, size, VSR_ESTREAM);
   }
   q_stream_drop(c, s);
   if (c->server && ngtcp2_is_bidi_stream(sid)) ngtcp2_conn_extend_max_streams_bidi(qc, 1);
@@ -145,9 +146,12 @@ static int q_cb_stream_reset(ngtcp2_conn *qc, int64_t sid, uint64_t final_size,
                              uint64_t app_code, void *ud, void *sud) {
   (void)final_size;
   (void)sud;
-  struct vsri_conn *c = ud;
+  struct q_conn *c = ud;
   VSRI_DEBUG("VSR-QUIC", "%s quic: peer reset stream %lld (0x%llx)", c->name, (long long)sid,
              (unsigned long long)app_code);
+  /* Frames on it the kernel has not taken yet will never go out: dropped now, before a later
+   * packet of this connection could be taken for theirs (quic_infl.c). */
+  q_infl_drop_stream(c, sid);
   ngtcp2_conn_shutdown_stream(qc, sid, app_code);
   return 0;
 }

@@ -17,7 +17,7 @@ static struct q_cident *q_cidmap_slot(const struct q_cidmap *m, const uint8_t *i
   }
 }
 
-struct vsri_conn *q_cidmap_find(const struct q_cidmap *m, const uint8_t *id, size_t len) {
+struct q_conn *q_cidmap_find(const struct q_cidmap *m, const uint8_t *id, size_t len) {
   if (len > NGTCP2_MAX_CIDLEN) return NULL;
   struct q_cident *e = q_cidmap_slot(m, id, len);
   return e ? e->conn : NULL;
@@ -40,7 +40,7 @@ static int q_cidmap_grow(struct q_cidmap *m) {
   return 0;
 }
 
-static int q_cidmap_add(struct q_cidmap *m, const ngtcp2_cid *cid, struct vsri_conn *c) {
+static int q_cidmap_add(struct q_cidmap *m, const ngtcp2_cid *cid, struct q_conn *c) {
   if ((m->len + 1) * 2 > m->cap && q_cidmap_grow(m) != 0) return VSR_ENOMEM;
   struct q_cident *e = q_cidmap_slot(m, cid->data, cid->datalen);
   if (e->conn) return e->conn == c ? 0 : VSR_EDUPLICATE;
@@ -69,7 +69,7 @@ void q_cidmap_del(struct q_cidmap *m, const ngtcp2_cid *cid) {
 }
 
 /* Server connections remember their IDs so they can leave the map when freed. */
-int q_conn_add_cid(struct vsri_conn *c, const ngtcp2_cid *cid) {
+int q_conn_add_cid(struct q_conn *c, const ngtcp2_cid *cid) {
   if (c->ncids == Q_CIDS) return VSR_ELIMIT;
   int err = q_cidmap_add(&c->l->cids, cid, c);
   if (err) return err;
@@ -77,7 +77,7 @@ int q_conn_add_cid(struct vsri_conn *c, const ngtcp2_cid *cid) {
   return 0;
 }
 
-void q_conn_del_cid(struct vsri_conn *c, const ngtcp2_cid *cid) {
+void q_conn_del_cid(struct q_conn *c, const ngtcp2_cid *cid) {
   for (uint32_t i = 0; i < c->ncids; i++) {
     if (ngtcp2_cid_eq(&c->cids[i], cid)) {
       q_cidmap_del(&c->l->cids, cid);

@@ -77,7 +77,7 @@ void q_rand(uint8_t *dst, size_t len) {
   }
 }
 
-uint64_t q_now(const struct vsri_conn *c) { return vsri_io_now(c->ctx->io); }
+uint64_t q_now(const struct q_conn *c) { return vsri_io_now(c->ctx->io); }
 
 int q_app_code(int reason) {
   switch (reason) {
@@ -135,7 +135,7 @@ int q_liberr_reason(int rv) {
   }
 }
 
-void q_set_app_error(struct vsri_conn *c, uint64_t code) {
+void q_set_app_error(struct q_conn *c, uint64_t code) {
   if (c->ccerr_set) return;
   ngtcp2_connection_close_error_set_application_error(&c->ccerr, code, NULL, 0);
   c->ccerr_set = true;
@@ -143,7 +143,7 @@ void q_set_app_error(struct vsri_conn *c, uint64_t code) {
 
 /* Records a violation found inside an ngtcp2 callback; the callback then fails and the read
  * path closes with 0x1004. */
-int q_violation(struct vsri_conn *c, int reason, const char *what) {
+int q_violation(struct q_conn *c, int reason, const char *what) {
   VSRI_WARN("VSR-QUIC", "%s quic: %s (%s); closing with 0x%x", c->name, what,
             vsr_errname(reason), VSRI_QUIC_PROTOCOL_VIOLATION);
   if (!c->fail_reason) c->fail_reason = reason;

@@ -8,14 +8,15 @@
 
 static void q_conn_reap(void *arg);
 
-struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
+struct q_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
                                const struct vsri_quic_config *cfg, struct q_ep *ep,
                                bool server) {
-  struct vsri_conn *c = vsri_calloc(1, sizeof *c);
+  struct q_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
   /* Stream slots: as many as may be open at once (allocated at the first stream). */
   c->st_want = server || cfg->stream_per_request ? cfg->max_bidi_streams : 1;
   atomic_fetch_add_explicit(&q_live, 1, memory_order_relaxed);
+  c->base.ops = &vsri_transport_quic;
   c->server = server;
   c->ref.get_conn = q_get_conn;
   c->ref.user_data = c;
@@ -50,7 +51,7 @@ void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t
 }
 
 void q_trace(void *user, const char *fmt, ...) {
-  struct vsri_conn *c = user;
+  struct q_conn *c = user;
   char line[512];
   va_list ap;
   va_start(ap, fmt);
@@ -72,15 +73,15 @@ void q_params(ngtcp2_transport_params *p, const struct vsri_quic_config *cfg,
   p->active_connection_id_limit = 4;
 }
 
-void q_name(struct vsri_conn *c) {
+void q_name(struct q_conn *c) {
   vsri_format_addr((const struct sockaddr *)&c->remote, c->name, sizeof c->name);
 }
 
 /* Creates the server side of a connection for an acceptable client Initial. |odcid|: the
  * client's first Destination Connection ID, from a valid Retry token (NULL: no Retry). */
-int q_server_init(struct vsri_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+int q_server_init(struct q_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                   uint64_t now) {
-  struct vsri_listener *l = c->l;
+  struct q_listener *l = c->l;
   ngtcp2_cid scid;
   scid.datalen = Q_SCID_LEN;
   q_rand(scid.data, scid.datalen);
@@ -120,7 +121,7 @@ int q_server_init(struct vsri_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid
 }
 
 /* Frees everything but the struct; the caller decides when the memory goes. */
-void q_conn_release(struct vsri_conn *c) {
+void q_conn_release(struct q_conn *c) {
   if (c->l) {
     while (c->ncids > 0) q_cidmap_del(&c->l->cids, &c->cids[--c->ncids]);
   }
@@ -141,14 +142,15 @@ void q_conn_release(struct vsri_conn *c) {
 }
 
 /* on_closed, once, if an owner is attached (a dialer reports a failed connect first). */
-static void q_conn_notify_closed(struct vsri_conn *c) {
+static void q_conn_notify_closed(struct q_conn *c) {
   if (c->ev && c->started && !c->closed_notified) {
     c->closed_notified = true;
+    q_infl_abandon(c, c->reason); /* taken by ngtcp2, never handed to the kernel */
     if (!c->server && !c->connected_notified && c->ev->on_connected) {
       c->connected_notified = true;
-      c->ev->on_connected(c->owner, c, c->reason);
+      c->ev->on_connected(c->owner, &c->base, c->reason);
     }
-    c->ev->on_closed(c->owner, c, c->reason);
+    c->ev->on_closed(c->owner, &c->base, c->reason);
   }
   c->ev = NULL;
   c->owner = NULL;
@@ -157,10 +159,10 @@ static void q_conn_notify_closed(struct vsri_conn *c) {
 
 /* Frees the memory once the reaper ran and no completion still points at |c| (its timer; a
  * dialed connection's own endpoint). */
-void q_conn_try_free(struct vsri_conn *c) {
+void q_conn_try_free(struct q_conn *c) {
   if (c->state != Q_REAPED || c->timer.pending || (!c->l && c->ep)) return;
   q_conn_notify_closed(c);
-  struct vsri_listener *l = c->l;
+  struct q_listener *l = c->l;
   if (l) {
     if (c->prev) c->prev->next = c->next;
     else l->conns = c->next;
@@ -173,7 +175,7 @@ void q_conn_try_free(struct vsri_conn *c) {
 }
 
 void q_client_ep_free(struct q_ep *ep) {
-  struct vsri_conn *c = ep->owner;
+  struct q_conn *c = ep->owner;
   vsri_free(ep);
   c->ep = NULL;
   q_conn_try_free(c);
@@ -183,7 +185,7 @@ void q_client_ep_free(struct q_ep *ep) {
  * on_closed and the free follow once the completions are back, so an owner may delete its
  * loop right after on_closed. */
 static void q_conn_reap(void *arg) {
-  struct vsri_conn *c = arg;
+  struct q_conn *c = arg;
   struct vsri_io *io = c->ctx->io;
   vsri_io_undefer(io, &c->flush);
   if (c->ep) q_ep_unwait(c->ep, c);
@@ -200,7 +202,7 @@ static void q_conn_reap(void *arg) {
 /* Ends the connection: a server connection that sent CONNECTION_CLOSE lingers for a closing
  * period (answering a peer that keeps sending with the same packet; its owner is told now);
  * everything else goes to the reaper. */
-void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period) {
+void q_conn_finish(struct q_conn *c, int reason, bool closing_period) {
   if (c->state >= Q_CLOSING) return;
   c->state = Q_CLOSING;
   c->reason = reason;
@@ -221,7 +223,7 @@ void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period) {
 
 /* Sends CONNECTION_CLOSE with c->ccerr (once); the server keeps a copy for the closing
  * period. */
-void q_send_close(struct vsri_conn *c) {
+void q_send_close(struct q_conn *c) {
   if (!c->qc || ngtcp2_conn_is_in_closing_period(c->qc) ||
       ngtcp2_conn_is_in_draining_period(c->qc)) {
     return;
@@ -246,7 +248,7 @@ void q_send_close(struct vsri_conn *c) {
 
 /* Closes now with |reason|: CONNECTION_CLOSE (application code from the reason unless an
  * error was already recorded), then on_closed. */
-void q_conn_close_now(struct vsri_conn *c, int reason) {
+void q_conn_close_now(struct q_conn *c, int reason) {
   if (c->state >= Q_CLOSING) return;
   q_set_app_error(c, (uint64_t)q_app_code(reason));
   q_send_close(c);
@@ -254,7 +256,7 @@ void q_conn_close_now(struct vsri_conn *c, int reason) {
 }
 
 /* The peer closed (we are draining) or ngtcp2 says drop: no packet goes out. */
-static void q_conn_peer_closed(struct vsri_conn *c) {
+static void q_conn_peer_closed(struct q_conn *c) {
   ngtcp2_connection_close_error e;
   ngtcp2_conn_get_connection_close_error(c->qc, &e);
   c->close_code = e.error_code;
@@ -272,7 +274,7 @@ static void q_conn_peer_closed(struct vsri_conn *c) {
 }
 
 /* ngtcp2_conn_read_pkt failed: close with the recorded or inferred error. */
-static void q_conn_read_error(struct vsri_conn *c, int rv) {
+static void q_conn_read_error(struct q_conn *c, int rv) {
   int reason;
   switch (rv) {
   case NGTCP2_ERR_DRAINING:
@@ -312,24 +314,24 @@ static void q_conn_read_error(struct vsri_conn *c, int rv) {
 }
 
 /* After packets were read: report the connection once it is usable, schedule writes. */
-static void q_conn_after_input(struct vsri_conn *c) {
+static void q_conn_after_input(struct q_conn *c) {
   if (c->state >= Q_CLOSING) return;
   if (c->server && c->state == Q_ESTABLISHED && c->had_stream) {
     c->state = Q_ACTIVE;
     if (!c->counted) q_halfopen_leave(c);
-    c->l->on_accept(c->l->owner, c);
+    c->l->on_accept(c->l->owner, &c->base);
     if (c->state >= Q_CLOSING) return;
   }
   if (!c->server && q_hs_done(c) && !c->connected_notified) {
     c->connected_notified = true;
     if (c->state == Q_ESTABLISHED) c->state = Q_ACTIVE;
-    if (c->ev->on_connected) c->ev->on_connected(c->owner, c, 0);
+    if (c->ev->on_connected) c->ev->on_connected(c->owner, &c->base, 0);
     if (c->state >= Q_CLOSING) return;
   }
   q_conn_schedule(c);
 }
 
-void q_conn_input(struct vsri_conn *c, const struct sockaddr *from, socklen_t fromlen,
+void q_conn_input(struct q_conn *c, const struct sockaddr *from, socklen_t fromlen,
                   const uint8_t *pkt, size_t len) {
   if (c->state == Q_CLOSING && c->close_pkt) {
     q_ep_send(c->ep, from, fromlen, c->close_pkt, c->close_len, c->close_len);
@@ -351,8 +353,9 @@ void q_conn_input(struct vsri_conn *c, const struct sockaddr *from, socklen_t fr
 
 /* ---- ops ------------------------------------------------------------------------------- */
 
-static void q_start(struct vsri_conn *c, const struct vsri_conn_events *ev, void *owner,
+static void q_start(struct vsri_conn *b, const struct vsri_conn_events *ev, void *owner,
                     struct vsri_sendq *q) {
+  struct q_conn *c = q_conn_of(b);
   c->ev = ev;
   c->owner = owner;
   c->q = q;
@@ -361,11 +364,13 @@ static void q_start(struct vsri_conn *c, const struct vsri_conn_events *ev, void
   q_conn_schedule(c);
 }
 
-static void q_kick(struct vsri_conn *c) {
+static void q_kick(struct vsri_conn *b) {
+  struct q_conn *c = q_conn_of(b);
   if (c->started && c->state < Q_CLOSING) q_conn_schedule(c);
 }
 
-static void q_close(struct vsri_conn *c, int reason, bool drain) {
+static void q_close(struct vsri_conn *b, int reason, bool drain) {
+  struct q_conn *c = q_conn_of(b);
   if (c->state >= Q_CLOSING) return;
   if (c->state == Q_DRAINING) {
     if (!drain) c->close_drain = false; /* escalate a drain to a hard close */
@@ -380,10 +385,11 @@ static void q_close(struct vsri_conn *c, int reason, bool drain) {
   q_conn_schedule(c);
 }
 
-static const char *q_peer_name(const struct vsri_conn *c) { return c->name; }
+static const char *q_peer_name(const struct vsri_conn *b) { return q_conn_of_const(b)->name; }
 
 /* The oldest frame in progress on any open stream is the one the frame timeout judges. */
-static void q_rx_clock(const struct vsri_conn *c, struct vsri_rx_clock *out) {
+static void q_rx_clock(const struct vsri_conn *b, struct vsri_rx_clock *out) {
+  const struct q_conn *c = q_conn_of_const(b);
   *out = (struct vsri_rx_clock){.last_rx_ns = c->last_rx};
   for (uint32_t i = 0; i < c->nst; i++) {
     const struct q_stream *s = &c->st[i];

@@ -10,7 +10,7 @@ static void q_client_packet(struct q_ep *ep, const struct sockaddr *from, sockle
 }
 
 static void q_client_error(struct q_ep *ep, int err) {
-  struct vsri_conn *c = ep->owner;
+  struct q_conn *c = ep->owner;
   if (err == ECONNREFUSED && !q_hs_done(c) && c->state < Q_CLOSING) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: connection refused (no UDP listener)", c->name);
     q_conn_finish(c, VSR_ECONNREFUSED, false);
@@ -19,7 +19,7 @@ static void q_client_error(struct q_ep *ep, int err) {
   VSRI_DEBUG("VSR-QUIC", "%s quic: socket: %s", c->name, strerror(err));
 }
 
-static int q_client_init(struct vsri_conn *c, const struct vsri_quic_config *cfg) {
+static int q_client_init(struct q_conn *c, const struct vsri_quic_config *cfg) {
   ngtcp2_cid dcid, scid;
   dcid.datalen = 18;
   q_rand(dcid.data, dcid.datalen);
@@ -66,7 +66,7 @@ int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
   }
   struct q_ep *ep = vsri_calloc(1, sizeof *ep);
   if (!ep) return VSR_ENOMEM;
-  struct vsri_conn *c = q_conn_alloc(ctx, cfg, ep, false);
+  struct q_conn *c = q_conn_alloc(ctx, cfg, ep, false);
   if (!c) {
     vsri_free(ep);
     return VSR_ENOMEM;
@@ -98,6 +98,6 @@ int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
   }
   q_ep_rx_arm(ep);
   q_conn_schedule(c);
-  *out = c;
+  *out = &c->base;
   return 0;
 }

@@ -250,7 +250,7 @@ void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
 
 bool q_ep_blocked(const struct q_ep *ep) { return ep->tx_c.pending; }
 
-void q_ep_wait(struct q_ep *ep, struct vsri_conn *c) {
+void q_ep_wait(struct q_ep *ep, struct q_conn *c) {
   if (c->waiting) return;
   c->waiting = true;
   c->wait_next = NULL;
@@ -259,9 +259,9 @@ void q_ep_wait(struct q_ep *ep, struct vsri_conn *c) {
   ep->wait_tail = c;
 }
 
-void q_ep_unwait(struct q_ep *ep, struct vsri_conn *c) {
+void q_ep_unwait(struct q_ep *ep, struct q_conn *c) {
   if (!c->waiting) return;
-  struct vsri_conn **pp = &ep->wait_head, *prev = NULL;
+  struct q_conn **pp = &ep->wait_head, *prev = NULL;
   while (*pp && *pp != c) {
     prev = *pp;
     pp = &(*pp)->wait_next;
@@ -282,7 +282,7 @@ static void q_ep_tx_done(struct vsri_io *io, struct vsri_completion *tc, int32_t
     return;
   }
   while (ep->wait_head) {
-    struct vsri_conn *c = ep->wait_head;
+    struct q_conn *c = ep->wait_head;
     ep->wait_head = c->wait_next;
     if (!ep->wait_head) ep->wait_tail = NULL;
     c->waiting = false;

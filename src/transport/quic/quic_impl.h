@@ -44,6 +44,7 @@
 #include "frame/decode.h"
 #include "transport/quic.h"
 #include "util/alloc.h"
+#include "util/list.h"
 #include "util/log.h"
 #include "vsrbus/error.h"
 
@@ -99,7 +100,10 @@
 #define q_feed vsri_q_feed
 #define q_get_conn vsri_q_get_conn
 #define q_halfopen_leave vsri_q_halfopen_leave
+#define q_infl_abandon vsri_q_infl_abandon
 #define q_infl_clear vsri_q_infl_clear
+#define q_infl_drop_stream vsri_q_infl_drop_stream
+#define q_infl_kernel vsri_q_infl_kernel
 #define q_infl_push vsri_q_infl_push
 #define q_infl_release vsri_q_infl_release
 #define q_infl_reserve vsri_q_infl_reserve
@@ -169,13 +173,13 @@ struct q_ep {
   _Alignas(size_t) uint8_t tx_ctl[CMSG_SPACE(sizeof(uint16_t))];
   uint8_t *tx_park;
   struct vsri_completion close_c;
-  struct vsri_conn *wait_head, *wait_tail;
+  struct q_conn *wait_head, *wait_tail;
   void (*tx_hook)(void *user, const uint8_t *pkt, size_t len);
   void *tx_hook_user;
 };
 
 struct q_cident {
-  struct vsri_conn *conn; /* NULL: empty slot */
+  struct q_conn *conn; /* NULL: empty slot */
   uint8_t len;
   uint8_t id[NGTCP2_MAX_CIDLEN];
 };
@@ -195,7 +199,9 @@ struct q_src {
   uint32_t n;            /* 0: empty slot */
 };
 
-struct vsri_listener {
+/* A listener: the transport-neutral base first (transport.h), then the QUIC state. */
+struct q_listener {
+  struct vsri_listener base; /* first: vsri_transport_quic's ops convert with q_listener_of */
   const struct vsri_transport_ctx *ctx;
   struct vsri_quic_config cfg;
   struct q_ep ep;
@@ -204,7 +210,7 @@ struct vsri_listener {
   void (*on_accept)(void *owner, struct vsri_conn *conn);
   void *owner;
   struct q_cidmap cids;
-  struct vsri_conn *conns; /* every connection, live or closing */
+  struct q_conn *conns; /* every connection, live or closing */
   uint32_t nconns;
   uint32_t nhandshaking; /* not yet reported to the owner */
   uint8_t reset_secret[32];
@@ -212,7 +218,7 @@ struct vsri_listener {
   char name[64];
   /* Handshake-flood admission: half-opens (server connections not yet reported) oldest first,
    * counted per source; Retry tokens sealed with |token_secret|. */
-  struct vsri_conn *ho_head, *ho_tail;
+  struct q_conn *ho_head, *ho_tail;
   struct q_src *srcs; /* open addressing, 2x max_handshakes slots */
   uint32_t srcs_cap;
   uint8_t token_secret[32];
@@ -245,22 +251,32 @@ struct q_stream {
   struct vsri_decoder dec;
 };
 
-/* A frame whose bytes ngtcp2 may still need: released once acked up to |end|. */
+/* What the owner was told about an in-flight frame (quic_infl.c). */
+enum q_infl_state {
+  Q_INFL_TAKEN = 0, /* ngtcp2 took it; the kernel has not yet: not reported */
+  Q_INFL_SENT,      /* reported sent */
+  Q_INFL_DROPPED,   /* reported dropped */
+};
+
+/* A frame whose bytes ngtcp2 may still need: released once acked up to |end| (|done|). */
 struct q_infl {
   struct vsr_msg *m;
   int64_t sid;
   uint64_t end;
   bool done;
+  enum q_infl_state state;
 };
 
-struct vsri_conn {
+/* A connection: the transport-neutral base first (transport.h), then the QUIC state. */
+struct q_conn {
+  struct vsri_conn base;      /* first: vsri_transport_quic's ops convert with q_conn_of */
   ngtcp2_crypto_conn_ref ref; /* the GnuTLS session's pointer */
   const struct vsri_transport_ctx *ctx;
   const struct vsri_quic_config *cfg;
-  struct vsri_listener *l; /* server side; NULL when dialed */
+  struct q_listener *l; /* server side; NULL when dialed */
   struct q_ep *ep;
-  struct vsri_conn *prev, *next; /* listener's list */
-  struct vsri_conn *wait_next;   /* endpoint's send-wait list */
+  struct q_conn *prev, *next; /* listener's list */
+  struct q_conn *wait_next;   /* endpoint's send-wait list */
   bool waiting;
   ngtcp2_conn *qc;
   gnutls_session_t tls;
@@ -292,8 +308,10 @@ struct vsri_conn {
   int64_t rx_sid;   /* the stream of the frame being delivered (tests) */
   bool stream_blocked, had_stream;
   uint64_t last_rx; /* the owner's timeout clock (struct vsri_rx_clock) */
-  struct q_infl *infl;
-  uint32_t infl_cap, infl_head, infl_len;
+  struct q_infl *infl;       /* in-flight frames: storage of |infl_ring| (quic_infl.c) */
+  struct vsri_ring infl_ring;
+  uint32_t infl_unsent;      /* the newest entries not yet reported sent or dropped */
+  bool tx_parked;            /* a burst with our packets waits on the endpoint (EAGAIN) */
   struct vsr_msg **pend; /* frames decoded before start() */
   uint32_t pend_len, pend_cap;
   /* Timers and deferred work. */
@@ -309,7 +327,7 @@ struct vsri_conn {
   bool pinned;
   /* Server half-open: the listener's age list, its source, whether its address was validated
    * by a Retry token. */
-  struct vsri_conn *ho_prev, *ho_next;
+  struct q_conn *ho_prev, *ho_next;
   bool ho_linked, validated;
   uint8_t srckey[Q_SRCKEY];
   /* Tests: an extra stream carrying raw bytes. */
@@ -318,6 +336,19 @@ struct vsri_conn {
   size_t extra_len, extra_off;
   char name[64];
 };
+
+static inline struct q_conn *q_conn_of(struct vsri_conn *b) {
+  return vsri_container_of(b, struct q_conn, base);
+}
+static inline const struct q_conn *q_conn_of_const(const struct vsri_conn *b) {
+  return vsri_container_of(b, const struct q_conn, base);
+}
+static inline struct q_listener *q_listener_of(struct vsri_listener *b) {
+  return vsri_container_of(b, struct q_listener, base);
+}
+static inline const struct q_listener *q_listener_of_const(const struct vsri_listener *b) {
+  return vsri_container_of(b, const struct q_listener, base);
+}
 
 /* ---- shared data ------------------------------------------------------------------------- */
 
@@ -331,7 +362,7 @@ extern int (*q_test_client_tls)(gnutls_session_t s);
 
 /* The handshake completed. A close request (DRAINING) hides the state it interrupted, and a
  * connection past it no longer asks: there ngtcp2 knows. */
-static inline bool q_hs_done(const struct vsri_conn *c) {
+static inline bool q_hs_done(const struct q_conn *c) {
   if (c->state >= Q_DRAINING) return c->qc && ngtcp2_conn_get_handshake_completed(c->qc);
   return c->state >= Q_ESTABLISHED;
 }
@@ -341,26 +372,26 @@ static inline bool q_hs_done(const struct vsri_conn *c) {
 /* quic_config.c */
 const struct vsri_quic_config *q_cfg(const struct vsri_transport_ctx *ctx);
 void q_rand(uint8_t *dst, size_t len);
-uint64_t q_now(const struct vsri_conn *c);
+uint64_t q_now(const struct q_conn *c);
 int q_app_code(int reason);
 int q_peer_reason(uint64_t code, bool app);
 int q_liberr_reason(int rv);
-void q_set_app_error(struct vsri_conn *c, uint64_t code);
-int q_violation(struct vsri_conn *c, int reason, const char *what);
+void q_set_app_error(struct q_conn *c, uint64_t code);
+int q_violation(struct q_conn *c, int reason, const char *what);
 
 /* quic_cid.c */
-struct vsri_conn *q_cidmap_find(const struct q_cidmap *m, const uint8_t *id, size_t len);
+struct q_conn *q_cidmap_find(const struct q_cidmap *m, const uint8_t *id, size_t len);
 void q_cidmap_del(struct q_cidmap *m, const ngtcp2_cid *cid);
-int q_conn_add_cid(struct vsri_conn *c, const ngtcp2_cid *cid);
-void q_conn_del_cid(struct vsri_conn *c, const ngtcp2_cid *cid);
+int q_conn_add_cid(struct q_conn *c, const ngtcp2_cid *cid);
+void q_conn_del_cid(struct q_conn *c, const ngtcp2_cid *cid);
 
 /* quic_listen.c */
 void q_src_key(const struct sockaddr *sa, uint8_t key[Q_SRCKEY]);
-uint32_t q_src_count(const struct vsri_listener *l, const uint8_t key[Q_SRCKEY]);
-void q_halfopen_leave(struct vsri_conn *c);
+uint32_t q_src_count(const struct q_listener *l, const uint8_t key[Q_SRCKEY]);
+void q_halfopen_leave(struct q_conn *c);
 void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fromlen,
                      const uint8_t *pkt, size_t len);
-void q_listener_maybe_free(struct vsri_listener *l);
+void q_listener_maybe_free(struct q_listener *l);
 int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
              const char *addr, void (*on_accept)(void *owner, struct vsri_conn *conn),
              void *owner);
@@ -376,57 +407,64 @@ void q_ep_rx_arm(struct q_ep *ep);
 void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
                const uint8_t *data, size_t len, size_t seg);
 bool q_ep_blocked(const struct q_ep *ep);
-void q_ep_wait(struct q_ep *ep, struct vsri_conn *c);
-void q_ep_unwait(struct q_ep *ep, struct vsri_conn *c);
+void q_ep_wait(struct q_ep *ep, struct q_conn *c);
+void q_ep_unwait(struct q_ep *ep, struct q_conn *c);
 
 /* quic_infl.c */
-bool q_infl_reserve(struct vsri_conn *c, uint32_t n);
-void q_infl_push(struct vsri_conn *c, int64_t sid, struct vsr_msg *m, uint64_t end);
-void q_infl_release(struct vsri_conn *c, int64_t sid, uint64_t upto, bool all);
-void q_infl_clear(struct vsri_conn *c);
+bool q_infl_reserve(struct q_conn *c, uint32_t n);
+void q_infl_push(struct q_conn *c, int64_t sid, struct vsr_msg *m, uint64_t end);
+void q_infl_release(struct q_conn *c, int64_t sid, uint64_t upto, bool all);
+void q_infl_clear(struct q_conn *c);
+/* The kernel took every packet written so far: reports their frames sent. */
+void q_infl_kernel(struct q_conn *c);
+/* The peer reset stream |sid|: its frames not yet reported are dropped now (VSR_ESTREAM); their
+ * references stay until the stream closes. */
+void q_infl_drop_stream(struct q_conn *c, int64_t sid);
+/* The connection closes with |reason|: frames not yet reported are dropped (before on_closed). */
+void q_infl_abandon(struct q_conn *c, int reason);
 
 /* quic_stream.c */
-void q_deliver_pending(struct vsri_conn *c);
-void q_pend_clear(struct vsri_conn *c);
-int q_feed(struct vsri_conn *c, struct q_stream *s, const uint8_t *p, size_t n);
-struct q_stream *q_stream_find(struct vsri_conn *c, int64_t sid);
-struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid);
-void q_stream_drop(struct vsri_conn *c, struct q_stream *s);
+void q_deliver_pending(struct q_conn *c);
+void q_pend_clear(struct q_conn *c);
+int q_feed(struct q_conn *c, struct q_stream *s, const uint8_t *p, size_t n);
+struct q_stream *q_stream_find(struct q_conn *c, int64_t sid);
+struct q_stream *q_stream_add(struct q_conn *c, int64_t sid);
+void q_stream_drop(struct q_conn *c, struct q_stream *s);
 
 /* quic_cb.c */
 ngtcp2_conn *q_get_conn(ngtcp2_crypto_conn_ref *ref);
 
 /* quic_tls.c */
-int q_server_tls(struct vsri_conn *c);
-int q_client_tls(struct vsri_conn *c);
+int q_server_tls(struct q_conn *c);
+int q_client_tls(struct q_conn *c);
 
 /* quic_conn.c */
-struct vsri_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
+struct q_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
                                const struct vsri_quic_config *cfg, struct q_ep *ep,
                                bool server);
 void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t now);
 void q_trace(void *user, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void q_params(ngtcp2_transport_params *p, const struct vsri_quic_config *cfg,
               bool server);
-void q_name(struct vsri_conn *c);
-int q_server_init(struct vsri_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+void q_name(struct q_conn *c);
+int q_server_init(struct q_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                   uint64_t now);
-void q_conn_release(struct vsri_conn *c);
-void q_conn_try_free(struct vsri_conn *c);
+void q_conn_release(struct q_conn *c);
+void q_conn_try_free(struct q_conn *c);
 void q_client_ep_free(struct q_ep *ep);
-void q_conn_finish(struct vsri_conn *c, int reason, bool closing_period);
-void q_send_close(struct vsri_conn *c);
-void q_conn_close_now(struct vsri_conn *c, int reason);
-void q_conn_input(struct vsri_conn *c, const struct sockaddr *from, socklen_t fromlen,
+void q_conn_finish(struct q_conn *c, int reason, bool closing_period);
+void q_send_close(struct q_conn *c);
+void q_conn_close_now(struct q_conn *c, int reason);
+void q_conn_input(struct q_conn *c, const struct sockaddr *from, socklen_t fromlen,
                   const uint8_t *pkt, size_t len);
 
 /* quic_write.c */
-void q_conn_write(struct vsri_conn *c);
+void q_conn_write(struct q_conn *c);
 
 /* quic_timer.c */
-void q_conn_schedule(struct vsri_conn *c);
+void q_conn_schedule(struct q_conn *c);
 void q_conn_flush(void *arg);
-void q_timer_update(struct vsri_conn *c);
+void q_timer_update(struct q_conn *c);
 void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res);
 
 /* quic_dial.c */

@@ -24,7 +24,7 @@ void q_src_key(const struct sockaddr *sa, uint8_t key[Q_SRCKEY]) {
   }
 }
 
-static struct q_src *q_src_slot(const struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
+static struct q_src *q_src_slot(const struct q_listener *l, const uint8_t key[Q_SRCKEY]) {
   uint32_t mask = l->srcs_cap - 1;
   for (uint32_t i = (uint32_t)XXH3_64bits_withSeed(key, Q_SRCKEY, l->cids.seed) & mask;;
        i = (i + 1) & mask) {
@@ -33,19 +33,19 @@ static struct q_src *q_src_slot(const struct vsri_listener *l, const uint8_t key
   }
 }
 
-uint32_t q_src_count(const struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
+uint32_t q_src_count(const struct q_listener *l, const uint8_t key[Q_SRCKEY]) {
   return l->srcs_cap ? q_src_slot(l, key)->n : 0;
 }
 
 /* Never full: at most max_handshakes sources hold half-opens, in 2x as many slots. */
-static void q_src_add(struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
+static void q_src_add(struct q_listener *l, const uint8_t key[Q_SRCKEY]) {
   struct q_src *e = q_src_slot(l, key);
   if (!e->n) memcpy(e->key, key, Q_SRCKEY);
   e->n++;
 }
 
 /* Removes with backward shift, like the connection ID map. */
-static void q_src_del(struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
+static void q_src_del(struct q_listener *l, const uint8_t key[Q_SRCKEY]) {
   struct q_src *e = q_src_slot(l, key);
   if (!e->n || --e->n > 0) return;
   uint32_t mask = l->srcs_cap - 1, i = (uint32_t)(e - l->srcs);
@@ -60,8 +60,8 @@ static void q_src_del(struct vsri_listener *l, const uint8_t key[Q_SRCKEY]) {
 }
 
 /* A new server connection is half-open until reported (or closed). */
-static void q_halfopen_enter(struct vsri_conn *c, const struct sockaddr *from) {
-  struct vsri_listener *l = c->l;
+static void q_halfopen_enter(struct q_conn *c, const struct sockaddr *from) {
+  struct q_listener *l = c->l;
   l->nhandshaking++;
   q_src_key(from, c->srckey);
   q_src_add(l, c->srckey);
@@ -75,8 +75,8 @@ static void q_halfopen_enter(struct vsri_conn *c, const struct sockaddr *from) {
   if (l->nhandshaking > l->adm.halfopen_peak) l->adm.halfopen_peak = l->nhandshaking;
 }
 
-void q_halfopen_leave(struct vsri_conn *c) {
-  struct vsri_listener *l = c->l;
+void q_halfopen_leave(struct q_conn *c) {
+  struct q_listener *l = c->l;
   c->counted = true;
   l->nhandshaking--;
   if (!c->ho_linked) return;
@@ -91,8 +91,8 @@ void q_halfopen_leave(struct vsri_conn *c) {
 
 /* The half-open to evict: the oldest one whose address was not validated (by a Retry token or
  * a finished handshake), else the oldest. */
-static struct vsri_conn *q_halfopen_victim(const struct vsri_listener *l) {
-  for (struct vsri_conn *c = l->ho_head; c; c = c->ho_next) {
+static struct q_conn *q_halfopen_victim(const struct q_listener *l) {
+  for (struct q_conn *c = l->ho_head; c; c = c->ho_next) {
     if (!c->validated && !q_hs_done(c)) return c;
   }
   return l->ho_head;
@@ -100,7 +100,7 @@ static struct vsri_conn *q_halfopen_victim(const struct vsri_listener *l) {
 
 /* ---- server side ----------------------------------------------------------------------- */
 
-static void q_send_version_negotiation(struct vsri_listener *l, const struct sockaddr *from,
+static void q_send_version_negotiation(struct q_listener *l, const struct sockaddr *from,
                                        socklen_t fromlen, const ngtcp2_version_cid *vc,
                                        size_t len) {
   if (len < NGTCP2_MAX_UDP_PAYLOAD_SIZE) return; /* RFC 9000 §6: no reply to small datagrams */
@@ -122,7 +122,7 @@ static const char *q_peer_text(const struct sockaddr *sa, char *buf, size_t len)
 
 /* Answers an Initial with a Retry carrying a token that seals the client's address, its first
  * Destination Connection ID and the time; no state is kept. */
-static void q_send_retry(struct vsri_listener *l, const struct sockaddr *from, socklen_t fromlen,
+static void q_send_retry(struct q_listener *l, const struct sockaddr *from, socklen_t fromlen,
                          const ngtcp2_pkt_hd *hd, size_t rxlen, uint64_t now) {
   ngtcp2_cid scid;
   scid.datalen = Q_SCID_LEN;
@@ -139,7 +139,7 @@ static void q_send_retry(struct vsri_listener *l, const struct sockaddr *from, s
 }
 
 /* Refuses an Initial whose Retry token does not verify, without keeping state. */
-static void q_send_invalid_token(struct vsri_listener *l, const struct sockaddr *from,
+static void q_send_invalid_token(struct q_listener *l, const struct sockaddr *from,
                                  socklen_t fromlen, const ngtcp2_pkt_hd *hd) {
   ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(
       q_txbuf, 1200, hd->version, &hd->scid, &hd->dcid, NGTCP2_INVALID_TOKEN, NULL, 0);
@@ -148,7 +148,7 @@ static void q_send_invalid_token(struct vsri_listener *l, const struct sockaddr 
 
 /* Makes room by closing a half-open: CONNECTION_REFUSED goes out (a real client gives up at
  * once instead of waiting for its handshake timeout), its memory goes at the end of the turn. */
-static void q_evict(struct vsri_listener *l, struct vsri_conn *v) {
+static void q_evict(struct q_listener *l, struct q_conn *v) {
   if (!v) return;
   l->adm.evicted++;
   VSRI_INFO("VSR-QUIC-FLOOD", "%s quic: %u half-open (max_handshakes); evicted the oldest, from "
@@ -171,7 +171,7 @@ static void q_evict(struct vsri_listener *l, struct vsri_conn *v) {
  * limit: it proved its address with a round trip, many real clients may share one address
  * (NAT, one host's benchmark), and a source that keeps validating can only push out the
  * oldest half-opens, never lock newcomers out. */
-static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct sockaddr *from,
+static struct q_conn *q_server_accept(struct q_listener *l, const struct sockaddr *from,
                                          socklen_t fromlen, const uint8_t *pkt, size_t len) {
   ngtcp2_pkt_hd hd;
   if (l->closing || ngtcp2_accept(&hd, pkt, len) != 0) return NULL;
@@ -219,7 +219,7 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
     return NULL;
   }
   if (l->nhandshaking >= cfg->max_handshakes) q_evict(l, q_halfopen_victim(l));
-  struct vsri_conn *c = q_conn_alloc(l->ctx, &l->cfg, &l->ep, true);
+  struct q_conn *c = q_conn_alloc(l->ctx, &l->cfg, &l->ep, true);
   if (!c) return NULL;
   c->l = l;
   c->validated = validated;
@@ -243,7 +243,7 @@ static struct vsri_conn *q_server_accept(struct vsri_listener *l, const struct s
 
 void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fromlen,
                      const uint8_t *pkt, size_t len) {
-  struct vsri_listener *l = ep->owner;
+  struct q_listener *l = ep->owner;
   if (len == 0) return; /* an empty datagram: ngtcp2 asserts on it */
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, pkt, len, Q_SCID_LEN);
@@ -252,7 +252,7 @@ void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fro
     return;
   }
   if (rv != 0) return;
-  struct vsri_conn *c = q_cidmap_find(&l->cids, vc.dcid, vc.dcidlen);
+  struct q_conn *c = q_cidmap_find(&l->cids, vc.dcid, vc.dcidlen);
   if (!c && !(c = q_server_accept(l, from, fromlen, pkt, len))) return;
   q_conn_input(c, from, fromlen, pkt, len);
 }
@@ -260,7 +260,7 @@ void q_server_packet(struct q_ep *ep, const struct sockaddr *from, socklen_t fro
 /* ---- listener -------------------------------------------------------------------------- */
 
 static void q_listener_ep_free(struct q_ep *ep) {
-  struct vsri_listener *l = ep->owner;
+  struct q_listener *l = ep->owner;
   vsri_free(l->cids.slots);
   vsri_free(l->srcs);
   if (l->prio) gnutls_priority_deinit(l->prio);
@@ -270,11 +270,11 @@ static void q_listener_ep_free(struct q_ep *ep) {
 }
 
 /* A closed listener goes once its last connection has. */
-void q_listener_maybe_free(struct vsri_listener *l) {
+void q_listener_maybe_free(struct q_listener *l) {
   if (l->closing && l->nconns == 0 && !l->ep.dead) q_ep_kill(&l->ep);
 }
 
-static int q_listener_cert(struct vsri_listener *l) {
+static int q_listener_cert(struct q_listener *l) {
   if (l->cfg.cert) {
     l->cert = l->cfg.cert;
     return 0;
@@ -302,9 +302,10 @@ int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
   }
   int err = vsri_quic_config_check(q_cfg(ctx));
   if (err) return err;
-  struct vsri_listener *l = vsri_calloc(1, sizeof *l);
+  struct q_listener *l = vsri_calloc(1, sizeof *l);
   if (!l) return VSR_ENOMEM;
   atomic_fetch_add_explicit(&q_live, 1, memory_order_relaxed);
+  l->base.ops = &vsri_transport_quic;
   l->ctx = ctx;
   l->cfg = *q_cfg(ctx);
   l->on_accept = on_accept;
@@ -341,20 +342,22 @@ int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
             l->ep.gso ? "on" : "off", l->ep.gro ? "on" : "off",
             l->cert->generated ? "self-signed localhost" : "server", fp);
   q_ep_rx_arm(&l->ep);
-  *out = l;
+  *out = &l->base;
   return 0;
 }
 
-void q_listener_addr(const struct vsri_listener *l, char *buf, size_t len) {
+void q_listener_addr(const struct vsri_listener *lb, char *buf, size_t len) {
+  const struct q_listener *l = q_listener_of_const(lb);
   vsri_format_addr((const struct sockaddr *)&l->ep.local, buf, len);
 }
 
 /* Stops accepting: connections not yet reported are closed; reported ones stay with their
  * owner (they share the socket, which closes after the last of them). */
-void q_listener_close(struct vsri_listener *l) {
+void q_listener_close(struct vsri_listener *lb) {
+  struct q_listener *l = q_listener_of(lb);
   if (l->closing) return;
   l->closing = true;
-  for (struct vsri_conn *c = l->conns; c; c = c->next) {
+  for (struct q_conn *c = l->conns; c; c = c->next) {
     if (c->state < Q_ACTIVE) {
       q_conn_close_now(c, VSR_ESHUTDOWN);
     } else if (c->state == Q_CLOSING) {
@@ -365,19 +368,24 @@ void q_listener_close(struct vsri_listener *l) {
   q_listener_maybe_free(l);
 }
 
-void vsri_quic_listener_fingerprint(const struct vsri_listener *l, uint8_t out[32]) {
+void vsri_quic_listener_fingerprint(const struct vsri_listener *lb, uint8_t out[32]) {
+  const struct q_listener *l = q_listener_of_const(lb);
   memcpy(out, l->cert->sha256, VSRI_SHA256_LEN);
 }
 
-void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_quic_admission *out) {
+void vsri_quic_listener_admission(const struct vsri_listener *lb,
+                                  struct vsri_quic_admission *out) {
+  const struct q_listener *l = q_listener_of_const(lb);
   *out = l->adm;
   out->halfopen = l->nhandshaking;
 }
 
 /* Connection aggregates for the metrics endpoint: every connection not yet closed. */
-void vsri_quic_listener_conn_agg(const struct vsri_listener *l, struct vsri_quic_conn_agg *out) {
+void vsri_quic_listener_conn_agg(const struct vsri_listener *lb,
+                                 struct vsri_quic_conn_agg *out) {
+  const struct q_listener *l = q_listener_of_const(lb);
   *out = (struct vsri_quic_conn_agg){0};
-  for (const struct vsri_conn *c = l->conns; c; c = c->next) {
+  for (const struct q_conn *c = l->conns; c; c = c->next) {
     if (c->state >= Q_CLOSED || !c->qc) continue;
     ngtcp2_conn_stat st;
     ngtcp2_conn_get_conn_stat(c->qc, &st);

@@ -5,14 +5,14 @@
 
 /* ---- delivery -------------------------------------------------------------------------- */
 
-static void q_deliver(struct vsri_conn *c, struct vsr_msg *m) {
+static void q_deliver(struct q_conn *c, struct vsr_msg *m) {
   if (c->state >= Q_CLOSING || (c->state == Q_DRAINING && c->started)) {
     vsr_msg_unref(m); /* closing: reading has stopped */
     return;
   }
   if (c->started) {
     if (c->pend_len) q_deliver_pending(c); /* frames held before start() go first */
-    c->ev->on_frame(c->owner, c, m);
+    c->ev->on_frame(c->owner, &c->base, m);
     vsr_msg_unref(m);
     return;
   }
@@ -31,20 +31,20 @@ static void q_deliver(struct vsri_conn *c, struct vsr_msg *m) {
   c->pend[c->pend_len++] = m;
 }
 
-void q_deliver_pending(struct vsri_conn *c) {
+void q_deliver_pending(struct q_conn *c) {
   uint32_t n = c->pend_len, i = 0;
   int64_t rx_sid = c->rx_sid;
   c->pend_len = 0;
   c->rx_sid = -1;
   for (; i < n && c->state < Q_DRAINING; i++) {
-    c->ev->on_frame(c->owner, c, c->pend[i]);
+    c->ev->on_frame(c->owner, &c->base, c->pend[i]);
     vsr_msg_unref(c->pend[i]);
   }
   c->rx_sid = rx_sid;
   for (; i < n; i++) vsr_msg_unref(c->pend[i]);
 }
 
-void q_pend_clear(struct vsri_conn *c) {
+void q_pend_clear(struct q_conn *c) {
   for (uint32_t i = 0; i < c->pend_len; i++) vsr_msg_unref(c->pend[i]);
   vsri_free(c->pend);
   c->pend = NULL;
@@ -52,7 +52,7 @@ void q_pend_clear(struct vsri_conn *c) {
 }
 
 /* A frame error poisons the stream: log like TCP does, close with 0x1004. */
-static int q_frame_error(struct vsri_conn *c, const struct vsri_decoder *dec, int err) {
+static int q_frame_error(struct q_conn *c, const struct vsri_decoder *dec, int err) {
   if (err == VSR_EPOOL) {
     VSRI_WARN("VSR-POOL", "%s quic: message pool exhausted; closing", c->name);
     c->fail_reason = VSR_EPOOL;
@@ -75,7 +75,7 @@ static int q_frame_error(struct vsri_conn *c, const struct vsri_decoder *dec, in
 }
 
 /* Feeds bytes of stream |s| to its decoder. Returns 0 or NGTCP2_ERR_CALLBACK_FAILURE. */
-int q_feed(struct vsri_conn *c, struct q_stream *s, const uint8_t *p, size_t n) {
+int q_feed(struct q_conn *c, struct q_stream *s, const uint8_t *p, size_t n) {
   uint64_t now = q_now(c);
   c->last_rx = now;
   while (n > 0) {
@@ -100,7 +100,7 @@ int q_feed(struct vsri_conn *c, struct q_stream *s, const uint8_t *p, size_t n) 
 
 /* ---- streams --------------------------------------------------------------------------- */
 
-struct q_stream *q_stream_find(struct vsri_conn *c, int64_t sid) {
+struct q_stream *q_stream_find(struct q_conn *c, int64_t sid) {
   if (sid < 0) return NULL;
   for (uint32_t i = 0; i < c->nst; i++) {
     if (c->st[i].sid == sid) return &c->st[i];
@@ -110,7 +110,7 @@ struct q_stream *q_stream_find(struct vsri_conn *c, int64_t sid) {
 
 /* Takes a free slot for stream |sid|; NULL when all max_bidi_streams are in use (or, at the
  * first stream, memory is short: c->st stays NULL). */
-struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid) {
+struct q_stream *q_stream_add(struct q_conn *c, int64_t sid) {
   if (!c->st) {
     /* Once per connection, never per request, and not before a stream exists (a flood of
      * handshakes costs no stream memory). */
@@ -138,7 +138,7 @@ struct q_stream *q_stream_add(struct vsri_conn *c, int64_t sid) {
 }
 
 /* The stream closed: its slot (and decoder) is ready for the next one. */
-void q_stream_drop(struct vsri_conn *c, struct q_stream *s) {
+void q_stream_drop(struct q_conn *c, struct q_stream *s) {
   if (!vsri_decoder_idle(&s->dec)) {
     vsri_decoder_free(&s->dec);
     vsri_conn_decoder_init(&s->dec, c->ctx);

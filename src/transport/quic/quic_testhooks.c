@@ -54,7 +54,7 @@ static int q_lie_alert(gnutls_session_t s, gnutls_record_encryption_level_t glev
 
 static int q_lie_tp_recv(gnutls_session_t s, const unsigned char *data, size_t len) {
   ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
-  struct vsri_conn *c = ref->user_data;
+  struct q_conn *c = ref->user_data;
   ngtcp2_transport_params p;
   uint8_t buf[512];
   int rv = ngtcp2_decode_transport_params(&p, NGTCP2_TRANSPORT_PARAMS_TYPE_ENCRYPTED_EXTENSIONS,
@@ -92,33 +92,36 @@ static int q_lie_configure(gnutls_session_t s) {
       GNUTLS_EXT_FLAG_TLS | GNUTLS_EXT_FLAG_CLIENT_HELLO | GNUTLS_EXT_FLAG_EE);
 }
 
-void vsri_quic_test_conn_set_tx(struct vsri_conn *c,
+void vsri_quic_test_conn_set_tx(struct vsri_conn *b,
                                 void (*tx)(void *user, const uint8_t *pkt, size_t len),
                                 void *user) {
+  struct q_conn *c = q_conn_of(b);
   c->ep->tx_hook = tx;
   c->ep->tx_hook_user = user;
 }
 
-void vsri_quic_test_conn_input(struct vsri_conn *c, const struct sockaddr *from,
+void vsri_quic_test_conn_input(struct vsri_conn *b, const struct sockaddr *from,
                                socklen_t fromlen, const uint8_t *pkt, size_t len) {
-  q_conn_input(c, from, fromlen, pkt, len);
+  q_conn_input(q_conn_of(b), from, fromlen, pkt, len);
 }
 
-void vsri_quic_listener_input(struct vsri_listener *l, const struct sockaddr *from,
+void vsri_quic_listener_input(struct vsri_listener *b, const struct sockaddr *from,
                               socklen_t fromlen, const uint8_t *pkt, size_t len) {
-  q_server_packet(&l->ep, from, fromlen, pkt, len);
+  q_server_packet(&q_listener_of(b)->ep, from, fromlen, pkt, len);
 }
 
-void vsri_quic_listener_set_tx(struct vsri_listener *l,
+void vsri_quic_listener_set_tx(struct vsri_listener *b,
                                void (*tx)(void *user, const uint8_t *pkt, size_t len),
                                void *user) {
+  struct q_listener *l = q_listener_of(b);
   l->ep.tx_hook = tx;
   l->ep.tx_hook_user = user;
 }
 
-int64_t vsri_quic_frame_stream(const struct vsri_conn *c) { return c->rx_sid; }
+int64_t vsri_quic_frame_stream(const struct vsri_conn *b) { return q_conn_of_const(b)->rx_sid; }
 
-int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *data, size_t len) {
+int vsri_quic_test_open_stream(struct vsri_conn *b, bool bidi, const uint8_t *data, size_t len) {
+  struct q_conn *c = q_conn_of(b);
   if (!c->qc || c->state >= Q_CLOSING || c->extra_sid >= 0) return VSR_EINVAL;
   int64_t sid;
   int rv = bidi ? ngtcp2_conn_open_bidi_stream(c->qc, &sid, NULL)
@@ -132,12 +135,27 @@ int vsri_quic_test_open_stream(struct vsri_conn *c, bool bidi, const uint8_t *da
   return 0;
 }
 
+int vsri_quic_test_reset_streams(struct vsri_conn *b, uint64_t code) {
+  struct q_conn *c = q_conn_of(b);
+  if (!c->qc || c->state >= Q_CLOSING) return VSR_EINVAL;
+  int n = 0;
+  for (uint32_t i = 0; i < c->nst; i++) {
+    if (c->st[i].sid < 0) continue;
+    if (ngtcp2_conn_shutdown_stream(c->qc, c->st[i].sid, code) == 0) n++;
+  }
+  q_conn_schedule(c);
+  return n;
+}
+
 /* ---- observers (tests only) -------------------------------------------------------------- */
 
-uint32_t vsri_quic_listener_conns(const struct vsri_listener *l) { return l->nconns; }
+uint32_t vsri_quic_listener_conns(const struct vsri_listener *b) {
+  return q_listener_of_const(b)->nconns;
+}
 
-uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
+uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *b,
                                           const struct sockaddr *addr) {
+  const struct q_listener *l = q_listener_of_const(b);
   uint8_t key[Q_SRCKEY];
   q_src_key(addr, key);
   return q_src_count(l, key);
@@ -145,7 +163,8 @@ uint32_t vsri_quic_listener_halfopen_from(const struct vsri_listener *l,
 
 uint32_t vsri_quic_live(void) { return atomic_load_explicit(&q_live, memory_order_relaxed); }
 
-void vsri_quic_close_info(const struct vsri_conn *c, uint64_t *code, bool *app, bool *remote) {
+void vsri_quic_close_info(const struct vsri_conn *b, uint64_t *code, bool *app, bool *remote) {
+  const struct q_conn *c = q_conn_of_const(b);
   *code = c->close_known ? c->close_code : 0;
   *app = c->close_app;
   *remote = c->close_remote;

@@ -5,13 +5,13 @@
 
 /* ---- deferred work and timers ---------------------------------------------------------- */
 
-void q_conn_schedule(struct vsri_conn *c) {
+void q_conn_schedule(struct q_conn *c) {
   if (c->state < Q_CLOSING) vsri_io_defer(c->ctx->io, &c->flush);
 }
 
 /* Before-poll: deliver held frames, honour close requests, write, re-arm the timer. */
 void q_conn_flush(void *arg) {
-  struct vsri_conn *c = arg;
+  struct q_conn *c = arg;
   if (c->state >= Q_CLOSING || !c->qc) return;
   if (c->fail_reason) {
     q_conn_close_now(c, c->fail_reason);
@@ -26,18 +26,19 @@ void q_conn_flush(void *arg) {
     if (c->cfg->keep_alive_ns) ngtcp2_conn_set_keep_alive_timeout(c->qc, c->cfg->keep_alive_ns);
   }
   if (c->state == Q_DRAINING) {
-    bool empty = (!c->q || c->q->len == 0) && c->infl_len == 0;
+    bool empty = (!c->q || vsri_sendq_len(c->q) == 0) && vsri_ring_empty(&c->infl_ring);
     if (!c->close_drain || empty) {
       q_conn_close_now(c, c->reason);
       return;
     }
   }
-  if (c->q && c->q->len > 0) c->had_data = true;
+  if (c->q && vsri_sendq_len(c->q) > 0) c->had_data = true;
   q_conn_write(c);
   if (c->state >= Q_CLOSING) return;
-  if (c->had_data && c->started && c->q && c->q->len == 0 && c->infl_len == 0) {
+  if (c->had_data && c->started && c->q && vsri_sendq_len(c->q) == 0 &&
+      vsri_ring_empty(&c->infl_ring)) {
     c->had_data = false;
-    if (c->ev->on_drained) c->ev->on_drained(c->owner, c);
+    if (c->ev->on_drained) c->ev->on_drained(c->owner, &c->base);
     if (c->state >= Q_CLOSING) return;
   }
   q_timer_update(c);
@@ -46,7 +47,7 @@ void q_conn_flush(void *arg) {
 /* Keeps one timer per connection at the earliest deadline: ngtcp2's expiry, the handshake
  * grace, the drain bound, the closing period. A later deadline leaves the armed timer alone
  * (it re-checks when it fires); an earlier one cancels and re-arms from the callback. */
-void q_timer_update(struct vsri_conn *c) {
+void q_timer_update(struct q_conn *c) {
   if (c->state >= Q_CLOSED) return;
   uint64_t now = vsri_io_now(c->ctx->io), at;
   if (c->state == Q_CLOSING) {
@@ -67,7 +68,7 @@ void q_timer_update(struct vsri_conn *c) {
   vsri_io_timeout(c->ctx->io, &c->timer, at > now ? at - now : 0, q_on_timer, c);
 }
 
-static void q_expiry_error(struct vsri_conn *c, int rv) {
+static void q_expiry_error(struct q_conn *c, int rv) {
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
     c->close_known = true;
     c->close_remote = false;
@@ -96,7 +97,7 @@ static void q_expiry_error(struct vsri_conn *c, int rv) {
 }
 
 void q_on_timer(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
-  struct vsri_conn *c = t->ctx;
+  struct q_conn *c = t->ctx;
   if (c->state >= Q_CLOSED) {
     q_conn_try_free(c);
     return;

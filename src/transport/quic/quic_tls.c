@@ -46,7 +46,7 @@ static int q_client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when
                                unsigned incoming, const gnutls_datum_t *msg) {
   if (htype != GNUTLS_HANDSHAKE_CLIENT_HELLO || when != GNUTLS_HOOK_PRE || !incoming) return 0;
   ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
-  struct vsri_conn *c = ref->user_data;
+  struct q_conn *c = ref->user_data;
   struct q_alpn_scan scan;
   memset(&scan, 0, sizeof scan);
   if (gnutls_ext_raw_parse(&scan, q_alpn_ext, msg, GNUTLS_EXT_RAW_FLAG_TLS_CLIENT_HELLO) < 0) {
@@ -67,12 +67,12 @@ static int q_client_hello_hook(gnutls_session_t s, unsigned htype, unsigned when
   return GNUTLS_E_NO_APPLICATION_PROTOCOL;
 }
 
-static int q_tls_err(struct vsri_conn *c, const char *what, int rv) {
+static int q_tls_err(struct q_conn *c, const char *what, int rv) {
   VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", c->name, what, gnutls_strerror(rv));
   return VSR_ETLS;
 }
 
-int q_server_tls(struct vsri_conn *c) {
+int q_server_tls(struct q_conn *c) {
   /* No GNUTLS_ENABLE_EARLY_DATA: 0-RTT is off; no tickets: no resumption to replay. */
   int rv = gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NO_TICKETS | GNUTLS_NO_END_OF_EARLY_DATA);
   if (rv < 0) return q_tls_err(c, "gnutls_init", rv);
@@ -100,7 +100,7 @@ int q_server_tls(struct vsri_conn *c) {
 /* Client: checks the server certificate against the pin and/or the CA file. */
 static int q_verify_cb(gnutls_session_t s) {
   ngtcp2_crypto_conn_ref *ref = gnutls_session_get_ptr(s);
-  struct vsri_conn *c = ref->user_data;
+  struct q_conn *c = ref->user_data;
   unsigned n = 0;
   const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
   if (!certs || n == 0) {
@@ -133,7 +133,7 @@ static int q_verify_cb(gnutls_session_t s) {
   return 0;
 }
 
-int q_client_tls(struct vsri_conn *c) {
+int q_client_tls(struct q_conn *c) {
   const struct vsri_quic_config *cfg = c->cfg;
   int rv = gnutls_certificate_allocate_credentials(&c->cred);
   if (rv < 0) return q_tls_err(c, "gnutls_certificate_allocate_credentials", rv);

@@ -8,7 +8,7 @@
 /* Frames stream |s| may still carry: all of them on a long-lived stream; on a stream the peer
  * finished, one answer per frame it carried; one frame per stream for a client in
  * stream_per_request mode. */
-static uint32_t q_stream_allowance(const struct vsri_conn *c, const struct q_stream *s) {
+static uint32_t q_stream_allowance(const struct q_conn *c, const struct q_stream *s) {
   if (s->fin_sent) return 0;
   if (c->server) {
     if (!s->peer_fin) return UINT32_MAX;
@@ -19,12 +19,12 @@ static uint32_t q_stream_allowance(const struct vsri_conn *c, const struct q_str
 }
 
 /* Whether we finish the stream once its allowance is used up. */
-static bool q_stream_finite(const struct vsri_conn *c, const struct q_stream *s) {
+static bool q_stream_finite(const struct q_conn *c, const struct q_stream *s) {
   return c->server ? s->peer_fin : c->cfg->stream_per_request;
 }
 
 /* Client: opens a stream for the queue head (its long-lived stream, or the next request's). */
-static struct q_stream *q_client_open_stream(struct vsri_conn *c) {
+static struct q_stream *q_client_open_stream(struct q_conn *c) {
   if (!q_hs_done(c) || c->nopen == c->st_want) return NULL; /* a closing stream reschedules us */
   int64_t sid;
   /* NGTCP2_ERR_STREAM_ID_BLOCKED: the server's MAX_STREAMS credit is used up;
@@ -47,7 +47,7 @@ static struct q_stream *q_client_open_stream(struct vsri_conn *c) {
  * served to the oldest stream that still owes an answer (a Reply preferring streams that carried
  * a Request, anything else preferring the others), else to the oldest long-lived stream.
  * Client: a stream that may still carry a frame, else a new one. */
-static struct q_stream *q_route(struct vsri_conn *c, const struct vsr_msg *m) {
+static struct q_stream *q_route(struct q_conn *c, const struct vsr_msg *m) {
   if (c->q->off > 0) return q_stream_find(c, c->head_sid);
   if (!c->server) {
     for (uint32_t i = 0; i < c->nst; i++) {
@@ -76,7 +76,7 @@ static struct q_stream *q_route(struct vsri_conn *c, const struct vsr_msg *m) {
 /* Points |v| at the queued bytes the next write carries and sets *|out| to their stream.
  * Returns the vector count; sets *fin when the stream should be finished after them. A stream
  * with nothing more to carry is finished first (a bare FIN), whatever the queue holds. */
-static size_t q_stream_vec(struct vsri_conn *c, ngtcp2_vec *v, bool *fin,
+static size_t q_stream_vec(struct q_conn *c, ngtcp2_vec *v, bool *fin,
                            struct q_stream **out) {
   *fin = false;
   *out = NULL;
@@ -91,12 +91,13 @@ static size_t q_stream_vec(struct vsri_conn *c, ngtcp2_vec *v, bool *fin,
       return 0;
     }
   }
-  if (c->stream_blocked || !c->q || c->q->len == 0) return 0;
+  uint32_t queued = c->q ? vsri_sendq_len(c->q) : 0;
+  if (c->stream_blocked || queued == 0) return 0;
   struct q_stream *s = q_route(c, vsri_sendq_peek(c->q, 0));
   if (!s) return 0;
   uint32_t allow = q_stream_allowance(c, s);
   if (allow == 0) return 0;
-  uint32_t n = c->q->len < allow ? c->q->len : allow;
+  uint32_t n = queued < allow ? queued : allow;
   /* Several frames per call only where they can go nowhere else: one stream open. Frames for
    * other streams still share the packet (the write loop calls again with WRITE_MORE). */
   if (c->nopen > 1) n = 1;
@@ -114,9 +115,10 @@ static size_t q_stream_vec(struct vsri_conn *c, ngtcp2_vec *v, bool *fin,
   return n;
 }
 
-/* ngtcp2 took |n| bytes of stream |s|: frames wholly handed over move to the in-flight list
- * (their reference lives there until acked), the queue lets go of them. */
-static void q_stream_took(struct vsri_conn *c, struct q_stream *s, size_t n, size_t offered,
+/* ngtcp2 took |n| bytes of stream |s|: frames wholly handed over move to the in-flight ring
+ * (their reference lives there until acked; they count as sent once the kernel takes the
+ * packet, quic_infl.c), the queue lets go of them. */
+static void q_stream_took(struct q_conn *c, struct q_stream *s, size_t n, size_t offered,
                           bool fin) {
   struct vsri_sendq *q = c->q;
   if (fin && n == offered) s->fin_sent = true;
@@ -138,7 +140,7 @@ static void q_stream_took(struct vsri_conn *c, struct q_stream *s, size_t n, siz
 }
 
 /* Test stream: raw bytes on an extra stream. */
-static size_t q_extra_vec(struct vsri_conn *c, ngtcp2_vec *v) {
+static size_t q_extra_vec(struct q_conn *c, ngtcp2_vec *v) {
   if (c->extra_sid < 0 || c->extra_off >= c->extra_len) return 0;
   v->base = (uint8_t *)c->extra_data + c->extra_off;
   v->len = c->extra_len - c->extra_off;
@@ -154,7 +156,7 @@ struct q_wv {
   bool fin, extra;
 };
 
-static void q_write_vec(struct vsri_conn *c, struct q_wv *w) {
+static void q_write_vec(struct q_conn *c, struct q_wv *w) {
   w->fin = w->extra = false;
   w->sid = -1;
   w->st = NULL;
@@ -172,7 +174,7 @@ static void q_write_vec(struct vsri_conn *c, struct q_wv *w) {
 
 /* Handles a write call's result for the stream side. Returns 1 to call again for the same
  * packet, 0 if a packet (or nothing) came out, -1 on a fatal error (the connection closed). */
-static int q_write_result(struct vsri_conn *c, const struct q_wv *w, ngtcp2_ssize n,
+static int q_write_result(struct q_conn *c, const struct q_wv *w, ngtcp2_ssize n,
                           ngtcp2_ssize nd) {
   if (nd >= 0 && w->sid >= 0) {
     if (w->extra) c->extra_off += (size_t)nd;
@@ -196,7 +198,18 @@ static int q_write_result(struct vsri_conn *c, const struct q_wv *w, ngtcp2_ssiz
   return -1;
 }
 
-static size_t q_burst_packets(struct vsri_conn *c, size_t mtu) {
+/* Hands |len| bytes (datagrams of |seg|) to the endpoint. Returns true when the kernel took all
+ * of them at once: the endpoint counts bytes in q_stats.bytes_out only for a sendmsg that
+ * succeeded, so nothing the test hooks swallowed, nothing parked behind EAGAIN and nothing the
+ * kernel refused counts here. */
+static bool q_send_out(struct q_conn *c, const struct sockaddr *to, socklen_t tolen,
+                       const uint8_t *data, size_t len, size_t seg) {
+  uint64_t before = q_stats.bytes_out;
+  q_ep_send(c->ep, to, tolen, data, len, seg);
+  return q_stats.bytes_out - before == len;
+}
+
+static size_t q_burst_packets(struct q_conn *c, size_t mtu) {
   size_t max_pkts = ngtcp2_conn_get_send_quantum(c->qc) / mtu;
   if (max_pkts < 1) max_pkts = 1;
   if (max_pkts > Q_MAX_BURST) max_pkts = Q_MAX_BURST;
@@ -208,7 +221,7 @@ static size_t q_burst_packets(struct vsri_conn *c, size_t mtu) {
 /* Writes one GSO burst of up to send_quantum: equal-size packets back to back in q_txbuf, one
  * sendmsg. Returns 1 if more could be written right away, 0 if ngtcp2 has nothing more (or
  * pacing / congestion says wait), -1 if the connection failed. */
-static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
+static int q_write_burst(struct q_conn *c, uint64_t ts) {
   size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
   size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->qc);
   size_t max_pkts = q_burst_packets(c, mtu);
@@ -219,6 +232,7 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
   ngtcp2_pkt_info pi;
   size_t off = 0, npk = 0, seg = 0;
   int more = 1;
+  bool out = true, any = false; /* every datagram of the burst taken by the kernel; any sent */
   for (;;) {
     struct q_wv w;
     q_write_vec(c, &w);
@@ -236,15 +250,25 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
     if (npk == 0) seg = (size_t)n;
     if ((size_t)n > seg) {
       /* Larger than the burst's segments (a PMTUD probe): send the burst, then it alone. */
-      q_ep_send(c->ep, to, ps.path.remote.addrlen, q_txbuf, off, seg);
-      q_ep_send(c->ep, to, ps.path.remote.addrlen, q_txbuf + off, (size_t)n, (size_t)n);
+      if (off) out = q_send_out(c, to, ps.path.remote.addrlen, q_txbuf, off, seg) && out;
+      out = q_send_out(c, to, ps.path.remote.addrlen, q_txbuf + off, (size_t)n, (size_t)n) && out;
+      any = true;
       off = 0;
       break;
     }
     off += (size_t)n;
     if (++npk >= max_pkts || (size_t)n < seg || seg > path_mtu) break;
   }
-  if (off) q_ep_send(c->ep, to, ps.path.remote.addrlen, q_txbuf, off, seg);
+  if (off) {
+    out = q_send_out(c, to, ps.path.remote.addrlen, q_txbuf, off, seg) && out;
+    any = true;
+  }
+  /* Frames whose last byte is in these packets are sent once the kernel took them: now, or
+   * when the endpoint's parked send completes (q_conn_write); never if the packets were
+   * swallowed (tests) or refused: then a later accepted burst or the peer's ACK reports them
+   * (QUIC retransmits lost bytes), or the close drops them. */
+  if (any && out) q_infl_kernel(c);
+  else if (any && q_ep_blocked(c->ep)) c->tx_parked = true;
   /* Pacing starts once the handshake is done: ngtcp2 0.12 would pace the first flight with the
    * 333 ms initial RTT (one ~25 ms gap before the client's Finished) although an RTT sample
    * arrives a round trip later. The handshake flights are small and amplification-limited. */
@@ -252,7 +276,7 @@ static int q_write_burst(struct vsri_conn *c, uint64_t ts) {
   return more;
 }
 
-void q_conn_write(struct vsri_conn *c) {
+void q_conn_write(struct q_conn *c) {
   if (c->state >= Q_CLOSING || !c->qc) return;
   if (ngtcp2_conn_is_in_closing_period(c->qc) || ngtcp2_conn_is_in_draining_period(c->qc)) {
     return;
@@ -260,6 +284,10 @@ void q_conn_write(struct vsri_conn *c) {
   if (q_ep_blocked(c->ep)) {
     q_ep_wait(c->ep, c);
     return;
+  }
+  if (c->tx_parked) { /* the endpoint sent the burst it parked: our frames in it are out */
+    c->tx_parked = false;
+    q_infl_kernel(c);
   }
   c->stream_blocked = false;
   for (int i = 0; i < Q_BURSTS_PER_WRITE; i++) {
