@@ -675,6 +675,52 @@ static void silent_server_triggers_liveness_reconnect(void **state) {
   h_stop(&s.n, true);
 }
 
+/* Two replicas; the primary goes silent (no Reply, no PongClient) while the client has nothing
+ * in flight, and replica 1 takes over as primary of view 1: the liveness timeout alone moves
+ * the client there, and its next request is served by replica 1. */
+static void silent_primary_left_for_the_next_by_liveness(void **state) {
+  (void)state;
+  struct stub s[2];
+  for (uint8_t i = 0; i < 2; i++) stub_start(&s[i], i, 0, NULL);
+  const char *addrs[] = {s[0].n.addr, s[1].n.addr};
+  struct vsr_loop *loop;
+  assert_int_equal(vsr_loop_new(&loop, NULL), 0);
+  struct vsr_client_options o;
+  session_options(&o, addrs, 2);
+  o.heartbeat_period_ns = 20000000ull;
+  o.liveness_timeout_ns = 200000000ull;
+  struct vsr_client *c = NULL;
+  assert_int_equal(vsr_client_new(&c, loop, &o, NULL, NULL), 0);
+  struct async_state a = {0};
+  struct vsr_msg *m = vsr_client_msg_new(c, VSR_HEADER_SIZE);
+  assert_int_equal(vsr_client_request(c, m, VSR_OP_CREATE_STREAM, async_done, &a), 0);
+  assert_true(run_until(loop, &a.done, 10 * H_SEC));
+  assert_int_equal(a.status, 0);
+  vsr_msg_unref(m);
+  atomic_store(&s[0].mode, STUB_SILENT);
+  atomic_store(&s[1].view, 1);
+  struct vsr_client_stats st = {0};
+  uint64_t end = vsrt_now() + 10 * H_SEC;
+  while ((st.liveness_drops == 0 || st.view != 1) && vsrt_now() < end) {
+    vsr_loop_run_once(loop, 10000000);
+    vsr_client_stats(c, &st);
+  }
+  assert_true(st.liveness_drops >= 1);
+  assert_int_equal(st.view, 1);
+  assert_int_equal(st.replica, 1);
+  struct async_state b = {0};
+  m = vsr_client_msg_new(c, VSR_HEADER_SIZE);
+  assert_int_equal(vsr_client_request(c, m, VSR_OP_CREATE_STREAM, async_done, &b), 0);
+  assert_true(run_until(loop, &b.done, 10 * H_SEC));
+  assert_int_equal(b.status, 0);
+  assert_int_equal(b.request, 2);
+  assert_int_equal(atomic_load(&s[1].requests), 1);
+  vsr_msg_unref(m);
+  vsr_client_del(c);
+  vsr_loop_del(loop);
+  for (int i = 0; i < 2; i++) h_stop(&s[i].n, true);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(register_then_numbered_requests),
@@ -688,6 +734,7 @@ int main(void) {
       cmocka_unit_test(async_request_survives_restart_tcp),
       cmocka_unit_test(heartbeat_keeps_quiet_client_open),
       cmocka_unit_test(silent_server_triggers_liveness_reconnect),
+      cmocka_unit_test(silent_primary_left_for_the_next_by_liveness),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
