@@ -39,6 +39,8 @@ struct stub {
   uint8_t replica;
   _Atomic uint32_t view;
   _Atomic int mode;
+  atomic_int count; /* replicas in the cluster: a stub that is not primary (view mod count)
+                       answers PingClient only, like a backup; 0 or 1: always primary */
   atomic_int registers, requests, pings;
   struct seen seen[SEEN_MAX]; /* Requests other than Register, under n.mu */
   int nseen;
@@ -98,6 +100,8 @@ static void stub_on_frame(struct h_node *n, uint64_t client, struct vsr_msg *msg
     return;
   }
   if (cmd != VSR_CMD_REQUEST) return;
+  int count = atomic_load(&s->count);
+  if (count > 1 && atomic_load(&s->view) % (uint32_t)count != s->replica) mode = STUB_SWALLOW;
   const struct vsr_request_header *rq = (const struct vsr_request_header *)msg->data;
   if (rq->operation == VSR_OP_REGISTER) {
     atomic_fetch_add(&s->registers, 1);
@@ -172,7 +176,7 @@ static void session_options(struct vsr_client_options *o, const char *const *add
   o->addrs = addrs;
   o->addr_count = n;
   o->addr = addrs[0];
-  o->request_timeout_ns = 200000000ull;
+  o->request_timeout_ns = H_SEC; /* tests that want a resend swallow the request */
   o->request_deadline_ns = 20 * H_SEC;
   o->reconnect_min_ns = 10000000ull;
   o->reconnect_max_ns = 200000000ull;
@@ -279,7 +283,10 @@ static void late_reply_never_returned_for_next_request(void **state) {
 static void primary_dies_same_request_resent_to_next(void **state) {
   (void)state;
   struct stub s[3];
-  for (uint8_t i = 0; i < 3; i++) stub_start(&s[i], i, 0, NULL);
+  for (uint8_t i = 0; i < 3; i++) {
+    stub_start(&s[i], i, 0, NULL);
+    atomic_store(&s[i].count, 3);
+  }
   const char *addrs[] = {s[0].n.addr, s[1].n.addr, s[2].n.addr};
   struct vsr_client_options o;
   session_options(&o, addrs, 3);
@@ -343,9 +350,10 @@ static void primary_dies_same_request_resent_to_next(void **state) {
 static void backup_redirects_through_pong_view(void **state) {
   (void)state;
   struct stub s[3];
-  for (uint8_t i = 0; i < 3; i++) stub_start(&s[i], i, 2, NULL); /* view 2: replica 2 primary */
-  atomic_store(&s[0].mode, STUB_SWALLOW);
-  atomic_store(&s[1].mode, STUB_SWALLOW);
+  for (uint8_t i = 0; i < 3; i++) { /* view 2: replica 2 primary, 0 and 1 backups */
+    stub_start(&s[i], i, 2, NULL);
+    atomic_store(&s[i].count, 3);
+  }
   const char *addrs[] = {s[0].n.addr, s[1].n.addr, s[2].n.addr};
   struct vsr_client_options o;
   session_options(&o, addrs, 3);
@@ -681,7 +689,10 @@ static void silent_server_triggers_liveness_reconnect(void **state) {
 static void silent_primary_left_for_the_next_by_liveness(void **state) {
   (void)state;
   struct stub s[2];
-  for (uint8_t i = 0; i < 2; i++) stub_start(&s[i], i, 0, NULL);
+  for (uint8_t i = 0; i < 2; i++) {
+    stub_start(&s[i], i, 0, NULL);
+    atomic_store(&s[i].count, 2);
+  }
   const char *addrs[] = {s[0].n.addr, s[1].n.addr};
   struct vsr_loop *loop;
   assert_int_equal(vsr_loop_new(&loop, NULL), 0);
