@@ -732,6 +732,27 @@ static void silent_primary_left_for_the_next_by_liveness(void **state) {
   for (int i = 0; i < 2; i++) h_stop(&s[i].n, true);
 }
 
+/* Nothing listens anywhere: a session connect keeps dialing (refused, backoff, next replica)
+ * and gives up at its own timeout with VSR_ETIMEDOUT, where a raw connect says
+ * VSR_ECONNREFUSED at once. */
+static void session_connect_to_dead_cluster_times_out(void **state) {
+  (void)state;
+  struct stub s[2];
+  for (uint8_t i = 0; i < 2; i++) stub_start(&s[i], i, 0, NULL);
+  static char a0[64], a1[64];
+  snprintf(a0, sizeof a0, "%s", s[0].n.addr);
+  snprintf(a1, sizeof a1, "%s", s[1].n.addr);
+  for (int i = 0; i < 2; i++) h_stop(&s[i].n, true); /* both addresses now refuse */
+  const char *addrs[] = {a0, a1};
+  struct vsr_client_options o;
+  session_options(&o, addrs, 2);
+  struct vsr_client *c = NULL;
+  assert_int_equal(vsr_client_connect(&c, &o, 500000000ull), VSR_ETIMEDOUT);
+  assert_null(c);
+  o.session = false;
+  assert_int_equal(vsr_client_connect(&c, &o, 5 * H_SEC), VSR_ECONNREFUSED);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(register_then_numbered_requests),
@@ -746,6 +767,7 @@ int main(void) {
       cmocka_unit_test(heartbeat_keeps_quiet_client_open),
       cmocka_unit_test(silent_server_triggers_liveness_reconnect),
       cmocka_unit_test(silent_primary_left_for_the_next_by_liveness),
+      cmocka_unit_test(session_connect_to_dead_cluster_times_out),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
