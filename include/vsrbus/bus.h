@@ -219,10 +219,16 @@ void vsr_bus_options_default(struct vsr_bus_options *o);
 int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
                 const struct vsr_bus_callbacks *cb, void *user);
 
-/* Closes every connection at once and frees the bus (and its loop if it owns it). For an
- * orderly stop call vsr_bus_shutdown_start() and drive the loop until vsr_bus_shutdown_done()
- * (or, when the bus owns its loop, vsr_bus_shutdown()) first: deleting a done bus never runs
- * the loop. */
+/* Closes every connection at once and frees the bus (and its loop if it owns it), whether or
+ * not a shutdown was started or finished. It never runs the loop and never calls a callback
+ * (on_peer_event, on_message): peers simply see their connections closed (TCP: the socket
+ * closes; QUIC: CONNECTION_CLOSE with 0x1003), frames still queued are dropped, nothing is
+ * leaked, and the loop may be deleted right after. For an orderly stop that loses nothing,
+ * call vsr_bus_shutdown_start() and drive the loop until vsr_bus_shutdown_done() (or, when
+ * the bus owns its loop, vsr_bus_shutdown()) first.
+ * Not from inside one of this bus's own callbacks: there it is refused (logged VSR-MISUSE,
+ * nothing freed) because the transport below the callback still uses the connection; delete
+ * the bus once the loop turn returned (from a callback, vsr_bus_shutdown_start is fine). */
 void vsr_bus_del(struct vsr_bus *bus);
 
 struct vsr_loop *vsr_bus_loop(struct vsr_bus *bus);

@@ -103,7 +103,10 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
                    const struct vsr_client_options *o, const struct vsr_client_callbacks *cb,
                    void *user);
 
-/* Closes the connection at once and frees the client. */
+/* Closes the connection at once and frees the client: never runs the loop and calls no
+ * callback (QUIC: CONNECTION_CLOSE is sent first). Frames still queued are dropped. Must not
+ * be called from inside one of this client's own callbacks: refused there (logged
+ * VSR-MISUSE, nothing freed). The loop may be deleted right after. */
 void vsr_client_del(struct vsr_client *c);
 
 /* 1 connected, 0 connecting, < 0 closed (the reason). */

@@ -27,7 +27,9 @@ void vsr_loop_options_default(struct vsr_loop_options *o);
  * available), VSR_ECONFIG, VSR_ENOMEM or VSR_EIO. */
 int vsr_loop_new(struct vsr_loop **out, const struct vsr_loop_options *o);
 
-/* Frees the loop. Buses, clients and timers on it must be freed first. */
+/* Frees the loop. Buses, clients and timers on it must be freed first (their deletion never
+ * runs the loop). Runs no callback; it waits only for the kernel to answer the canceled
+ * operations of objects already freed (io_uring), which is prompt, then frees the pool. */
 void vsr_loop_del(struct vsr_loop *loop);
 
 /* Runs one turn: ready callbacks, then waits up to |timeout_ns| (-1: no limit) for more.
@@ -53,6 +55,8 @@ int vsr_timer_new(struct vsr_timer **out, struct vsr_loop *loop, void (*fn)(void
                   void *ctx);
 void vsr_timer_arm(struct vsr_timer *t, uint64_t ns);
 void vsr_timer_disarm(struct vsr_timer *t);
+/* Frees the timer at once (armed or not; also from inside its own callback): it never fires
+ * again. */
 void vsr_timer_del(struct vsr_timer *t);
 
 #ifdef __cplusplus

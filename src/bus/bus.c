@@ -59,7 +59,9 @@ void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bu
       .transport = p->tops->name,
       .addr = p->conn ? p->tops->peer_name(p->conn) : "?",
   };
+  bus->in_cb++;
   bus->cb.on_peer_event(bus->user, bus, &ev);
+  bus->in_cb--;
 }
 
 /* ---- peers ----------------------------------------------------------------------------- */
@@ -75,6 +77,7 @@ struct bus_peer *vsri_bus_peer_new(struct vsr_bus *bus, enum vsr_plane plane,
   p->tidx = vsri_bus_transport_index(tops);
   vsri_sendq_init(&p->q, (struct vsr_msg **)(p + 1), cap);
   bus->peers_open++;
+  vsri_list_push_back(&bus->peers, &p->link);
   return p;
 }
 
@@ -157,6 +160,7 @@ void vsri_bus_peer_free(struct bus_peer *p) {
   vsri_bus_full_unlink(p);
   bus_drop_queued(p);
   bus->peers_open--;
+  vsri_list_remove(&p->link);
   vsri_free(p);
   /* Shutdown: the last peer is gone, so the drain deadline is moot. */
   if (bus->shutting_down && bus->peers_open == 0 && bus->shut_timer.pending) {
@@ -196,7 +200,11 @@ static void bus_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg *ms
   bus->stats.bytes_in += msg->size;
   bus->pt_frames_in[p->plane][vsri_bus_tidx(p)]++;
   bus->pt_bytes_in[p->plane][vsri_bus_tidx(p)] += msg->size;
-  if (bus->cb.on_message) bus->cb.on_message(bus->user, bus, p->plane, p->id, msg);
+  if (bus->cb.on_message) {
+    bus->in_cb++;
+    bus->cb.on_message(bus->user, bus, p->plane, p->id, msg);
+    bus->in_cb--;
+  }
 }
 
 /* The kernel took these frames: the only place frames_out moves. */
@@ -254,6 +262,23 @@ static void bus_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   bus_drop_queued(p); /* while the peer's address can still be named */
   p->conn = NULL;
   vsri_bus_peer_free(p);
+}
+
+void vsri_bus_peer_abort(struct bus_peer *p, int reason) {
+  struct vsr_bus *bus = p->bus;
+  if (p->conn) p->tops->abort(p->conn, reason);
+  p->conn = NULL;
+  if (p->plane == VSR_PLANE_REPLICA) {
+    vsri_replica_on_closed(p, reason); /* ends its handshake record */
+    if (p->registered && bus->replicas[p->id] == p) {
+      bus->replicas[p->id] = NULL;
+      bus->stats.replicas_connected--;
+    }
+  } else if (p->registered) {
+    bus_client_unregister(bus, p);
+  }
+  p->registered = false;
+  vsri_bus_peer_free(p); /* counts what was still queued as dropped at close */
 }
 
 const struct vsri_conn_events vsri_bus_conn_events = {
@@ -540,6 +565,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   if (cb) bus->cb = *cb;
   bus->user = user;
   bus->client_free_head = BUS_SLOT_NONE;
+  vsri_list_init(&bus->peers);
   err = bus_copy_strings(bus);
   if (err) goto fail;
   if (o->loop) {
@@ -608,20 +634,6 @@ static void bus_for_each_peer(struct vsr_bus *bus, int reason, bool drain) {
   for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
     if (bus->replicas[i]) vsri_bus_peer_close(bus->replicas[i], reason, drain);
   }
-}
-
-/* Runs the loop until no peer is open or |deadline| passes. Returns true if all closed.
- * Only vsr_bus_del of a bus that was not shut down uses it (see the note there). */
-static bool bus_run_until_closed(struct vsr_bus *bus, uint64_t deadline) {
-  struct vsri_io *io = bus->loop->io;
-  while (bus->peers_open > 0) {
-    uint64_t now = vsri_io_now_fresh(io);
-    if (now >= deadline) return false;
-    uint64_t wait = deadline - now;
-    if (wait > 10000000) wait = 10000000;
-    vsri_io_run(io, (int64_t)wait);
-  }
-  return true;
 }
 
 /* The drain deadline of a shutdown: whatever is still open is closed now, without draining. */
@@ -702,29 +714,32 @@ int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
 
 void vsr_bus_del(struct vsr_bus *bus) {
   if (!bus) return;
-  /* From here on no callback of this bus reaches user code: closes that complete while the
-   * bus goes away report nothing (the caller is deleting it, and must not be re-entered). */
+  if (bus->in_cb) {
+    /* The callback's caller (a transport upcall) still uses the connection and the bus. */
+    VSRI_ERROR("VSR-MISUSE", "vsr_bus_del called from inside one of this bus's callbacks: "
+               "refused, nothing freed; delete the bus after the loop turn returns (or call "
+               "vsr_bus_shutdown_start from the callback)");
+    return;
+  }
+  /* From here on no callback of this bus reaches user code, and the loop never runs: every
+   * connection is aborted (closed now, no upcall), every timer leaves the loop, memory the
+   * kernel may still touch is handed to the io layer (io.h, "Letting go"). */
   bus->cb = (struct vsr_bus_callbacks){0};
   bus->shutting_down = true;
-  vsri_bus_timeout_stop(bus);
+  if (bus->loop) {
+    struct vsri_io *io = bus->loop->io;
+    vsri_bus_timeout_stop(bus);
+    vsri_io_timeout_drop(io, &bus->slow_sweep);
+    vsri_io_timeout_drop(io, &bus->shut_timer);
+    vsri_io_timeout_drop(io, &bus->shut_settle);
+    struct vsri_list_node *n;
+    while ((n = vsri_list_front(&bus->peers))) {
+      vsri_bus_peer_abort(vsri_container_of(n, struct bus_peer, link), VSR_ESHUTDOWN);
+    }
+  }
   bus_client_listeners_close(bus);
   vsri_metrics_stop(bus);
   if (bus->replica_plane) vsri_replica_fini(bus);
-  if (bus->loop) {
-    if (bus->slow_sweep.pending) vsri_io_cancel(bus->loop->io, &bus->slow_sweep);
-    if (bus->shut_timer.pending) vsri_io_cancel(bus->loop->io, &bus->shut_timer);
-    if (bus->shut_settle.pending) vsri_io_cancel(bus->loop->io, &bus->shut_settle);
-    bus_for_each_peer(bus, VSR_ESHUTDOWN, false);
-    /* A bus that finished vsr_bus_shutdown_start has nothing left on the loop: no turn runs.
-     * Otherwise (not yet reworked) the loop still runs here until the closes complete. */
-    if (!vsr_bus_shutdown_done(bus)) {
-      bus_run_until_closed(bus, vsri_io_now_fresh(bus->loop->io) + 2000000000ull);
-      for (int i = 0; i < 100 && (vsri_io_run(bus->loop->io, 0) > 0 || bus->slow_sweep.pending ||
-                                  bus->shut_timer.pending || bus->shut_settle.pending);
-           i++) {
-      }
-    }
-  }
   vsr_log_flush(); /* the held-back counts of this bus's last moments */
   if (bus->owns_loop) vsr_loop_del(bus->loop);
   for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* after the connections that read them */

@@ -73,6 +73,7 @@ struct bus_peer {
    * while it is non-zero. */
   uint64_t full_since_ns;
   struct bus_peer *full_prev, *full_next;
+  struct vsri_list_node link; /* on the bus's |peers| from vsri_bus_peer_new to the free */
   struct vsri_sendq q; /* slots follow the struct */
 };
 
@@ -112,6 +113,8 @@ struct vsr_bus {
   uint64_t client_seq;
   uint64_t forced_client_id; /* tests: the next accepted client gets this id (0: none) */
   uint64_t peers_open;       /* peers not yet freed, both planes */
+  struct vsri_list peers;    /* those peers (bus_peer.link): vsr_bus_del aborts every one */
+  uint32_t in_cb;            /* depth of user callbacks running (vsr_bus_del refuses inside) */
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
   struct vsr_bus_stats stats;
@@ -132,9 +135,9 @@ struct vsr_bus {
   uint64_t shut_start_ns;
   uint64_t shut_drops0; /* drops_on_close when the shutdown started */
   bool shut_forced; /* the drain deadline passed and peers were force-closed */
-  /* Two loop turns after the start (each one a timers phase and a poll), so the completions
-   * of the listeners' canceled accepts, which still read the transport contexts above, have
-   * run before vsr_bus_shutdown_done can be true. */
+  /* Two loop turns after the start (each one a timers phase and a poll) before
+   * vsr_bus_shutdown_done can be true. Listeners no longer need them (they close and release
+   * at once); kept so done() is never true within the turn that started the shutdown. */
   struct vsri_completion shut_settle;
   uint8_t shut_turns;
 };
@@ -203,6 +206,9 @@ extern const struct vsri_conn_events vsri_bus_conn_events;
 /* Registers a replica link under |id| and reports VSR_PEER_AUTHENTICATED.
  * Returns 0 or VSR_EDUPLICATE (another link to that replica is active). */
 int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id);
+/* Destroys a peer at once (vsr_bus_del): its connection is aborted (closed now, no upcall),
+ * its registration, queue and plane state go, nothing reaches user code. */
+void vsri_bus_peer_abort(struct bus_peer *p, int reason);
 /* Closes a peer's connection with |reason| (logged by the caller). */
 void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain);
 void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bus_peer *p,
@@ -210,7 +216,7 @@ void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bu
 
 /* Replica plane (replica.c). init is called by vsr_bus_new when a cluster is configured. */
 int vsri_replica_init(struct vsr_bus *bus);
-void vsri_replica_fini(struct vsr_bus *bus);
+void vsri_replica_fini(struct vsr_bus *bus); /* aborts its peers; never runs the loop */
 void vsri_replica_shutdown(struct vsr_bus *bus); /* stop dialing and accepting */
 /* True when the replica plane (if any) has no connection, handshake or timer left. */
 bool vsri_replica_idle(const struct vsr_bus *bus);

@@ -59,7 +59,8 @@ struct client_sess {
 struct vsr_client {
   struct vsr_loop *loop;
   bool owns_loop;
-  bool deleting; /* vsr_client_del called: free once the transport reports closed */
+  bool deleting; /* vsr_client_del called */
+  uint32_t in_cb; /* depth of user callbacks running (vsr_client_del refuses inside) */
   int state;     /* 0 connecting, 1 connected, < 0 closed with that reason */
   const struct vsri_bus_transport *t; /* its row in vsri_bus_transports */
   const struct vsri_transport_ops *tops;
@@ -137,7 +138,9 @@ static void client_on_frame(void *owner, struct vsri_conn *conn, struct vsr_msg 
     return;
   }
   if (c->cb.on_message) {
+    c->in_cb++;
     c->cb.on_message(c->user, c, msg);
+    c->in_cb--;
     return;
   }
   if (client_inbox_push(c, msg) < 0) c->tops->close(conn, VSR_ENOMEM, false);
@@ -152,7 +155,11 @@ static void client_on_connected(void *owner, struct vsri_conn *conn, int status)
     sess_on_connected(c);
     return;
   }
-  if (c->cb.on_state && !c->deleting) c->cb.on_state(c->user, c, 0);
+  if (c->cb.on_state && !c->deleting) {
+    c->in_cb++;
+    c->cb.on_state(c->user, c, 0);
+    c->in_cb--;
+  }
 }
 
 static void client_on_sent(void *owner, struct vsri_conn *conn, uint32_t frames,
@@ -188,19 +195,16 @@ static void client_on_closed(void *owner, struct vsri_conn *conn, int reason) {
   struct vsr_client *c = owner;
   c->conn = NULL;
   if (c->s) {
-    if (c->deleting) {
-      if (!c->owns_loop && !c->s->tick.pending) client_free(c);
-      return;
-    }
-    sess_on_closed(c, reason);
+    if (!c->deleting) sess_on_closed(c, reason); /* (vsr_client_del aborts: no upcall) */
     return;
   }
   c->state = reason < 0 ? reason : VSR_ECLOSED;
-  if (c->deleting) {
-    if (!c->owns_loop) client_free(c); /* owned loops are freed by vsr_client_del itself */
-    return;
+  if (c->deleting) return;
+  if (c->cb.on_state) {
+    c->in_cb++;
+    c->cb.on_state(c->user, c, c->state);
+    c->in_cb--;
   }
-  if (c->cb.on_state) c->cb.on_state(c->user, c, c->state);
 }
 
 static const struct vsri_conn_events client_events = {
@@ -252,7 +256,11 @@ static void sess_complete(struct vsr_client *c, int status, struct vsr_msg *repl
   } else {
     if (status == 0) s->st.replies++;
     else if (status == VSR_ETIMEDOUT) s->st.timeouts++;
-    if (r.fn) r.fn(r.arg, c, status, reply);
+    if (r.fn) {
+      c->in_cb++;
+      r.fn(r.arg, c, status, reply);
+      c->in_cb--;
+    }
   }
   vsr_msg_unref(r.msg);
 }
@@ -263,7 +271,6 @@ static void sess_end(struct vsr_client *c, int reason) {
   if (s->ended) return;
   s->ended = reason;
   c->state = reason;
-  bool was_register = s->cur.msg && s->cur.is_register;
   if (s->cur.msg) sess_complete(c, reason, NULL);
   while (s->pend_len > 0) {
     s->cur = *sess_pend_at(s, 0);
@@ -272,8 +279,11 @@ static void sess_end(struct vsr_client *c, int reason) {
     sess_complete(c, reason, NULL);
   }
   if (c->conn) c->tops->close(c->conn, reason, false);
-  (void)was_register;
-  if (c->cb.on_state && !c->deleting) c->cb.on_state(c->user, c, reason);
+  if (c->cb.on_state && !c->deleting) {
+    c->in_cb++;
+    c->cb.on_state(c->user, c, reason);
+    c->in_cb--;
+  }
 }
 
 /* Stamps the head of the queue as the request in flight (its number is given now). */
@@ -402,7 +412,11 @@ static void sess_on_connected(struct vsr_client *c) {
   sess_pump(c);
   if (s->hb) sess_arm(c, s->next_ping);
   if (s->liveness) sess_arm(c, now + s->liveness);
-  if (c->cb.on_state && !c->deleting) c->cb.on_state(c->user, c, 0);
+  if (c->cb.on_state && !c->deleting) {
+    c->in_cb++;
+    c->cb.on_state(c->user, c, 0);
+    c->in_cb--;
+  }
 }
 
 /* A header's view: remember the highest; follow the primary it names. */
@@ -463,8 +477,11 @@ static void sess_on_frame(struct vsr_client *c, struct vsr_msg *msg) {
     return;
   }
   default:
-    if (c->cb.on_message) c->cb.on_message(c->user, c, msg);
-    else if (client_inbox_push(c, msg) < 0 && c->conn) c->tops->close(c->conn, VSR_ENOMEM, false);
+    if (c->cb.on_message) {
+      c->in_cb++;
+      c->cb.on_message(c->user, c, msg);
+      c->in_cb--;
+    } else if (client_inbox_push(c, msg) < 0 && c->conn) c->tops->close(c->conn, VSR_ENOMEM, false);
     return;
   }
 }
@@ -474,11 +491,7 @@ static void sess_tick_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t
   (void)res;
   struct vsr_client *c = cc->ctx;
   struct client_sess *s = c->s;
-  if (c->deleting) {
-    if (!c->owns_loop && !c->conn) client_free(c);
-    return;
-  }
-  if (s->ended) return;
+  if (c->deleting || s->ended) return;
   uint64_t now = client_now(c);
   if (now < s->tick_due) { /* canceled for an earlier or a later due time: re-arm */
     vsri_io_timeout(c->loop->io, &s->tick, s->tick_due - now, sess_tick_cb, c);
@@ -744,6 +757,12 @@ int vsr_client_new(struct vsr_client **out, struct vsr_loop *loop,
 
 void vsr_client_del(struct vsr_client *c) {
   if (!c) return;
+  if (c->in_cb) {
+    /* The transport upcall below the callback still uses the connection and the client. */
+    VSRI_ERROR("VSR-MISUSE", "vsr_client_del called from inside one of this client's "
+               "callbacks: refused, nothing freed; delete it after the loop turn returns");
+    return;
+  }
   if (c->s && !c->deleting) {
     /* Pending requests complete (VSR_ECANCELED) while the client is still whole. */
     c->s->ended = c->s->ended ? c->s->ended : VSR_ESHUTDOWN;
@@ -756,18 +775,12 @@ void vsr_client_del(struct vsr_client *c) {
     }
   }
   c->deleting = true;
-  bool ticking = c->s && c->s->tick.pending;
-  if (ticking) vsri_io_cancel(c->loop->io, &c->s->tick);
-  if (!c->conn && !ticking) {
-    client_free(c);
-    return;
-  }
-  if (c->conn) c->tops->close(c->conn, VSR_ECLOSED, false);
-  if (!c->owns_loop) return; /* client_on_closed / the tick frees it from the caller's loop */
-  for (int i = 0; i < 1000 && (c->conn || (c->s && c->s->tick.pending)); i++) {
-    vsri_io_run(c->loop->io, 1000000);
-  }
-  client_free(c);
+  if (c->s) vsri_io_timeout_drop(c->loop->io, &c->s->tick); /* gone at once, never runs */
+  /* Closed now, no upcall, no loop turn (QUIC: CONNECTION_CLOSE goes out first); memory the
+   * kernel may still touch is the io layer's to free (io.h, "Letting go"). */
+  if (c->conn) c->tops->abort(c->conn, VSR_ECLOSED);
+  c->conn = NULL;
+  client_free(c); /* an owned loop goes too: its deletion waits for the kernel */
 }
 
 int vsr_client_state(const struct vsr_client *c) { return c->state; }

@@ -38,6 +38,7 @@ struct mconn {
   size_t body_len;
   struct iovec iov[2];
   int iovcnt;
+  struct vsri_io_grave grave; /* vsri_metrics_stop: waits for the kernel (req is read into) */
 };
 
 struct vsri_metrics_srv {
@@ -53,6 +54,8 @@ struct vsri_metrics_srv {
   uint32_t nconns;
   struct mconn *conns;
   struct vsri_metrics_counts counts;
+  struct vsri_io_grave grave; /* vsri_metrics_stop: the listener's accept */
+  uint32_t parts;             /* released blocks (the server, its connections) not yet back */
 };
 
 static void m_accept_next(struct vsri_metrics_srv *s);
@@ -341,19 +344,44 @@ int vsri_metrics_start(struct vsr_bus *bus, const char *addr) {
   return 0;
 }
 
+/* One released part came back; the last one frees the server (io.h, "Letting go"). */
+static void m_part_gone(void *arg) {
+  struct vsri_metrics_srv *s = arg;
+  if (--s->parts > 0) return;
+  for (uint32_t i = 0; i < s->nconns; i++) {
+    vsri_free(s->conns[i].req);
+    vsri_free(s->conns[i].body);
+  }
+  vsri_free(s->conns);
+  vsri_free(s);
+}
+
+/* Synchronous: every socket closes now; no loop turn is needed. */
 void vsri_metrics_stop(struct vsr_bus *bus) {
   struct vsri_metrics_srv *s = bus->metrics;
   if (!s) return;
   bus->metrics = NULL;
   s->bus = NULL;
-  if (s->ac.pending) vsri_io_cancel(s->io, &s->ac);
-  if (s->backoff.pending) vsri_io_cancel(s->io, &s->backoff);
-  /* Connections first, while |s| cannot free itself; then the listener. */
-  for (uint32_t i = 0; i < s->nconns; i++) {
-    if (s->conns[i].fd >= 0) m_conn_close(&s->conns[i]);
-  }
   s->closing = true;
-  m_srv_maybe_free(s);
+  s->parts = 1;
+  for (uint32_t i = 0; i < s->nconns; i++) {
+    struct mconn *c = &s->conns[i];
+    if (c->fd < 0) continue;
+    /* A close under way closes the fd itself: it is waited for, not repeated. */
+    int fd = c->rc.pending && c->rc.op == VSRI_OP_CLOSE ? -1 : c->fd;
+    c->fd = -1;
+    s->parts++;
+    struct vsri_completion *cs[] = {&c->rc, &c->wc, &c->tc};
+    vsri_io_release(s->io, &c->grave, cs, sizeof cs / sizeof cs[0], m_part_gone, s);
+    vsri_io_close_now(s->io, fd);
+  }
+  struct vsri_io *io = s->io;
+  int fd = s->fd;
+  s->fd = -1;
+  vsri_io_timeout_drop(io, &s->backoff);
+  struct vsri_completion *cs[] = {&s->ac};
+  vsri_io_release(io, &s->grave, cs, 1, m_part_gone, s);
+  vsri_io_close_now(io, fd);
 }
 
 const char *vsri_metrics_addr(const struct vsr_bus *bus) {

@@ -24,8 +24,8 @@
 
 struct rp_plane;
 
-/* One connection still in its handshake: the peer's plane_data until it is activated or gone.
- * It lives until the deadline timer's callback has run (the completion is inside). */
+/* One connection still in its handshake: the peer's plane_data until it is activated or gone
+ * (then freed at once: its deadline timer is dropped from the loop). */
 struct rp_hs {
   struct rp_plane *rp;
   struct bus_peer *p;   /* NULL once the handshake ended (activated or closed) */
@@ -119,8 +119,8 @@ static void rp_hs_release_slot(struct rp_hs *hs) {
   hs->rp->accept_inflight--;
 }
 
-/* The handshake is over (activated or the connection is gone): detach, free once the deadline
- * timer's callback can no longer touch it. */
+/* The handshake is over (activated or the connection is gone): detach and free (its deadline
+ * timer leaves the loop at once). */
 static void rp_hs_end(struct rp_hs *hs) {
   struct rp_plane *rp = hs->rp;
   if (!hs->p) return;
@@ -133,8 +133,8 @@ static void rp_hs_end(struct rp_hs *hs) {
   hs->p->plane_data = NULL;
   hs->p = NULL;
   rp->bus->stats.handshakes_inflight--;
-  if (hs->deadline.pending) vsri_io_cancel(rp->bus->loop->io, &hs->deadline);
-  else rp_hs_free(hs);
+  vsri_io_timeout_drop(rp->bus->loop->io, &hs->deadline);
+  rp_hs_free(hs);
 }
 
 static void rp_deadline_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
@@ -643,24 +643,27 @@ bool vsri_replica_idle(const struct vsr_bus *bus) {
   return !rp || (!rp->npeers && !rp->nhs && !rp->sweep.pending);
 }
 
+/* vsr_bus_del: the bus aborted its peers already (every replica link and handshake is a bus
+ * peer); what is left here is the listener, the sweep and the plane's own memory. No loop
+ * turn, nothing leaked. */
 void vsri_replica_fini(struct vsr_bus *bus) {
   struct rp_plane *rp = rp_of(bus);
   if (!rp) return;
-  vsri_replica_shutdown(bus);
-  for (int i = 0; i < VSR_MAX_REPLICAS; i++) {
-    if (bus->replicas[i]) vsri_bus_peer_close(bus->replicas[i], VSR_ESHUTDOWN, false);
+  rp->stopping = true;
+  struct bus_listener *bl = &bus->replica_tcp;
+  if (bl->l) {
+    bl->tops->listener_close(bl->l);
+    bl->l = NULL;
   }
-  /* Every completion and connection that points at |rp| must be finished before it goes. */
-  struct vsri_io *io = bus->loop->io;
-  uint64_t end = vsri_io_now_fresh(io) + 2000000000ull;
-  while ((rp->npeers || rp->nhs || rp->sweep.pending) && vsri_io_now_fresh(io) < end) {
-    vsri_io_run(io, 10000000);
+  vsri_io_timeout_drop(bus->loop->io, &rp->sweep);
+  struct vsri_list_node *n;
+  while ((n = vsri_list_front(&rp->pending))) {
+    struct rp_hs *hs = vsri_container_of(n, struct rp_hs, link);
+    vsri_bus_peer_abort(hs->p, VSR_ESHUTDOWN); /* ends |hs| */
   }
-  if (rp->npeers || rp->nhs || rp->sweep.pending) {
-    VSRI_ERROR("VSR-SHUTDOWN", "replica plane: %u connection(s) still open after 2 s; leaking "
-               "their state rather than freeing it under them", rp->npeers);
-    bus->replica_plane = NULL;
-    return;
+  if (rp->npeers || rp->nhs) {
+    VSRI_ERROR("VSR-SHUTDOWN", "replica plane: %u connection(s), %u handshake(s) unaccounted "
+               "for at delete (a bug); freeing the plane", rp->npeers, rp->nhs);
   }
   vsri_auth_cfg_wipe(&rp->auth);
   bus->replica_plane = NULL;

@@ -71,6 +71,13 @@ static void dec_charge_first(struct vsri_decoder *d, struct vsri_mem_budget *b) 
   b->head = d;
 }
 
+void vsri_decoder_detach(struct vsri_decoder *d) {
+  dec_uncharge(d);
+  d->budget = NULL;
+  d->on_evict = NULL;
+  d->evict_ctx = NULL;
+}
+
 void vsri_decoder_free(struct vsri_decoder *d) {
   dec_uncharge(d);
   vsr_msg_unref(d->msg);

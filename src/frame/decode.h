@@ -97,6 +97,11 @@ void vsri_decoder_set_max(struct vsri_decoder *d, uint32_t max_size, bool preaut
 /* Writes "size S, command C, <the limit that refused it>" for a log line about error |err|. */
 void vsri_decoder_describe(const struct vsri_decoder *d, int err, char *buf, size_t len);
 
+/* Gives the frame in progress's charge back to the plane budget and forgets the budget and
+ * the evict hook; the buffer stays (a read into it may still be pending) until
+ * vsri_decoder_free. For an owner that goes away before its buffer may (io.h, "Letting go"). */
+void vsri_decoder_detach(struct vsri_decoder *d);
+
 /* Releases a partially filled frame, if any. The decoder may be re-initialised afterwards. */
 void vsri_decoder_free(struct vsri_decoder *d);
 

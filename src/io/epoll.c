@@ -260,6 +260,16 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
   return n;
 }
 
+/* vsri_io_close_now: the fd leaves the interest set and its slot, so a reused number starts
+ * clean. Operations parked on it were canceled (posted) by their owner already. */
+static void ep_forget_fd(struct vsri_io *io, int fd) {
+  struct ep *ep = io->backend_data;
+  if ((uint32_t)fd >= ep->fds_len) return;
+  struct ep_fd *s = &ep->fds[fd];
+  if (s->registered) epoll_ctl(ep->epfd, EPOLL_CTL_DEL, fd, NULL);
+  memset(s, 0, sizeof *s);
+}
+
 const struct vsri_io_backend vsri_io_backend_epoll = {
     .name = "epoll",
     .init = ep_init,
@@ -267,4 +277,5 @@ const struct vsri_io_backend vsri_io_backend_epoll = {
     .submit = ep_submit,
     .cancel = ep_cancel,
     .poll = ep_poll,
+    .forget_fd = ep_forget_fd,
 };

@@ -8,7 +8,23 @@
  * chosen at run time; nothing above this header knows which one runs.
  *
  * Buffers, iovecs and msghdrs passed in must stay valid until the callback. Timers and the
- * before-poll queue are backend-independent (loop.c). One io object belongs to one thread. */
+ * before-poll queue are backend-independent (loop.c). One io object belongs to one thread.
+ *
+ * Letting go (the release rule). Nothing above this layer ever runs the loop to free memory.
+ * An owner that goes away while submissions are still pending:
+ *   1. drops its timers with vsri_io_timeout_drop (timers live in the loop: gone at once);
+ *   2. closes its fds with vsri_io_close_now (synchronous; the backend forgets the fd first);
+ *   3. hands the block holding its pending fd completions, and every buffer the kernel may
+ *      still read or write for them (an io_uring recv writes into the caller's buffer until
+ *      its CQE arrives; a send reads its iovecs' data), to vsri_io_release with a free
+ *      function. The io layer cancels each completion, never runs its callback again, and
+ *      calls the free function once the last one has come back: at once when nothing is in
+ *      the kernel (epoll always; io_uring for work not yet submitted), else from a later
+ *      vsri_io_run (the CQE arrives) or from vsri_io_del, which waits for the kernel to answer
+ *      every released submission (each was canceled, so the answer is prompt).
+ * A released completion may have completed in the kernel after all: an accept that returns
+ * a descriptor is closed by the io layer. The free function must not call back into the
+ * owner (the owner is gone); it frees memory and drops references, nothing else. */
 #ifndef VSRI_IO_H
 #define VSRI_IO_H
 
@@ -16,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "util/list.h"
@@ -75,6 +92,17 @@ struct vsri_completion {
   struct vsri_list_node link; /* on at most one list: the loop's ready list or a backend's */
   int32_t result;       /* result carried while queued on the loop's ready list */
   uint32_t backend_tag;
+  bool posted;          /* on the loop's ready list (vsri_io_post) */
+  struct vsri_io_grave *grave; /* released (vsri_io_release): the callback never runs */
+};
+
+/* Bookkeeping of one released block (see "Letting go" above): embedded in the block itself,
+ * so releasing never allocates. Private to the loop once handed to vsri_io_release. */
+struct vsri_io_grave {
+  void (*free_fn)(void *arg);
+  void *arg;
+  uint32_t pending;          /* released completions the kernel still holds */
+  struct vsri_list_node link; /* on the loop's list of graves while pending > 0 */
 };
 
 enum vsri_io_backend_kind { VSRI_IO_AUTO = 0, VSRI_IO_EPOLL, VSRI_IO_URING };
@@ -92,7 +120,10 @@ void vsri_io_options_default(struct vsri_io_options *o);
  * or VSR_EIO. AUTO logs one line when it falls back from io_uring to epoll. */
 int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o);
 
-/* Frees the loop. Every submission must have completed. */
+/* Frees the loop. Every submission must have completed or been released (vsri_io_release):
+ * released blocks still waiting for the kernel are waited for here (io_uring: until their
+ * CQEs arrive; each was canceled, so this is prompt), then freed. No callback of a live owner
+ * runs here; a completion that is neither finished nor released is a bug (logged). */
 void vsri_io_del(struct vsri_io *io);
 
 /* "epoll" or "io_uring". */
@@ -124,11 +155,25 @@ void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, 
  * bytes the kernel took, possibly fewer than asked. */
 void vsri_io_sendv(struct vsri_io *io, struct vsri_completion *c, int fd,
                    const struct iovec *iov, int iovcnt, vsri_io_cb cb, void *ctx);
-/* sendmsg(2) / recvmsg(2) with the caller's msghdr (address, control messages): datagrams. */
+/* Datagrams. sendmsg(2) / recvmsg(2) with the caller's msghdr; the op contract (what a
+ * simulated backend must honour too):
+ *   - msg_name / msg_namelen: the peer (NULL on a connected socket); a receive fills it.
+ *   - one iovec in practice; the result is the bytes sent or received, or -errno.
+ *   - control messages, SOL_UDP only: a send may carry UDP_SEGMENT (uint16_t segment size: the
+ *     payload leaves as datagrams of that size, the last one shorter: GSO); a receive may
+ *     return UDP_GRO (int: the size of each coalesced datagram but the last) when the socket
+ *     enabled it. No ECN, no other cmsg is read or written.
+ *   - a receive sets MSG_TRUNC in msg_flags when the datagram did not fit.
+ * The completion forms wait for readiness; the _now forms below never wait. */
 void vsri_io_sendmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
                      int flags, vsri_io_cb cb, void *ctx);
 void vsri_io_recvmsg(struct vsri_io *io, struct vsri_completion *c, int fd, struct msghdr *msg,
                      int flags, vsri_io_cb cb, void *ctx);
+/* One non-blocking attempt now, no completion: the drain after a receive completion and the
+ * burst sends of a datagram endpoint (a syscall per batch, no loop turn). Same contract as
+ * above; returns bytes or -errno (-EAGAIN: nothing queued / no room now). */
+ssize_t vsri_io_recvmsg_now(struct vsri_io *io, int fd, struct msghdr *msg, int flags);
+ssize_t vsri_io_sendmsg_now(struct vsri_io *io, int fd, const struct msghdr *msg, int flags);
 /* Closes |fd|; no other operation on it may be pending. Result 0 or -errno. */
 void vsri_io_close(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                    void *ctx);
@@ -139,6 +184,35 @@ void vsri_io_timeout(struct vsri_io *io, struct vsri_completion *c, uint64_t ns,
 /* Asks a pending submission to finish early. Its callback still runs exactly once, with
  * -ECANCELED or with its real result if it had already finished. No-op if not pending. */
 void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c);
+
+/* Letting go without running the loop (see "Letting go" at the top).
+ *
+ * vsri_io_timeout_drop: takes a pending timer out of the loop; its callback never runs. No-op
+ * for an idle completion. The completion's memory may go at once.
+ *
+ * vsri_io_close_now: closes |fd| at once with close(2), after the backend forgot it (epoll:
+ * off the interest set; io_uring: queued submissions are pushed to the kernel first, so none
+ * names a reused descriptor number). Operations still pending on |fd| must have been
+ * released (or canceled) by the caller first.
+ *
+ * vsri_io_release: cancels each pending completion of |cs| (idle ones and NULLs are skipped)
+ * and detaches it: its callback never runs again (a pending close is not canceled, only
+ * waited for). |free_fn|(|arg|) runs once every one has
+ * come back: before this returns when none is left in the kernel, else later from the loop
+ * (vsri_io_run or vsri_io_del). |g| lives in the released block. |free_fn| may be NULL (then
+ * the caller frees nothing: used for completions in memory that outlives the loop). */
+void vsri_io_timeout_drop(struct vsri_io *io, struct vsri_completion *c);
+void vsri_io_close_now(struct vsri_io *io, int fd);
+void vsri_io_release(struct vsri_io *io, struct vsri_io_grave *g,
+                     struct vsri_completion *const *cs, size_t n, void (*free_fn)(void *arg),
+                     void *arg);
+/* Released blocks still waiting for the kernel (tests). */
+uint32_t vsri_io_graves(const struct vsri_io *io);
+
+/* Makes the current turn's wait (if not begun) or the next one not block: for deferred work
+ * that changed what the loop's caller waits on (a connection reported closed from a deferred
+ * function, not from a completion). */
+void vsri_io_nowait(struct vsri_io *io);
 
 /* Work deferred to just before the loop waits: the batching point for coalesced writes.
  * Queuing an already queued item is a no-op. The function may queue more deferred work. */

@@ -18,6 +18,15 @@ struct vsri_io_backend {
   /* Issues queued submissions, waits up to |timeout_ns| (-1 forever, 0 not at all) and runs
    * completions through vsri_io_complete(). Returns callbacks run, or VSR_EIO. */
   int (*poll)(struct vsri_io *io, int64_t timeout_ns);
+  /* |fd| is about to be closed with close(2) by vsri_io_close_now: forget it (epoll: off the
+   * interest set) and make sure no queued submission names it later (io_uring: push queued
+   * SQEs to the kernel now). May be NULL when the backend keeps no per-fd state. */
+  void (*forget_fd)(struct vsri_io *io, int fd);
+  /* vsri_io_recvmsg_now / _sendmsg_now (io.h's datagram contract). NULL: the loop issues
+   * recvmsg(2) / sendmsg(2) with MSG_DONTWAIT itself (epoll, io_uring); a simulated backend
+   * supplies its own. */
+  ssize_t (*recvmsg_now)(struct vsri_io *io, int fd, struct msghdr *msg, int flags);
+  ssize_t (*sendmsg_now)(struct vsri_io *io, int fd, const struct msghdr *msg, int flags);
 };
 
 extern const struct vsri_io_backend vsri_io_backend_epoll;
@@ -37,6 +46,10 @@ struct vsri_io {
   struct vsri_list ready;
   /* Before-poll work, oldest first, through d->link. */
   struct vsri_list deferred;
+  /* Released blocks whose completions the kernel still holds (struct vsri_io_grave.link). */
+  struct vsri_list graves;
+  uint32_t ngraves;
+  bool nowait; /* vsri_io_nowait: the next wait does not block */
   struct vsri_io_stats stats;
   char unavailable[128]; /* why a backend's init refused, for the fallback log line */
 };

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "io/io_impl.h"
 #include "util/alloc.h"
@@ -52,6 +53,7 @@ int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
   io->now_ns = loop_clock();
   vsri_list_init(&io->ready);
   vsri_list_init(&io->deferred);
+  vsri_list_init(&io->graves);
   enum vsri_io_backend_kind kind = io->opts.backend;
   int err = loop_pick_backend(&kind);
   if (err) goto fail;
@@ -77,8 +79,33 @@ fail:
   return err;
 }
 
+static int loop_run_ready(struct vsri_io *io);
+
+/* Released blocks wait here for the kernel's answers to their canceled submissions. The
+ * rule: keep polling while answers come; give up only after a full second with none (the
+ * kernel never leaves a canceled network operation unanswered that long: it would be a kernel
+ * bug, logged, and the blocks are leaked rather than freed under the kernel). */
+static void loop_drain_graves(struct vsri_io *io) {
+  int idle_waits = 0;
+  while (io->ngraves > 0 && idle_waits < 10) {
+    uint32_t before = io->ngraves;
+    io->now_ns = loop_clock();
+    loop_run_ready(io);
+    if (io->ngraves == 0) break;
+    if (io->backend->poll(io, 100 * 1000 * 1000) < 0) break;
+    loop_run_ready(io);
+    idle_waits = io->ngraves < before ? 0 : idle_waits + 1;
+  }
+  if (io->ngraves > 0) {
+    VSRI_ERROR("VSR-IO", "%s: %u released block(s) still wait for the kernel after 1 s; "
+               "leaking them rather than freeing memory the kernel may write", io->backend->name,
+               io->ngraves);
+  }
+}
+
 void vsri_io_del(struct vsri_io *io) {
   if (!io) return;
+  loop_drain_graves(io);
   io->backend->fini(io);
   vsri_free(io->timers);
   vsri_free(io);
@@ -94,15 +121,34 @@ void vsri_io_stats(const struct vsri_io *io, struct vsri_io_stats *out) { *out =
 
 /* ---- completions ---------------------------------------------------------------------- */
 
+/* A released completion came back: its block goes once the last one has. */
+static void loop_grave_put(struct vsri_io *io, struct vsri_io_grave *g) {
+  if (--g->pending > 0) return;
+  vsri_list_remove(&g->link);
+  io->ngraves--;
+  if (g->free_fn) g->free_fn(g->arg);
+}
+
 void vsri_io_complete(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  uint8_t op = c->op;
   c->pending = false;
   c->op = VSRI_OP_NONE;
   io->stats.callbacks++;
+  struct vsri_io_grave *g = c->grave;
+  if (g) {
+    /* Released: the owner is gone. An accept that won the race against its cancel returned
+     * a descriptor nobody will take. |c| may be freed by the grave: not touched after. */
+    c->grave = NULL;
+    if (op == VSRI_OP_ACCEPT && res >= 0) close(res);
+    loop_grave_put(io, g);
+    return;
+  }
   c->cb(io, c, res);
 }
 
 void vsri_io_post(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
   c->result = res;
+  c->posted = true;
   vsri_list_push_back(&io->ready, &c->link);
 }
 
@@ -115,6 +161,7 @@ static int loop_run_ready(struct vsri_io *io) {
   struct vsri_list_node *node;
   while ((node = vsri_list_pop_front(&batch))) {
     struct vsri_completion *c = vsri_container_of(node, struct vsri_completion, link);
+    c->posted = false;
     vsri_io_complete(io, c, c->result);
     n++;
   }
@@ -131,6 +178,8 @@ static void loop_prepare(struct vsri_io *io, struct vsri_completion *c, enum vsr
   c->canceled = false;
   c->link = (struct vsri_list_node){0};
   c->backend_tag = 0;
+  c->posted = false;
+  c->grave = NULL;
   io->stats.submissions++;
 }
 
@@ -288,6 +337,18 @@ void vsri_io_recvmsg(struct vsri_io *io, struct vsri_completion *c, int fd, stru
   io->backend->submit(io, c);
 }
 
+ssize_t vsri_io_recvmsg_now(struct vsri_io *io, int fd, struct msghdr *msg, int flags) {
+  if (io->backend->recvmsg_now) return io->backend->recvmsg_now(io, fd, msg, flags);
+  ssize_t r = recvmsg(fd, msg, flags | MSG_DONTWAIT);
+  return r < 0 ? -errno : r;
+}
+
+ssize_t vsri_io_sendmsg_now(struct vsri_io *io, int fd, const struct msghdr *msg, int flags) {
+  if (io->backend->sendmsg_now) return io->backend->sendmsg_now(io, fd, msg, flags);
+  ssize_t r = sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+  return r < 0 ? -errno : r;
+}
+
 void vsri_io_close(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                    void *ctx) {
   loop_prepare(io, c, VSRI_OP_CLOSE, fd, cb, ctx);
@@ -309,6 +370,70 @@ void vsri_io_cancel(struct vsri_io *io, struct vsri_completion *c) {
   io->backend->cancel(io, c);
 }
 
+/* ---- letting go (io.h, "Letting go") ----------------------------------------------------- */
+
+/* Takes a posted completion off the ready list unrun. */
+static void loop_unpost(struct vsri_completion *c) {
+  vsri_list_remove(&c->link);
+  c->posted = false;
+  c->pending = false;
+  c->op = VSRI_OP_NONE;
+}
+
+void vsri_io_timeout_drop(struct vsri_io *io, struct vsri_completion *c) {
+  if (!c->pending) return;
+  if (c->posted) {
+    loop_unpost(c);
+    return;
+  }
+  if (c->op != VSRI_OP_TIMEOUT) return; /* not a timer: vsri_io_release is the way */
+  uint32_t i = c->u.timeout.heap_index;
+  if (i < io->timers_len && io->timers[i] == c) heap_remove(io, c);
+  c->pending = false;
+  c->op = VSRI_OP_NONE;
+}
+
+void vsri_io_close_now(struct vsri_io *io, int fd) {
+  if (fd < 0) return;
+  if (io->backend->forget_fd) io->backend->forget_fd(io, fd);
+  close(fd);
+}
+
+void vsri_io_release(struct vsri_io *io, struct vsri_io_grave *g,
+                     struct vsri_completion *const *cs, size_t n, void (*free_fn)(void *arg),
+                     void *arg) {
+  g->free_fn = free_fn;
+  g->arg = arg;
+  g->pending = 0;
+  g->link = (struct vsri_list_node){0};
+  for (size_t i = 0; i < n; i++) {
+    struct vsri_completion *c = cs[i];
+    if (!c || !c->pending) continue;
+    if (c->op == VSRI_OP_TIMEOUT) {
+      vsri_io_timeout_drop(io, c);
+      continue;
+    }
+    /* A close is never canceled (that would leak the descriptor): it is waited for. */
+    if (c->op != VSRI_OP_CLOSE) vsri_io_cancel(io, c);
+    if (c->posted) { /* finished at once (epoll; io_uring work the kernel never saw) */
+      loop_unpost(c);
+      continue;
+    }
+    c->grave = g;
+    g->pending++;
+  }
+  if (g->pending == 0) {
+    if (free_fn) free_fn(arg);
+    return;
+  }
+  vsri_list_push_back(&io->graves, &g->link);
+  io->ngraves++;
+}
+
+uint32_t vsri_io_graves(const struct vsri_io *io) { return io->ngraves; }
+
+void vsri_io_nowait(struct vsri_io *io) { io->nowait = true; }
+
 /* ---- the turn -------------------------------------------------------------------------- */
 
 int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
@@ -317,7 +442,10 @@ int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
   n += loop_run_timers(io);
   loop_run_deferred(io);
   int64_t wait = timeout_ns;
-  if (n > 0 || !vsri_list_empty(&io->ready) || !vsri_list_empty(&io->deferred)) wait = 0;
+  if (n > 0 || io->nowait || !vsri_list_empty(&io->ready) || !vsri_list_empty(&io->deferred)) {
+    wait = 0;
+  }
+  io->nowait = false;
   if (wait != 0 && io->timers_len > 0) {
     uint64_t deadline = io->timers[0]->u.timeout.deadline_ns;
     int64_t until = deadline > io->now_ns ? (int64_t)(deadline - io->now_ns) : 0;

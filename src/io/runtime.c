@@ -39,9 +39,9 @@ int vsr_loop_new(struct vsr_loop **out, const struct vsr_loop_options *o) {
 
 void vsr_loop_del(struct vsr_loop *loop) {
   if (!loop) return;
-  /* Let canceled timers and closes deliver their callbacks before the loop goes away. */
-  for (int i = 0; i < 100 && loop->io && vsri_io_run(loop->io, 0) > 0; i++) {
-  }
+  /* No turn runs here. Everything that used the loop let go of its completions without it
+   * (io.h, "Letting go"); vsri_io_del waits only for the kernel's answers to released
+   * submissions, then the pool goes (released blocks may still hold frames of it). */
   vsri_io_del(loop->io);
   vsr_pool_del(loop->pool);
   vsri_free(loop);
@@ -80,7 +80,6 @@ struct vsr_timer {
   struct vsri_completion c;
   uint64_t rearm_ns; /* armed again while the previous arm was being canceled */
   bool rearm;
-  bool dead; /* deleted while pending: freed by the callback */
 };
 
 int vsr_timer_new(struct vsr_timer **out, struct vsr_loop *loop, void (*fn)(void *ctx),
@@ -96,10 +95,6 @@ int vsr_timer_new(struct vsr_timer **out, struct vsr_loop *loop, void (*fn)(void
 
 static void timer_fired(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
   struct vsr_timer *t = c->ctx;
-  if (t->dead) {
-    vsri_free(t);
-    return;
-  }
   if (t->rearm) {
     t->rearm = false;
     vsri_io_timeout(io, &t->c, t->rearm_ns, timer_fired, t);
@@ -126,11 +121,6 @@ void vsr_timer_disarm(struct vsr_timer *t) {
 
 void vsr_timer_del(struct vsr_timer *t) {
   if (!t) return;
-  if (t->c.pending) {
-    t->dead = true;
-    t->rearm = false;
-    vsri_io_cancel(t->loop->io, &t->c);
-    return;
-  }
+  vsri_io_timeout_drop(t->loop->io, &t->c); /* a timer lives in the loop: gone at once */
   vsri_free(t);
 }

@@ -563,6 +563,21 @@ static int ur_poll(struct vsri_io *io, int64_t timeout_ns) {
   return ur_reap(io, ur);
 }
 
+/* vsri_io_close_now: an SQE still in the ring names |fd| by number; once close(2) runs, the
+ * number may be reused before the SQE is issued. Issue every queued SQE now (the owner's
+ * cancels included): the kernel resolves the descriptor at issue and holds the file from
+ * then on. */
+static void ur_forget_fd(struct vsri_io *io, int fd) {
+  (void)fd;
+  struct ur *ur = io->backend_data;
+  if (io_uring_sq_ready(&ur->ring) == 0 || ur_enable(ur)) return;
+  io->stats.enters++;
+  int ret = io_uring_submit(&ur->ring);
+  if (ret < 0 && ret != -EBUSY && ret != -EAGAIN && ret != -EINTR) {
+    VSRI_WARN("VSR-IO", "io_uring_submit: %s", strerror(-ret));
+  }
+}
+
 const struct vsri_io_backend vsri_io_backend_uring = {
     .name = "io_uring",
     .init = ur_init,
@@ -570,4 +585,5 @@ const struct vsri_io_backend vsri_io_backend_uring = {
     .submit = ur_submit,
     .cancel = ur_cancel,
     .poll = ur_poll,
+    .forget_fd = ur_forget_fd,
 };

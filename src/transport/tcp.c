@@ -61,6 +61,10 @@ struct tcp_conn {
   struct vsri_completion dc; /* drain deadline */
   struct vsri_deferred flush;
   struct vsri_decoder dec;
+  uint32_t wr_frames;     /* frames the pending sendv covers (partly or whole) */
+  struct vsr_msg **held;  /* aborted mid-write: those frames, kept until the kernel is done */
+  uint32_t held_n;
+  struct vsri_io_grave grave; /* tcp_abort: the block waits here for the kernel */
   char name[64];
 };
 
@@ -73,6 +77,7 @@ struct tcp_listener {
   void *owner;
   struct vsri_completion ac;
   struct vsri_completion backoff;
+  struct vsri_io_grave grave; /* closed: waits here for a canceled accept's answer */
   struct sockaddr_storage peer;
   socklen_t peer_len;
   char name[64];
@@ -98,6 +103,7 @@ static void tcp_flush(void *ctx);
 static void tcp_teardown(struct tcp_conn *c);
 
 static void tcp_close(struct tcp_conn *c, int reason, bool drain);
+static void tcp_abort(struct tcp_conn *c, int reason);
 
 /* The plane's budget evicted this connection's frame in flight (the largest when the budget
  * was full): close at once; the buffer is freed with the decoder once no read is pending. */
@@ -219,6 +225,12 @@ static void tcp_drained(struct tcp_conn *c) {
 }
 
 static void tcp_close(struct tcp_conn *c, int reason, bool drain) {
+  if (!c->started && !c->ev) {
+    /* Accepted and refused before start(): nobody to tell, nothing to drain. Closed now, so
+     * no loop turn is needed for it (the owner may delete the loop right after). */
+    tcp_abort(c, reason);
+    return;
+  }
   if (c->state >= TC_CLOSING) {
     if (!drain && c->draining) tcp_teardown(c); /* escalate a drain to a hard close */
     return;
@@ -241,6 +253,44 @@ static void tcp_close(struct tcp_conn *c, int reason, bool drain) {
   }
   if (c->reading) vsri_io_cancel(c->ctx->io, &c->rc);
   tcp_teardown(c);
+}
+
+/* Frees an aborted connection once the kernel has answered its canceled operations. */
+static void tcp_conn_free(void *arg) {
+  struct tcp_conn *c = arg;
+  vsri_decoder_free(&c->dec); /* a direct read may have been writing into its frame */
+  for (uint32_t i = 0; i < c->held_n; i++) vsr_msg_unref(c->held[i]);
+  vsri_free(c->held);
+  vsri_free(c->iov);
+  vsri_free(c);
+}
+
+/* The owner is going away: no upcall ever again, the fd closes now (io.h, "Letting go"). A
+ * write in flight keeps its frames referenced, so the kernel never reads a reused buffer. */
+static void tcp_abort(struct tcp_conn *c, int reason) {
+  (void)reason;
+  struct vsri_io *io = c->ctx->io;
+  if (c->writing && c->q && c->wr_frames) {
+    uint32_t len = vsri_sendq_len(c->q);
+    uint32_t n = c->wr_frames < len ? c->wr_frames : len;
+    c->held = n ? vsri_malloc(n * sizeof *c->held) : NULL;
+    for (uint32_t i = 0; c->held && i < n; i++) {
+      c->held[c->held_n++] = vsr_msg_ref(vsri_sendq_peek(c->q, i));
+    }
+  }
+  c->ev = NULL;
+  c->owner = NULL;
+  c->q = NULL;
+  c->state = TC_CLOSED;
+  c->draining = false;
+  vsri_io_undefer(io, &c->flush);
+  vsri_io_timeout_drop(io, &c->dc);
+  vsri_decoder_detach(&c->dec); /* the plane budget may be gone before the block */
+  /* A final close already under way is waited for, not canceled (it closes the fd). */
+  int fd = c->cc.pending ? -1 : c->fd;
+  struct vsri_completion *cs[] = {&c->rc, &c->wc, &c->cc};
+  vsri_io_release(io, &c->grave, cs, sizeof cs / sizeof cs[0], tcp_conn_free, c);
+  vsri_io_close_now(io, fd);
 }
 
 /* ---- reading --------------------------------------------------------------------------- */
@@ -427,6 +477,7 @@ static void tcp_flush(void *ctx) {
     c->iov[i].iov_len = m->size - off;
   }
   c->writing = true;
+  c->wr_frames = n;
   vsri_io_sendv(c->ctx->io, &c->wc, c->fd, c->iov, (int)n, tcp_write_done, c);
 }
 
@@ -520,26 +571,10 @@ static void tcp_rx_clock(const struct vsri_conn *b, struct vsri_rx_clock *out) {
 
 static void tcp_accept_next(struct tcp_listener *l);
 
-static void tcp_listener_free_cb(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
-  (void)io;
-  (void)res;
-  vsri_free(cc->ctx);
-}
-
-static void tcp_listener_maybe_free(struct tcp_listener *l) {
-  if (l->ac.pending || l->backoff.pending) return;
-  if (l->reserve_fd >= 0) close(l->reserve_fd);
-  l->reserve_fd = -1;
-  /* Reuse the accept completion for the close of the listening fd. */
-  vsri_io_close(l->ctx->io, &l->ac, l->fd, tcp_listener_free_cb, l);
-}
-
 static void tcp_backoff_done(struct vsri_io *io, struct vsri_completion *t, int32_t res) {
   (void)io;
   (void)res;
-  struct tcp_listener *l = t->ctx;
-  if (l->closing) tcp_listener_maybe_free(l);
-  else tcp_accept_next(l);
+  tcp_accept_next(t->ctx);
 }
 
 /* Closes a connection that will not be served: what it already sent is read and dropped
@@ -589,11 +624,6 @@ static void tcp_accept_starved(struct vsri_io *io, struct tcp_listener *l, int e
 
 static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int32_t res) {
   struct tcp_listener *l = ac->ctx;
-  if (l->closing) {
-    if (res >= 0) close(res);
-    tcp_listener_maybe_free(l);
-    return;
-  }
   if (res < 0) {
     int err = -res;
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
@@ -671,13 +701,22 @@ static void tcp_listener_addr(const struct vsri_listener *b, char *buf, size_t l
   snprintf(buf, len, "%s", vsri_container_of(b, const struct tcp_listener, base)->name);
 }
 
+static void tcp_listener_free(void *arg) { vsri_free(arg); }
+
+/* Synchronous: the socket closes now; the memory goes once a canceled accept in the kernel
+ * has answered (at once on epoll). */
 static void tcp_listener_close(struct vsri_listener *b) {
   struct tcp_listener *l = tcp_listener_of(b);
   if (l->closing) return;
   l->closing = true;
-  if (l->ac.pending) vsri_io_cancel(l->ctx->io, &l->ac);
-  if (l->backoff.pending) vsri_io_cancel(l->ctx->io, &l->backoff);
-  tcp_listener_maybe_free(l);
+  struct vsri_io *io = l->ctx->io;
+  int fd = l->fd;
+  vsri_io_timeout_drop(io, &l->backoff);
+  if (l->reserve_fd >= 0) close(l->reserve_fd);
+  l->reserve_fd = -1;
+  struct vsri_completion *cs[] = {&l->ac};
+  vsri_io_release(io, &l->grave, cs, 1, tcp_listener_free, l);
+  vsri_io_close_now(io, fd);
 }
 
 /* The ops take the base; the functions above take struct tcp_conn. */
@@ -689,6 +728,7 @@ static void tcp_op_kick(struct vsri_conn *b) { tcp_kick(tcp_conn_of(b)); }
 static void tcp_op_close(struct vsri_conn *b, int reason, bool drain) {
   tcp_close(tcp_conn_of(b), reason, drain);
 }
+static void tcp_op_abort(struct vsri_conn *b, int reason) { tcp_abort(tcp_conn_of(b), reason); }
 
 const struct vsri_transport_ops vsri_transport_tcp = {
     .name = "tcp",
@@ -699,6 +739,7 @@ const struct vsri_transport_ops vsri_transport_tcp = {
     .start = tcp_op_start,
     .kick = tcp_op_kick,
     .close = tcp_op_close,
+    .abort = tcp_op_abort,
     .peer_name = tcp_peer_name,
     .rx_clock = tcp_rx_clock,
     .set_frame_limit = tcp_set_frame_limit,

@@ -149,7 +149,10 @@ struct vsri_transport_ops {
                 void (*on_accept)(void *owner, struct vsri_conn *conn), void *owner);
   /* Writes the bound "host:port" into |buf|. */
   void (*listener_addr)(const struct vsri_listener *l, char *buf, size_t len);
-  /* Stops accepting and frees the listener; established connections are not touched. */
+  /* Stops accepting and frees the listener; established connections are not touched. Never
+   * needs a loop turn: the socket closes now, memory the kernel may still touch goes through
+   * vsri_io_release. (A QUIC listener shares its socket with the connections it accepted:
+   * it lingers until the last of them is closed or aborted, then goes the same way.) */
   void (*listener_close)(struct vsri_listener *l);
 
   /* Dials |addr|. The connection reports on_connected, then frames, then on_closed.
@@ -172,6 +175,13 @@ struct vsri_transport_ops {
    * byte), all bounded by drain_timeout_ns; !drain: close now. on_closed fires once, later,
    * from the loop. Safe to call more than once. */
   void (*close)(struct vsri_conn *c, int reason, bool drain);
+
+  /* Destroys the connection now, for an owner that is going away: the socket closes at once
+   * (QUIC: CONNECTION_CLOSE with |reason|'s code is sent first), no upcall ever comes again
+   * (not even on_closed), frames still on the owner's queue stay the owner's, and memory the
+   * kernel may still touch goes later through vsri_io_release. Never runs the loop. Not from
+   * inside one of |c|'s own upcalls. Valid on a connection that is closing. */
+  void (*abort)(struct vsri_conn *c, int reason);
 
   /* "127.0.0.1:41234" (stable for the connection's life). */
   const char *(*peer_name)(const struct vsri_conn *c);

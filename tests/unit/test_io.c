@@ -903,6 +903,137 @@ static void test_steady_state_allocates_nothing(void **state) {
   vsri_io_del(io);
 }
 
+/* ---- letting go without running the loop (io.h, "Letting go") ------------------------------ */
+
+/* A block an owner hands to the io layer: a receive into its own buffer and a timer. */
+struct t_block {
+  struct vsri_completion rc, tc;
+  struct vsri_io_grave grave;
+  uint8_t buf[4096];
+  int *freed;
+  struct t_hits hits; /* callbacks: must stay 0 once released */
+};
+
+static void t_block_free(void *arg) {
+  struct t_block *b = arg;
+  (*b->freed)++;
+  assert_int_equal(b->hits.count, 0);
+  free(b);
+}
+
+static struct t_block *t_block_new(struct vsri_io *io, int fd, int *freed) {
+  struct t_block *b = calloc(1, sizeof *b);
+  assert_non_null(b);
+  b->freed = freed;
+  vsri_io_recv(io, &b->rc, fd, b->buf, sizeof b->buf, t_hit_cb, &b->hits);
+  vsri_io_timeout(io, &b->tc, 10000000000ull, t_hit_cb, &b->hits);
+  return b;
+}
+
+static void t_release(struct vsri_io *io, struct t_block *b, int fd) {
+  struct vsri_completion *cs[] = {&b->rc, &b->tc};
+  vsri_io_release(io, &b->grave, cs, 2, t_block_free, b);
+  vsri_io_close_now(io, fd);
+}
+
+/* Released after the receive reached the kernel: no callback ever, freed once (epoll: at
+ * once; io_uring: when the canceled receive's CQE arrives), nothing left in the graveyard. A
+ * peer that writes afterwards changes nothing. */
+static void test_release_frees_without_callbacks(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a, b;
+  t_tcp_pair(&a, &b);
+  int freed = 0;
+  struct t_block *blk = t_block_new(io, a, &freed);
+  t_run_idle(io, 1); /* the receive is parked / in the kernel; the timer has not fired */
+  assert_int_equal(blk->hits.count, 0);
+  t_release(io, blk, a);
+  if (strcmp(vsri_io_backend_name(io), "epoll") == 0) assert_int_equal(freed, 1);
+  assert_int_equal(write(b, "x", 1), 1);
+  uint64_t end = t_now() + T_GUARD_NS;
+  while (freed == 0 && t_now() < end) assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  assert_int_equal(freed, 1);
+  assert_int_equal(vsri_io_graves(io), 0);
+  t_run_idle(io, 5);
+  assert_int_equal(freed, 1);
+  close(b);
+  vsri_io_del(io);
+}
+
+/* Released before the first turn, then the loop is deleted at once: vsri_io_del waits for the
+ * kernel's answers and frees the block (ASan: no leak). */
+static void test_release_then_io_del_frees(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a, b;
+  t_tcp_pair(&a, &b);
+  int freed = 0;
+  struct t_block *blk = t_block_new(io, a, &freed);
+  t_run_idle(io, 1);
+  t_release(io, blk, a);
+  vsri_io_del(io);
+  assert_int_equal(freed, 1);
+  close(b);
+}
+
+/* A dropped timer never fires; the others in the heap still do, in order. */
+static void test_timeout_drop_leaves_others(void **state) {
+  struct vsri_io *io = t_io(state);
+  struct vsri_completion t[5];
+  struct t_hits h[5];
+  memset(h, 0, sizeof h);
+  for (int i = 0; i < 5; i++) vsri_io_timeout(io, &t[i], (uint64_t)(i + 1) * 2000000, t_hit_cb, &h[i]);
+  vsri_io_timeout_drop(io, &t[2]);
+  vsri_io_timeout_drop(io, &t[0]);
+  assert_false(t[2].pending);
+  vsri_io_timeout_drop(io, &t[0]); /* idle: no-op */
+  t_run_atleast(io, &h[4].count, 1);
+  assert_int_equal(h[0].count, 0);
+  assert_int_equal(h[2].count, 0);
+  assert_int_equal(h[1].count, 1);
+  assert_int_equal(h[3].count, 1);
+  /* A canceled timer (its -ECANCELED posted, not yet run) is dropped unrun too. */
+  struct vsri_completion c;
+  struct t_hits ch = {0, 0};
+  vsri_io_timeout(io, &c, 1000000000ull, t_hit_cb, &ch);
+  vsri_io_cancel(io, &c);
+  vsri_io_timeout_drop(io, &c);
+  t_run_idle(io, 3);
+  assert_int_equal(ch.count, 0);
+  vsri_io_del(io);
+}
+
+/* The non-waiting datagram forms: -EAGAIN when nothing is queued, then one datagram each way
+ * with its address, through the backend. */
+static void test_datagram_now_forms(void **state) {
+  struct vsri_io *io = t_io(state);
+  struct sockaddr_in sa, ra;
+  int s = t_udp(&sa);
+  int r = t_udp(&ra);
+  uint8_t in[256], out[100];
+  for (size_t k = 0; k < sizeof out; k++) out[k] = t_pattern(k);
+  struct sockaddr_in from;
+  struct iovec riov = {in, sizeof in};
+  struct msghdr rm = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &riov,
+                      .msg_iovlen = 1};
+  assert_int_equal(vsri_io_recvmsg_now(io, r, &rm, 0), -EAGAIN);
+  struct iovec siov = {out, sizeof out};
+  struct msghdr sm = {.msg_name = &ra, .msg_namelen = sizeof ra, .msg_iov = &siov,
+                      .msg_iovlen = 1};
+  assert_int_equal(vsri_io_sendmsg_now(io, s, &sm, 0), (ssize_t)sizeof out);
+  ssize_t got = -EAGAIN;
+  for (int i = 0; i < 1000 && got == -EAGAIN; i++) {
+    rm.msg_namelen = sizeof from;
+    got = vsri_io_recvmsg_now(io, r, &rm, 0);
+    if (got == -EAGAIN) usleep(1000);
+  }
+  assert_int_equal(got, (ssize_t)sizeof out);
+  assert_memory_equal(in, out, sizeof out);
+  assert_int_equal(from.sin_port, sa.sin_port);
+  close(s);
+  close(r);
+  vsri_io_del(io);
+}
+
 /* ---- backend selection ---------------------------------------------------------------------- */
 
 static struct vsri_io *t_new_kind(enum vsri_io_backend_kind kind, int *err) {
@@ -1090,6 +1221,10 @@ int main(void) {
       T_ON_ALL(test_submissions_batched_one_enter_per_turn),
       T_ON_ALL(test_more_submissions_than_sq_entries),
       T_ON_ALL(test_steady_state_allocates_nothing),
+      T_ON_ALL(test_release_frees_without_callbacks),
+      T_ON_ALL(test_release_then_io_del_frees),
+      T_ON_ALL(test_timeout_drop_leaves_others),
+      T_ON_ALL(test_datagram_now_forms),
       cmocka_unit_test(test_fallback_to_epoll_when_uring_probe_fails),
       cmocka_unit_test(test_fallback_to_epoll_when_seccomp_forbids_uring_eperm),
       cmocka_unit_test(test_fallback_to_epoll_when_kernel_lacks_uring_enosys),

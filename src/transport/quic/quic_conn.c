@@ -150,7 +150,9 @@ static void q_conn_notify_closed(struct q_conn *c) {
       c->connected_notified = true;
       c->ev->on_connected(c->owner, &c->base, c->reason);
     }
+    c->notifying = true;
     c->ev->on_closed(c->owner, &c->base, c->reason);
+    c->notifying = false;
   }
   c->ev = NULL;
   c->owner = NULL;
@@ -164,9 +166,7 @@ void q_conn_try_free(struct q_conn *c) {
   q_conn_notify_closed(c);
   struct q_listener *l = c->l;
   if (l) {
-    if (c->prev) c->prev->next = c->next;
-    else l->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    vsri_list_remove(&c->l_link);
     l->nconns--;
   }
   vsri_free(c);
@@ -174,29 +174,54 @@ void q_conn_try_free(struct q_conn *c) {
   if (l) q_listener_maybe_free(l);
 }
 
-void q_client_ep_free(struct q_ep *ep) {
-  struct q_conn *c = ep->owner;
-  vsri_free(ep);
-  c->ep = NULL;
+/* A dialed connection's endpoint, once the io layer is done with it. */
+void q_client_ep_free(struct q_ep *ep) { vsri_free(ep); }
+
+/* Releases everything now: the timer leaves the loop, a dialed connection's endpoint closes
+ * (its memory goes once the kernel answered: io.h, "Letting go"), so an owner may delete its
+ * loop right after on_closed. */
+static void q_conn_teardown(struct q_conn *c) {
+  struct vsri_io *io = c->ctx->io;
+  vsri_io_undefer(io, &c->flush);
+  vsri_io_undefer(io, &c->reap);
+  if (c->ep) q_ep_unwait(c->ep, c);
+  if (c->l && !c->counted) q_halfopen_leave(c);
+  q_conn_release(c);
+  c->state = Q_REAPED;
+  vsri_io_timeout_drop(io, &c->timer);
+  if (!c->l && c->ep) {
+    struct q_ep *ep = c->ep;
+    c->ep = NULL;
+    ep->owner = NULL;
+    q_ep_kill(ep);
+  }
+}
+
+/* Deferred (nothing of |c| is up the stack): tears down, tells the owner, frees. */
+static void q_conn_reap(void *arg) {
+  struct q_conn *c = arg;
+  if (c->ev && c->started && !c->closed_notified) vsri_io_nowait(c->ctx->io); /* see below */
+  q_conn_teardown(c);
+  q_conn_try_free(c); /* tells the owner: a caller waiting on the loop must see it now */
+}
+
+void q_conn_destroy(struct q_conn *c) {
+  c->ev = NULL; /* nobody is told */
+  c->owner = NULL;
+  c->q = NULL;
+  c->started = false;
+  q_conn_teardown(c);
   q_conn_try_free(c);
 }
 
-/* Deferred (nothing of |c| is up the stack): releases everything, cancels what is pending;
- * on_closed and the free follow once the completions are back, so an owner may delete its
- * loop right after on_closed. */
-static void q_conn_reap(void *arg) {
-  struct q_conn *c = arg;
-  struct vsri_io *io = c->ctx->io;
-  vsri_io_undefer(io, &c->flush);
-  if (c->ep) q_ep_unwait(c->ep, c);
-  q_conn_release(c);
-  c->state = Q_REAPED;
-  if (c->timer.pending) vsri_io_cancel(io, &c->timer);
-  if (!c->l && c->ep) {
-    q_ep_kill(c->ep); /* its on_free (maybe right now) finishes the job */
-    return;
+/* The owner is going away: CONNECTION_CLOSE with |reason|'s code goes out now (unless one
+ * went already), then |c| is freed without an upcall. */
+void q_abort(struct q_conn *c, int reason) {
+  if (c->state < Q_CLOSING) {
+    q_set_app_error(c, (uint64_t)q_app_code(reason));
+    q_send_close(c);
   }
-  q_conn_try_free(c);
+  q_conn_destroy(c);
 }
 
 /* Ends the connection: a server connection that sent CONNECTION_CLOSE lingers for a closing
@@ -403,6 +428,8 @@ static void q_rx_clock(const struct vsri_conn *b, struct vsri_rx_clock *out) {
   }
 }
 
+static void q_op_abort(struct vsri_conn *b, int reason) { q_abort(q_conn_of(b), reason); }
+
 const struct vsri_transport_ops vsri_transport_quic = {
     .name = "quic",
     .listen = q_listen,
@@ -412,6 +439,7 @@ const struct vsri_transport_ops vsri_transport_quic = {
     .start = q_start,
     .kick = q_kick,
     .close = q_close,
+    .abort = q_op_abort,
     .peer_name = q_peer_name,
     .rx_clock = q_rx_clock,
 };

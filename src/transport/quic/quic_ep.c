@@ -1,8 +1,9 @@
 /* QUIC transport: quic_ep.c.
  * UDP endpoint: one socket, its receive path (a vsri_io_recvmsg completion, then a bounded drain
- * of direct receives, UDP_GRO batches split into packets) and its send path (UDP GSO bursts sent
- * at once; a burst the socket refuses is parked on a vsri_io_sendmsg completion and connections
- * wait behind it). */
+ * of vsri_io_recvmsg_now receives, UDP_GRO batches split into packets) and its send path (UDP GSO
+ * bursts sent at once with vsri_io_sendmsg_now; a burst the socket refuses is parked on a
+ * vsri_io_sendmsg completion and connections wait behind it). Every datagram goes through the
+ * io layer (io.h's datagram contract), so a simulated backend can carry QUIC. */
 #include "transport/quic/quic_impl.h"
 
 /* ---- UDP endpoint ---------------------------------------------------------------------- */
@@ -23,6 +24,7 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
               socklen_t len, bool server, const struct vsri_quic_config *cfg,
               const char *text) {
   ep->io = io;
+  vsri_list_init(&ep->waiters);
   ep->fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (ep->fd < 0) {
     VSRI_ERROR("VSR-QUIC", "%s quic: socket: %s", text, strerror(errno));
@@ -55,36 +57,36 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
   return 0;
 }
 
-static void q_ep_maybe_free(struct q_ep *ep);
-
-static void q_ep_closed(struct vsri_io *io, struct vsri_completion *cc, int32_t res) {
-  (void)io;
-  (void)res;
-  struct q_ep *ep = cc->ctx;
-  ep->fd = -1;
-  q_ep_maybe_free(ep);
-}
-
-static void q_ep_maybe_free(struct q_ep *ep) {
-  if (!ep->dead || ep->in_rx || ep->rx_c.pending || ep->tx_c.pending || ep->close_c.pending) {
-    return;
-  }
-  if (ep->fd >= 0) {
-    /* Through the loop: the backend forgets the fd before its number can be reused. */
-    vsri_io_close(ep->io, &ep->close_c, ep->fd, q_ep_closed, ep);
-    return;
-  }
+/* The block goes once the kernel answered the canceled receive and send (io.h, "Letting go":
+ * the kernel may write into rx_buf and read tx_park until then). */
+static void q_ep_free(void *arg) {
+  struct q_ep *ep = arg;
   vsri_free(ep->rx_buf);
   vsri_free(ep->tx_park);
   ep->rx_buf = ep->tx_park = NULL;
   if (ep->on_free) ep->on_free(ep);
 }
 
-/* The owner is done with the endpoint: stop receiving, free once completions are back. */
+/* Closes the socket now and hands the endpoint to the io layer. */
+static void q_ep_let_go(struct q_ep *ep) {
+  if (ep->gone) return;
+  ep->gone = true;
+  struct vsri_io *io = ep->io;
+  int fd = ep->fd;
+  ep->fd = -1;
+  struct vsri_completion *cs[] = {&ep->rx_c, &ep->tx_c, &ep->close_c};
+  vsri_io_release(io, &ep->grave, cs, sizeof cs / sizeof cs[0], q_ep_free, ep);
+  vsri_io_close_now(io, fd);
+}
+
+static void q_ep_maybe_free(struct q_ep *ep) {
+  if (ep->dead && !ep->in_rx) q_ep_let_go(ep);
+}
+
+/* The owner is done with the endpoint: closed now (or when the receive callback on the stack
+ * returns), freed once the kernel is done with its buffers. Never needs a loop turn. */
 void q_ep_kill(struct q_ep *ep) {
   ep->dead = true;
-  if (ep->rx_c.pending) vsri_io_cancel(ep->io, &ep->rx_c);
-  if (ep->tx_c.pending) vsri_io_cancel(ep->io, &ep->tx_c);
   q_ep_maybe_free(ep);
 }
 
@@ -149,9 +151,9 @@ static void q_ep_rx_done(struct vsri_io *io, struct vsri_completion *rc, int32_t
     /* Drain what else is queued on the socket now, bounded so other fds get their turn. */
     for (int i = 0; i < Q_RX_DRAIN && !ep->dead; i++) {
       q_ep_rx_prep(ep);
-      ssize_t r = recvmsg(ep->fd, &ep->rx_msg, MSG_DONTWAIT);
+      ssize_t r = vsri_io_recvmsg_now(ep->io, ep->fd, &ep->rx_msg, 0);
       if (r < 0) {
-        q_ep_rx_error(ep, errno);
+        q_ep_rx_error(ep, (int)-r);
         break;
       }
       vsri_io_now_fresh(ep->io);
@@ -223,14 +225,15 @@ void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
     struct iovec iov;
     _Alignas(size_t) uint8_t ctl[CMSG_SPACE(sizeof(uint16_t))];
     q_ep_msg(&mh, &iov, ctl, sizeof ctl, ep, to, tolen, data + off, chunk, seg);
-    if (sendmsg(ep->fd, &mh, MSG_DONTWAIT) >= 0) {
+    ssize_t sent = vsri_io_sendmsg_now(ep->io, ep->fd, &mh, 0);
+    if (sent >= 0) {
       q_stats.send_calls++;
       q_stats.datagrams_out += (chunk + seg - 1) / seg;
       q_stats.bytes_out += chunk;
       off += chunk;
       continue;
     }
-    int err = errno;
+    int err = (int)-sent;
     if (err == EINTR) continue;
     if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
       q_ep_park(ep, to, tolen, data + off, len - off, seg);
@@ -251,26 +254,12 @@ void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,
 bool q_ep_blocked(const struct q_ep *ep) { return ep->tx_c.pending; }
 
 void q_ep_wait(struct q_ep *ep, struct q_conn *c) {
-  if (c->waiting) return;
-  c->waiting = true;
-  c->wait_next = NULL;
-  if (ep->wait_tail) ep->wait_tail->wait_next = c;
-  else ep->wait_head = c;
-  ep->wait_tail = c;
+  if (!vsri_list_linked(&c->wait_link)) vsri_list_push_back(&ep->waiters, &c->wait_link);
 }
 
 void q_ep_unwait(struct q_ep *ep, struct q_conn *c) {
-  if (!c->waiting) return;
-  struct q_conn **pp = &ep->wait_head, *prev = NULL;
-  while (*pp && *pp != c) {
-    prev = *pp;
-    pp = &(*pp)->wait_next;
-  }
-  if (*pp) {
-    *pp = c->wait_next;
-    if (ep->wait_tail == c) ep->wait_tail = prev;
-  }
-  c->waiting = false;
+  (void)ep;
+  if (vsri_list_linked(&c->wait_link)) vsri_list_remove(&c->wait_link);
 }
 
 static void q_ep_tx_done(struct vsri_io *io, struct vsri_completion *tc, int32_t res) {
@@ -281,11 +270,8 @@ static void q_ep_tx_done(struct vsri_io *io, struct vsri_completion *tc, int32_t
     q_ep_maybe_free(ep);
     return;
   }
-  while (ep->wait_head) {
-    struct q_conn *c = ep->wait_head;
-    ep->wait_head = c->wait_next;
-    if (!ep->wait_head) ep->wait_tail = NULL;
-    c->waiting = false;
-    q_conn_schedule(c);
+  struct vsri_list_node *n;
+  while ((n = vsri_list_pop_front(&ep->waiters))) {
+    q_conn_schedule(vsri_container_of(n, struct q_conn, wait_link));
   }
 }

@@ -80,6 +80,8 @@
 #define q_conn_add_cid vsri_q_conn_add_cid
 #define q_conn_alloc vsri_q_conn_alloc
 #define q_conn_close_now vsri_q_conn_close_now
+#define q_conn_destroy vsri_q_conn_destroy
+#define q_abort vsri_q_abort
 #define q_conn_del_cid vsri_q_conn_del_cid
 #define q_conn_finish vsri_q_conn_finish
 #define q_conn_flush vsri_q_conn_flush
@@ -151,8 +153,10 @@ struct q_ep {
   struct vsri_io *io;
   int fd;
   bool gso, gro, connected;
-  bool dead;  /* owner gone: close and free once no completion is pending */
-  bool in_rx; /* inside the receive callback: do not free yet */
+  bool dead;  /* owner gone: closed and released (vsri_io_release) */
+  bool in_rx; /* inside the receive callback: that callback lets go when it returns */
+  bool gone;  /* closed and handed to the io layer */
+  struct vsri_io_grave grave;
   struct sockaddr_storage local;
   socklen_t local_len;
   q_packet_fn on_packet;
@@ -173,7 +177,7 @@ struct q_ep {
   _Alignas(size_t) uint8_t tx_ctl[CMSG_SPACE(sizeof(uint16_t))];
   uint8_t *tx_park;
   struct vsri_completion close_c;
-  struct q_conn *wait_head, *wait_tail;
+  struct vsri_list waiters; /* connections waiting for the parked burst (vsri_conn.wait_link) */
   void (*tx_hook)(void *user, const uint8_t *pkt, size_t len);
   void *tx_hook_user;
 };
@@ -210,15 +214,16 @@ struct q_listener {
   void (*on_accept)(void *owner, struct vsri_conn *conn);
   void *owner;
   struct q_cidmap cids;
-  struct q_conn *conns; /* every connection, live or closing */
+  struct vsri_list conns; /* every connection, live or closing (vsri_conn.l_link) */
   uint32_t nconns;
   uint32_t nhandshaking; /* not yet reported to the owner */
   uint8_t reset_secret[32];
   bool closing;
+  bool walking; /* q_listener_close walks |conns|: the listener must not free under it */
   char name[64];
   /* Handshake-flood admission: half-opens (server connections not yet reported) oldest first,
    * counted per source; Retry tokens sealed with |token_secret|. */
-  struct q_conn *ho_head, *ho_tail;
+  struct vsri_list halfopen; /* oldest first (vsri_conn.ho_link) */
   struct q_src *srcs; /* open addressing, 2x max_handshakes slots */
   uint32_t srcs_cap;
   uint8_t token_secret[32];
@@ -275,9 +280,8 @@ struct q_conn {
   const struct vsri_quic_config *cfg;
   struct q_listener *l; /* server side; NULL when dialed */
   struct q_ep *ep;
-  struct q_conn *prev, *next; /* listener's list */
-  struct q_conn *wait_next;   /* endpoint's send-wait list */
-  bool waiting;
+  struct vsri_list_node l_link;    /* on the listener's |conns| (server side) */
+  struct vsri_list_node wait_link; /* on the endpoint's |waiters| while waiting */
   ngtcp2_conn *qc;
   gnutls_session_t tls;
   gnutls_certificate_credentials_t cred; /* client trust store */
@@ -293,6 +297,7 @@ struct q_conn {
   bool started; /* an owner is attached (server: start(); client: from connect) */
   bool counted; /* server: no longer counted as half-open */
   bool connected_notified, closed_notified; /* upcalls made (each once) */
+  bool notifying; /* inside the on_closed upcall: not destroyed under it */
   bool close_drain; /* DRAINING: wait for the queue to empty (else close at the next flush) */
   bool keepalive_set, had_data, write_soon, alpn_refused;
   int reason;
@@ -327,8 +332,8 @@ struct q_conn {
   bool pinned;
   /* Server half-open: the listener's age list, its source, whether its address was validated
    * by a Retry token. */
-  struct q_conn *ho_prev, *ho_next;
-  bool ho_linked, validated;
+  struct vsri_list_node ho_link; /* on the listener's |halfopen| while counted there */
+  bool validated;
   uint8_t srckey[Q_SRCKEY];
   /* Tests: an extra stream carrying raw bytes. */
   int64_t extra_sid;
@@ -451,6 +456,10 @@ int q_server_init(struct q_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *o
                   uint64_t now);
 void q_conn_release(struct q_conn *c);
 void q_conn_try_free(struct q_conn *c);
+/* Frees |c| now, telling no owner (abort, listener close): resources, timer, CID entries, the
+ * listener's list, a dialed connection's own endpoint. */
+void q_conn_destroy(struct q_conn *c);
+void q_abort(struct q_conn *c, int reason);
 void q_client_ep_free(struct q_ep *ep);
 void q_conn_finish(struct q_conn *c, int reason, bool closing_period);
 void q_send_close(struct q_conn *c);

@@ -65,12 +65,7 @@ static void q_halfopen_enter(struct q_conn *c, const struct sockaddr *from) {
   l->nhandshaking++;
   q_src_key(from, c->srckey);
   q_src_add(l, c->srckey);
-  c->ho_prev = l->ho_tail;
-  c->ho_next = NULL;
-  if (l->ho_tail) l->ho_tail->ho_next = c;
-  else l->ho_head = c;
-  l->ho_tail = c;
-  c->ho_linked = true;
+  vsri_list_push_back(&l->halfopen, &c->ho_link);
   l->adm.admitted++;
   if (l->nhandshaking > l->adm.halfopen_peak) l->adm.halfopen_peak = l->nhandshaking;
 }
@@ -79,23 +74,21 @@ void q_halfopen_leave(struct q_conn *c) {
   struct q_listener *l = c->l;
   c->counted = true;
   l->nhandshaking--;
-  if (!c->ho_linked) return;
-  c->ho_linked = false;
+  if (!vsri_list_linked(&c->ho_link)) return;
+  vsri_list_remove(&c->ho_link);
   q_src_del(l, c->srckey);
-  if (c->ho_prev) c->ho_prev->ho_next = c->ho_next;
-  else l->ho_head = c->ho_next;
-  if (c->ho_next) c->ho_next->ho_prev = c->ho_prev;
-  else l->ho_tail = c->ho_prev;
-  c->ho_prev = c->ho_next = NULL;
 }
 
 /* The half-open to evict: the oldest one whose address was not validated (by a Retry token or
  * a finished handshake), else the oldest. */
 static struct q_conn *q_halfopen_victim(const struct q_listener *l) {
-  for (struct q_conn *c = l->ho_head; c; c = c->ho_next) {
+  for (const struct vsri_list_node *n = vsri_list_front(&l->halfopen); n;
+       n = vsri_list_next(&l->halfopen, n)) {
+    struct q_conn *c = vsri_container_of(n, struct q_conn, ho_link);
     if (!c->validated && !q_hs_done(c)) return c;
   }
-  return l->ho_head;
+  struct vsri_list_node *oldest = vsri_list_front(&l->halfopen);
+  return vsri_list_entry_or_null(oldest, struct q_conn, ho_link);
 }
 
 /* ---- server side ----------------------------------------------------------------------- */
@@ -228,9 +221,7 @@ static struct q_conn *q_server_accept(struct q_listener *l, const struct sockadd
   c->remote_len = fromlen;
   q_name(c);
   c->grace_at = now + l->cfg.handshake_grace_ns;
-  c->next = l->conns;
-  if (l->conns) l->conns->prev = c;
-  l->conns = c;
+  vsri_list_push_back(&l->conns, &c->l_link);
   l->nconns++;
   q_halfopen_enter(c, from);
   int err = q_server_init(c, &hd, validated ? &odcid : NULL, now);
@@ -271,7 +262,7 @@ static void q_listener_ep_free(struct q_ep *ep) {
 
 /* A closed listener goes once its last connection has. */
 void q_listener_maybe_free(struct q_listener *l) {
-  if (l->closing && l->nconns == 0 && !l->ep.dead) q_ep_kill(&l->ep);
+  if (l->closing && !l->walking && l->nconns == 0 && !l->ep.dead) q_ep_kill(&l->ep);
 }
 
 static int q_listener_cert(struct q_listener *l) {
@@ -307,6 +298,8 @@ int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
   atomic_fetch_add_explicit(&q_live, 1, memory_order_relaxed);
   l->base.ops = &vsri_transport_quic;
   l->ctx = ctx;
+  vsri_list_init(&l->conns);
+  vsri_list_init(&l->halfopen);
   l->cfg = *q_cfg(ctx);
   l->on_accept = on_accept;
   l->owner = owner;
@@ -351,20 +344,32 @@ void q_listener_addr(const struct vsri_listener *lb, char *buf, size_t len) {
   vsri_format_addr((const struct sockaddr *)&l->ep.local, buf, len);
 }
 
-/* Stops accepting: connections not yet reported are closed; reported ones stay with their
- * owner (they share the socket, which closes after the last of them). */
+/* Stops accepting, with no loop turn: connections that have no owner to tell (not yet
+ * reported, or already reported closed and lingering in their closing period) are closed and
+ * freed now; reported ones stay with their owner (they share the socket, which closes when
+ * the last of them is closed or aborted). */
 void q_listener_close(struct vsri_listener *lb) {
   struct q_listener *l = q_listener_of(lb);
   if (l->closing) return;
   l->closing = true;
-  for (struct q_conn *c = l->conns; c; c = c->next) {
-    if (c->state < Q_ACTIVE) {
-      q_conn_close_now(c, VSR_ESHUTDOWN);
-    } else if (c->state == Q_CLOSING) {
-      c->state = Q_CLOSED; /* cut the closing period short */
-      vsri_io_defer(c->ctx->io, &c->reap);
+  l->walking = true;
+  struct vsri_list_node *n, *tmp;
+  vsri_list_for_each_safe(n, tmp, &l->conns) {
+    struct q_conn *c = vsri_container_of(n, struct q_conn, l_link);
+    if (c->started && !c->closed_notified) continue; /* its owner's */
+    if (c->notifying) {
+      /* Inside its own on_closed upcall (the owner closed us from there): not under it. A
+       * connection in its closing period ends at the next reap; one being freed (REAPED) is
+       * gone when the upcall returns. */
+      if (c->state < Q_CLOSED) {
+        c->state = Q_CLOSED;
+        vsri_io_defer(c->ctx->io, &c->reap);
+      }
+      continue;
     }
+    q_abort(c, VSR_ESHUTDOWN);
   }
+  l->walking = false;
   q_listener_maybe_free(l);
 }
 
@@ -385,7 +390,9 @@ void vsri_quic_listener_conn_agg(const struct vsri_listener *lb,
                                  struct vsri_quic_conn_agg *out) {
   const struct q_listener *l = q_listener_of_const(lb);
   *out = (struct vsri_quic_conn_agg){0};
-  for (const struct q_conn *c = l->conns; c; c = c->next) {
+  for (const struct vsri_list_node *n = vsri_list_front(&l->conns); n;
+       n = vsri_list_next(&l->conns, n)) {
+    const struct q_conn *c = vsri_container_of(n, struct q_conn, l_link);
     if (c->state >= Q_CLOSED || !c->qc) continue;
     ngtcp2_conn_stat st;
     ngtcp2_conn_get_conn_stat(c->qc, &st);
