@@ -10,7 +10,6 @@
 #include "frame/decode.h"
 #include "util/alloc.h"
 #include "util/log.h"
-#include "util/pool.h"
 
 #define BUS_SLOT_NONE UINT32_MAX
 #define BUS_CLOSE_SLACK_NS 250000000ull /* shutdown: lets per-connection close deadlines fire */
@@ -333,7 +332,7 @@ void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id) {
   bus->forced_client_id = id;
 }
 
-static struct bus_peer *bus_client_find(const struct vsr_bus *bus, uint64_t id) {
+struct bus_peer *vsri_bus_client_find(const struct vsr_bus *bus, uint64_t id) {
   uint32_t slot = (uint32_t)id;
   if (slot >= bus->client_slots_len) return NULL;
   struct bus_peer *p = bus->client_slots[slot];
@@ -413,7 +412,7 @@ static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
 }
 
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg) {
-  return bus_enqueue(bus, VSR_PLANE_CLIENT, client_id, bus_client_find(bus, client_id), msg);
+  return bus_enqueue(bus, VSR_PLANE_CLIENT, client_id, vsri_bus_client_find(bus, client_id), msg);
 }
 
 int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg *msg) {
@@ -421,7 +420,7 @@ int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg
 }
 
 int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id) {
-  struct bus_peer *p = bus_client_find(bus, client_id);
+  struct bus_peer *p = vsri_bus_client_find(bus, client_id);
   if (!p || p->state == BUS_PEER_CLOSING) return VSR_ENOTCONN;
   vsri_bus_peer_close(p, VSR_ECLOSED, false);
   return 0;
@@ -566,6 +565,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->user = user;
   bus->client_free_head = BUS_SLOT_NONE;
   vsri_list_init(&bus->peers);
+  vsri_list_init(&bus->full);
   err = bus_copy_strings(bus);
   if (err) goto fail;
   if (o->loop) {
@@ -768,48 +768,5 @@ int vsr_bus_listen_addr(const struct vsr_bus *bus, const char *which, char *buf,
   }
   if (!bl || !bl->addr[0]) return VSR_ENOTCONN;
   snprintf(buf, len, "%s", bl->addr);
-  return 0;
-}
-
-void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
-  *out = bus->stats;
-  for (int pl = 0; pl < 2; pl++) {
-    out->rx_reserved[pl] = bus->budget[pl].reserved;
-    out->rx_filled[pl] = bus->budget[pl].filled;
-    out->rx_reserved_peak[pl] = bus->budget[pl].peak;
-    out->rx_budget[pl] = bus->budget[pl].max;
-  }
-  struct vsr_pool_stats ps;
-  vsr_pool_stats(bus->loop->pool, &ps);
-  out->memory_max = vsri_pool_bytes_max(bus->loop->pool);
-  out->memory_bytes = ps.bytes;
-  out->memory_live = ps.bytes_live;
-  out->memory_peak = ps.bytes_peak;
-  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) {
-    const struct bus_listener *bl = &bus->client_t[t].l;
-    if (bl->l && bl->t->listener_stats) bl->t->listener_stats(bl->l, out);
-  }
-}
-
-int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
-                       struct vsr_peer_stats *out) {
-  const struct bus_peer *p = plane == VSR_PLANE_CLIENT
-                                 ? bus_client_find(bus, id)
-                                 : (id < VSR_MAX_REPLICAS ? bus->replicas[id] : NULL);
-  if (!p) return VSR_ENOTCONN;
-  *out = (struct vsr_peer_stats){
-      .queue_depth = vsri_sendq_len(&p->q),
-      .queue_capacity = vsri_sendq_cap(&p->q),
-      .frames_in = p->frames_in,
-      .bytes_in = p->bytes_in,
-      .frames_out = p->frames_out,
-      .bytes_out = p->bytes_out,
-      .drops_backpressure = p->drops_backpressure,
-      .queue_bytes = p->q.bytes,
-      .queue_full_ns = p->full_since_ns ? vsri_io_now(bus->loop->io) - p->full_since_ns : 0,
-      .frames_queued = p->frames_queued,
-      .frames_dropped = p->frames_dropped,
-      .frames_pending = p->frames_queued - p->frames_out - p->frames_dropped,
-  };
   return 0;
 }

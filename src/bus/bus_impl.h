@@ -72,7 +72,7 @@ struct bus_peer {
    * at half its capacity and half its byte budget; the peer is on the bus's |full| list exactly
    * while it is non-zero. */
   uint64_t full_since_ns;
-  struct bus_peer *full_prev, *full_next;
+  struct vsri_list_node full_link; /* on the bus's |full| list */
   struct vsri_list_node link; /* on the bus's |peers| from vsri_bus_peer_new to the free */
   struct vsri_sendq q; /* slots follow the struct */
 };
@@ -123,7 +123,7 @@ struct vsr_bus {
   uint64_t drop_log_ns;  /* when the last VSR-DROP line was written */
   uint64_t drops_logged; /* drops (all kinds) counted when it was written */
   /* Peers whose queue is full (bus.c); the sweep timer is armed exactly while one is listed. */
-  struct bus_peer *full_head;
+  struct vsri_list full;
   struct vsri_completion slow_sweep;
   /* Metrics (metrics.c): frames and bytes by [plane][transport row], counted as they happen. */
   uint64_t pt_frames_in[2][VSRI_BUS_TRANSPORTS], pt_bytes_in[2][VSRI_BUS_TRANSPORTS];
@@ -211,6 +211,8 @@ int vsri_bus_replica_activate(struct bus_peer *p, uint8_t id);
 void vsri_bus_peer_abort(struct bus_peer *p, int reason);
 /* Closes a peer's connection with |reason| (logged by the caller). */
 void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain);
+/* The registered client |id|, or NULL. */
+struct bus_peer *vsri_bus_client_find(const struct vsr_bus *bus, uint64_t id);
 void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bus_peer *p,
                    int reason);
 

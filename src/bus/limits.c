@@ -25,10 +25,7 @@
 
 void vsri_bus_full_unlink(struct bus_peer *p) {
   if (!p->full_since_ns) return;
-  if (p->full_prev) p->full_prev->full_next = p->full_next;
-  else p->bus->full_head = p->full_next;
-  if (p->full_next) p->full_next->full_prev = p->full_prev;
-  p->full_prev = p->full_next = NULL;
+  vsri_list_remove(&p->full_link);
   p->full_since_ns = 0;
 }
 
@@ -78,11 +75,11 @@ static void bus_sweep_cb(struct vsri_io *io, struct vsri_completion *c, int32_t 
   struct vsr_bus *bus = c->ctx;
   if (res < 0 || bus->shutting_down) return;
   uint64_t now = vsri_io_now(io);
-  for (struct bus_peer *p = bus->full_head, *next; p; p = next) {
-    next = p->full_next; /* closing only unlinks |p|; peers are freed later, from the loop */
-    bus_full_check(p, now);
+  struct vsri_list_node *n, *tmp;
+  vsri_list_for_each_safe(n, tmp, &bus->full) { /* closing only unlinks; freed later */
+    bus_full_check(vsri_container_of(n, struct bus_peer, full_link), now);
   }
-  if (bus->full_head) {
+  if (!vsri_list_empty(&bus->full)) {
     vsri_io_timeout(io, &bus->slow_sweep, bus_sweep_period(bus), bus_sweep_cb, bus);
   }
 }
@@ -96,10 +93,7 @@ void vsri_bus_full_note(struct vsr_bus *bus, struct bus_peer *p) {
     return;
   }
   p->full_since_ns = now ? now : 1;
-  p->full_prev = NULL;
-  p->full_next = bus->full_head;
-  if (bus->full_head) bus->full_head->full_prev = p;
-  bus->full_head = p;
+  vsri_list_push_back(&bus->full, &p->full_link);
   if (!bus->slow_sweep.pending) {
     vsri_io_timeout(bus->loop->io, &bus->slow_sweep, bus_sweep_period(bus), bus_sweep_cb, bus);
   }

@@ -1,4 +1,5 @@
-/* vsr_bus_metrics_render: the bus's statistics as Prometheus text (exposition format 0.0.4).
+/* The bus's statistics: vsr_bus_stats / vsr_bus_peer_stats (the structs), and
+ * vsr_bus_metrics_render (the same as Prometheus text, exposition format 0.0.4).
  * Every family has HELP and TYPE lines; names follow the Prometheus conventions (counters end
  * in _total, sizes in _bytes, times in _seconds). docs/observability.md lists them. */
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 
 #include "bus/bus_impl.h"
 #include "transport/quic.h"
+#include "util/pool.h"
 #include "vsrbus/vsrbus.h"
 
 struct mx_out {
@@ -248,4 +250,49 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
   if (len) buf[len - 1] = '\0';
   *written = o.pos + 1;
   return VSR_ELIMIT;
+}
+
+/* ---- the structs ----------------------------------------------------------------------- */
+
+void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
+  *out = bus->stats;
+  for (int pl = 0; pl < 2; pl++) {
+    out->rx_reserved[pl] = bus->budget[pl].reserved;
+    out->rx_filled[pl] = bus->budget[pl].filled;
+    out->rx_reserved_peak[pl] = bus->budget[pl].peak;
+    out->rx_budget[pl] = bus->budget[pl].max;
+  }
+  struct vsr_pool_stats ps;
+  vsr_pool_stats(bus->loop->pool, &ps);
+  out->memory_max = vsri_pool_bytes_max(bus->loop->pool);
+  out->memory_bytes = ps.bytes;
+  out->memory_live = ps.bytes_live;
+  out->memory_peak = ps.bytes_peak;
+  for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) {
+    const struct bus_listener *bl = &bus->client_t[t].l;
+    if (bl->l && bl->t->listener_stats) bl->t->listener_stats(bl->l, out);
+  }
+}
+
+int vsr_bus_peer_stats(const struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
+                       struct vsr_peer_stats *out) {
+  const struct bus_peer *p = plane == VSR_PLANE_CLIENT
+                                 ? vsri_bus_client_find(bus, id)
+                                 : (id < VSR_MAX_REPLICAS ? bus->replicas[id] : NULL);
+  if (!p) return VSR_ENOTCONN;
+  *out = (struct vsr_peer_stats){
+      .queue_depth = vsri_sendq_len(&p->q),
+      .queue_capacity = vsri_sendq_cap(&p->q),
+      .frames_in = p->frames_in,
+      .bytes_in = p->bytes_in,
+      .frames_out = p->frames_out,
+      .bytes_out = p->bytes_out,
+      .drops_backpressure = p->drops_backpressure,
+      .queue_bytes = p->q.bytes,
+      .queue_full_ns = p->full_since_ns ? vsri_io_now(bus->loop->io) - p->full_since_ns : 0,
+      .frames_queued = p->frames_queued,
+      .frames_dropped = p->frames_dropped,
+      .frames_pending = p->frames_queued - p->frames_out - p->frames_dropped,
+  };
+  return 0;
 }
