@@ -2,11 +2,12 @@
 #   make run    install what is missing, build, run the demo
 #   make test   install what is missing, build, run the whole test suite
 #   make attack build, rerun the attacks on loopback, write bench/attack/results/latest.md
+#   make sim    build, run 300 seeds of the deterministic simulator (docs/simulation.md)
 BUILD ?= build
 CMAKE_FLAGS ?= -DVSR_WERROR=ON
 JOBS ?= 2
 
-.PHONY: all deps build run test install bench attack clean
+.PHONY: all deps build run test install bench attack sim clean
 
 all: build
 
@@ -35,6 +36,13 @@ bench: deps
 attack: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS) --target vsrbus_cli vsrbus_attack
 	BUILD=$(BUILD) ./bench/attack/run.sh
+
+# The deterministic simulator: SEEDS seeds (default 300, from the clock or FROM) on JOBS
+# processes; prints seeds/min and simulated seconds per wall second, and every failing seed with
+# its replay command (docs/simulation.md).
+SEEDS ?= 300
+sim: build
+	BIN=$(BUILD)/vsrbus SEEDS=$(SEEDS) JOBS=$(JOBS) ./scripts/sim.sh
 
 clean:
 	rm -rf $(BUILD)

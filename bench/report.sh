@@ -138,6 +138,33 @@ END {
   printf "| 3-replica pipeline: committed requests/s and p99 (reported) | %s | %s |\n", s, seen ? "reported" : "not measured"
   print ""
 
+  # targets of issue 16: TLS / WS / WSS against vsrbus TCP -----------------------------------
+  print "## Targets (issue 16: TLS, WS, WSS)"
+  print ""
+  print "| target | figures | status |"
+  print "|---|---|---|"
+  for (pass = 1; pass <= 2; pass++) {
+    t = pass == 1 ? "tls" : "ws"; size = pass == 1 ? 1048576 : 16384; lim = pass == 1 ? 0.7 : 0.9
+    ok = 1; seen = 0; s = ""
+    for (i = 1; i <= n; i++)
+      if (sys[i] == "vsrbus" && tr[i] == t && mode[i] == "tput" && fb[i] == size) {
+        k = fb[i] SUBSEP cn[i]; seen = 1
+        if (k in vtcp) { r = mbs[i] / vtcp[k]; s = sprintf("%s MB/s, %.2f× vsrbus TCP", f1(mbs[i]), r); if (r < lim) ok = 0 }
+        else { s = "no vsrbus TCP figure"; ok = 0 }
+      }
+    printf "| %s %s throughput ≥ %.1f× vsrbus TCP | %s | %s |\n", toupper(t), hsize(size), lim, s, status(ok, seen)
+  }
+  ok = 1; seen = 0; s = ""
+  for (i = 1; i <= n; i++)
+    if (sys[i] == "vsrbus" && (tr[i] == "tls" || tr[i] == "ws" || tr[i] == "wss") && mode[i] == "idle") {
+      seen = 1; s = s sprintf("%s%s %.2f KiB", s == "" ? "" : ", ", toupper(tr[i]), rss[i]); if (rss[i] > 40) ok = 0
+    }
+  printf "| idle TLS / WS / WSS connection ≤ 40 KiB | %s | %s |\n", s, status(ok, seen)
+  print ""
+  print "Kernel TLS: see the `VSR-TLS kernel TLS:` line in `latest.log`; TLS records run in user"
+  print "space (GnuTLS) unless it says otherwise."
+  print ""
+
   # throughput ------------------------------------------------------------------------------
   print "## Throughput"
   print ""
@@ -149,6 +176,8 @@ END {
       if ((pass == 1) != (tr[i] == "tcp")) continue
       k = tr[i] SUBSEP fb[i] SUBSEP cn[i]
       if (tr[i] == "tcp") r = ratio(mps[i], best_t[k])
+      else if (tr[i] == "tls" || tr[i] == "ws" || tr[i] == "wss")
+        r = (fb[i] SUBSEP cn[i]) in vtcp ? ratio(mbs[i], vtcp[fb[i] SUBSEP cn[i]]) " of TCP" : ""
       else if (mode[i] == "tput") r = ratio(mbs[i], ngtcp2) " of ngtcp2"
       else r = ""
       printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", tr[i], cn[i], commas(fb[i]),

@@ -123,6 +123,17 @@ done
 for p in ideal zmq nng; do
   [ -n "${BUILT[$p]:-}" ] && add 60 - "$BB/$p --mode idle --conns $IDLE_TCP"
 done
+# TLS, WS and WSS (issue 16): throughput at 16 KiB and 1 MiB, round trips at 256 B, idle
+# connections; targets in latest.md: TLS 1 MiB >= 0.7x TCP, WS 16 KiB >= 0.9x TCP.
+if [ -n "$HAVE_VSRBUS" ]; then
+  for t in tls ws wss; do
+    for s in 16384 1048576; do
+      add "$TT" - "$VSRBUS bench --transport $t --mode tput --size $s --conns 1 --seconds $DUR"
+    done
+    add 60 lat "$VSRBUS bench --transport $t --mode lat --size 256 --seconds $LAT_SECONDS"
+    add 60 - "$VSRBUS bench --transport $t --mode idle --conns $IDLE_QUIC"
+  done
+fi
 if [ -n "$HAVE_VSRBUS" ]; then
   add 60 - "$VSRBUS bench --transport tcp --mode idle --conns $IDLE_TCP"
   add 60 - "$VSRBUS bench --transport quic --mode idle --conns $IDLE_QUIC"

@@ -15,9 +15,12 @@ PACKAGES=(
   libinih-dev          # INI config files
   librust-blake3-dev   # official BLAKE3 C sources (c/ directory), built by CMake
   libhttp-parser-dev   # HTTP requests of the metrics endpoint (no .pc file: CMake find_library)
+  libwslay-dev         # WebSocket frames of the WS / WSS transports (no .pc file either)
   # tests
   libcmocka-dev b3sum gnutls-bin ngtcp2-client iproute2 strace
   tshark               # the Wireshark dissector test (contrib/wireshark)
+  python3-websockets   # an independent WebSocket client for the WS / WSS tests
+  chromium             # the browser test of the WS listener's page (it_ws_browser.sh)
   prometheus jq        # promtool check metrics (it_metrics.sh); jq parses the JSON logs
   # fuzzing and sanitizers
   clang-14 libclang-rt-14-dev

@@ -94,9 +94,12 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
                          .echo = !strcmp(cfg->mode, "lat") || !strcmp(cfg->mode, "echo")};
   struct vsr_bus_options o;
   vsr_bus_options_default(&o);
-  bool quic = strcmp(cfg->transport, "quic") == 0;
-  o.client_tcp_addr = quic ? NULL : "127.0.0.1:0";
-  o.quic.addr = quic ? "127.0.0.1:0" : NULL;
+  const char *t = cfg->transport, *any = "127.0.0.1:0";
+  o.client_tcp_addr = strcmp(t, "tcp") == 0 ? any : NULL;
+  o.quic.addr = strcmp(t, "quic") == 0 ? any : NULL;
+  o.tls.addr = strcmp(t, "tls") == 0 ? any : NULL;
+  o.ws.addr = strcmp(t, "ws") == 0 ? any : NULL;
+  o.wss.addr = strcmp(t, "wss") == 0 ? any : NULL;
   /* Echo modes queue up to inflight frames per client; idle and tput keep the default. */
   if (n.echo) {
     o.peer_queue_capacity = 4096;
@@ -116,7 +119,7 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
     fprintf(stderr, "vsrbus bench: node: %s\n", vsr_strerror(err));
     return 1;
   }
-  vsr_bus_listen_addr(n.bus, quic ? "quic" : "tcp", n.r.addr, sizeof n.r.addr);
+  vsr_bus_listen_addr(n.bus, t, n.r.addr, sizeof n.r.addr);
   n.r.rss_idle_kib = bench_rss_kib();
   if (write(out_fd, &n.r, sizeof n.r) != sizeof n.r) return 1;
   struct vsr_loop *loop = vsr_bus_loop(n.bus);
@@ -252,6 +255,7 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
   o.transport = cfg->transport;
   o.addr = addr;
   o.quic.insecure = true;
+  o.tls.insecure = true; /* tls / wss: loopback, the node's fresh self-signed certificate */
   /* Pipelined load on one stream, in order (the node allows 1 stream per client by default, so
    * the per-request model would carry one frame per round trip). */
   o.quic.streams = VSR_QUIC_STREAMS_LONG;
@@ -306,7 +310,8 @@ static int bench_load_main(struct bench_cfg *cfg, const char *addr, struct bench
 
 static void bench_usage(FILE *f) {
   fprintf(f,
-          "usage: vsrbus bench [--transport tcp|quic] [--mode tput|lat|echo|pipeline|idle]\n"
+          "usage: vsrbus bench [--transport tcp|quic|tls|ws|wss]\n"
+          "                    [--mode tput|lat|echo|pipeline|idle]\n"
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
           "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
@@ -353,7 +358,12 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
   bool mode_ok = !strcmp(cfg->mode, "tput") || !strcmp(cfg->mode, "lat") ||
                  !strcmp(cfg->mode, "echo") || !strcmp(cfg->mode, "pipeline") ||
                  !strcmp(cfg->mode, "idle");
-  bool tr_ok = !strcmp(cfg->transport, "tcp") || !strcmp(cfg->transport, "quic");
+  bool tr_ok = !strcmp(cfg->transport, "tcp") || !strcmp(cfg->transport, "quic") ||
+               !strcmp(cfg->transport, "tls") || !strcmp(cfg->transport, "ws") ||
+               !strcmp(cfg->transport, "wss");
+  if (!strcmp(cfg->mode, "pipeline") && tr_ok) {
+    tr_ok = !strcmp(cfg->transport, "tcp") || !strcmp(cfg->transport, "quic"); /* demo's */
+  }
   if (!mode_ok || !tr_ok || cfg->size < 256 || cfg->size > (64u << 20) || cfg->conns < 1 ||
       cfg->conns > 100000 || cfg->seconds <= 0 || cfg->seconds > 3600 || cfg->inflight < 1 ||
       optind < argc) {
@@ -426,6 +436,7 @@ static int bench_idle(struct bench_cfg *cfg, const char *addr, struct bench_load
   o.transport = cfg->transport;
   o.addr = addr;
   o.quic.insecure = true;
+  o.tls.insecure = true; /* tls / wss: loopback, the node's fresh self-signed certificate */
   o.queue_capacity = 4;
   struct vsr_client_callbacks cb = {.on_state = load_on_state};
   l->conns = calloc(cfg->conns, sizeof *l->conns);

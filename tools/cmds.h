@@ -18,5 +18,6 @@ int vsr_cmd_ping(int argc, char **argv);
 int vsr_cmd_demo(int argc, char **argv);
 int vsr_cmd_bench(int argc, char **argv);
 int vsr_cmd_cert(int argc, char **argv);
+int vsr_cmd_sim(int argc, char **argv);
 
 #endif

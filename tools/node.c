@@ -41,7 +41,14 @@ static void node_usage(FILE *f) {
           "  --config FILE           INI file; keys as the long options below (flags win)\n"
           "  --tcp ADDR              client plane TCP listener (default 127.0.0.1:8090, 'off')\n"
           "  --quic ADDR             client plane QUIC listener (default 127.0.0.1:8080, 'off')\n"
-          "  --cert FILE --key FILE  QUIC certificate and key (PEM); default: self-signed\n"
+          "  --tls ADDR              client plane TLS 1.3 over TCP listener (default off)\n"
+          "  --ws ADDR               client plane WebSocket listener (default off); GET / on\n"
+          "                          it serves a page that pings the node from a browser\n"
+          "  --wss ADDR              client plane WebSocket over TLS 1.3 (default off; page too)\n"
+          "  --cert FILE --key FILE  QUIC, TLS, WSS and replica-TLS certificate and key (PEM);\n"
+          "                          default: a self-signed one (SHA-256 logged; clients pin it)\n"
+          "  --tls-client-ca FILE    TLS / WSS clients must present a certificate this CA\n"
+          "                          signed (default: none asked, as Iggy mainline)\n"
           "  --quic-alpn-required    admit only QUIC clients offering ALPN iggy.consensus.v1\n"
           "                          (the seed's strict rule). Default: iggy.consensus.v1 or\n"
           "                          no ALPN, as Iggy mainline's SDKs offer none; any other\n"
@@ -66,10 +73,16 @@ static void node_usage(FILE *f) {
           "                          off: legacy mode, UNAUTHENTICATED (the announced replica\n"
           "                          id is trusted), only to join stock Iggy mainline servers,\n"
           "                          whose default is auth off; warned about at start\n"
+          "  --replica-tls           replica links over TLS 1.3 (ALPN iggy-replica), handshake\n"
+          "                          MACs bound to the TLS exporter; default off (plain TCP);\n"
+          "                          every replica of the cluster must agree\n"
+          "  --ca FILE               replica TLS: check the accepting replica's certificate\n"
+          "                          against this CA (default: any; the MAC authenticates)\n"
           "  --reconnect-ms N        replica redial backoff cap, default 5000\n"
           "  --reconnect-min-ms N    replica redial backoff base, default 100 (exponential,\n"
           "                          full jitter; 0: the cap)\n"
-          "  --handshake-grace-ms N  bound on a replica or QUIC handshake, default 10000\n"
+          "  --handshake-grace-ms N  bound on a replica or QUIC handshake, and on a TLS\n"
+          "                          handshake + WebSocket upgrade, default 10000\n"
           "                          (a QUIC client may open its first stream later)\n"
           "  --max-inflight-handshakes N  inbound replica handshakes at once, default 256\n"
           "  --max-message-size N    default 67108864\n"
@@ -276,10 +289,22 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     b->client_tcp_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
   } else if (strcmp(key, "quic") == 0) {
     b->quic.addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "tls") == 0) {
+    b->tls.addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "ws") == 0) {
+    b->ws.addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "wss") == 0) {
+    b->wss.addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
+  } else if (strcmp(key, "tls-client-ca") == 0 || strcmp(key, "tls_client_ca") == 0) {
+    b->tls.client_ca_file = node_keep(cfg, v);
   } else if (strcmp(key, "cert") == 0) {
-    b->quic.cert_file = node_keep(cfg, v);
+    b->quic.cert_file = b->tls.cert_file = b->replica_tls_cert_file = node_keep(cfg, v);
   } else if (strcmp(key, "key") == 0) {
-    b->quic.key_file = node_keep(cfg, v);
+    b->quic.key_file = b->tls.key_file = b->replica_tls_key_file = node_keep(cfg, v);
+  } else if (strcmp(key, "replica-tls") == 0 || strcmp(key, "replica_tls") == 0) {
+    b->replica_tls = node_truthy(v);
+  } else if (strcmp(key, "ca") == 0) {
+    b->replica_tls_ca_file = node_keep(cfg, v);
   } else if (strcmp(key, "quic-alpn-required") == 0 || strcmp(key, "quic_alpn_required") == 0) {
     b->quic.alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
@@ -478,6 +503,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"config", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
       {"tcp", required_argument, 0, 0},      {"quic", required_argument, 0, 0},
       {"cert", required_argument, 0, 0},     {"key", required_argument, 0, 0},
+      {"tls", required_argument, 0, 0},      {"ws", required_argument, 0, 0},
+      {"wss", required_argument, 0, 0},      {"tls-client-ca", required_argument, 0, 0},
+      {"replica-tls", no_argument, 0, 0},    {"ca", required_argument, 0, 0},
       {"quic-alpn-required", no_argument, 0, 0},
       {"quic-alpn-optional", no_argument, 0, 0},
       {"quic-max-bidi-streams", required_argument, 0, 0},
@@ -649,6 +677,7 @@ int vsr_cmd_node(int argc, char **argv) {
             (unsigned long long)st.drops_not_connected, (unsigned long long)st.drops_on_close);
   }
   vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
+  node_loop = NULL; /* a signal arriving from here on must not touch the freed loop */
   vsr_bus_del(bus);
   vsr_node_cfg_free(&cfg);
   return err ? 1 : 0;

@@ -10,10 +10,17 @@
 #include "vsrbus/vsrbus.h"
 
 static void ping_usage(FILE *f) {
-  fprintf(f, "usage: vsrbus ping [ADDR] [-c COUNT] [-i INTERVAL_MS] [--quic]\n"
+  fprintf(f, "usage: vsrbus ping [ADDR] [-c COUNT] [-i INTERVAL_MS]\n"
+             "                   [--quic | --tls | --ws | --wss]\n"
              "                   [--pin SHA256 | --ca FILE | --insecure]\n"
+             "                   [--client-cert FILE --client-key FILE]\n"
              "                   [--quic-alpn PROTO] [--quic-streams per-request|long]\n"
-             "  ADDR defaults to 127.0.0.1:8090 (TCP) or 127.0.0.1:8080 (--quic)\n"
+             "  ADDR defaults to 127.0.0.1:8090 (TCP), 127.0.0.1:8080 (--quic),\n"
+             "  127.0.0.1:8443 (--tls), 127.0.0.1:8081 (--ws) or 127.0.0.1:8444 (--wss)\n"
+             "  --pin / --ca / --insecure  how the server certificate is checked (QUIC, TLS,\n"
+             "                     WSS); one is required for those\n"
+             "  --client-cert FILE --client-key FILE  a client certificate (TLS, WSS), for a\n"
+             "                     node run with --tls-client-ca\n"
              "  --quic-alpn PROTO  ALPN to offer; default none, as Iggy mainline's SDK (its\n"
              "                     server advertises none); iggy.consensus.v1 for a node run\n"
              "                     with --quic-alpn-required\n"
@@ -33,6 +40,9 @@ int vsr_cmd_ping(int argc, char **argv) {
       {"quic", no_argument, 0, 'q'},        {"pin", required_argument, 0, 'p'},
       {"ca", required_argument, 0, 'a'},    {"insecure", no_argument, 0, 'k'},
       {"quic-alpn", required_argument, 0, 'A'}, {"quic-streams", required_argument, 0, 'S'},
+      {"tls", no_argument, 0, 'T'},         {"ws", no_argument, 0, 'W'},
+      {"wss", no_argument, 0, 'X'},         {"client-cert", required_argument, 0, 'C'},
+      {"client-key", required_argument, 0, 'K'},
       {"help", no_argument, 0, 'h'},        {0, 0, 0, 0},
   };
   struct vsr_client_options o;
@@ -45,9 +55,14 @@ int vsr_cmd_ping(int argc, char **argv) {
     case 'c': count = strtol(optarg, NULL, 10); break;
     case 'i': interval_ms = strtol(optarg, NULL, 10); break;
     case 'q': o.transport = "quic"; o.addr = "127.0.0.1:8080"; break;
-    case 'p': o.quic.pin_sha256 = optarg; break;
-    case 'a': o.quic.ca_file = optarg; break;
-    case 'k': o.quic.insecure = true; break;
+    case 'T': o.transport = "tls"; o.addr = "127.0.0.1:8443"; break;
+    case 'W': o.transport = "ws"; o.addr = "127.0.0.1:8081"; break;
+    case 'X': o.transport = "wss"; o.addr = "127.0.0.1:8444"; break;
+    case 'p': o.quic.pin_sha256 = o.tls.pin_sha256 = optarg; break;
+    case 'a': o.quic.ca_file = o.tls.ca_file = optarg; break;
+    case 'k': o.quic.insecure = o.tls.insecure = true; break;
+    case 'C': o.tls.cert_file = optarg; break;
+    case 'K': o.tls.key_file = optarg; break;
     case 'A': o.quic.alpn = optarg; break;
     case 'S':
       if (strcmp(optarg, "per-request") == 0) o.quic.streams = VSR_QUIC_STREAMS_PER_REQUEST;

@@ -12,7 +12,16 @@
 #define SM_STR_(x) #x
 #define SM_STR(x) SM_STR_(x)
 
+static uint64_t (*sm_clock_fn)(void *ctx);
+static void *sm_clock_ctx;
+
+void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx) {
+  sm_clock_fn = fn;
+  sm_clock_ctx = ctx;
+}
+
 static uint64_t sm_realtime_ns(void) {
+  if (sm_clock_fn) return sm_clock_fn(sm_clock_ctx);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -189,6 +198,13 @@ static uint32_t sm_room(struct vsr_sm *sm, unsigned r) {
   return ps.queue_depth < ps.queue_capacity ? ps.queue_capacity - ps.queue_depth : 0;
 }
 
+/* Frames queued to backup |r| and not yet handed to the kernel (0 when the link is down). */
+static uint32_t sm_depth(struct vsr_sm *sm, unsigned r) {
+  struct vsr_peer_stats ps;
+  if (vsr_bus_peer_stats(sm->bus, VSR_PLANE_REPLICA, r, &ps) != 0) return 0;
+  return ps.queue_depth;
+}
+
 /* Queues to backup |r| the ops it fell behind on, oldest first, while its queue has room (the
  * room is asked first, so catching up never adds refusals). Runs on every PrepareOk from |r|,
  * every Request and every resend tick, so a queue that drains is refilled. */
@@ -326,7 +342,11 @@ static void sm_on_resend_timer(void *ctx) {
   uint64_t now = sm_now(sm);
   uint32_t room[VSR_SM_MAX_REPLICAS];
   for (unsigned r = 0; r < sm->replica_count; r++) {
-    room[r] = r == sm->replica || sm->commit == sm->op ? 0 : sm_room(sm, r);
+    /* Only to a backup whose queue is empty: a Prepare still queued has not even reached the
+     * kernel, and queuing it again only slows the link further (on a slow link with large
+     * Prepares, resends every resend_ns filled the queue with copies and commits stalled;
+     * found by vsrbus sim, seed 61449). A link that went down is caught up on reconnect. */
+    room[r] = r == sm->replica || sm->commit == sm->op || sm_depth(sm, r) != 0 ? 0 : sm_room(sm, r);
   }
   for (uint64_t op = sm->commit + 1; op <= sm->op; op++) {
     struct vsr_sm_entry *e = sm_entry(sm, op);

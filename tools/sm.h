@@ -79,4 +79,8 @@ void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id);
 struct vsr_msg *vsr_sm_build_reply(struct vsr_bus *bus, const struct vsr_msg *req, uint8_t replica,
                                    uint64_t op);
 
+/* Replaces the wall clock that stamps Replies and Commits (NULL: CLOCK_REALTIME): the
+ * simulator stamps them with virtual time so a seed's frames are the same bytes every run. */
+void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx);
+
 #endif

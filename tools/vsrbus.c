@@ -1,4 +1,4 @@
-/* vsrbus: the command. Dispatches to one subcommand per file (node, ping, demo, bench, cert). */
+/* vsrbus: the command. Dispatches to one subcommand per file (node, ping, demo, bench, cert, sim). */
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +9,7 @@
 __attribute__((weak)) int vsr_cmd_demo(int argc, char **argv);
 __attribute__((weak)) int vsr_cmd_bench(int argc, char **argv);
 __attribute__((weak)) int vsr_cmd_cert(int argc, char **argv);
+__attribute__((weak)) int vsr_cmd_sim(int argc, char **argv);
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -21,6 +22,7 @@ static void usage(FILE *f) {
           "  demo    run a local 3-replica cluster with clients and print live figures\n"
           "  bench   load generator: throughput and latency of frames through vsrbus\n"
           "  cert    write a self-signed certificate and key (PEM) for QUIC\n"
+          "  sim     deterministic simulation: the bus on a simulated network, seeded faults\n"
           "\n"
           "  vsrbus COMMAND --help   options of one command\n"
           "  vsrbus --version\n");
@@ -46,6 +48,7 @@ int main(int argc, char **argv) {
   } cmds[] = {
       {"node", vsr_cmd_node},   {"ping", vsr_cmd_ping}, {"demo", vsr_cmd_demo},
       {"bench", vsr_cmd_bench}, {"cert", vsr_cmd_cert},
+      {"sim", vsr_cmd_sim},
   };
   for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
     if (strcmp(cmd, cmds[i].name) != 0) continue;

@@ -102,6 +102,27 @@ struct vsr_quic_options {
                                address); 0: no limit */
 };
 
+/* TLS 1.3 over TCP (docs/tls-ws.md): vsr_bus_options.tls. The secure WebSocket listener
+ * (vsr_bus_options.wss) uses the same certificate and client-certificate rule. The TLS / WS /
+ * WSS handshake and upgrade are bounded by handshake_grace_ns. */
+struct vsr_tls_options {
+  const char *addr;           /* listen "host:port"; default NULL (off); e.g. "127.0.0.1:8443" */
+  const char *cert_file;      /* PEM; with key_file. Neither: an in-memory self-signed
+                                 certificate for localhost, one per process, so the TLS and
+                                 WSS listeners show the same SHA-256 */
+  const char *key_file;
+  const char *client_ca_file; /* default NULL: no client certificate asked (as Iggy mainline);
+                                 a PEM CA file: every TLS / WSS client must present a
+                                 certificate it signed (a step beyond mainline) */
+};
+
+/* WebSocket, RFC 6455 (docs/tls-ws.md): vsr_bus_options.ws (plain) and .wss (inside TLS 1.3,
+ * certificate from vsr_bus_options.tls). Upgrade on path "/", no subprotocol, one binary
+ * message per frame; a plain "GET /" gets the browser page. */
+struct vsr_ws_options {
+  const char *addr; /* listen "host:port"; default NULL (off) */
+};
+
 struct vsr_bus_options {
   struct vsr_loop *loop; /* run on this loop; NULL: the bus creates and owns one */
   struct vsr_loop_options loop_options; /* used when |loop| is NULL */
@@ -191,10 +212,30 @@ struct vsr_bus_options {
    * row), so a restarted replica is back within ~this, and a dead one costs a dial per
    * reconnect_period at most. Default 100 ms. 0: reconnect_period (a fixed cap). */
   uint64_t reconnect_min_ns;
+  /* TCP keepalive on replica links: seconds of silence before probing (3 probes, a third of it
+   * apart). Default 5 (the default reconnect period): a link whose peer crashed while its RST
+   * was lost (a partition), and on which we have nothing to send, would otherwise stay up
+   * forever, and a dialer never redials a link it believes up. 0: off. Found by the simulator
+   * (docs/simulation.md). */
+  uint32_t replica_keepalive_s;
+  /* Replica-plane TLS (appended, issue 16; docs/replica-plane.md). Default false: plain TCP.
+   * true: every replica link runs TLS 1.3 with ALPN iggy-replica, and the handshake MACs are
+   * bound to the session's TLS exporter (label "iggy replica psk binding", mode byte 1), as
+   * Iggy mainline, so a transcript recorded elsewhere cannot be replayed in another session.
+   * Every replica of the cluster must agree. */
+  bool replica_tls;
+  const char *replica_tls_cert_file; /* PEM, with the key; neither: a self-signed certificate */
+  const char *replica_tls_key_file;
+  const char *replica_tls_ca_file;   /* dialers check the acceptor's certificate against this
+                                        CA and the dialed host; NULL: any certificate (the MAC
+                                        authenticates the peer), as mainline's self-signed mode */
 
   /* Per-transport settings of the client plane, one struct per transport (see struct
    * vsr_quic_options; TLS and WebSocket add theirs here the same way). */
   struct vsr_quic_options quic;
+  struct vsr_tls_options tls; /* appended (issue 16): TLS over TCP, off by default */
+  struct vsr_ws_options ws;   /* appended (issue 16): WebSocket, off by default */
+  struct vsr_ws_options wss;  /* appended (issue 16): WebSocket over TLS, off by default */
 
   /* Observability (issue 17). */
   /* HTTP listener serving GET /metrics (Prometheus text format 0.0.4) on the bus's loop.

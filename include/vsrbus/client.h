@@ -48,8 +48,19 @@ struct vsr_client_quic_options {
   uint32_t max_streams;  /* per-request: frames in flight at once, default 16 (1..1024) */
 };
 
+/* TLS and secure WebSocket client settings: vsr_client_options.tls (transport "tls" or "wss";
+ * "ws" needs none). One of ca_file, pin_sha256 or insecure is required. */
+struct vsr_client_tls_options {
+  const char *ca_file;     /* PEM CA bundle (or the server's own certificate) to verify with */
+  const char *pin_sha256;  /* SHA-256 of the server certificate's DER (64 hex, ':' allowed) */
+  bool insecure;           /* no verification (tests only) */
+  const char *server_name; /* SNI and the name checked with ca_file; default "localhost" */
+  const char *cert_file;   /* a client certificate and its key (a node with --tls-client-ca) */
+  const char *key_file;
+};
+
 struct vsr_client_options {
-  const char *transport;      /* "tcp" (default) or "quic" */
+  const char *transport;      /* "tcp" (default), "quic", "tls", "ws" or "wss" */
   const char *addr;           /* "127.0.0.1:8090" */
   uint32_t max_message_size;  /* default 64 MiB */
   uint32_t queue_capacity;    /* frames queued for sending, default 4096 */
@@ -85,6 +96,7 @@ struct vsr_client_options {
                                    TCP_KEEPINTVL = this / 3 (>= 1 s), TCP_KEEPCNT = 3; 0: off */
   uint64_t tcp_user_timeout_ns; /* default 30 s: TCP_USER_TIMEOUT (unacknowledged data);
                                    0: the kernel's default */
+  struct vsr_client_tls_options tls;   /* appended (issue 16): transports "tls" and "wss" */
 };
 
 void vsr_client_options_default(struct vsr_client_options *o);

@@ -8,6 +8,7 @@
 
 #include "bus/bus_impl.h"
 #include "frame/decode.h"
+#include "transport/tls_ws.h"
 #include "util/alloc.h"
 #include "util/log.h"
 
@@ -31,6 +32,7 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->peer_queue_bytes_max = 64u << 20;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
+  o->replica_keepalive_s = 5;
   o->max_inflight_handshakes = 256;
   o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->metrics_max_conns = 4;
@@ -332,6 +334,14 @@ void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id) {
   bus->forced_client_id = id;
 }
 
+void vsri_bus_set_send_tap(struct vsr_bus *bus,
+                           void (*fn)(void *ctx, enum vsr_plane plane, uint64_t peer,
+                                      const struct vsr_msg *msg),
+                           void *ctx) {
+  bus->send_tap = fn;
+  bus->send_tap_ctx = ctx;
+}
+
 struct bus_peer *vsri_bus_client_find(const struct vsr_bus *bus, uint64_t id) {
   uint32_t slot = (uint32_t)id;
   if (slot >= bus->client_slots_len) return NULL;
@@ -407,6 +417,7 @@ static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
   vsr_msg_ref(msg);
   p->frames_queued++;
   bus->stats.frames_queued++;
+  if (bus->send_tap) bus->send_tap(bus->send_tap_ctx, plane, id, msg);
   p->tops->kick(p->conn);
   return 0;
 }
@@ -606,6 +617,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
+  bus->tctx_replica.keepalive_s = bus->opts.replica_keepalive_s;
   err = bus_client_transports_start(bus);
   if (err) goto fail;
   if (bus->opts.cluster_name && bus->opts.replica_count > 1) {
@@ -745,6 +757,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
   for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* after the connections that read them */
     if (bus->client_t[t].cfg) vsri_bus_transports[t].config_free(bus->client_t[t].cfg);
   }
+  vsri_tlsws_config_free(bus->replica_tls_cfg);
   vsri_free(bus->client_slots);
   vsri_free(bus->client_free_next);
   bus_free_strings(bus);

@@ -38,7 +38,7 @@ struct vsri_bus_transport {
   void (*client_config_free)(void *cfg);
 };
 
-#define VSRI_BUS_TRANSPORTS 2 /* rows of vsri_bus_transports; index 0 is TCP */
+#define VSRI_BUS_TRANSPORTS 5 /* rows of vsri_bus_transports; index 0 is TCP */
 extern const struct vsri_bus_transport *const vsri_bus_transports; /* VSRI_BUS_TRANSPORTS rows */
 /* The row named |name|, or NULL. */
 const struct vsri_bus_transport *vsri_bus_transport_find(const char *name);
@@ -112,11 +112,15 @@ struct vsr_bus {
   uint32_t *client_free_next;
   uint64_t client_seq;
   uint64_t forced_client_id; /* tests: the next accepted client gets this id (0: none) */
+  /* Simulator: told of every frame a send accepted (NULL: off; vsri_bus_set_send_tap). */
+  void (*send_tap)(void *ctx, enum vsr_plane plane, uint64_t peer, const struct vsr_msg *msg);
+  void *send_tap_ctx;
   uint64_t peers_open;       /* peers not yet freed, both planes */
   struct vsri_list peers;    /* those peers (bus_peer.link): vsr_bus_del aborts every one */
   uint32_t in_cb;            /* depth of user callbacks running (vsr_bus_del refuses inside) */
   struct bus_peer *replicas[VSR_MAX_REPLICAS]; /* authenticated replica links */
   void *replica_plane; /* replica.c state, NULL without a replica plane */
+  void *replica_tls_cfg; /* replica-plane TLS settings (transport/tls_ws.h), or NULL */
   struct vsr_bus_stats stats;
   struct vsri_completion timeout_sweep; /* frame_timeout, client_idle_timeout: one per bus */
   uint64_t timeout_period_ns;           /* 0: no timeout configured */
@@ -234,6 +238,14 @@ void vsri_replica_on_connected(struct bus_peer *p, int status);
  * otherwise the claim is dropped and the client gets a fresh id. */
 void vsri_bus_force_next_client_id(struct vsr_bus *bus, uint64_t id);
 
+/* The simulator's observer: |fn| sees every frame a vsr_bus_send_to_* call accepted (after it
+ * was queued), to check that each is delivered once, in order, or counted dropped, and every
+ * replica handshake frame the bus queues itself (peer UINT64_MAX). */
+void vsri_bus_set_send_tap(struct vsr_bus *bus,
+                           void (*fn)(void *ctx, enum vsr_plane plane, uint64_t peer,
+                                      const struct vsr_msg *msg),
+                           void *ctx);
+
 /* The client SDK's send counters (client.c), kept like a bus peer's: frames_queued ==
  * frames_out + frames_dropped + frames still queued or held by the transport. Tests read them. */
 struct vsri_client_counts {
@@ -250,5 +262,13 @@ int vsri_client_quic_config(const struct vsr_client_options *o, void **out);
 int vsri_bus_quic_config(const struct vsr_bus_options *o, void **out);
 void vsri_quic_glue_free(void *cfg);
 void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out);
+/* TLS, WS and WSS rows (tls_glue.c). */
+const char *vsri_bus_tls_listen_addr(const struct vsr_bus_options *o);
+const char *vsri_bus_ws_listen_addr(const struct vsr_bus_options *o);
+const char *vsri_bus_wss_listen_addr(const struct vsr_bus_options *o);
+int vsri_bus_tls_config(const struct vsr_bus_options *o, void **out);
+int vsri_bus_ws_config(const struct vsr_bus_options *o, void **out);
+int vsri_client_tls_config(const struct vsr_client_options *o, void **out);
+void vsri_tls_glue_free(void *cfg);
 
 #endif

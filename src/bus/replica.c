@@ -10,11 +10,11 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "bus/auth.h"
 #include "bus/bus_impl.h"
 #include "crypto/mac.h"
+#include "transport/tls_ws.h"
 #include "util/alloc.h"
 #include "util/list.h"
 #include "util/log.h"
@@ -42,6 +42,7 @@ struct rp_hs {
 
 struct rp_plane {
   struct vsr_bus *bus;
+  const struct vsri_transport_ops *tops; /* tcp, or tls with replica_tls */
   struct vsri_auth_cfg auth;
   struct vsri_completion sweep;
   bool stopping;
@@ -173,6 +174,7 @@ static int rp_push(struct bus_peer *p, const uint8_t frame[VSR_HEADER_SIZE]) {
     vsr_msg_unref(m);
     return VSR_EBACKPRESSURE;
   }
+  if (p->bus->send_tap) p->bus->send_tap(p->bus->send_tap_ctx, VSR_PLANE_REPLICA, UINT64_MAX, m);
   p->tops->kick(p->conn);
   return 0;
 }
@@ -181,9 +183,9 @@ static int rp_push(struct bus_peer *p, const uint8_t frame[VSR_HEADER_SIZE]) {
 static int rp_nonce(uint8_t out[VSRI_AUTH_NONCE_LEN]) {
   static const uint8_t zero[VSRI_AUTH_NONCE_LEN];
   for (int tries = 0; tries < 4; tries++) {
-    ssize_t n = getrandom(out, VSRI_AUTH_NONCE_LEN, 0);
-    if (n == VSRI_AUTH_NONCE_LEN && memcmp(out, zero, sizeof zero) != 0) return 0;
-    if (n < 0 && errno != EINTR) break;
+    int err = vsri_random_bytes(out, VSRI_AUTH_NONCE_LEN);
+    if (err == 0 && memcmp(out, zero, sizeof zero) != 0) return 0;
+    if (err) break;
   }
   VSRI_ERROR("VSR-AUTH", "getrandom: %s; cannot make a handshake nonce", strerror(errno));
   return VSR_EIO;
@@ -200,6 +202,12 @@ static void rp_refuse(struct bus_peer *p, int err, const char *why, bool sent) {
 }
 
 /* ---- activation ---------------------------------------------------------------------------- */
+
+/* The TLS exporter of |p|'s link (replica_tls): 1 and |out| filled, or 0 on plain TCP. */
+static int rp_exporter(struct bus_peer *p, uint8_t out[32]) {
+  if (!p->conn || !p->tops->tls_exporter) return 0;
+  return p->tops->tls_exporter(p->conn, VSRI_REPLICA_EXPORTER_LABEL, out);
+}
 
 static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
   struct rp_plane *rp = hs->rp;
@@ -224,9 +232,10 @@ static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
   rp->down_logged[id] = false;
   rp->attempt[id] = 0;
   rp->next_dial[id] = 0;
-  VSRI_INFO("VSR-REPLICA", "%s replica: replica %u %s (%s)", rp_name(p), id,
+  VSRI_INFO("VSR-REPLICA", "%s replica: replica %u %s (%s%s)", rp_name(p), id,
             rp->auth.enabled ? "authenticated" : "linked, unauthenticated (replica auth off)",
-            p->dialed ? "dialed" : "accepted");
+            p->dialed ? "dialed" : "accepted",
+            rp->tops->tls_exporter ? "; TLS 1.3, MACs bound to the TLS exporter" : "");
 }
 
 /* ---- dialer -------------------------------------------------------------------------------- */
@@ -234,7 +243,7 @@ static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
 static void rp_dial(struct rp_plane *rp, uint8_t target) {
   struct vsr_bus *bus = rp->bus;
   const char *addr = bus->opts.replica_addrs[target];
-  struct bus_peer *p = vsri_bus_peer_new(bus, VSR_PLANE_REPLICA, &vsri_transport_tcp);
+  struct bus_peer *p = vsri_bus_peer_new(bus, VSR_PLANE_REPLICA, rp->tops);
   struct rp_hs *hs = p ? rp_hs_new(rp, p, false) : NULL;
   if (!hs) {
     if (p) vsri_bus_peer_free(p);
@@ -248,7 +257,7 @@ static void rp_dial(struct rp_plane *rp, uint8_t target) {
   hs->target = target;
   vsri_auth_dialer_init(&hs->auth, &rp->auth, target, NULL);
   struct vsri_conn *conn = NULL;
-  int err = vsri_transport_tcp.connect(&conn, &bus->tctx_replica, addr, &vsri_bus_conn_events, p, &p->q);
+  int err = rp->tops->connect(&conn, &bus->tctx_replica, addr, &vsri_bus_conn_events, p, &p->q);
   if (err) {
     rp_hs_end(hs);
     vsri_bus_peer_free(p);
@@ -308,6 +317,11 @@ void vsri_replica_on_connected(struct bus_peer *p, int status) {
     return;
   }
   vsri_bus_emit(rp->bus, VSR_PEER_CONNECTED, p, 0);
+  uint8_t exporter[32];
+  if (rp_exporter(p, exporter)) { /* TLS: the MACs are bound to this session */
+    vsri_auth_dialer_init(&hs->auth, &rp->auth, hs->target, exporter);
+    vsri_wipe(exporter, sizeof exporter);
+  }
   uint8_t nonce[VSRI_AUTH_NONCE_LEN], out[VSR_HEADER_SIZE];
   int err = rp_nonce(nonce);
   if (!err) err = vsri_auth_dialer_hello(&hs->auth, nonce, out);
@@ -400,7 +414,11 @@ static void rp_accept(void *owner, struct vsri_conn *conn) {
   vsri_list_push_back(&rp->slots, &hs->slot_link);
   rp->accept_inflight++;
   rp->npeers++;
-  vsri_auth_acceptor_init(&hs->auth, &rp->auth, NULL);
+  uint8_t exporter[32];
+  p->conn = conn; /* rp_exporter reads it; attach below starts the connection */
+  bool tls = rp_exporter(p, exporter);
+  vsri_auth_acceptor_init(&hs->auth, &rp->auth, tls ? exporter : NULL);
+  vsri_wipe(exporter, sizeof exporter);
   vsri_bus_peer_attach(p, conn, true);
   rp_arm_deadline(hs);
 }
@@ -568,7 +586,7 @@ static int rp_check_intervals(const struct vsr_bus_options *o) {
 static int rp_listen(struct vsr_bus *bus) {
   struct bus_listener *bl = &bus->replica_tcp;
   bl->bus = bus;
-  bl->tops = &vsri_transport_tcp;
+  bl->tops = rp_of(bus)->tops;
   bl->plane = VSR_PLANE_REPLICA;
   const char *addr = bus->opts.replica_addrs[bus->opts.replica_index];
   int err = bl->tops->listen(&bl->l, &bus->tctx_replica, addr, rp_accept, bl);
@@ -577,8 +595,9 @@ static int rp_listen(struct vsr_bus *bus) {
     return err;
   }
   bl->tops->listener_addr(bl->l, bl->addr, sizeof bl->addr);
-  VSRI_INFO("VSR-LISTEN", "replica plane tcp listening on %s (replica %u of %u, cluster '%s')",
-            bl->addr, bus->opts.replica_index, bus->opts.replica_count, bus->opts.cluster_name);
+  VSRI_INFO("VSR-LISTEN", "replica plane %s listening on %s (replica %u of %u, cluster '%s')",
+            bl->tops->name, bl->addr, bus->opts.replica_index, bus->opts.replica_count,
+            bus->opts.cluster_name);
   return 0;
 }
 
@@ -608,6 +627,16 @@ int vsri_replica_init(struct vsr_bus *bus) {
     return err;
   }
   bus->replica_plane = rp;
+  rp->tops = &vsri_transport_tcp;
+  if (o->replica_tls) {
+    struct vsri_tlsws_config *tc = NULL;
+    err = vsri_tlsws_replica_config(&tc, o->replica_tls_cert_file, o->replica_tls_key_file,
+                                    o->replica_tls_ca_file, o->handshake_grace_ns);
+    if (err) return err; /* vsr_bus_new's cleanup calls vsri_replica_fini */
+    bus->replica_tls_cfg = tc;
+    bus->tctx_replica.tls = tc;
+    rp->tops = &vsri_transport_tls;
+  }
   err = rp_listen(bus);
   if (err) return err; /* vsr_bus_new's cleanup calls vsri_replica_fini */
   if (!on) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bus/bus_impl.h"
+#include "transport/tls_ws.h"
 
 #define BUS_OPTS(member) \
   .opts_offset = offsetof(struct vsr_bus_options, member), \
@@ -31,6 +32,37 @@ static const struct vsri_bus_transport bus_transport_rows[] = {
         .listener_stats = vsri_bus_quic_stats,
         .client_config_new = vsri_client_quic_config,
         .client_config_free = vsri_quic_glue_free,
+    },
+    {
+        /* TLS 1.3 over TCP (tls_glue.c, transport/tls_ws.c). */
+        .name = "tls",
+        .ops = &vsri_transport_tls,
+        BUS_OPTS(tls),
+        .listen_addr = vsri_bus_tls_listen_addr,
+        .config_new = vsri_bus_tls_config,
+        .config_free = vsri_tls_glue_free,
+        .client_config_new = vsri_client_tls_config,
+        .client_config_free = vsri_tls_glue_free,
+    },
+    {
+        /* WebSocket: no TLS; its settings only carry handshake_grace. */
+        .name = "ws",
+        .ops = &vsri_transport_ws,
+        BUS_OPTS(ws),
+        .listen_addr = vsri_bus_ws_listen_addr,
+        .config_new = vsri_bus_ws_config,
+        .config_free = vsri_tls_glue_free,
+    },
+    {
+        /* WebSocket over TLS 1.3: the certificate of vsr_bus_options.tls. */
+        .name = "wss",
+        .ops = &vsri_transport_wss,
+        BUS_OPTS(wss),
+        .listen_addr = vsri_bus_wss_listen_addr,
+        .config_new = vsri_bus_tls_config,
+        .config_free = vsri_tls_glue_free,
+        .client_config_new = vsri_client_tls_config,
+        .client_config_free = vsri_tls_glue_free,
     },
 };
 

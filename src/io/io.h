@@ -225,6 +225,17 @@ void vsri_io_defer(struct vsri_io *io, struct vsri_deferred *d);
 /* Removes |d| from the queue if it is queued. */
 void vsri_io_undefer(struct vsri_io *io, struct vsri_deferred *d);
 
+/* Socket setup, synchronous (no completion): real syscalls on the epoll and io_uring backends
+ * (one shared implementation, sock.c), virtual sockets in the simulator (sim.c). Every socket
+ * is non-blocking and close-on-exec. Each returns the fd (vsri_io_socket) or 0, or -errno. */
+int vsri_io_socket(struct vsri_io *io, int family, int type); /* SOCK_STREAM or SOCK_DGRAM */
+int vsri_io_bind(struct vsri_io *io, int fd, const struct sockaddr *addr, socklen_t len);
+int vsri_io_listen(struct vsri_io *io, int fd, int backlog);
+int vsri_io_setsockopt(struct vsri_io *io, int fd, int level, int name, const void *val,
+                       socklen_t len);
+int vsri_io_getsockname(struct vsri_io *io, int fd, struct sockaddr *addr, socklen_t *len);
+int vsri_io_shutdown(struct vsri_io *io, int fd, int how);
+
 /* Syscall-free counters for tests and benchmarks. */
 struct vsri_io_stats {
   uint64_t submissions;

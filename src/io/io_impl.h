@@ -6,8 +6,27 @@
 
 #include "io.h"
 
+/* Synchronous socket setup (io.h, vsri_io_socket ...): same contracts, -errno on failure. */
+struct vsri_io_sockops {
+  int (*socket)(struct vsri_io *io, int family, int type);
+  int (*bind)(struct vsri_io *io, int fd, const struct sockaddr *addr, socklen_t len);
+  int (*listen)(struct vsri_io *io, int fd, int backlog);
+  int (*setsockopt)(struct vsri_io *io, int fd, int level, int name, const void *val,
+                    socklen_t len);
+  int (*getsockname)(struct vsri_io *io, int fd, struct sockaddr *addr, socklen_t *len);
+  int (*shutdown)(struct vsri_io *io, int fd, int how);
+  int (*close_now)(struct vsri_io *io, int fd); /* NULL: close(2) after forget_fd */
+};
+
+/* The kernel's sockets: epoll and io_uring share it (sock.c). */
+extern const struct vsri_io_sockops vsri_io_sockops_posix;
+
 struct vsri_io_backend {
   const char *name;
+  /* Socket setup; NULL: vsri_io_sockops_posix. */
+  const struct vsri_io_sockops *sock;
+  /* The loop's clock in ns; NULL: CLOCK_MONOTONIC. The simulator's virtual time. */
+  uint64_t (*clock)(struct vsri_io *io);
   /* Returns 0, VSR_EUNSUPPORTED (kernel or sandbox refuses it) or VSR_ENOMEM. */
   int (*init)(struct vsri_io *io);
   void (*fini)(struct vsri_io *io);
@@ -31,6 +50,11 @@ struct vsri_io_backend {
 
 extern const struct vsri_io_backend vsri_io_backend_epoll;
 extern const struct vsri_io_backend vsri_io_backend_uring;
+
+/* Creates a loop on |backend| (never chosen by VSRBUS_IO: the simulator's). |backend_data| is
+ * set before backend->init runs, which may replace it. */
+int vsri_io_new_on(struct vsri_io **out, const struct vsri_io_options *o,
+                   const struct vsri_io_backend *backend, void *backend_data);
 
 struct vsri_io {
   const struct vsri_io_backend *backend;

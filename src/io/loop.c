@@ -11,7 +11,8 @@
 #include "util/log.h"
 #include "vsrbus/error.h"
 
-static uint64_t loop_clock(void) {
+static uint64_t loop_clock(struct vsri_io *io) {
+  if (io->backend && io->backend->clock) return io->backend->clock(io);
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -50,7 +51,6 @@ int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
   if (!io->opts.entries) io->opts.entries = 1024;
   if (!io->opts.pooled_buf_size) io->opts.pooled_buf_size = 64u << 10;
   if (!io->opts.pooled_buf_count) io->opts.pooled_buf_count = 8;
-  io->now_ns = loop_clock();
   vsri_list_init(&io->ready);
   vsri_list_init(&io->deferred);
   vsri_list_init(&io->graves);
@@ -72,11 +72,36 @@ int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
   err = io->backend->init(io);
   if (err) goto fail;
 done:
+  io->now_ns = loop_clock(io);
   *out = io;
   return 0;
 fail:
   vsri_free(io);
   return err;
+}
+
+int vsri_io_new_on(struct vsri_io **out, const struct vsri_io_options *o,
+                   const struct vsri_io_backend *backend, void *backend_data) {
+  struct vsri_io *io = vsri_calloc(1, sizeof *io);
+  if (!io) return VSR_ENOMEM;
+  if (o) io->opts = *o;
+  else vsri_io_options_default(&io->opts);
+  if (!io->opts.entries) io->opts.entries = 1024;
+  if (!io->opts.pooled_buf_size) io->opts.pooled_buf_size = 64u << 10;
+  if (!io->opts.pooled_buf_count) io->opts.pooled_buf_count = 8;
+  vsri_list_init(&io->ready);
+  vsri_list_init(&io->deferred);
+  vsri_list_init(&io->graves);
+  io->backend = backend;
+  io->backend_data = backend_data;
+  int err = backend->init(io);
+  if (err) {
+    vsri_free(io);
+    return err;
+  }
+  io->now_ns = loop_clock(io);
+  *out = io;
+  return 0;
 }
 
 static int loop_run_ready(struct vsri_io *io);
@@ -89,7 +114,7 @@ static void loop_drain_graves(struct vsri_io *io) {
   int idle_waits = 0;
   while (io->ngraves > 0 && idle_waits < 10) {
     uint32_t before = io->ngraves;
-    io->now_ns = loop_clock();
+    io->now_ns = loop_clock(io);
     loop_run_ready(io);
     if (io->ngraves == 0) break;
     if (io->backend->poll(io, 100 * 1000 * 1000) < 0) break;
@@ -115,7 +140,7 @@ const char *vsri_io_backend_name(const struct vsri_io *io) { return io->backend-
 
 uint64_t vsri_io_now(const struct vsri_io *io) { return io->now_ns; }
 
-uint64_t vsri_io_now_fresh(struct vsri_io *io) { return io->now_ns = loop_clock(); }
+uint64_t vsri_io_now_fresh(struct vsri_io *io) { return io->now_ns = loop_clock(io); }
 
 void vsri_io_stats(const struct vsri_io *io, struct vsri_io_stats *out) { *out = io->stats; }
 
@@ -395,6 +420,10 @@ void vsri_io_timeout_drop(struct vsri_io *io, struct vsri_completion *c) {
 
 void vsri_io_close_now(struct vsri_io *io, int fd) {
   if (fd < 0) return;
+  if (io->backend->sock && io->backend->sock->close_now) { /* the simulator's virtual fds */
+    io->backend->sock->close_now(io, fd);
+    return;
+  }
   if (io->backend->forget_fd) io->backend->forget_fd(io, fd);
   close(fd);
 }
@@ -437,7 +466,7 @@ void vsri_io_nowait(struct vsri_io *io) { io->nowait = true; }
 /* ---- the turn -------------------------------------------------------------------------- */
 
 int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
-  io->now_ns = loop_clock();
+  io->now_ns = loop_clock(io);
   int n = loop_run_ready(io);
   n += loop_run_timers(io);
   loop_run_deferred(io);
@@ -461,7 +490,7 @@ int vsri_io_run(struct vsri_io *io, int64_t timeout_ns) {
   int r = io->backend->poll(io, wait);
   if (r < 0) return r;
   n += r;
-  io->now_ns = loop_clock();
+  io->now_ns = loop_clock(io);
   n += loop_run_ready(io);
   n += loop_run_timers(io);
   return n;

@@ -37,6 +37,25 @@ int vsr_loop_new(struct vsr_loop **out, const struct vsr_loop_options *o) {
   return 0;
 }
 
+int vsri_loop_new_on(struct vsr_loop **out, struct vsri_io *io,
+                     const struct vsr_pool_options *pool) {
+  struct vsr_pool_options def;
+  if (!pool) {
+    vsr_pool_options_default(&def);
+    pool = &def;
+  }
+  struct vsr_loop *loop = vsri_calloc(1, sizeof *loop);
+  int err = loop ? vsr_pool_new(&loop->pool, pool) : VSR_ENOMEM;
+  if (err) {
+    vsri_free(loop);
+    vsri_io_del(io);
+    return err;
+  }
+  loop->io = io;
+  *out = loop;
+  return 0;
+}
+
 void vsr_loop_del(struct vsr_loop *loop) {
   if (!loop) return;
   /* No turn runs here. Everything that used the loop let go of its completions without it

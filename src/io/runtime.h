@@ -15,4 +15,10 @@ struct vsr_loop {
   volatile bool stop;
 };
 
+/* A public loop around |io| (which it then owns, and frees in vsr_loop_del) with a pool made
+ * from |pool| (NULL: defaults): for a loop on the simulator (io/sim.h). Returns 0 or VSR_ENOMEM
+ * (then |io| is freed too). */
+int vsri_loop_new_on(struct vsr_loop **out, struct vsri_io *io,
+                     const struct vsr_pool_options *pool);
+
 #endif

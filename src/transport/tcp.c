@@ -118,22 +118,23 @@ static void tcp_evicted(void *ctx) {
 
 /* Keepalive probes find a dead peer on an idle connection; TCP_USER_TIMEOUT bounds how long
  * written data may stay unacknowledged. Failures are harmless (the socket works without). */
-void vsri_tcp_liveness(int fd, uint64_t keepalive_ns, uint64_t user_timeout_ns) {
+void vsri_tcp_liveness(struct vsri_io *io, int fd, uint64_t keepalive_ns,
+                       uint64_t user_timeout_ns) {
   if (keepalive_ns) {
     int on = 1;
     int idle = (int)(keepalive_ns / 1000000000ull);
     if (idle < 1) idle = 1;
     int intvl = idle / 3 > 0 ? idle / 3 : 1, cnt = 3;
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    vsri_io_setsockopt(io, fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
   }
   if (user_timeout_ns) {
     unsigned ms = user_timeout_ns / 1000000u > 0xffffffffu ? 0xffffffffu
                                                            : (unsigned)(user_timeout_ns / 1000000u);
     if (ms == 0) ms = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
   }
 }
 
@@ -149,8 +150,16 @@ static struct tcp_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int f
   vsri_conn_decoder_init(&c->dec, ctx);
   vsri_decoder_set_evict(&c->dec, tcp_evicted, c);
   int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  vsri_tcp_liveness(fd, ctx->tcp_keepalive_ns, ctx->tcp_user_timeout_ns);
+  vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (ctx->keepalive_s) {
+    int idle = (int)ctx->keepalive_s, intvl = idle >= 3 ? idle / 3 : 1, cnt = 3;
+    vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
+  vsri_tcp_liveness(ctx->io, fd, ctx->keepalive_s ? 0 : ctx->tcp_keepalive_ns,
+                    ctx->tcp_user_timeout_ns);
   return c;
 }
 
@@ -219,7 +228,7 @@ static void tcp_drain_expired(struct vsri_io *io, struct vsri_completion *dc, in
 static void tcp_drained(struct tcp_conn *c) {
   if (!c->half_closed) {
     c->half_closed = true;
-    shutdown(c->fd, SHUT_WR);
+    vsri_io_shutdown(c->ctx->io, c->fd, SHUT_WR);
   }
   if (c->peer_eof) tcp_teardown(c);
 }
@@ -454,10 +463,23 @@ static void tcp_write_done(struct vsri_io *io, struct vsri_completion *wc, int32
   if (c->ev->on_drained) c->ev->on_drained(c->owner, &c->base);
 }
 
+#ifdef VSR_PLANT_BUG
+/* A planted bug, compiled only into the simulator's proof test (tests/CMakeLists.txt builds
+ * vsrbus_planted with -DVSR_PLANT_BUG; never a shipped build): one write in 1,000 silently
+ * drops the frame at the head of the queue, counted as sent. `vsrbus sim` must catch it. */
+static uint32_t tcp_planted_writes;
+#endif
+
 static void tcp_flush(void *ctx) {
   struct tcp_conn *c = ctx;
   if (c->writing || !c->q || vsri_sendq_len(c->q) == 0) return;
   if (c->state != TC_OPEN && !c->draining) return;
+#ifdef VSR_PLANT_BUG
+  if (c->q->off == 0 && vsri_sendq_len(c->q) > 1 && ++tcp_planted_writes % 1000 == 0) {
+    uint64_t lost = vsri_sendq_pop(c->q);
+    if (c->ev->on_sent) c->ev->on_sent(c->owner, &c->base, 1, lost);
+  }
+#endif
   uint32_t max = c->ctx->max_batch ? c->ctx->max_batch : 256;
   if (max > IOV_MAX) max = IOV_MAX;
   if (!c->iov) {
@@ -523,8 +545,8 @@ static void tcp_connect_done(struct vsri_io *io, struct vsri_completion *rc, int
   tcp_kick(c);
 }
 
-static int tcp_socket(int family) {
-  return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+static int tcp_socket(struct vsri_io *io, int family) {
+  return vsri_io_socket(io, family, SOCK_STREAM);
 }
 
 static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
@@ -533,11 +555,11 @@ static int tcp_connect(struct vsri_conn **out, const struct vsri_transport_ctx *
   struct sockaddr_storage sa;
   socklen_t len;
   if (vsri_parse_addr(addr, &sa, &len) < 0) return VSR_EADDR;
-  int fd = tcp_socket(sa.ss_family);
-  if (fd < 0) return errno == EMFILE || errno == ENFILE ? VSR_ELIMIT : VSR_EIO;
+  int fd = tcp_socket(ctx->io, sa.ss_family);
+  if (fd < 0) return fd == -EMFILE || fd == -ENFILE ? VSR_ELIMIT : VSR_EIO;
   struct tcp_conn *c = tcp_conn_new(ctx, fd);
   if (!c) {
-    close(fd);
+    vsri_io_close_now(ctx->io, fd);
     return VSR_ENOMEM;
   }
   vsri_format_addr((struct sockaddr *)&sa, c->name, sizeof c->name);
@@ -646,7 +668,7 @@ static void tcp_accept_done(struct vsri_io *io, struct vsri_completion *ac, int3
   struct tcp_conn *c = tcp_conn_new(l->ctx, res);
   if (!c) {
     VSRI_WARN("VSR-ACCEPT", "%s tcp: no memory for a connection; refused", l->name);
-    close(res);
+    vsri_io_close_now(io, res);
   } else {
     vsri_format_addr((struct sockaddr *)&l->peer, c->name, sizeof c->name);
     c->state = TC_OPEN;
@@ -669,18 +691,19 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
     VSRI_ERROR("VSR-LISTEN", "tcp: cannot parse address '%s': %s", addr, vsri_parse_addr_why());
     return VSR_EADDR;
   }
-  int fd = tcp_socket(sa.ss_family), one = 1;
+  int fd = tcp_socket(ctx->io, sa.ss_family), one = 1;
   if (fd < 0) return VSR_EIO;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 4096) < 0) {
-    int err = errno;
-    VSRI_ERROR("VSR-LISTEN", "tcp: cannot listen on %s: %s", addr, strerror(err));
-    close(fd);
-    return vsri_bind_reason(err);
+  vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int err = vsri_io_bind(ctx->io, fd, (struct sockaddr *)&sa, len);
+  if (err == 0) err = vsri_io_listen(ctx->io, fd, 4096);
+  if (err < 0) {
+    VSRI_ERROR("VSR-LISTEN", "tcp: cannot listen on %s: %s", addr, strerror(-err));
+    vsri_io_close_now(ctx->io, fd);
+    return vsri_bind_reason(-err);
   }
   struct tcp_listener *l = vsri_calloc(1, sizeof *l);
   if (!l) {
-    close(fd);
+    vsri_io_close_now(ctx->io, fd);
     return VSR_ENOMEM;
   }
   l->base.ops = &vsri_transport_tcp;
@@ -690,7 +713,7 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
   l->owner = owner;
   l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: accepts pause instead */
   len = sizeof sa;
-  getsockname(fd, (struct sockaddr *)&sa, &len);
+  vsri_io_getsockname(ctx->io, fd, (struct sockaddr *)&sa, &len);
   vsri_format_addr((struct sockaddr *)&sa, l->name, sizeof l->name);
   tcp_accept_next(l);
   *out = &l->base;

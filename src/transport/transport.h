@@ -118,6 +118,10 @@ struct vsri_transport_ctx {
   /* TCP liveness (issue 15), applied to every accepted and dialed socket: */
   uint64_t tcp_keepalive_ns;    /* SO_KEEPALIVE idle time (interval = /3, 3 probes); 0: off */
   uint64_t tcp_user_timeout_ns; /* TCP_USER_TIMEOUT; 0: the kernel's default */
+  /* TCP keepalive, seconds of silence before the first probe (three probes, a third of it
+   * apart); 0: off. The replica plane sets it so a link whose peer crashed unseen (its RST
+   * lost in a partition) breaks even when we have nothing to send on it. */
+  uint32_t keepalive_s;
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,
@@ -193,6 +197,11 @@ struct vsri_transport_ops {
 
   /* Fills |out| (see struct vsri_rx_clock). Cheap: no syscall, no clock read. */
   void (*rx_clock)(const struct vsri_conn *c, struct vsri_rx_clock *out);
+
+  /* TLS links (appended, issue 16): writes the 32-byte TLS exporter of the connection's
+   * session for |label| (empty context) and returns 1; 0 when the connection carries no TLS.
+   * NULL for transports without TLS. Valid from on_accept / on_connected(0) on. */
+  int (*tls_exporter)(struct vsri_conn *c, const char *label, uint8_t out[32]);
 };
 
 extern const struct vsri_transport_ops vsri_transport_tcp;
@@ -209,7 +218,8 @@ int vsri_bind_reason(int err);
  * VSR_ETIMEDOUT, VSR_ERESET or VSR_EIO. */
 int vsri_sock_reason(int err);
 /* Sets SO_KEEPALIVE (+ idle/interval/count) and TCP_USER_TIMEOUT on a TCP socket; 0: leave. */
-void vsri_tcp_liveness(int fd, uint64_t keepalive_ns, uint64_t user_timeout_ns);
+void vsri_tcp_liveness(struct vsri_io *io, int fd, uint64_t keepalive_ns,
+                       uint64_t user_timeout_ns);
 /* Formats |sa| as "host:port" into |buf|. */
 void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 

@@ -14,6 +14,9 @@ void *vsri_aligned_alloc(size_t align, size_t n);
 char *vsri_strdup(const char *s);
 void vsri_free(void *p);
 
+/* Allocations made here and not yet given back to vsri_free (process-wide). */
+int64_t vsri_alloc_live(void);
+
 /* Tests only: the (n+1)-th allocation from now on fails; -1 disables. */
 void vsri_alloc_fail_after(int64_t n);
 

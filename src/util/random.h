@@ -1,12 +1,22 @@
-/* Randomness for the library's own decisions (backoff jitter, client ids): one helper, so a
- * simulator can later make it seedable. Not for cryptography (handshake nonces use
- * getrandom directly). Per thread; seeded from getrandom at first use. */
-#ifndef VSRI_UTIL_RANDOM_H
-#define VSRI_UTIL_RANDOM_H
+/* The one source of randomness of the library: handshake nonces, backoff jitter, client ids.
+ * Defaults to the kernel CSPRNG; the simulator installs a seeded generator so a run is
+ * reproducible from its seed. Process-wide, like the log. */
+#ifndef VSRI_RANDOM_H
+#define VSRI_RANDOM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-/* A uniformly random 64-bit value. */
+/* Fills |buf| with |len| random bytes. Returns 0 or VSR_EIO (the kernel refused). */
+int vsri_random_bytes(void *buf, size_t len);
+
+/* Replaces the source (NULL: back to getrandom). For the simulator and tests only: never set
+ * it in a process that serves real traffic, the nonces would be predictable. */
+typedef void (*vsri_random_fn)(void *ctx, void *buf, size_t len);
+void vsri_random_set_hook(vsri_random_fn fn, void *ctx);
+
+/* A uniformly random 64-bit value (through the hook when one is set; else a fast per-thread
+ * generator seeded from getrandom: jitter and ids, not secrets). */
 uint64_t vsri_random_u64(void);
 
 /* Uniform in [0, n); 0 when n == 0. */
@@ -17,7 +27,9 @@ uint64_t vsri_random_below(uint64_t n);
 static inline uint64_t vsri_backoff_ns(uint64_t min_ns, uint64_t max_ns, uint32_t attempt) {
   if (attempt == 0) return 0;
   uint64_t cap = min_ns;
-  for (uint32_t i = 1; i < attempt && cap < max_ns; i++) cap = cap > UINT64_MAX / 2 ? UINT64_MAX : cap * 2;
+  for (uint32_t i = 1; i < attempt && cap < max_ns; i++) {
+    cap = cap > UINT64_MAX / 2 ? UINT64_MAX : cap * 2;
+  }
   if (cap > max_ns) cap = max_ns;
   return cap == UINT64_MAX ? vsri_random_u64() : vsri_random_below(cap + 1);
 }

@@ -9,7 +9,7 @@ sed -n '/<!-- example:begin -->/,/<!-- example:end -->/p' "$SRC/README.md" |
 ${VSRBUS_CC:-cc} -std=c11 -Wall -Wextra -Werror ${VSRBUS_CFLAGS:-} -I"$SRC/include" \
   "$TMP/example.c" -o "$TMP/example" \
   "$BUILD/libvsrbus.a" $(pkg-config --libs libxxhash liburing libngtcp2 libngtcp2_crypto_gnutls gnutls inih) \
-  -lhttp_parser -lm ||
+  -lhttp_parser -lwslay -lm ||
   fail "README example does not compile"
 "$TMP/example" "127.0.0.1:0" >"$TMP/ex.log" 2>&1 &
 PIDS+=($!)

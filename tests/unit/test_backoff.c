@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "io/io.h"
 #include "transport/transport.h"
 #include "util/random.h"
 
@@ -60,9 +61,11 @@ static int opt(int fd, int level, int name) {
 
 static void tcp_liveness_options_set(void **state) {
   (void)state;
+  struct vsri_io *io = NULL;
+  assert_int_equal(vsri_io_new(&io, NULL), 0);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
-  vsri_tcp_liveness(fd, 15000000000ull, 30000000000ull);
+  vsri_tcp_liveness(io, fd, 15000000000ull, 30000000000ull);
   assert_int_equal(opt(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
   assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPIDLE), 15);
   assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPINTVL), 5);
@@ -72,17 +75,18 @@ static void tcp_liveness_options_set(void **state) {
   /* 0 leaves the kernel's settings alone. */
   fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
-  vsri_tcp_liveness(fd, 0, 0);
+  vsri_tcp_liveness(io, fd, 0, 0);
   assert_int_equal(opt(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
   assert_int_equal(opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
   close(fd);
   /* Sub-second settings round up to what the kernel can express. */
   fd = socket(AF_INET, SOCK_STREAM, 0);
-  vsri_tcp_liveness(fd, 200000000ull, 500000ull);
+  vsri_tcp_liveness(io, fd, 200000000ull, 500000ull);
   assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPIDLE), 1);
   assert_int_equal(opt(fd, IPPROTO_TCP, TCP_KEEPINTVL), 1);
   assert_int_equal(opt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 1);
   close(fd);
+  vsri_io_del(io);
 }
 
 int main(void) {
