@@ -147,7 +147,7 @@ static void quic_addr_task(struct h_node *n, void *arg) {
 }
 
 /* |addr| NULL: any port. |quic|: the client plane listens on QUIC instead of TCP. */
-static void stub_start_on(struct stub *s, uint8_t replica, uint32_t view, const char *addr,
+static int stub_try_start(struct stub *s, uint8_t replica, uint32_t view, const char *addr,
                           bool quic) {
   memset(s, 0, sizeof *s);
   h_options(&s->n);
@@ -162,8 +162,14 @@ static void stub_start_on(struct stub *s, uint8_t replica, uint32_t view, const 
   s->n.on_frame = stub_on_frame;
   s->replica = replica;
   atomic_store(&s->view, view);
-  assert_int_equal(h_start(&s->n), 0);
-  if (quic) h_run(&s->n, quic_addr_task, NULL);
+  int err = h_start(&s->n);
+  if (err == 0 && quic) h_run(&s->n, quic_addr_task, NULL);
+  return err;
+}
+
+static void stub_start_on(struct stub *s, uint8_t replica, uint32_t view, const char *addr,
+                          bool quic) {
+  assert_int_equal(stub_try_start(s, replica, view, addr, quic), 0);
 }
 
 static void stub_start(struct stub *s, uint8_t replica, uint32_t view, const char *addr) {
@@ -444,7 +450,11 @@ struct restarter {
 static void *restart_later(void *arg) {
   struct restarter *rs = arg;
   usleep(300000); /* the client is in its call, dialing a dead address, by now */
-  stub_start_on(rs->s, 0, 0, rs->addr, rs->quic);
+  /* The old socket's port may be held a moment longer (a UDP socket the io layer releases
+   * once the kernel is done with it): retry the bind, bounded. */
+  for (int i = 0; i < 100 && stub_try_start(rs->s, 0, 0, rs->addr, rs->quic) != 0; i++) {
+    usleep(20000);
+  }
   return NULL;
 }
 
