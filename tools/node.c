@@ -78,7 +78,9 @@ static void node_usage(FILE *f) {
           "                          every replica of the cluster must agree\n"
           "  --ca FILE               replica TLS: check the accepting replica's certificate\n"
           "                          against this CA (default: any; the MAC authenticates)\n"
-          "  --reconnect-ms N        replica dial sweep period, default 5000\n"
+          "  --reconnect-ms N        replica redial backoff cap, default 5000\n"
+          "  --reconnect-min-ms N    replica redial backoff base, default 100 (exponential,\n"
+          "                          full jitter; 0: the cap)\n"
           "  --handshake-grace-ms N  bound on a replica or QUIC handshake, and on a TLS\n"
           "                          handshake + WebSocket upgrade, default 10000\n"
           "                          (a QUIC client may open its first stream later)\n"
@@ -107,6 +109,10 @@ static void node_usage(FILE *f) {
           "  --frame-timeout-ms N    a started frame must complete within N ms, default 30000\n"
           "                          (0: off)\n"
           "  --client-idle-timeout-ms N  close a client silent for N ms, default 60000 (0: off)\n"
+          "  --tcp-keepalive-ms N    TCP keepalive idle time (probes every N/3, 3 of them), both\n"
+          "                          planes, default 15000 (0: off)\n"
+          "  --tcp-user-timeout-ms N TCP_USER_TIMEOUT: unacknowledged data this long closes the\n"
+          "                          connection, default 30000 (0: the kernel's)\n"
           "  --close-peer-timeout-ms N   per-connection bound on the drain and close at\n"
           "                          shutdown, default 2000\n"
           "  --primary-timeout-ms N  a backup that hears neither Prepare nor Commit from the\n"
@@ -361,6 +367,13 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     }
   } else if (strcmp(key, "reconnect-ms") == 0 || strcmp(key, "reconnect_period_ms") == 0) {
     return node_parse_ms(key, v, &b->reconnect_period_ns);
+  } else if (strcmp(key, "reconnect-min-ms") == 0 || strcmp(key, "reconnect_min_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->reconnect_min_ns);
+  } else if (strcmp(key, "tcp-keepalive-ms") == 0 || strcmp(key, "tcp_keepalive_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->tcp_keepalive_ns);
+  } else if (strcmp(key, "tcp-user-timeout-ms") == 0 ||
+             strcmp(key, "tcp_user_timeout_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->tcp_user_timeout_ns);
   } else if (strcmp(key, "handshake-grace-ms") == 0 || strcmp(key, "handshake_grace_ms") == 0) {
     return node_parse_ms(key, v, &b->handshake_grace_ns);
   } else if (strcmp(key, "max-inflight-handshakes") == 0 ||
@@ -533,6 +546,9 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"log-format", required_argument, 0, 0},
       {"frame-timeout-ms", required_argument, 0, 0},
       {"client-idle-timeout-ms", required_argument, 0, 0},
+      {"reconnect-min-ms", required_argument, 0, 0},
+      {"tcp-keepalive-ms", required_argument, 0, 0},
+      {"tcp-user-timeout-ms", required_argument, 0, 0},
       {"close-peer-timeout-ms", required_argument, 0, 0},
       {"primary-timeout-ms", required_argument, 0, 0},
       {"dump-commits", required_argument, 0, 0},
