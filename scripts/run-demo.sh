@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: one vsrbus node pinged over TCP (then stopped by its PID), followed by the
-# 3-replica cluster demo (`vsrbus demo`) for ~10 s with live figures.
+# 3-replica cluster demo (`vsrbus demo`) for ~10 s with live figures; halfway through it kills
+# the primary: the backups elect a new one and the clients follow it (docs/demo.md).
 set -euo pipefail
 BIN=${1:-build/vsrbus}
 LOG=$(mktemp)
@@ -19,5 +20,6 @@ echo "== vsrbus ping $addr (one node, TCP)"
 kill -INT "$node"
 wait "$node" 2>/dev/null || true
 echo
-echo "== vsrbus demo (3 replicas + clients on 127.0.0.1)"
-exec "$BIN" demo --seconds "${VSRBUS_DEMO_SECONDS:-10}"
+secs=${VSRBUS_DEMO_SECONDS:-10}
+echo "== vsrbus demo (3 replicas + clients on 127.0.0.1; the primary is killed at $((secs / 2)) s)"
+exec "$BIN" demo --seconds "$secs" --kill-primary-after "$((secs / 2))"

@@ -78,7 +78,9 @@ static void node_usage(FILE *f) {
           "                          every replica of the cluster must agree\n"
           "  --ca FILE               replica TLS: check the accepting replica's certificate\n"
           "                          against this CA (default: any; the MAC authenticates)\n"
-          "  --reconnect-ms N        replica dial sweep period, default 5000\n"
+          "  --reconnect-ms N        replica redial backoff cap, default 5000\n"
+          "  --reconnect-min-ms N    replica redial backoff base, default 100 (exponential,\n"
+          "                          full jitter; 0: the cap)\n"
           "  --handshake-grace-ms N  bound on a replica or QUIC handshake, and on a TLS\n"
           "                          handshake + WebSocket upgrade, default 10000\n"
           "                          (a QUIC client may open its first stream later)\n"
@@ -107,8 +109,17 @@ static void node_usage(FILE *f) {
           "  --frame-timeout-ms N    a started frame must complete within N ms, default 30000\n"
           "                          (0: off)\n"
           "  --client-idle-timeout-ms N  close a client silent for N ms, default 60000 (0: off)\n"
+          "  --tcp-keepalive-ms N    TCP keepalive idle time (probes every N/3, 3 of them), both\n"
+          "                          planes, default 15000 (0: off)\n"
+          "  --tcp-user-timeout-ms N TCP_USER_TIMEOUT: unacknowledged data this long closes the\n"
+          "                          connection, default 30000 (0: the kernel's)\n"
           "  --close-peer-timeout-ms N   per-connection bound on the drain and close at\n"
           "                          shutdown, default 2000\n"
+          "  --primary-timeout-ms N  a backup that hears neither Prepare nor Commit from the\n"
+          "                          primary for N ms starts a view change, default 1000; the\n"
+          "                          primary's Commit heartbeat goes out every N/5 ms\n"
+          "  --dump-commits FILE     write a line per committed op to FILE (\"op client\n"
+          "                          request operation\"; for tests), default off\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
           "  --log error|warn|info|debug\n"
           "  --log-format text|json  log lines as text (default) or one JSON object a line\n"
@@ -356,6 +367,13 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     }
   } else if (strcmp(key, "reconnect-ms") == 0 || strcmp(key, "reconnect_period_ms") == 0) {
     return node_parse_ms(key, v, &b->reconnect_period_ns);
+  } else if (strcmp(key, "reconnect-min-ms") == 0 || strcmp(key, "reconnect_min_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->reconnect_min_ns);
+  } else if (strcmp(key, "tcp-keepalive-ms") == 0 || strcmp(key, "tcp_keepalive_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->tcp_keepalive_ns);
+  } else if (strcmp(key, "tcp-user-timeout-ms") == 0 ||
+             strcmp(key, "tcp_user_timeout_ms") == 0) {
+    return node_parse_ms_or_off(key, v, &b->tcp_user_timeout_ns);
   } else if (strcmp(key, "handshake-grace-ms") == 0 || strcmp(key, "handshake_grace_ms") == 0) {
     return node_parse_ms(key, v, &b->handshake_grace_ns);
   } else if (strcmp(key, "max-inflight-handshakes") == 0 ||
@@ -402,6 +420,10 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "close-peer-timeout-ms") == 0 ||
              strcmp(key, "close_peer_timeout_ms") == 0) {
     return node_parse_ms(key, v, &b->close_peer_timeout_ns);
+  } else if (strcmp(key, "primary-timeout-ms") == 0 || strcmp(key, "primary_timeout_ms") == 0) {
+    return node_parse_ms(key, v, &cfg->primary_timeout_ns);
+  } else if (strcmp(key, "dump-commits") == 0 || strcmp(key, "dump_commits") == 0) {
+    cfg->dump_commits = node_keep(cfg, v);
   } else if (strcmp(key, "io") == 0) {
     if (strcmp(v, "epoll") == 0) b->loop_options.backend = VSR_IO_EPOLL;
     else if (strcmp(v, "uring") == 0) b->loop_options.backend = VSR_IO_URING;
@@ -451,6 +473,7 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
   cfg->bus.quic.addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
   cfg->log_burst = VSR_LOG_BURST_DEFAULT;
   cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
+  cfg->primary_timeout_ns = VSR_SM_PRIMARY_TIMEOUT_NS;
 }
 
 void vsr_node_cfg_free(struct node_cfg *cfg) {
@@ -523,7 +546,12 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"log-format", required_argument, 0, 0},
       {"frame-timeout-ms", required_argument, 0, 0},
       {"client-idle-timeout-ms", required_argument, 0, 0},
+      {"reconnect-min-ms", required_argument, 0, 0},
+      {"tcp-keepalive-ms", required_argument, 0, 0},
+      {"tcp-user-timeout-ms", required_argument, 0, 0},
       {"close-peer-timeout-ms", required_argument, 0, 0},
+      {"primary-timeout-ms", required_argument, 0, 0},
+      {"dump-commits", required_argument, 0, 0},
       {"log", required_argument, 0, 0},      {0, 0, 0, 0},
   };
   /* First pass: the config file, so that flags override it. */
@@ -592,6 +620,19 @@ int vsr_cmd_node(int argc, char **argv) {
   }
   struct vsr_sm sm;
   memset(&sm, 0, sizeof sm);
+  uint64_t sm_bufs = VSR_SM_LOG + VSR_SM_PIPELINE;
+  if (cfg.bus.cluster_name && cfg.bus.replica_count > 1 &&
+      cfg.bus.loop_options.pool.prealloc[0] < sm_bufs &&
+      (cfg.bus.memory_max == 0 || cfg.bus.memory_max >= 4 * sm_bufs * 4096)) {
+    /* The state machine keeps its log (VSR_SM_LOG Prepares) and the Replies of its client
+     * table: buffers taken from the heap one by one while the log fills would slow the first
+     * seconds of a run down; they are allocated at start instead (4 KiB each; not when
+     * --memory-max is too small to spare it). */
+    cfg.bus.loop_options.pool.prealloc[0] = (uint32_t)sm_bufs;
+    if (cfg.bus.loop_options.pool.free_max[0] < sm_bufs) {
+      cfg.bus.loop_options.pool.free_max[0] = (uint32_t)sm_bufs;
+    }
+  }
   struct vsr_bus_callbacks cb = {.on_message = node_on_message,
                                  .on_peer_event = node_on_peer_event};
   struct vsr_bus *bus;
@@ -610,13 +651,27 @@ int vsr_cmd_node(int argc, char **argv) {
     vsr_node_cfg_free(&cfg);
     return 1;
   }
+  sm.primary_timeout_ns = cfg.primary_timeout_ns;
+  FILE *dump = NULL;
+  if (cfg.dump_commits) {
+    dump = fopen(cfg.dump_commits, "w");
+    if (!dump) {
+      vsr_node_say(VSR_LOG_ERROR, NULL, "--dump-commits %s: %s", cfg.dump_commits,
+                   strerror(errno));
+      vsr_sm_fini(&sm);
+      vsr_bus_del(bus);
+      vsr_node_cfg_free(&cfg);
+      return 1;
+    }
+    sm.dump = dump;
+  }
   node_loop = vsr_bus_loop(bus);
   signal(SIGINT, node_on_signal);
   signal(SIGTERM, node_on_signal);
   signal(SIGPIPE, SIG_IGN);
   vsr_node_say(VSR_LOG_INFO, NULL, "replica %u%s running (io %s); Ctrl-C to stop",
           cfg.bus.replica_index,
-          !cluster ? "" : cfg.bus.replica_index == 0 ? " (primary)" : " (backup)",
+          !cluster ? "" : " (in a cluster: recovering until the others answer)",
           vsr_loop_backend(node_loop));
   vsr_loop_run(node_loop);
   vsr_node_say(VSR_LOG_INFO, NULL, "shutting down");
@@ -660,6 +715,21 @@ int vsr_cmd_node(int argc, char **argv) {
             (unsigned long long)sm.pipeline_full, (unsigned long long)st.drops_backpressure,
             (unsigned long long)st.drops_not_connected, (unsigned long long)st.drops_on_close);
   }
+  if (cluster) {
+    vsr_node_say(VSR_LOG_INFO, NULL,
+            "replica %u: view %u, %llu view changes, %llu recoveries, %llu sessions, %llu "
+            "duplicates answered from the table, %llu duplicates dropped, %llu evictions, %llu "
+            "requests not for this replica, %llu repairs sent, %llu repairs received",
+            cfg.bus.replica_index, sm.view, (unsigned long long)sm.view_changes,
+            (unsigned long long)sm.recoveries, (unsigned long long)sm.registers,
+            (unsigned long long)sm.duplicates, (unsigned long long)sm.duplicates_dropped,
+            (unsigned long long)(sm.evictions[VSR_EVICT_NO_SESSION] +
+                                 sm.evictions[VSR_EVICT_SESSION_TOO_LOW]),
+            (unsigned long long)sm.not_primary, (unsigned long long)sm.repairs_sent,
+            (unsigned long long)sm.repairs_received);
+  }
+  if (dump) fclose(dump);
+  sm.dump = NULL;
   vsr_sm_fini(&sm); /* its messages belong to the bus's pool */
   node_loop = NULL; /* a signal arriving from here on must not touch the freed loop */
   vsr_bus_del(bus);

@@ -15,6 +15,10 @@ struct node_cfg {
   bool replica_set;     /* --replica given: it needs --replicas */
   uint32_t log_burst;       /* --log-burst, default VSR_LOG_BURST_DEFAULT (0: no limit) */
   uint64_t log_interval_ns; /* --log-interval-ms, default VSR_LOG_INTERVAL_NS_DEFAULT */
+  uint64_t primary_timeout_ns; /* --primary-timeout-ms, default VSR_SM_PRIMARY_TIMEOUT_NS (1 s):
+                                  a backup that hears nothing from the primary this long starts
+                                  a view change */
+  const char *dump_commits;    /* --dump-commits FILE: a line per committed op (tests); NULL */
 };
 
 void vsr_node_cfg_init(struct node_cfg *cfg);

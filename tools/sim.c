@@ -523,6 +523,12 @@ static int replica_start(struct run *run, struct replica *r) {
   vsri_bus_set_send_tap(r->bus, replica_tap, r);
   err = vsr_sm_init(&r->sm, r->bus, r->idx, run->nr, run->cluster);
   if (err) return err;
+  /* The simulated clients send raw Requests to replica 0 without a session, and the checks
+   * assume a fixed primary: no view change, every replica normal from the start, clients
+   * without a session served (vsrbus demo exercises sessions and view changes). */
+  r->sm.status = VSR_SM_NORMAL;
+  r->sm.primary_timeout_ns = 3600ull * 1000000000ull;
+  r->sm.sessions_optional = true;
   r->up = true;
   r->tapped = 0;
   r->handshake_frames = 0;

@@ -1,5 +1,6 @@
 /* Demo state machine: the smallest useful application of the bus. Single replica: Request ->
- * Reply at once. Cluster: the VSR normal case with replica 0 as primary (see sm.h). */
+ * Reply at once. Cluster: Viewstamped Replication in memory (see sm.h); this file holds the
+ * normal case and the log, sm_table.c the client table, sm_vc.c the view change. */
 #include "sm.h"
 
 #include <stdarg.h>
@@ -37,22 +38,21 @@ int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_
   sm->replica_count = count;
   sm->cluster = cluster;
   sm->resend_ns = VSR_SM_RESEND_NS;
+  sm->primary_timeout_ns = VSR_SM_PRIMARY_TIMEOUT_NS;
+  sm->clients_max = VSR_SM_CLIENTS_MAX;
   if (count > VSR_SM_MAX_REPLICAS) return VSR_ECONFIG;
-  if (count > 1 && replica == 0) {
-    sm->pipe = calloc(VSR_SM_PIPELINE, sizeof *sm->pipe);
-    if (!sm->pipe) return VSR_ENOMEM;
-    if (vsr_timer_new(&sm->resend_timer, vsr_bus_loop(bus), sm_on_resend_timer, sm) != 0) {
-      free(sm->pipe);
-      sm->pipe = NULL;
-      return VSR_ENOMEM;
-    }
-    vsr_timer_arm(sm->resend_timer, sm->resend_ns);
+  if (count <= 1) return 0;
+  sm->pipe = calloc(VSR_SM_LOG, sizeof *sm->pipe);
+  if (!sm->pipe || vsr_timer_new(&sm->resend_timer, vsr_bus_loop(bus), sm_on_resend_timer, sm) ||
+      vsr_sm_vc_init(sm) != 0) {
+    vsr_sm_fini(sm);
+    return VSR_ENOMEM;
   }
+  vsr_timer_arm(sm->resend_timer, sm->resend_ns);
   return 0;
 }
 
-static void sm_entry_clear(struct vsr_sm_entry *e) {
-  vsr_msg_unref(e->request);
+void vsr_sm_entry_clear(struct vsr_sm_entry *e) {
   vsr_msg_unref(e->prepare);
   memset(e, 0, sizeof *e);
 }
@@ -62,8 +62,10 @@ void vsr_sm_fini(struct vsr_sm *sm) {
     vsr_timer_del(sm->resend_timer);
     sm->resend_timer = NULL;
   }
+  vsr_sm_vc_fini(sm);
+  vsr_sm_table_fini(sm);
   if (sm->pipe) {
-    for (uint32_t i = 0; i < VSR_SM_PIPELINE; i++) sm_entry_clear(&sm->pipe[i]);
+    for (uint32_t i = 0; i < VSR_SM_LOG; i++) vsr_sm_entry_clear(&sm->pipe[i]);
     free(sm->pipe);
     sm->pipe = NULL;
   }
@@ -90,21 +92,23 @@ struct vsr_msg *vsr_sm_build_reply(struct vsr_bus *bus, const struct vsr_msg *re
   return m;
 }
 
-/* Pong and PongClient echo the ping's reserved_command, so the pinger can match them. */
-static struct vsr_msg *sm_build_pong(struct vsr_bus *bus, const struct vsr_msg *ping,
-                                     uint8_t command, uint8_t replica) {
-  struct vsr_msg *m = vsr_bus_msg_new(bus, VSR_HEADER_SIZE);
+/* Pong and PongClient echo the ping's reserved_command, so the pinger can match them; the view
+ * tells a client which replica is the primary. */
+static struct vsr_msg *sm_build_pong(struct vsr_sm *sm, const struct vsr_msg *ping,
+                                     uint8_t command) {
+  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
   if (!m) return NULL;
   const struct vsr_header *in = (const struct vsr_header *)ping->data;
   struct vsr_header *out = (struct vsr_header *)m->data;
   out->command = command;
   out->cluster = in->cluster;
-  out->replica = replica;
+  out->replica = sm->replica;
+  out->view = sm->view;
   memcpy(out->reserved_command, in->reserved_command, sizeof out->reserved_command);
   return m;
 }
 
-static uint64_t sm_now(struct vsr_sm *sm) { return vsr_loop_now(vsr_bus_loop(sm->bus)); }
+uint64_t vsr_sm_now(struct vsr_sm *sm) { return vsr_loop_now(vsr_bus_loop(sm->bus)); }
 
 /* One VSR-DROP line in the bus's log format (a JSON object a line under --log-format json). The
  * node's own vsr_node_say does the same; the state machine stays free of node.c for its tests. */
@@ -122,8 +126,8 @@ static void sm_log_drop_line(const char *fmt, ...) {
 /* The drops the bus cannot see (it logs its own, VSR-DROP too): a Request refused because the
  * pipeline is full, a frame not built because the pool is exhausted. Counted always; logged at
  * once, then at most once a second with the count since the previous line. */
-static void sm_log_drop(struct vsr_sm *sm, const char *what) {
-  uint64_t now = sm_now(sm), total = sm->pipeline_full + sm->send_errors;
+void vsr_sm_log_drop(struct vsr_sm *sm, const char *what) {
+  uint64_t now = vsr_sm_now(sm), total = sm->pipeline_full + sm->send_errors;
   if (sm->drop_log_ns != 0 && now - sm->drop_log_ns < SM_DROP_LOG_EVERY_NS) return;
   sm_log_drop_line("replica %u: %s; %llu dropped since the last line "
           "(totals: %llu pipeline full, %llu send errors)", sm->replica, what,
@@ -133,32 +137,142 @@ static void sm_log_drop(struct vsr_sm *sm, const char *what) {
   sm->drops_logged = total;
 }
 
-/* Sends |out| (consumed) to |client|. Returns true when the bus accepted it: only then does a
- * reply count as a reply. */
-static bool sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out) {
+bool vsr_sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out) {
   if (!out) {
     sm->send_errors++;
-    sm_log_drop(sm, "reply not built: message pool exhausted");
+    vsr_sm_log_drop(sm, "reply not built: message pool exhausted");
     return false;
   }
-  bool ok = vsr_bus_send_to_client(sm->bus, client, out) == 0;
+  bool ok = client != 0 && vsr_bus_send_to_client(sm->bus, client, out) == 0;
   if (!ok) sm->send_errors++;
   vsr_msg_unref(out);
   return ok;
 }
 
-/* The Reply to |req| as op |op|: counted as sent only if the bus took it. */
-static void sm_reply(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *req, uint64_t op) {
-  if (sm_send_client(sm, client, vsr_sm_build_reply(sm->bus, req, sm->replica, op))) {
+/* Sends |reply| (borrowed) to |client|: counted as sent only if the bus took it. */
+static void sm_send_reply(struct vsr_sm *sm, uint64_t client, struct vsr_msg *reply) {
+  if (reply && vsr_sm_send_client(sm, client, vsr_msg_ref(reply))) {
     sm->replies++;
   } else {
     sm->replies_refused++;
   }
 }
 
-/* ---- primary ------------------------------------------------------------------------------- */
+/* The Reply to |req| as op |op| (single replica): counted as sent only if the bus took it. */
+static void sm_reply(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *req, uint64_t op) {
+  if (vsr_sm_send_client(sm, client, vsr_sm_build_reply(sm->bus, req, sm->replica, op))) {
+    sm->replies++;
+  } else {
+    sm->replies_refused++;
+  }
+}
 
-static unsigned sm_quorum(const struct vsr_sm *sm) { return sm->replica_count / 2u + 1u; }
+struct vsr_msg *vsr_sm_control(struct vsr_sm *sm, uint8_t command) {
+  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
+  if (!m) {
+    sm->send_errors++;
+    vsr_sm_log_drop(sm, "replica frame not built: message pool exhausted");
+    return NULL;
+  }
+  struct vsr_header *h = (struct vsr_header *)m->data;
+  h->command = command;
+  h->cluster = sm->cluster;
+  h->replica = sm->replica;
+  h->view = sm->view;
+  return m;
+}
+
+void vsr_sm_send_replica(struct vsr_sm *sm, uint8_t to, struct vsr_msg *m) {
+  if (vsr_bus_send_to_replica(sm->bus, to, m) < 0) sm->send_errors++;
+}
+
+void vsr_sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m) {
+  struct vsr_peer_stats ps;
+  for (unsigned r = 0; r < sm->replica_count; r++) {
+    /* Linked replicas only: one that links later is told on vsr_sm_on_replica_up. */
+    if (r != sm->replica && vsr_bus_peer_stats(sm->bus, VSR_PLANE_REPLICA, r, &ps) == 0) {
+      vsr_sm_send_replica(sm, (uint8_t)r, m);
+    }
+  }
+}
+
+/* ---- the log ------------------------------------------------------------------------------- */
+
+bool vsr_sm_store(struct vsr_sm *sm, struct vsr_msg *prepare) {
+  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)prepare->data;
+  struct vsr_sm_entry *e = vsr_sm_entry(sm, p->op);
+  if (e->op > p->op) return false;
+  if (e->op != p->op) {
+    vsr_sm_entry_clear(e);
+    e->op = p->op;
+  } else if (e->prepare) {
+    return vsr_u128_eq(e->checksum, p->checksum); /* held already (or a different one) */
+  } else if (!vsr_u128_is_zero(e->checksum) && !vsr_u128_eq(e->checksum, p->checksum)) {
+    return false; /* not the Prepare the log expects at this op */
+  }
+  e->checksum = p->checksum;
+  e->prepare = vsr_msg_ref(prepare);
+  return true;
+}
+
+void vsr_sm_send_prepare_ok(struct vsr_sm *sm, const struct vsr_sm_entry *e) {
+  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
+  struct vsr_msg *m = vsr_sm_control(sm, VSR_CMD_PREPARE_OK);
+  if (!m) return;
+  struct vsr_prepare_ok_header *ok = (struct vsr_prepare_ok_header *)m->data;
+  ok->parent = p->parent;
+  ok->prepare_checksum = p->checksum;
+  ok->op = p->op;
+  ok->commit = sm->commit;
+  ok->timestamp = p->timestamp;
+  ok->request = p->request;
+  ok->operation = p->operation;
+  ok->group = p->group;
+  vsr_frame_seal(m->data);
+  vsr_sm_send_replica(sm, vsr_sm_primary_of(sm, sm->view), m);
+  vsr_msg_unref(m);
+}
+
+void vsr_sm_extend(struct vsr_sm *sm) {
+  bool backup = sm->status == VSR_SM_NORMAL && !vsr_sm_is_primary(sm);
+  struct vsr_sm_entry *e, *last = NULL;
+  while ((e = vsr_sm_have(sm, sm->op + 1)) != NULL) {
+    sm->op++;
+    last = e;
+  }
+  /* One PrepareOk for the newest: it vouches for every op up to it (cumulative). */
+  if (backup && last && last->op > sm->commit) vsr_sm_send_prepare_ok(sm, last);
+  if (sm->op > sm->repair_target) sm->repair_target = sm->op;
+}
+
+/* One line per committed op: "op client request operation" (client as 32 hex digits). */
+static void sm_dump(struct vsr_sm *sm, const struct vsr_prepare_header *p) {
+  fprintf(sm->dump, "%llu %016llx%016llx %llu %u\n", (unsigned long long)p->op,
+          (unsigned long long)p->client.hi, (unsigned long long)p->client.lo,
+          (unsigned long long)p->request, p->operation);
+}
+
+void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
+  if (target > sm->commit_max) sm->commit_max = target;
+  if (target > sm->op) target = sm->op;
+  bool primary = vsr_sm_is_primary(sm) && sm->status == VSR_SM_NORMAL;
+  while (sm->commit < target) {
+    struct vsr_sm_entry *e = vsr_sm_have(sm, sm->commit + 1);
+    if (!e) break;
+    sm->commit++;
+    struct vsr_msg *reply = vsr_sm_table_apply(sm, e);
+    if (sm->dump) sm_dump(sm, (const struct vsr_prepare_header *)e->prepare->data);
+    if (primary) {
+      const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
+      struct vsr_sm_client *c = vsr_sm_table_find(sm, p->client);
+      uint64_t conn = c && c->conn ? c->conn : e->conn;
+      if (conn) sm_send_reply(sm, conn, reply);
+      else sm->replies_refused++; /* nobody to answer here yet: the client resends */
+    }
+  }
+}
+
+/* ---- primary ------------------------------------------------------------------------------- */
 
 /* The Prepare for |req| as op |op|: the Request's body and identity, chained to the previous
  * Prepare through |parent|, body checksum set, identity checksum stamped last. */
@@ -169,7 +283,8 @@ static struct vsr_msg *sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg 
   const struct vsr_request_header *rq = (const struct vsr_request_header *)req->data;
   struct vsr_prepare_header *p = (struct vsr_prepare_header *)m->data;
   p->command = VSR_CMD_PREPARE;
-  p->cluster = sm->cluster;
+  p->cluster = sm->replica_count > 1 ? sm->cluster : rq->cluster;
+  p->view = sm->view;
   p->release = rq->release;
   p->replica = sm->replica;
   p->client = rq->client;
@@ -177,6 +292,7 @@ static struct vsr_msg *sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg 
   p->request_checksum = rq->request_checksum;
   p->op = op;
   p->commit = sm->commit;
+  p->timestamp = sm_realtime_ns();
   p->request = rq->request;
   p->operation = rq->operation;
   p->user_id = rq->user_id;
@@ -185,10 +301,6 @@ static struct vsr_msg *sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg 
   vsr_frame_seal(m->data);
   sm->parent = p->checksum;
   return m;
-}
-
-static struct vsr_sm_entry *sm_entry(struct vsr_sm *sm, uint64_t op) {
-  return &sm->pipe[op % VSR_SM_PIPELINE];
 }
 
 /* Free slots in backup |r|'s send queue: 0 when it is full or the link is down. */
@@ -207,18 +319,25 @@ static uint32_t sm_depth(struct vsr_sm *sm, unsigned r) {
 
 /* Queues to backup |r| the ops it fell behind on, oldest first, while its queue has room (the
  * room is asked first, so catching up never adds refusals). Runs on every PrepareOk from |r|,
- * every Request and every resend tick, so a queue that drains is refilled. */
-static void sm_catch_up(struct vsr_sm *sm, unsigned r) {
+ * every Request and every resend tick, so a queue that drains is refilled. Ops committed
+ * meanwhile go too while the log holds them (a backup acknowledges in order: it needs them);
+ * older ones are left to the backup's own repair (RequestPrepares / RangeEvicted). */
+void vsr_sm_primary_catch_up(struct vsr_sm *sm, unsigned r) {
   uint64_t op = sm->behind[r];
   if (op == 0) return;
-  if (op <= sm->commit) { /* committed without it meanwhile (the demo keeps no log to repair) */
-    sm->skipped += sm->commit + 1 - op;
-    op = sm->commit + 1;
+  if (sm->op >= VSR_SM_LOG && op <= sm->op - VSR_SM_LOG) { /* gone from the log: it repairs */
+    sm->skipped += sm->op - VSR_SM_LOG + 1 - op;
+    op = sm->op - VSR_SM_LOG + 1;
+  }
+  while (op <= sm->commit && !vsr_sm_have(sm, op)) {
+    sm->skipped++;
+    op++;
   }
   uint32_t room = op <= sm->op ? sm_room(sm, r) : 0;
-  uint64_t now = sm_now(sm);
+  uint64_t now = vsr_sm_now(sm);
   for (; op <= sm->op && room > 0; op++) {
-    struct vsr_sm_entry *e = sm_entry(sm, op);
+    struct vsr_sm_entry *e = vsr_sm_have(sm, op);
+    if (!e) break; /* still being repaired (new view) */
     if (e->acks >> r & 1) continue;
     if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, e->prepare) < 0) break;
     e->sent_ns = now;
@@ -236,7 +355,7 @@ static void sm_broadcast_prepare(struct vsr_sm *sm, struct vsr_sm_entry *e) {
   for (unsigned r = 0; r < sm->replica_count; r++) {
     if (r == sm->replica) continue;
     if (sm->behind[r] != 0) {
-      sm_catch_up(sm, r);
+      vsr_sm_primary_catch_up(sm, r);
     } else if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, e->prepare) == 0) {
       sm->sent_hi[r] = e->op;
     } else {
@@ -246,100 +365,112 @@ static void sm_broadcast_prepare(struct vsr_sm *sm, struct vsr_sm_entry *e) {
   }
 }
 
-/* A header-only replica-plane frame from this replica: command, cluster and sender set.
- * NULL (counted as a send error) when the pool is exhausted. */
-static struct vsr_msg *sm_control(struct vsr_sm *sm, uint8_t command) {
-  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE);
-  if (!m) {
-    sm->send_errors++;
-    sm_log_drop(sm, "replica frame not built: message pool exhausted");
-    return NULL;
-  }
-  struct vsr_header *h = (struct vsr_header *)m->data;
-  h->command = command;
-  h->cluster = sm->cluster;
-  h->replica = sm->replica;
-  return m;
-}
-
-/* Commit is advisory (every Prepare carries the commit number too): it goes only to a backup
- * that is not behind and has room, never taking the place of a Prepare. */
+/* Commit goes to every backup with room in its queue (never refused for a Prepare's place); it
+ * is also the primary's heartbeat (sm_vc.c sends it every tick), so a backup the primary holds
+ * Prepares back from still hears it. */
 static void sm_send_commit(struct vsr_sm *sm) {
-  struct vsr_msg *m = sm_control(sm, VSR_CMD_COMMIT);
+  struct vsr_msg *m = vsr_sm_control(sm, VSR_CMD_COMMIT);
   if (!m) return;
   struct vsr_commit_header *c = (struct vsr_commit_header *)m->data;
   c->commit = sm->commit;
   c->timestamp_monotonic = sm_realtime_ns();
   vsr_frame_seal(m->data);
   for (unsigned r = 0; r < sm->replica_count; r++) {
-    if (r == sm->replica || sm->behind[r] != 0 || sm_room(sm, r) == 0) continue;
+    if (r == sm->replica || sm_room(sm, r) == 0) continue;
     if (vsr_bus_send_to_replica(sm->bus, (uint8_t)r, m) < 0) sm->send_errors++;
   }
   vsr_msg_unref(m);
 }
 
-/* Commits every op, in order, that a majority holds; replies; tells the backups once. */
-static void sm_advance(struct vsr_sm *sm) {
+void vsr_sm_send_commit(struct vsr_sm *sm);
+void vsr_sm_send_commit(struct vsr_sm *sm) { sm_send_commit(sm); }
+
+/* Commits every op, in order, that a majority holds (or that an earlier view committed);
+ * replies; tells the backups once. */
+void vsr_sm_advance(struct vsr_sm *sm) {
   uint64_t start = sm->commit;
   while (sm->commit < sm->op) {
-    struct vsr_sm_entry *e = sm_entry(sm, sm->commit + 1);
-    if (e->op != sm->commit + 1 || (unsigned)__builtin_popcountll(e->acks) < sm_quorum(sm)) break;
-    sm->commit++;
-    sm_reply(sm, e->client, e->request, e->op);
-    sm_entry_clear(e);
+    struct vsr_sm_entry *e = vsr_sm_have(sm, sm->commit + 1);
+    if (!e) break;
+    if (e->op > sm->commit_max && (unsigned)__builtin_popcountll(e->acks) < vsr_sm_quorum(sm)) {
+      break;
+    }
+    vsr_sm_commit_to(sm, sm->commit + 1);
   }
   if (sm->commit != start) sm_send_commit(sm);
 }
 
 static void sm_primary_request(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *req) {
+  if (sm->status != VSR_SM_NORMAL || !vsr_sm_is_primary(sm) || sm->commit < sm->view_start_op) {
+    sm->not_primary++; /* a backup, a view change, or a new primary still catching up */
+    return;
+  }
   if (sm->op - sm->commit >= VSR_SM_PIPELINE) {
     sm->pipeline_full++;
-    sm_log_drop(sm, "Request dropped: pipeline full (" SM_STR(VSR_SM_PIPELINE) " uncommitted ops)");
+    vsr_sm_log_drop(sm, "Request dropped: pipeline full (" SM_STR(VSR_SM_PIPELINE)
+                    " uncommitted ops)");
+    return;
+  }
+  const struct vsr_request_header *rq = (const struct vsr_request_header *)req->data;
+  if (!(sm->sessions_optional && rq->operation != VSR_OP_REGISTER &&
+        vsr_sm_table_find(sm, rq->client) == NULL) &&
+      !vsr_sm_table_admit(sm, client, req)) {
     return;
   }
   uint64_t op = sm->op + 1;
   struct vsr_msg *prep = sm_build_prepare(sm, req, op);
   if (!prep) {
     sm->send_errors++;
-    sm_log_drop(sm, "Prepare not built: message pool exhausted");
+    vsr_sm_log_drop(sm, "Prepare not built: message pool exhausted");
     return;
   }
-  sm->op = op;
-  struct vsr_sm_entry *e = sm_entry(sm, op);
+  struct vsr_sm_entry *e = vsr_sm_entry(sm, op);
+  vsr_sm_entry_clear(e);
   e->op = op;
-  e->client = client;
+  e->checksum = ((const struct vsr_prepare_header *)prep->data)->checksum;
   e->acks = 1ull << sm->replica;
-  e->sent_ns = sm_now(sm);
-  e->request = vsr_msg_ref((struct vsr_msg *)req);
+  e->sent_ns = vsr_sm_now(sm);
+  e->conn = client;
   e->prepare = prep;
+  sm->op = op;
+  sm->repair_target = op;
   sm_broadcast_prepare(sm, e);
-  sm_advance(sm); /* a quorum of one when the other replicas are not needed */
+  vsr_sm_advance(sm); /* a quorum of one when the other replicas are not needed */
 }
 
 static void sm_primary_prepare_ok(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
   const struct vsr_prepare_ok_header *ok = (const struct vsr_prepare_ok_header *)msg->data;
   sm->prepare_oks++;
-  if (from >= sm->replica_count) return;
+  if (from >= sm->replica_count || ok->view != sm->view) {
+    sm->ignored++;
+    return;
+  }
   if (ok->op > sm->commit && ok->op <= sm->op) {
-    struct vsr_sm_entry *e = sm_entry(sm, ok->op);
-    const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
-    if (e->op != ok->op || !vsr_u128_eq(p->checksum, ok->prepare_checksum)) {
+    struct vsr_sm_entry *e = vsr_sm_entry(sm, ok->op);
+    if (e->op != ok->op || !vsr_u128_eq(e->checksum, ok->prepare_checksum)) {
       sm->ignored++; /* not the Prepare we sent for that op */
       return;
     }
-    e->acks |= 1ull << from;
-    sm_advance(sm);
+    uint64_t k = sm->acked[from] > sm->commit ? sm->acked[from] : sm->commit;
+    for (k++; k <= ok->op; k++) {
+      struct vsr_sm_entry *x = vsr_sm_entry(sm, k);
+      if (x->op == k) x->acks |= 1ull << from;
+    }
+    if (ok->op > sm->acked[from]) sm->acked[from] = ok->op;
+    vsr_sm_advance(sm);
   } /* else stale: committed already */
-  sm_catch_up(sm, from); /* its queue moved: room for the ops it is behind on */
+  vsr_sm_primary_catch_up(sm, from); /* its queue moved: room for the ops it is behind on */
 }
 
-/* Every resend_ns: a Prepare queued to a backup resend_ns ago or more without its PrepareOk is
- * queued again (it went down with a connection, or the backup's PrepareOk was refused by a full
- * queue); backups still behind catch up. Only uncommitted ops: the pipeline holds at most
- * VSR_SM_PIPELINE, so a tick is bounded. */
+/* Every resend_ns, on the primary: a Prepare queued to a backup resend_ns ago or more without
+ * its PrepareOk is queued again (it went down with a connection, or the backup's PrepareOk was
+ * refused by a full queue); backups still behind catch up. Only uncommitted ops: the pipeline
+ * holds at most VSR_SM_PIPELINE, so a tick is bounded. */
 static void sm_on_resend_timer(void *ctx) {
   struct vsr_sm *sm = ctx;
-  uint64_t now = sm_now(sm);
+  vsr_timer_arm(sm->resend_timer, sm->resend_ns);
+  if (sm->status != VSR_SM_NORMAL || !vsr_sm_is_primary(sm)) return;
+  uint64_t now = vsr_sm_now(sm);
   uint32_t room[VSR_SM_MAX_REPLICAS];
   for (unsigned r = 0; r < sm->replica_count; r++) {
     /* Only to a backup whose queue is empty: a Prepare still queued has not even reached the
@@ -349,7 +480,8 @@ static void sm_on_resend_timer(void *ctx) {
     room[r] = r == sm->replica || sm->commit == sm->op || sm_depth(sm, r) != 0 ? 0 : sm_room(sm, r);
   }
   for (uint64_t op = sm->commit + 1; op <= sm->op; op++) {
-    struct vsr_sm_entry *e = sm_entry(sm, op);
+    struct vsr_sm_entry *e = vsr_sm_have(sm, op);
+    if (!e) break;
     if (now - e->sent_ns < sm->resend_ns) continue;
     for (unsigned r = 0; r < sm->replica_count; r++) {
       if (room[r] == 0 || (e->acks >> r & 1)) continue;
@@ -362,41 +494,69 @@ static void sm_on_resend_timer(void *ctx) {
     }
   }
   for (unsigned r = 0; r < sm->replica_count; r++) {
-    if (r != sm->replica) sm_catch_up(sm, r);
+    if (r != sm->replica) vsr_sm_primary_catch_up(sm, r);
   }
-  vsr_timer_arm(sm->resend_timer, sm->resend_ns);
 }
 
 void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id) {
   if (!sm->pipe || id == sm->replica || id >= sm->replica_count) return;
+  vsr_sm_vc_replica_up(sm, id);
+  if (sm->status != VSR_SM_NORMAL || !vsr_sm_is_primary(sm)) return;
   /* Whatever was queued on its previous link may be gone: every uncommitted op it has not
    * acknowledged goes out again, in order, as its queue allows. */
   sm->behind[id] = sm->commit < sm->op ? sm->commit + 1 : 0;
-  sm_catch_up(sm, id);
+  sm->acked[id] = sm->commit; /* perhaps a new incarnation: its acknowledgements start over */
+  vsr_sm_primary_catch_up(sm, id);
 }
 
 /* ---- backup -------------------------------------------------------------------------------- */
 
-static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
+/* A Prepare from the primary of our view: kept in the log (out of order too, within the log's
+ * window), acknowledged once every op before it is held; a gap is repaired from the primary. */
+static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, struct vsr_msg *msg) {
   const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
   sm->prepares++;
-  if (p->op > sm->op) sm->op = p->op;
-  if (p->commit > sm->commit) sm->commit = p->commit; /* Commits may be skipped for room */
-  struct vsr_msg *m = sm_control(sm, VSR_CMD_PREPARE_OK);
-  if (!m) return;
-  struct vsr_prepare_ok_header *ok = (struct vsr_prepare_ok_header *)m->data;
-  ok->view = p->view;
-  ok->parent = p->parent;
-  ok->prepare_checksum = p->checksum;
-  ok->op = p->op;
-  ok->commit = sm->commit;
-  ok->timestamp = p->timestamp;
-  ok->request = p->request;
-  ok->operation = p->operation;
-  ok->group = p->group;
-  vsr_frame_seal(m->data);
-  if (vsr_bus_send_to_replica(sm->bus, from, m) < 0) sm->send_errors++;
-  vsr_msg_unref(m);
+  if (p->view > sm->view) {
+    vsr_sm_vc_behind(sm, from);
+    return;
+  }
+  /* From the primary of our view only. An older view in the header is fine: a new primary
+   * sends the ops it inherited as they were prepared (the identity does not cover the view). */
+  if (sm->status != VSR_SM_NORMAL || vsr_sm_is_primary(sm) ||
+      from != vsr_sm_primary_of(sm, sm->view)) {
+    sm->ignored++;
+    return;
+  }
+  sm->heard_ns = vsr_sm_now(sm);
+  if (p->op <= sm->op) {
+    struct vsr_sm_entry *e = vsr_sm_have(sm, p->op), *head = vsr_sm_have(sm, sm->op);
+    if (e && head && sm->op > sm->commit && vsr_u128_eq(e->checksum, p->checksum)) {
+      vsr_sm_send_prepare_ok(sm, head); /* a resend: our PrepareOk may have been lost */
+    }
+  } else if (p->op - sm->commit < VSR_SM_LOG) {
+    vsr_sm_store(sm, msg);
+    vsr_sm_extend(sm);
+    if (p->op > sm->repair_target) sm->repair_target = p->op;
+    if (sm->op < sm->repair_target) vsr_sm_vc_repair(sm, false);
+  }
+  vsr_sm_commit_to(sm, p->commit);
+}
+
+static void sm_backup_commit(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg) {
+  const struct vsr_commit_header *c = (const struct vsr_commit_header *)msg->data;
+  sm->commits++;
+  if (c->view > sm->view) {
+    vsr_sm_vc_behind(sm, from);
+    return;
+  }
+  if (sm->status != VSR_SM_NORMAL || c->view < sm->view || vsr_sm_is_primary(sm) ||
+      from != vsr_sm_primary_of(sm, sm->view)) {
+    return;
+  }
+  sm->heard_ns = vsr_sm_now(sm);
+  if (c->commit > sm->repair_target) sm->repair_target = c->commit;
+  vsr_sm_commit_to(sm, c->commit);
+  if (sm->op < sm->repair_target) vsr_sm_vc_repair(sm, false);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
@@ -408,58 +568,80 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
     sm->foreign++;
     return;
   }
+  if (!sm->pipe || from >= sm->replica_count || from == sm->replica) {
+    sm->ignored++;
+    return;
+  }
+  /* Any frame of our view from its primary shows the primary alive (a backup's timeout). */
+  if (h->view == sm->view && from == vsr_sm_primary_of(sm, sm->view)) {
+    sm->heard_ns = vsr_sm_now(sm);
+  }
   switch (h->command) {
   case VSR_CMD_PREPARE:
-    if (sm->replica != 0) sm_backup_prepare(sm, from, msg);
-    else sm->ignored++;
+    sm_backup_prepare(sm, from, msg);
     break;
   case VSR_CMD_PREPARE_OK:
-    if (sm->pipe) sm_primary_prepare_ok(sm, from, msg);
+    if (vsr_sm_is_primary(sm) && sm->status == VSR_SM_NORMAL) sm_primary_prepare_ok(sm, from, msg);
     else sm->ignored++;
     break;
-  case VSR_CMD_COMMIT: {
-    uint64_t c = ((const struct vsr_commit_header *)msg->data)->commit;
-    sm->commits++;
-    if (c > sm->commit) sm->commit = c;
+  case VSR_CMD_COMMIT:
+    sm_backup_commit(sm, from, msg);
     break;
-  }
   case VSR_CMD_PING: {
     /* Answered to the pinging replica; the Pong echoes the Ping's reserved_command (the
      * pinger's timestamps) and is stamped with our cluster and id. */
-    struct vsr_msg *pong = sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica);
+    struct vsr_msg *pong = sm_build_pong(sm, msg, VSR_CMD_PONG);
     if (!pong) {
       sm->send_errors++;
       break;
     }
     sm->pongs++;
-    if (vsr_bus_send_to_replica(sm->bus, from, pong) < 0) sm->send_errors++;
+    vsr_sm_send_replica(sm, from, pong);
     vsr_msg_unref(pong);
     break;
   }
   default:
-    sm->ignored++;
+    if (!vsr_sm_vc_message(sm, from, msg)) sm->ignored++;
     break;
   }
+}
+
+/* A single replica answers at once; a client that registered gets the table's guarantees. */
+static void sm_single_request(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *msg) {
+  const struct vsr_request_header *rq = (const struct vsr_request_header *)msg->data;
+  if (rq->operation != VSR_OP_REGISTER && vsr_sm_table_find(sm, rq->client) == NULL) {
+    sm_reply(sm, client, msg, ++sm->op); /* no session: served as before sessions */
+    sm->commit = sm->op;
+    return;
+  }
+  if (!vsr_sm_table_admit(sm, client, msg)) return;
+  struct vsr_sm_entry e = {.op = sm->op + 1, .conn = client,
+                           .prepare = sm_build_prepare(sm, msg, sm->op + 1)};
+  if (!e.prepare) {
+    sm->send_errors++;
+    vsr_sm_log_drop(sm, "Prepare not built: message pool exhausted");
+    return;
+  }
+  sm->commit = ++sm->op;
+  sm_send_reply(sm, client, vsr_sm_table_apply(sm, &e));
+  vsr_msg_unref(e.prepare);
 }
 
 void vsr_sm_on_client_message(struct vsr_sm *sm, uint64_t client, const struct vsr_msg *msg) {
   uint8_t cmd = msg->data[60];
   switch (cmd) {
   case VSR_CMD_PING_CLIENT:
-    sm->pongs += sm_send_client(sm, client,
-                                sm_build_pong(sm->bus, msg, VSR_CMD_PONG_CLIENT, sm->replica));
+    sm->pongs += vsr_sm_send_client(sm, client, sm_build_pong(sm, msg, VSR_CMD_PONG_CLIENT));
     return;
   case VSR_CMD_PING:
-    sm->pongs += sm_send_client(sm, client, sm_build_pong(sm->bus, msg, VSR_CMD_PONG, sm->replica));
+    sm->pongs += vsr_sm_send_client(sm, client, sm_build_pong(sm, msg, VSR_CMD_PONG));
     return;
   case VSR_CMD_REQUEST:
     sm->requests++;
     if (sm->replica_count <= 1) {
-      sm_reply(sm, client, msg, ++sm->op);
-    } else if (sm->pipe) {
-      sm_primary_request(sm, client, msg);
+      sm_single_request(sm, client, msg);
     } else {
-      sm->ignored++; /* backups do not serve clients: the primary is replica 0 */
+      sm_primary_request(sm, client, msg);
     }
     return;
   default:

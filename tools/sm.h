@@ -3,31 +3,62 @@
  * echoing the Ping's reserved_command), and Request -> Reply (body echoed; client, request number, checksum and
  * operation copied from the Request). Everything else is counted and ignored.
  *
- * In a cluster (replica_count > 1) it runs the VSR normal case with a fixed primary, replica 0:
- * a client Request becomes a Prepare sent to every backup (one buffer, one queue each); backups
- * answer PrepareOk (echoing the Prepare's checksum); once a majority holds an op (the primary
- * counts itself) the primary commits in op order, sends the Reply to the client and one Commit
- * to the backups. No view changes, no log: enough to carry the real traffic shape. */
+ * In a cluster (replica_count > 1) it runs Viewstamped Replication (VR Revisited, Liskov &
+ * Cowling 2012, §4.1-4.3) in memory, with Iggy mainline's message layouts:
+ *  - normal case (sm.c): the primary of view v is replica v mod n. A client Request becomes a
+ *    Prepare sent to every backup; backups answer PrepareOk; once a majority holds an op the
+ *    primary commits in op order, answers the client and sends Commit (also every
+ *    heartbeat_ns when idle, as the primary's heartbeat).
+ *  - client table (sm_table.c): Register commits a session (= its op); a duplicate Request is
+ *    answered from the table; unknown sessions get an Eviction; bounded, evicting the oldest.
+ *  - view change, repair, recovery (sm_vc.c): a backup that hears nothing from the primary for
+ *    primary_timeout_ns starts StartViewChange -> DoViewChange -> StartView; lagging replicas
+ *    repair with RequestPrepares / RepairPrepare; a restarted replica (memory only) recovers
+ *    with RequestStartView / StartView. docs/demo.md explains the whole scheme. */
 #ifndef VSR_TOOLS_SM_H
 #define VSR_TOOLS_SM_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "vsrbus/vsrbus.h"
 
 #define VSR_SM_PIPELINE 4096 /* uncommitted ops the primary holds; more Requests are dropped */
+#define VSR_SM_LOG 16384     /* ops every replica keeps (committed ones too), for repair */
 #define VSR_SM_MAX_REPLICAS 64 /* acknowledgements are one bit per replica */
 /* Default resend_ns: a Prepare a backup has not acknowledged this long after it was queued is
  * queued to it again (lost with a connection, or its PrepareOk refused by a full queue). */
 #define VSR_SM_RESEND_NS (50ull * 1000000ull)
+/* Default primary_timeout_ns: a backup that hears neither Prepare nor Commit from the primary
+ * this long starts a view change. The primary's Commit heartbeat goes out every fifth of it. */
+#define VSR_SM_PRIMARY_TIMEOUT_NS (1000ull * 1000000ull)
+#define VSR_SM_CLIENTS_MAX 1024 /* client table entries (default clients_max) */
+#define VSR_SM_REPLIES 64       /* cached Replies per client: duplicates of its last 64 */
+#define VSR_SM_REPAIR_BATCH 256 /* RepairPrepares sent for one RequestPrepares at most */
+
+enum vsr_sm_status {
+  VSR_SM_NORMAL = 0,
+  VSR_SM_VIEW_CHANGE = 1,
+  VSR_SM_RECOVERING = 2,
+};
 
 struct vsr_sm_entry {
   uint64_t op;              /* 0: free */
-  uint64_t client;          /* bus client id to answer */
-  uint64_t acks;            /* bit r: replica r holds the op */
+  vsr_u128 checksum;        /* the Prepare's identity; known before the body when repairing */
+  uint64_t acks;            /* primary: bit r: replica r holds the op */
   uint64_t sent_ns;         /* loop time the Prepare was last queued to a backup */
-  struct vsr_msg *request;  /* kept for the Reply */
-  struct vsr_msg *prepare;  /* kept for resends to a backup that (re)connects */
+  uint64_t conn;            /* primary: bus client id the Request came on (0: unknown) */
+  struct vsr_msg *prepare;  /* NULL: body missing (op 0: slot free) */
+};
+
+struct vsr_sm_client {
+  vsr_u128 id;        /* 0: free slot */
+  uint64_t session;   /* op of its Register commit (0: unknown, after a state jump) */
+  uint64_t request;   /* newest request committed (the watermark) */
+  uint64_t prepared;  /* primary: newest request taken into the pipeline */
+  uint64_t last_op;   /* op of its newest commit: the oldest is evicted first */
+  uint64_t conn;      /* bus client id it was last heard on (0: none here) */
+  struct vsr_msg *replies[VSR_SM_REPLIES]; /* by request % VSR_SM_REPLIES */
 };
 
 struct vsr_sm {
@@ -35,10 +66,10 @@ struct vsr_sm {
   uint8_t replica;         /* this replica's index, written into replies */
   uint16_t replica_count;  /* <= 1: single replica, Requests answered at once */
   vsr_u128 cluster;        /* cluster id stamped on, and required of, replica frames */
-  uint64_t op;             /* last op assigned (primary) or seen (backup) */
-  uint64_t commit;         /* last op committed */
+  uint64_t op;             /* last op in the log, every op up to it present */
+  uint64_t commit;         /* last op committed (applied) */
   vsr_u128 parent;         /* checksum of the last Prepare (primary) */
-  struct vsr_sm_entry *pipe; /* VSR_SM_PIPELINE entries, indexed by op (primary only) */
+  struct vsr_sm_entry *pipe; /* VSR_SM_LOG entries, indexed by op % VSR_SM_LOG */
   uint64_t replies, pongs;   /* answers the bus accepted (queued for the client) */
   uint64_t replies_refused;  /* Replies built but not accepted (queue full, client gone, pool) */
   uint64_t ignored, send_errors;
@@ -49,21 +80,73 @@ struct vsr_sm {
    * none), and the rest follow in order as its queue drains. Nothing is lost: an op stays in the
    * pipeline until committed, and |resend_timer| queues an unacknowledged Prepare again. */
   uint64_t resend_ns;                      /* default VSR_SM_RESEND_NS */
-  struct vsr_timer *resend_timer;          /* primary only: every resend_ns */
+  struct vsr_timer *resend_timer;          /* every resend_ns while primary */
   uint64_t behind[VSR_SM_MAX_REPLICAS];
   uint64_t sent_hi[VSR_SM_MAX_REPLICAS];  /* the newest op ever queued to each backup */
+  /* The newest op each backup acknowledged in this view. A PrepareOk is cumulative (VR: a
+   * backup's log is a prefix of its primary's, and it acknowledges in order), so one that a
+   * full queue refused is covered by the next. */
+  uint64_t acked[VSR_SM_MAX_REPLICAS];
   uint64_t deferred;  /* Prepares a full queue or a down link refused; queued later, in order */
-  uint64_t skipped;   /* Prepares never queued to a backup that was behind: committed without it */
+  uint64_t skipped;   /* Prepares never queued to a backup that was behind: it repairs them */
   uint64_t drop_log_ns, drops_logged; /* rate-limited log of this state machine's own drops */
+
+  /* ---- client table (sm_table.c) ---- */
+  struct vsr_sm_client *clients; /* clients_max entries */
+  uint32_t *client_index;        /* open addressing: slot + 1, 0 empty; 2 x clients_max */
+  uint32_t clients_max;          /* default VSR_SM_CLIENTS_MAX; set before the first Register */
+  uint32_t clients_used;
+  uint64_t registers;            /* sessions committed */
+  uint64_t duplicates;           /* duplicate Requests answered from the table */
+  uint64_t duplicates_dropped;   /* duplicates still in the pipeline, or too old to answer */
+  uint64_t evictions[VSR_EVICT_MAX + 1]; /* Eviction frames built, by reason */
+  uint64_t table_evicted;        /* entries evicted (the oldest) to make room */
+  uint64_t not_primary;          /* Requests dropped: not the primary, or not caught up */
+
+  /* ---- view change, repair, recovery (sm_vc.c) ---- */
+  enum vsr_sm_status status;
+  uint32_t view, log_view;       /* current view; the last view this replica was normal in */
+  uint64_t primary_timeout_ns;   /* default VSR_SM_PRIMARY_TIMEOUT_NS */
+  struct vsr_timer *tick_timer;  /* every primary_timeout_ns / 5 */
+  uint64_t heard_ns;             /* last Prepare / Commit / StartView from the primary */
+  uint64_t vc_start_ns;          /* when the current view change started */
+  uint64_t rsv_ns;               /* when we last asked a replica for its view */
+  uint64_t svc_bits, dvc_bits;   /* StartViewChange / DoViewChange heard for |view| */
+  bool dvc_sent;
+  uint8_t dvc_best;              /* new primary: replica whose DoViewChange log wins */
+  uint32_t dvc_best_log_view;
+  uint64_t dvc_best_op, dvc_commit_max;
+  struct vsr_msg *dvc_best_msg;  /* its DoViewChange (NULL: our own log) */
+  uint64_t commit_max;           /* highest op known committed (commit <= commit_max) */
+  uint64_t view_start_op;        /* primary: Requests wait until commit reaches it */
+  uint8_t repair_from;           /* replica asked for missing Prepares */
+  uint64_t repair_target;        /* newest op known to exist (repair up to it) */
+  uint64_t repair_hi;            /* end of the range last asked for */
+  uint64_t repair_ns;            /* when it was asked */
+  vsr_u128 incarnation;          /* recovering: nonce of our RequestStartView */
+  uint64_t rsv_bits;             /* recovering: replicas that answered with a StartView */
+  uint64_t fresh_bits;           /* recovering: replicas known empty (recovering too, or op 0) */
+  uint32_t rsv_view;             /* highest view among the answers */
+  struct vsr_msg *rsv_primary;   /* the StartView of that view's primary */
+  bool jumped;                   /* state taken from a later op: the table may lack sessions */
+  uint64_t recover_op;           /* after recovery: no view-change vote until op reaches it */
+  uint64_t view_changes;         /* views this replica entered normal status in (after 0) */
+  uint64_t repairs_sent, repairs_received, recoveries;
+  FILE *dump;                    /* --dump-commits: a line per committed op (NULL: off) */
+  /* Set after vsr_sm_init, before traffic (vsrbus sim): a client that never registered is
+   * served without the table, as by a single replica. Default false: Eviction NoSession. */
+  bool sessions_optional;
+  struct vsr_msg *loose_reply;   /* the last Reply to such a client (held until the next) */
 };
 
-/* Sets up |sm| for replica |replica| of |count| in cluster |cluster|, on |bus|'s loop (the
- * primary arms its resend timer there). Returns 0 or VSR_ENOMEM (or VSR_ECONFIG: more than
- * VSR_SM_MAX_REPLICAS). */
+/* Sets up |sm| for replica |replica| of |count| in cluster |cluster|, on |bus|'s loop (timers
+ * are armed there). A cluster replica starts recovering (see sm_vc.c). Returns 0 or
+ * VSR_ENOMEM (or VSR_ECONFIG: more than VSR_SM_MAX_REPLICAS). Fields a caller may change
+ * before traffic: resend_ns, primary_timeout_ns, clients_max, dump. */
 int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_t count,
                 vsr_u128 cluster);
 
-/* Drops every held message, the pipeline and the timer (before the loop goes). Cannot fail. */
+/* Drops every held message, the log, the table and the timers (before the loop goes). */
 void vsr_sm_fini(struct vsr_sm *sm);
 
 /* Handles one client-plane frame. */
@@ -72,15 +155,81 @@ void vsr_sm_on_client_message(struct vsr_sm *sm, uint64_t client, const struct v
 /* Handles one replica-plane frame from replica |from|. */
 void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *msg);
 
-/* Replica |id| is authenticated: the primary sends it every op still uncommitted. */
+/* Replica |id| is authenticated: the primary sends it every op still uncommitted; a
+ * recovering replica asks it for the current view. */
 void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id);
 
-/* Builds the Reply to |req| (a valid Request) with |op|. NULL if the pool is exhausted. */
+/* Builds the Reply to |req| (a valid Request) with |op| in |view|. NULL if the pool is
+ * exhausted. */
 struct vsr_msg *vsr_sm_build_reply(struct vsr_bus *bus, const struct vsr_msg *req, uint8_t replica,
                                    uint64_t op);
 
 /* Replaces the wall clock that stamps Replies and Commits (NULL: CLOCK_REALTIME): the
  * simulator stamps them with virtual time so a seed's frames are the same bytes every run. */
 void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx);
+
+/* ---- internal: shared by sm.c, sm_table.c and sm_vc.c ---------------------------------- */
+
+static inline unsigned vsr_sm_quorum(const struct vsr_sm *sm) { return sm->replica_count / 2u + 1u; }
+static inline uint8_t vsr_sm_primary_of(const struct vsr_sm *sm, uint32_t view) {
+  return (uint8_t)(view % sm->replica_count);
+}
+static inline bool vsr_sm_is_primary(const struct vsr_sm *sm) {
+  return sm->replica_count > 1 && vsr_sm_primary_of(sm, sm->view) == sm->replica;
+}
+static inline struct vsr_sm_entry *vsr_sm_entry(struct vsr_sm *sm, uint64_t op) {
+  return &sm->pipe[op % VSR_SM_LOG];
+}
+/* The entry of |op| if the log holds its Prepare, else NULL. */
+static inline struct vsr_sm_entry *vsr_sm_have(struct vsr_sm *sm, uint64_t op) {
+  struct vsr_sm_entry *e = vsr_sm_entry(sm, op);
+  return e->op == op && e->prepare ? e : NULL;
+}
+uint64_t vsr_sm_now(struct vsr_sm *sm);
+void vsr_sm_entry_clear(struct vsr_sm_entry *e);
+/* A header-only replica-plane frame from this replica: command, cluster, view, sender set.
+ * NULL (counted, logged) when the pool is exhausted. */
+struct vsr_msg *vsr_sm_control(struct vsr_sm *sm, uint8_t command);
+/* Sends |m| (not consumed) to every other replica linked now. */
+void vsr_sm_broadcast(struct vsr_sm *sm, struct vsr_msg *m);
+void vsr_sm_send_replica(struct vsr_sm *sm, uint8_t to, struct vsr_msg *m);
+/* Sends |out| (consumed) to |client|; true when the bus took it. */
+bool vsr_sm_send_client(struct vsr_sm *sm, uint64_t client, struct vsr_msg *out);
+/* Stores |prepare| (a reference is taken) as op p->op; false if its slot holds a newer op. */
+bool vsr_sm_store(struct vsr_sm *sm, struct vsr_msg *prepare);
+/* Moves |op| up over every Prepare present; a backup acknowledges the newest (cumulative). */
+void vsr_sm_extend(struct vsr_sm *sm);
+/* Applies committed ops up to |target| (bounded by op); the primary answers the clients. */
+void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target);
+/* Primary: commits what a quorum (or an earlier view) holds. */
+void vsr_sm_advance(struct vsr_sm *sm);
+void vsr_sm_send_prepare_ok(struct vsr_sm *sm, const struct vsr_sm_entry *e);
+void vsr_sm_primary_catch_up(struct vsr_sm *sm, unsigned r);
+void vsr_sm_log_drop(struct vsr_sm *sm, const char *what);
+
+/* sm_table.c */
+int vsr_sm_table_init(struct vsr_sm *sm);
+void vsr_sm_table_fini(struct vsr_sm *sm);
+void vsr_sm_table_clear(struct vsr_sm *sm);
+struct vsr_sm_client *vsr_sm_table_find(struct vsr_sm *sm, vsr_u128 id);
+/* Applies committed op |e| to the table (Register: a session; else the client's watermark),
+ * keeps its Reply; returns the Reply (borrowed) or NULL. */
+struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry *e);
+/* A Request arrives at the primary: returns true when it is new (to be prepared); otherwise it
+ * was answered (cached Reply, Eviction) or dropped here. */
+bool vsr_sm_table_admit(struct vsr_sm *sm, uint64_t conn, const struct vsr_msg *req);
+/* After a view change: nothing of the new primary's is in flight any more. */
+void vsr_sm_table_reset_prepared(struct vsr_sm *sm);
+
+/* sm_vc.c */
+int vsr_sm_vc_init(struct vsr_sm *sm);
+void vsr_sm_vc_fini(struct vsr_sm *sm);
+/* Handles the view-change, repair and recovery commands; false if |msg| is not one. */
+bool vsr_sm_vc_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *msg);
+void vsr_sm_vc_replica_up(struct vsr_sm *sm, uint8_t id);
+/* A Prepare or Commit of a view above ours arrived from |from|: ask it for the view. */
+void vsr_sm_vc_behind(struct vsr_sm *sm, uint8_t from);
+/* Asks |repair_from| for the ops between |op| and |repair_target| if not asked recently. */
+void vsr_sm_vc_repair(struct vsr_sm *sm, bool now);
 
 #endif

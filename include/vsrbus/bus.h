@@ -179,6 +179,13 @@ struct vsr_bus_options {
   uint32_t frame_allowance; /* bytes of a client frame reserved at once when its body starts
                                (the rest grows as it arrives); default 65,792 = a 64 KiB body
                                and its header. Authenticated replicas: max_message_size. */
+  /* TCP liveness on every accepted and dialed TCP socket, both planes (issue 15): a dead peer
+   * is found even when no frame is due. Keepalive: SO_KEEPALIVE, idle time this, probes every
+   * third of it, 3 probes; default 15 s (a silent dead peer is closed in ~30 s). 0: off. */
+  uint64_t tcp_keepalive_ns;
+  /* TCP_USER_TIMEOUT: written data unacknowledged this long closes the connection; default
+   * 30 s (the kernel's own default is ~15 minutes of retransmits). 0: the kernel's. */
+  uint64_t tcp_user_timeout_ns;
 
   /* Replica plane: enabled when cluster_name is set and replica_count > 1. */
   const char *cluster_name;            /* the u128 cluster id is derived from it */
@@ -192,7 +199,7 @@ struct vsr_bus_options {
   size_t secret_len;
   const uint8_t *previous_secret; /* accepted for verification while rotating; same rules */
   size_t previous_secret_len;     /* 0: no rotation window */
-  uint64_t reconnect_period_ns;        /* default 5 s */
+  uint64_t reconnect_period_ns;        /* default 5 s: the redial backoff's cap */
   uint64_t handshake_grace_ns;         /* default 10 s; also bounds the QUIC handshake (only:
                                           a QUIC client may open its first stream later) */
   uint32_t max_inflight_handshakes;    /* default 256 */
@@ -200,6 +207,11 @@ struct vsr_bus_options {
    * join clusters of stock Iggy mainline servers, whose default is auth off; secrets are then
    * ignored. */
   enum vsr_replica_auth replica_auth;
+  /* Redial backoff base (issue 15): after a failed dial or a lost link the next dial of that
+   * peer waits a random delay in [0, min(reconnect_period, this x 2^(k-1))] (k: failures in a
+   * row), so a restarted replica is back within ~this, and a dead one costs a dial per
+   * reconnect_period at most. Default 100 ms. 0: reconnect_period (a fixed cap). */
+  uint64_t reconnect_min_ns;
   /* TCP keepalive on replica links: seconds of silence before probing (3 probes, a third of it
    * apart). Default 5 (the default reconnect period): a link whose peer crashed while its RST
    * was lost (a partition), and on which we have nothing to send, would otherwise stay up

@@ -60,6 +60,8 @@ enum vsr_err {
   VSR_EUNREACH = -49,     /* connect: host or network unreachable */
   VSR_EFRAME_TIMEOUT = -50, /* a frame that had started did not complete within frame_timeout */
   VSR_ESLOW_PEER = -55,  /* peer's send queue stayed full for slow_peer_timeout: not reading */
+  VSR_EEVICTED = -56,    /* the cluster evicted this client's session (Eviction frame; the
+                          * reason: vsr_client_eviction_reason) */
 
   /* -60..-79: replica plane authentication (see src/bus/replica.c). */
   VSR_EAUTH = -60,           /* MAC mismatch or other authentication failure */

@@ -41,6 +41,9 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) {
     if (vsri_bus_transports[t].options_default) vsri_bus_transports[t].options_default(o);
   }
+  o->tcp_keepalive_ns = 15000000000ull;
+  o->tcp_user_timeout_ns = 30000000000ull;
+  o->reconnect_min_ns = 100000000ull;
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -602,6 +605,8 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
       .max_batch = o->max_batch,
       .decode_flags = o->verify_body_checksum ? VSRI_DECODE_VERIFY_BODY : 0,
       .drain_timeout_ns = o->close_peer_timeout_ns,
+      .tcp_keepalive_ns = o->tcp_keepalive_ns,
+      .tcp_user_timeout_ns = o->tcp_user_timeout_ns,
   };
   err = vsri_bus_setup_memory(bus);
   if (err) goto fail;

@@ -1,5 +1,6 @@
 /* Replica plane (spec/bus.md §5): one authenticated TCP connection per replica pair. The lower
- * index dials the higher one (at start, then a sweep every reconnect_period), the higher one
+ * index dials the higher one (at start, then per peer with exponential backoff and full jitter
+ * between reconnect_min and reconnect_period, skipping connected and dialing peers), the higher one
  * accepts; every new connection runs the 3-message handshake of auth.c under a deadline before
  * vsri_bus_replica_activate() lets consensus frames through. Pending inbound handshakes are
  * capped; at the cap the oldest one makes room, so a flood cannot lock real replicas out.
@@ -35,6 +36,7 @@ struct rp_hs {
   struct vsri_auth_hs auth;
   bool acceptor;
   bool got_hello; /* acceptor: the next frame is the Finish */
+  bool linked;    /* dialer: the handshake installed the link (no backoff) */
   uint8_t target; /* dialer: the replica dialed */
 };
 
@@ -51,6 +53,9 @@ struct rp_plane {
   struct vsri_list slots;   /* those holding an inbound slot, oldest first (rp_hs.slot_link) */
   bool dialing[VSR_MAX_REPLICAS];   /* a dialed connection is connecting or handshaking */
   bool down_logged[VSR_MAX_REPLICAS]; /* "cannot reach" already said since the last link */
+  uint32_t attempt[VSR_MAX_REPLICAS];    /* dials failed / links lost since the last link */
+  uint64_t next_dial[VSR_MAX_REPLICAS];  /* loop clock: not before (0: at once) */
+  uint64_t sweep_due;                    /* when the armed sweep should run */
   uint64_t evicted, evicted_logged, evict_log_ns;
 };
 
@@ -75,6 +80,35 @@ static struct rp_hs *rp_hs_new(struct rp_plane *rp, struct bus_peer *p, bool acc
   return hs;
 }
 
+static void rp_sweep_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res);
+
+/* Arms the dial sweep for |due| (loop clock) unless it is armed for earlier already. */
+static void rp_sweep_arm(struct rp_plane *rp, uint64_t due) {
+  if (rp->stopping) return;
+  struct vsri_io *io = rp->bus->loop->io;
+  if (rp->sweep.pending) {
+    if (due >= rp->sweep_due) return;
+    rp->sweep_due = due;
+    vsri_io_cancel(io, &rp->sweep); /* the callback re-arms for sweep_due */
+    return;
+  }
+  rp->sweep_due = due;
+  uint64_t now = vsri_io_now(io);
+  vsri_io_timeout(io, &rp->sweep, due > now ? due - now : 0, rp_sweep_cb, rp);
+}
+
+/* Replica |t| could not be reached or its link was lost: next dial after a jittered,
+ * doubling delay (reconnect_min .. reconnect_period). */
+static void rp_backoff(struct rp_plane *rp, uint8_t t) {
+  const struct vsr_bus_options *o = &rp->bus->opts;
+  uint64_t min = o->reconnect_min_ns ? o->reconnect_min_ns : o->reconnect_period_ns;
+  if (min > o->reconnect_period_ns) min = o->reconnect_period_ns;
+  if (rp->attempt[t] < 64) rp->attempt[t]++;
+  rp->next_dial[t] = vsri_io_now(rp->bus->loop->io) +
+                     vsri_backoff_ns(min, o->reconnect_period_ns, rp->attempt[t]);
+  rp_sweep_arm(rp, rp->next_dial[t]);
+}
+
 static void rp_hs_free(struct rp_hs *hs) {
   hs->rp->nhs--;
   vsri_free(hs);
@@ -93,7 +127,10 @@ static void rp_hs_end(struct rp_hs *hs) {
   if (!hs->p) return;
   vsri_list_remove(&hs->link);
   rp_hs_release_slot(hs);
-  if (!hs->acceptor) rp->dialing[hs->target] = false;
+  if (!hs->acceptor) {
+    rp->dialing[hs->target] = false;
+    if (!hs->linked) rp_backoff(rp, hs->target); /* connect or handshake failed */
+  }
   hs->p->plane_data = NULL;
   hs->p = NULL;
   rp->bus->stats.handshakes_inflight--;
@@ -175,6 +212,7 @@ static int rp_exporter(struct bus_peer *p, uint8_t out[32]) {
 static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
   struct rp_plane *rp = hs->rp;
   struct vsr_bus *bus = rp->bus;
+  hs->linked = !bus->replicas[id];
   rp_hs_end(hs);
   if (bus->replicas[id]) {
     /* As the reference: the link already installed stays, the newcomer is dropped. No event:
@@ -192,6 +230,8 @@ static void rp_activate(struct bus_peer *p, struct rp_hs *hs, uint8_t id) {
   }
   vsri_bus_replica_activate(p, id);
   rp->down_logged[id] = false;
+  rp->attempt[id] = 0;
+  rp->next_dial[id] = 0;
   VSRI_INFO("VSR-REPLICA", "%s replica: replica %u %s (%s%s)", rp_name(p), id,
             rp->auth.enabled ? "authenticated" : "linked, unauthenticated (replica auth off)",
             p->dialed ? "dialed" : "accepted",
@@ -207,8 +247,9 @@ static void rp_dial(struct rp_plane *rp, uint8_t target) {
   struct rp_hs *hs = p ? rp_hs_new(rp, p, false) : NULL;
   if (!hs) {
     if (p) vsri_bus_peer_free(p);
-    VSRI_WARN("VSR-REPLICA", "replica %u at %s: no memory to dial; next sweep retries", target,
-              addr);
+    VSRI_WARN("VSR-REPLICA", "replica %u at %s: no memory to dial; retrying with backoff",
+              target, addr);
+    rp_backoff(rp, target);
     return;
   }
   p->dialed = true;
@@ -220,9 +261,9 @@ static void rp_dial(struct rp_plane *rp, uint8_t target) {
   if (err) {
     rp_hs_end(hs);
     vsri_bus_peer_free(p);
-    VSRI_WARN("VSR-REPLICA", "replica %u at %s: cannot dial: %s; next sweep retries", target,
-              addr, vsr_strerror(err));
-    return;
+    VSRI_WARN("VSR-REPLICA", "replica %u at %s: cannot dial: %s; retrying with backoff",
+              target, addr, vsr_strerror(err));
+    return; /* rp_hs_end scheduled the retry */
   }
   vsri_bus_peer_attach(p, conn, false);
   rp->dialing[target] = true;
@@ -230,20 +271,35 @@ static void rp_dial(struct rp_plane *rp, uint8_t target) {
   rp_arm_deadline(hs); /* bounds connect + handshake: a black-holed SYN cannot pin the slot */
 }
 
-/* Dials every higher replica that has neither a link nor a dial in flight. */
-static void rp_dial_all(struct rp_plane *rp) {
+/* Dials every higher replica that has neither a link nor a dial in flight and whose backoff
+ * has passed; returns when the next one is due (or a reconnect_period from now). */
+static uint64_t rp_dial_all(struct rp_plane *rp) {
   struct vsr_bus *bus = rp->bus;
+  uint64_t now = vsri_io_now(bus->loop->io);
+  uint64_t next = now + bus->opts.reconnect_period_ns;
   for (unsigned t = bus->opts.replica_index + 1u; t < bus->opts.replica_count; t++) {
     if (bus->replicas[t] || rp->dialing[t]) continue;
+    if (rp->next_dial[t] > now) {
+      if (rp->next_dial[t] < next) next = rp->next_dial[t];
+      continue;
+    }
     rp_dial(rp, (uint8_t)t);
   }
+  return next;
 }
 
 static void rp_sweep_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)res;
   struct rp_plane *rp = c->ctx;
-  if (res == -ECANCELED || rp->stopping) return;
-  rp_dial_all(rp);
-  vsri_io_timeout(io, &rp->sweep, rp->bus->opts.reconnect_period_ns, rp_sweep_cb, rp);
+  if (rp->stopping) return;
+  uint64_t now = vsri_io_now(io);
+  if (now < rp->sweep_due) { /* canceled to run earlier: go again for the new due time */
+    vsri_io_timeout(io, &rp->sweep, rp->sweep_due - now, rp_sweep_cb, rp);
+    return;
+  }
+  uint64_t next = rp_dial_all(rp);
+  if (!rp->sweep.pending) rp_sweep_arm(rp, next);
+  else if (next < rp->sweep_due) rp_sweep_arm(rp, next);
 }
 
 void vsri_replica_on_connected(struct bus_peer *p, int status) {
@@ -251,11 +307,11 @@ void vsri_replica_on_connected(struct bus_peer *p, int status) {
   if (!hs) return;
   struct rp_plane *rp = hs->rp;
   if (status) {
-    /* on_closed follows and frees the dial; the sweep retries (the reference's backoff). */
+    /* on_closed follows and frees the dial (rp_hs_end schedules the retry with backoff). */
     if (!rp->down_logged[hs->target]) {
       rp->down_logged[hs->target] = true;
-      VSRI_INFO("VSR-REPLICA", "replica %u at %s: cannot connect: %s; retrying every %llu ms",
-                hs->target, rp_name(p), vsr_strerror(status),
+      VSRI_INFO("VSR-REPLICA", "replica %u at %s: cannot connect: %s; retrying with backoff "
+                "(up to every %llu ms)", hs->target, rp_name(p), vsr_strerror(status),
                 (unsigned long long)(rp->bus->opts.reconnect_period_ns / 1000000));
     }
     return;
@@ -468,7 +524,8 @@ void vsri_replica_on_closed(struct bus_peer *p, int reason) {
   if (p->registered && p->bus->replicas[p->id] == p) {
     VSRI_INFO("VSR-REPLICA", "%s replica: link to replica %u lost: %s%s", rp_name(p),
               (unsigned)p->id, vsr_strerror(reason),
-              p->dialed && rp && !rp->stopping ? "; redialing at the next sweep" : "");
+              p->dialed && rp && !rp->stopping ? "; redialing with backoff" : "");
+    if (p->dialed && rp && !rp->stopping) rp_backoff(rp, (uint8_t)p->id);
   }
 }
 
@@ -588,8 +645,7 @@ int vsri_replica_init(struct vsr_bus *bus) {
               "the cluster name can pose as a replica. Use only to join stock mainline servers "
               "on a trusted network", bus->replica_tcp.addr);
   }
-  rp_dial_all(rp);
-  vsri_io_timeout(bus->loop->io, &rp->sweep, o->reconnect_period_ns, rp_sweep_cb, rp);
+  rp_sweep_arm(rp, rp_dial_all(rp));
   return 0;
 }
 

@@ -116,6 +116,28 @@ static void tcp_evicted(void *ctx) {
   tcp_close(c, VSR_EMEMORY_BUDGET, false);
 }
 
+/* Keepalive probes find a dead peer on an idle connection; TCP_USER_TIMEOUT bounds how long
+ * written data may stay unacknowledged. Failures are harmless (the socket works without). */
+void vsri_tcp_liveness(struct vsri_io *io, int fd, uint64_t keepalive_ns,
+                       uint64_t user_timeout_ns) {
+  if (keepalive_ns) {
+    int on = 1;
+    int idle = (int)(keepalive_ns / 1000000000ull);
+    if (idle < 1) idle = 1;
+    int intvl = idle / 3 > 0 ? idle / 3 : 1, cnt = 3;
+    vsri_io_setsockopt(io, fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
+  if (user_timeout_ns) {
+    unsigned ms = user_timeout_ns / 1000000u > 0xffffffffu ? 0xffffffffu
+                                                           : (unsigned)(user_timeout_ns / 1000000u);
+    if (ms == 0) ms = 1;
+    vsri_io_setsockopt(io, fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+  }
+}
+
 static struct tcp_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int fd) {
   struct tcp_conn *c = vsri_calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -136,6 +158,8 @@ static struct tcp_conn *tcp_conn_new(const struct vsri_transport_ctx *ctx, int f
     vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
   }
+  vsri_tcp_liveness(ctx->io, fd, ctx->keepalive_s ? 0 : ctx->tcp_keepalive_ns,
+                    ctx->tcp_user_timeout_ns);
   return c;
 }
 

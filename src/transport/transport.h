@@ -115,6 +115,9 @@ struct vsri_transport_ctx {
   uint32_t conn_budget;     /* largest frame one connection may hold in flight; 0: max size */
   uint32_t preauth_max;     /* non-zero: frames above it are VSR_EFRAME_PREAUTH until the owner
                                calls set_frame_limit (the replica handshake) */
+  /* TCP liveness (issue 15), applied to every accepted and dialed socket: */
+  uint64_t tcp_keepalive_ns;    /* SO_KEEPALIVE idle time (interval = /3, 3 probes); 0: off */
+  uint64_t tcp_user_timeout_ns; /* TCP_USER_TIMEOUT; 0: the kernel's default */
   /* TCP keepalive, seconds of silence before the first probe (three probes, a third of it
    * apart); 0: off. The replica plane sets it so a link whose peer crashed unseen (its RST
    * lost in a partition) breaks even when we have nothing to send on it. */
@@ -214,6 +217,9 @@ int vsri_bind_reason(int err);
 /* The error code of a connect() (or later socket) errno: VSR_ECONNREFUSED, VSR_EUNREACH,
  * VSR_ETIMEDOUT, VSR_ERESET or VSR_EIO. */
 int vsri_sock_reason(int err);
+/* Sets SO_KEEPALIVE (+ idle/interval/count) and TCP_USER_TIMEOUT on a TCP socket; 0: leave. */
+void vsri_tcp_liveness(struct vsri_io *io, int fd, uint64_t keepalive_ns,
+                       uint64_t user_timeout_ns);
 /* Formats |sa| as "host:port" into |buf|. */
 void vsri_format_addr(const struct sockaddr *sa, char *buf, size_t len);
 

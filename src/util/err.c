@@ -45,6 +45,7 @@ const char *vsr_strerror(int err) {
   case VSR_EUNREACH: return "host or network unreachable";
   case VSR_EFRAME_TIMEOUT: return "a frame that had started did not complete within frame_timeout";
   case VSR_ESLOW_PEER: return "peer's send queue stayed full for slow_peer_timeout (not reading)";
+  case VSR_EEVICTED: return "the cluster evicted this client's session (Eviction)";
   case VSR_EAUTH: return "MAC mismatch or other authentication failure";
   case VSR_EAUTH_CLUSTER: return "cluster id mismatch";
   case VSR_EAUTH_DIRECTION: return "directional rule violated / id out of range";
@@ -104,6 +105,7 @@ const char *vsr_errname(int err) {
   case VSR_EUNREACH: return "VSR_EUNREACH";
   case VSR_EFRAME_TIMEOUT: return "VSR_EFRAME_TIMEOUT";
   case VSR_ESLOW_PEER: return "VSR_ESLOW_PEER";
+  case VSR_EEVICTED: return "VSR_EEVICTED";
   case VSR_EAUTH: return "VSR_EAUTH";
   case VSR_EAUTH_CLUSTER: return "VSR_EAUTH_CLUSTER";
   case VSR_EAUTH_DIRECTION: return "VSR_EAUTH_DIRECTION";

@@ -31,3 +31,32 @@ int vsri_random_bytes(void *buf, size_t len) {
   }
   return 0;
 }
+
+/* vsri_random_u64 without a hook: splitmix64 per thread, seeded once from getrandom. */
+static _Thread_local uint64_t rnd_state;
+static _Thread_local int rnd_seeded;
+
+uint64_t vsri_random_u64(void) {
+  uint64_t z;
+  if (random_hook) { /* the simulator's seeded stream: a run stays reproducible */
+    random_hook(random_hook_ctx, &z, sizeof z);
+    return z;
+  }
+  if (!rnd_seeded) {
+    if (vsri_random_bytes(&rnd_state, sizeof rnd_state) != 0) rnd_state = (uintptr_t)&z;
+    rnd_seeded = 1;
+  }
+  z = (rnd_state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t vsri_random_below(uint64_t n) {
+  if (n == 0) return 0;
+  uint64_t limit = UINT64_MAX - UINT64_MAX % n; /* rejection keeps it uniform */
+  uint64_t x;
+  do x = vsri_random_u64();
+  while (x >= limit);
+  return x % n;
+}

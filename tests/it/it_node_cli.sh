@@ -101,6 +101,11 @@ set -e
 # and the log line names it.
 grep -q -- '--quic-alpn-required' <<<"$NODE_HELP" || fail "node --help lacks --quic-alpn-required"
 grep -q -- '--quic-max-bidi-streams N' <<<"$NODE_HELP" || fail "node --help lacks --quic-max-bidi-streams"
+grep -q -- '--tcp-keepalive-ms N .*default 15000\|planes, default 15000' <<<"$NODE_HELP" ||
+  fail "node --help lacks --tcp-keepalive-ms and its default"
+grep -q -- '--tcp-user-timeout-ms N' <<<"$NODE_HELP" || fail "node --help lacks --tcp-user-timeout-ms"
+grep -q -- 'connection, default 30000' <<<"$NODE_HELP" || fail "node --help lacks the TCP_USER_TIMEOUT default"
+grep -q -- '--reconnect-min-ms N' <<<"$NODE_HELP" || fail "node --help lacks --reconnect-min-ms"
 "$BIN" ping --help | grep -q -- '--quic-streams' || fail "ping --help lacks --quic-streams"
 "$BIN" ping --quic "$qaddr" --pin "$pin" -c 3 -i 0 --quic-streams long | grep -q '3 sent, 3 received' ||
   LOG=$QLOG fail "QUIC ping on one long-lived stream"

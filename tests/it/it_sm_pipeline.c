@@ -7,6 +7,10 @@
  *  - Prepares lost after their queue took them (both backups drop the first copy of op 3, as a
  *    connection reset or a refused PrepareOk would): the primary sends them again after
  *    resend_ns and every op commits.
+ *  - The client table: Register commits a session (its op) on every replica; a duplicate
+ *    Request is answered from the table and not executed again; unknown clients get Eviction
+ *    NoSession, a stale session SessionTooLow; a full table evicts the client whose newest
+ *    commit is the oldest, on every replica alike.
  * Replies go to a client id that is not connected: each is refused and counted. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +18,11 @@
 
 #include <cmocka.h>
 
-#include "../../tools/sm.c" /* the unit under test: the demo state machine of `vsrbus node` */
+/* The unit under test: the demo state machine of `vsrbus node` (normal case, client table,
+ * view change). */
+#include "../../tools/sm.c"
+#include "../../tools/sm_table.c"
+#include "../../tools/sm_vc.c"
 #include "testutil.h"
 
 #define T_SEC 1000000000ull
@@ -102,6 +110,13 @@ static bool t_linked(struct t_cluster *c) {
   return true;
 }
 
+static bool t_normal(struct t_cluster *c) {
+  for (int i = 0; i < 3; i++) {
+    if (c->sm[i].status != VSR_SM_NORMAL) return false;
+  }
+  return true;
+}
+
 /* Replicas 2, 1, 0 in that order (lower ids dial higher ones), the primary's peer queues
  * |primary_queue| frames; all linked; the primary resends after |resend_ns|. */
 static void t_start(struct t_cluster *c, uint32_t primary_queue, uint64_t resend_ns) {
@@ -136,6 +151,7 @@ static void t_start(struct t_cluster *c, uint32_t primary_queue, uint64_t resend
     assert_int_equal(vsr_bus_listen_addr(c->bus[i], "replica", c->addr[i], sizeof c->addr[i]), 0);
   }
   assert_true(t_run_until(c, t_linked, 10 * T_SEC));
+  assert_true(t_run_until(c, t_normal, 10 * T_SEC)); /* a fresh cluster: view 0 */
 }
 
 static bool t_all_shut_down(struct t_cluster *c) {
@@ -153,6 +169,27 @@ static void t_stop(struct t_cluster *c) {
   for (int i = 0; i < 3; i++) vsr_bus_del(c->bus[i]);
   vsr_loop_del(c->loop);
   vsr_log_set_handler(NULL, NULL);
+}
+
+static uint64_t t_want;
+static bool t_committed(struct t_cluster *c) { return c->sm[0].commit >= t_want; }
+
+/* Client 42 holds session 1 on every replica, as if its Register had committed as op 1 (the
+ * Register's own path is it.view_change's; here the ops stay the test's Requests). */
+static void t_register(struct t_cluster *c) {
+  for (int i = 0; i < 3; i++) {
+    struct vsr_msg *m = vsr_bus_msg_new(c->bus[i], VSR_HEADER_SIZE);
+    assert_non_null(m);
+    struct vsr_prepare_header *p = (struct vsr_prepare_header *)m->data;
+    p->command = VSR_CMD_PREPARE;
+    p->client = (vsr_u128){42, 0};
+    p->op = 1;
+    p->operation = VSR_OP_REGISTER;
+    struct vsr_sm_entry e = {.op = 1, .prepare = m};
+    assert_non_null(vsr_sm_table_apply(&c->sm[i], &e));
+    vsr_msg_unref(m);
+    assert_int_equal(c->sm[i].registers, 1);
+  }
 }
 
 /* |n| Requests handed to the primary in one go (one loop turn: nothing is written meanwhile). */
@@ -173,15 +210,14 @@ static void t_requests(struct t_cluster *c, uint64_t n) {
   }
 }
 
-static uint64_t t_want;
-static bool t_committed(struct t_cluster *c) { return c->sm[0].commit >= t_want; }
-
 /* ---- tests -------------------------------------------------------------------------------- */
 
 static void burst_beyond_the_queue_commits_every_op(void **state) {
   (void)state;
   struct t_cluster c;
   t_start(&c, 4, VSR_SM_RESEND_NS);
+  t_register(&c);
+  uint64_t refused0 = c.sm[0].replies_refused;
   struct vsr_bus_stats before;
   vsr_bus_stats(c.bus[0], &before);
 
@@ -201,7 +237,7 @@ static void burst_beyond_the_queue_commits_every_op(void **state) {
   assert_int_equal(c.sm[0].commit, 64);
   /* A Reply counts only once the bus accepted it: none did (the client is not connected). */
   assert_int_equal(c.sm[0].replies, 0);
-  assert_int_equal(c.sm[0].replies_refused, 64);
+  assert_int_equal(c.sm[0].replies_refused - refused0, 64);
   vsr_bus_stats(c.bus[0], &st);
   /* Nothing lost unseen: every Reply (to a client that is not there) refused and counted. */
   assert_int_equal(st.drops_not_connected - before.drops_not_connected, 64);
@@ -215,6 +251,7 @@ static void prepares_lost_in_transit_are_sent_again(void **state) {
   (void)state;
   struct t_cluster c;
   t_start(&c, 256, 20 * 1000000ull);
+  t_register(&c);
   c.lose_op = 3;
   t_requests(&c, 16);
   t_want = 16;
@@ -222,8 +259,91 @@ static void prepares_lost_in_transit_are_sent_again(void **state) {
   assert_int_equal(c.sm[0].commit, 16);
   assert_int_equal(c.lost[1], 1);
   assert_int_equal(c.lost[2], 1);
-  assert_true(c.sm[0].resent >= 1); /* op 3 again, to at least one backup */
+  /* op 3 again, to at least one backup: resent by the primary, or repaired on request (a
+   * backup that holds op 4 asks for the gap at once) */
+  assert_true(c.sm[0].resent + c.sm[0].repairs_sent >= 1);
   assert_int_equal(c.sm[0].deferred, 0);
+  t_stop(&c);
+}
+
+/* A Request (or Register: |op| VSR_OP_REGISTER) from client |id| handed to the primary. */
+static void t_client(struct t_cluster *c, uint64_t id, uint64_t session, uint64_t request,
+                     uint8_t op) {
+  struct vsr_msg *m = vsr_bus_msg_new(c->bus[0], VSR_HEADER_SIZE + 8);
+  assert_non_null(m);
+  struct vsr_request_header *rq = (struct vsr_request_header *)m->data;
+  rq->command = VSR_CMD_REQUEST;
+  rq->cluster = vsr_cluster_id(T_CLUSTER);
+  rq->client = (vsr_u128){id, 0};
+  rq->request = request;
+  rq->session = session;
+  rq->operation = op;
+  vsr_sm_on_client_message(&c->sm[0], T_CLIENT, m);
+  vsr_msg_unref(m);
+}
+
+static bool t_all_committed(struct t_cluster *c) {
+  for (int i = 0; i < 3; i++) {
+    if (c->sm[i].commit < t_want) return false;
+  }
+  return true;
+}
+
+static void client_table_sessions(void **state) {
+  (void)state;
+  struct t_cluster c;
+  t_start(&c, 256, VSR_SM_RESEND_NS);
+  for (int i = 0; i < 3; i++) c.sm[i].clients_max = 2;
+  const uint64_t A = 100, B = 101, C = 102;
+  t_client(&c, A, 0, 0, VSR_OP_REGISTER); /* op 1: session 1 */
+  t_want = 1;
+  assert_true(t_run_until(&c, t_committed, 10 * T_SEC));
+  t_client(&c, B, 0, 0, VSR_OP_REGISTER); /* op 2: session 2 */
+  t_client(&c, B, 0, 0, VSR_OP_REGISTER); /* a resend while it is prepared: not again */
+  t_want = 2;
+  assert_true(t_run_until(&c, t_committed, 10 * T_SEC));
+  assert_int_equal(c.sm[0].op, 2);
+  assert_int_equal(vsr_sm_table_find(&c.sm[0], (vsr_u128){A, 0})->session, 1);
+  assert_int_equal(vsr_sm_table_find(&c.sm[0], (vsr_u128){B, 0})->session, 2);
+
+  t_client(&c, A, 1, 1, VSR_OP_SEND_MESSAGES); /* op 3 */
+  t_want = 3;
+  assert_true(t_run_until(&c, t_committed, 10 * T_SEC));
+  t_client(&c, A, 1, 1, VSR_OP_SEND_MESSAGES); /* a duplicate: from the table, not executed */
+  t_client(&c, A, 1, 1, VSR_OP_SEND_MESSAGES);
+  assert_int_equal(c.sm[0].duplicates, 2);
+  assert_int_equal(c.sm[0].op, 3);
+  t_client(&c, A, 1, 3, VSR_OP_SEND_MESSAGES); /* a gap (2 never sent): dropped */
+  assert_int_equal(c.sm[0].op, 3);
+
+  t_client(&c, C, 7, 1, VSR_OP_SEND_MESSAGES); /* never registered */
+  assert_int_equal(c.sm[0].evictions[VSR_EVICT_NO_SESSION], 1);
+  assert_int_equal(c.sm[0].op, 3);
+
+  t_client(&c, C, 0, 0, VSR_OP_REGISTER); /* op 4: the table is full, B is the oldest */
+  t_want = 4;
+  assert_true(t_run_until(&c, t_committed, 10 * T_SEC));
+  assert_int_equal(c.sm[0].table_evicted, 1);
+  assert_null(vsr_sm_table_find(&c.sm[0], (vsr_u128){B, 0}));
+  t_client(&c, B, 2, 1, VSR_OP_SEND_MESSAGES);
+  assert_int_equal(c.sm[0].evictions[VSR_EVICT_NO_SESSION], 2);
+
+  t_client(&c, A, 0, 0, VSR_OP_REGISTER); /* op 5: A's session becomes 5 */
+  t_want = 5;
+  assert_true(t_run_until(&c, t_committed, 10 * T_SEC));
+  t_client(&c, A, 1, 2, VSR_OP_SEND_MESSAGES); /* the old session */
+  assert_int_equal(c.sm[0].evictions[VSR_EVICT_SESSION_TOO_LOW], 1);
+  assert_int_equal(c.sm[0].op, 5);
+
+  /* The backups applied the same ops to their own tables (the Commit heartbeat tells them). */
+  assert_true(t_run_until(&c, t_all_committed, 10 * T_SEC));
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(c.sm[i].registers, 4);
+    assert_int_equal(c.sm[i].table_evicted, 1);
+    assert_null(vsr_sm_table_find(&c.sm[i], (vsr_u128){B, 0}));
+    assert_int_equal(vsr_sm_table_find(&c.sm[i], (vsr_u128){A, 0})->session, 5);
+    assert_int_equal(vsr_sm_table_find(&c.sm[i], (vsr_u128){C, 0})->session, 4);
+  }
   t_stop(&c);
 }
 
@@ -232,6 +352,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(burst_beyond_the_queue_commits_every_op),
       cmocka_unit_test(prepares_lost_in_transit_are_sent_again),
+      cmocka_unit_test(client_table_sessions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -794,7 +794,7 @@ static void test_names(void **state) {
       VSR_ECONNREFUSED, VSR_EUNREACH, VSR_EFRAME_TIMEOUT, VSR_EAUTH, VSR_EAUTH_CLUSTER,
       VSR_EAUTH_DIRECTION, VSR_EAUTH_REQUIRED, VSR_EAUTH_COMMAND, VSR_EAUTH_STATUS,
       VSR_EHANDSHAKE_TIMEOUT, VSR_EHANDSHAKE, VSR_EALPN, VSR_ETLS, VSR_EQUIC, VSR_ESTREAM,
-      VSR_ESLOW_PEER};
+      VSR_ESLOW_PEER, VSR_EEVICTED};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     assert_string_not_equal(vsr_errname(codes[i]), "VSR_E?");
     assert_string_not_equal(vsr_strerror(codes[i]), "unknown error");
