@@ -40,6 +40,7 @@
 #define SIM_S 1000000000ull
 #define SIM_REPLICA_PORT 7000
 #define SIM_CLIENT_PORT 8090
+#define SIM_QUIC_PORT 8091
 
 /* ---- per-link records -------------------------------------------------------------------- */
 
@@ -147,12 +148,14 @@ struct run {
   uint32_t force_nc;  /* --clients (0: drawn) */
   uint32_t force_max; /* --max-frame (0: drawn) */
   int force_ka;       /* --keepalive (-1: drawn) */
+  bool quic;          /* --quic: odd clients over QUIC; no trace hash (GnuTLS randomness) */
   /* state */
   struct replica r[SIM_R_MAX];
   struct sclient c[SIM_C_MAX];
   const char *addrs[SIM_R_MAX];
   char addr_buf[SIM_R_MAX][32];
   char client_addr[32];
+  char quic_addr[32];
   uint8_t secret[32];
   vsr_u128 cluster;
   struct link rl[SIM_R_MAX][SIM_R_MAX];
@@ -165,6 +168,7 @@ struct run {
   uint64_t faults[6]; /* partition, clog, reset, crash, restart, heal */
   uint64_t delivered;
   uint64_t replies;
+  uint64_t quic_conns; /* client connections the replicas saw over QUIC (--quic) */
   bool verbose;
 };
 
@@ -195,7 +199,8 @@ static void fail(struct run *run, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "FAIL seed=%" PRIu64 " t=%.6fs: %s\n", run->seed, vsec(run), msg);
-  fprintf(stderr, "  replay: vsrbus sim --seed %" PRIu64 " --verbose\n", run->seed);
+  fprintf(stderr, "  replay: vsrbus sim --seed %" PRIu64 "%s --verbose\n", run->seed,
+          run->quic ? " --quic" : "");
   fprintf(stderr, "  last events:\n");
   uint32_t n = run->ring_n < SIM_RING ? run->ring_n : SIM_RING;
   for (uint32_t i = run->ring_n - n; i < run->ring_n; i++) {
@@ -452,6 +457,7 @@ static void replica_on_event(void *user, struct vsr_bus *bus, const struct vsr_p
     r->client_slots = n;
   }
   if (ev->kind == VSR_PEER_CONNECTED) {
+    if (ev->transport && strcmp(ev->transport, "quic") == 0) run->quic_conns++;
     if (r->client_slot[slot] != 0) {
       fail(run, "replica %u: CONNECTED for client %" PRIx64 " while %" PRIx64 " holds its slot",
            r->idx, ev->id, r->client_slot[slot]);
@@ -487,6 +493,11 @@ static int replica_start(struct run *run, struct replica *r) {
   char caddr[32];
   snprintf(caddr, sizeof caddr, "10.0.0.%u:%d", r->idx + 1u, SIM_CLIENT_PORT);
   o.client_tcp_addr = caddr;
+  char qaddr[32];
+  if (run->quic) {
+    snprintf(qaddr, sizeof qaddr, "10.0.0.%u:%d", r->idx + 1u, SIM_QUIC_PORT);
+    o.quic.addr = qaddr;
+  }
   o.max_message_size = 2u << 20;
   o.close_peer_timeout_ns = 500 * SIM_MS;
   o.frame_timeout_ns = 10 * SIM_S;
@@ -589,6 +600,11 @@ static int client_start(struct run *run, struct sclient *c) {
   struct vsr_client_options o;
   vsr_client_options_default(&o);
   o.addr = run->client_addr;
+  if (run->quic && c->idx % 2 == 1) { /* --quic: every other client */
+    o.transport = "quic";
+    o.addr = run->quic_addr;
+    o.quic.insecure = true;
+  }
   o.max_message_size = 2u << 20;
   o.queue_capacity = 64;
   c->incarnation++;
@@ -889,6 +905,8 @@ struct result {
   uint64_t faults[6];
   uint16_t nr;
   uint32_t nc;
+  bool quic; /* no trace hash: GnuTLS's randomness is not the seed's */
+  uint64_t quic_conns;
 };
 
 static uint64_t sim_clock(void *world) { return vsri_sim_now(world); }
@@ -900,6 +918,7 @@ struct opts {
   uint32_t nc;
   uint32_t max_frame;
   int keepalive;
+  bool quic;
 };
 
 /* The network of |seed|, drawn from a generator of its own (the world's draws stay the
@@ -922,6 +941,11 @@ static void draw_net(struct run *run, uint64_t seed, struct vsri_sim_net *net) {
   /* Drawn here, not from the world: a seed's scenario stays what it was before keepalive. */
   run->keepalive_s = 1 + (uint32_t)vsri_sim_below(probe, 2);
   if (run->force_ka >= 0) run->keepalive_s = (uint32_t)run->force_ka;
+  if (run->quic) { /* --quic: datagram faults, drawn last (the other draws stay the seed's) */
+    net->dgram_loss_ppm = (uint32_t)vsri_sim_below(probe, 50001);
+    net->dgram_dup_ppm = (uint32_t)vsri_sim_below(probe, 50001);
+    net->dgram_queue_max = 4096;
+  }
   vsri_sim_del(probe);
 }
 
@@ -940,6 +964,7 @@ static void setup(struct run *run) {
     run->addrs[i] = run->addr_buf[i];
   }
   snprintf(run->client_addr, sizeof run->client_addr, "10.0.0.1:%d", SIM_CLIENT_PORT);
+  snprintf(run->quic_addr, sizeof run->quic_addr, "10.0.0.1:%d", SIM_QUIC_PORT);
   for (uint32_t i = 0; i < run->nc; i++) {
     struct sclient *c = &run->c[i];
     c->run = run;
@@ -1036,6 +1061,7 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
   run->force_nc = opt->nc;
   run->force_max = opt->max_frame;
   run->force_ka = opt->keepalive;
+  run->quic = opt->quic;
   g_run = run;
   struct vsri_sim_net net;
   draw_net(run, seed, &net);
@@ -1063,7 +1089,8 @@ static void run_seed(uint64_t seed, const struct opts *opt, struct result *out) 
   *out = (struct result){.ok = !run->failed, .hash = vsri_sim_trace_hash(run->w),
                          .sim_s = (double)(sim_end - 1000000000ull) / 1e9,
                          .delivered = run->delivered, .replies = run->replies,
-                         .nr = run->nr, .nc = run->nc};
+                         .nr = run->nr, .nc = run->nc, .quic = run->quic,
+                         .quic_conns = run->quic_conns};
   memcpy(out->faults, run->faults, sizeof out->faults);
   vsri_random_set_hook(NULL, NULL);
   vsr_sm_set_clock(NULL, NULL);
@@ -1077,14 +1104,18 @@ static void print_result(uint64_t seed, const struct result *r) {
   printf("seed %" PRIu64 ": %s replicas=%u clients=%u faults:", seed, r->ok ? "ok" : "FAIL",
          r->nr, r->nc);
   for (int i = 0; i < 6; i++) printf(" %s=%" PRIu64, fault_names[i], r->faults[i]);
-  printf(" frames=%" PRIu64 " replies=%" PRIu64 " sim=%.2fs wall=%.2fs hash=%016" PRIx64 "\n",
-         r->delivered, r->replies, r->sim_s, r->wall_s, r->hash);
+  printf(" frames=%" PRIu64 " replies=%" PRIu64 " sim=%.2fs wall=%.2fs", r->delivered,
+         r->replies, r->sim_s, r->wall_s);
+  /* With QUIC a run is not a function of its seed alone (GnuTLS draws its own randomness for
+   * the TLS handshake): no trace hash to compare. */
+  if (r->quic) printf(" quic=%" PRIu64 " hash=none\n", r->quic_conns);
+  else printf(" hash=%016" PRIx64 "\n", r->hash);
 }
 
 static void sim_usage(FILE *f) {
   fprintf(f,
           "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N]\n"
-          "                  [--max-frame B] [--keepalive S] [--list] [--verbose]\n"
+          "                  [--max-frame B] [--keepalive S] [--quic] [--list] [--verbose]\n"
           "\n"
           "Runs the bus, the demo state machine and the client SDK on a simulated network,\n"
           "with faults drawn from the seed, and checks the bus's invariants.\n"
@@ -1096,6 +1127,9 @@ static void sim_usage(FILE *f) {
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
           "  --keepalive S  replica_keepalive_s (0: off, to show what it is for; default: 1-2)\n"
+          "  --quic       odd clients use QUIC (replicas listen on QUIC too), datagrams lost and\n"
+          "               duplicated at rates drawn per seed; not reproducible: no trace hash\n"
+          "               (GnuTLS draws its own randomness; default: off, TCP only)\n"
           "  --list       with --seeds: print every seed's line, not only the failing ones\n"
           "  --verbose    print every event as it happens\n"
           "\n"
@@ -1118,6 +1152,10 @@ int vsr_cmd_sim(int argc, char **argv) {
     }
     if (strcmp(a, "--list") == 0) {
       opt.list = true;
+      continue;
+    }
+    if (strcmp(a, "--quic") == 0) {
+      opt.quic = true;
       continue;
     }
     if (i + 1 >= argc) {

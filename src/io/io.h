@@ -235,6 +235,10 @@ int vsri_io_setsockopt(struct vsri_io *io, int fd, int level, int name, const vo
                        socklen_t len);
 int vsri_io_getsockname(struct vsri_io *io, int fd, struct sockaddr *addr, socklen_t *len);
 int vsri_io_shutdown(struct vsri_io *io, int fd, int how);
+/* A datagram socket's connect (SOCK_DGRAM only: it fixes the peer, sends nothing, never waits;
+ * a stream socket connects with vsri_io_connect). */
+int vsri_io_connect_dgram(struct vsri_io *io, int fd, const struct sockaddr *addr,
+                          socklen_t len);
 
 /* Syscall-free counters for tests and benchmarks. */
 struct vsri_io_stats {

@@ -15,6 +15,7 @@ struct vsri_io_sockops {
                     socklen_t len);
   int (*getsockname)(struct vsri_io *io, int fd, struct sockaddr *addr, socklen_t *len);
   int (*shutdown)(struct vsri_io *io, int fd, int how);
+  int (*connect_dgram)(struct vsri_io *io, int fd, const struct sockaddr *addr, socklen_t len);
   int (*close_now)(struct vsri_io *io, int fd); /* NULL: close(2) after forget_fd */
 };
 

@@ -743,6 +743,12 @@ static int32_t op_recvmsg(struct sim_sock *s, struct msghdr *m) {
   return (int32_t)off;
 }
 
+static void dgram_connect(struct sim_sock *s, const struct sockaddr_in *to) {
+  memcpy(&s->remote, to, sizeof s->remote);
+  s->connected = true;
+  if (!s->local.sin_port) s->local.sin_port = host_port(s->host);
+}
+
 /* Tries |c| once: its result, or -EAGAIN to park. */
 static int32_t sim_attempt(struct sim_io *si, struct vsri_completion *c) {
   struct vsri_sim *w = si->w;
@@ -752,9 +758,7 @@ static int32_t sim_attempt(struct sim_io *si, struct vsri_completion *c) {
   case VSRI_OP_ACCEPT: return op_accept(si, s, c);
   case VSRI_OP_CONNECT:
     if (s->kind == SK_DGRAM) { /* a UDP connect only fixes the peer */
-      memcpy(&s->remote, &c->u.connect.addr, sizeof s->remote);
-      s->connected = true;
-      if (!s->local.sin_port) s->local.sin_port = host_port(s->host);
+      dgram_connect(s, (const struct sockaddr_in *)&c->u.connect.addr);
       return 0;
     }
     return op_connect(w, s, c);
@@ -952,6 +956,17 @@ static int sk_shutdown(struct vsri_io *io, int fd, int how) {
   return 0;
 }
 
+static int sk_connect_dgram(struct vsri_io *io, int fd, const struct sockaddr *addr,
+                            socklen_t len) {
+  struct sim_sock *s = sim_fd(io->backend_data, fd);
+  if (!s) return -EBADF;
+  if (s->kind != SK_DGRAM) return -EOPNOTSUPP;
+  const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
+  if (len < sizeof *a || a->sin_family != AF_INET) return -EAFNOSUPPORT;
+  dgram_connect(s, a);
+  return 0;
+}
+
 static int sk_close_now(struct vsri_io *io, int fd) { /* vsri_io_close_now */
   struct sim_io *si = io->backend_data;
   struct sim_sock *s = sim_fd(si, fd);
@@ -966,6 +981,7 @@ static const struct vsri_io_sockops sim_sockops = {
     .setsockopt = sk_setsockopt,
     .getsockname = sk_getsockname,
     .shutdown = sk_shutdown,
+    .connect_dgram = sk_connect_dgram,
     .close_now = sk_close_now,
 };
 

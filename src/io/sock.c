@@ -39,6 +39,12 @@ static int sk_shutdown(struct vsri_io *io, int fd, int how) {
   return sk_ret(shutdown(fd, how));
 }
 
+static int sk_connect_dgram(struct vsri_io *io, int fd, const struct sockaddr *addr,
+                            socklen_t len) {
+  (void)io;
+  return sk_ret(connect(fd, addr, len));
+}
+
 const struct vsri_io_sockops vsri_io_sockops_posix = {
     .socket = sk_socket,
     .bind = sk_bind,
@@ -46,6 +52,7 @@ const struct vsri_io_sockops vsri_io_sockops_posix = {
     .setsockopt = sk_setsockopt,
     .getsockname = sk_getsockname,
     .shutdown = sk_shutdown,
+    .connect_dgram = sk_connect_dgram,
     .close_now = NULL, /* vsri_io_close_now (loop.c) closes kernel fds itself */
 };
 
@@ -76,4 +83,9 @@ int vsri_io_getsockname(struct vsri_io *io, int fd, struct sockaddr *addr, sockl
 
 int vsri_io_shutdown(struct vsri_io *io, int fd, int how) {
   return sk_ops(io)->shutdown(io, fd, how);
+}
+
+int vsri_io_connect_dgram(struct vsri_io *io, int fd, const struct sockaddr *addr,
+                          socklen_t len) {
+  return sk_ops(io)->connect_dgram(io, fd, addr, len);
 }

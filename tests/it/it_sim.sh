@@ -28,6 +28,15 @@ inbatch=$(sed -n 's/^seed 42: .* hash=\([0-9a-f]*\)$/\1/p' "$TMP/l")
 "$BIN" sim --seeds 12 --from 1 >"$TMP/s" 2>"$TMP/s.err" || { cat "$TMP/s"; LOG=$TMP/s.err fail "a seed of 1..12 failed"; }
 grep -q '^sim: 12 seed(s) from 1, 0 failed' "$TMP/s" || LOG=$TMP/s fail "batch summary"
 
+# QUIC (--quic): odd clients over QUIC with datagram loss and duplication drawn per seed. Not
+# reproducible (GnuTLS's own randomness), so the line carries no hash; the invariants must hold.
+"$BIN" sim --seed 42 --quic >"$TMP/q" 2>"$TMP/q.err" || LOG=$TMP/q.err fail "seed 42 --quic failed"
+grep -q '^seed 42: ok replicas=3 clients=10 .* quic=[1-9][0-9]* hash=none$' "$TMP/q" ||
+  LOG=$TMP/q fail "seed 42 --quic: no QUIC client connected, or a hash printed"
+"$BIN" sim --seeds 12 --from 1 --quic >"$TMP/qs" 2>"$TMP/qs.err" ||
+  { cat "$TMP/qs"; LOG=$TMP/qs.err fail "a seed of 1..12 failed with --quic"; }
+grep -q '^sim: 12 seed(s) from 1, 0 failed' "$TMP/qs" || LOG=$TMP/qs fail "--quic batch summary"
+
 # Regressions: every seed that ever failed, by name.
 while read -r seed name; do
   case "$seed" in ''|'#'*) continue ;; esac
@@ -45,4 +54,4 @@ set +e
 "$BIN" sim --seed >/dev/null 2>&1; [ $? -eq 2 ] || fail "--seed without a value must exit 2"
 "$BIN" sim --replicas 4 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--replicas 4 must exit 2"
 set -e
-echo "ok: sim: seed 42 hash $a twice, 12 seeds, regressions pass"
+echo "ok: sim: seed 42 hash $a twice, 12 seeds, 12 seeds with --quic, regressions pass"

@@ -11,33 +11,37 @@
 static void q_ep_rx_done(struct vsri_io *io, struct vsri_completion *rc, int32_t res);
 static void q_ep_tx_done(struct vsri_io *io, struct vsri_completion *tc, int32_t res);
 
-static void q_sockbuf(int fd, int opt_force, int opt) {
+static void q_sockbuf(struct vsri_io *io, int fd, int opt_force, int opt) {
   int v = Q_SOCKBUF;
-  if (setsockopt(fd, SOL_SOCKET, opt_force, &v, sizeof v) < 0) {
-    setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v);
+  if (vsri_io_setsockopt(io, fd, SOL_SOCKET, opt_force, &v, sizeof v) < 0) {
+    vsri_io_setsockopt(io, fd, SOL_SOCKET, opt, &v, sizeof v);
   }
 }
 
-/* Opens the socket: bound (listener) or connected (dialer). Returns 0, VSR_EIO (no socket),
- * VSR_EADDRINUSE / VSR_EBIND (listener), VSR_EUNREACH / ... (dialer) or VSR_ENOMEM; logged. */
+/* Opens the socket through the io layer (real syscalls on epoll / io_uring, a virtual socket in
+ * the simulator, which refuses GSO / GRO like an old kernel): bound (listener) or connected
+ * (dialer). Returns 0, VSR_EIO (no socket), VSR_EADDRINUSE / VSR_EBIND (listener),
+ * VSR_EUNREACH / ... (dialer) or VSR_ENOMEM; logged. */
 int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
               socklen_t len, bool server, const struct vsri_quic_config *cfg,
               const char *text) {
   ep->io = io;
   vsri_list_init(&ep->waiters);
-  ep->fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  ep->fd = vsri_io_socket(io, sa->sa_family, SOCK_DGRAM);
   if (ep->fd < 0) {
-    VSRI_ERROR("VSR-QUIC", "%s quic: socket: %s", text, strerror(errno));
+    VSRI_ERROR("VSR-QUIC", "%s quic: socket: %s", text, strerror(-ep->fd));
+    ep->fd = -1;
     return VSR_EIO;
   }
-  q_sockbuf(ep->fd, SO_RCVBUFFORCE, SO_RCVBUF);
-  q_sockbuf(ep->fd, SO_SNDBUFFORCE, SO_SNDBUF);
-  int r = server ? bind(ep->fd, sa, len) : connect(ep->fd, sa, len);
+  q_sockbuf(io, ep->fd, SO_RCVBUFFORCE, SO_RCVBUF);
+  q_sockbuf(io, ep->fd, SO_SNDBUFFORCE, SO_SNDBUF);
+  int r = server ? vsri_io_bind(io, ep->fd, sa, len) : vsri_io_connect_dgram(io, ep->fd, sa, len);
   ep->local_len = sizeof ep->local;
-  if (r < 0 || getsockname(ep->fd, (struct sockaddr *)&ep->local, &ep->local_len) < 0) {
-    int err = errno;
+  if (r == 0) r = vsri_io_getsockname(io, ep->fd, (struct sockaddr *)&ep->local, &ep->local_len);
+  if (r < 0) {
+    int err = -r;
     VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, server ? "bind" : "connect", strerror(err));
-    close(ep->fd);
+    vsri_io_close_now(io, ep->fd);
     ep->fd = -1;
     return server ? vsri_bind_reason(err) : vsri_sock_reason(err);
   }
@@ -45,12 +49,12 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
   int zero = 0, one = 1;
   bool batch = !cfg->unbatched;
   ep->gso = batch && !cfg->no_gso &&
-            setsockopt(ep->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+            vsri_io_setsockopt(io, ep->fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
   ep->gro = batch && !cfg->no_gro &&
-            setsockopt(ep->fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+            vsri_io_setsockopt(io, ep->fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
   ep->rx_buf = vsri_aligned_alloc(64, Q_BUF);
   if (!ep->rx_buf) {
-    close(ep->fd);
+    vsri_io_close_now(io, ep->fd);
     ep->fd = -1;
     return VSR_ENOMEM;
   }
