@@ -48,6 +48,10 @@ int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_
     vsr_sm_fini(sm);
     return VSR_ENOMEM;
   }
+  struct vsr_bus_stats st;
+  vsr_bus_stats(bus, &st);
+  sm->mem_max = st.memory_max;
+  sm->trim_from = 1;
   vsr_timer_arm(sm->resend_timer, sm->resend_ns);
   return 0;
 }
@@ -252,6 +256,25 @@ static void sm_dump(struct vsr_sm *sm, const struct vsr_prepare_header *p) {
           (unsigned long long)p->request, p->operation);
 }
 
+/* Releases the oldest committed Prepares while the pool's buffers in use exceed half of
+ * memory_max. Never the newest committed op (the log's head may be it) nor anything above. */
+static void sm_trim(struct vsr_sm *sm) {
+  if (!sm->mem_max || sm->commit < 2) return;
+  struct vsr_pool_stats ps;
+  vsr_pool_stats(vsr_loop_pool(vsr_bus_loop(sm->bus)), &ps);
+  uint64_t floor = sm->op >= VSR_SM_LOG ? sm->op - VSR_SM_LOG + 1 : 1;
+  if (sm->trim_from < floor) sm->trim_from = floor;
+  uint64_t live = ps.bytes_live, high = sm->mem_max / 2;
+  while (live > high && sm->trim_from < sm->commit) {
+    struct vsr_sm_entry *e = vsr_sm_have(sm, sm->trim_from++);
+    if (!e) continue;
+    live -= live < e->prepare->capacity ? live : e->prepare->capacity;
+    vsr_msg_unref(e->prepare); /* op and checksum stay: the slot is known, its body gone */
+    e->prepare = NULL;
+    sm->trimmed++;
+  }
+}
+
 void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
   if (target > sm->commit_max) sm->commit_max = target;
   if (target > sm->op) target = sm->op;
@@ -270,6 +293,7 @@ void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
       else sm->replies_refused++; /* nobody to answer here yet: the client resends */
     }
   }
+  sm_trim(sm);
 }
 
 /* ---- primary ------------------------------------------------------------------------------- */

@@ -90,6 +90,12 @@ struct vsr_sm {
   uint64_t deferred;  /* Prepares a full queue or a down link refused; queued later, in order */
   uint64_t skipped;   /* Prepares never queued to a backup that was behind: it repairs them */
   uint64_t drop_log_ns, drops_logged; /* rate-limited log of this state machine's own drops */
+  /* Memory: the log holds VSR_SM_LOG ops, but never pins more than half the node's message
+   * memory (memory_max): past that the oldest committed Prepares leave it first (a backup
+   * that still needs them is answered RangeEvicted and jumps ahead). */
+  uint64_t mem_max;   /* the bus's memory_max, read at init */
+  uint64_t trim_from; /* lowest op that may still hold a committed Prepare */
+  uint64_t trimmed;   /* committed Prepares released early to stay under mem_max / 2 */
 
   /* ---- client table (sm_table.c) ---- */
   struct vsr_sm_client *clients; /* clients_max entries */
