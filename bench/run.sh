@@ -5,7 +5,8 @@
 # Env: DUR (s per throughput case, 2), ITERS (round trips per baseline latency case, 20000),
 #      LAT_SECONDS (s per vsrbus latency case, 2), PIPE_SECONDS (pipeline case, 5),
 #      IDLE_TCP (10000) / IDLE_QUIC (1000) idle connections, BUILD (cmake dir, build),
-#      SKIP_VSRBUS_BUILD=1 (use BUILD as it is), SYSTEMS (default "ideal zmq nng ngtcp2 vsrbus"),
+#      SKIP_VSRBUS_BUILD=1 (use BUILD as it is), SYSTEMS (default "ideal zmq nng ngtcp2 iperf3
+#      vsrbus"),
 #      IO_ROWS=0 (skip the epoll / io_uring rows and the syscall table).
 set -uo pipefail
 
@@ -18,7 +19,7 @@ PIPE_SECONDS=${PIPE_SECONDS:-5}
 IDLE_TCP=${IDLE_TCP:-10000}
 IDLE_QUIC=${IDLE_QUIC:-1000}
 BUILD=${BUILD:-build}
-SYSTEMS=${SYSTEMS:-ideal zmq nng ngtcp2 vsrbus}
+SYSTEMS=${SYSTEMS:-ideal zmq nng ngtcp2 iperf3 vsrbus}
 SIZES_TPUT=(256 1024 16384 1048576)
 SIZES_LAT=(256 4096)
 CONNS_TPUT=(1 64)
@@ -99,6 +100,9 @@ for c in "${CONNS_TPUT[@]}"; do
   done
 done
 want ngtcp2 && add 120 - "$B/quic-ngtcp2.sh 3"
+# the loopback's limit for large frames (issue 18): iperf3 -l 1M over one connection, one row
+# (iperf3,tcp,tput,1048576,1); target in latest.md: vsrbus TCP 1 MiB x 1 >= 0.8x iperf3
+want iperf3 && add "$TT" - "bench/iperf3.sh $DUR"
 
 # Unpinned runs land on one CPU or on two as the scheduler likes (about 5 vs 65 us round trips
 # on a 2-vCPU VM), so two pinned layouts are measured as well: both ends on CPU 0 (lat-1cpu),

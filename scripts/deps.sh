@@ -26,6 +26,7 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev
   # benchmark baselines and plots
   libzmq3-dev libnng-dev ngtcp2-server gnuplot-nox linux-perf
+  iperf3               # the loopback limit row of `make bench` (bench/iperf3.sh)
 )
 
 missing=()
