@@ -147,6 +147,16 @@ if [ -n "$HAVE_VSRBUS" ]; then
     add $((PIPE_SECONDS + 30)) - "$VSRBUS bench --transport $t --mode pipeline --seconds $PIPE_SECONDS"
   done
 fi
+# TCP and QUIC over a veth pair with MTU 1500 between two network namespaces (issue 18,
+# bench/netns.sh: rows tcp-veth1500 / quic-veth1500, ideal and vsrbus, 16 KiB and 1 MiB);
+# target in latest.md: QUIC 1 MiB >= 0.8x vsrbus TCP over veth1500. Root only.
+if [ -n "$HAVE_VSRBUS" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v ip > /dev/null; then
+    add $((6 * (${DUR%.*} + 20) + 30)) - "env DUR=$DUR BUILD=$BUILD bench/netns.sh"
+  else
+    say "skipped: bench/netns.sh (tcp-veth1500 / quic-veth1500 rows): ip netns needs root"
+  fi
+fi
 # The two I/O backends, forced: TCP throughput and latency rows named vsrbus-epoll and
 # vsrbus-uring (bench exits 77, "skipped", where io_uring is unavailable).
 if [ -n "$HAVE_VSRBUS" ] && [ "${IO_ROWS:-1}" != 0 ]; then

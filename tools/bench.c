@@ -7,6 +7,7 @@
  * allocs_per_msg */
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ struct bench_cfg {
   double seconds;
   bool header, quiet;
   bool conns_set, size_set; /* pipeline: otherwise the demo's 32 clients, 256-byte bodies */
+  const char *node_netns, *node_addr; /* bench/netns.sh: the node's namespace and IPv4 */
 };
 
 /* What the node reports back through the pipe at the end. */
@@ -89,12 +91,27 @@ static void node_on_peer(void *user, struct vsr_bus *bus, const struct vsr_peer_
   }
 }
 
+/* --node-netns NAME: the node (this child) moves into the named network namespace before it
+ * makes any socket; the load stays where the process was started. */
+static int bench_enter_netns(const char *name) {
+  char path[256];
+  snprintf(path, sizeof path, "/run/netns/%s", name);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int rc = fd >= 0 ? setns(fd, CLONE_NEWNET) : -1;
+  if (rc != 0) fprintf(stderr, "vsrbus bench: node: network namespace %s: %m\n", name);
+  if (fd >= 0) close(fd);
+  return rc;
+}
+
 static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
   struct bench_node n = {.cfg = cfg,
                          .echo = !strcmp(cfg->mode, "lat") || !strcmp(cfg->mode, "echo")};
   struct vsr_bus_options o;
   vsr_bus_options_default(&o);
-  const char *t = cfg->transport, *any = "127.0.0.1:0";
+  if (cfg->node_netns && bench_enter_netns(cfg->node_netns) != 0) return 1;
+  char any_buf[64];
+  snprintf(any_buf, sizeof any_buf, "%s:0", cfg->node_addr ? cfg->node_addr : "127.0.0.1");
+  const char *t = cfg->transport, *any = any_buf;
   o.client_tcp_addr = strcmp(t, "tcp") == 0 ? any : NULL;
   o.quic.addr = strcmp(t, "quic") == 0 ? any : NULL;
   o.tls.addr = strcmp(t, "tls") == 0 ? any : NULL;
@@ -314,6 +331,7 @@ static void bench_usage(FILE *f) {
           "                    [--mode tput|lat|echo|pipeline|idle]\n"
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
           "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
+          "                    [--node-netns NAME] [--node-addr IPV4]\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
           "  lat       one frame in flight per connection, echoed: round-trip percentiles\n"
           "  echo      K (--inflight) frames in flight per connection, echoed\n"
@@ -321,6 +339,8 @@ static void bench_usage(FILE *f) {
           "            --inflight requests each, --size frame bytes, default 512): committed\n"
           "            requests/s and request round trips\n"
           "  idle      N idle connections: node memory per connection (rss_kib column)\n"
+          "  --node-netns NAME  the node runs in network namespace NAME (root; bench/netns.sh)\n"
+          "  --node-addr IPV4   the node listens on IPV4 (default 127.0.0.1)\n"
           "Prints one CSV row: system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,\n"
           "p50_us,p99_us,p999_us,rss_kib,allocs_per_msg\n");
 }
@@ -332,7 +352,8 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
       {"seconds", required_argument, 0, 'S'},   {"inflight", required_argument, 0, 'k'},
       {"system", required_argument, 0, 'y'},    {"header", no_argument, 0, 'H'},
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
-      {"batch", required_argument, 0, 'b'},
+      {"batch", required_argument, 0, 'b'},     {"node-netns", required_argument, 0, 'N'},
+      {"node-addr", required_argument, 0, 'A'},
       {0, 0, 0, 0},
   };
   *cfg = (struct bench_cfg){.transport = "tcp", .mode = "tput", .system = "vsrbus",
@@ -351,6 +372,8 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     case 'H': cfg->header = true; break;
     case 'q': cfg->quiet = true; break;
     case 'b': cfg->batch = (uint32_t)strtoul(optarg, NULL, 0); break;
+    case 'N': cfg->node_netns = optarg; break;
+    case 'A': cfg->node_addr = optarg; break;
     case 'h': bench_usage(stdout); return 1;
     default: bench_usage(stderr); return 2;
     }

@@ -60,6 +60,8 @@ struct bl_opts {
   double seconds; /* tput: sending time */
   long iters;     /* lat: timed round trips */
   int pin_split;  /* server / receiver on CPU 1, client / sender on CPU 0 */
+  const char *netns; /* ideal: the listener is made in this named network namespace (netns.sh) */
+  const char *addr;  /* ideal: IPv4 address the listener binds (default 127.0.0.1) */
 };
 
 static inline void bl_usage(void) {
@@ -69,7 +71,8 @@ static inline void bl_usage(void) {
           "  tput: N connections stream frames for S seconds (defaults 256 B, 1, 2 s)\n"
           "  lat:  one connection, ping-pong, %d warm-up + ITERS timed round trips (20000)\n"
           "  idle: N connections (10000) opened and left idle; RSS growth per connection\n"
-          "  --pin-split: receiver / server on CPU 1, sender / client on CPU 0\n",
+          "  --pin-split: receiver / server on CPU 1, sender / client on CPU 0\n"
+          "  --netns NAME --addr IPV4 (ideal): listen in network namespace NAME on IPV4\n",
           bl_prog, BL_WARMUP);
 }
 
@@ -79,6 +82,7 @@ static inline void bl_parse(int argc, char **argv, struct bl_opts *o) {
     { "conns", required_argument, 0, 'c' }, { "seconds", required_argument, 0, 't' },
     { "iters", required_argument, 0, 'i' }, { "label", required_argument, 0, 'l' },
     { "help", no_argument, 0, 'h' },        { "pin-split", no_argument, 0, 'p' },
+    { "netns", required_argument, 0, 'n' }, { "addr", required_argument, 0, 'a' },
     { 0, 0, 0, 0 },
   };
   const char *p = strrchr(argv[0], '/');
@@ -93,6 +97,8 @@ static inline void bl_parse(int argc, char **argv, struct bl_opts *o) {
     case 'i': o->iters = atol(optarg); break;
     case 'l': o->label = optarg; break;
     case 'p': o->pin_split = 1; break;
+    case 'n': o->netns = optarg; break;
+    case 'a': o->addr = optarg; break;
     case 'h': bl_usage(); exit(0);
     default: bl_usage(); exit(2);
     }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -23,14 +24,33 @@ static struct bl_opts opt;
 static int listen_fd;
 static struct sockaddr_in listen_addr;
 
+/* --netns NAME: the listening socket is made inside that namespace (a socket stays in the
+ * namespace it was made in), the process then returns to its own; accepted connections live
+ * in NAME, the sender connects from wherever the process runs (bench/netns.sh). */
 static void tcp_listen(int backlog) {
   socklen_t len = sizeof listen_addr;
+  int home = -1;
+  if (opt.netns) {
+    char path[256];
+    snprintf(path, sizeof path, "/run/netns/%s", opt.netns);
+    int ns = open(path, O_RDONLY | O_CLOEXEC);
+    home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || home < 0 || setns(ns, CLONE_NEWNET))
+      BL_DIE("enter network namespace %s: %s", opt.netns, strerror(errno));
+    close(ns);
+  }
   listen_fd = socket(AF_INET, SOCK_STREAM, 0);
   listen_addr = (struct sockaddr_in){ .sin_family = AF_INET,
                                       .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  if (opt.addr && inet_pton(AF_INET, opt.addr, &listen_addr.sin_addr) != 1)
+    BL_DIE("--addr %s: not an IPv4 address", opt.addr);
   if (listen_fd < 0 || bind(listen_fd, (void *)&listen_addr, sizeof listen_addr) ||
       listen(listen_fd, backlog) || getsockname(listen_fd, (void *)&listen_addr, &len))
-    BL_DIE("listen on 127.0.0.1: %s", strerror(errno));
+    BL_DIE("listen on %s: %s", opt.addr ? opt.addr : "127.0.0.1", strerror(errno));
+  if (home >= 0) {
+    if (setns(home, CLONE_NEWNET)) BL_DIE("leave network namespace: %s", strerror(errno));
+    close(home);
+  }
 }
 
 static void tcp_nodelay(int fd) {
