@@ -74,6 +74,7 @@ int vsri_client_quic_config(const struct vsr_client_options *co, void **out) {
   g->cfg.pin_sha256 = glue_copy(&p, o->pin_sha256);
   g->cfg.alpn = glue_copy(&p, alpn);
   g->cfg.insecure = o->insecure;
+  if (o->loopback_pmtud) g->cfg.loopback_udp_payload = 0;
   g->cfg.stream_per_request = o->streams != VSR_QUIC_STREAMS_LONG;
   if (g->cfg.stream_per_request && o->max_streams) {
     g->cfg.max_bidi_streams = o->max_streams;
@@ -110,6 +111,7 @@ int vsri_bus_quic_config(const struct vsr_bus_options *bo, void **out) {
   if (o->max_handshakes) c->max_handshakes = o->max_handshakes;
   c->retry_threshold = o->retry_threshold;
   c->max_handshakes_per_source = o->max_handshakes_per_source;
+  if (o->loopback_pmtud) c->loopback_udp_payload = 0;
   int err = vsri_quic_config_check(c);
   if (err) {
     vsri_free(g);

@@ -149,6 +149,7 @@ static struct t_env *t_env_new(bool quic) {
   o.loop = e->loop;
   o.client_tcp_addr = "127.0.0.1:0";
   o.quic.addr = quic ? "127.0.0.1:0" : NULL;
+  o.quic.loopback_pmtud = true; /* the cases count datagrams of at most 1452 bytes */
   o.max_message_size = 4u << 20;
   o.close_peer_timeout_ns = 200 * T_MS;
   struct vsr_bus_callbacks cb = {.on_message = t_on_message};
@@ -208,6 +209,7 @@ static void t_raw_client_request(struct t_env *e, uint64_t stream_window) {
   vsri_quic_config_default(&e->ccfg);
   e->ccfg.insecure = true;
   e->ccfg.stream_per_request = true;
+  e->ccfg.loopback_udp_payload = 0; /* datagrams of at most 1452 bytes, as on any path */
   if (stream_window) e->ccfg.stream_window = e->ccfg.conn_window = stream_window;
   struct vsr_loop *l = e->loop;
   e->cctx = (struct vsri_transport_ctx){.io = l->io, .pool = vsr_loop_pool(l),
@@ -261,6 +263,7 @@ static void traffic(bool quic) {
   co.addr = addr;
   co.quic.insecure = true;
   co.quic.streams = VSR_QUIC_STREAMS_LONG; /* 20 Requests pipelined, 3 Replies each */
+  co.quic.loopback_pmtud = true;
   struct vsr_client_callbacks cb = {.on_message = sdk_on_message, .on_state = sdk_on_state};
   assert_int_equal(vsr_client_new(&e->sdk, e->loop, &co, &cb, e), 0);
   for (uint64_t i = 1; i <= 20; i++) {

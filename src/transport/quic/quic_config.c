@@ -24,6 +24,7 @@ static const struct vsri_quic_config q_default_cfg = {
     .close_grace_ns = 2 * NGTCP2_SECONDS,
     .initial_mtu = 1200,
     .max_udp_payload = 1452,
+    .loopback_udp_payload = 65000,
     .stream_window = 64u << 20,
     .conn_window = 64u << 20,
     .cc = VSRI_QUIC_CC_CUBIC,
@@ -45,6 +46,9 @@ int vsri_quic_config_check(const struct vsri_quic_config *cfg) {
           "max_udp_payload instead)";
   } else if (cfg->max_udp_payload < 1200 || cfg->max_udp_payload > 65527) {
     bad = "max_udp_payload must be within 1200..65527";
+  } else if (cfg->loopback_udp_payload && (cfg->loopback_udp_payload < 1200 ||
+                                           cfg->loopback_udp_payload > 65507)) {
+    bad = "loopback_udp_payload must be 0 or within 1200..65507";
   } else if (cfg->stream_window < (64u << 10) || cfg->conn_window < cfg->stream_window ||
              cfg->conn_window > (1ull << 40)) {
     bad = "windows: 64 KiB <= stream_window <= conn_window <= 1 TiB";

@@ -33,7 +33,23 @@ struct q_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
   return c;
 }
 
-void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t now) {
+/* A peer on the loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104): the path is this host's lo
+ * device (MTU 65,536), known without probing. */
+static bool q_peer_loopback(const struct sockaddr *sa) {
+  if (!sa) return false;
+  if (sa->sa_family == AF_INET) {
+    return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (sa->sa_family != AF_INET6) return false;
+  const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* UDP payload: ngtcp2's PMTUD (the socket sets DF, quic_ep.c) grows packets from 1200 to at
+ * most max_udp_payload (1452; its probes stop there). Above 1472 (configured, or a loopback
+ * peer with loopback_udp_payload) the size is used at once: no probe reaches it. */
+void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t now,
+                const struct sockaddr *peer) {
   static const ngtcp2_cc_algo algos[] = {NGTCP2_CC_ALGO_CUBIC, NGTCP2_CC_ALGO_RENO,
                                          NGTCP2_CC_ALGO_BBR2};
   ngtcp2_settings_default(s);
@@ -42,8 +58,12 @@ void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t
   s->max_window = cfg->conn_window;
   s->max_stream_window = cfg->stream_window;
   s->handshake_timeout = cfg->handshake_grace_ns ? cfg->handshake_grace_ns : UINT64_MAX;
-  s->max_tx_udp_payload_size = cfg->max_udp_payload;
-  if (cfg->max_udp_payload > 1472) {
+  uint32_t max = cfg->max_udp_payload;
+  if (max <= 1472 && cfg->loopback_udp_payload > max && q_peer_loopback(peer)) {
+    max = cfg->loopback_udp_payload;
+  }
+  s->max_tx_udp_payload_size = max;
+  if (max > 1472) {
     /* Beyond every PMTUD probe: use the size at once (loopback / known paths only). */
     s->no_tx_udp_payload_size_shaping = 1;
     s->no_pmtud = 1;
@@ -86,7 +106,7 @@ int q_server_init(struct q_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *o
   scid.datalen = Q_SCID_LEN;
   q_rand(scid.data, scid.datalen);
   ngtcp2_settings s;
-  q_settings(&s, c->cfg, now);
+  q_settings(&s, c->cfg, now, (const struct sockaddr *)&c->remote);
   if (getenv("VSRBUS_QUIC_TRACE")) s.log_printf = q_trace;
   ngtcp2_transport_params p;
   q_params(&p, c->cfg, true);

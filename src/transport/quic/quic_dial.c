@@ -26,7 +26,7 @@ static int q_client_init(struct q_conn *c, const struct vsri_quic_config *cfg) {
   scid.datalen = Q_SCID_LEN;
   q_rand(scid.data, scid.datalen);
   ngtcp2_settings s;
-  q_settings(&s, cfg, vsri_io_now_fresh(c->ctx->io));
+  q_settings(&s, cfg, vsri_io_now_fresh(c->ctx->io), (const struct sockaddr *)&c->remote);
   if (getenv("VSRBUS_QUIC_TRACE")) s.log_printf = q_trace;
   ngtcp2_transport_params p;
   q_params(&p, cfg, false);

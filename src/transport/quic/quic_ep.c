@@ -46,6 +46,14 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
     return server ? vsri_bind_reason(err) : vsri_sock_reason(err);
   }
   ep->connected = !server;
+  /* DF on every datagram, never fragmented here, the route's learned PMTU not applied: PMTUD
+   * probes (ngtcp2) are then only acknowledged if they crossed the path whole (RFC 8899). A
+   * datagram over the local MTU fails with EMSGSIZE and counts as lost. */
+  int probe = sa->sa_family == AF_INET6 ? IPV6_PMTUDISC_PROBE : IP_PMTUDISC_PROBE;
+  int lvl = sa->sa_family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+  int opt = sa->sa_family == AF_INET6 ? IPV6_MTU_DISCOVER : IP_MTU_DISCOVER;
+  int pr = vsri_io_setsockopt(io, ep->fd, lvl, opt, &probe, sizeof probe);
+  if (pr < 0) VSRI_DEBUG("VSR-QUIC", "%s quic: MTU_DISCOVER: %s", text, strerror(-pr));
   int zero = 0, one = 1;
   bool batch = !cfg->unbatched;
   ep->gso = batch && !cfg->no_gso &&

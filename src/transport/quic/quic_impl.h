@@ -447,7 +447,8 @@ int q_client_tls(struct q_conn *c);
 struct q_conn *q_conn_alloc(const struct vsri_transport_ctx *ctx,
                                const struct vsri_quic_config *cfg, struct q_ep *ep,
                                bool server);
-void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t now);
+void q_settings(ngtcp2_settings *s, const struct vsri_quic_config *cfg, uint64_t now,
+                const struct sockaddr *peer);
 void q_trace(void *user, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void q_params(ngtcp2_transport_params *p, const struct vsri_quic_config *cfg,
               bool server);

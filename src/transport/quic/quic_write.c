@@ -224,6 +224,11 @@ static size_t q_burst_packets(struct q_conn *c, size_t mtu) {
 static int q_write_burst(struct q_conn *c, uint64_t ts) {
   size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
   size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->qc);
+  /* A payload used at once (loopback, > 1472): not before the handshake is done, or ngtcp2
+   * pads the client's Initial datagrams to it (a 65,000-byte Initial helps no one). */
+  if (mtu > NGTCP2_MAX_UDP_PAYLOAD_SIZE && !ngtcp2_conn_get_handshake_completed(c->qc)) {
+    mtu = path_mtu = NGTCP2_MAX_UDP_PAYLOAD_SIZE;
+  }
   size_t max_pkts = q_burst_packets(c, mtu);
   uint32_t flag_more = c->cfg->unbatched ? 0 : NGTCP2_WRITE_STREAM_FLAG_MORE;
   ngtcp2_path_storage ps;
