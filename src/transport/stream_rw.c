@@ -18,6 +18,16 @@
 
 /* ---- reading --------------------------------------------------------------------------- */
 
+/* The plain path's functions are static inline, so the TCP reader compiles to one loop as
+ * before the core existed; the exported names are for the layers. */
+/* Plain TCP reads only once started and while open (stream_read_done checks). */
+static inline bool stream_deliver(struct vsri_stream *s, struct vsr_msg *m) {
+  s->ev->on_frame(s->owner, &s->base, m);
+  vsr_msg_unref(m);
+  return s->state == VSRI_SS_OPEN;
+}
+
+/* A layer may complete frames during its handshake, before start(): those are dropped. */
 bool vsri_stream_deliver(struct vsri_stream *s, struct vsr_msg *m) {
   if (s->started && s->state == VSRI_SS_OPEN) s->ev->on_frame(s->owner, &s->base, m);
   vsr_msg_unref(m);
@@ -37,11 +47,11 @@ void vsri_stream_frame_error(struct vsri_stream *s, int err) {
 }
 
 static inline bool stream_frame(struct vsri_stream *s, struct vsr_msg *m) {
-  if (s->layer && s->layer->on_frame) return s->layer->on_frame(s, m);
-  return vsri_stream_deliver(s, m);
+  if (__builtin_expect(s->layer == NULL, 1)) return stream_deliver(s, m);
+  return s->layer->on_frame ? s->layer->on_frame(s, m) : vsri_stream_deliver(s, m);
 }
 
-bool vsri_stream_decode(struct vsri_stream *s, const uint8_t *p, size_t n) {
+static inline bool stream_decode(struct vsri_stream *s, const uint8_t *p, size_t n) {
   uint64_t now = vsri_io_now(s->ctx->io);
   while (n > 0) {
     size_t used = 0;
@@ -58,6 +68,10 @@ bool vsri_stream_decode(struct vsri_stream *s, const uint8_t *p, size_t n) {
     if (!stream_frame(s, m)) return false;
   }
   return true;
+}
+
+bool vsri_stream_decode(struct vsri_stream *s, const uint8_t *p, size_t n) {
+  return stream_decode(s, p, n);
 }
 
 bool vsri_stream_wrote(struct vsri_stream *s, size_t n) {
@@ -132,7 +146,7 @@ static void stream_read_done(struct vsri_io *io, struct vsri_completion *rc, int
   bool go;
   if (s->layer) go = s->layer->on_bytes_in(s, rc->u.recv.buf, (size_t)res);
   else if (s->direct_read) go = vsri_stream_wrote(s, (size_t)res);
-  else go = vsri_stream_decode(s, rc->u.recv.buf, (size_t)res);
+  else go = stream_decode(s, rc->u.recv.buf, (size_t)res);
   if (go) vsri_stream_read(s);
 }
 
