@@ -28,6 +28,12 @@ struct ep_fd {
   struct vsri_completion *rd; /* parked accept / recv / recvmsg */
   struct vsri_completion *wr; /* parked connect / sendv / sendmsg */
   bool registered;            /* added to the epoll set */
+  bool rd_dry;                /* the last recv returned less than asked: the socket was empty
+                                 then; data arriving since raises a new edge (EPOLLET), so the
+                                 next recv parks at once instead of failing with EAGAIN */
+  bool rd_hup;                /* an event said EPOLLRDHUP / HUP / ERR: a short read may leave
+                                 the EOF or error behind it, whose edge came already; every
+                                 recv on this fd tries from then on */
 };
 
 struct ep {
@@ -35,6 +41,7 @@ struct ep {
   struct ep_fd *fds; /* indexed by fd */
   uint32_t fds_len;
   struct vsri_list fresh; /* submitted, not tried yet, oldest first (EP_FRESH set) */
+  bool waited;            /* the last ep_poll called epoll_pwait2 */
   uint8_t *pooled; /* one RECV_POOLED buffer: its callback runs before the next recv */
   struct epoll_event events[EP_EVENTS_MAX];
 };
@@ -167,7 +174,22 @@ static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion 
     if (s->registered) epoll_ctl(ep->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     memset(s, 0, sizeof *s);
   }
+  bool stream_rd = c->op == VSRI_OP_RECV || c->op == VSRI_OP_RECV_POOLED;
+  if (stream_rd && (uint32_t)c->fd < ep->fds_len && ep->fds[c->fd].rd_dry &&
+      ep->fds[c->fd].registered) {
+    /* Emptied by the last short read: wait for the next edge (saves the recv that would fail
+     * with EAGAIN: a round trip of one frame costs 3 syscalls per side instead of 5). */
+    ep->fds[c->fd].rd_dry = false;
+    int32_t pr = ep_park(ep, c);
+    if (pr == 0) return 0;
+    vsri_io_complete(io, c, pr);
+    return 1;
+  }
   int32_t res = ep_try(ep, c);
+  if (stream_rd && res > 0 && (uint32_t)res < c->u.recv.len && (uint32_t)c->fd < ep->fds_len &&
+      !ep->fds[c->fd].rd_hup) {
+    ep->fds[c->fd].rd_dry = true;
+  }
   if (res == -EAGAIN) {
     res = ep_park(ep, c);
     if (res == 0) return 0;
@@ -222,6 +244,14 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
   struct ep *ep = io->backend_data;
   int n = ep_drain_fresh(io, ep);
   if (n > 0 || !vsri_list_empty(&ep->fresh) || !vsri_list_empty(&io->ready)) timeout_ns = 0;
+  /* Callbacks ran (typically a write that completed at once) and the previous pass did poll:
+   * return without a zero-timeout epoll_pwait2; the caller's next pass polls (and may wait).
+   * Every other pass at least polls, so a busy writer cannot starve the other sockets. */
+  if (n > 0 && ep->waited) {
+    ep->waited = false;
+    return n;
+  }
+  ep->waited = true;
   struct timespec ts, *tsp = NULL;
   if (timeout_ns >= 0) {
     ts.tv_sec = timeout_ns / 1000000000;
@@ -240,6 +270,10 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
     int fd = ep->events[i].data.fd;
     if ((uint32_t)fd >= ep->fds_len) continue;
     struct ep_fd *s = &ep->fds[fd];
+    /* An edge: whatever the last read saw, there may be data now (even with no read parked:
+     * the next one must try, not wait for an edge that came already). */
+    if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->rd_dry = false;
+    if (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->rd_hup = true;
     if (s->rd && (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
       struct vsri_completion *c = s->rd;
       s->rd = NULL;

@@ -767,6 +767,58 @@ static void test_close_closes_and_reports_ebadf(void **state) {
   vsri_io_del(io);
 }
 
+/* A short read leaves the socket empty; data that arrives while no read is outstanding (its
+ * readiness seen by a turn with nothing parked on the socket) must still reach the next read:
+ * it may not wait for an edge that came already. Bounded: t_run_until fails after its turns. */
+static void test_short_read_then_data_while_no_read(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a, b;
+  t_tcp_pair(&a, &b);
+  char buf[64];
+  struct vsri_completion c;
+  struct t_hits h = {0, 99};
+  vsri_io_recv(io, &c, b, buf, sizeof buf, t_hit_cb, &h); /* nothing there: it waits */
+  t_run_idle(io, 2);
+  assert_int_equal(h.count, 0);
+  assert_int_equal(write(a, "abc", 3), 3);
+  t_run_until(io, &h.count, 1);
+  assert_int_equal(h.last, 3); /* short: 3 of 64 */
+  assert_int_equal(write(a, "defg", 4), 4);
+  t_run_idle(io, 3); /* the readiness is reported with no read outstanding */
+  vsri_io_recv(io, &c, b, buf, sizeof buf, t_hit_cb, &h);
+  t_run_until(io, &h.count, 2);
+  assert_int_equal(h.last, 4);
+  assert_memory_equal(buf, "defg", 4);
+  close(a);
+  close(b);
+  vsri_io_del(io);
+}
+
+/* Data and the peer's FIN that arrive together: the read returns the data (short), and the
+ * next read must still see the EOF (its edge came with the data). Bounded like the above. */
+static void test_short_read_then_eof_already_there(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a, b;
+  t_tcp_pair(&a, &b);
+  char buf[64];
+  struct vsri_completion c;
+  struct t_hits h = {0, 99};
+  vsri_io_recv(io, &c, b, buf, sizeof buf, t_hit_cb, &h); /* parked: b joins the poll set */
+  t_run_idle(io, 2);
+  assert_int_equal(h.count, 0);
+  assert_int_equal(write(a, "abc", 3), 3);
+  shutdown(a, SHUT_WR);
+  usleep(2000); /* both arrived before the turn that reports them */
+  t_run_until(io, &h.count, 1);
+  assert_int_equal(h.last, 3);
+  vsri_io_recv(io, &c, b, buf, sizeof buf, t_hit_cb, &h);
+  t_run_until(io, &h.count, 2);
+  assert_int_equal(h.last, 0); /* EOF */
+  close(a);
+  close(b);
+  vsri_io_del(io);
+}
+
 /* ---- batching and allocation ---------------------------------------------------------------- */
 
 /* Receives submitted during one turn go to the kernel together: one wait syscall per turn. */
@@ -791,7 +843,9 @@ static void test_submissions_batched_one_enter_per_turn(void **state) {
   vsri_io_stats(io, &after);
   assert_int_equal(n, CONNS);
   assert_int_equal(h.count, CONNS);
-  assert_int_equal(after.enters - before.enters, 1);
+  /* At most one: epoll skips its zero-timeout poll when the receives completed at once and
+   * the turn before polled (the next turn polls). */
+  assert_true(after.enters - before.enters <= 1);
   assert_int_equal(after.submissions - before.submissions, CONNS);
   for (int i = 0; i < CONNS; i++) {
     close(a[i]);
@@ -1218,6 +1272,8 @@ int main(void) {
       T_ON_ALL(test_recv_pooled_survives_buffer_exhaustion),
       T_ON_ALL(test_udp_sendmsg_recvmsg_datagrams),
       T_ON_ALL(test_close_closes_and_reports_ebadf),
+      T_ON_ALL(test_short_read_then_data_while_no_read),
+      T_ON_ALL(test_short_read_then_eof_already_there),
       T_ON_ALL(test_submissions_batched_one_enter_per_turn),
       T_ON_ALL(test_more_submissions_than_sq_entries),
       T_ON_ALL(test_steady_state_allocates_nothing),
