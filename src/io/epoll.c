@@ -28,12 +28,6 @@ struct ep_fd {
   struct vsri_completion *rd; /* parked accept / recv / recvmsg */
   struct vsri_completion *wr; /* parked connect / sendv / sendmsg */
   bool registered;            /* added to the epoll set */
-  bool rd_dry;                /* the last recv returned less than asked: the socket was empty
-                                 then; data arriving since raises a new edge (EPOLLET), so the
-                                 next recv parks at once instead of failing with EAGAIN */
-  bool rd_hup;                /* an event said EPOLLRDHUP / HUP / ERR: a short read may leave
-                                 the EOF or error behind it, whose edge came already; every
-                                 recv on this fd tries from then on */
 };
 
 struct ep {
@@ -174,22 +168,7 @@ static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion 
     if (s->registered) epoll_ctl(ep->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     memset(s, 0, sizeof *s);
   }
-  bool stream_rd = c->op == VSRI_OP_RECV || c->op == VSRI_OP_RECV_POOLED;
-  if (stream_rd && (uint32_t)c->fd < ep->fds_len && ep->fds[c->fd].rd_dry &&
-      ep->fds[c->fd].registered) {
-    /* Emptied by the last short read: wait for the next edge (saves the recv that would fail
-     * with EAGAIN: a round trip of one frame costs 3 syscalls per side instead of 5). */
-    ep->fds[c->fd].rd_dry = false;
-    int32_t pr = ep_park(ep, c);
-    if (pr == 0) return 0;
-    vsri_io_complete(io, c, pr);
-    return 1;
-  }
   int32_t res = ep_try(ep, c);
-  if (stream_rd && res > 0 && (uint32_t)res < c->u.recv.len && (uint32_t)c->fd < ep->fds_len &&
-      !ep->fds[c->fd].rd_hup) {
-    ep->fds[c->fd].rd_dry = true;
-  }
   if (res == -EAGAIN) {
     res = ep_park(ep, c);
     if (res == 0) return 0;
@@ -270,10 +249,6 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
     int fd = ep->events[i].data.fd;
     if ((uint32_t)fd >= ep->fds_len) continue;
     struct ep_fd *s = &ep->fds[fd];
-    /* An edge: whatever the last read saw, there may be data now (even with no read parked:
-     * the next one must try, not wait for an edge that came already). */
-    if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->rd_dry = false;
-    if (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s->rd_hup = true;
     if (s->rd && (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
       struct vsri_completion *c = s->rd;
       s->rd = NULL;

@@ -769,7 +769,8 @@ static void test_close_closes_and_reports_ebadf(void **state) {
 
 /* A short read leaves the socket empty; data that arrives while no read is outstanding (its
  * readiness seen by a turn with nothing parked on the socket) must still reach the next read:
- * it may not wait for an edge that came already. Bounded: t_run_until fails after its turns. */
+ * it may not wait for an edge that came already (what a backend that skips the retry after a
+ * short read must keep: docs/performance.md). Bounded: t_run_until fails after its turns. */
 static void test_short_read_then_data_while_no_read(void **state) {
   struct vsri_io *io = t_io(state);
   int a, b;
