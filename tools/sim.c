@@ -512,7 +512,7 @@ static int replica_start(struct run *run, struct replica *r) {
     o.replica_auth = run->auth ? VSR_REPLICA_AUTH_ON : VSR_REPLICA_AUTH_OFF;
     o.reconnect_period_ns = run->reconnect_ns;
     o.handshake_grace_ns = run->grace_ns;
-    o.replica_keepalive_s = run->keepalive_s;
+    o.tcp_keepalive_ns = (uint64_t)run->keepalive_s * SIM_S;
   }
   err = vsr_bus_new(&r->bus, &o, &replica_cb, r);
   if (err) {
@@ -1126,7 +1126,7 @@ static void sim_usage(FILE *f) {
           "  --replicas N force the replica count (1, 3 or 5; default: drawn per seed)\n"
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
-          "  --keepalive S  replica_keepalive_s (0: off, to show what it is for; default: 1-2)\n"
+          "  --keepalive S  tcp_keepalive_ns in s (0: off, to show what it is for; default: 1-2)\n"
           "  --quic       odd clients use QUIC (replicas listen on QUIC too), datagrams lost and\n"
           "               duplicated at rates drawn per seed; not reproducible: no trace hash\n"
           "               (GnuTLS draws its own randomness; default: off, TCP only)\n"
