@@ -46,6 +46,15 @@ static void expect_bare_close(int fd) {
   assert_int_equal(r_read_header(fd, h), 0);
 }
 
+/* Sends |frame| on |fd| and expects the answer: a reject with |status|, or (-1) a bare close.
+ * Closes |fd|. */
+static void send_expect(int fd, const uint8_t frame[256], int status) {
+  assert_true(vsrt_write_all(fd, frame, 256));
+  if (status < 0) expect_bare_close(fd);
+  else expect_reject(fd, (uint8_t)status);
+  close(fd);
+}
+
 /* Sends Hello(|id|, |nd|) and reads an Ok Challenge into |ch|. */
 static int hello_and_challenge(const char *addr, uint8_t id, const uint8_t nd[32],
                                uint8_t ch[256]) {
@@ -147,17 +156,13 @@ static void attacks_on_hello(const char *addr) {
   fd = vsrt_connect(addr);
   nonce(nd);
   r_hello(h, vsr_u128_from_u64(0xDEAD), 0, nd);
-  assert_true(vsrt_write_all(fd, h, 256));
-  expect_reject(fd, VSRI_AUTH_CLUSTER_MISMATCH);
-  close(fd);
+  send_expect(fd, h, VSRI_AUTH_CLUSTER_MISMATCH);
   expect_log("not ours", "VSR_EAUTH_CLUSTER", before);
 
   /* Wrong cluster, no nonce: a legacy dialer does not read, so no frame, just a close. */
   fd = vsrt_connect(addr);
   r_hello(h, vsr_u128_from_u64(0xDEAD), 0, NULL);
-  assert_true(vsrt_write_all(fd, h, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, h, -1);
 
   /* Id not lower than the acceptor's (its own id, and out of range): status 3. */
   uint8_t ids[] = {2, 9, 255};
@@ -166,9 +171,7 @@ static void attacks_on_hello(const char *addr) {
     fd = vsrt_connect(addr);
     nonce(nd);
     r_hello(h, cluster_id, ids[i], nd);
-    assert_true(vsrt_write_all(fd, h, 256));
-    expect_reject(fd, VSRI_AUTH_DIRECTIONAL_RULE);
-    close(fd);
+    send_expect(fd, h, VSRI_AUTH_DIRECTIONAL_RULE);
     expect_log("only lower ids", "VSR_EAUTH_DIRECTION", before);
   }
 
@@ -178,9 +181,7 @@ static void attacks_on_hello(const char *addr) {
   nonce(nd);
   r_hello(h, cluster_id, 0, nd);
   h[60] = VSR_CMD_PING;
-  assert_true(vsrt_write_all(fd, h, 256));
-  expect_reject(fd, VSRI_AUTH_UNKNOWN_COMMAND);
-  close(fd);
+  send_expect(fd, h, VSRI_AUTH_UNKNOWN_COMMAND);
   expect_log("where a ReplicaHello belongs", "VSR_EAUTH_COMMAND", before);
 
   /* A consensus frame before any handshake (a valid, sealed Commit): refused, bare close. */
@@ -189,18 +190,14 @@ static void attacks_on_hello(const char *addr) {
   vsr_header_init(h, VSR_CMD_COMMIT, 256);
   vsr_put_u128(h + 32, cluster_id);
   vsr_frame_seal(h);
-  assert_true(vsrt_write_all(fd, h, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, h, -1);
   expect_log("Commit (command 9) where a ReplicaHello belongs", NULL, before);
 
   /* Hello without a nonce while auth is on: refused without a frame (AUTH_REQUIRED). */
   before = r_log_count("carries no nonce", "VSR_EAUTH_REQUIRED");
   fd = vsrt_connect(addr);
   r_hello(h, cluster_id, 0, NULL);
-  assert_true(vsrt_write_all(fd, h, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, h, -1);
   expect_log("carries no nonce", "VSR_EAUTH_REQUIRED", before);
 }
 
@@ -214,9 +211,7 @@ static void attacks_on_finish(const char *addr) {
   nonce(nd);
   fd = hello_and_challenge(addr, 0, nd, ch);
   finish_frame(fin, key_b, 0, 2, nd, ch + 128);
-  assert_true(vsrt_write_all(fd, fin, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, fin, -1);
   expect_log("ReplicaFinish MAC from replica 0 does not verify", "VSR_EAUTH,", before);
 
   /* Altered nonces: a Finish over a nonce_a (or nonce_d) with one bit flipped. */
@@ -230,9 +225,7 @@ static void attacks_on_finish(const char *addr) {
     if (which == 0) na[7] ^= 0x10;
     else nd2[31] ^= 0x01;
     finish_frame(fin, key_a, 0, 2, nd2, na);
-    assert_true(vsrt_write_all(fd, fin, 256));
-    expect_bare_close(fd);
-    close(fd);
+    send_expect(fd, fin, -1);
     expect_log("does not verify", "VSR_EAUTH,", before);
   }
 
@@ -243,9 +236,7 @@ static void attacks_on_finish(const char *addr) {
   vsr_header_init(fin, VSR_CMD_REPLICA_FINISH, 256);
   vsr_put_u128(fin + 32, cluster_id);
   memcpy(fin + 128 + VSRI_AUTH_MAC_OFFSET, ch + 128 + VSRI_AUTH_MAC_OFFSET, 32);
-  assert_true(vsrt_write_all(fd, fin, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, fin, -1);
   expect_log("does not verify", "VSR_EAUTH,", before);
 
   /* Swapped peer pair: the right key and nonces, dialer and acceptor ids exchanged. */
@@ -253,9 +244,7 @@ static void attacks_on_finish(const char *addr) {
   nonce(nd);
   fd = hello_and_challenge(addr, 0, nd, ch);
   finish_frame(fin, key_a, 2, 0, nd, ch + 128);
-  assert_true(vsrt_write_all(fd, fin, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, fin, -1);
   expect_log("does not verify", "VSR_EAUTH,", before);
 
   /* Replay: a Finish valid for one session (replica 1 is linked, so that session is dropped as a
@@ -264,17 +253,13 @@ static void attacks_on_finish(const char *addr) {
   nonce(nd);
   fd = hello_and_challenge(addr, 1, nd, ch);
   finish_frame(fin, key_a, 1, 2, nd, ch + 128);
-  assert_true(vsrt_write_all(fd, fin, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, fin, -1);
   expect_log("already connected", "VSR_EDUPLICATE", before);
   before = r_log_count("ReplicaFinish MAC from replica 1 does not verify", NULL);
   uint8_t ch2[256];
   fd = hello_and_challenge(addr, 1, nd, ch2);
   assert_memory_not_equal(ch + 128, ch2 + 128, 32);
-  assert_true(vsrt_write_all(fd, fin, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, fin, -1);
   expect_log("ReplicaFinish MAC from replica 1 does not verify", NULL, before);
 
   /* Wrong command where the Finish belongs (a Prepare): refused on the command, bare close. */
@@ -283,9 +268,7 @@ static void attacks_on_finish(const char *addr) {
   fd = hello_and_challenge(addr, 0, nd, ch);
   vsr_header_init(h, VSR_CMD_PREPARE, 256);
   vsr_put_u128(h + 32, cluster_id);
-  assert_true(vsrt_write_all(fd, h, 256));
-  expect_bare_close(fd);
-  close(fd);
+  send_expect(fd, h, -1);
   expect_log("where a ReplicaFinish belongs", "VSR_EAUTH_COMMAND", before);
 }
 
