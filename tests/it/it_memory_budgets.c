@@ -192,9 +192,11 @@ static void claims_do_not_starve_clients(void **state) {
   h_stop(&n, true);
 }
 
-/* (c) memory_max 32 MiB: a 48 MiB frame is refused at its header; a 24 MiB frame is received
+/* (c) memory_max 32 MiB: a 48 MiB frame is refused at its header; a 30 MiB frame is received
  * until its buffer would have to grow past the cap, then refused; small frames pass all along,
- * and so does a 4 MiB Request once the refused frame's memory is back. */
+ * and so does a 4 MiB Request once the refused frame's memory is back. A buffer grows to at
+ * most 4x what it holds: up to 6 MiB held every growth fits (6 + 24 MiB), and reaching 30 MiB
+ * needs at least 7.5 + 30 MiB, so the refusal comes whatever steps the read sizes made. */
 static void memory_max_refuses_large_frames(void **state) {
   (void)state;
   struct h_node n;
@@ -221,14 +223,14 @@ static void memory_max_refuses_large_frames(void **state) {
 
   fd = h_raw(&n);
   assert_true(fd >= 0);
-  claim_header(h, 24u * MIB, 2);
+  claim_header(h, 30u * MIB, 2);
   assert_true(vsrt_write_all(fd, h, 256));
-  assert_true(send_body(fd, 12u * MIB));
-  assert_int_equal(wait_filled(&n, 256 + 12u * MIB), 256 + 12u * MIB);
+  assert_true(send_body(fd, 6u * MIB));
+  assert_int_equal(wait_filled(&n, 256 + 6u * MIB), 256 + 6u * MIB);
   for (uint32_t i = 0; i < 10; i++) assert_true(pinged(c, 10 + i)); /* small frames pass */
   assert_int_equal(serve(c, 1024, 5, 10), 5);
   assert_int_equal(serve(c, 64u << 10, 5, 20), 5);
-  (void)send_body(fd, 12u * MIB - 256); /* the rest: its buffer cannot grow to 24 MiB */
+  (void)send_body(fd, 24u * MIB - 256); /* the rest: its buffer cannot grow to 30 MiB */
   assert_int_equal(wait_errors(&n, VSR_EMEMORY_MAX, 2), 2);
   assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, 2, 10 * H_SEC), 2);
   assert_int_equal(h_lost_reason(&n, 1), VSR_EMEMORY_MAX);
