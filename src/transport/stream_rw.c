@@ -147,16 +147,17 @@ static void stream_read_done(struct vsri_io *io, struct vsri_completion *rc, int
   s->last_rx = vsri_io_now(io);
   bool go;
   if (s->layer) {
-    const uint8_t *p = s->rbig_read ? s->rbig->data : rc->u.recv.buf;
-    bool full = (size_t)res == rc->u.recv.len;
-    go = s->layer->on_bytes_in(s, p, (size_t)res);
-    if (s->rbig_read && !full) { /* the burst is over: give the buffer back */
+    bool big = s->rbig_read, full = (size_t)res == rc->u.recv.len;
+    s->rbig_read = false;
+    go = s->layer->on_bytes_in(s, big ? s->rbig->data : rc->u.recv.buf, (size_t)res);
+    if (s->reading && s->rbig_read) {
+      /* a read issued meanwhile writes into rbig: keep it */
+    } else if (big && !full) { /* the burst is over: give the buffer back */
       vsr_msg_unref(s->rbig);
       s->rbig = NULL;
-    } else if (full && !s->rbig && s->state == VSRI_SS_OPEN) {
+    } else if (!big && full && !s->rbig && s->state == VSRI_SS_OPEN) {
       s->rbig = vsr_pool_get(s->ctx->pool, STREAM_BIG_READ); /* NULL: loop buffers go on */
     }
-    s->rbig_read = false;
   }
   else if (s->direct_read) go = vsri_stream_wrote(s, (size_t)res);
   else go = stream_decode(s, rc->u.recv.buf, (size_t)res);
