@@ -21,6 +21,24 @@ void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx) {
   sm_clock_ctx = ctx;
 }
 
+static void (*sm_say_fn)(void *ctx, const char *line);
+static void *sm_say_ctx;
+
+void vsr_sm_set_say(void (*fn)(void *ctx, const char *line), void *ctx) {
+  sm_say_fn = fn;
+  sm_say_ctx = ctx;
+}
+
+void vsr_sm_say(const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (sm_say_fn) sm_say_fn(sm_say_ctx, msg);
+  else fprintf(stderr, "vsrbus node: %s\n", msg);
+}
+
 static uint64_t sm_realtime_ns(void) {
   if (sm_clock_fn) return sm_clock_fn(sm_clock_ctx);
   struct timespec ts;
@@ -124,7 +142,7 @@ static void sm_log_drop_line(const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (vsr_log_get_format() == VSR_LOG_JSON) vsr_log_event(VSR_LOG_WARN, "VSR-DROP", "%s", msg);
-  else fprintf(stderr, "vsrbus node: VSR-DROP %s\n", msg);
+  else vsr_sm_say("VSR-DROP %s", msg);
 }
 
 /* The drops the bus cannot see (it logs its own, VSR-DROP too): a Request refused because the
@@ -284,6 +302,7 @@ void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
     if (!e) break;
     sm->commit++;
     struct vsr_msg *reply = vsr_sm_table_apply(sm, e);
+    if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e->prepare);
     if (sm->dump) sm_dump(sm, (const struct vsr_prepare_header *)e->prepare->data);
     if (primary) {
       const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
@@ -524,6 +543,7 @@ static void sm_on_resend_timer(void *ctx) {
 
 void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id) {
   if (!sm->pipe || id == sm->replica || id >= sm->replica_count) return;
+  sm->repair_queued[id] = 0; /* a new link: nothing of ours is queued to it */
   vsr_sm_vc_replica_up(sm, id);
   if (sm->status != VSR_SM_NORMAL || !vsr_sm_is_primary(sm)) return;
   /* Whatever was queued on its previous link may be gone: every uncommitted op it has not
@@ -647,7 +667,9 @@ static void sm_single_request(struct vsr_sm *sm, uint64_t client, const struct v
     return;
   }
   sm->commit = ++sm->op;
-  sm_send_reply(sm, client, vsr_sm_table_apply(sm, &e));
+  struct vsr_msg *reply = vsr_sm_table_apply(sm, &e);
+  if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e.prepare);
+  sm_send_reply(sm, client, reply);
   vsr_msg_unref(e.prepare);
 }
 
