@@ -616,8 +616,13 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
     sm->ignored++;
     return;
   }
-  /* Any frame of our view from its primary shows the primary alive (a backup's timeout). */
-  if (h->view == sm->view && from == vsr_sm_primary_of(sm, sm->view)) {
+  /* Any frame of our view from its primary shows the primary alive (a backup's timeout), but
+   * a RequestStartView (or a Ping or Pong) may come from a primary that restarted and is
+   * recovering: it lost its state, and counting its recovery as its heartbeat kept the backups
+   * from ever electing another, so it never recovered (found by vsrbus sim, seed 1073). */
+  if (h->view == sm->view && from == vsr_sm_primary_of(sm, sm->view) &&
+      h->command != VSR_CMD_REQUEST_START_VIEW && h->command != VSR_CMD_PING &&
+      h->command != VSR_CMD_PONG) {
     sm->heard_ns = vsr_sm_now(sm);
   }
   switch (h->command) {

@@ -401,8 +401,7 @@ static void vc_record_dvc(struct vsr_sm *sm, uint8_t from, uint32_t log_view, ui
 }
 
 static void vc_become_primary(struct vsr_sm *sm) {
-  sm->status = VSR_SM_NORMAL;
-  sm->log_view = sm->view;
+  sm->status = VSR_SM_NORMAL; /* log_view moves to this view with the StartView, below */
   sm->view_changes++;
   if (sm->dvc_best != sm->replica && sm->dvc_best_msg) {
     const struct vsr_msg *d = sm->dvc_best_msg;
@@ -448,6 +447,12 @@ static void vc_become_primary(struct vsr_sm *sm) {
 }
 
 static void vc_send_start_view(struct vsr_sm *sm) {
+  /* Our log is the view's now. Not before: a primary still repairing holes that lost its view
+   * would otherwise tell the next view change its log (up to the first hole) was the newest,
+   * and ops committed in the view before could be truncated (found by vsrbus sim, seed 1436:
+   * a lagging replica elected, its view timed out while it repaired, and the next primary
+   * took its 327 ops over the others' 2782). */
+  sm->log_view = sm->view;
   sm->sv_pending = false;
   struct vsr_msg *m = vc_build_start_view(sm, (vsr_u128){0, 0});
   if (m) {
