@@ -9,11 +9,16 @@
  *   - CONNECTED / AUTHENTICATED / LOST alternate per peer;
  *   - after the heal starts, every replica pair is authenticated within the reconnect and
  *     handshake bounds and the cluster commits a new request;
- *   - no two replicas hold different Prepares for one op;
  *   - after every host shut down, every pool is empty and every allocation freed.
+ * The default, failover mode, runs the demo state machine's view change and recovery, crashes
+ * any replica (the primary too; at most f down or recovering at once: memory-only state),
+ * isolates the primary, drives session clients through the SDK, and checks (sim_acks.c) that
+ * no two replicas commit different Prepares at one op, that no view change truncates a
+ * committed op, that every Reply is for the request sent, and that every acknowledged request
+ * is committed exactly once on every replica after the heal. --fixed-primary keeps the mode
+ * of issue 14 (replica 0 primary for good, raw clients; Prepares held compared per op).
  * A failure prints the seed, the virtual time, the peers, the replay command and the last
- * events. The primary (replica 0) is never crashed: the demo state machine keeps no log and has
- * no view change, so a restarted primary would reuse op numbers by design. */
+ * events. */
 #include "sim_impl.h"
 
 static const char *fault_names[] = {"partition", "clog", "reset", "crash", "restart", "heal"};

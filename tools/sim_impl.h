@@ -154,6 +154,7 @@ struct run {
   uint64_t primary_timeout_ns; /* the state machine's: a few hundred virtual ms */
   uint64_t request_timeout_ns; /* the SDK's: then the request goes to the next replica */
   bool stop_load;              /* converging after the heal: no new requests */
+  uint32_t p_primary;          /* a fault aimed at the primary, per tick, per million */
   /* state */
   struct replica r[SIM_R_MAX];
   struct sclient c[SIM_C_MAX];

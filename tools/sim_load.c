@@ -122,6 +122,16 @@ static void crash_any(struct run *run) {
   run->faults[3]++;
 }
 
+/* Cuts the primary off from every other replica, both ways (its clients still reach it): the
+ * others must elect a new one. */
+static void isolate_primary(struct run *run, int p) {
+  sim_note(run, "fault: partition isolates the primary, replica %d", p);
+  for (uint16_t i = 0; i < run->nr; i++) {
+    if (i != p) vsri_sim_partition(run->r[p].host, run->r[i].host, true);
+  }
+  run->faults[0]++;
+}
+
 static void crash_something(struct run *run) {
   struct vsri_sim *w = run->w;
   uint64_t now = vsri_sim_now(w);
@@ -157,14 +167,8 @@ void sim_fault_tick(struct run *run) {
   if (vsri_sim_below(w, 1000000) < run->p_partition) {
     struct vsri_sim_host *a = random_host(run), *b = random_host(run);
     int p = run->fixed || run->nr == 1 || vsri_sim_below(w, 3) != 0 ? -1 : sim_primary(run);
-    if (p >= 0) {
-      /* Failover mode: one partition in three cuts the primary off from every other replica,
-       * both ways (its clients still reach it): the others must elect a new one. */
-      sim_note(run, "fault: partition isolates the primary, replica %d", p);
-      for (uint16_t i = 0; i < run->nr; i++) {
-        if (i != p) vsri_sim_partition(run->r[p].host, run->r[i].host, true);
-      }
-      run->faults[0]++;
+    if (p >= 0) { /* failover mode: one partition in three isolates the primary */
+      isolate_primary(run, p);
       a = b; /* nothing else this tick */
     }
     if (a != b) {
@@ -190,6 +194,18 @@ void sim_fault_tick(struct run *run) {
     run->faults[2]++;
   }
   if (vsri_sim_below(w, 1000000) < run->p_crash) crash_something(run);
+  if (!run->fixed && run->nr > 1 && vsri_sim_below(w, 1000000) < run->p_primary) {
+    int p = sim_primary(run); /* failover mode: the primary crashes, or is cut off */
+    if (p >= 0 && vsri_sim_below(w, 2) == 0) {
+      struct replica *r = &run->r[p];
+      uint32_t f = (run->nr - 1u) / 2u, out = sim_replicas_out(run);
+      if (out < f) crash_replica(run, r);
+      else sim_note(run, "fault: no crash of the primary: %u replica(s) down or recovering, "
+                    "budget f=%u", out, f);
+    } else if (p >= 0) {
+      isolate_primary(run, p);
+    }
+  }
   if (vsri_sim_below(w, 1000000) < run->p_heal) {
     vsri_sim_heal(w);
     run->faults[5]++;

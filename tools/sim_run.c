@@ -241,6 +241,9 @@ static void draw(struct run *run) {
   if (!run->fixed) { /* drawn last: the draws above stay what they were */
     run->primary_timeout_ns = 200 * SIM_MS + vsri_sim_below(w, 400 * SIM_MS);
     run->request_timeout_ns = 200 * SIM_MS + vsri_sim_below(w, 800 * SIM_MS);
+    /* Faults aimed at the primary (a crash or an isolating partition), per tick, per million:
+     * up to about two per second of the fault phase, so most seeds change views. */
+    run->p_primary = storm * (uint32_t)vsri_sim_below(w, 2500);
   }
 }
 
