@@ -91,11 +91,19 @@ void sim_link_deliver(struct run *run, struct link *l, uint32_t recv_epoch,
     for (uint32_t c = 0; c < l->ncand; c++) {
       if (c == 0 || l->cand_epoch[c] < after) after = l->cand_epoch[c];
     }
-    for (size_t k = 0; k < l->len && n < LINK_CANDS; k++) {
+    /* Every match counts; past LINK_CANDS the newest are kept (a restarted replica whose new
+     * connections a peer refused as duplicates began each with the same RequestStartView:
+     * the receiver's connection is the newest of them; found with seed 1209). */
+    for (size_t k = 0; k < l->len; k++) {
       const struct rec *r = link_at(l, k);
       bool first = k == 0 || link_at(l, k - 1)->epoch < r->epoch;
       bool later = !l->started || r->epoch > after;
       if (first && later && r->hash == h && r->size == m->size) {
+        if (n == LINK_CANDS) {
+          memmove(pos, pos + 1, (LINK_CANDS - 1) * sizeof *pos);
+          memmove(ep, ep + 1, (LINK_CANDS - 1) * sizeof *ep);
+          n--;
+        }
         pos[n] = k + 1;
         ep[n++] = r->epoch;
       }

@@ -44,7 +44,7 @@ struct rec {
   uint8_t cmd;
 };
 
-#define LINK_CANDS 4
+#define LINK_CANDS 8
 #define SIM_SUB_MAX 4 /* requests a session client keeps submitted at most */
 
 struct link {
