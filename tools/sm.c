@@ -125,7 +125,11 @@ static struct vsr_msg *sm_build_pong(struct vsr_sm *sm, const struct vsr_msg *pi
   out->command = command;
   out->cluster = in->cluster;
   out->replica = sm->replica;
-  out->view = sm->view;
+  /* Only a view that exists: a replica in a view change (or recovering) names the last view
+   * it was normal in. A client follows the highest view it hears, so naming a view change that
+   * then failed (its new primary crashed) sent every client to a primary that never was, for
+   * good (found by vsrbus sim, seed 5383 --replicas 3). */
+  out->view = sm->status == VSR_SM_NORMAL ? sm->view : sm->log_view;
   memcpy(out->reserved_command, in->reserved_command, sizeof out->reserved_command);
   return m;
 }

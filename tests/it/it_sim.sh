@@ -57,10 +57,14 @@ grep -q '^seed 42: ok replicas=3 clients=10 .* quic=[1-9][0-9]* hash=none$' "$TM
 grep -q '^sim: 12 seed(s) from 1, 0 failed' "$TMP/qs" || LOG=$TMP/qs fail "--quic batch summary"
 
 # Regressions: every seed that ever failed, by name.
-while read -r seed name; do
+# A line is SEED NAME [OPTIONS] [# comment]: OPTIONS (e.g. --replicas 3) are the shape the seed
+# was found with.
+while read -r seed name rest; do
   case "$seed" in ''|'#'*) continue ;; esac
-  "$BIN" sim --seed "$seed" >"$TMP/r" 2>"$TMP/r.err" ||
-    { cat "$TMP/r"; LOG=$TMP/r.err fail "regression $name (seed $seed) fails again"; }
+  opts=${rest%%#*}
+  # shellcheck disable=SC2086
+  "$BIN" sim --seed "$seed" $opts >"$TMP/r" 2>"$TMP/r.err" ||
+    { cat "$TMP/r"; LOG=$TMP/r.err fail "regression $name (seed $seed $opts) fails again"; }
 done <"$(dirname "$0")/sim_regressions.txt"
 
 # Seed 127 found the half-open replica link (fixed by replica keepalive). Since the demo state
