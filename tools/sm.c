@@ -624,9 +624,16 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
    * a RequestStartView (or a Ping or Pong) may come from a primary that restarted and is
    * recovering: it lost its state, and counting its recovery as its heartbeat kept the backups
    * from ever electing another, so it never recovered (found by vsrbus sim, seed 1073). */
-  if (h->view == sm->view && from == vsr_sm_primary_of(sm, sm->view) &&
-      h->command != VSR_CMD_REQUEST_START_VIEW && h->command != VSR_CMD_PING &&
-      h->command != VSR_CMD_PONG) {
+  bool from_primary = from == vsr_sm_primary_of(sm, sm->view);
+  bool prepare = h->command == VSR_CMD_PREPARE || h->command == VSR_CMD_REPAIR_PREPARE;
+  /* A Prepare or RepairPrepare keeps the view it was prepared in: one of an older view from
+   * our primary (an inherited op, or repair traffic that fills our queue so that its Commit
+   * heartbeat finds no room) shows it alive too. Without it, a backup catching up on 1 MiB
+   * Prepares timed out on a live primary again and again, and its StartViewChanges took the
+   * cluster through a view change every primary timeout (found by vsrbus sim, seed 2703). */
+  if (from_primary && ((h->view == sm->view && h->command != VSR_CMD_REQUEST_START_VIEW &&
+                        h->command != VSR_CMD_PING && h->command != VSR_CMD_PONG) ||
+                       (prepare && h->view < sm->view))) {
     sm->heard_ns = vsr_sm_now(sm);
   }
   switch (h->command) {
