@@ -32,7 +32,6 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->peer_queue_bytes_max = 64u << 20;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
-  o->replica_keepalive_s = 5;
   o->max_inflight_handshakes = 256;
   o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->metrics_max_conns = 4;
@@ -617,7 +616,6 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
-  bus->tctx_replica.keepalive_s = bus->opts.replica_keepalive_s;
   err = bus_client_transports_start(bus);
   if (err) goto fail;
   if (bus->opts.cluster_name && bus->opts.replica_count > 1) {
