@@ -266,8 +266,19 @@ void vsr_sm_extend(struct vsr_sm *sm) {
     sm->op++;
     last = e;
   }
+  /* A backup's log is its view's (log_view) only once it holds every op of the StartView it
+   * adopted; until then it acknowledges nothing. Taking the view at once let a backup whose
+   * log stopped at a hole claim that view's log in the next view change and win with its few
+   * ops over replicas of the view before, truncating ops committed there (found by vsrbus
+   * sim, seed 12069 --replicas 5 --max-frame 1048576). */
+  if (sm->lv_pending && sm->op >= sm->lv_target) {
+    sm->log_view = sm->view;
+    sm->lv_pending = false;
+  }
   /* One PrepareOk for the newest: it vouches for every op up to it (cumulative). */
-  if (backup && last && last->op > sm->commit) vsr_sm_send_prepare_ok(sm, last);
+  if (backup && !sm->lv_pending && last && last->op > sm->commit) {
+    vsr_sm_send_prepare_ok(sm, last);
+  }
   if (sm->op > sm->repair_target) sm->repair_target = sm->op;
 }
 
@@ -578,7 +589,8 @@ static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, struct vsr_msg *m
   sm->heard_ns = vsr_sm_now(sm);
   if (p->op <= sm->op) {
     struct vsr_sm_entry *e = vsr_sm_have(sm, p->op), *head = vsr_sm_have(sm, sm->op);
-    if (e && head && sm->op > sm->commit && vsr_u128_eq(e->checksum, p->checksum)) {
+    if (e && head && sm->op > sm->commit && !sm->lv_pending &&
+        vsr_u128_eq(e->checksum, p->checksum)) {
       vsr_sm_send_prepare_ok(sm, head); /* a resend: our PrepareOk may have been lost */
     }
   } else if (p->op - sm->commit < VSR_SM_LOG) {

@@ -131,6 +131,8 @@ struct vsr_sm {
   uint64_t commit_max;           /* highest op known committed (commit <= commit_max) */
   uint64_t view_start_op;        /* primary: Requests wait until commit reaches it */
   bool sv_pending;               /* new primary: StartView not sent yet, its log has holes */
+  bool lv_pending;               /* backup: the StartView's log is not whole here yet */
+  uint64_t lv_target;            /* ... until op reaches this (the StartView's op) */
   uint8_t repair_from;           /* replica asked for missing Prepares */
   uint64_t repair_target;        /* newest op known to exist (repair up to it) */
   uint64_t repair_hi;            /* end of the range last asked for */

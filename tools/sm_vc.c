@@ -371,7 +371,7 @@ static void vc_reset_round(struct vsr_sm *sm) {
 static void vc_start_view_change(struct vsr_sm *sm, uint32_t view) {
   sm->view = view;
   sm->status = VSR_SM_VIEW_CHANGE;
-  sm->sv_pending = false;
+  sm->sv_pending = sm->lv_pending = false; /* log_view stays the last whole one */
   vc_reset_round(sm);
   sm->svc_bits = 1ull << sm->replica;
   sm->vc_start_ns = vsr_sm_now(sm);
@@ -402,6 +402,7 @@ static void vc_record_dvc(struct vsr_sm *sm, uint8_t from, uint32_t log_view, ui
 
 static void vc_become_primary(struct vsr_sm *sm) {
   sm->status = VSR_SM_NORMAL; /* log_view moves to this view with the StartView, below */
+  sm->lv_pending = false;
   sm->view_changes++;
   if (sm->dvc_best != sm->replica && sm->dvc_best_msg) {
     const struct vsr_msg *d = sm->dvc_best_msg;
@@ -532,9 +533,11 @@ static void vc_adopt_start_view(struct vsr_sm *sm, uint8_t from, const struct vs
     return;
   }
   if (sm->view != s->view || sm->log_view != s->view) sm->view_changes++;
-  sm->view = sm->log_view = s->view;
+  sm->view = s->view; /* log_view follows once the log is whole (vsr_sm_extend) */
   sm->status = VSR_SM_NORMAL;
   sm->sv_pending = false;
+  sm->lv_pending = true;
+  sm->lv_target = s->op;
   vc_reset_round(sm);
   vc_adopt_log(sm, msg->data + VSR_HEADER_SIZE, (msg->size - VSR_HEADER_SIZE) / VSR_HEADER_SIZE,
                s->op, from);
