@@ -122,6 +122,8 @@ struct committed {
   uint64_t request;
   uint8_t operation;
   uint8_t replica; /* who committed it first */
+  uint32_t view;   /* the lowest view a replica was in when it committed the op (>= the view
+                      the op was committed in) */
 };
 
 /* A request whose Reply the SDK returned to its client (failover mode). */
