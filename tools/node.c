@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmds.h"
 #include "node.h"
@@ -89,6 +90,9 @@ static void node_usage(FILE *f) {
           "  --max-batch N           frames per vectored write, default 256\n"
           "  --peer-queue N          frames queued per peer, default 256\n"
           "  --max-clients N         default 100000\n"
+          "  --shards N              loops on threads for TCP clients (1..255), default: the\n"
+          "                          number of CPUs; the replica plane, the state machine,\n"
+          "                          QUIC/TLS/WS and metrics run on shard 0 (docs/shards.md)\n"
           "  --slow-peer-timeout-ms N  close a peer whose send queue stays full this long,\n"
           "                          default 10000 (0: never)\n"
           "  --peer-queue-bytes N    buffer bytes queued per peer, default 67108864 (0: no cap)\n"
@@ -387,6 +391,8 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     return node_parse_u32(key, v, &b->peer_queue_capacity);
   } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
     return node_parse_u32(key, v, &b->max_clients);
+  } else if (strcmp(key, "shards") == 0) {
+    return node_parse_u32(key, v, &b->shards);
   } else if (strcmp(key, "slow-peer-timeout-ms") == 0 ||
              strcmp(key, "slow_peer_timeout_ms") == 0) {
     uint32_t ms; /* 0 is allowed here: never close a slow peer */
@@ -471,6 +477,8 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
   vsr_bus_options_default(&cfg->bus);
   cfg->bus.quic.addr = "127.0.0.1:8080"; /* the node serves QUIC by default */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN); /* the node: one shard per CPU (docs/shards.md) */
+  cfg->bus.shards = ncpu > 1 ? (ncpu > 255 ? 255u : (uint32_t)ncpu) : 1u;
   cfg->log_burst = VSR_LOG_BURST_DEFAULT;
   cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
   cfg->primary_timeout_ns = VSR_SM_PRIMARY_TIMEOUT_NS;
@@ -531,7 +539,7 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"max-inflight-handshakes", required_argument, 0, 0},
       {"max-message-size", required_argument, 0, 0},
       {"max-batch", required_argument, 0, 0}, {"peer-queue", required_argument, 0, 0},
-      {"max-clients", required_argument, 0, 0},
+      {"max-clients", required_argument, 0, 0}, {"shards", required_argument, 0, 0},
       {"slow-peer-timeout-ms", required_argument, 0, 0},
       {"peer-queue-bytes", required_argument, 0, 0},
       {"log-burst", required_argument, 0, 0}, {"log-interval-ms", required_argument, 0, 0},

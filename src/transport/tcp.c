@@ -694,6 +694,7 @@ static int tcp_listen(struct vsri_listener **out, const struct vsri_transport_ct
   int fd = tcp_socket(ctx->io, sa.ss_family), one = 1;
   if (fd < 0) return VSR_EIO;
   vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ctx->reuseport) vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   int err = vsri_io_bind(ctx->io, fd, (struct sockaddr *)&sa, len);
   if (err == 0) err = vsri_io_listen(ctx->io, fd, 4096);
   if (err < 0) {

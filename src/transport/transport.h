@@ -122,6 +122,8 @@ struct vsri_transport_ctx {
    * apart); 0: off. The replica plane sets it so a link whose peer crashed unseen (its RST
    * lost in a partition) breaks even when we have nothing to send on it. */
   uint32_t keepalive_s;
+  /* Listeners set SO_REUSEPORT (shards: every shard listens on the same TCP address). */
+  bool reuseport;
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,
