@@ -97,7 +97,7 @@ void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain) {
 }
 
 static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
-  uint32_t slot = (uint32_t)p->id;
+  uint32_t slot = (uint32_t)p->id & VSRI_CLIENT_SLOT_MASK;
   if (slot < bus->client_slots_len && bus->client_slots[slot] == p) {
     bus->client_slots[slot] = NULL;
     bus->client_free_next[slot] = bus->client_free_head;
