@@ -130,7 +130,8 @@ struct vsr_bus_options {
   /* Client plane. */
   const char *client_tcp_addr;  /* default "127.0.0.1:8090"; NULL: no TCP listener */
   /* QUIC: quic.addr (struct vsr_quic_options, above). */
-  uint32_t max_clients;         /* default 100000; more are refused and counted */
+  uint32_t max_clients;         /* default 100000, at most 2^24 (every shard's clients
+                                   together); more are refused and counted */
   /* A client that sends nothing for this long is closed (VSR_EIDLE), TCP and QUIC alike. Any
    * frame received (PingClient included) resets the clock; a frame in progress is bounded by
    * frame_timeout_ns instead. Default 60 s: twice frame_timeout, so a client sending one frame

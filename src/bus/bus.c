@@ -500,9 +500,9 @@ static int bus_check_options(const struct vsr_bus_options *o) {
     return VSR_ECONFIG;
   }
   if (o->peer_queue_capacity == 0 || o->max_batch == 0 || o->max_clients == 0 ||
-      o->shards == 0 || o->shards > VSRI_SHARDS_MAX) {
-    VSRI_ERROR("VSR-CONFIG", "peer_queue_capacity, max_batch, max_clients must be > 0, shards "
-               "1..%u", VSRI_SHARDS_MAX);
+      o->max_clients > VSRI_CLIENT_SLOT_MASK + 1 || o->shards == 0 || o->shards > VSRI_SHARDS_MAX) {
+    VSRI_ERROR("VSR-CONFIG", "peer_queue_capacity, max_batch must be > 0, max_clients 1..2^24, "
+               "shards 1..%u", VSRI_SHARDS_MAX);
     return VSR_ECONFIG;
   }
   return 0;

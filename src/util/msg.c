@@ -240,7 +240,8 @@ struct vsr_msg *vsri_pool_get_ex(struct vsr_pool *pool, uint32_t size, uint64_t 
   uint8_t cls = pool_class_of(size);
   uint32_t cap = pool_capacity_of(cls, size);
   /* Shared cap: every other pool's cached bytes count as live here (conservative). */
-  uint64_t live = pool->share ? pool_total(pool) - pool->stats.bytes_cached : pool->stats.bytes_live;
+  uint64_t live = pool->share ? pool_total(pool) - pool->stats.bytes_cached
+                              : pool->stats.bytes_live;
   if (headroom && live + cap + headroom > pool->opts.bytes_max) {
     pool->stats.failures++;
     *err = VSR_EMEMORY_MAX;
