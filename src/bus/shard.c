@@ -15,6 +15,7 @@
 #include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "bus/bus_impl.h"
 #include "util/alloc.h"
@@ -64,7 +65,9 @@ struct shard {
   /* Shared. */
   struct vsri_spsc up, down;
   _Atomic int cmd, state;
-  _Atomic int up_wait; /* the worker has an outbox backlog: shard 0 rings it after a drain */
+  _Atomic int up_wait; /* the worker has an outbox backlog: shard 0 wakes it after a drain */
+  pthread_mutex_t wait_mu; /* the worker waits on |wait_cv| while its up ring is full */
+  pthread_cond_t wait_cv;
   int start_err;
   struct vsr_pool *pool; /* the worker's pool, kept past its loop (shard 0 may hold frames) */
   pthread_mutex_t snap_mu;
@@ -137,6 +140,29 @@ static void w_flush(struct shard *s) {
   s->out_len -= i;
   atomic_store(&s->up_wait, s->out_len > 0);
   if (pushed) vsri_doorbell_ring(s->set->bell0);
+}
+
+/* Backpressure: while shard 0 has not taken what this shard received (the up ring is full),
+ * the worker runs no loop turn, so it reads nothing more and its clients' TCP windows close;
+ * shard 0 signals after each drain. The wait is bounded (10 ms) so a command (shutdown,
+ * abort) is seen and timers fire late by at most that while shard 0 is behind. */
+static void w_backlog_wait(struct shard *s) {
+  while (s->out_len > 0 && atomic_load(&s->cmd) == CMD_RUN) {
+    pthread_mutex_lock(&s->wait_mu);
+    uint32_t used = atomic_load(&s->up.tail) - atomic_load(&s->up.head);
+    if (used > s->up.mask) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 10000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      pthread_cond_timedwait(&s->wait_cv, &s->wait_mu, &ts);
+    }
+    pthread_mutex_unlock(&s->wait_mu);
+    w_flush(s);
+  }
 }
 
 /* Shard 0 rang: sends and closes for this shard's clients. */
@@ -213,8 +239,11 @@ static void w_teardown(struct shard *s) {
     vsr_bus_del(s->bus);
     s->bus = NULL;
   }
-  vsri_doorbell_del(s->bell);
+  pthread_mutex_lock(&s->wait_mu); /* shard 0 rings it under this lock (s0_wake) */
+  struct vsri_doorbell *bell = s->bell;
   s->bell = NULL;
+  pthread_mutex_unlock(&s->wait_mu);
+  vsri_doorbell_del(bell);
   if (s->loop) { /* the pool outlives the loop: shard 0 may still hold its frames */
     s->loop->pool = NULL;
     vsr_loop_del(s->loop);
@@ -244,6 +273,7 @@ static void *w_main(void *arg) {
     vsri_io_run(s->loop->io, -1);
     w_flush(s);
     w_publish(s);
+    w_backlog_wait(s);
   }
   w_teardown(s); /* the outbox stays: shard 0 takes it once the state says EXITED */
   atomic_store(&s->state, ST_EXITED);
@@ -252,6 +282,17 @@ static void *w_main(void *arg) {
 }
 
 /* ---- shard 0 side ---------------------------------------------------------------------- */
+
+/* Wakes worker |s| for a command, whether it sleeps in its loop or in w_backlog_wait; the lock
+ * keeps its doorbell alive while it is rung (the worker deletes it under the same lock). Sends
+ * ring without it: the worker never exits while shard 0 may still send (only after a command,
+ * which comes after shard 0 stopped sending). */
+static void s0_wake(struct shard *s) {
+  pthread_mutex_lock(&s->wait_mu);
+  if (s->bell) vsri_doorbell_ring(s->bell);
+  pthread_cond_signal(&s->wait_cv);
+  pthread_mutex_unlock(&s->wait_mu);
+}
 
 static void s0_live_set(struct shard *s, uint64_t id, bool live) {
   uint32_t slot = slot_of(id);
@@ -312,7 +353,11 @@ static void s0_on_bell(void *ctx) {
       n++;
     }
     if (n == SHARD_DRAIN_BUDGET) more = true;
-    if (n && atomic_load(&s->up_wait) && s->bell) vsri_doorbell_ring(s->bell);
+    if (n && atomic_load(&s->up_wait)) { /* the worker waits for room (w_backlog_wait) */
+      pthread_mutex_lock(&s->wait_mu);
+      pthread_cond_signal(&s->wait_cv);
+      pthread_mutex_unlock(&s->wait_mu);
+    }
     if (atomic_load(&s->state) == ST_EXITED && s->out_len) { /* its last words */
       for (uint32_t k = 0; k < s->out_len; k++) s0_deliver(bus, s, &s->outbox[k]);
       s->out_len = 0;
@@ -343,6 +388,8 @@ int vsri_shards_start(struct vsr_bus *bus) {
     s->set = set;
     s->index = i + 1;
     pthread_mutex_init(&s->snap_mu, NULL);
+    pthread_mutex_init(&s->wait_mu, NULL);
+    pthread_cond_init(&s->wait_cv, NULL);
     s->up.slots = NULL;
     struct shard_up *up = vsri_calloc(SHARD_UP_CAP, sizeof *up);
     struct shard_down *down = vsri_calloc(SHARD_DOWN_CAP, sizeof *down);
@@ -416,9 +463,8 @@ void vsri_shards_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
   set->shut_timeout_ns = timeout_ns;
   for (uint32_t i = 0; i + 1 < set->n; i++) {
     struct shard *s = &set->w[i];
-    if (atomic_load(&s->state) != ST_RUNNING) continue;
     atomic_store(&s->cmd, CMD_SHUTDOWN);
-    vsri_doorbell_ring(s->bell);
+    s0_wake(s);
   }
 }
 
@@ -441,7 +487,7 @@ void vsri_shards_stop(struct vsr_bus *bus) {
     struct shard *s = &set->w[i];
     if (!s->started) continue;
     atomic_store(&s->cmd, CMD_ABORT);
-    if (atomic_load(&s->state) == ST_RUNNING) vsri_doorbell_ring(s->bell);
+    s0_wake(s);
     pthread_join(s->thread, NULL); /* prompt: an abort never waits for a peer */
     s->started = false;
   }
@@ -475,6 +521,8 @@ void vsri_shards_free(struct vsr_bus *bus) {
     vsri_free(s->outbox);
     vsri_free(s->live);
     pthread_mutex_destroy(&s->snap_mu);
+    pthread_mutex_destroy(&s->wait_mu);
+    pthread_cond_destroy(&s->wait_cv);
   }
   sem_destroy(&set->started);
   vsri_free(set);
