@@ -1,0 +1,201 @@
+/* vsrbus sim's internals, shared by tools/sim*.c: the run, its replicas and clients, the
+ * per-link records, and the functions the files call across. The files: sim_run.c (world and
+ * host setup, replicas and clients started and freed, the heal phase, shutdown and the leak
+ * check, one seed end to end), sim_check.c (the invariants: per-link records, Prepares per op,
+ * peer events, the failure report), sim_load.c (the workload and the faults), sim.c (the
+ * command line). */
+#ifndef VSR_TOOLS_SIM_IMPL_H
+#define VSR_TOOLS_SIM_IMPL_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "bus/bus_impl.h"
+#include "cmds.h"
+#include "io/runtime.h"
+#include "io/sim.h"
+#include "sm.h"
+#include "util/alloc.h"
+#include "util/random.h"
+#include "vsrbus/vsrbus.h"
+
+#define SIM_R_MAX 5
+#define SIM_C_MAX 50
+#define SIM_RING 48
+#define SIM_TICK_NS (5ull * 1000000ull)
+#define SIM_MS 1000000ull
+#define SIM_S 1000000000ull
+#define SIM_REPLICA_PORT 7000
+#define SIM_CLIENT_PORT 8090
+#define SIM_QUIC_PORT 8091
+
+/* ---- per-link records -------------------------------------------------------------------- */
+
+struct rec {
+  uint64_t hash;
+  uint32_t size;
+  uint32_t epoch; /* the sender's connection to that peer when the send was accepted */
+  uint8_t cmd;
+};
+
+#define LINK_CANDS 4
+
+struct link {
+  struct rec *v;
+  size_t head, len, cap;
+  bool started;        /* a frame was delivered */
+  uint32_t recv_epoch; /* the receiver's connection the last frame came over */
+  /* Which sender connection that receiver connection is: usually one candidate; several when
+   * successive sender connections began with the same bytes (a resent Prepare) until a later
+   * frame tells them apart. Each: the queue position of the next frame, and its epoch. */
+  uint32_t ncand;
+  size_t cand_pos[LINK_CANDS];
+  uint32_t cand_epoch[LINK_CANDS];
+};
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+struct run;
+
+struct replica {
+  struct run *run;
+  uint8_t idx;
+  struct vsri_sim_host *host;
+  struct vsr_loop *loop;
+  struct vsr_bus *bus;
+  struct vsr_sm sm;
+  bool up;
+  uint64_t restart_at; /* crashed: restart at this time (0: not crashed) */
+  uint8_t pstate[SIM_R_MAX]; /* 0 down, 1 connected, 2 authenticated */
+  uint32_t epoch[SIM_R_MAX];
+  uint64_t *client_slot; /* client-plane ids by slot: the connected one, 0: none */
+  uint32_t client_slots;
+  uint64_t tapped;       /* sends accepted this incarnation */
+  uint64_t handshake_frames; /* replica handshake frames the bus queued itself */
+  uint64_t seen_commit;  /* backups: commit number already checked */
+  uint64_t *held;        /* backups: Prepare hash per op received this incarnation */
+  size_t held_cap;
+};
+
+struct sclient {
+  struct run *run;
+  uint32_t idx;
+  struct vsri_sim_host *host;
+  struct vsr_loop *loop;
+  struct vsr_client *c;
+  uint32_t incarnation;
+  int state;
+  bool dead;           /* closed: recreate at restart_at */
+  bool crashed;
+  uint64_t restart_at;
+  uint64_t next_send;
+  uint32_t inflight;
+  uint64_t request;
+  uint64_t bus_id;     /* the primary's id for this incarnation (from its first Request) */
+  struct link up, down;
+  uint64_t replies;
+  uint64_t sent; /* vsr_client_send calls accepted, this incarnation */
+};
+
+struct run {
+  uint64_t seed;
+  struct vsri_sim *w;
+  /* drawn from the seed */
+  uint16_t nr;
+  uint32_t nc;
+  bool auth;
+  uint32_t size_min, size_max;
+  uint32_t max_inflight;
+  uint64_t think_ns;
+  uint64_t reconnect_ns, grace_ns;
+  uint32_t keepalive_s;
+  uint64_t fault_ns;
+  uint32_t p_partition, p_clog, p_reset, p_crash, p_heal; /* per tick, per million */
+  uint16_t force_nr;  /* --replicas (0: drawn) */
+  uint32_t force_nc;  /* --clients (0: drawn) */
+  uint32_t force_max; /* --max-frame (0: drawn) */
+  int force_ka;       /* --keepalive (-1: drawn) */
+  bool quic;          /* --quic: odd clients over QUIC; no trace hash (GnuTLS randomness) */
+  /* state */
+  struct replica r[SIM_R_MAX];
+  struct sclient c[SIM_C_MAX];
+  const char *addrs[SIM_R_MAX];
+  char addr_buf[SIM_R_MAX][32];
+  char client_addr[32];
+  char quic_addr[32];
+  uint8_t secret[32];
+  vsr_u128 cluster;
+  struct link rl[SIM_R_MAX][SIM_R_MAX];
+  uint64_t *prep; /* op -> Prepare hash, as the primary sent it */
+  size_t prep_cap;
+  /* results */
+  bool failed;
+  char ring[SIM_RING][200];
+  uint32_t ring_n;
+  uint64_t faults[6]; /* partition, clog, reset, crash, restart, heal */
+  uint64_t delivered;
+  uint64_t replies;
+  uint64_t quic_conns; /* client connections the replicas saw over QUIC (--quic) */
+  bool verbose;
+};
+
+
+struct result {
+  bool ok;
+  uint64_t hash;
+  double sim_s, wall_s;
+  uint64_t delivered, replies;
+  uint64_t faults[6];
+  uint16_t nr;
+  uint32_t nc;
+  bool quic; /* no trace hash: GnuTLS's randomness is not the seed's */
+  uint64_t quic_conns;
+};
+
+struct opts {
+  bool verbose;
+  bool list; /* --seeds: print every seed's line, not only the failing ones */
+  uint16_t nr;
+  uint32_t nc;
+  uint32_t max_frame;
+  int keepalive;
+  bool quic;
+};
+
+static inline double vsec(const struct run *run) { return (double)vsri_sim_now(run->w) / 1e9; }
+
+extern struct run *sim_g_run; /* the log handler's target */
+
+/* sim_check.c */
+void sim_note(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sim_fail(struct run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sim_log(void *user, enum vsr_log_level level, const char *line);
+uint64_t sim_frame_hash(const struct vsr_msg *m);
+void sim_link_push(struct link *l, struct rec r);
+void sim_link_clear(struct link *l);
+void sim_link_deliver(struct run *run, struct link *l, uint32_t recv_epoch,
+                      const struct vsr_msg *m, const char *who);
+void sim_replica_tap(void *ctx, enum vsr_plane plane, uint64_t peer, const struct vsr_msg *m);
+void sim_replica_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane,
+                            uint64_t peer, struct vsr_msg *msg);
+void sim_replica_on_event(void *user, struct vsr_bus *bus, const struct vsr_peer_event *ev);
+
+/* sim_run.c */
+int sim_replica_start(struct run *run, struct replica *r);
+void sim_replica_free(struct replica *r);
+int sim_client_start(struct run *run, struct sclient *c);
+void sim_client_free(struct sclient *c, bool loop_too);
+void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out);
+
+/* sim_load.c */
+void sim_fault_tick(struct run *run);
+int sim_restart_due(struct run *run, bool all);
+void sim_workload_tick(struct run *run);
+
+#endif
