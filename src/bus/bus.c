@@ -627,7 +627,7 @@ int vsri_bus_new_shard(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
   bus->tctx_replica.keepalive_s = bus->opts.replica_keepalive_s;
-  bus->tctx.reuseport = index > 0 || (o->shards > 1 && o->client_tcp_addr); /* shards */
+  bus->tctx.reuseport = index > 0 ? 2 : o->shards > 1 && o->client_tcp_addr; /* shards */
   err = bus_client_transports_start(bus);
   if (err) goto fail;
   if (index == 0 && bus->tctx.reuseport && (err = vsri_shards_start(bus))) goto fail;

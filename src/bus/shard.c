@@ -13,6 +13,7 @@
  * stack (util/msg.c). Client ids carry their shard in bits 24..31 (bus.c mints them). */
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -404,9 +405,16 @@ int vsri_shards_start(struct vsr_bus *bus) {
     atomic_init(&s->state, ST_STARTING);
     atomic_init(&s->up_wait, 0);
   }
+  /* Workers take no signal: a SIGINT meant for the application's loop must interrupt shard
+   * 0's wait, not a worker's (the application's handler stops the loop it runs). */
+  sigset_t all, old;
+  sigfillset(&all);
   for (uint32_t i = 0; i + 1 < n; i++) {
     struct shard *s = &set->w[i];
-    if (pthread_create(&s->thread, NULL, w_main, s) != 0) {
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&s->thread, NULL, w_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
       VSRI_ERROR("VSR-SHARD", "cannot start the thread of shard %u", s->index);
       return VSR_ENOMEM;
     }

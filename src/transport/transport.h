@@ -122,8 +122,10 @@ struct vsri_transport_ctx {
    * apart); 0: off. The replica plane sets it so a link whose peer crashed unseen (its RST
    * lost in a partition) breaks even when we have nothing to send on it. */
   uint32_t keepalive_s;
-  /* Listeners set SO_REUSEPORT (shards: every shard listens on the same TCP address). */
-  bool reuseport;
+  /* Shards: every shard's TCP listener binds the same address with SO_REUSEPORT. 0: no; 1: the
+   * first of the group (shard 0: fails with EADDRINUSE if anyone listens there already); 2: a
+   * shard joining the group shard 0 made. */
+  uint8_t reuseport;
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,

@@ -292,7 +292,7 @@ static void msg_release(struct vsr_msg *m) {
   struct pool_msg *pm = pool_msg_of(m);
   struct vsr_pool *pool = pm->pool;
   m->refs = 0;
-  if (pool->owner == &pool_thread_tag) {
+  if (!pool->share || pool->owner == &pool_thread_tag) { /* no shards: always the owner */
     msg_release_local(pool, pm);
     return;
   }

@@ -21,8 +21,10 @@ struct vsr_msg *vsri_pool_get_ex(struct vsr_pool *pool, uint32_t size, uint64_t 
                                  int *err);
 
 /* Shards (docs/shards.md). A pool belongs to the thread that created it (or last called
- * set_owner); a message whose last reference is dropped on another thread goes back to its
- * pool's lock-free return stack, which collect empties (every get does, when it is not empty).
+ * set_owner); while it shares a byte count (set_share: every pool of a sharded bus), a message
+ * whose last reference is dropped on another thread goes back to its pool's lock-free return
+ * stack, which collect empties (every get does, when it is not empty). A pool that shares
+ * nothing is one thread's, as before: every release is local.
  * set_share makes the pool count its heap bytes in |share| (one atomic add per buffer taken
  * from or given back to the heap, never per message) and cap them at share->bytes_max: the
  * node-wide memory_max across every shard's pool (NULL: leaves it). msg_share marks a message referenced from
