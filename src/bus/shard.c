@@ -27,6 +27,9 @@
 #define SHARD_UP_CAP 1024    /* frames and events in flight from one worker to shard 0 */
 #define SHARD_DOWN_CAP 4096  /* sends in flight from shard 0 to one worker */
 #define SHARD_DRAIN_BUDGET 256 /* up entries taken from one worker per wake-up (fairness) */
+#define SHARD_UP_BYTES (32u << 20) /* frame bytes one worker may have on their way to shard 0 */
+#define SHARD_FREE_MIN 4096 /* free-list length per class a worker keeps (at least): the frames
+                               in flight to shard 0 come back, and are reused, not reallocated */
 
 enum { UP_FRAME = 1, UP_EVENT = 2 };
 enum { CMD_RUN = 0, CMD_SHUTDOWN = 1, CMD_ABORT = 2 };
@@ -67,6 +70,9 @@ struct shard {
   struct vsri_spsc up, down;
   _Atomic int cmd, state;
   _Atomic int up_wait; /* the worker has an outbox backlog: shard 0 wakes it after a drain */
+  uint64_t up_pushed;          /* the worker's: frame bytes it pushed on the up ring */
+  _Atomic uint64_t up_popped;  /* shard 0's: frame bytes it took (stored once per drain) */
+  uint64_t up_popped_local;
   pthread_mutex_t wait_mu; /* the worker waits on |wait_cv| while its up ring is full */
   pthread_cond_t wait_cv;
   int start_err;
@@ -131,10 +137,14 @@ static void w_on_event(void *user, struct vsr_bus *bus, const struct vsr_peer_ev
 static void w_flush(struct shard *s) {
   uint32_t i = 0;
   bool pushed = false;
+  uint64_t popped = atomic_load_explicit(&s->up_popped, memory_order_relaxed);
   for (; i < s->out_len; i++) {
     struct shard_up *e = &s->outbox[i];
+    uint32_t size = e->msg ? e->msg->capacity : 0;
+    if (size && s->up_pushed - popped + size > SHARD_UP_BYTES && s->up_pushed != popped) break;
     if (e->msg && vsr_msg_refs(e->msg) > 1) vsri_msg_share(e->msg); /* still held here too */
     if (!vsri_spsc_push(&s->up, e)) break;
+    s->up_pushed += size;
     pushed = true;
   }
   if (i > 0) memmove(s->outbox, s->outbox + i, (s->out_len - i) * sizeof *s->outbox);
@@ -151,7 +161,9 @@ static void w_backlog_wait(struct shard *s) {
   while (s->out_len > 0 && atomic_load(&s->cmd) == CMD_RUN) {
     pthread_mutex_lock(&s->wait_mu);
     uint32_t used = atomic_load(&s->up.tail) - atomic_load(&s->up.head);
-    if (used > s->up.mask) {
+    uint64_t bytes = s->up_pushed - atomic_load(&s->up_popped);
+    uint32_t next = s->outbox[0].msg ? s->outbox[0].msg->capacity : 0;
+    if (used > s->up.mask || (bytes && bytes + next > SHARD_UP_BYTES)) {
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
       ts.tv_nsec += 10000000;
@@ -200,6 +212,9 @@ static int w_setup(struct shard *s) {
     lo.pool.max_message_size = b0->opts.max_message_size;
   }
   lo.pool.bytes_max = s->set->share.bytes_max;
+  for (int t = 0; t < 2; t++) {
+    if (lo.pool.free_max[t] < SHARD_FREE_MIN) lo.pool.free_max[t] = SHARD_FREE_MIN;
+  }
   int err = vsr_loop_new(&s->loop, &lo);
   if (err) return err;
   s->pool = s->loop->pool;
@@ -350,9 +365,11 @@ static void s0_on_bell(void *ctx) {
     struct shard_up e;
     uint32_t n = 0;
     while (n < SHARD_DRAIN_BUDGET && vsri_spsc_pop(&s->up, &e)) {
+      if (e.msg) s->up_popped_local += e.msg->capacity;
       s0_deliver(bus, s, &e);
       n++;
     }
+    if (n) atomic_store(&s->up_popped, s->up_popped_local);
     if (n == SHARD_DRAIN_BUDGET) more = true;
     if (n && atomic_load(&s->up_wait)) { /* the worker waits for room (w_backlog_wait) */
       pthread_mutex_lock(&s->wait_mu);
