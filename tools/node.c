@@ -5,6 +5,7 @@
 #include <ini.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,8 +293,104 @@ static const char *node_keep(struct node_cfg *cfg, const char *v) {
   return s;
 }
 
+/* The numeric options: flag, config-file key, how the value is read, where it goes (an offset
+ * into struct node_cfg). Errors name the key as given, as each parser prints them. */
+enum node_num {
+  NODE_U32,        /* a number (strtoul base 0) */
+  NODE_U32_POS,    /* the same, > 0 */
+  NODE_U64,        /* a 64-bit number */
+  NODE_MS,         /* milliseconds > 0, stored in ns */
+  NODE_MS_OR_OFF,  /* milliseconds, 0 allowed (off / never), stored in ns */
+  NODE_SIZE,       /* a size (64K, 512M, 2G, auto), 64-bit */
+  NODE_SIZE32,     /* a size that fits 32 bits */
+};
+
+/* A row; the member's type must be the one |kind| writes (checked when compiling). */
+#define NODE_U32_T uint32_t
+#define NODE_U32_POS_T uint32_t
+#define NODE_U64_T uint64_t
+#define NODE_MS_T uint64_t
+#define NODE_MS_OR_OFF_T uint64_t
+#define NODE_SIZE_T uint64_t
+#define NODE_SIZE32_T uint32_t
+#define NODE_OPT(flag, ini, kind, member)                                                      \
+  {flag, ini, kind,                                                                            \
+   offsetof(struct node_cfg, member) +                                                         \
+       0 * sizeof(char[_Generic(((struct node_cfg *)0)->member, kind##_T: 1, default: -1)])}
+
+static const struct node_num_opt {
+  const char *flag, *ini;
+  enum node_num kind;
+  size_t off;
+} node_num_opts[] = {
+    NODE_OPT("quic-max-bidi-streams", "quic_max_bidi_streams", NODE_U32, bus.quic.max_bidi_streams),
+    NODE_OPT("quic-max-handshakes", "quic_max_handshakes", NODE_U32_POS, bus.quic.max_handshakes),
+    NODE_OPT("quic-retry-threshold", "quic_retry_threshold", NODE_U32, bus.quic.retry_threshold),
+    NODE_OPT("quic-max-handshakes-per-source", "quic_max_handshakes_per_source", NODE_U32,
+             bus.quic.max_handshakes_per_source),
+    NODE_OPT("reconnect-ms", "reconnect_period_ms", NODE_MS, bus.reconnect_period_ns),
+    NODE_OPT("reconnect-min-ms", "reconnect_min_ms", NODE_MS_OR_OFF, bus.reconnect_min_ns),
+    NODE_OPT("tcp-keepalive-ms", "tcp_keepalive_ms", NODE_MS_OR_OFF, bus.tcp_keepalive_ns),
+    NODE_OPT("tcp-user-timeout-ms", "tcp_user_timeout_ms", NODE_MS_OR_OFF, bus.tcp_user_timeout_ns),
+    NODE_OPT("handshake-grace-ms", "handshake_grace_ms", NODE_MS, bus.handshake_grace_ns),
+    NODE_OPT("max-inflight-handshakes", "max_inflight_handshakes", NODE_U32,
+             bus.max_inflight_handshakes),
+    NODE_OPT("max-message-size", "max_message_size", NODE_U32, bus.max_message_size),
+    NODE_OPT("max-batch", "max_batch", NODE_U32, bus.max_batch),
+    NODE_OPT("peer-queue", "peer_queue_capacity", NODE_U32, bus.peer_queue_capacity),
+    NODE_OPT("max-clients", "max_clients", NODE_U32, bus.max_clients),
+    NODE_OPT("shards", "shards", NODE_U32, bus.shards),
+    /* 0 is allowed here: never close a slow peer */
+    NODE_OPT("slow-peer-timeout-ms", "slow_peer_timeout_ms", NODE_MS_OR_OFF,
+             bus.slow_peer_timeout_ns),
+    NODE_OPT("peer-queue-bytes", "peer_queue_bytes_max", NODE_U64, bus.peer_queue_bytes_max),
+    NODE_OPT("memory-max", "memory_max", NODE_SIZE, bus.memory_max),
+    NODE_OPT("client-memory-budget", "client_memory_budget", NODE_SIZE, bus.client_memory_budget),
+    NODE_OPT("replica-memory-budget", "replica_memory_budget", NODE_SIZE,
+             bus.replica_memory_budget),
+    NODE_OPT("conn-memory-budget", "conn_memory_budget", NODE_SIZE32, bus.conn_memory_budget),
+    NODE_OPT("frame-allowance", "frame_allowance", NODE_SIZE32, bus.frame_allowance),
+    NODE_OPT("frame-timeout-ms", "frame_timeout_ms", NODE_MS_OR_OFF, bus.frame_timeout_ns),
+    NODE_OPT("client-idle-timeout-ms", "client_idle_timeout_ms", NODE_MS_OR_OFF,
+             bus.client_idle_timeout_ns),
+    NODE_OPT("close-peer-timeout-ms", "close_peer_timeout_ms", NODE_MS, bus.close_peer_timeout_ns),
+    NODE_OPT("primary-timeout-ms", "primary_timeout_ms", NODE_MS, primary_timeout_ns),
+    NODE_OPT("metrics-max-conns", "metrics_max_conns", NODE_U32, bus.metrics_max_conns),
+    NODE_OPT("metrics-timeout-ms", "metrics_timeout_ms", NODE_MS, bus.metrics_timeout_ns),
+};
+
+/* Sets a numeric option; 1 when |key| is none of them. */
+static int node_set_num(struct node_cfg *cfg, const char *key, const char *v) {
+  for (size_t i = 0; i < sizeof node_num_opts / sizeof node_num_opts[0]; i++) {
+    const struct node_num_opt *o = &node_num_opts[i];
+    if (strcmp(key, o->flag) != 0 && strcmp(key, o->ini) != 0) continue;
+    void *at = (char *)cfg + o->off;
+    switch (o->kind) {
+    case NODE_U32: return node_parse_u32(key, v, at);
+    case NODE_U32_POS: {
+      uint32_t x;
+      if (node_parse_u32(key, v, &x)) return -1;
+      if (x == 0) {
+        fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
+        return -1;
+      }
+      *(uint32_t *)at = x;
+      return 0;
+    }
+    case NODE_U64: return node_parse_u64(key, v, at);
+    case NODE_MS: return node_parse_ms(key, v, at);
+    case NODE_MS_OR_OFF: return node_parse_ms_or_off(key, v, at);
+    case NODE_SIZE: return node_parse_size(key, v, UINT64_MAX, at);
+    case NODE_SIZE32: return node_parse_size32(key, v, at);
+    }
+  }
+  return 1;
+}
+
 int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   struct vsr_bus_options *b = &cfg->bus;
+  int num = node_set_num(cfg, key, v);
+  if (num != 1) return num;
   if (strcmp(key, "tcp") == 0) {
     b->client_tcp_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
   } else if (strcmp(key, "quic") == 0) {
@@ -318,21 +415,6 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     b->quic.alpn_required = node_truthy(v);
   } else if (strcmp(key, "quic-alpn-optional") == 0 || strcmp(key, "quic_alpn_optional") == 0) {
     b->quic.alpn_required = !node_truthy(v); /* older name: no ALPN admitted is now the default */
-  } else if (strcmp(key, "quic-max-bidi-streams") == 0 ||
-             strcmp(key, "quic_max_bidi_streams") == 0) {
-    return node_parse_u32(key, v, &b->quic.max_bidi_streams);
-  } else if (strcmp(key, "quic-max-handshakes") == 0 || strcmp(key, "quic_max_handshakes") == 0) {
-    if (node_parse_u32(key, v, &b->quic.max_handshakes)) return -1;
-    if (b->quic.max_handshakes == 0) {
-      fprintf(stderr, "vsrbus node: %s: must be > 0\n", key);
-      return -1;
-    }
-  } else if (strcmp(key, "quic-retry-threshold") == 0 ||
-             strcmp(key, "quic_retry_threshold") == 0) {
-    return node_parse_u32(key, v, &b->quic.retry_threshold);
-  } else if (strcmp(key, "quic-max-handshakes-per-source") == 0 ||
-             strcmp(key, "quic_max_handshakes_per_source") == 0) {
-    return node_parse_u32(key, v, &b->quic.max_handshakes_per_source);
   } else if (strcmp(key, "cluster") == 0) {
     b->cluster_name = node_keep(cfg, v);
   } else if (strcmp(key, "replica") == 0) {
@@ -369,65 +451,12 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
       fprintf(stderr, "vsrbus node: --replica-auth: expected on or off\n");
       return -1;
     }
-  } else if (strcmp(key, "reconnect-ms") == 0 || strcmp(key, "reconnect_period_ms") == 0) {
-    return node_parse_ms(key, v, &b->reconnect_period_ns);
-  } else if (strcmp(key, "reconnect-min-ms") == 0 || strcmp(key, "reconnect_min_ms") == 0) {
-    return node_parse_ms_or_off(key, v, &b->reconnect_min_ns);
-  } else if (strcmp(key, "tcp-keepalive-ms") == 0 || strcmp(key, "tcp_keepalive_ms") == 0) {
-    return node_parse_ms_or_off(key, v, &b->tcp_keepalive_ns);
-  } else if (strcmp(key, "tcp-user-timeout-ms") == 0 ||
-             strcmp(key, "tcp_user_timeout_ms") == 0) {
-    return node_parse_ms_or_off(key, v, &b->tcp_user_timeout_ns);
-  } else if (strcmp(key, "handshake-grace-ms") == 0 || strcmp(key, "handshake_grace_ms") == 0) {
-    return node_parse_ms(key, v, &b->handshake_grace_ns);
-  } else if (strcmp(key, "max-inflight-handshakes") == 0 ||
-             strcmp(key, "max_inflight_handshakes") == 0) {
-    return node_parse_u32(key, v, &b->max_inflight_handshakes);
-  } else if (strcmp(key, "max-message-size") == 0 || strcmp(key, "max_message_size") == 0) {
-    return node_parse_u32(key, v, &b->max_message_size);
-  } else if (strcmp(key, "max-batch") == 0 || strcmp(key, "max_batch") == 0) {
-    return node_parse_u32(key, v, &b->max_batch);
-  } else if (strcmp(key, "peer-queue") == 0 || strcmp(key, "peer_queue_capacity") == 0) {
-    return node_parse_u32(key, v, &b->peer_queue_capacity);
-  } else if (strcmp(key, "max-clients") == 0 || strcmp(key, "max_clients") == 0) {
-    return node_parse_u32(key, v, &b->max_clients);
-  } else if (strcmp(key, "shards") == 0) {
-    return node_parse_u32(key, v, &b->shards);
-  } else if (strcmp(key, "slow-peer-timeout-ms") == 0 ||
-             strcmp(key, "slow_peer_timeout_ms") == 0) {
-    uint32_t ms; /* 0 is allowed here: never close a slow peer */
-    if (node_parse_u32(key, v, &ms)) return -1;
-    b->slow_peer_timeout_ns = (uint64_t)ms * 1000000ull;
-  } else if (strcmp(key, "peer-queue-bytes") == 0 || strcmp(key, "peer_queue_bytes_max") == 0) {
-    return node_parse_u64(key, v, &b->peer_queue_bytes_max);
   } else if (strcmp(key, "log-burst") == 0 || strcmp(key, "log_burst") == 0) {
     if (node_parse_u32(key, v, &cfg->log_burst)) return -1;
     vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
   } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
     if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
     vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
-  } else if (strcmp(key, "memory-max") == 0 || strcmp(key, "memory_max") == 0) {
-    return node_parse_size(key, v, UINT64_MAX, &b->memory_max);
-  } else if (strcmp(key, "client-memory-budget") == 0 ||
-             strcmp(key, "client_memory_budget") == 0) {
-    return node_parse_size(key, v, UINT64_MAX, &b->client_memory_budget);
-  } else if (strcmp(key, "replica-memory-budget") == 0 ||
-             strcmp(key, "replica_memory_budget") == 0) {
-    return node_parse_size(key, v, UINT64_MAX, &b->replica_memory_budget);
-  } else if (strcmp(key, "conn-memory-budget") == 0 || strcmp(key, "conn_memory_budget") == 0) {
-    return node_parse_size32(key, v, &b->conn_memory_budget);
-  } else if (strcmp(key, "frame-allowance") == 0 || strcmp(key, "frame_allowance") == 0) {
-    return node_parse_size32(key, v, &b->frame_allowance);
-  } else if (strcmp(key, "frame-timeout-ms") == 0 || strcmp(key, "frame_timeout_ms") == 0) {
-    return node_parse_ms_or_off(key, v, &b->frame_timeout_ns);
-  } else if (strcmp(key, "client-idle-timeout-ms") == 0 ||
-             strcmp(key, "client_idle_timeout_ms") == 0) {
-    return node_parse_ms_or_off(key, v, &b->client_idle_timeout_ns);
-  } else if (strcmp(key, "close-peer-timeout-ms") == 0 ||
-             strcmp(key, "close_peer_timeout_ms") == 0) {
-    return node_parse_ms(key, v, &b->close_peer_timeout_ns);
-  } else if (strcmp(key, "primary-timeout-ms") == 0 || strcmp(key, "primary_timeout_ms") == 0) {
-    return node_parse_ms(key, v, &cfg->primary_timeout_ns);
   } else if (strcmp(key, "dump-commits") == 0 || strcmp(key, "dump_commits") == 0) {
     cfg->dump_commits = node_keep(cfg, v);
   } else if (strcmp(key, "io") == 0) {
@@ -440,10 +469,6 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
     }
   } else if (strcmp(key, "metrics") == 0) {
     b->metrics_addr = strcmp(v, "off") == 0 ? NULL : node_keep(cfg, v);
-  } else if (strcmp(key, "metrics-max-conns") == 0 || strcmp(key, "metrics_max_conns") == 0) {
-    return node_parse_u32(key, v, &b->metrics_max_conns);
-  } else if (strcmp(key, "metrics-timeout-ms") == 0 || strcmp(key, "metrics_timeout_ms") == 0) {
-    return node_parse_ms(key, v, &b->metrics_timeout_ns);
   } else if (strcmp(key, "log-format") == 0 || strcmp(key, "log_format") == 0) {
     if (strcmp(v, "text") == 0) vsr_log_set_format(VSR_LOG_TEXT);
     else if (strcmp(v, "json") == 0) vsr_log_set_format(VSR_LOG_JSON);

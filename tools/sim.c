@@ -44,7 +44,7 @@ static void sim_usage(FILE *f) {
           "  --replicas N force the replica count (1, 3 or 5; default: drawn per seed)\n"
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
-          "  --keepalive S  replica_keepalive_s (0: off, to show what it is for; default: 1-2)\n"
+          "  --keepalive S  tcp_keepalive_ns in s (0: off, to show what it is for; default: 1-2)\n"
           "  --quic       odd clients use QUIC (replicas listen on QUIC too), datagrams lost and\n"
           "               duplicated at rates drawn per seed; not reproducible: no trace hash\n"
           "               (GnuTLS draws its own randomness; default: off, TCP only)\n"

@@ -42,7 +42,7 @@ int sim_replica_start(struct run *run, struct replica *r) {
     o.replica_auth = run->auth ? VSR_REPLICA_AUTH_ON : VSR_REPLICA_AUTH_OFF;
     o.reconnect_period_ns = run->reconnect_ns;
     o.handshake_grace_ns = run->grace_ns;
-    o.replica_keepalive_s = run->keepalive_s;
+    o.tcp_keepalive_ns = (uint64_t)run->keepalive_s * SIM_S;
   }
   err = vsr_bus_new(&r->bus, &o, &replica_cb, r);
   if (err) {

@@ -182,7 +182,10 @@ struct vsr_bus_options {
                                and its header. Authenticated replicas: max_message_size. */
   /* TCP liveness on every accepted and dialed TCP socket, both planes (issue 15): a dead peer
    * is found even when no frame is due. Keepalive: SO_KEEPALIVE, idle time this, probes every
-   * third of it, 3 probes; default 15 s (a silent dead peer is closed in ~30 s). 0: off. */
+   * third of it, 3 probes; default 15 s (a silent dead peer is closed in ~30 s). 0: off.
+   * Replica links need it too: a link whose peer crashed while its RST was lost (a partition),
+   * and on which we have nothing to send, would otherwise stay up forever, and a dialer never
+   * redials a link it believes up (found by the simulator, docs/simulation.md). */
   uint64_t tcp_keepalive_ns;
   /* TCP_USER_TIMEOUT: written data unacknowledged this long closes the connection; default
    * 30 s (the kernel's own default is ~15 minutes of retransmits). 0: the kernel's. */
@@ -213,12 +216,6 @@ struct vsr_bus_options {
    * row), so a restarted replica is back within ~this, and a dead one costs a dial per
    * reconnect_period at most. Default 100 ms. 0: reconnect_period (a fixed cap). */
   uint64_t reconnect_min_ns;
-  /* TCP keepalive on replica links: seconds of silence before probing (3 probes, a third of it
-   * apart). Default 5 (the default reconnect period): a link whose peer crashed while its RST
-   * was lost (a partition), and on which we have nothing to send, would otherwise stay up
-   * forever, and a dialer never redials a link it believes up. 0: off. Found by the simulator
-   * (docs/simulation.md). */
-  uint32_t replica_keepalive_s;
   /* Replica-plane TLS (appended, issue 16; docs/replica-plane.md). Default false: plain TCP.
    * true: every replica link runs TLS 1.3 with ALPN iggy-replica, and the handshake MACs are
    * bound to the session's TLS exporter (label "iggy replica psk binding", mode byte 1), as

@@ -32,7 +32,6 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->peer_queue_bytes_max = 64u << 20;
   o->reconnect_period_ns = 5000000000ull;
   o->handshake_grace_ns = 10000000000ull;
-  o->replica_keepalive_s = 5;
   o->max_inflight_handshakes = 256;
   o->replica_auth = VSR_REPLICA_AUTH_ON;
   o->metrics_max_conns = 4;
@@ -626,7 +625,6 @@ int vsri_bus_new_shard(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
-  bus->tctx_replica.keepalive_s = bus->opts.replica_keepalive_s;
   bus->tctx.reuseport = index > 0 ? 2 : o->shards > 1 && o->client_tcp_addr; /* shards */
   err = bus_client_transports_start(bus);
   if (err) goto fail;

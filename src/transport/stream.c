@@ -45,15 +45,7 @@ struct vsri_stream *vsri_stream_new(size_t size, const struct vsri_transport_ops
   vsri_decoder_set_evict(&s->dec, stream_evicted, s);
   int one = 1;
   vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (ctx->keepalive_s) {
-    int idle = (int)ctx->keepalive_s, intvl = idle >= 3 ? idle / 3 : 1, cnt = 3;
-    vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-    vsri_io_setsockopt(ctx->io, fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-  }
-  vsri_tcp_liveness(ctx->io, fd, ctx->keepalive_s ? 0 : ctx->tcp_keepalive_ns,
-                    ctx->tcp_user_timeout_ns);
+  vsri_tcp_liveness(ctx->io, fd, ctx->tcp_keepalive_ns, ctx->tcp_user_timeout_ns);
   return s;
 }
 

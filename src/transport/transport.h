@@ -118,10 +118,6 @@ struct vsri_transport_ctx {
   /* TCP liveness (issue 15), applied to every accepted and dialed socket: */
   uint64_t tcp_keepalive_ns;    /* SO_KEEPALIVE idle time (interval = /3, 3 probes); 0: off */
   uint64_t tcp_user_timeout_ns; /* TCP_USER_TIMEOUT; 0: the kernel's default */
-  /* TCP keepalive, seconds of silence before the first probe (three probes, a third of it
-   * apart); 0: off. The replica plane sets it so a link whose peer crashed unseen (its RST
-   * lost in a partition) breaks even when we have nothing to send on it. */
-  uint32_t keepalive_s;
   /* Shards: every shard's TCP listener binds the same address with SO_REUSEPORT. 0: no; 1: the
    * first of the group (shard 0: fails with EADDRINUSE if anyone listens there already); 2: a
    * shard joining the group shard 0 made. */

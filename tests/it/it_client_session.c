@@ -207,6 +207,26 @@ static void assert_reply(const struct vsr_msg *reply, const struct vsr_msg *req,
                       req->size - VSR_HEADER_SIZE);
 }
 
+/* A blocking request with body |seed| and operation |op| succeeds with the Reply to request
+ * |want|, echoing the body. */
+static void request_ok(struct vsr_client *c, uint32_t seed, uint8_t op, uint64_t want) {
+  struct vsr_msg *m = body_msg(c, seed), *r = NULL;
+  assert_int_equal(vsr_client_request_wait(c, m, op, &r), 0);
+  assert_reply(r, m, want);
+  vsr_msg_unref(m);
+  vsr_msg_unref(r);
+}
+
+/* |n| stubs, replicas 0..n-1 of an n-replica cluster in |view|, each on any port; their
+ * client addresses in |addrs|. */
+static void stubs_start(struct stub *s, uint8_t n, uint32_t view, const char **addrs) {
+  for (uint8_t i = 0; i < n; i++) {
+    stub_start(&s[i], i, view, NULL);
+    atomic_store(&s[i].count, n);
+    addrs[i] = s[i].n.addr;
+  }
+}
+
 /* Register, then requests 1..N, each with the next number and the session from the Register
  * Reply; on a one-node cluster the raw API keeps working alongside. */
 static void register_then_numbered_requests(void **state) {
@@ -220,13 +240,7 @@ static void register_then_numbered_requests(void **state) {
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
   assert_int_equal(vsr_client_session(c), STUB_SESSION);
   assert_int_equal(atomic_load(&s.registers), 1);
-  for (uint32_t i = 1; i <= 5; i++) {
-    struct vsr_msg *m = body_msg(c, i), *r = NULL;
-    assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
-    assert_reply(r, m, i);
-    vsr_msg_unref(m);
-    vsr_msg_unref(r);
-  }
+  for (uint32_t i = 1; i <= 5; i++) request_ok(c, i, VSR_OP_CREATE_STREAM, i);
   pthread_mutex_lock(&s.n.mu);
   assert_int_equal(s.nseen, 5);
   for (int i = 0; i < 5; i++) {
@@ -264,13 +278,7 @@ static void late_reply_never_returned_for_next_request(void **state) {
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
   enum { N = 10 };
-  for (uint32_t i = 1; i <= N; i++) {
-    struct vsr_msg *m = body_msg(c, i), *r = NULL;
-    assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_SEND_MESSAGES, &r), 0);
-    assert_reply(r, m, i);
-    vsr_msg_unref(m);
-    vsr_msg_unref(r);
-  }
+  for (uint32_t i = 1; i <= N; i++) request_ok(c, i, VSR_OP_SEND_MESSAGES, i);
   struct vsr_client_stats st;
   vsr_client_stats(c, &st);
   assert_int_equal(st.replies, N);
@@ -289,27 +297,20 @@ static void late_reply_never_returned_for_next_request(void **state) {
 static void primary_dies_same_request_resent_to_next(void **state) {
   (void)state;
   struct stub s[3];
-  for (uint8_t i = 0; i < 3; i++) {
-    stub_start(&s[i], i, 0, NULL);
-    atomic_store(&s[i].count, 3);
-  }
-  const char *addrs[] = {s[0].n.addr, s[1].n.addr, s[2].n.addr};
+  const char *addrs[3];
+  stubs_start(s, 3, 0, addrs);
   struct vsr_client_options o;
   session_options(&o, addrs, 3);
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
-  struct vsr_msg *m = body_msg(c, 1), *r = NULL;
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_TOPIC, &r), 0);
-  assert_reply(r, m, 1);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
+  request_ok(c, 1, VSR_OP_CREATE_TOPIC, 1);
   assert_int_equal(atomic_load(&s[1].requests) + atomic_load(&s[2].requests), 0);
 
   /* The primary swallows request 2; the cluster moves to view 1 (replica 1 primary). */
   atomic_store(&s[0].mode, STUB_SWALLOW);
   atomic_store(&s[1].view, 1);
   atomic_store(&s[2].view, 1);
-  m = body_msg(c, 2);
+  struct vsr_msg *m = body_msg(c, 2), *r = NULL;
   assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_TOPIC, &r), 0);
   assert_reply(r, m, 2);
   vsr_msg_unref(r);
@@ -339,11 +340,7 @@ static void primary_dies_same_request_resent_to_next(void **state) {
   /* Replica 1 dies; replica 2 becomes primary of view 2. Request 3 goes there, once. */
   h_stop(&s[1].n, false);
   atomic_store(&s[2].view, 2);
-  m = body_msg(c, 3);
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_TOPIC, &r), 0);
-  assert_reply(r, m, 3);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
+  request_ok(c, 3, VSR_OP_CREATE_TOPIC, 3);
   assert_int_equal(vsr_client_view(c), 2);
   assert_int_equal(atomic_load(&s[2].requests), 1);
   vsr_client_del(c);
@@ -356,22 +353,15 @@ static void primary_dies_same_request_resent_to_next(void **state) {
 static void backup_redirects_through_pong_view(void **state) {
   (void)state;
   struct stub s[3];
-  for (uint8_t i = 0; i < 3; i++) { /* view 2: replica 2 primary, 0 and 1 backups */
-    stub_start(&s[i], i, 2, NULL);
-    atomic_store(&s[i].count, 3);
-  }
-  const char *addrs[] = {s[0].n.addr, s[1].n.addr, s[2].n.addr};
+  const char *addrs[3];
+  stubs_start(s, 3, 2, addrs); /* view 2: replica 2 primary, 0 and 1 backups */
   struct vsr_client_options o;
   session_options(&o, addrs, 3);
   o.request_timeout_ns = 5 * H_SEC; /* only the redirect can bring it to replica 2 in time */
   o.request_deadline_ns = 4 * H_SEC;
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
-  struct vsr_msg *m = body_msg(c, 1), *r = NULL;
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_USER, &r), 0);
-  assert_reply(r, m, 1);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
+  request_ok(c, 1, VSR_OP_CREATE_USER, 1);
   struct vsr_client_stats st;
   vsr_client_stats(c, &st);
   assert_true(st.redirects >= 1);
@@ -458,6 +448,20 @@ static void *restart_later(void *arg) {
   return NULL;
 }
 
+/* The node |rs->s| dies and comes back on the same address while a blocking call for request
+ * |want| waits: the call gets its Reply. */
+static void request_ok_across_restart(struct vsr_client *c, struct restarter *rs, uint64_t want) {
+  h_stop(&rs->s->n, false);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, restart_later, rs), 0);
+  struct vsr_msg *m = body_msg(c, (uint32_t)want), *r = NULL;
+  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
+  pthread_join(t, NULL);
+  assert_reply(r, m, want);
+  vsr_msg_unref(m);
+  vsr_msg_unref(r);
+}
+
 /* The single node dies between two blocking calls and comes back on the same address while
  * the second call waits: the call succeeds (new connection, same session, request 2). */
 static void blocking_call_survives_restart_tcp(void **state) {
@@ -471,19 +475,8 @@ static void blocking_call_survives_restart_tcp(void **state) {
   session_options(&o, addrs, 1);
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
-  struct vsr_msg *m = body_msg(c, 1), *r = NULL;
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
-  h_stop(&s.n, false);
-  pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, restart_later, &rs), 0);
-  m = body_msg(c, 2);
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
-  pthread_join(t, NULL);
-  assert_reply(r, m, 2);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
+  request_ok(c, 1, VSR_OP_CREATE_STREAM, 1);
+  request_ok_across_restart(c, &rs, 2);
   struct vsr_client_stats st;
   vsr_client_stats(c, &st);
   assert_true(st.reconnects >= 1);
@@ -512,20 +505,8 @@ static void blocking_call_survives_restart_quic(void **state) {
   o.liveness_timeout_ns = 500000000ull;
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_connect(&c, &o, 10 * H_SEC), 0);
-  struct vsr_msg *m = body_msg(c, 1), *r = NULL;
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
-  assert_reply(r, m, 1);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
-  h_stop(&s.n, false);
-  pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, restart_later, &rs), 0);
-  m = body_msg(c, 2);
-  assert_int_equal(vsr_client_request_wait(c, m, VSR_OP_CREATE_STREAM, &r), 0);
-  pthread_join(t, NULL);
-  assert_reply(r, m, 2);
-  vsr_msg_unref(m);
-  vsr_msg_unref(r);
+  request_ok(c, 1, VSR_OP_CREATE_STREAM, 1);
+  request_ok_across_restart(c, &rs, 2);
   struct vsr_client_stats st;
   vsr_client_stats(c, &st);
   assert_true(st.connects >= 2);
@@ -552,6 +533,26 @@ static bool run_until(struct vsr_loop *loop, const int *flag, uint64_t limit_ns)
   return *flag != 0;
 }
 
+/* A request with a |body|-byte body submitted on |c|, |loop| run until it completes (bounded:
+ * it must). Returns how it completed. */
+static struct async_state async_roundtrip(struct vsr_loop *loop, struct vsr_client *c,
+                                          uint32_t body) {
+  struct async_state a = {0};
+  struct vsr_msg *m = vsr_client_msg_new(c, VSR_HEADER_SIZE + body);
+  assert_int_equal(vsr_client_request(c, m, VSR_OP_CREATE_STREAM, async_done, &a), 0);
+  assert_true(run_until(loop, &a.done, 10 * H_SEC));
+  vsr_msg_unref(m);
+  return a;
+}
+
+/* Session options with a fast heartbeat (20 ms) and a short liveness timeout (200 ms). */
+static void liveness_options(struct vsr_client_options *o, const char *const *addrs,
+                             uint32_t n) {
+  session_options(o, addrs, n);
+  o->heartbeat_period_ns = 20000000ull;
+  o->liveness_timeout_ns = 200000000ull;
+}
+
 /* The same on the caller's loop: a request submitted while the node is down completes once it
  * is back. */
 static void async_request_survives_restart_tcp(void **state) {
@@ -567,10 +568,7 @@ static void async_request_survives_restart_tcp(void **state) {
   assert_int_equal(vsr_loop_new(&loop, NULL), 0);
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_new(&c, loop, &o, NULL, NULL), 0);
-  struct async_state a1 = {0}, a2 = {0};
-  struct vsr_msg *m1 = vsr_client_msg_new(c, VSR_HEADER_SIZE + 8);
-  assert_int_equal(vsr_client_request(c, m1, VSR_OP_CREATE_STREAM, async_done, &a1), 0);
-  assert_true(run_until(loop, &a1.done, 10 * H_SEC));
+  struct async_state a1 = async_roundtrip(loop, c, 8), a2 = {0};
   assert_int_equal(a1.status, 0);
   assert_int_equal(a1.request, 1);
   h_stop(&s.n, false);
@@ -584,7 +582,6 @@ static void async_request_survives_restart_tcp(void **state) {
   assert_int_equal(a2.status, 0);
   assert_int_equal(a2.request, 2);
   assert_int_equal(vsr_client_state(c), 1);
-  vsr_msg_unref(m1);
   vsr_msg_unref(m2);
   vsr_client_del(c);
   vsr_loop_del(loop);
@@ -647,12 +644,7 @@ static void heartbeat_keeps_quiet_client_open(void **state) {
   assert_true(st.pongs >= 1);
   assert_int_equal(vsr_client_state(hb), 1);
   assert_int_equal(h_count(&s.n, VSR_PEER_LOST), 1); /* only the quiet one */
-  struct async_state a = {0};
-  struct vsr_msg *m = vsr_client_msg_new(hb, VSR_HEADER_SIZE);
-  assert_int_equal(vsr_client_request(hb, m, VSR_OP_CREATE_STREAM, async_done, &a), 0);
-  assert_true(run_until(loop, &a.done, 10 * H_SEC));
-  assert_int_equal(a.status, 0);
-  vsr_msg_unref(m);
+  assert_int_equal(async_roundtrip(loop, hb, 0).status, 0);
   vsr_client_del(hb);
   vsr_client_del(quiet);
   vsr_loop_del(loop);
@@ -669,16 +661,10 @@ static void silent_server_triggers_liveness_reconnect(void **state) {
   struct vsr_loop *loop;
   assert_int_equal(vsr_loop_new(&loop, NULL), 0);
   struct vsr_client_options o;
-  session_options(&o, addrs, 1);
-  o.heartbeat_period_ns = 20000000ull;
-  o.liveness_timeout_ns = 200000000ull;
+  liveness_options(&o, addrs, 1);
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_new(&c, loop, &o, NULL, NULL), 0);
-  struct async_state a = {0};
-  struct vsr_msg *m = vsr_client_msg_new(c, VSR_HEADER_SIZE);
-  assert_int_equal(vsr_client_request(c, m, VSR_OP_CREATE_STREAM, async_done, &a), 0);
-  assert_true(run_until(loop, &a.done, 10 * H_SEC));
-  vsr_msg_unref(m);
+  async_roundtrip(loop, c, 0);
   atomic_store(&s.mode, STUB_SILENT);
   struct vsr_client_stats st = {0};
   uint64_t end = vsrt_now() + 10 * H_SEC;
@@ -699,25 +685,15 @@ static void silent_server_triggers_liveness_reconnect(void **state) {
 static void silent_primary_left_for_the_next_by_liveness(void **state) {
   (void)state;
   struct stub s[2];
-  for (uint8_t i = 0; i < 2; i++) {
-    stub_start(&s[i], i, 0, NULL);
-    atomic_store(&s[i].count, 2);
-  }
-  const char *addrs[] = {s[0].n.addr, s[1].n.addr};
+  const char *addrs[2];
+  stubs_start(s, 2, 0, addrs);
   struct vsr_loop *loop;
   assert_int_equal(vsr_loop_new(&loop, NULL), 0);
   struct vsr_client_options o;
-  session_options(&o, addrs, 2);
-  o.heartbeat_period_ns = 20000000ull;
-  o.liveness_timeout_ns = 200000000ull;
+  liveness_options(&o, addrs, 2);
   struct vsr_client *c = NULL;
   assert_int_equal(vsr_client_new(&c, loop, &o, NULL, NULL), 0);
-  struct async_state a = {0};
-  struct vsr_msg *m = vsr_client_msg_new(c, VSR_HEADER_SIZE);
-  assert_int_equal(vsr_client_request(c, m, VSR_OP_CREATE_STREAM, async_done, &a), 0);
-  assert_true(run_until(loop, &a.done, 10 * H_SEC));
-  assert_int_equal(a.status, 0);
-  vsr_msg_unref(m);
+  assert_int_equal(async_roundtrip(loop, c, 0).status, 0);
   atomic_store(&s[0].mode, STUB_SILENT);
   atomic_store(&s[1].view, 1);
   struct vsr_client_stats st = {0};
@@ -729,14 +705,10 @@ static void silent_primary_left_for_the_next_by_liveness(void **state) {
   assert_true(st.liveness_drops >= 1);
   assert_int_equal(st.view, 1);
   assert_int_equal(st.replica, 1);
-  struct async_state b = {0};
-  m = vsr_client_msg_new(c, VSR_HEADER_SIZE);
-  assert_int_equal(vsr_client_request(c, m, VSR_OP_CREATE_STREAM, async_done, &b), 0);
-  assert_true(run_until(loop, &b.done, 10 * H_SEC));
+  struct async_state b = async_roundtrip(loop, c, 0);
   assert_int_equal(b.status, 0);
   assert_int_equal(b.request, 2);
   assert_int_equal(atomic_load(&s[1].requests), 1);
-  vsr_msg_unref(m);
   vsr_client_del(c);
   vsr_loop_del(loop);
   for (int i = 0; i < 2; i++) h_stop(&s[i].n, true);

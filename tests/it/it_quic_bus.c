@@ -16,14 +16,18 @@
 #include "quic_info.h"
 
 
-static int start_node(struct h_node *n, enum h_mode mode, struct quic_info *qi) {
+/* A node's options with a QUIC client listener on any port, and TCP too unless |quic_only|. */
+static void quic_node_options(struct h_node *n, enum h_mode mode, bool quic_only) {
   h_options(n);
   n->mode = mode;
+  if (quic_only) n->opts.client_tcp_addr = NULL;
   n->opts.quic.addr = "127.0.0.1:0";
-  int err = h_start(n);
-  if (err) return err;
+}
+
+/* Starts |n| and reads its QUIC address and certificate pin into |qi|. */
+static void quic_node_start(struct h_node *n, struct quic_info *qi) {
+  assert_int_equal(h_start(n), 0);
   h_run(n, quic_info_task, qi);
-  return 0;
 }
 
 static struct vsr_client *quic_client_model(const struct quic_info *qi, const char *alpn,
@@ -73,7 +77,8 @@ static void test_tcp_and_quic_at_once(void **state) {
   (void)state;
   struct h_node n;
   struct quic_info qi;
-  assert_int_equal(start_node(&n, H_SM, &qi), 0);
+  quic_node_options(&n, H_SM, false);
+  quic_node_start(&n, &qi);
   int err;
   struct vsr_client *q = quic_client(&qi, NULL, &err); /* per-request streams */
   assert_int_equal(err, 0);
@@ -123,16 +128,12 @@ static void test_shutdown_drains_then_0x1003(void **state) {
   (void)state;
   struct h_node n;
   struct quic_info qi;
-  h_options(&n);
-  n.mode = H_SILENT;
-  n.opts.client_tcp_addr = NULL;
-  n.opts.quic.addr = "127.0.0.1:0";
+  quic_node_options(&n, H_SILENT, true);
   /* The clients are read one after another, so the later ones acknowledge late: drain bounds
    * well above what a loaded (or sanitized) machine needs. */
   n.opts.close_peer_timeout_ns = 10 * H_SEC;
   n.shutdown_timeout_ns = 20 * H_SEC;
-  assert_int_equal(h_start(&n), 0);
-  h_run(&n, quic_info_task, &qi);
+  quic_node_start(&n, &qi);
   struct vsr_client *cl[4];
   int err;
   for (int c = 0; c < 4; c++) {
@@ -181,12 +182,9 @@ static void test_alpn_policy(void **state) {
   for (int required = 0; required < 2; required++) {
     struct h_node n;
     struct quic_info qi;
-    h_options(&n);
-    n.mode = H_SM;
-    n.opts.quic.addr = "127.0.0.1:0";
+    quic_node_options(&n, H_SM, false);
     n.opts.quic.alpn_required = required;
-    assert_int_equal(h_start(&n), 0);
-    h_run(&n, quic_info_task, &qi);
+    quic_node_start(&n, &qi);
     int err;
     struct vsr_client *c = quic_client(&qi, NULL, &err);
     if (required) {
@@ -212,13 +210,9 @@ static void test_per_request_pipelined(void **state) {
   (void)state;
   struct h_node n;
   struct quic_info qi;
-  h_options(&n);
-  n.mode = H_SM;
-  n.opts.client_tcp_addr = NULL;
-  n.opts.quic.addr = "127.0.0.1:0";
+  quic_node_options(&n, H_SM, true);
   n.opts.quic.max_bidi_streams = 4;
-  assert_int_equal(h_start(&n), 0);
-  h_run(&n, quic_info_task, &qi);
+  quic_node_start(&n, &qi);
   int err;
   struct vsr_client *c = quic_client_model(&qi, NULL, VSR_QUIC_STREAMS_PER_REQUEST, 4, &err);
   assert_int_equal(err, 0);
@@ -252,13 +246,9 @@ static void test_first_stream_after_grace(void **state) {
   (void)state;
   struct h_node n;
   struct quic_info qi;
-  h_options(&n);
-  n.mode = H_SM;
-  n.opts.client_tcp_addr = NULL;
-  n.opts.quic.addr = "127.0.0.1:0";
+  quic_node_options(&n, H_SM, true);
   n.opts.handshake_grace_ns = 300000000ull;
-  assert_int_equal(h_start(&n), 0);
-  h_run(&n, quic_info_task, &qi);
+  quic_node_start(&n, &qi);
   for (int model = 0; model < 2; model++) {
     int err;
     struct vsr_client *c = quic_client_model(&qi, NULL, (enum vsr_quic_streams)model, 0, &err);

@@ -57,39 +57,39 @@ static void expect_refused(struct qt_env *env, struct qt_peer *c, const char *of
   assert_true(qt_run_until(env, pred_listener_empty, NULL, 5 * QT_SEC));
 }
 
-static void test_wrong_alpn_refused(void **state) {
-  (void)state;
+/* A listener (ALPN required or not) refuses a client offering |alpn| at the handshake, and logs
+ * |offered|. */
+static void alpn_refused(bool required, const char *alpn, const char *offered) {
   struct qt_env env;
   qt_env_init(&env);
+  env.scfg.alpn_required = required;
   qt_log_capture();
   assert_int_equal(qt_listen(&env), 0);
-  expect_refused(&env, dial_alpn(&env, "h3"), "client offered ALPN \"h3\"");
+  expect_refused(&env, dial_alpn(&env, alpn), offered);
   vsr_log_set_handler(NULL, NULL);
   assert_int_equal(qt_env_fini(&env), 0);
+}
+
+/* A PING frame sent by |c| comes back: one frame echoed. */
+static void echo_one(struct qt_env *env, struct qt_peer *c) {
+  qt_send(c, qt_frame(env->pool, VSR_CMD_PING, 256, 0));
+  assert_true(qt_run_until(env, pred_echo, c, 5 * QT_SEC));
+  assert_int_equal(c->nframes, 1);
+}
+
+static void test_wrong_alpn_refused(void **state) {
+  (void)state;
+  alpn_refused(false, "h3", "client offered ALPN \"h3\"");
 }
 
 static void test_wrong_alpn_refused_when_required(void **state) {
   (void)state;
-  struct qt_env env;
-  qt_env_init(&env);
-  env.scfg.alpn_required = true;
-  qt_log_capture();
-  assert_int_equal(qt_listen(&env), 0);
-  expect_refused(&env, dial_alpn(&env, "h3"), "client offered ALPN \"h3\"");
-  vsr_log_set_handler(NULL, NULL);
-  assert_int_equal(qt_env_fini(&env), 0);
+  alpn_refused(true, "h3", "client offered ALPN \"h3\"");
 }
 
 static void test_no_alpn_refused_when_required(void **state) {
   (void)state;
-  struct qt_env env;
-  qt_env_init(&env);
-  env.scfg.alpn_required = true;
-  qt_log_capture();
-  assert_int_equal(qt_listen(&env), 0);
-  expect_refused(&env, dial_alpn(&env, ""), "client offered no ALPN");
-  vsr_log_set_handler(NULL, NULL);
-  assert_int_equal(qt_env_fini(&env), 0);
+  alpn_refused(true, "", "client offered no ALPN");
 }
 
 /* Iggy mainline's SDK offers no ALPN: admitted by default. */
@@ -101,9 +101,7 @@ static void test_no_alpn_admitted_by_default(void **state) {
   assert_int_equal(qt_listen(&env), 0);
   struct qt_peer *c = dial_alpn(&env, NULL);
   assert_true(c->connected);
-  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-  assert_true(qt_run_until(&env, pred_echo, c, 5 * QT_SEC));
-  assert_int_equal(c->nframes, 1);
+  echo_one(&env, c);
   assert_int_equal(env.naccepted, 1);
   assert_false(qt_log_has("refused at the handshake"));
   vsr_log_set_handler(NULL, NULL);
@@ -120,9 +118,7 @@ static void test_our_alpn_admitted(void **state) {
     assert_int_equal(qt_listen(&env), 0);
     struct qt_peer *c = dial_alpn(&env, VSRI_QUIC_ALPN);
     assert_true(c->connected);
-    qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-    assert_true(qt_run_until(&env, pred_echo, c, 5 * QT_SEC));
-    assert_int_equal(c->nframes, 1);
+    echo_one(&env, c);
     assert_int_equal(qt_env_fini(&env), 0);
   }
 }
@@ -164,9 +160,7 @@ static void test_first_stream_after_grace_served(void **state) {
   assert_false(c->closed);
   assert_int_equal(env.naccepted, 0); /* not reported before its first stream */
   assert_int_equal(vsri_quic_listener_conns(env.l), 1);
-  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-  assert_true(qt_run_until(&env, pred_echo, c, 5 * QT_SEC));
-  assert_int_equal(c->nframes, 1);
+  echo_one(&env, c);
   assert_false(c->closed);
   assert_int_equal(env.naccepted, 1);
   assert_int_equal(qt_env_fini(&env), 0);
@@ -201,8 +195,7 @@ static void extra_stream(bool bidi) {
   assert_int_equal(qt_listen(&env), 0);
   struct qt_peer *c = dial_alpn(&env, NULL);
   assert_true(c->connected);
-  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-  assert_true(qt_run_until(&env, pred_echo, c, 5 * QT_SEC));
+  echo_one(&env, c);
   assert_int_equal(env.naccepted, 1);
   assert_int_equal(vsri_quic_test_open_stream(c->conn, bidi, junk, sizeof junk), 0);
   assert_true(qt_run_until(&env, qt_pred_closed, c, 5 * QT_SEC));
@@ -320,9 +313,7 @@ static void test_ca_file_and_pin(void **state) {
   env.ccfg.ca_file = certp; /* trusted: the server's own certificate */
   struct qt_peer *c = dial_alpn(&env, NULL);
   assert_true(c->connected);
-  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-  assert_true(qt_run_until(&env, pred_echo, c, 5 * QT_SEC));
-  assert_int_equal(c->nframes, 1);
+  echo_one(&env, c);
 
   env.ccfg.ca_file = otherp; /* some other certificate: not trusted */
   assert_int_equal(qt_dial(&env, 1, NULL), 0);

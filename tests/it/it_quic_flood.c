@@ -48,6 +48,17 @@ static bool pred_echo(struct qt_env *env, void *arg) {
   return p->nframes >= 1 || p->closed;
 }
 
+/* Dials client 0 over the loopback socket: it connects and gets a Ping echoed (bounded). */
+static void connect_and_ping(struct qt_env *env) {
+  struct qt_peer *c = &env->client[0];
+  assert_int_equal(qt_dial(env, 0, NULL), 0);
+  assert_true(qt_run_until(env, qt_pred_connected, (void *)0, 10 * QT_SEC));
+  assert_true(c->connected);
+  qt_send(c, qt_frame(env->pool, VSR_CMD_PING, 256, 0));
+  assert_true(qt_run_until(env, pred_echo, c, 10 * QT_SEC));
+  assert_int_equal(c->nframes, 1);
+}
+
 /* ---- simulated sources ----------------------------------------------------------------- */
 
 #define PQ 256
@@ -180,13 +191,7 @@ static void test_flood_then_real_client_connects(void **state) {
   struct sockaddr_in lo = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   assert_int_equal(vsri_quic_listener_halfopen_from(env.l, (struct sockaddr *)&lo), 32);
 
-  struct qt_peer *c = &env.client[0];
-  assert_int_equal(qt_dial(&env, 0, NULL), 0);
-  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 10 * QT_SEC));
-  assert_true(c->connected);
-  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-  assert_true(qt_run_until(&env, pred_echo, c, 10 * QT_SEC));
-  assert_int_equal(c->nframes, 1);
+  connect_and_ping(&env);
   a = adm(&env);
   assert_int_equal(a.validated, 1);
   assert_int_equal(a.evicted, 0);
@@ -204,13 +209,7 @@ static void test_always_retry(void **state) {
   qt_env_init(&env);
   env.scfg.retry_threshold = 0;
   assert_int_equal(qt_listen(&env), 0);
-  struct qt_peer *c = &env.client[0];
-  assert_int_equal(qt_dial(&env, 0, NULL), 0);
-  assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 10 * QT_SEC));
-  assert_true(c->connected);
-  qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 256, 0));
-  assert_true(qt_run_until(&env, pred_echo, c, 10 * QT_SEC));
-  assert_int_equal(c->nframes, 1);
+  connect_and_ping(&env);
   struct vsri_quic_admission a = adm(&env);
   assert_int_equal(a.retries, 1);
   assert_int_equal(a.validated, 1);

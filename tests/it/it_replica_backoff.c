@@ -39,9 +39,7 @@ static void backoff_redials_before_the_cap(void **state) {
   options(&r1, 1, addr1);
   assert_int_equal(r_start(&r1), 0);
   assert_int_equal(r_wait(&r0, VSR_PEER_AUTHENTICATED, 1, 2, 20 * R_SEC), 2);
-  int before = r_frames(&r0, VSR_CMD_PREPARE_OK);
-  assert_int_equal(r_send(&r0, 1, VSR_CMD_PREPARE, 7), 0);
-  assert_int_equal(r_wait_frames(&r0, VSR_CMD_PREPARE_OK, before + 1, 10 * R_SEC), before + 1);
+  assert_true(r_prepare_roundtrip(&r0, 1, 7));
   /* Linked: no further dials (skipping connected peers), so exactly two links were made. */
   assert_int_equal(r_count(&r0, VSR_PEER_AUTHENTICATED, 1), 2);
   r_stop(&r0, true);

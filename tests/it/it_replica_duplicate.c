@@ -24,9 +24,7 @@ static void first_link_survives(struct r_node *n) {
   assert_int_equal(r_count(&n[1], VSR_PEER_AUTHENTICATED, -1), 1);
   assert_int_equal(r_count(&n[1], VSR_PEER_LOST, -1), 0);
   assert_int_equal(r_count(&n[0], VSR_PEER_LOST, -1), 0);
-  int before = r_frames(&n[0], VSR_CMD_PREPARE_OK);
-  assert_int_equal(r_send(&n[0], 1, VSR_CMD_PREPARE, 7), 0);
-  assert_int_equal(r_wait_frames(&n[0], VSR_CMD_PREPARE_OK, before + 1, 10 * R_SEC), before + 1);
+  assert_true(r_prepare_roundtrip(&n[0], 1, 7));
   assert_int_equal(r_stats(&n[1]).st.replicas_connected, 1);
 }
 

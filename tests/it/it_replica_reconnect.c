@@ -18,9 +18,7 @@ static void options(struct r_node *n, uint8_t index, const char *addr1) {
 }
 
 static void roundtrip(struct r_node *from, struct r_node *to, uint8_t to_id, uint64_t op) {
-  int before = r_frames(from, VSR_CMD_PREPARE_OK);
-  assert_int_equal(r_send(from, to_id, VSR_CMD_PREPARE, op), 0);
-  assert_int_equal(r_wait_frames(from, VSR_CMD_PREPARE_OK, before + 1, 10 * R_SEC), before + 1);
+  assert_true(r_prepare_roundtrip(from, to_id, op));
   assert_true(r_frames_op(to, VSR_CMD_PREPARE, op) >= 1);
 }
 

@@ -9,14 +9,20 @@
 
 #include "harness.h"
 
+/* Starts |n| (its options set) and connects one blocking client to it. */
+static struct vsr_client *start_with_client(struct h_node *n) {
+  assert_int_equal(h_start(n), 0);
+  struct vsr_client *c = h_client(n);
+  assert_non_null(c);
+  return c;
+}
+
 static void roundtrip_three_commands(void **state) {
   (void)state;
   struct h_node n;
   h_options(&n);
   n.mode = H_ECHO;
-  assert_int_equal(h_start(&n), 0);
-  struct vsr_client *c = h_client(&n);
-  assert_non_null(c);
+  struct vsr_client *c = start_with_client(&n);
   /* The three commands a client may send (replica-plane commands: it_plane_discipline). */
   const uint8_t cmds[] = {VSR_CMD_PING_CLIENT, VSR_CMD_PONG_CLIENT, VSR_CMD_REQUEST};
   const uint32_t sizes[] = {256, 256 + 1000, 256 + 77};
@@ -41,9 +47,7 @@ static void request_reply_and_unexpected_ignored(void **state) {
   struct h_node n;
   h_options(&n);
   n.mode = H_SM;
-  assert_int_equal(h_start(&n), 0);
-  struct vsr_client *c = h_client(&n);
-  assert_non_null(c);
+  struct vsr_client *c = start_with_client(&n);
   struct vsr_msg *odd = h_frame(c, VSR_CMD_PONG_CLIENT, 256, 0);
   assert_int_equal(vsr_client_send(c, odd), 0);
   vsr_msg_unref(odd);
@@ -70,9 +74,7 @@ static void thousand_mixed_frames_in_order(void **state) {
   h_options(&n);
   n.mode = H_ECHO;
   n.opts.peer_queue_capacity = 1024;
-  assert_int_equal(h_start(&n), 0);
-  struct vsr_client *c = h_client(&n);
-  assert_non_null(c);
+  struct vsr_client *c = start_with_client(&n);
   uint32_t seed = 12345;
   enum { N = 1000 };
   static uint32_t sizes[N];
@@ -160,9 +162,7 @@ static void zero_allocations_steady_state(void **state) {
   struct h_node n;
   h_options(&n);
   n.mode = H_ECHO;
-  assert_int_equal(h_start(&n), 0);
-  struct vsr_client *c = h_client(&n);
-  assert_non_null(c);
+  struct vsr_client *c = start_with_client(&n);
   struct vsr_pool_stats ps0, ps1;
   uint64_t a0 = 0;
   for (int i = -1000; i < 10000; i++) {
@@ -210,9 +210,7 @@ static void vectored_batch_in_order(void **state) {
   struct h_node n;
   h_options(&n);
   n.mode = H_SILENT;
-  assert_int_equal(h_start(&n), 0);
-  struct vsr_client *c = h_client(&n);
-  assert_non_null(c);
+  struct vsr_client *c = start_with_client(&n);
   struct vsr_msg *hello = h_frame(c, VSR_CMD_PING_CLIENT, 256, 0);
   vsr_client_send(c, hello);
   vsr_client_flush(c, 5 * H_SEC);

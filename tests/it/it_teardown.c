@@ -123,6 +123,14 @@ static struct vsr_msg *t_request(struct vsr_client *c, uint32_t size, uint32_t s
   return h_frame(c, VSR_CMD_REQUEST, size, seq);
 }
 
+/* A Request of |size| bytes (number |seq|) sent by |c|: accepted. */
+static void t_send(struct vsr_client *c, uint32_t size, uint32_t seq) {
+  struct vsr_msg *m = t_request(c, size, seq);
+  assert_non_null(m);
+  assert_int_equal(vsr_client_send(c, m), 0);
+  vsr_msg_unref(m);
+}
+
 static void t_bus_options(struct vsr_bus_options *o, struct vsr_loop *loop) {
   vsr_bus_options_default(o);
   o->loop = loop;
@@ -138,6 +146,24 @@ static void t_client_options(struct vsr_client_options *o, bool quic, const char
   o->addr = addr;
   o->quic.insecure = true;
   o->quic.streams = VSR_QUIC_STREAMS_LONG; /* frames flow both ways on one stream */
+}
+
+/* T_CLIENTS clients on |loop|: T_TCP_CLIENTS on TCP to |tcp_addr|, the rest on QUIC. */
+static void t_clients_new(struct vsr_loop *loop, struct t_client *cl, const char *tcp_addr,
+                          const char *quic_addr) {
+  for (int i = 0; i < T_CLIENTS; i++) {
+    struct vsr_client_options co;
+    bool quic = i >= T_TCP_CLIENTS;
+    t_client_options(&co, quic, quic ? quic_addr : tcp_addr);
+    assert_int_equal(vsr_client_new(&cl[i].c, loop, &co, &t_client_cb, &cl[i]), 0);
+  }
+}
+
+/* Every client queues 64 Requests of 4 KiB bodies: traffic in flight. */
+static void t_burst(struct t_client *cl) {
+  for (int i = 0; i < T_CLIENTS; i++) {
+    for (uint32_t k = 1; k <= 64; k++) t_send(cl[i].c, 256 + 4096, k);
+  }
 }
 
 static struct vsr_loop *t_loop(void) {
@@ -226,12 +252,7 @@ static void test_bus_del_mid_traffic(void **state) {
   o.secret = (const uint8_t *)r_secret_a;
   o.secret_len = sizeof r_secret_a - 1;
   assert_int_equal(vsr_bus_new(&w->b.bus, &o, &t_bus_cb, &w->b), 0);
-  for (int i = 0; i < T_CLIENTS; i++) {
-    struct vsr_client_options co;
-    bool quic = i >= T_TCP_CLIENTS;
-    t_client_options(&co, quic, quic ? quic_addr : tcp_addr);
-    assert_int_equal(vsr_client_new(&w->cl[i].c, loop, &co, &t_client_cb, &w->cl[i]), 0);
-  }
+  t_clients_new(loop, w->cl, tcp_addr, quic_addr);
   assert_true(t_run_until(loop, t_all_connected, w));
   struct vsr_bus_stats st0;
   /* A replica handshake in progress: connected, never says Hello (no event for it). */
@@ -241,21 +262,9 @@ static void test_bus_del_mid_traffic(void **state) {
   vsr_bus_stats(w->a.bus, &st0);
   assert_int_equal(st0.handshakes_inflight, 1);
   /* Frames both ways: a first round trip each, then bursts queued on both sides. */
-  for (int i = 0; i < T_CLIENTS; i++) {
-    struct vsr_msg *m = t_request(w->cl[i].c, 256 + 512, 0);
-    assert_non_null(m);
-    assert_int_equal(vsr_client_send(w->cl[i].c, m), 0);
-    vsr_msg_unref(m);
-  }
+  for (int i = 0; i < T_CLIENTS; i++) t_send(w->cl[i].c, 256 + 512, 0);
   assert_true(t_run_until(loop, t_some_echoes, w));
-  for (int i = 0; i < T_CLIENTS; i++) {
-    for (uint32_t k = 1; k <= 64; k++) {
-      struct vsr_msg *m = t_request(w->cl[i].c, 256 + 4096, k);
-      assert_non_null(m);
-      assert_int_equal(vsr_client_send(w->cl[i].c, m), 0);
-      vsr_msg_unref(m);
-    }
-  }
+  t_burst(w->cl);
   vsr_loop_run_once(loop, 0); /* some of it moves: echoes are queued at the bus */
   vsr_loop_run_once(loop, 0);
   struct vsr_bus_stats st;
@@ -331,28 +340,11 @@ static void test_client_del_in_flight(void **state) {
   char tcp_addr[64], quic_addr[64];
   assert_int_equal(vsr_bus_listen_addr(w->a.bus, "tcp", tcp_addr, sizeof tcp_addr), 0);
   assert_int_equal(vsr_bus_listen_addr(w->a.bus, "quic", quic_addr, sizeof quic_addr), 0);
-  for (int i = 0; i < T_CLIENTS; i++) {
-    struct vsr_client_options co;
-    bool quic = i >= T_TCP_CLIENTS;
-    t_client_options(&co, quic, quic ? quic_addr : tcp_addr);
-    assert_int_equal(vsr_client_new(&w->cl[i].c, loop, &co, &t_client_cb, &w->cl[i]), 0);
-  }
+  t_clients_new(loop, w->cl, tcp_addr, quic_addr);
   assert_true(t_run_until(loop, t_c_connected, w));
-  for (int i = 0; i < T_CLIENTS; i++) { /* QUIC: the first frame reports the client */
-    struct vsr_msg *m = t_request(w->cl[i].c, 256, 0);
-    assert_non_null(m);
-    assert_int_equal(vsr_client_send(w->cl[i].c, m), 0);
-    vsr_msg_unref(m);
-  }
+  for (int i = 0; i < T_CLIENTS; i++) t_send(w->cl[i].c, 256, 0); /* QUIC: reports it */
   assert_true(t_run_until(loop, t_c_echoed, w));
-  for (int i = 0; i < T_CLIENTS; i++) {
-    for (uint32_t k = 1; k <= 64; k++) {
-      struct vsr_msg *m = t_request(w->cl[i].c, 256 + 4096, k);
-      assert_non_null(m);
-      assert_int_equal(vsr_client_send(w->cl[i].c, m), 0);
-      vsr_msg_unref(m);
-    }
-  }
+  t_burst(w->cl);
   vsr_loop_run_once(loop, 0); /* writes start: requests in flight */
   vsr_loop_run_once(loop, 0);
   uint64_t work = t_loop_work(loop);
@@ -401,12 +393,7 @@ static void test_del_inside_callback_refused(void **state) {
     t_client_options(&co, quic, addr);
     assert_int_equal(vsr_client_new(&tc.c, loop, &co, &t_client_cb, &tc), 0);
     assert_true(t_run_until(loop, t_one_connected, &tc));
-    for (uint32_t k = 0; k < 2; k++) {
-      struct vsr_msg *m = t_request(tc.c, 256, k);
-      assert_non_null(m);
-      assert_int_equal(vsr_client_send(tc.c, m), 0);
-      vsr_msg_unref(m);
-    }
+    for (uint32_t k = 0; k < 2; k++) t_send(tc.c, 256, k);
     /* Both deletes were tried from inside (the bus's on_message, the client's on_message) and
      * refused: both frames still made the round trip, the connection stayed up. */
     assert_true(t_run_until(loop, t_frames2, &tc));

@@ -357,6 +357,26 @@ static inline int r_send_foreign(struct r_node *n, uint8_t to, uint8_t cmd) {
   return a.rc;
 }
 
+/* One Prepare |op| from |from| to replica |to| (a node with answer_prepare) and its PrepareOk
+ * back: 1 when the send was accepted and exactly one more PrepareOk arrived within 10 s; 0 (and
+ * what went wrong on stderr) otherwise. */
+static inline int r_prepare_roundtrip(struct r_node *from, uint8_t to, uint64_t op) {
+  int before = r_frames(from, VSR_CMD_PREPARE_OK);
+  int err = r_send(from, to, VSR_CMD_PREPARE, op);
+  if (err) {
+    fprintf(stderr, "r_prepare_roundtrip: Prepare op %llu to replica %u refused: %s\n",
+            (unsigned long long)op, to, vsr_errname(err));
+    return 0;
+  }
+  int got = r_wait_frames(from, VSR_CMD_PREPARE_OK, before + 1, 10 * R_SEC);
+  if (got != before + 1) {
+    fprintf(stderr, "r_prepare_roundtrip: op %llu: %d PrepareOk, want %d\n",
+            (unsigned long long)op, got, before + 1);
+    return 0;
+  }
+  return 1;
+}
+
 /* Starts replicas count-1 .. 0 in order, each knowing the bound addresses of the higher ones
  * (only lower ids dial, so the lower ones need the higher addresses up front). */
 static inline int r_start_cluster(struct r_node *nodes, uint16_t count) {

@@ -36,6 +36,16 @@ static int setup(void **state) {
   return 0;
 }
 
+/* A pool with nothing preallocated (|bytes_max| 0: the default cap); its options in |o|. */
+static struct vsr_pool *empty_pool(struct vsr_pool_options *o, uint64_t bytes_max) {
+  vsr_pool_options_default(o);
+  memset(o->prealloc, 0, sizeof o->prealloc);
+  if (bytes_max) o->bytes_max = bytes_max;
+  struct vsr_pool *pool = NULL;
+  assert_int_equal(vsr_pool_new(&pool, o), 0);
+  return pool;
+}
+
 /* Every test must end with no live message: the decoder and the test released everything. */
 static int teardown(void **state) {
   struct fixture *fx = *state;
@@ -388,11 +398,7 @@ static void test_eof_reasons(void **state) {
 static void test_pool_exhausted_poisons(void **state) {
   (void)state;
   struct vsr_pool_options o;
-  vsr_pool_options_default(&o);
-  memset(o.prealloc, 0, sizeof o.prealloc);
-  o.bytes_max = 4096;
-  struct vsr_pool *pool;
-  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsr_pool *pool = empty_pool(&o, 4096);
   make_stream();
   struct vsr_msg *hold = vsr_pool_get(pool, 256);
   assert_non_null(hold);
@@ -430,10 +436,7 @@ static void test_pool_exhausted_poisons(void **state) {
 static void test_size_classes(void **state) {
   (void)state;
   struct vsr_pool_options o;
-  vsr_pool_options_default(&o);
-  memset(o.prealloc, 0, sizeof o.prealloc);
-  struct vsr_pool *pool;
-  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsr_pool *pool = empty_pool(&o, 0);
   struct vsr_msg *m = vsr_pool_get(pool, 65792);
   assert_non_null(m);
   assert_true(m->capacity < (1u << 20));
@@ -474,10 +477,7 @@ static void test_size_classes(void **state) {
 static void test_claim_reserves_as_bytes_arrive(void **state) {
   (void)state;
   struct vsr_pool_options o;
-  vsr_pool_options_default(&o);
-  memset(o.prealloc, 0, sizeof o.prealloc);
-  struct vsr_pool *pool;
-  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsr_pool *pool = empty_pool(&o, 0);
   struct vsri_mem_budget b = {.name = "client plane", .max = 256u << 20};
   struct vsri_decoder d;
   vsri_decoder_init(&d, pool, 64u << 20, 0);
@@ -521,11 +521,7 @@ static void test_claim_reserves_as_bytes_arrive(void **state) {
 static void test_memory_limits(void **state) {
   (void)state;
   struct vsr_pool_options o;
-  vsr_pool_options_default(&o);
-  memset(o.prealloc, 0, sizeof o.prealloc);
-  o.bytes_max = 16u << 20;
-  struct vsr_pool *pool;
-  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsr_pool *pool = empty_pool(&o, 16u << 20);
   struct vsri_mem_budget replica = {.name = "replica plane", .max = 8u << 20,
                                     .reserve_only = true};
   struct vsri_mem_budget client = {.name = "client plane", .max = 8u << 20, .protect = &replica};
@@ -631,10 +627,7 @@ static void note_evicted(void *ctx) { (*(int *)ctx)++; }
 static void test_budget_evicts_largest(void **state) {
   (void)state;
   struct vsr_pool_options o;
-  vsr_pool_options_default(&o);
-  memset(o.prealloc, 0, sizeof o.prealloc);
-  struct vsr_pool *pool;
-  assert_int_equal(vsr_pool_new(&pool, &o), 0);
+  struct vsr_pool *pool = empty_pool(&o, 0);
   struct vsri_mem_budget b = {.name = "client plane", .max = 6u << 20};
   struct vsri_decoder hog, small;
   int evicted = 0;

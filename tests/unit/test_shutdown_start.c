@@ -61,14 +61,14 @@ static void s_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plane, 
   if (e->in_del) e->cb_in_del++;
 }
 
-static void drained_at_peer_byte_exact(void **state) {
-  const struct s_backend *b = *state;
-  struct s_env e;
-  memset(&e, 0, sizeof e);
+/* A loop on backend |b| (the test is skipped where io_uring is missing) and a bus on it with a
+ * TCP client listener on any port. */
+static void s_start(struct s_env *e, const struct s_backend *b) {
+  memset(e, 0, sizeof *e);
   struct vsr_loop_options lo;
   vsr_loop_options_default(&lo);
   lo.backend = b->kind;
-  int err = vsr_loop_new(&e.loop, &lo);
+  int err = vsr_loop_new(&e->loop, &lo);
   if (err == VSR_EUNSUPPORTED && b->kind == VSR_IO_URING) {
     print_message("skip %s: io_uring unavailable here\n", b->label);
     skip();
@@ -76,23 +76,43 @@ static void drained_at_peer_byte_exact(void **state) {
   assert_int_equal(err, 0);
   struct vsr_bus_options o;
   vsr_bus_options_default(&o);
-  o.loop = e.loop;
+  o.loop = e->loop;
   o.client_tcp_addr = "127.0.0.1:0";
   struct vsr_bus_callbacks cb = {.on_message = s_on_message, .on_peer_event = s_on_peer_event};
-  assert_int_equal(vsr_bus_new(&e.bus, &o, &cb, &e), 0);
+  assert_int_equal(vsr_bus_new(&e->bus, &o, &cb, e), 0);
+}
+
+/* A TCP client connected to the bus, once the bus reported it (bounded wait). */
+static int s_client(struct s_env *e) {
+  int fd = vsrt_connect(e->addr);
+  assert_true(fd >= 0);
+  uint64_t end = vsrt_now() + 5 * S_SEC;
+  while (e->connected == 0) {
+    assert_true(vsrt_now() < end);
+    vsr_bus_run_once(e->bus, (int64_t)(10 * S_MS));
+  }
+  return fd;
+}
+
+/* Deletes the bus; no callback may run from inside the delete. */
+static void s_del(struct s_env *e) {
+  e->in_del = true;
+  vsr_bus_del(e->bus);
+  e->in_del = false;
+  assert_int_equal(e->cb_in_del, 0);
+}
+
+static void drained_at_peer_byte_exact(void **state) {
+  const struct s_backend *b = *state;
+  struct s_env e;
+  s_start(&e, b);
   assert_int_equal(vsr_bus_listen_addr(e.bus, "tcp", e.addr, sizeof e.addr), 0);
   assert_false(vsr_bus_shutdown_done(e.bus));
   /* The loop is the caller's: the blocking helper refuses and starts nothing. */
   assert_int_equal(vsr_bus_shutdown(e.bus, S_SEC), VSR_EINVAL);
   assert_false(vsr_bus_shutdown_done(e.bus));
 
-  int fd = vsrt_connect(e.addr);
-  assert_true(fd >= 0);
-  uint64_t end = vsrt_now() + 5 * S_SEC;
-  while (e.connected == 0) {
-    assert_true(vsrt_now() < end);
-    vsr_bus_run_once(e.bus, (int64_t)(10 * S_MS));
-  }
+  int fd = s_client(&e);
   static uint8_t want[S_FRAMES * S_SIZE];
   for (uint32_t i = 0; i < S_FRAMES; i++) {
     struct vsr_msg *m = vsr_bus_msg_new(e.bus, S_SIZE);
@@ -108,7 +128,7 @@ static void drained_at_peer_byte_exact(void **state) {
   assert_int_equal(vsr_bus_shutdown_start(e.bus, 2 * S_SEC), 0);
   assert_false(vsr_bus_shutdown_done(e.bus));
   assert_int_equal(vsr_bus_shutdown_start(e.bus, 2 * S_SEC), 0); /* again: no-op */
-  end = vsrt_now() + 5 * S_SEC;
+  uint64_t end = vsrt_now() + 5 * S_SEC;
   while (!vsr_bus_shutdown_done(e.bus)) {
     assert_true(vsrt_now() < end);
     vsr_bus_run_once(e.bus, (int64_t)(10 * S_MS));
@@ -135,10 +155,7 @@ static void drained_at_peer_byte_exact(void **state) {
   close(fd);
 
   /* A done bus is freed without a loop turn: no callback runs inside vsr_bus_del. */
-  e.in_del = true;
-  vsr_bus_del(e.bus);
-  e.in_del = false;
-  assert_int_equal(e.cb_in_del, 0);
+  s_del(&e);
   struct vsr_pool_stats ps;
   vsr_pool_stats(vsr_loop_pool(e.loop), &ps);
   assert_int_equal(ps.live, 0);
@@ -151,30 +168,9 @@ static void drained_at_peer_byte_exact(void **state) {
 static void del_not_done_calls_back_nothing(void **state) {
   const struct s_backend *b = *state;
   struct s_env e;
-  memset(&e, 0, sizeof e);
-  struct vsr_loop_options lo;
-  vsr_loop_options_default(&lo);
-  lo.backend = b->kind;
-  int err = vsr_loop_new(&e.loop, &lo);
-  if (err == VSR_EUNSUPPORTED && b->kind == VSR_IO_URING) {
-    print_message("skip %s: io_uring unavailable here\n", b->label);
-    skip();
-  }
-  assert_int_equal(err, 0);
-  struct vsr_bus_options o;
-  vsr_bus_options_default(&o);
-  o.loop = e.loop;
-  o.client_tcp_addr = "127.0.0.1:0";
-  struct vsr_bus_callbacks cb = {.on_message = s_on_message, .on_peer_event = s_on_peer_event};
-  assert_int_equal(vsr_bus_new(&e.bus, &o, &cb, &e), 0);
+  s_start(&e, b);
   assert_int_equal(vsr_bus_listen_addr(e.bus, "tcp", e.addr, sizeof e.addr), 0);
-  int fd = vsrt_connect(e.addr);
-  assert_true(fd >= 0);
-  uint64_t end = vsrt_now() + 5 * S_SEC;
-  while (e.connected == 0) {
-    assert_true(vsrt_now() < end);
-    vsr_bus_run_once(e.bus, (int64_t)(10 * S_MS));
-  }
+  int fd = s_client(&e);
   for (uint32_t i = 0; i < S_FRAMES; i++) {
     struct vsr_msg *m = vsr_bus_msg_new(e.bus, S_SIZE);
     assert_non_null(m);
@@ -184,10 +180,7 @@ static void del_not_done_calls_back_nothing(void **state) {
     vsr_msg_unref(m);
   }
   assert_false(vsr_bus_shutdown_done(e.bus));
-  e.in_del = true;
-  vsr_bus_del(e.bus);
-  e.in_del = false;
-  assert_int_equal(e.cb_in_del, 0);
+  s_del(&e);
   assert_int_equal(e.lost, 0); /* the LOST of a deleted bus is not reported */
   struct vsr_pool_stats ps;
   vsr_pool_stats(vsr_loop_pool(e.loop), &ps);
@@ -207,32 +200,14 @@ static void del_not_done_calls_back_nothing(void **state) {
 static void idle_start_done_del(void **state) {
   const struct s_backend *b = *state;
   struct s_env e;
-  memset(&e, 0, sizeof e);
-  struct vsr_loop_options lo;
-  vsr_loop_options_default(&lo);
-  lo.backend = b->kind;
-  int err = vsr_loop_new(&e.loop, &lo);
-  if (err == VSR_EUNSUPPORTED && b->kind == VSR_IO_URING) {
-    print_message("skip %s: io_uring unavailable here\n", b->label);
-    skip();
-  }
-  assert_int_equal(err, 0);
-  struct vsr_bus_options o;
-  vsr_bus_options_default(&o);
-  o.loop = e.loop;
-  o.client_tcp_addr = "127.0.0.1:0";
-  struct vsr_bus_callbacks cb = {.on_message = s_on_message, .on_peer_event = s_on_peer_event};
-  assert_int_equal(vsr_bus_new(&e.bus, &o, &cb, &e), 0);
+  s_start(&e, b);
   assert_int_equal(vsr_bus_shutdown_start(e.bus, S_SEC), 0);
   int turns = 0;
   while (!vsr_bus_shutdown_done(e.bus)) {
     assert_true(turns++ < 100); /* bounded by a count, not a clock */
     vsr_bus_run_once(e.bus, (int64_t)(10 * S_MS));
   }
-  e.in_del = true;
-  vsr_bus_del(e.bus);
-  e.in_del = false;
-  assert_int_equal(e.cb_in_del, 0);
+  s_del(&e);
   assert_int_equal(e.connected + e.lost, 0);
   vsr_loop_del(e.loop);
 }
