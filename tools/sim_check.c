@@ -26,8 +26,13 @@ void sim_fail(struct run *run, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "FAIL seed=%" PRIu64 " t=%.6fs: %s\n", run->seed, vsec(run), msg);
-  fprintf(stderr, "  replay: vsrbus sim --seed %" PRIu64 "%s --verbose\n", run->seed,
-          run->quic ? " --quic" : "");
+  char forced[96] = ""; /* the shape the command line forced: part of the replay */
+  if (run->force_nr) snprintf(forced + strlen(forced), 24, " --replicas %u", run->force_nr);
+  if (run->force_nc) snprintf(forced + strlen(forced), 24, " --clients %u", run->force_nc);
+  if (run->force_max) snprintf(forced + strlen(forced), 24, " --max-frame %u", run->force_max);
+  if (run->force_ka >= 0) snprintf(forced + strlen(forced), 24, " --keepalive %d", run->force_ka);
+  fprintf(stderr, "  replay: vsrbus sim --seed %" PRIu64 "%s%s%s --verbose\n", run->seed, forced,
+          run->quic ? " --quic" : "", run->fixed ? " --fixed-primary" : "");
   fprintf(stderr, "  last events:\n");
   uint32_t n = run->ring_n < SIM_RING ? run->ring_n : SIM_RING;
   for (uint32_t i = run->ring_n - n; i < run->ring_n; i++) {
@@ -86,11 +91,19 @@ void sim_link_deliver(struct run *run, struct link *l, uint32_t recv_epoch,
     for (uint32_t c = 0; c < l->ncand; c++) {
       if (c == 0 || l->cand_epoch[c] < after) after = l->cand_epoch[c];
     }
-    for (size_t k = 0; k < l->len && n < LINK_CANDS; k++) {
+    /* Every match counts; past LINK_CANDS the newest are kept (a restarted replica whose new
+     * connections a peer refused as duplicates began each with the same RequestStartView:
+     * the receiver's connection is the newest of them; found with seed 1209). */
+    for (size_t k = 0; k < l->len; k++) {
       const struct rec *r = link_at(l, k);
       bool first = k == 0 || link_at(l, k - 1)->epoch < r->epoch;
       bool later = !l->started || r->epoch > after;
       if (first && later && r->hash == h && r->size == m->size) {
+        if (n == LINK_CANDS) {
+          memmove(pos, pos + 1, (LINK_CANDS - 1) * sizeof *pos);
+          memmove(ep, ep + 1, (LINK_CANDS - 1) * sizeof *ep);
+          n--;
+        }
         pos[n] = k + 1;
         ep[n++] = r->epoch;
       }
@@ -178,7 +191,7 @@ void sim_replica_tap(void *ctx, enum vsr_plane plane, uint64_t peer, const struc
       sim_note(run, "replica %u: sent %s %u B to replica %" PRIu64 " (connection %u, %016" PRIx64 ")",
            r->idx, vsr_command_name(rec.cmd), rec.size, peer, rec.epoch, rec.hash);
     }
-    if (rec.cmd == VSR_CMD_PREPARE) {
+    if (rec.cmd == VSR_CMD_PREPARE && run->fixed) { /* failover: commits are checked */
       const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)m->data;
       prep_check(run, p->op, rec.hash, "primary");
     }
@@ -213,7 +226,7 @@ void sim_replica_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plan
            sim_frame_hash(msg));
     }
     if (peer < run->nr) sim_link_deliver(run, &run->rl[peer][r->idx], r->epoch[peer], msg, who);
-    if (msg->data[60] == VSR_CMD_PREPARE) {
+    if (msg->data[60] == VSR_CMD_PREPARE && run->fixed) {
       const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)msg->data;
       uint64_t h = sim_frame_hash(msg);
       snprintf(who, sizeof who, "replica %u", r->idx);
@@ -231,7 +244,7 @@ void sim_replica_on_message(void *user, struct vsr_bus *bus, enum vsr_plane plan
     if (r->sm.commit > r->seen_commit) r->seen_commit = r->sm.commit;
     return;
   }
-  if (msg->data[60] == VSR_CMD_REQUEST) {
+  if (msg->data[60] == VSR_CMD_REQUEST && run->fixed) {
     const struct vsr_request_header *rq = (const struct vsr_request_header *)msg->data;
     uint32_t ci = (uint32_t)(rq->client.lo & 0xffff), inc = (uint32_t)(rq->client.lo >> 16);
     if (ci < run->nc && run->c[ci].incarnation == inc && !run->c[ci].dead) {

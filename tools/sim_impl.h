@@ -44,7 +44,8 @@ struct rec {
   uint8_t cmd;
 };
 
-#define LINK_CANDS 4
+#define LINK_CANDS 8
+#define SIM_SUB_MAX 4 /* requests a session client keeps submitted at most */
 
 struct link {
   struct rec *v;
@@ -81,6 +82,11 @@ struct replica {
   uint64_t seen_commit;  /* backups: commit number already checked */
   uint64_t *held;        /* backups: Prepare hash per op received this incarnation */
   size_t held_cap;
+  /* Failover mode: this incarnation's commits, as the state machine's commit hook saw them. */
+  uint64_t committed;    /* the newest op committed (0: none yet) */
+  uint64_t base;         /* the first op of its contiguous run of commits (a state transfer
+                            starts a new run: ops below it are not this replica's to show) */
+  uint32_t vc_view;      /* the last view this replica was checked as a new primary in */
 };
 
 struct sclient {
@@ -101,6 +107,28 @@ struct sclient {
   struct link up, down;
   uint64_t replies;
   uint64_t sent; /* vsr_client_send calls accepted, this incarnation */
+  /* Failover mode (session SDK): the requests submitted and not completed, oldest first (the
+   * SDK completes them in submission order); one reference each. */
+  struct vsr_msg *sub[SIM_SUB_MAX];
+  uint32_t sub_head, sub_len;
+  uint64_t next_id; /* the request_checksum word stamped on the next request */
+};
+
+/* One committed op, as the first replica to commit it saw it (failover mode). */
+struct committed {
+  vsr_u128 checksum; /* the Prepare's identity (zero: no replica committed the op yet) */
+  vsr_u128 request_checksum;
+  uint64_t client; /* the client id's low word: index | incarnation << 16 */
+  uint64_t request;
+  uint8_t operation;
+  uint8_t replica; /* who committed it first */
+  uint32_t view;   /* the lowest view a replica was in when it committed the op (>= the view
+                      the op was committed in) */
+};
+
+/* A request whose Reply the SDK returned to its client (failover mode). */
+struct acked {
+  uint64_t client, request, op;
 };
 
 struct run {
@@ -122,18 +150,34 @@ struct run {
   uint32_t force_max; /* --max-frame (0: drawn) */
   int force_ka;       /* --keepalive (-1: drawn) */
   bool quic;          /* --quic: odd clients over QUIC; no trace hash (GnuTLS randomness) */
+  bool fixed;         /* --fixed-primary: the issue-14 mode (replica 0 primary for good, raw
+                         clients without sessions, the primary never crashed) */
+  /* failover mode, drawn from the seed */
+  uint64_t primary_timeout_ns; /* the state machine's: a few hundred virtual ms */
+  uint64_t request_timeout_ns; /* the SDK's: then the request goes to the next replica */
+  bool stop_load;              /* converging after the heal: no new requests */
+  uint32_t p_primary;          /* a fault aimed at the primary, per tick, per million */
   /* state */
   struct replica r[SIM_R_MAX];
   struct sclient c[SIM_C_MAX];
   const char *addrs[SIM_R_MAX];
   char addr_buf[SIM_R_MAX][32];
   char client_addr[32];
+  const char *caddrs[SIM_R_MAX]; /* failover mode: every replica's client address (SDK) */
+  char caddr_buf[SIM_R_MAX][32];
+  const char *qaddrs[SIM_R_MAX]; /* the same over QUIC (--quic) */
+  char qaddr_buf[SIM_R_MAX][32];
   char quic_addr[32];
   uint8_t secret[32];
   vsr_u128 cluster;
   struct link rl[SIM_R_MAX][SIM_R_MAX];
   uint64_t *prep; /* op -> Prepare hash, as the primary sent it */
   size_t prep_cap;
+  struct committed *cm; /* failover mode: op -> the committed Prepare */
+  size_t cm_cap;
+  uint64_t cm_hi;       /* the highest op any replica committed */
+  struct acked *acks;   /* failover mode: every request acknowledged to a client */
+  size_t acks_len, acks_cap;
   /* results */
   bool failed;
   char ring[SIM_RING][200];
@@ -142,6 +186,8 @@ struct run {
   uint64_t delivered;
   uint64_t replies;
   uint64_t quic_conns; /* client connections the replicas saw over QUIC (--quic) */
+  uint64_t view_changes, evictions, timeouts; /* failover mode */
+  uint32_t view_max;
   bool verbose;
 };
 
@@ -156,6 +202,8 @@ struct result {
   uint32_t nc;
   bool quic; /* no trace hash: GnuTLS's randomness is not the seed's */
   uint64_t quic_conns;
+  bool fixed;
+  uint64_t view_changes, acked;
 };
 
 struct opts {
@@ -166,6 +214,7 @@ struct opts {
   uint32_t max_frame;
   int keepalive;
   bool quic;
+  bool fixed; /* --fixed-primary */
 };
 
 static inline double vsec(const struct run *run) { return (double)vsri_sim_now(run->w) / 1e9; }
@@ -192,6 +241,17 @@ void sim_replica_free(struct replica *r);
 int sim_client_start(struct run *run, struct sclient *c);
 void sim_client_free(struct sclient *c, bool loop_too);
 void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out);
+
+/* sim_acks.c: the failover mode's invariants */
+void sim_on_commit(void *ctx, const struct vsr_msg *prepare);
+void sim_check_prepare(struct run *run, const struct vsr_msg *m, const char *who);
+void sim_on_reply(void *arg, struct vsr_client *vc, int status, struct vsr_msg *reply);
+int sim_primary(const struct run *run);
+bool sim_recovering(const struct replica *r);
+uint32_t sim_replicas_out(const struct run *run);
+void sim_check_acked(struct run *run);
+void sim_check_views(struct run *run);
+void sim_sm_say(void *ctx, const char *line);
 
 /* sim_load.c */
 void sim_fault_tick(struct run *run);

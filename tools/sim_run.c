@@ -53,12 +53,23 @@ int sim_replica_start(struct run *run, struct replica *r) {
   vsri_bus_set_send_tap(r->bus, sim_replica_tap, r);
   err = vsr_sm_init(&r->sm, r->bus, r->idx, run->nr, run->cluster);
   if (err) return err;
-  /* The simulated clients send raw Requests to replica 0 without a session, and the checks
-   * assume a fixed primary: no view change, every replica normal from the start, clients
-   * without a session served (vsrbus demo exercises sessions and view changes). */
-  r->sm.status = VSR_SM_NORMAL;
-  r->sm.primary_timeout_ns = 3600ull * 1000000000ull;
-  r->sm.sessions_optional = true;
+  if (run->fixed) {
+    /* --fixed-primary: the clients send raw Requests to replica 0 without a session, and the
+     * checks assume a fixed primary: no view change, every replica normal from the start,
+     * clients without a session served. */
+    r->sm.status = VSR_SM_NORMAL;
+    r->sm.primary_timeout_ns = 3600ull * 1000000000ull;
+    r->sm.sessions_optional = true;
+  } else {
+    /* Failover: the real thing. A (re)started replica recovers (memory only), a backup that
+     * hears nothing from the primary for primary_timeout_ns starts a view change, clients
+     * register sessions; every commit goes through the checks of sim_acks.c. */
+    r->sm.primary_timeout_ns = run->primary_timeout_ns;
+    r->sm.on_commit = sim_on_commit;
+    r->sm.on_commit_ctx = r;
+  }
+  r->committed = r->base = 0;
+  r->vc_view = 0;
   r->up = true;
   r->tapped = 0;
   r->handshake_frames = 0;
@@ -86,6 +97,11 @@ static void client_on_message(void *user, struct vsr_client *vc, struct vsr_msg 
   (void)vc;
   struct sclient *c = user;
   struct run *run = c->run;
+  if (!run->fixed) { /* session mode: Replies, PongClients and Evictions go to the SDK */
+    sim_fail(run, "client %u.%u: unexpected %s frame", c->idx, c->incarnation,
+             vsr_command_name(msg->data[60]));
+    return;
+  }
   char who[64];
   snprintf(who, sizeof who, "link replica 0 -> client %u", c->idx);
   sim_link_deliver(run, &c->down, 0, msg, who);
@@ -136,6 +152,23 @@ int sim_client_start(struct run *run, struct sclient *c) {
   o.max_message_size = 2u << 20;
   o.queue_capacity = 64;
   c->incarnation++;
+  if (!run->fixed) {
+    /* The session SDK: every replica's address, Register, request numbers, resends to the
+     * next replica, the view followed, heartbeat and liveness, on short virtual timeouts. */
+    o.session = true;
+    o.addrs = run->quic && c->idx % 2 == 1 ? run->qaddrs : run->caddrs;
+    o.addr_count = run->nr;
+    o.cluster = run->cluster;
+    o.client_id = vsr_u128_from_u64((uint64_t)c->idx | (uint64_t)c->incarnation << 16);
+    o.max_pending = SIM_SUB_MAX;
+    o.request_timeout_ns = run->request_timeout_ns;
+    o.request_deadline_ns = 30 * SIM_S;
+    o.reconnect_min_ns = 20 * SIM_MS;
+    o.reconnect_max_ns = 500 * SIM_MS;
+    o.heartbeat_period_ns = 250 * SIM_MS;
+    o.liveness_timeout_ns = 1500 * SIM_MS;
+    c->sub_head = c->sub_len = 0;
+  }
   c->dead = false;
   c->crashed = false;
   c->state = 0;
@@ -156,16 +189,23 @@ void sim_client_free(struct sclient *c, bool loop_too) {
      * still queued. */
     struct vsri_client_counts k;
     vsri_client_counts(c->c, &k);
-    if (k.frames_queued != c->sent ||
+    /* A session client also queues frames of its own (Register, PingClient, resends): only
+     * the balance is checked there. */
+    if ((c->run->fixed && k.frames_queued != c->sent) ||
         k.frames_queued != k.frames_out + k.frames_dropped + k.queue_depth) {
       sim_fail(c->run, "client %u.%u: %" PRIu64 " sends accepted, the SDK counted %" PRIu64
            " queued = %" PRIu64 " sent + %" PRIu64 " dropped + %u still queued", c->idx,
            c->incarnation, c->sent, k.frames_queued, k.frames_out, k.frames_dropped,
            k.queue_depth);
     }
-    vsr_client_del(c->c);
+    vsr_client_del(c->c); /* session mode: what is still submitted completes, canceled */
   }
   c->c = NULL;
+  while (c->sub_len > 0) { /* nothing should be left; never leak it */
+    vsr_msg_unref(c->sub[c->sub_head]);
+    c->sub_head = (c->sub_head + 1) % SIM_SUB_MAX;
+    c->sub_len--;
+  }
   if (loop_too && c->loop) {
     vsr_loop_del(c->loop);
     c->loop = NULL;
@@ -198,6 +238,13 @@ static void draw(struct run *run) {
   run->p_reset = storm * (uint32_t)vsri_sim_below(w, 1000);
   run->p_crash = storm * (uint32_t)vsri_sim_below(w, 500);
   run->p_heal = 2000 + (uint32_t)vsri_sim_below(w, 20000);
+  if (!run->fixed) { /* drawn last: the draws above stay what they were */
+    run->primary_timeout_ns = 200 * SIM_MS + vsri_sim_below(w, 400 * SIM_MS);
+    run->request_timeout_ns = 200 * SIM_MS + vsri_sim_below(w, 800 * SIM_MS);
+    /* Faults aimed at the primary (a crash or an isolating partition), per tick, per million:
+     * up to about two per second of the fault phase, so most seeds change views. */
+    run->p_primary = storm * (uint32_t)vsri_sim_below(w, 2500);
+  }
 }
 
 static int step(struct run *run, uint64_t until) {
@@ -316,6 +363,10 @@ static void setup(struct run *run) {
     r->host = vsri_sim_host_new(run->w, ip);
     snprintf(run->addr_buf[i], sizeof run->addr_buf[i], "10.0.0.%u:%d", i + 1u, SIM_REPLICA_PORT);
     run->addrs[i] = run->addr_buf[i];
+    snprintf(run->caddr_buf[i], sizeof run->caddr_buf[i], "10.0.0.%u:%d", i + 1u, SIM_CLIENT_PORT);
+    run->caddrs[i] = run->caddr_buf[i];
+    snprintf(run->qaddr_buf[i], sizeof run->qaddr_buf[i], "10.0.0.%u:%d", i + 1u, SIM_QUIC_PORT);
+    run->qaddrs[i] = run->qaddr_buf[i];
   }
   snprintf(run->client_addr, sizeof run->client_addr, "10.0.0.1:%d", SIM_CLIENT_PORT);
   snprintf(run->quic_addr, sizeof run->quic_addr, "10.0.0.1:%d", SIM_QUIC_PORT);
@@ -352,8 +403,53 @@ static void fail_links(struct run *run, uint64_t since, uint64_t bound) {
        run->c[0].state, run->c[0].inflight);
 }
 
+static void replica_line(const struct run *run, char *buf, size_t len) {
+  buf[0] = 0;
+  for (uint16_t i = 0; i < run->nr; i++) {
+    const struct replica *r = &run->r[i];
+    static const char *st[] = {"normal", "view-change", "recovering"};
+    snprintf(buf + strlen(buf), len - strlen(buf), " r%u:%s/v%u/op%" PRIu64 "/commit%" PRIu64, i,
+             r->up ? st[r->sm.status % 3] : "down", r->sm.view, r->sm.op, r->sm.commit);
+  }
+}
+
+/* Failover mode, after the cluster committed again: the workload stops, and every replica
+ * must come to the primary's view and commit within |bound|; then the acknowledged requests
+ * are checked on all of them (sim_check_acked). */
+static void converge(struct run *run, uint64_t bound) {
+  uint64_t t0 = vsri_sim_now(run->w);
+  run->stop_load = true;
+  while (!run->failed) {
+    if (step(run, vsri_sim_now(run->w) + SIM_TICK_NS)) return;
+    sim_check_views(run);
+    int p = run->failed ? -1 : sim_primary(run);
+    bool all = p >= 0 && run->r[p].sm.commit == run->r[p].sm.op;
+    for (uint16_t i = 0; i < run->nr && all; i++) {
+      const struct replica *r = &run->r[i];
+      if (!r->up || r->sm.status != VSR_SM_NORMAL || r->sm.view != run->r[p].sm.view ||
+          r->sm.commit != run->r[p].sm.commit) {
+        all = false;
+      }
+    }
+    if (all) {
+      sim_note(run, "heal: every replica in view %u at commit %" PRIu64 " after %.3f s",
+               run->r[p].sm.view, run->r[p].sm.commit,
+               (double)(vsri_sim_now(run->w) - t0) / 1e9);
+      sim_check_acked(run);
+      return;
+    }
+    if (vsri_sim_now(run->w) > t0 + bound) {
+      char line[400];
+      replica_line(run, line, sizeof line);
+      sim_fail(run, "heal: the replicas did not reach one view and commit within %.1f s:%s",
+               (double)bound / 1e9, line);
+    }
+  }
+}
+
 /* After the heal: every replica pair authenticated within |bound|, then a new Reply within
- * 5 s. */
+ * 5 s (fixed primary) or 10 s (failover: a view change, and the clients find the primary);
+ * then, failover mode, the replicas converge and the acknowledged requests are checked. */
 static void heal_phase(struct run *run, uint64_t heal_at, uint64_t bound) {
   sim_note(run, "heal");
   vsri_sim_heal(run->w);
@@ -363,13 +459,20 @@ static void heal_phase(struct run *run, uint64_t heal_at, uint64_t bound) {
   while (!run->failed) {
     if (step(run, vsri_sim_now(run->w) + SIM_TICK_NS)) break;
     sim_restart_due(run, false);
+    if (!run->fixed) sim_check_views(run);
     sim_workload_tick(run);
     uint64_t now = vsri_sim_now(run->w);
     if (linked_at) {
-      if (run->replies > commits0) break; /* the cluster commits again */
-      if (now > linked_at + 5 * SIM_S) {
-        sim_fail(run, "heal: no Reply within 5 s after every link was up (primary op %" PRIu64
-             ", commit %" PRIu64 ")", run->r[0].sm.op, run->r[0].sm.commit);
+      if (run->replies > commits0) { /* the cluster commits again */
+        if (!run->fixed) converge(run, 10 * SIM_S);
+        break;
+      }
+      uint64_t commit_bound = (run->fixed ? 5 : 10) * SIM_S;
+      if (now > linked_at + commit_bound) {
+        char line[400];
+        replica_line(run, line, sizeof line);
+        sim_fail(run, "heal: no Reply within %.0f s after every link was up:%s",
+                 (double)commit_bound / 1e9, line);
       }
       continue;
     }
@@ -397,6 +500,8 @@ static void teardown(struct run *run, int64_t live0) {
     for (uint16_t j = 0; j < SIM_R_MAX; j++) sim_link_clear(&run->rl[i][j]);
   }
   free(run->prep);
+  free(run->cm);
+  free(run->acks);
   int64_t live1 = vsri_alloc_live();
   if (!run->failed && live1 != live0) {
     sim_fail(run, "after every host shut down, %" PRId64 " allocation(s) are not freed",
@@ -416,7 +521,9 @@ void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
   run->force_max = opt->max_frame;
   run->force_ka = opt->keepalive;
   run->quic = opt->quic;
+  run->fixed = opt->fixed;
   sim_g_run = run;
+  vsr_sm_set_say(sim_sm_say, NULL);
   struct vsri_sim_net net;
   draw_net(run, seed, &net);
   vsri_sim_new(&run->w, seed, &net);
@@ -429,6 +536,7 @@ void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
     if (step(run, vsri_sim_now(run->w) + SIM_TICK_NS)) break;
     sim_fault_tick(run);
     if (sim_restart_due(run, false)) break;
+    if (!run->fixed) sim_check_views(run);
     sim_workload_tick(run);
   }
   /* Bound: a reconnect period to redial, a connect timeout for a dial begun in the partition,
@@ -444,10 +552,12 @@ void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
                          .sim_s = (double)(sim_end - 1000000000ull) / 1e9,
                          .delivered = run->delivered, .replies = run->replies,
                          .nr = run->nr, .nc = run->nc, .quic = run->quic,
-                         .quic_conns = run->quic_conns};
+                         .quic_conns = run->quic_conns, .fixed = run->fixed,
+                         .view_changes = run->view_changes, .acked = run->acks_len};
   memcpy(out->faults, run->faults, sizeof out->faults);
   vsri_random_set_hook(NULL, NULL);
   vsr_sm_set_clock(NULL, NULL);
+  vsr_sm_set_say(NULL, NULL);
   vsri_sim_del(run->w);
   sim_g_run = NULL;
   free(run);

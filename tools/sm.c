@@ -21,6 +21,24 @@ void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx) {
   sm_clock_ctx = ctx;
 }
 
+static void (*sm_say_fn)(void *ctx, const char *line);
+static void *sm_say_ctx;
+
+void vsr_sm_set_say(void (*fn)(void *ctx, const char *line), void *ctx) {
+  sm_say_fn = fn;
+  sm_say_ctx = ctx;
+}
+
+void vsr_sm_say(const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (sm_say_fn) sm_say_fn(sm_say_ctx, msg);
+  else fprintf(stderr, "vsrbus node: %s\n", msg);
+}
+
 static uint64_t sm_realtime_ns(void) {
   if (sm_clock_fn) return sm_clock_fn(sm_clock_ctx);
   struct timespec ts;
@@ -107,7 +125,11 @@ static struct vsr_msg *sm_build_pong(struct vsr_sm *sm, const struct vsr_msg *pi
   out->command = command;
   out->cluster = in->cluster;
   out->replica = sm->replica;
-  out->view = sm->view;
+  /* Only a view that exists: a replica in a view change (or recovering) names the last view
+   * it was normal in. A client follows the highest view it hears, so naming a view change that
+   * then failed (its new primary crashed) sent every client to a primary that never was, for
+   * good (found by vsrbus sim, seed 5383 --replicas 3). */
+  out->view = sm->status == VSR_SM_NORMAL ? sm->view : sm->log_view;
   memcpy(out->reserved_command, in->reserved_command, sizeof out->reserved_command);
   return m;
 }
@@ -124,7 +146,7 @@ static void sm_log_drop_line(const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (vsr_log_get_format() == VSR_LOG_JSON) vsr_log_event(VSR_LOG_WARN, "VSR-DROP", "%s", msg);
-  else fprintf(stderr, "vsrbus node: VSR-DROP %s\n", msg);
+  else vsr_sm_say("VSR-DROP %s", msg);
 }
 
 /* The drops the bus cannot see (it logs its own, VSR-DROP too): a Request refused because the
@@ -244,8 +266,19 @@ void vsr_sm_extend(struct vsr_sm *sm) {
     sm->op++;
     last = e;
   }
+  /* A backup's log is its view's (log_view) only once it holds every op of the StartView it
+   * adopted; until then it acknowledges nothing. Taking the view at once let a backup whose
+   * log stopped at a hole claim that view's log in the next view change and win with its few
+   * ops over replicas of the view before, truncating ops committed there (found by vsrbus
+   * sim, seed 12069 --replicas 5 --max-frame 1048576). */
+  if (sm->lv_pending && sm->op >= sm->lv_target) {
+    sm->log_view = sm->view;
+    sm->lv_pending = false;
+  }
   /* One PrepareOk for the newest: it vouches for every op up to it (cumulative). */
-  if (backup && last && last->op > sm->commit) vsr_sm_send_prepare_ok(sm, last);
+  if (backup && !sm->lv_pending && last && last->op > sm->commit) {
+    vsr_sm_send_prepare_ok(sm, last);
+  }
   if (sm->op > sm->repair_target) sm->repair_target = sm->op;
 }
 
@@ -284,6 +317,7 @@ void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
     if (!e) break;
     sm->commit++;
     struct vsr_msg *reply = vsr_sm_table_apply(sm, e);
+    if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e->prepare);
     if (sm->dump) sm_dump(sm, (const struct vsr_prepare_header *)e->prepare->data);
     if (primary) {
       const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
@@ -524,6 +558,7 @@ static void sm_on_resend_timer(void *ctx) {
 
 void vsr_sm_on_replica_up(struct vsr_sm *sm, uint8_t id) {
   if (!sm->pipe || id == sm->replica || id >= sm->replica_count) return;
+  sm->repair_queued[id] = 0; /* a new link: nothing of ours is queued to it */
   vsr_sm_vc_replica_up(sm, id);
   if (sm->status != VSR_SM_NORMAL || !vsr_sm_is_primary(sm)) return;
   /* Whatever was queued on its previous link may be gone: every uncommitted op it has not
@@ -554,7 +589,8 @@ static void sm_backup_prepare(struct vsr_sm *sm, uint8_t from, struct vsr_msg *m
   sm->heard_ns = vsr_sm_now(sm);
   if (p->op <= sm->op) {
     struct vsr_sm_entry *e = vsr_sm_have(sm, p->op), *head = vsr_sm_have(sm, sm->op);
-    if (e && head && sm->op > sm->commit && vsr_u128_eq(e->checksum, p->checksum)) {
+    if (e && head && sm->op > sm->commit && !sm->lv_pending &&
+        vsr_u128_eq(e->checksum, p->checksum)) {
       vsr_sm_send_prepare_ok(sm, head); /* a resend: our PrepareOk may have been lost */
     }
   } else if (p->op - sm->commit < VSR_SM_LOG) {
@@ -596,8 +632,20 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
     sm->ignored++;
     return;
   }
-  /* Any frame of our view from its primary shows the primary alive (a backup's timeout). */
-  if (h->view == sm->view && from == vsr_sm_primary_of(sm, sm->view)) {
+  /* Any frame of our view from its primary shows the primary alive (a backup's timeout), but
+   * a RequestStartView (or a Ping or Pong) may come from a primary that restarted and is
+   * recovering: it lost its state, and counting its recovery as its heartbeat kept the backups
+   * from ever electing another, so it never recovered (found by vsrbus sim, seed 1073). */
+  bool from_primary = from == vsr_sm_primary_of(sm, sm->view);
+  bool prepare = h->command == VSR_CMD_PREPARE || h->command == VSR_CMD_REPAIR_PREPARE;
+  /* A Prepare or RepairPrepare keeps the view it was prepared in: one of an older view from
+   * our primary (an inherited op, or repair traffic that fills our queue so that its Commit
+   * heartbeat finds no room) shows it alive too. Without it, a backup catching up on 1 MiB
+   * Prepares timed out on a live primary again and again, and its StartViewChanges took the
+   * cluster through a view change every primary timeout (found by vsrbus sim, seed 2703). */
+  if (from_primary && ((h->view == sm->view && h->command != VSR_CMD_REQUEST_START_VIEW &&
+                        h->command != VSR_CMD_PING && h->command != VSR_CMD_PONG) ||
+                       (prepare && h->view < sm->view))) {
     sm->heard_ns = vsr_sm_now(sm);
   }
   switch (h->command) {
@@ -647,7 +695,9 @@ static void sm_single_request(struct vsr_sm *sm, uint64_t client, const struct v
     return;
   }
   sm->commit = ++sm->op;
-  sm_send_reply(sm, client, vsr_sm_table_apply(sm, &e));
+  struct vsr_msg *reply = vsr_sm_table_apply(sm, &e);
+  if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e.prepare);
+  sm_send_reply(sm, client, reply);
   vsr_msg_unref(e.prepare);
 }
 

@@ -35,6 +35,11 @@
 #define VSR_SM_CLIENTS_MAX 1024 /* client table entries (default clients_max) */
 #define VSR_SM_REPLIES 64       /* cached Replies per client: duplicates of its last 64 */
 #define VSR_SM_REPAIR_BATCH 256 /* RepairPrepares sent for one RequestPrepares at most */
+/* ... and at most this many bytes of them: 256 copies of 1 MiB Prepares, asked again every
+ * tick while the previous answer was still queued, took the node's whole memory_max; the log
+ * then released the very ops being repaired, and a recovering backup never caught up (found by
+ * vsrbus sim, seed 151). The asker asks for the next range as soon as RepairDone arrives. */
+#define VSR_SM_REPAIR_BYTES (4u << 20)
 
 enum vsr_sm_status {
   VSR_SM_NORMAL = 0,
@@ -125,6 +130,9 @@ struct vsr_sm {
   struct vsr_msg *dvc_best_msg;  /* its DoViewChange (NULL: our own log) */
   uint64_t commit_max;           /* highest op known committed (commit <= commit_max) */
   uint64_t view_start_op;        /* primary: Requests wait until commit reaches it */
+  bool sv_pending;               /* new primary: StartView not sent yet, its log has holes */
+  bool lv_pending;               /* backup: the StartView's log is not whole here yet */
+  uint64_t lv_target;            /* ... until op reaches this (the StartView's op) */
   uint8_t repair_from;           /* replica asked for missing Prepares */
   uint64_t repair_target;        /* newest op known to exist (repair up to it) */
   uint64_t repair_hi;            /* end of the range last asked for */
@@ -138,11 +146,16 @@ struct vsr_sm {
   uint64_t recover_op;           /* after recovery: no view-change vote until op reaches it */
   uint64_t view_changes;         /* views this replica entered normal status in (after 0) */
   uint64_t repairs_sent, repairs_received, recoveries;
+  uint64_t repair_queued[VSR_SM_MAX_REPLICAS]; /* newest op queued to each in a repair answer */
   FILE *dump;                    /* --dump-commits: a line per committed op (NULL: off) */
   /* Set after vsr_sm_init, before traffic (vsrbus sim): a client that never registered is
    * served without the table, as by a single replica. Default false: Eviction NoSession. */
   bool sessions_optional;
   struct vsr_msg *loose_reply;   /* the last Reply to such a client (held until the next) */
+  /* Called for every op this replica commits, in op order, with its Prepare (borrowed), before
+   * the client is answered (vsrbus sim checks every replica's commits; NULL: none). */
+  void (*on_commit)(void *ctx, const struct vsr_msg *prepare);
+  void *on_commit_ctx;
 };
 
 /* Sets up |sm| for replica |replica| of |count| in cluster |cluster|, on |bus|'s loop (timers
@@ -173,6 +186,12 @@ struct vsr_msg *vsr_sm_build_reply(struct vsr_bus *bus, const struct vsr_msg *re
 /* Replaces the wall clock that stamps Replies and Commits (NULL: CLOCK_REALTIME): the
  * simulator stamps them with virtual time so a seed's frames are the same bytes every run. */
 void vsr_sm_set_clock(uint64_t (*fn)(void *ctx), void *ctx);
+
+/* Replaces where the state machine's own lines go (VSR-VIEW, VSR-DROP; NULL: stderr with the
+ * "vsrbus node: " prefix): the simulator keeps them in its event ring. */
+void vsr_sm_set_say(void (*fn)(void *ctx, const char *line), void *ctx);
+/* One such line (printf format). */
+void vsr_sm_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- internal: shared by sm.c, sm_table.c and sm_vc.c ---------------------------------- */
 

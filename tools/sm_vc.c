@@ -30,7 +30,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+
+#include "util/random.h"
 
 static void vc_on_tick(void *ctx);
 
@@ -43,7 +44,8 @@ int vsr_sm_vc_init(struct vsr_sm *sm) {
   if (vsr_timer_new(&sm->tick_timer, vsr_bus_loop(sm->bus), vc_on_tick, sm) != 0) {
     return VSR_ENOMEM;
   }
-  if (getrandom(&sm->incarnation, sizeof sm->incarnation, 0) != (ssize_t)sizeof sm->incarnation) {
+  /* Through the library's one source of randomness: seeded in vsrbus sim. */
+  if (vsri_random_bytes(&sm->incarnation, sizeof sm->incarnation) != 0) {
     sm->incarnation = (vsr_u128){vsr_sm_now(sm), sm->replica};
   }
   sm->incarnation.lo |= 1; /* never zero */
@@ -204,7 +206,7 @@ static void vc_on_request_prepares(struct vsr_sm *sm, uint8_t from, const struct
     vsr_msg_unref(m);
     lo = floor;
   }
-  struct vsr_peer_stats ps;
+  struct vsr_peer_stats ps = {0};
   uint32_t room = 0;
   if (vsr_bus_peer_stats(sm->bus, VSR_PLANE_REPLICA, from, &ps) == 0 &&
       ps.queue_depth < ps.queue_capacity) {
@@ -212,18 +214,32 @@ static void vc_on_request_prepares(struct vsr_sm *sm, uint8_t from, const struct
   }
   room = room > 0 ? room - 1 : 0; /* one slot stays for the RepairDone */
   if (room > VSR_SM_REPAIR_BATCH) room = VSR_SM_REPAIR_BATCH;
-  uint64_t last = lo - 1, op;
-  for (op = lo; op <= r->to_op && room > 0; op++) {
+  /* The asker asks again every tick until the ops arrive: ops an earlier answer queued to it
+   * and still in its queue are not queued again (they were, up to 19 times each, and a
+   * recovering backup on a busy link fell further behind than it caught up: found by vsrbus
+   * sim, seed 151). An empty queue sent them all: asked again, they go again (a reset link
+   * loses its queue). */
+  if (ps.queue_depth > 0 && sm->repair_queued[from] >= lo) {
+    if (sm->repair_queued[from] >= r->to_op) return; /* all queued: its RepairDone follows */
+    lo = sm->repair_queued[from] + 1;
+  }
+  uint64_t last = lo - 1, op, bytes = 0;
+  for (op = lo; op <= r->to_op && room > 0 && bytes < VSR_SM_REPAIR_BYTES; op++) {
     struct vsr_sm_entry *e = vsr_sm_have(sm, op);
     if (!e) continue;
     last = op;
+    bytes += e->prepare->size;
     struct vsr_msg *m = vsr_bus_msg_new(sm->bus, e->prepare->size);
     if (!m) break;
     memcpy(m->data, e->prepare->data, e->prepare->size);
     m->data[offsetof(struct vsr_header, command)] = VSR_CMD_REPAIR_PREPARE;
     vsr_frame_seal(m->data); /* the identity reads the command as Prepare: unchanged */
-    if (vsr_bus_send_to_replica(sm->bus, from, m) == 0) sm->repairs_sent++;
-    else room = 0;
+    if (vsr_bus_send_to_replica(sm->bus, from, m) == 0) {
+      sm->repairs_sent++;
+      sm->repair_queued[from] = op;
+    } else {
+      room = 0;
+    }
     vsr_msg_unref(m);
     room = room ? room - 1 : 0;
   }
@@ -248,8 +264,11 @@ static void vc_on_repair_done(struct vsr_sm *sm, uint8_t from, const struct vsr_
   if (d->op >= d->nonce.lo) vsr_sm_vc_repair(sm, true);
 }
 
+static void vc_send_start_view(struct vsr_sm *sm);
+
 static void vc_after_repair(struct vsr_sm *sm) {
   if (vsr_sm_is_primary(sm)) {
+    if (sm->sv_pending && vc_contiguous(sm) >= sm->op) vc_send_start_view(sm);
     vsr_sm_advance(sm);
   } else {
     vsr_sm_extend(sm);
@@ -288,8 +307,8 @@ static void vc_on_range_evicted(struct vsr_sm *sm, uint8_t from, const struct vs
   sm->jumped = true;
   if (sm->dump) fprintf(sm->dump, "# state transfer: ops up to %llu from replica %u\n",
                         (unsigned long long)sm->commit, from);
-  fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: state transfer: ops up to %llu are gone from "
-          "replica %u's log; continuing from there with a fresh client table\n", sm->replica,
+  vsr_sm_say("VSR-VIEW replica %u: state transfer: ops up to %llu are gone from "
+          "replica %u's log; continuing from there with a fresh client table", sm->replica,
           (unsigned long long)sm->commit, from);
   vc_after_repair(sm);
   vsr_sm_vc_repair(sm, true);
@@ -352,11 +371,12 @@ static void vc_reset_round(struct vsr_sm *sm) {
 static void vc_start_view_change(struct vsr_sm *sm, uint32_t view) {
   sm->view = view;
   sm->status = VSR_SM_VIEW_CHANGE;
+  sm->sv_pending = sm->lv_pending = false; /* log_view stays the last whole one */
   vc_reset_round(sm);
   sm->svc_bits = 1ull << sm->replica;
   sm->vc_start_ns = vsr_sm_now(sm);
-  fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: view change to view %u (primary %u), "
-          "op %llu commit %llu\n", sm->replica, view, vsr_sm_primary_of(sm, view),
+  vsr_sm_say("VSR-VIEW replica %u: view change to view %u (primary %u), "
+          "op %llu commit %llu", sm->replica, view, vsr_sm_primary_of(sm, view),
           (unsigned long long)sm->op, (unsigned long long)sm->commit);
   vc_send_simple(sm, VSR_CMD_START_VIEW_CHANGE, -1);
 }
@@ -381,8 +401,8 @@ static void vc_record_dvc(struct vsr_sm *sm, uint8_t from, uint32_t log_view, ui
 }
 
 static void vc_become_primary(struct vsr_sm *sm) {
-  sm->status = VSR_SM_NORMAL;
-  sm->log_view = sm->view;
+  sm->status = VSR_SM_NORMAL; /* log_view moves to this view with the StartView, below */
+  sm->lv_pending = false;
   sm->view_changes++;
   if (sm->dvc_best != sm->replica && sm->dvc_best_msg) {
     const struct vsr_msg *d = sm->dvc_best_msg;
@@ -413,16 +433,33 @@ static void vc_become_primary(struct vsr_sm *sm) {
   }
   vsr_sm_table_reset_prepared(sm);
   vc_reset_round(sm);
-  fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: primary of view %u, op %llu commit %llu "
-          "(committed up to %llu before)\n", sm->replica, sm->view, (unsigned long long)sm->op,
-          (unsigned long long)sm->commit, (unsigned long long)sm->commit_max);
+  vsr_sm_say("VSR-VIEW replica %u: primary of view %u, op %llu commit %llu "
+             "(committed up to %llu before)", sm->replica, sm->view, (unsigned long long)sm->op,
+             (unsigned long long)sm->commit, (unsigned long long)sm->commit_max);
+  /* The StartView waits until our log holds every Prepare up to its head: it names the ops
+   * the backups keep (by header), and a backup drops what it does not name. Sent with holes,
+   * it made the backups drop the very Prepares we were repairing from them, and the view
+   * stalled for good (found by vsrbus sim, seed 86). The holes are repaired from the replica
+   * whose log won, which keeps its log while it waits in view-change status. */
+  sm->sv_pending = true;
+  if (vc_contiguous(sm) >= sm->op) vc_send_start_view(sm);
+  vsr_sm_advance(sm);
+  vsr_sm_vc_repair(sm, true);
+}
+
+static void vc_send_start_view(struct vsr_sm *sm) {
+  /* Our log is the view's now. Not before: a primary still repairing holes that lost its view
+   * would otherwise tell the next view change its log (up to the first hole) was the newest,
+   * and ops committed in the view before could be truncated (found by vsrbus sim, seed 1436:
+   * a lagging replica elected, its view timed out while it repaired, and the next primary
+   * took its 327 ops over the others' 2782). */
+  sm->log_view = sm->view;
+  sm->sv_pending = false;
   struct vsr_msg *m = vc_build_start_view(sm, (vsr_u128){0, 0});
   if (m) {
     vsr_sm_broadcast(sm, m);
     vsr_msg_unref(m);
   }
-  vsr_sm_advance(sm);
-  vsr_sm_vc_repair(sm, true);
   for (unsigned r = 0; r < sm->replica_count; r++) {
     if (r != sm->replica) vsr_sm_primary_catch_up(sm, r);
   }
@@ -456,7 +493,7 @@ static void vc_on_svc(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *msg
   if (v > sm->view) vc_start_view_change(sm, v);
   if (v != sm->view) return;
   if (sm->status == VSR_SM_NORMAL) {
-    if (vsr_sm_is_primary(sm)) { /* it missed our StartView */
+    if (vsr_sm_is_primary(sm) && !sm->sv_pending) { /* it missed our StartView */
       struct vsr_msg *m = vc_build_start_view(sm, (vsr_u128){0, 0});
       if (m) {
         vsr_sm_send_replica(sm, from, m);
@@ -496,13 +533,16 @@ static void vc_adopt_start_view(struct vsr_sm *sm, uint8_t from, const struct vs
     return;
   }
   if (sm->view != s->view || sm->log_view != s->view) sm->view_changes++;
-  sm->view = sm->log_view = s->view;
+  sm->view = s->view; /* log_view follows once the log is whole (vsr_sm_extend) */
   sm->status = VSR_SM_NORMAL;
+  sm->sv_pending = false;
+  sm->lv_pending = true;
+  sm->lv_target = s->op;
   vc_reset_round(sm);
   vc_adopt_log(sm, msg->data + VSR_HEADER_SIZE, (msg->size - VSR_HEADER_SIZE) / VSR_HEADER_SIZE,
                s->op, from);
-  fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: backup in view %u (primary %u), op %llu "
-          "commit %llu\n", sm->replica, sm->view, from, (unsigned long long)s->op,
+  vsr_sm_say("VSR-VIEW replica %u: backup in view %u (primary %u), op %llu "
+          "commit %llu", sm->replica, sm->view, from, (unsigned long long)s->op,
           (unsigned long long)s->commit);
   vsr_sm_extend(sm); /* PrepareOk, in the new view, for every op we keep */
   vsr_sm_commit_to(sm, sm->commit_max);
@@ -536,7 +576,7 @@ static void vc_check_recovery(struct vsr_sm *sm) {
     sm->status = VSR_SM_NORMAL;
     sm->view = sm->log_view = sm->rsv_view;
     sm->heard_ns = vsr_sm_now(sm);
-    fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: fresh cluster, normal in view %u\n",
+    vsr_sm_say("VSR-VIEW replica %u: fresh cluster, normal in view %u",
             sm->replica, sm->view);
     return;
   }
@@ -546,7 +586,7 @@ static void vc_check_recovery(struct vsr_sm *sm) {
   sm->recoveries++;
   sm->view = sm->log_view = s->view;
   sm->status = VSR_SM_VIEW_CHANGE; /* adopting the StartView makes it normal */
-  fprintf(stderr, "vsrbus node: VSR-VIEW replica %u: recovered: view %u from replica %u\n",
+  vsr_sm_say("VSR-VIEW replica %u: recovered: view %u from replica %u",
           sm->replica, s->view, vsr_sm_primary_of(sm, s->view));
   /* Until it holds the primary's log up to this op it casts no view-change vote: the ops it
    * acknowledged before it lost them may exist nowhere else but on the primary. */
@@ -574,7 +614,7 @@ static void vc_on_request_start_view(struct vsr_sm *sm, uint8_t from, const stru
     vc_check_recovery(sm);
     return;
   }
-  if (sm->status != VSR_SM_NORMAL) return;
+  if (sm->status != VSR_SM_NORMAL || sm->sv_pending) return; /* asked again on its tick */
   vsr_u128 inc = ((const struct vsr_request_start_view_header *)msg->data)->incarnation;
   struct vsr_msg *m = vc_build_start_view(sm, inc);
   if (m) {

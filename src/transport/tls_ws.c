@@ -73,6 +73,7 @@ static int tw_layers(struct tw_conn *c) {
     if (!c->http) return VSR_ENOMEM;
     if (c->s.server) vsri_ws_http_init_request(c->http);
     err = vsri_ws_reader_init(&c->ws, c->s.server, c->s.ctx->max_message_size);
+    c->ws.raw = true; /* payloads are unmasked straight into the frame (tls_ws_read.c) */
   }
   return err;
 }

@@ -39,6 +39,46 @@ static bool tw_ws_message_end(struct tw_conn *c) {
   return vsri_stream_deliver(&c->s, m);
 }
 
+static _Thread_local uint8_t tw_unmask_buf[VSR_HEADER_SIZE];
+
+/* WebSocket payload bytes (still masked with |mask| from payload offset |off|, or not masked:
+ * NULL) to the decoder: a frame's body is unmasked word-wise straight into its buffer, one
+ * pass for the copy and the unmasking; only its 256-byte header goes through a small buffer.
+ * Returns false once closing. */
+static bool tw_ws_payload(struct tw_conn *c, const uint8_t *p, size_t n, const uint8_t *mask,
+                          uint64_t off) {
+  if (!mask) return vsri_stream_decode(&c->s, p, n);
+  struct vsri_decoder *d = &c->s.dec;
+  while (n > 0) {
+    uint8_t *dst = NULL;
+    size_t w = 0, k;
+    if (!vsri_decoder_idle(d)) {
+      int g = vsri_decoder_grow(d);
+      if (g < 0) {
+        vsri_stream_frame_error(&c->s, g);
+        return false;
+      }
+      w = vsri_decoder_want(d, &dst);
+    }
+    if (w > 0) {
+      k = n < w ? n : w;
+      vsri_ws_mask_copy(dst, p, k, mask, off);
+      if (!vsri_stream_wrote(&c->s, k)) return false;
+    } else { /* the frame header (or a body the decoder must grow first) */
+      uint32_t have = 0, size = 0;
+      vsri_decoder_progress(d, &have, &size);
+      size_t room = have < VSR_HEADER_SIZE ? VSR_HEADER_SIZE - have : sizeof tw_unmask_buf;
+      k = n < room ? n : room;
+      vsri_ws_mask_copy(tw_unmask_buf, p, k, mask, off);
+      if (!vsri_stream_decode(&c->s, tw_unmask_buf, k)) return false;
+    }
+    p += k;
+    n -= k;
+    off += k;
+  }
+  return true;
+}
+
 static bool tw_ws_frames(struct tw_conn *c, const uint8_t *p, size_t n) {
   vsri_ws_feed(&c->ws, p, n);
   for (;;) {
@@ -48,7 +88,7 @@ static bool tw_ws_frames(struct tw_conn *c, const uint8_t *p, size_t n) {
     case VSRI_WS_EV_NONE: return true;
     case VSRI_WS_EV_DATA:
       if (ev.first) c->msg_frames = 0;
-      if (!vsri_stream_decode(&c->s, ev.data, ev.len)) return false;
+      if (!tw_ws_payload(c, ev.data, ev.len, ev.mask, ev.mask_off)) return false;
       break;
     case VSRI_WS_EV_END:
       if (!tw_ws_message_end(c)) return false;

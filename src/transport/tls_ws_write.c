@@ -142,8 +142,7 @@ static struct vsr_msg *tw_mask_units(struct tw_conn *c, size_t *taken) {
         continue;
       }
       size_t t = h + m->size - pos < bytes - o ? h + m->size - pos : bytes - o;
-      memcpy(out->data + o, m->data + (pos - h), t);
-      vsri_ws_mask(out->data + o, t, mask, pos - h);
+      vsri_ws_mask_copy(out->data + o, m->data + (pos - h), t, mask, pos - h);
       o += t;
       pos += t;
     }

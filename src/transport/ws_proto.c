@@ -287,47 +287,74 @@ size_t vsri_ws_http_request(const char *host, char key[25], char *buf, size_t le
 
 /* ---- frames ---------------------------------------------------------------------------- */
 
-static ssize_t ws_recv_cb(uint8_t *buf, size_t len, int flags, void *user) {
-  (void)flags;
-  struct vsri_ws_reader *r = user;
-  size_t n = len < r->in_len ? len : r->in_len;
-  if (n == 0) return -1; /* wslay: "want read" */
-  memcpy(buf, r->in, n);
-  r->in += n;
-  r->in_len -= n;
-  return (ssize_t)n;
-}
-
-static ssize_t ws_send_cb(const uint8_t *d, size_t n, int flags, void *user) {
-  (void)d, (void)n, (void)flags, (void)user;
-  return -1; /* the reader never sends */
-}
-
-static int ws_mask_cb(uint8_t *buf, size_t n, void *user) {
-  (void)user;
-  return gnutls_rnd(GNUTLS_RND_NONCE, buf, n) == 0 ? 0 : -1;
-}
-
 int vsri_ws_reader_init(struct vsri_ws_reader *r, bool server, uint32_t max_message) {
   memset(r, 0, sizeof *r);
   r->server = server;
   r->max_message = max_message;
-  struct wslay_frame_callbacks cb = {ws_send_cb, ws_recv_cb, ws_mask_cb};
-  if (wslay_frame_context_init(&r->ctx, &cb, r) != 0) {
-    r->ctx = NULL;
-    return VSR_ENOMEM;
-  }
   return 0;
 }
 
-void vsri_ws_reader_free(struct vsri_ws_reader *r) {
-  if (r->ctx) wslay_frame_context_free(r->ctx);
-  r->ctx = NULL;
-}
+void vsri_ws_reader_free(struct vsri_ws_reader *r) { (void)r; }
 
 void vsri_ws_feed(struct vsri_ws_reader *r, const uint8_t *p, size_t n) {
   r->in = p;
   r->in_len = n;
+}
+
+/* DATA of a reader that is not raw (tests, fuzzing): the unmasked payload, valid until the next
+ * vsri_ws_next() on this thread. */
+static _Thread_local uint8_t ws_buf[4096];
+
+/* A frame header, as parsed. */
+struct ws_hdr {
+  bool fin, mask;
+  uint8_t rsv, opcode;
+  uint64_t payload_length;
+};
+
+/* Gathers a frame header from the fed bytes. Returns 1 (complete: *h), 0 (feed more) or -1
+ * (malformed: a length not minimally encoded or over 2^63, a control frame fragmented or over
+ * 125 bytes). */
+static int ws_read_header(struct vsri_ws_reader *r, struct ws_hdr *h) {
+  for (;;) {
+    size_t need = 2;
+    if (r->hdr_len >= 2) {
+      uint8_t l = r->hdr[1] & 0x7f;
+      need = 2u + (l == 126 ? 2u : l == 127 ? 8u : 0u) + (r->hdr[1] & 0x80 ? 4u : 0u);
+    }
+    if (r->hdr_len == need) break;
+    if (r->in_len == 0) return 0;
+    size_t t = need - r->hdr_len < r->in_len ? need - r->hdr_len : r->in_len;
+    memcpy(r->hdr + r->hdr_len, r->in, t);
+    r->hdr_len = (uint8_t)(r->hdr_len + t);
+    r->in += t;
+    r->in_len -= t;
+  }
+  const uint8_t *p = r->hdr;
+  h->fin = p[0] >> 7;
+  h->rsv = (p[0] >> 4) & 7;
+  h->opcode = p[0] & 0x0f;
+  h->mask = p[1] >> 7;
+  uint8_t l = p[1] & 0x7f;
+  size_t o = 2;
+  uint64_t len = l;
+  if (l == 126) {
+    len = (uint64_t)p[2] << 8 | p[3];
+    o = 4;
+    if (len < 126) return -1;
+  } else if (l == 127) {
+    len = 0;
+    for (int i = 0; i < 8; i++) len = len << 8 | p[2 + i];
+    o = 10;
+    if (len < 65536 || len >> 63) return -1;
+  }
+  if ((h->opcode & 8) && (!h->fin || len > 125)) return -1;
+  h->payload_length = len;
+  r->masked = h->mask;
+  if (h->mask) memcpy(r->key, p + o, 4);
+  r->frame_len = len;
+  r->hdr_len = 0;
+  return 1;
 }
 
 static void ws_fail(struct vsri_ws_reader *r, struct vsri_ws_event *ev, uint16_t code,
@@ -342,7 +369,7 @@ static void ws_fail(struct vsri_ws_reader *r, struct vsri_ws_event *ev, uint16_t
 
 /* Checks a frame's header (its first payload chunk, or the whole frame when empty). Returns
  * false after ws_fail. */
-static bool ws_frame_start(struct vsri_ws_reader *r, const struct wslay_frame_iocb *io,
+static bool ws_frame_start(struct vsri_ws_reader *r, const struct ws_hdr *io,
                            struct vsri_ws_event *ev) {
   if (io->rsv) {
     ws_fail(r, ev, VSRI_WS_PROTOCOL, "reserved bits 0x%llx set (no extension was negotiated)",
@@ -419,25 +446,38 @@ void vsri_ws_next(struct vsri_ws_reader *r, struct vsri_ws_event *ev) {
     return;
   }
   for (;;) {
-    struct wslay_frame_iocb io;
-    memset(&io, 0, sizeof io);
-    ssize_t n = wslay_frame_recv(r->ctx, &io);
-    if (n == WSLAY_ERR_WANT_READ) {
+    if (!r->in_frame) {
+      struct ws_hdr h;
+      int hr = ws_read_header(r, &h);
+      if (hr == 0) {
+        ev->kind = VSRI_WS_EV_NONE;
+        return;
+      }
+      if (hr < 0) {
+        ws_fail(r, ev, VSRI_WS_PROTOCOL,
+                "malformed frame header (length not minimally encoded or over 2^63, or a "
+                "control frame fragmented or over 125 bytes)", 0, 0);
+        return;
+      }
+      if (!ws_frame_start(r, &h, ev)) return;
+    }
+    size_t n = r->frame_left < r->in_len ? (size_t)r->frame_left : r->in_len;
+    if (n == 0 && r->frame_left > 0) {
       ev->kind = VSRI_WS_EV_NONE;
       return;
     }
-    if (n < 0) {
-      ws_fail(r, ev, VSRI_WS_PROTOCOL,
-              "malformed frame header (length not minimally encoded or over 2^63, or a control "
-              "frame fragmented or over 125 bytes)", 0, 0);
-      return;
-    }
-    if (!r->in_frame && !ws_frame_start(r, &io, ev)) return;
+    const uint8_t *src = r->in;
+    uint64_t off = r->frame_len - r->frame_left;
+    bool ctrl = wslay_is_ctrl_frame(r->opcode);
+    if (!ctrl && !r->raw && n > sizeof ws_buf) n = sizeof ws_buf;
+    r->in += n;
+    r->in_len -= n;
     r->frame_left -= (uint64_t)n;
     bool frame_done = r->frame_left == 0;
     if (frame_done) r->in_frame = false;
-    if (wslay_is_ctrl_frame(r->opcode)) {
-      memcpy(r->ctrl + r->ctrl_len, io.data, (size_t)n); /* wslay caps control payloads at 125 */
+    if (ctrl) { /* at most 125 bytes (ws_read_header) */
+      if (r->masked) vsri_ws_mask_copy(r->ctrl + r->ctrl_len, src, n, r->key, off);
+      else memcpy(r->ctrl + r->ctrl_len, src, n);
       r->ctrl_len = (uint8_t)(r->ctrl_len + n);
       if (!frame_done) continue;
       ev->data = r->ctrl;
@@ -461,8 +501,16 @@ void vsri_ws_next(struct vsri_ws_reader *r, struct vsri_ws_event *ev) {
     bool msg_done = frame_done && r->fin_pending;
     if (n > 0) {
       ev->kind = VSRI_WS_EV_DATA;
-      ev->data = io.data;
-      ev->len = (size_t)n;
+      if (r->raw) {
+        ev->data = src;
+        ev->mask = r->masked ? r->key : NULL;
+        ev->mask_off = off;
+      } else {
+        if (r->masked) vsri_ws_mask_copy(ws_buf, src, n, r->key, off);
+        else memcpy(ws_buf, src, n);
+        ev->data = ws_buf;
+      }
+      ev->len = n;
       ev->first = r->msg_len == 0;
       r->msg_len += (uint64_t)n;
       r->end_pending = msg_done;
@@ -523,4 +571,24 @@ size_t vsri_ws_close_frame(uint8_t out[127], uint16_t code, const char *reason) 
   out[3] = (uint8_t)code;
   if (rl) memcpy(out + 4, reason, rl);
   return 4 + rl;
+}
+
+void vsri_ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                       uint64_t off) {
+  size_t i = 0;
+  for (; i < n && ((off + i) & 3) != 0; i++) dst[i] = src[i] ^ mask[(off + i) & 3];
+  /* From a 4-aligned payload offset the key repeats every 4 bytes: 16 bytes a step. */
+  uint64_t m8;
+  uint8_t k[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
+  memcpy(&m8, k, 8);
+  for (; i + 16 <= n; i += 16) {
+    uint64_t a, b;
+    memcpy(&a, src + i, 8);
+    memcpy(&b, src + i + 8, 8);
+    a ^= m8;
+    b ^= m8;
+    memcpy(dst + i, &a, 8);
+    memcpy(dst + i + 8, &b, 8);
+  }
+  for (; i < n; i++) dst[i] = src[i] ^ mask[(off + i) & 3];
 }

@@ -1,5 +1,6 @@
 /* WebSocket (RFC 6455) without I/O: the HTTP/1.1 upgrade (libhttp-parser), the frame reader
- * (wslay's frame layer) and the frame header writer, for the WS / WSS transports and the client
+ * (its own header parser, wslay's constants; a raw reader leaves the unmasking to its consumer,
+ * which does it word-wise straight into the frame buffer) and the frame header writer, for the WS / WSS transports and the client
  * SDK. Nothing here touches a socket or a clock; the unit tests and tests/fuzz drive it with
  * byte strings.
  *
@@ -108,12 +109,21 @@ struct vsri_ws_event {
   size_t len;
   bool first;          /* DATA: first bytes of a message */
   uint16_t code;
+  /* DATA of a raw reader (vsri_ws_reader.raw): |data| is still masked with |mask| (NULL: the
+   * frame was not masked), data[0] at payload offset |mask_off|: vsri_ws_mask_copy() it. */
+  const uint8_t *mask;
+  uint64_t mask_off;
 };
 
 struct vsri_ws_reader {
-  wslay_frame_context_ptr ctx;
-  const uint8_t *in; /* fed bytes not yet taken by wslay (borrowed) */
+  const uint8_t *in; /* fed bytes not yet taken (borrowed) */
   size_t in_len;
+  bool raw;           /* DATA events point into the fed bytes, still masked (no copy here) */
+  uint8_t hdr[VSRI_WS_HDR_MAX]; /* the frame header being gathered */
+  uint8_t hdr_len;
+  uint8_t key[4];     /* mask key of the frame in progress */
+  bool masked;
+  uint64_t frame_len; /* payload length of the frame in progress */
   bool server;        /* frames must be masked (server) / unmasked (client) */
   bool in_msg;        /* inside a binary message (a frame without FIN seen) */
   bool in_frame;      /* inside a frame's payload */
@@ -144,6 +154,10 @@ size_t vsri_ws_header(uint8_t out[VSRI_WS_HDR_MAX], uint8_t opcode, uint64_t len
                       const uint8_t *mask);
 /* XORs |n| bytes with |mask|, starting at payload offset |off|. */
 void vsri_ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t off);
+/* dst = src XOR |mask| (from payload offset |off|), 16 bytes at a time: the copy and the
+ * (un)masking in one pass. */
+void vsri_ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                       uint64_t off);
 /* Writes a whole Close frame (server: unmasked) with |code| and |reason| (cut to fit).
  * Returns its length (<= 2 + 125). */
 size_t vsri_ws_close_frame(uint8_t out[127], uint16_t code, const char *reason);

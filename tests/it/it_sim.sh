@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # `vsrbus sim`: one seed twice gives the same trace hash (the run is a function of its seed),
+# in failover mode (the default) and with --fixed-primary; seeds 1..8 crash and isolate primaries
+# and change views, with every acknowledged request checked;
 # a second seed gives another; a small batch of seeds passes every invariant; every seed that
 # ever failed (tests/it/sim_regressions.txt) passes now. Backend-independent (the simulator
 # replaces the kernel's io), so it runs once, as .epoll.
@@ -15,8 +17,25 @@ a=$(hash_of "$TMP/a"); b=$(hash_of "$TMP/b"); c=$(hash_of "$TMP/c")
 [ -n "$a" ] || LOG=$TMP/a fail "no trace hash in the summary line"
 [ "$a" = "$b" ] || fail "seed 42 twice: trace hashes $a and $b differ"
 [ "$a" != "$c" ] || fail "seeds 42 and 43 gave the same trace hash $a"
-grep -q '^seed 42: ok replicas=[135] clients=[0-9]* faults: partition=' "$TMP/a" ||
-  LOG=$TMP/a fail "summary line format"
+grep -q '^seed 42: ok replicas=[135] clients=[0-9]* faults: partition=.* views=[0-9]* acked=[1-9][0-9]* ' "$TMP/a" ||
+  LOG=$TMP/a fail "summary line format (failover mode: views= and acked=)"
+
+# The old fixed-primary mode still runs (and is reproducible too).
+"$BIN" sim --seed 42 --fixed-primary >"$TMP/f" 2>"$TMP/f.err" || LOG=$TMP/f.err fail "seed 42 --fixed-primary failed"
+"$BIN" sim --seed 42 --fixed-primary >"$TMP/f2" 2>"$TMP/f2.err" || LOG=$TMP/f2.err fail "seed 42 --fixed-primary failed twice"
+[ "$(hash_of "$TMP/f")" = "$(hash_of "$TMP/f2")" ] || fail "seed 42 --fixed-primary: hashes differ"
+grep -q 'views=' "$TMP/f" && LOG=$TMP/f fail "--fixed-primary reports views"
+
+# Failover mode crashes the primary and changes views: seeds 1..8 must show a crash of the
+# primary, a primary isolated, a view change, and the acknowledged requests checked (the
+# simulator exercises what it claims to). The event lines come with --verbose (filtered).
+"$BIN" sim --seeds 8 --from 1 --list --verbose 2>&1 >"$TMP/v" |
+  grep -E 'fault: crash replica [0-9]* \(the primary\)|isolates the primary|primary of view|checked: ' >"$TMP/v.ev" || true
+grep -q '^sim: 8 seed(s) from 1, 0 failed' "$TMP/v" || { cat "$TMP/v"; fail "a seed of 1..8 failed"; }
+grep -q 'fault: crash replica [0-9]* (the primary)' "$TMP/v.ev" || LOG=$TMP/v.ev fail "no primary crashed in 8 seeds"
+grep -q 'isolates the primary' "$TMP/v.ev" || LOG=$TMP/v.ev fail "no primary isolated in 8 seeds"
+grep -q ' views=[1-9]' "$TMP/v" || LOG=$TMP/v fail "no view change in 8 seeds"
+grep -q 'checked: [1-9][0-9]* acknowledged requests' "$TMP/v.ev" || LOG=$TMP/v.ev fail "acknowledged requests never checked"
 
 # A seed inside a batch runs exactly as alone: nothing leaks from one seed into the next, so a
 # replay command printed by a batch reproduces the failure.
@@ -38,10 +57,14 @@ grep -q '^seed 42: ok replicas=3 clients=10 .* quic=[1-9][0-9]* hash=none$' "$TM
 grep -q '^sim: 12 seed(s) from 1, 0 failed' "$TMP/qs" || LOG=$TMP/qs fail "--quic batch summary"
 
 # Regressions: every seed that ever failed, by name.
-while read -r seed name; do
+# A line is SEED NAME [OPTIONS] [# comment]: OPTIONS (e.g. --replicas 3) are the shape the seed
+# was found with.
+while read -r seed name rest; do
   case "$seed" in ''|'#'*) continue ;; esac
-  "$BIN" sim --seed "$seed" >"$TMP/r" 2>"$TMP/r.err" ||
-    { cat "$TMP/r"; LOG=$TMP/r.err fail "regression $name (seed $seed) fails again"; }
+  opts=${rest%%#*}
+  # shellcheck disable=SC2086
+  "$BIN" sim --seed "$seed" $opts >"$TMP/r" 2>"$TMP/r.err" ||
+    { cat "$TMP/r"; LOG=$TMP/r.err fail "regression $name (seed $seed $opts) fails again"; }
 done <"$(dirname "$0")/sim_regressions.txt"
 
 # Seed 127 found the half-open replica link (fixed by replica keepalive). Since the demo state
@@ -54,4 +77,4 @@ set +e
 "$BIN" sim --seed >/dev/null 2>&1; [ $? -eq 2 ] || fail "--seed without a value must exit 2"
 "$BIN" sim --replicas 4 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--replicas 4 must exit 2"
 set -e
-echo "ok: sim: seed 42 hash $a twice, 12 seeds, 12 seeds with --quic, regressions pass"
+echo "ok: sim: seed 42 hash $a twice, --fixed-primary, 8 verbose failover seeds, 12 seeds, 12 seeds with --quic, regressions pass"

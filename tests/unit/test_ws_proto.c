@@ -282,6 +282,76 @@ static void mask_matches_bytewise(void **state) {
   }
 }
 
+/* The one-pass unmasking copy equals the RFC's byte rule at every start offset and length
+ * (long enough to take its 16-byte steps), and writes nothing outside the destination. */
+static void mask_copy_matches_bytewise(void **state) {
+  (void)state;
+  uint8_t src[80], a[82], b[82];
+  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)(i * 31 + 7);
+  for (uint64_t off = 0; off < 8; off++) {
+    for (size_t n = 0; n <= 70; n++) {
+      memset(a, 0xee, sizeof a);
+      memset(b, 0xee, sizeof b);
+      vsri_ws_mask_copy(a + 1, src + 3, n, t_mask, off);
+      for (size_t i = 0; i < n; i++) b[1 + i] = src[3 + i] ^ t_mask[(off + i) % 4];
+      assert_memory_equal(a, b, sizeof a);
+    }
+  }
+}
+
+/* A raw reader (the transport's) hands out the masked wire bytes with the key and offset,
+ * no copy: unmasked by the consumer they give the message back, fed whole or byte by byte,
+ * for 7-bit, 16-bit and 64-bit payload lengths. Its malformed-length checks still hold. */
+static void raw_reader_gives_masked_spans(void **state) {
+  (void)state;
+  static uint8_t payload[70000], wire[70100], got[70000];
+  for (size_t i = 0; i < sizeof payload; i++) payload[i] = (uint8_t)(i * 7 + 1);
+  const size_t sizes[] = {100, 1000, 70000};
+  for (int slow = 0; slow < 2; slow++) {
+    for (size_t k = 0; k < 3; k++) {
+      size_t n = t_frame(wire, true, WSLAY_BINARY_FRAME, payload, sizes[k], true);
+      struct vsri_ws_reader r;
+      assert_int_equal(vsri_ws_reader_init(&r, true, sizeof payload), 0);
+      r.raw = true;
+      size_t len = 0, step = slow ? 1 : n;
+      unsigned ends = 0;
+      for (size_t off = 0; off < n; off += step) {
+        vsri_ws_feed(&r, wire + off, step < n - off ? step : n - off);
+        for (;;) {
+          struct vsri_ws_event ev;
+          vsri_ws_next(&r, &ev);
+          if (ev.kind == VSRI_WS_EV_NONE) break;
+          if (ev.kind == VSRI_WS_EV_END) {
+            ends++;
+            continue;
+          }
+          assert_int_equal(ev.kind, VSRI_WS_EV_DATA);
+          assert_non_null(ev.mask);
+          assert_int_equal(ev.mask_off, len);
+          assert_true(ev.data >= wire && ev.data + ev.len <= wire + n); /* no copy */
+          vsri_ws_mask_copy(got + len, ev.data, ev.len, ev.mask, ev.mask_off);
+          len += ev.len;
+        }
+      }
+      assert_int_equal(len, sizes[k]);
+      assert_int_equal(ends, 1);
+      assert_memory_equal(got, payload, sizes[k]);
+      vsri_ws_reader_free(&r);
+    }
+  }
+  /* 126 announcing a length under 126 is not minimally encoded: refused. */
+  const uint8_t bad[] = {0x82, 0x80 | 126, 0x00, 0x05, 1, 2, 3, 4};
+  struct vsri_ws_reader r;
+  assert_int_equal(vsri_ws_reader_init(&r, true, 4096), 0);
+  r.raw = true;
+  vsri_ws_feed(&r, bad, sizeof bad);
+  struct vsri_ws_event ev;
+  vsri_ws_next(&r, &ev);
+  assert_int_equal(ev.kind, VSRI_WS_EV_ERROR);
+  assert_int_equal(ev.code, VSRI_WS_PROTOCOL);
+  assert_non_null(strstr(r.why, "minimally"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(upgrade_ok),
@@ -292,6 +362,8 @@ int main(void) {
       cmocka_unit_test(violations),
       cmocka_unit_test(close_frame),
       cmocka_unit_test(mask_matches_bytewise),
+      cmocka_unit_test(mask_copy_matches_bytewise),
+      cmocka_unit_test(raw_reader_gives_masked_spans),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
