@@ -455,6 +455,10 @@ int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg) {
   if (bus->shutting_down) return VSR_ESHUTDOWN;
   if (k >= set->n || !s0_is_live(&set->w[k - 1], id)) {
     bus->stats.drops_not_connected++;
+    VSRI_WARN("VSR-DROP", "- tcp client %llx (shard %u): %s not sent: peer not connected (%s); "
+              "totals: %llu not connected", (unsigned long long)id, k,
+              msg ? vsr_command_name(msg->data[60]) : "close", vsr_errname(VSR_ENOTCONN),
+              (unsigned long long)bus->stats.drops_not_connected);
     return VSR_ENOTCONN;
   }
   if (msg && (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size)) {
@@ -466,6 +470,10 @@ int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg) {
   if (!vsri_spsc_push(&s->down, &d)) {
     if (msg) vsr_msg_unref(msg);
     bus->stats.drops_backpressure++;
+    VSRI_WARN("VSR-DROP", "- tcp client %llx (shard %u): %s not sent: the shard's ring is full "
+              "(%s); totals: %llu queue full", (unsigned long long)id, k,
+              msg ? vsr_command_name(msg->data[60]) : "close", vsr_errname(VSR_EBACKPRESSURE),
+              (unsigned long long)bus->stats.drops_backpressure);
     return VSR_EBACKPRESSURE;
   }
   vsri_doorbell_ring(s->bell);
