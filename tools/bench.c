@@ -28,6 +28,7 @@ struct bench_cfg {
   const char *transport, *mode, *system;
   uint32_t size, conns, inflight;
   uint32_t batch; /* client max_batch (0: the SDK default) */
+  uint32_t shards; /* the node's vsr_bus_options.shards (default 1) */
   double seconds;
   bool header, quiet;
   bool conns_set, size_set; /* pipeline: otherwise the demo's 32 clients, 256-byte bodies */
@@ -130,6 +131,7 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
     uint32_t want = 2 * cfg->conns + 32;
     o.loop_options.pool.prealloc[1] = want < 256 ? want : 256; /* 256: the class's free_max */
   }
+  o.shards = cfg->shards;
   struct vsr_bus_callbacks cb = {.on_message = node_on_message, .on_peer_event = node_on_peer};
   int err = vsr_bus_new(&n.bus, &o, &cb, &n);
   if (err) {
@@ -183,7 +185,7 @@ static struct vsr_msg *bench_next_frame(struct bench_load *l) {
 /* lat / echo: each frame carries its send time; the echo comes back with it. */
 static void bench_send_timed(struct bench_load *l, struct bench_conn *bc) {
   struct vsr_msg *m = bench_next_frame(l);
-  if (m->refs > 1) { /* still queued elsewhere: take a private copy rather than race it */
+  if (vsr_msg_refs(m) > 1) { /* still queued elsewhere: take a private copy rather than race it */
     m = vsr_client_msg_new(bc->c, l->cfg->size);
     memcpy(m->data, l->frames[0]->data, l->cfg->size);
   } else {
@@ -331,7 +333,8 @@ static void bench_usage(FILE *f) {
           "                    [--mode tput|lat|echo|pipeline|idle]\n"
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
           "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
-          "                    [--node-netns NAME] [--node-addr IPV4]\n"
+          "                    [--node-netns NAME] [--node-addr IPV4] [--shards N]\n"
+          "  --shards N  the node's TCP client shards (loops on threads), default 1\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
           "  lat       one frame in flight per connection, echoed: round-trip percentiles\n"
           "  echo      K (--inflight) frames in flight per connection, echoed\n"
@@ -353,11 +356,11 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
       {"system", required_argument, 0, 'y'},    {"header", no_argument, 0, 'H'},
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
       {"batch", required_argument, 0, 'b'},     {"node-netns", required_argument, 0, 'N'},
-      {"node-addr", required_argument, 0, 'A'},
+      {"node-addr", required_argument, 0, 'A'}, {"shards", required_argument, 0, 'n'},
       {0, 0, 0, 0},
   };
   *cfg = (struct bench_cfg){.transport = "tcp", .mode = "tput", .system = "vsrbus",
-                            .size = 256, .conns = 1, .inflight = 1, .seconds = 2};
+                            .size = 256, .conns = 1, .inflight = 1, .seconds = 2, .shards = 1};
   int ch;
   optind = 1;
   while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -374,6 +377,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     case 'b': cfg->batch = (uint32_t)strtoul(optarg, NULL, 0); break;
     case 'N': cfg->node_netns = optarg; break;
     case 'A': cfg->node_addr = optarg; break;
+    case 'n': cfg->shards = (uint32_t)strtoul(optarg, NULL, 0); break;
     case 'h': bench_usage(stdout); return 1;
     default: bench_usage(stderr); return 2;
     }

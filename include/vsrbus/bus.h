@@ -134,7 +134,8 @@ struct vsr_bus_options {
   /* Client plane. */
   const char *client_tcp_addr;  /* default "127.0.0.1:8090"; NULL: no TCP listener */
   /* QUIC: quic.addr (struct vsr_quic_options, above). */
-  uint32_t max_clients;         /* default 100000; more are refused and counted */
+  uint32_t max_clients;         /* default 100000, at most 2^24 (every shard's clients
+                                   together); more are refused and counted */
   /* A client that sends nothing for this long is closed (VSR_EIDLE), TCP and QUIC alike. Any
    * frame received (PingClient included) resets the clock; a frame in progress is bounded by
    * frame_timeout_ns instead. Default 60 s: twice frame_timeout, so a client sending one frame
@@ -245,6 +246,16 @@ struct vsr_bus_options {
   uint32_t metrics_max_conns;   /* default 4: scrape connections at once; more are closed */
   uint64_t metrics_timeout_ns;  /* default 5 s: a scrape (request and response) this long is
                                    closed, so a stalled client cannot hold a slot */
+
+  /* Shards (appended, issue 18; docs/shards.md). Default 1: one loop, the caller's thread.
+   * N > 1: the bus starts N - 1 worker threads, each with its own loop and pool, listening on
+   * the TCP client address too (SO_REUSEPORT: the kernel spreads new TCP clients over the N
+   * shards); frames cross to this loop by reference, and on_message / on_peer_event still run
+   * here, on shard 0, with the replica plane, QUIC, TLS, WS, WSS and the metrics. A send to a
+   * client of another shard returns once the frame is in that shard's ring (a refusal there is
+   * counted in the stats, not returned). memory_max and max_clients stay node-wide (shared
+   * counts); client_memory_budget is split in N equal slices. At most 255. */
+  uint32_t shards;
 };
 
 /* The u128 cluster id Iggy derives from a cluster name: the first 16 bytes of BLAKE3(name),
@@ -372,6 +383,12 @@ struct vsr_bus_stats {
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);
+
+/* Shards (docs/shards.md): the number of shards, and shard |shard|'s own statistics (0: this
+ * loop's; 1..N-1: a worker's, as it published them after its last loop turn). vsr_bus_stats
+ * is their sum (memory_max, the node-wide cap, once). Returns 0 or VSR_EINVAL. */
+uint32_t vsr_bus_shards(const struct vsr_bus *bus);
+int vsr_bus_shard_stats(const struct vsr_bus *bus, uint32_t shard, struct vsr_bus_stats *out);
 
 struct vsr_peer_stats {
   uint32_t queue_depth, queue_capacity;

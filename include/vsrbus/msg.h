@@ -4,7 +4,10 @@
  * several replicas is queued to each of them by reference, never copied: every queue holds a
  * reference and the completion of its last byte drops it. Buffers come from size classes with
  * bounded free lists, so steady-state traffic allocates nothing. A pool and its messages
- * belong to one loop thread: references are not atomic. */
+ * belong to one loop thread: references are not atomic, except on a message the bus passed to
+ * another shard's thread (vsr_bus_options.shards > 1), which carries VSR_MSG_SHARED in |refs|
+ * from then on and is counted atomically; the last reference, dropped on any thread, returns
+ * it to its own pool (docs/shards.md). */
 #ifndef VSRBUS_MSG_H
 #define VSRBUS_MSG_H
 
@@ -32,8 +35,13 @@ struct vsr_msg {
   uint8_t *data;     /* VSR_MESSAGE_ALIGN-aligned, |capacity| bytes */
   uint32_t size;     /* frame bytes in |data| (header + body) */
   uint32_t capacity; /* bytes available in |data| */
-  uint32_t refs;     /* > 0 while the message is live */
+  uint32_t refs;     /* > 0 while the message is live; read it with vsr_msg_refs() (the
+                        VSR_MSG_SHARED bit may be set) */
 };
+
+/* |refs| bit: the message is (or was) referenced from more than one thread; references to it
+ * are counted with atomic operations until it returns to its pool. */
+#define VSR_MSG_SHARED 0x80000000u
 
 struct vsr_pool_options {
   uint32_t max_message_size; /* largest frame the pool must hold; default 64 MiB */
@@ -82,8 +90,17 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size);
 void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out);
 
 static inline struct vsr_msg *vsr_msg_ref(struct vsr_msg *msg) {
-  msg->refs++;
+  if (__atomic_load_n(&msg->refs, __ATOMIC_RELAXED) & VSR_MSG_SHARED) {
+    __atomic_fetch_add(&msg->refs, 1, __ATOMIC_RELAXED);
+  } else {
+    msg->refs++;
+  }
   return msg;
+}
+
+/* The number of references (without the VSR_MSG_SHARED bit). */
+static inline uint32_t vsr_msg_refs(const struct vsr_msg *msg) {
+  return __atomic_load_n(&msg->refs, __ATOMIC_RELAXED) & ~VSR_MSG_SHARED;
 }
 
 /* Drops a reference (NULL is a no-op); the last one returns the message to its pool's free

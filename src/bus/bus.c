@@ -43,6 +43,7 @@ void vsr_bus_options_default(struct vsr_bus_options *o) {
   o->tcp_keepalive_ns = 15000000000ull;
   o->tcp_user_timeout_ns = 30000000000ull;
   o->reconnect_min_ns = 100000000ull;
+  o->shards = 1;
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -95,13 +96,14 @@ void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain) {
 }
 
 static void bus_client_unregister(struct vsr_bus *bus, struct bus_peer *p) {
-  uint32_t slot = (uint32_t)p->id;
+  uint32_t slot = (uint32_t)p->id & VSRI_CLIENT_SLOT_MASK;
   if (slot < bus->client_slots_len && bus->client_slots[slot] == p) {
     bus->client_slots[slot] = NULL;
     bus->client_free_next[slot] = bus->client_free_head;
     bus->client_free_head = slot;
   }
   bus->stats.clients_active--;
+  vsri_shards_client_give(bus);
 }
 
 /* ---- drops ----------------------------------------------------------------------------- */
@@ -297,7 +299,7 @@ static int bus_client_register(struct vsr_bus *bus, struct bus_peer *p) {
   if (bus->forced_client_id) {
     uint64_t id = bus->forced_client_id;
     bus->forced_client_id = 0;
-    uint32_t slot = (uint32_t)id;
+    uint32_t slot = (uint32_t)id & VSRI_CLIENT_SLOT_MASK;
     if (slot < bus->client_slots_len && bus->client_slots[slot] &&
         bus->client_slots[slot]->id == id) {
       return VSR_EDUPLICATE;
@@ -320,10 +322,11 @@ static int bus_client_register(struct vsr_bus *bus, struct bus_peer *p) {
     }
     bus->client_slots_len = len;
   }
+  if (!vsri_shards_client_take(bus)) return VSR_ELIMIT; /* max_clients over every shard */
   uint32_t slot = bus->client_free_head;
   bus->client_free_head = bus->client_free_next[slot];
   bus->client_slots[slot] = p;
-  p->id = (++bus->client_seq << 32) | slot;
+  p->id = (++bus->client_seq << 32) | bus->id_tag | slot;
   p->registered = true;
   bus->stats.clients_active++;
   return 0;
@@ -342,7 +345,7 @@ void vsri_bus_set_send_tap(struct vsr_bus *bus,
 }
 
 struct bus_peer *vsri_bus_client_find(const struct vsr_bus *bus, uint64_t id) {
-  uint32_t slot = (uint32_t)id;
+  uint32_t slot = (uint32_t)id & VSRI_CLIENT_SLOT_MASK;
   if (slot >= bus->client_slots_len) return NULL;
   struct bus_peer *p = bus->client_slots[slot];
   return p && p->id == id ? p : NULL;
@@ -422,6 +425,7 @@ static int bus_enqueue(struct vsr_bus *bus, enum vsr_plane plane, uint64_t id,
 }
 
 int vsr_bus_send_to_client(struct vsr_bus *bus, uint64_t client_id, struct vsr_msg *msg) {
+  if (vsri_bus_remote_client(bus, client_id)) return vsri_shards_send(bus, client_id, msg);
   return bus_enqueue(bus, VSR_PLANE_CLIENT, client_id, vsri_bus_client_find(bus, client_id), msg);
 }
 
@@ -430,6 +434,7 @@ int vsr_bus_send_to_replica(struct vsr_bus *bus, uint8_t replica, struct vsr_msg
 }
 
 int vsr_bus_close_client(struct vsr_bus *bus, uint64_t client_id) {
+  if (vsri_bus_remote_client(bus, client_id)) return vsri_shards_send(bus, client_id, NULL);
   struct bus_peer *p = vsri_bus_client_find(bus, client_id);
   if (!p || p->state == BUS_PEER_CLOSING) return VSR_ENOTCONN;
   vsri_bus_peer_close(p, VSR_ECLOSED, false);
@@ -493,8 +498,10 @@ static int bus_check_options(const struct vsr_bus_options *o) {
                (unsigned long long)o->memory_max);
     return VSR_ECONFIG;
   }
-  if (o->peer_queue_capacity == 0 || o->max_batch == 0 || o->max_clients == 0) {
-    VSRI_ERROR("VSR-CONFIG", "peer_queue_capacity, max_batch and max_clients must be > 0");
+  if (o->peer_queue_capacity == 0 || o->max_batch == 0 || o->max_clients == 0 ||
+      o->max_clients > VSRI_CLIENT_SLOT_MASK + 1 || o->shards == 0 || o->shards > VSRI_SHARDS_MAX) {
+    VSRI_ERROR("VSR-CONFIG", "peer_queue_capacity, max_batch must be > 0, max_clients 1..2^24, "
+               "shards 1..%u", VSRI_SHARDS_MAX);
     return VSR_ECONFIG;
   }
   return 0;
@@ -558,8 +565,9 @@ const struct vsri_listener *vsri_bus_client_listener(const struct vsr_bus *bus, 
   return t ? bus->client_t[t - vsri_bus_transports].l.l : NULL;
 }
 
-int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
-                const struct vsr_bus_callbacks *cb, void *user) {
+/* vsr_bus_new (shard.c) is shard 0's; |index| > 0: a worker's bus, ids tagged with it. */
+int vsri_bus_new_shard(struct vsr_bus **out, const struct vsr_bus_options *o,
+                       const struct vsr_bus_callbacks *cb, void *user, uint32_t index) {
   struct vsr_bus_options def;
   if (!o) {
     vsr_bus_options_default(&def);
@@ -574,6 +582,7 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   if (cb) bus->cb = *cb;
   bus->user = user;
   bus->client_free_head = BUS_SLOT_NONE;
+  bus->id_tag = index << 24;
   vsri_list_init(&bus->peers);
   vsri_list_init(&bus->full);
   err = bus_copy_strings(bus);
@@ -616,8 +625,10 @@ int vsr_bus_new(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
+  bus->tctx.reuseport = index > 0 ? 2 : o->shards > 1 && o->client_tcp_addr; /* shards */
   err = bus_client_transports_start(bus);
   if (err) goto fail;
+  if (index == 0 && bus->tctx.reuseport && (err = vsri_shards_start(bus))) goto fail;
   if (bus->opts.cluster_name && bus->opts.replica_count > 1) {
     err = vsri_replica_init(bus);
     if (err) goto fail;
@@ -682,6 +693,7 @@ int vsr_bus_shutdown_start(struct vsr_bus *bus, uint64_t timeout_ns) {
   if (bus->replica_plane) vsri_replica_shutdown(bus);
   /* Queued frames go out first (send() already refuses new ones), then each connection closes. */
   bus_for_each_peer(bus, VSR_ESHUTDOWN, true);
+  if (bus->shard_set) vsri_shards_shutdown(bus, timeout_ns);
   if (bus->peers_open > 0) vsri_io_timeout(io, &bus->shut_timer, drain_ns, bus_shut_timer_cb, bus);
   vsri_io_timeout(io, &bus->shut_settle, 0, bus_shut_settle_cb, bus);
   return 0;
@@ -690,7 +702,8 @@ int vsr_bus_shutdown_start(struct vsr_bus *bus, uint64_t timeout_ns) {
 bool vsr_bus_shutdown_done(const struct vsr_bus *bus) {
   return bus->shutting_down && bus->shut_turns >= 2 && bus->peers_open == 0 &&
          !bus->shut_timer.pending && !bus->shut_settle.pending &&
-         !bus->slow_sweep.pending && vsri_replica_idle(bus);
+         !bus->slow_sweep.pending && vsri_replica_idle(bus) &&
+         (!bus->shard_set || vsri_shards_done(bus));
 }
 
 int vsr_bus_shutdown(struct vsr_bus *bus, uint64_t timeout_ns) {
@@ -736,6 +749,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
    * kernel may still touch is handed to the io layer (io.h, "Letting go"). */
   bus->cb = (struct vsr_bus_callbacks){0};
   bus->shutting_down = true;
+  vsri_shards_stop(bus); /* joins the workers: nothing runs on another thread from here */
   if (bus->loop) {
     struct vsri_io *io = bus->loop->io;
     vsri_bus_timeout_stop(bus);
@@ -751,6 +765,7 @@ void vsr_bus_del(struct vsr_bus *bus) {
   vsri_metrics_stop(bus);
   if (bus->replica_plane) vsri_replica_fini(bus);
   vsr_log_flush(); /* the held-back counts of this bus's last moments */
+  vsri_shards_free(bus); /* after every queue that may hold a worker's frame */
   if (bus->owns_loop) vsr_loop_del(bus->loop);
   for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* after the connections that read them */
     if (bus->client_t[t].cfg) vsri_bus_transports[t].config_free(bus->client_t[t].cfg);

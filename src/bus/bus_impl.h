@@ -144,6 +144,12 @@ struct vsr_bus {
    * at once); kept so done() is never true within the turn that started the shutdown. */
   struct vsri_completion shut_settle;
   uint8_t shut_turns;
+  /* Shards (shard.c, docs/shards.md). Shard 0 holds the set (NULL with shards = 1); every
+   * shard's bus mints client ids with its index in bits 24..31 (|id_tag|) and counts its
+   * clients in the node-wide count (NULL: this bus's own stats alone). */
+  struct vsri_shards *shard_set;
+  uint32_t id_tag;
+  _Atomic uint64_t *clients_shared;
 };
 
 /* The smallest power of two >= |v| (at least 1, at most 2^30): send-queue ring sizes. */
@@ -219,6 +225,33 @@ void vsri_bus_peer_close(struct bus_peer *p, int reason, bool drain);
 struct bus_peer *vsri_bus_client_find(const struct vsr_bus *bus, uint64_t id);
 void vsri_bus_emit(struct vsr_bus *bus, enum vsr_peer_event_kind kind, struct bus_peer *p,
                    int reason);
+
+/* Shards (shard.c). start: after the client listeners (workers bind the same TCP address);
+ * send: a send (msg) or close (msg NULL) for a client of another shard; client_take/give: the
+ * node-wide max_clients; shutdown/done: the workers' part of vsr_bus_shutdown_start/_done;
+ * stop (joins the threads) then free, from vsr_bus_del. add: the workers' counters (and their
+ * [frames in, bytes in, frames out, bytes out][plane][transport] when |pt| is not NULL). */
+#define VSRI_SHARDS_MAX 255
+#define VSRI_CLIENT_SLOT_MASK 0xffffffu /* client id bits 0..23: the slot; 24..31: the shard */
+struct vsri_shards;
+int vsri_bus_new_shard(struct vsr_bus **out, const struct vsr_bus_options *o,
+                       const struct vsr_bus_callbacks *cb, void *user, uint32_t index);
+int vsri_shards_start(struct vsr_bus *bus);
+int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg);
+bool vsri_shards_client_take(struct vsr_bus *bus);
+void vsri_shards_client_give(struct vsr_bus *bus);
+void vsri_shards_shutdown(struct vsr_bus *bus, uint64_t timeout_ns);
+bool vsri_shards_done(const struct vsr_bus *bus);
+void vsri_shards_stop(struct vsr_bus *bus);
+void vsri_shards_free(struct vsr_bus *bus);
+/* This bus's own counters (metrics.c): vsr_bus_stats without the other shards. */
+void vsri_bus_stats_own(const struct vsr_bus *bus, struct vsr_bus_stats *out);
+void vsri_shards_add(const struct vsr_bus *bus, struct vsr_bus_stats *out,
+                     uint64_t (*pt)[2][VSRI_BUS_TRANSPORTS]);
+/* True when |id| names a client of another shard than this bus's (shard 0 routes it). */
+static inline bool vsri_bus_remote_client(const struct vsr_bus *bus, uint64_t id) {
+  return bus->shard_set && (((uint32_t)id >> 24) & 0xff) != 0;
+}
 
 /* Replica plane (replica.c). init is called by vsr_bus_new when a cluster is configured. */
 int vsri_replica_init(struct vsr_bus *bus);

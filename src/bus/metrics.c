@@ -127,7 +127,13 @@ static void mx_quic(struct mx_out *o, const struct vsr_bus *bus) {
 int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, size_t *written) {
   struct mx_out o = {.buf = buf, .len = len};
   struct vsr_bus_stats st;
-  vsr_bus_stats(bus, &st);
+  uint64_t pt[4][2][VSRI_BUS_TRANSPORTS]; /* frames in, bytes in, frames out, bytes out */
+  vsri_bus_stats_own(bus, &st);
+  memcpy(pt[0], bus->pt_frames_in, sizeof pt[0]);
+  memcpy(pt[1], bus->pt_bytes_in, sizeof pt[1]);
+  memcpy(pt[2], bus->pt_frames_out, sizeof pt[2]);
+  memcpy(pt[3], bus->pt_bytes_out, sizeof pt[3]);
+  vsri_shards_add(bus, &st, pt); /* every shard's traffic */
   struct mx_live live;
   memset(&live, 0, sizeof live);
   for (uint32_t i = 0; i < bus->client_slots_len; i++) mx_add_peer(&live, bus->client_slots[i]);
@@ -140,14 +146,14 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
             vsri_io_backend_name(bus->loop->io));
 
   mx_traffic(&o, "vsrbus_frames_in_total", "Frames delivered to the application.",
-             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_frames_in);
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])pt[0]);
   mx_traffic(&o, "vsrbus_in_bytes_total", "Bytes of the frames delivered to the application.",
-             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_bytes_in);
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])pt[1]);
   mx_traffic(&o, "vsrbus_frames_out_total",
              "Frames whose last byte the kernel took (QUIC: in a datagram sendmsg accepted).",
-             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_frames_out);
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])pt[2]);
   mx_traffic(&o, "vsrbus_out_bytes_total", "Bytes of the frames the kernel took.",
-             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])bus->pt_bytes_out);
+             (const uint64_t(*)[VSRI_BUS_TRANSPORTS])pt[3]);
   mx_one(&o, "vsrbus_frames_queued_total", "counter", "Sends accepted into a peer queue.",
          st.frames_queued);
 
@@ -255,6 +261,12 @@ int vsr_bus_metrics_render(const struct vsr_bus *bus, char *buf, size_t len, siz
 /* ---- the structs ----------------------------------------------------------------------- */
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
+  vsri_bus_stats_own(bus, out);
+  vsri_shards_add(bus, out, NULL);
+}
+
+void vsri_bus_stats_own(const struct vsr_bus *bus, struct vsr_bus_stats *out) {
+  if (bus->shard_set) vsri_pool_collect(bus->loop->pool); /* what other shards gave back */
   *out = bus->stats;
   for (int pl = 0; pl < 2; pl++) {
     out->rx_reserved[pl] = bus->budget[pl].reserved;

@@ -251,4 +251,13 @@ struct vsri_io_stats {
 };
 void vsri_io_stats(const struct vsri_io *io, struct vsri_io_stats *out);
 
+/* Doorbell (doorbell.c): wakes this loop from another thread. |fn| runs on the loop after one
+ * or more rings (at least once after every ring). new/del on the loop's thread (del never runs
+ * the loop); ring from any thread, never blocks. Kernel backends only (not the simulator). */
+struct vsri_doorbell;
+int vsri_doorbell_new(struct vsri_doorbell **out, struct vsri_io *io, void (*fn)(void *ctx),
+                      void *ctx);
+void vsri_doorbell_ring(struct vsri_doorbell *d);
+void vsri_doorbell_del(struct vsri_doorbell *d);
+
 #endif

@@ -2,6 +2,7 @@
  * |accepted| hook; running out of descriptors or memory never makes the listener spin. */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -101,6 +102,24 @@ static void stream_accept_next(struct vsri_stream_listener *l) {
 
 void vsri_stream_listener_start(struct vsri_stream_listener *l) { stream_accept_next(l); }
 
+/* Shards: the first socket of an SO_REUSEPORT group would share a port any other process of
+ * the same user already listens on with SO_REUSEPORT, silently splitting its clients. So the
+ * first one (reuseport 1) checks that the port is free with a plain bind (SO_REUSEADDR, as
+ * the real socket: only a listener or a bound socket makes it fail); the shards that join the
+ * group (reuseport 2) do not. Returns 0 or -errno (-EADDRINUSE: taken). */
+static int stream_reuseport_probe(const struct vsri_transport_ctx *ctx,
+                                  const struct sockaddr_storage *sa, socklen_t len) {
+  uint16_t port = sa->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                                            : ((const struct sockaddr_in *)sa)->sin_port;
+  if (ctx->reuseport != 1 || port == 0) return 0; /* port 0: the kernel picks a free one */
+  int probe = vsri_io_socket(ctx->io, sa->ss_family, SOCK_STREAM), one = 1;
+  if (probe < 0) return probe;
+  vsri_io_setsockopt(ctx->io, probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int err = vsri_io_bind(ctx->io, probe, (const struct sockaddr *)sa, len);
+  vsri_io_close_now(ctx->io, probe);
+  return err == -EADDRINUSE ? err : 0;
+}
+
 int vsri_stream_listen(struct vsri_stream_listener **out, size_t size,
                        const struct vsri_transport_ops *ops, const char *proto,
                        const struct vsri_transport_ctx *ctx, const char *addr,
@@ -113,14 +132,20 @@ int vsri_stream_listen(struct vsri_stream_listener **out, size_t size,
                vsri_parse_addr_why());
     return VSR_EADDR;
   }
-  int fd = vsri_io_socket(ctx->io, sa.ss_family, SOCK_STREAM), one = 1;
-  if (fd < 0) return VSR_EIO;
-  vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  int err = vsri_io_bind(ctx->io, fd, (struct sockaddr *)&sa, len);
+  int err = stream_reuseport_probe(ctx, &sa, len);
+  int fd = err ? err : vsri_io_socket(ctx->io, sa.ss_family, SOCK_STREAM), one = 1;
+  if (fd < 0 && err == 0) return VSR_EIO;
+  if (err == 0) {
+    vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ctx->reuseport) {
+      vsri_io_setsockopt(ctx->io, fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    }
+    err = vsri_io_bind(ctx->io, fd, (struct sockaddr *)&sa, len);
+  }
   if (err == 0) err = vsri_io_listen(ctx->io, fd, 4096);
   if (err < 0) {
     VSRI_ERROR("VSR-LISTEN", "%s: cannot listen on %s: %s", proto, addr, strerror(-err));
-    vsri_io_close_now(ctx->io, fd);
+    if (fd >= 0) vsri_io_close_now(ctx->io, fd);
     return vsri_bind_reason(-err);
   }
   struct vsri_stream_listener *l = vsri_calloc(1, size);

@@ -118,6 +118,10 @@ struct vsri_transport_ctx {
   /* TCP liveness (issue 15), applied to every accepted and dialed socket: */
   uint64_t tcp_keepalive_ns;    /* SO_KEEPALIVE idle time (interval = /3, 3 probes); 0: off */
   uint64_t tcp_user_timeout_ns; /* TCP_USER_TIMEOUT; 0: the kernel's default */
+  /* Shards: every shard's TCP listener binds the same address with SO_REUSEPORT. 0: no; 1: the
+   * first of the group (shard 0: fails with EADDRINUSE if anyone listens there already); 2: a
+   * shard joining the group shard 0 made. */
+  uint8_t reuseport;
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,

@@ -7,6 +7,7 @@
  * total bytes (cache_bytes_max). Accounting: |bytes| = |bytes_live| + |bytes_cached|, and
  * |bytes| never exceeds bytes_max: a get that would cross it first gives cached buffers back
  * to the heap (largest first), then fails. */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -40,7 +41,16 @@ struct vsr_pool {
   struct pool_class cls[POOL_NCLASSES];
   struct vsr_pool_options opts;
   struct vsr_pool_stats stats;
+  /* Shards (docs/shards.md): the thread that owns the pool (the address of its thread tag),
+   * the messages other threads released (a lock-free stack the owner empties whole), and the
+   * byte cap shared with other shards' pools (NULL: |opts.bytes_max| alone). */
+  const void *owner;
+  _Atomic(struct pool_msg *) remote;
+  struct vsri_pool_share *share;
+  bool del_when_idle; /* vsri_pool_del_when_idle: the last release deletes the pool */
 };
+
+static _Thread_local char pool_thread_tag; /* its address names the running thread */
 
 void vsr_pool_options_default(struct vsr_pool_options *o) {
   memset(o, 0, sizeof *o);
@@ -91,6 +101,8 @@ uint64_t vsri_pool_bytes_live(const struct vsr_pool *pool) { return pool->stats.
 static void pool_free_buffer(struct vsr_pool *pool, struct pool_msg *pm) {
   pool->stats.heap_frees++;
   pool->stats.bytes -= pm->pub.capacity;
+  if (pool->share) atomic_fetch_sub_explicit(&pool->share->bytes, pm->pub.capacity,
+                                             memory_order_relaxed);
   vsri_free(pm->pub.data);
   vsri_free(pm);
 }
@@ -106,14 +118,25 @@ static struct pool_msg *pool_pop(struct vsr_pool *pool, unsigned c) {
 
 /* Gives cached buffers back to the heap, largest classes first, until |need| more bytes fit
  * under bytes_max. Returns whether they do. */
+/* Live + cached bytes against the cap: this pool's, or every sharing pool's. */
+static uint64_t pool_total(const struct vsr_pool *pool) {
+  return pool->share ? atomic_load_explicit(&pool->share->bytes, memory_order_relaxed)
+                     : pool->stats.bytes;
+}
+
 static bool pool_make_room(struct vsr_pool *pool, uint64_t need) {
-  for (unsigned c = POOL_NCLASSES; c-- > 0 && pool->stats.bytes + need > pool->opts.bytes_max;) {
-    while (pool->cls[c].free && pool->stats.bytes + need > pool->opts.bytes_max) {
+  for (unsigned c = POOL_NCLASSES; c-- > 0 && pool_total(pool) + need > pool->opts.bytes_max;) {
+    while (pool->cls[c].free && pool_total(pool) + need > pool->opts.bytes_max) {
       pool_free_buffer(pool, pool_pop(pool, c));
       pool->stats.trims++;
     }
   }
-  return pool->stats.bytes + need <= pool->opts.bytes_max;
+  if (!pool->share) return pool->stats.bytes + need <= pool->opts.bytes_max;
+  /* Reserve in the shared count at once: two shards checking together cannot both pass. */
+  uint64_t before = atomic_fetch_add_explicit(&pool->share->bytes, need, memory_order_relaxed);
+  if (before + need <= pool->opts.bytes_max) return true;
+  atomic_fetch_sub_explicit(&pool->share->bytes, need, memory_order_relaxed);
+  return false;
 }
 
 /* Allocates a fresh buffer of class |cls| from the heap (counted, not yet live or cached). */
@@ -125,12 +148,16 @@ static struct pool_msg *pool_alloc(struct vsr_pool *pool, uint8_t cls, uint32_t 
   }
   struct pool_msg *pm = vsri_malloc(sizeof *pm);
   if (!pm) {
+    if (pool->share) atomic_fetch_sub_explicit(&pool->share->bytes, capacity,
+                                               memory_order_relaxed);
     *err = VSR_EPOOL;
     return NULL;
   }
   pm->pub.data = vsri_aligned_alloc(VSR_MESSAGE_ALIGN, capacity);
   if (!pm->pub.data) {
     vsri_free(pm);
+    if (pool->share) atomic_fetch_sub_explicit(&pool->share->bytes, capacity,
+                                               memory_order_relaxed);
     *err = VSR_EPOOL;
     return NULL;
   }
@@ -168,6 +195,8 @@ int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o) {
   struct vsr_pool *pool = vsri_calloc(1, sizeof *pool);
   if (!pool) return VSR_ENOMEM;
   pool->opts = *o;
+  pool->owner = &pool_thread_tag;
+  atomic_init(&pool->remote, NULL);
   if (!pool->opts.cache_bytes_max) pool->opts.cache_bytes_max = 128u << 20;
   for (unsigned c = 0; c < POOL_NCLASSES; c++) {
     pool->cls[c].size = pool_class_size(c);
@@ -192,6 +221,8 @@ int vsr_pool_new(struct vsr_pool **out, const struct vsr_pool_options *o) {
 
 void vsr_pool_del(struct vsr_pool *pool) {
   if (!pool) return;
+  pool->del_when_idle = false;
+  vsri_pool_collect(pool);
   for (unsigned c = 0; c < POOL_NCLASSES; c++) {
     while (pool->cls[c].free) pool_free_buffer(pool, pool_pop(pool, c));
   }
@@ -205,9 +236,13 @@ struct vsr_msg *vsri_pool_get_ex(struct vsr_pool *pool, uint32_t size, uint64_t 
     *err = VSR_EINVAL;
     return NULL;
   }
+  if (atomic_load_explicit(&pool->remote, memory_order_relaxed)) vsri_pool_collect(pool);
   uint8_t cls = pool_class_of(size);
   uint32_t cap = pool_capacity_of(cls, size);
-  if (headroom && pool->stats.bytes_live + cap + headroom > pool->opts.bytes_max) {
+  /* Shared cap: every other pool's cached bytes count as live here (conservative). */
+  uint64_t live = pool->share ? pool_total(pool) - pool->stats.bytes_cached
+                              : pool->stats.bytes_live;
+  if (headroom && live + cap + headroom > pool->opts.bytes_max) {
     pool->stats.failures++;
     *err = VSR_EMEMORY_MAX;
     return NULL;
@@ -243,16 +278,75 @@ struct vsr_msg *vsr_pool_get_zeroed(struct vsr_pool *pool, uint32_t size) {
   return m;
 }
 
+static void msg_release_local(struct vsr_pool *pool, struct pool_msg *pm) {
+  pool->stats.live--;
+  pool->stats.bytes_live -= pm->pub.capacity;
+  if (!pool_cache(pool, pm)) pool_free_buffer(pool, pm);
+  if (pool->del_when_idle && pool->stats.live == 0) vsr_pool_del(pool);
+}
+
+/* The last reference is gone. On the pool's own thread the buffer goes back at once; on any
+ * other thread (a frame another shard received, a Reply another shard wrote) it goes on the
+ * pool's return stack, without a lock, and the owner takes it back at its next get. */
 static void msg_release(struct vsr_msg *m) {
   struct pool_msg *pm = pool_msg_of(m);
   struct vsr_pool *pool = pm->pool;
-  pool->stats.live--;
-  pool->stats.bytes_live -= m->capacity;
-  if (!pool_cache(pool, pm)) pool_free_buffer(pool, pm);
+  m->refs = 0;
+  if (!pool->share || pool->owner == &pool_thread_tag) { /* no shards: always the owner */
+    msg_release_local(pool, pm);
+    return;
+  }
+  struct pool_msg *head = atomic_load_explicit(&pool->remote, memory_order_relaxed);
+  do {
+    pm->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(&pool->remote, &head, pm,
+                                                  memory_order_release, memory_order_relaxed));
+}
+
+void vsri_pool_collect(struct vsr_pool *pool) {
+  struct pool_msg *pm = atomic_exchange_explicit(&pool->remote, NULL, memory_order_acquire);
+  while (pm) {
+    struct pool_msg *next = pm->next;
+    msg_release_local(pool, pm);
+    pm = next;
+  }
+}
+
+void vsri_pool_del_when_idle(struct vsr_pool *pool) {
+  vsri_pool_collect(pool);
+  if (pool->stats.live == 0) {
+    vsr_pool_del(pool);
+    return;
+  }
+  pool->del_when_idle = true; /* a frame of it is still held (the caller's): wait for it */
+}
+
+void vsri_pool_set_owner(struct vsr_pool *pool) { pool->owner = &pool_thread_tag; }
+
+void vsri_pool_set_share(struct vsr_pool *pool, struct vsri_pool_share *share) {
+  if (pool->share) { /* leaving: its bytes no longer count there */
+    atomic_fetch_sub_explicit(&pool->share->bytes, pool->stats.bytes, memory_order_relaxed);
+  }
+  pool->share = share;
+  if (!share) return;
+  atomic_fetch_add_explicit(&share->bytes, pool->stats.bytes, memory_order_relaxed);
+  pool->opts.bytes_max = share->bytes_max;
+}
+
+void vsri_msg_share(struct vsr_msg *m) {
+  __atomic_fetch_or(&m->refs, VSR_MSG_SHARED, __ATOMIC_RELAXED);
 }
 
 void vsr_msg_unref(struct vsr_msg *m) {
-  if (m && --m->refs == 0) msg_release(m);
+  if (!m) return;
+  if (__atomic_load_n(&m->refs, __ATOMIC_RELAXED) & VSR_MSG_SHARED) {
+    /* acq_rel: the thread dropping the last reference sees every other thread's writes. */
+    if ((__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) & ~VSR_MSG_SHARED) == 0) {
+      msg_release(m);
+    }
+    return;
+  }
+  if (--m->refs == 0) msg_release(m);
 }
 
 void vsr_pool_stats(const struct vsr_pool *pool, struct vsr_pool_stats *out) {
