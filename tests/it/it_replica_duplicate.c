@@ -77,8 +77,9 @@ static void twin_replica_never_installs(void **state) {
   twin.opts.reconnect_period_ns = 50000000ull;
   twin.send_on_auth = 1000;
   assert_int_equal(r_start(&twin), 0);
-  /* The twin authenticates the acceptor (its side completes), then loses the link: twice. */
-  assert_int_equal(r_wait(&twin, VSR_PEER_LOST, 1, 2, 10 * R_SEC), 2);
+  /* The twin authenticates the acceptor (its side completes), then loses the link: at least
+   * twice (its jittered redial may fit a third round before we look). */
+  assert_true(r_wait(&twin, VSR_PEER_LOST, 1, 2, 10 * R_SEC) >= 2);
   assert_int_equal(r_wait_errors(&n[1], VSR_EDUPLICATE, 2, 10 * R_SEC) >= 2, 1);
   assert_int_equal(r_frames_op(&n[1], VSR_CMD_PREPARE, 1000), 0);
   first_link_survives(n);
