@@ -16,13 +16,26 @@ static uint32_t draw_size(struct run *run) {
   return (uint32_t)s;
 }
 
+/* A frame of a drawn size from the client's pool (NULL, noted, when the pool has none). */
+static struct vsr_msg *client_msg(struct run *run, struct sclient *c, uint32_t *size) {
+  *size = draw_size(run);
+  struct vsr_msg *m = vsr_client_msg_new(c->c, *size);
+  if (!m) sim_note(run, "client %u: no message of %u bytes from the pool", c->idx, *size);
+  return m;
+}
+
+/* A body unique to this frame: a random byte throughout, a random word at each end. */
+static void client_body(struct run *run, struct vsr_msg *m, uint32_t size) {
+  uint64_t x = vsri_sim_rand(run->w);
+  memset(m->data + VSR_HEADER_SIZE, (int)(x & 0xff), size - VSR_HEADER_SIZE);
+  memcpy(m->data + VSR_HEADER_SIZE, &x, 8);
+  memcpy(m->data + size - 8, &x, 8);
+}
+
 static void client_send(struct run *run, struct sclient *c) {
-  uint32_t size = draw_size(run);
-  struct vsr_msg *m = vsr_client_msg_new(c->c, size);
-  if (!m) {
-    sim_note(run, "client %u: no message of %u bytes from the pool", c->idx, size);
-    return;
-  }
+  uint32_t size;
+  struct vsr_msg *m = client_msg(run, c, &size);
+  if (!m) return;
   struct vsr_request_header *rq = (struct vsr_request_header *)m->data;
   vsr_header_init(m->data, VSR_CMD_REQUEST, size);
   rq->cluster = run->cluster;
@@ -30,11 +43,7 @@ static void client_send(struct run *run, struct sclient *c) {
   rq->operation = VSR_OP_SEND_MESSAGES;
   rq->session = 1;
   rq->request = ++c->request;
-  /* A body unique to this frame: a random byte throughout, a random word at each end. */
-  uint64_t x = vsri_sim_rand(run->w);
-  memset(m->data + VSR_HEADER_SIZE, (int)(x & 0xff), size - VSR_HEADER_SIZE);
-  memcpy(m->data + VSR_HEADER_SIZE, &x, 8);
-  memcpy(m->data + size - 8, &x, 8);
+  client_body(run, m, size);
   int err = vsr_client_send(c->c, m);
   if (err == 0) {
     struct rec r = {.hash = sim_frame_hash(m), .size = size, .cmd = VSR_CMD_REQUEST};
@@ -51,18 +60,12 @@ static void client_send(struct run *run, struct sclient *c) {
  * number); request_checksum carries a number of our own and the body is unique, so the Reply
  * can be matched to it byte for byte (sim_on_reply). */
 static void client_request(struct run *run, struct sclient *c) {
-  uint32_t size = draw_size(run);
-  struct vsr_msg *m = vsr_client_msg_new(c->c, size);
-  if (!m) {
-    sim_note(run, "client %u: no message of %u bytes from the pool", c->idx, size);
-    return;
-  }
+  uint32_t size;
+  struct vsr_msg *m = client_msg(run, c, &size);
+  if (!m) return;
   struct vsr_request_header *rq = (struct vsr_request_header *)m->data;
   rq->request_checksum = (vsr_u128){++c->next_id, (uint64_t)c->idx << 32 | c->incarnation};
-  uint64_t x = vsri_sim_rand(run->w);
-  memset(m->data + VSR_HEADER_SIZE, (int)(x & 0xff), size - VSR_HEADER_SIZE);
-  memcpy(m->data + VSR_HEADER_SIZE, &x, 8);
-  memcpy(m->data + size - 8, &x, 8);
+  client_body(run, m, size);
   c->sub[(c->sub_head + c->sub_len) % SIM_SUB_MAX] = m; /* our reference, until completed */
   c->sub_len++;
   int err = vsr_client_request(c->c, m, VSR_OP_SEND_MESSAGES, sim_on_reply, c);
