@@ -107,12 +107,12 @@ struct vsri_io_grave {
 
 enum vsri_io_backend_kind { VSRI_IO_AUTO = 0, VSRI_IO_EPOLL, VSRI_IO_URING };
 
-#define VSRI_IO_POOLED_BUF (256u << 10) /* RECV_POOLED buffer size (loop.c says why) */
+#define VSRI_IO_POOLED_BUF (64u << 10) /* RECV_POOLED buffer size (loop.c says why) */
 
 struct vsri_io_options {
   enum vsri_io_backend_kind backend; /* AUTO: VSRBUS_IO env, then io_uring, then epoll */
   uint32_t entries;                  /* io_uring queue depth; default 1024 */
-  uint32_t pooled_buf_size;          /* RECV_POOLED buffer size; default 256 KiB */
+  uint32_t pooled_buf_size;          /* RECV_POOLED buffer size; default 64 KiB */
   uint32_t pooled_buf_count;         /* RECV_POOLED buffers (io_uring ring); default 8 */
 };
 

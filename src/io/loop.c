@@ -22,10 +22,8 @@ void vsri_io_options_default(struct vsri_io_options *o) {
   memset(o, 0, sizeof *o);
   o->backend = VSRI_IO_AUTO;
   o->entries = 1024;
-  /* 256 KiB: one recv takes what a busy socket holds (fewer receives, fewer ACK rounds on
-   * the sender's side); against 64 KiB it won 18 of 18 alternating runs of 64 x 1 KiB,
-   * 64 x 16 KiB (both backends) and 1 x 256 B / 16 KiB (issue 18; 128 and 512 KiB were
-   * within the noise of 256). */
+  /* 64 KiB. 256 KiB won with 64 connections (1.04-1.7x) but one connection of 16 KiB
+   * frames fell to 0.53x on a quiet machine (docs/performance.md, "Receive buffer size"). */
   o->pooled_buf_size = VSRI_IO_POOLED_BUF;
   /* Few buffers on purpose: the kernel writes into them and the decoder reads them at once,
    * so a small ring stays in cache. 64 x 64 KiB (4 MiB) cycling halved io_uring throughput
