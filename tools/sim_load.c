@@ -94,6 +94,17 @@ static void crash_replica(struct run *run, struct replica *r) {
   run->faults[3]++;
 }
 
+static void crash_client(struct run *run, struct sclient *c) {
+  struct vsri_sim *w = run->w;
+  sim_note(run, "fault: crash client %u", c->idx);
+  vsri_sim_crash(c->host);
+  sim_client_free(c, true);
+  c->dead = true;
+  c->crashed = true;
+  c->restart_at = vsri_sim_now(w) + 100 * SIM_MS + vsri_sim_below(w, 1000 * SIM_MS);
+  run->faults[3]++;
+}
+
 /* Failover mode: any replica, the primary too, or a client. A replica's state is in memory
  * only, so at most f = (n - 1) / 2 replicas may be down or recovering at once (VR Revisited
  * §4.3: a recovering replica learns its state from f + 1 others; with more than f of them
@@ -101,7 +112,6 @@ static void crash_replica(struct run *run, struct replica *r) {
  * never crashed for the same reason (f = 0). */
 static void crash_any(struct run *run) {
   struct vsri_sim *w = run->w;
-  uint64_t now = vsri_sim_now(w);
   if (run->nr > 1 && vsri_sim_below(w, 2) == 0) {
     struct replica *r = &run->r[vsri_sim_below(w, run->nr)];
     if (!r->up) return;
@@ -115,14 +125,7 @@ static void crash_any(struct run *run) {
     return;
   }
   struct sclient *c = &run->c[vsri_sim_below(w, run->nc)];
-  if (!c->c) return;
-  sim_note(run, "fault: crash client %u", c->idx);
-  vsri_sim_crash(c->host);
-  sim_client_free(c, true);
-  c->dead = true;
-  c->crashed = true;
-  c->restart_at = now + 100 * SIM_MS + vsri_sim_below(w, 1000 * SIM_MS);
-  run->faults[3]++;
+  if (c->c) crash_client(run, c);
 }
 
 /* Cuts the primary off from every other replica, both ways (its clients still reach it): the
@@ -136,32 +139,19 @@ static void isolate_primary(struct run *run, int p) {
 }
 
 static void crash_something(struct run *run) {
-  struct vsri_sim *w = run->w;
-  uint64_t now = vsri_sim_now(w);
   if (!run->fixed) {
     crash_any(run);
     return;
   }
   uint32_t n = (run->nr - 1) + run->nc; /* never the primary */
-  uint32_t k = (uint32_t)vsri_sim_below(w, n);
+  uint32_t k = (uint32_t)vsri_sim_below(run->w, n);
   if (k < (uint32_t)run->nr - 1) {
     struct replica *r = &run->r[k + 1];
-    if (!r->up) return;
-    sim_note(run, "fault: crash replica %u", r->idx);
-    vsri_sim_crash(r->host);
-    sim_replica_free(r);
-    r->restart_at = now + 100 * SIM_MS + vsri_sim_below(w, 1500 * SIM_MS);
+    if (r->up) crash_replica(run, r);
   } else {
     struct sclient *c = &run->c[k - (run->nr - 1)];
-    if (!c->c) return;
-    sim_note(run, "fault: crash client %u", c->idx);
-    vsri_sim_crash(c->host);
-    sim_client_free(c, true);
-    c->dead = true;
-    c->crashed = true;
-    c->restart_at = now + 100 * SIM_MS + vsri_sim_below(w, 1000 * SIM_MS);
+    if (c->c) crash_client(run, c);
   }
-  run->faults[3]++;
 }
 
 void sim_fault_tick(struct run *run) {

@@ -45,9 +45,10 @@ static int loop_pick_backend(enum vsri_io_backend_kind *kind) {
   return 0;
 }
 
-int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
+/* A loop with its options (zero fields take their defaults) and empty lists; no backend yet. */
+static struct vsri_io *io_alloc(const struct vsri_io_options *o) {
   struct vsri_io *io = vsri_calloc(1, sizeof *io);
-  if (!io) return VSR_ENOMEM;
+  if (!io) return NULL;
   if (o) io->opts = *o;
   else vsri_io_options_default(&io->opts);
   if (!io->opts.entries) io->opts.entries = 1024;
@@ -56,6 +57,12 @@ int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
   vsri_list_init(&io->ready);
   vsri_list_init(&io->deferred);
   vsri_list_init(&io->graves);
+  return io;
+}
+
+int vsri_io_new(struct vsri_io **out, const struct vsri_io_options *o) {
+  struct vsri_io *io = io_alloc(o);
+  if (!io) return VSR_ENOMEM;
   enum vsri_io_backend_kind kind = io->opts.backend;
   int err = loop_pick_backend(&kind);
   if (err) goto fail;
@@ -84,16 +91,8 @@ fail:
 
 int vsri_io_new_on(struct vsri_io **out, const struct vsri_io_options *o,
                    const struct vsri_io_backend *backend, void *backend_data) {
-  struct vsri_io *io = vsri_calloc(1, sizeof *io);
+  struct vsri_io *io = io_alloc(o);
   if (!io) return VSR_ENOMEM;
-  if (o) io->opts = *o;
-  else vsri_io_options_default(&io->opts);
-  if (!io->opts.entries) io->opts.entries = 1024;
-  if (!io->opts.pooled_buf_size) io->opts.pooled_buf_size = VSRI_IO_POOLED_BUF;
-  if (!io->opts.pooled_buf_count) io->opts.pooled_buf_count = 8;
-  vsri_list_init(&io->ready);
-  vsri_list_init(&io->deferred);
-  vsri_list_init(&io->graves);
   io->backend = backend;
   io->backend_data = backend_data;
   int err = backend->init(io);
