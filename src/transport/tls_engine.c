@@ -194,19 +194,28 @@ static void tls_common(struct vsri_tls *t) {
   gnutls_transport_set_pull_timeout_function(t->s, tls_pull_timeout);
 }
 
-int vsri_tls_server_init(struct vsri_tls *t, const struct vsri_tls_server *cfg,
-                         struct vsr_pool *pool, const char *name) {
+/* A fresh session (|end|: GNUTLS_SERVER or GNUTLS_CLIENT; TLS 1.3 without tickets, non-blocking)
+ * wired to our push/pull functions. */
+static int tls_open(struct vsri_tls *t, struct vsr_pool *pool, const char *name,
+                    unsigned end) {
   memset(t, 0, sizeof *t);
   t->pool = pool;
-  t->server = true;
+  t->server = end == GNUTLS_SERVER;
   t->name = name;
-  int rv = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NO_TICKETS | GNUTLS_NONBLOCK);
+  int rv = gnutls_init(&t->s, end | GNUTLS_NO_TICKETS | GNUTLS_NONBLOCK);
   if (rv < 0) {
     t->s = NULL;
     tls_why(t, "gnutls_init", rv);
     return VSR_ETLS;
   }
   tls_common(t);
+  return 0;
+}
+
+int vsri_tls_server_init(struct vsri_tls *t, const struct vsri_tls_server *cfg,
+                         struct vsr_pool *pool, const char *name) {
+  int rv = tls_open(t, pool, name, GNUTLS_SERVER);
+  if (rv) return rv;
   if ((rv = gnutls_priority_set(t->s, cfg->prio)) < 0 ||
       (rv = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cfg->cred)) < 0) {
     tls_why(t, "server session", rv);
@@ -231,17 +240,9 @@ int vsri_tls_server_init(struct vsri_tls *t, const struct vsri_tls_server *cfg,
 
 int vsri_tls_client_init(struct vsri_tls *t, const struct vsri_tls_client *cfg,
                          struct vsr_pool *pool, const char *name) {
-  memset(t, 0, sizeof *t);
-  t->pool = pool;
-  t->name = name;
+  int rv = tls_open(t, pool, name, GNUTLS_CLIENT);
+  if (rv) return rv;
   t->client_cfg = cfg;
-  int rv = gnutls_init(&t->s, GNUTLS_CLIENT | GNUTLS_NO_TICKETS | GNUTLS_NONBLOCK);
-  if (rv < 0) {
-    t->s = NULL;
-    tls_why(t, "gnutls_init", rv);
-    return VSR_ETLS;
-  }
-  tls_common(t);
   if ((rv = gnutls_priority_set_direct(t->s, VSRI_TLS_PRIORITY, NULL)) < 0 ||
       (rv = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, cfg->cred)) < 0) {
     tls_why(t, "client session", rv);
