@@ -174,7 +174,8 @@ static void legacy_buses_link_and_auth_mismatch_never_links(void **state) {
   n[0].opts.replica_auth = VSR_REPLICA_AUTH_OFF;
   n[0].opts.reconnect_period_ns = 20000000ull;
   assert_int_equal(r_start_cluster(n, 2), 0);
-  assert_int_equal(r_wait_errors(&n[1], VSR_EAUTH_REQUIRED, 3, 10 * R_SEC), 3);
+  /* The dialer redials every 20 ms: a slow run may count a fourth refusal before it looks. */
+  assert_true(r_wait_errors(&n[1], VSR_EAUTH_REQUIRED, 3, 10 * R_SEC) >= 3);
   assert_false(r_stats(&n[1]).linked[0]);
   assert_int_equal(r_count(&n[1], VSR_PEER_AUTHENTICATED, -1), 0);
   r_stop(&n[0], true);
