@@ -33,6 +33,7 @@ struct bench_cfg {
   bool header, quiet;
   bool conns_set, size_set; /* pipeline: otherwise the demo's 32 clients, 256-byte bodies */
   const char *node_netns, *node_addr; /* bench/netns.sh: the node's namespace and IPv4 */
+  const char *batch_max; /* pipeline: the nodes' --batch-max (NULL: their default, 64) */
 };
 
 /* What the node reports back through the pipe at the end. */
@@ -340,7 +341,8 @@ static void bench_usage(FILE *f) {
           "  echo      K (--inflight) frames in flight per connection, echoed\n"
           "  pipeline  the 3-replica normal case of `vsrbus demo` (--conns clients, default 32,\n"
           "            --inflight requests each, --size frame bytes, default 512): committed\n"
-          "            requests/s and request round trips\n"
+          "            requests/s and request round trips; --batch-max N: the nodes'\n"
+          "            Requests per Prepare (default 64, 1: one each)\n"
           "  idle      N idle connections: node memory per connection (rss_kib column)\n"
           "  --node-netns NAME  the node runs in network namespace NAME (root; bench/netns.sh)\n"
           "  --node-addr IPV4   the node listens on IPV4 (default 127.0.0.1)\n"
@@ -357,7 +359,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
       {"batch", required_argument, 0, 'b'},     {"node-netns", required_argument, 0, 'N'},
       {"node-addr", required_argument, 0, 'A'}, {"shards", required_argument, 0, 'n'},
-      {0, 0, 0, 0},
+      {"batch-max", required_argument, 0, 'M'}, {0, 0, 0, 0},
   };
   *cfg = (struct bench_cfg){.transport = "tcp", .mode = "tput", .system = "vsrbus",
                             .size = 256, .conns = 1, .inflight = 1, .seconds = 2, .shards = 1};
@@ -378,6 +380,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     case 'N': cfg->node_netns = optarg; break;
     case 'A': cfg->node_addr = optarg; break;
     case 'n': cfg->shards = (uint32_t)strtoul(optarg, NULL, 0); break;
+    case 'M': cfg->batch_max = optarg; break;
     case 'h': bench_usage(stdout); return 1;
     default: bench_usage(stderr); return 2;
     }
@@ -493,6 +496,10 @@ static int bench_pipeline(const struct bench_cfg *cfg) {
                     "--depth", depth};
   int argc = 14;
   if (cfg->quiet) argv[argc++] = "--quiet";
+  if (cfg->batch_max) {
+    argv[argc++] = "--batch-max";
+    argv[argc++] = (char *)cfg->batch_max;
+  }
   argv[argc] = NULL;
   if (cfg->header) {
     printf("system,transport,mode,frame_bytes,conns,msgs_per_s,mb_per_s,p50_us,p99_us,"

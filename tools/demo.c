@@ -18,6 +18,7 @@
 
 #include "cmds.h"
 #include "demo.h"
+#include "sm.h"
 
 static struct demo *demo_signal_target;
 
@@ -45,6 +46,7 @@ static void demo_usage(FILE *f) {
           "  --restart R@S    restart replica R (memory empty: it recovers) at S seconds\n"
           "  --kill-primary-after S  kill whichever replica is primary at S seconds\n"
           "  --primary-timeout-ms N  the nodes' view-change timeout, default 500\n"
+          "  --batch-max N    the nodes' Requests per Prepare, default the node's (64)\n"
           "  --dump-commits   nodes write commits.N.txt, the demo acks.txt (every Reply a\n"
           "                   client got) into the kept log directory, for checking\n"
           "  --cluster NAME   cluster name, default vsrbus-demo\n"
@@ -74,6 +76,7 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
       {"kill-primary-after", required_argument, 0, 'P'},
       {"primary-timeout-ms", required_argument, 0, 'T'},
       {"dump-commits", no_argument, 0, 'D'},
+      {"batch-max", required_argument, 0, 'B'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
   };
   long v;
@@ -114,6 +117,7 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
       break;
     case 'T': if (!num || v < 10 || v > 60000) return 2; d->primary_timeout_ms = (int)v; break;
     case 'D': d->dump = true; break;
+    case 'B': if (!num || v < 1 || v > VSR_SM_BATCH_CAP) return 2; d->batch_max = (int)v; break;
     case 'h': demo_usage(stdout); return 1;
     default: return 2;
     }

@@ -79,6 +79,7 @@ struct demo {
   char replicas[128], secret_path[96];
   int replica_ports[DEMO_REPLICAS], client_ports[DEMO_REPLICAS], quic_ports[DEMO_REPLICAS];
   int primary_timeout_ms;     /* the nodes' --primary-timeout-ms */
+  int batch_max;              /* the nodes' --batch-max (0: theirs, VSR_SM_BATCH_MAX) */
   uint64_t request_timeout_ns; /* a client with no Reply this long tries the next replica */
   struct demo_event ev[DEMO_EVENTS_MAX];
   int nev;

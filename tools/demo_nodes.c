@@ -108,7 +108,7 @@ static int demo_log_count(const char *path, const char *needle) {
 }
 
 static pid_t demo_spawn(struct demo *d, int i) {
-  char idx[8], tcp[32], quic[32], key[96], timeout[16], dump[96], log[96];
+  char idx[8], tcp[32], quic[32], key[96], timeout[16], dump[96], log[96], batch[16];
   snprintf(idx, sizeof idx, "%d", i);
   snprintf(tcp, sizeof tcp, "127.0.0.1:%d", d->client_ports[i]);
   snprintf(quic, sizeof quic, "127.0.0.1:%d", d->quic_ports[i]);
@@ -124,6 +124,11 @@ static pid_t demo_spawn(struct demo *d, int i) {
   if (d->io) {
     argv[n++] = "--io";
     argv[n++] = d->io;
+  }
+  if (d->batch_max > 0) {
+    snprintf(batch, sizeof batch, "%d", d->batch_max);
+    argv[n++] = "--batch-max";
+    argv[n++] = batch;
   }
   if (d->dump) {
     argv[n++] = "--dump-commits";

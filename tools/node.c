@@ -124,8 +124,11 @@ static void node_usage(FILE *f) {
           "  --primary-timeout-ms N  a backup that hears neither Prepare nor Commit from the\n"
           "                          primary for N ms starts a view change, default 1000; the\n"
           "                          primary's Commit heartbeat goes out every N/5 ms\n"
-          "  --dump-commits FILE     write a line per committed op to FILE (\"op client\n"
-          "                          request operation\"; for tests), default off\n"
+          "  --dump-commits FILE     write a line per committed request to FILE (\"op client\n"
+          "                          request operation index\"; for tests), default off\n"
+          "  --batch-max N           cluster primary: Requests per Prepare (one op), 1..1024,\n"
+          "                          default 64 (a client pipelines at most 64); the Requests\n"
+          "                          of one loop turn go together; 1: a Prepare per Request\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
           "  --log error|warn|info|debug\n"
           "  --log-format text|json  log lines as text (default) or one JSON object a line\n"
@@ -458,6 +461,14 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
     if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
     vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
+  } else if (strcmp(key, "batch-max") == 0 || strcmp(key, "batch_max") == 0) {
+    uint32_t x;
+    if (node_parse_u32(key, v, &x)) return -1;
+    if (x < 1 || x > VSR_SM_BATCH_CAP) {
+      fprintf(stderr, "vsrbus node: %s: 1..%u\n", key, VSR_SM_BATCH_CAP);
+      return -1;
+    }
+    cfg->batch_max = x;
   } else if (strcmp(key, "dump-commits") == 0 || strcmp(key, "dump_commits") == 0) {
     cfg->dump_commits = node_keep(cfg, v);
   } else if (strcmp(key, "io") == 0) {
@@ -508,6 +519,7 @@ void vsr_node_cfg_init(struct node_cfg *cfg) {
   cfg->log_burst = VSR_LOG_BURST_DEFAULT;
   cfg->log_interval_ns = VSR_LOG_INTERVAL_NS_DEFAULT;
   cfg->primary_timeout_ns = VSR_SM_PRIMARY_TIMEOUT_NS;
+  cfg->batch_max = VSR_SM_BATCH_MAX;
 }
 
 void vsr_node_cfg_free(struct node_cfg *cfg) {
@@ -586,6 +598,7 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"close-peer-timeout-ms", required_argument, 0, 0},
       {"primary-timeout-ms", required_argument, 0, 0},
       {"dump-commits", required_argument, 0, 0},
+      {"batch-max", required_argument, 0, 0},
       {"log", required_argument, 0, 0},      {0, 0, 0, 0},
   };
   /* First pass: the config file, so that flags override it. */
@@ -686,6 +699,11 @@ int vsr_cmd_node(int argc, char **argv) {
     return 1;
   }
   sm.primary_timeout_ns = cfg.primary_timeout_ns;
+  sm.batch_max = cfg.batch_max;
+  /* A batch Prepare (header + Request frames) must fit a frame the replicas accept. */
+  if (sm.batch_bytes > cfg.bus.max_message_size - VSR_HEADER_SIZE) {
+    sm.batch_bytes = cfg.bus.max_message_size - VSR_HEADER_SIZE;
+  }
   FILE *dump = NULL;
   if (cfg.dump_commits) {
     dump = fopen(cfg.dump_commits, "w");
@@ -753,14 +771,16 @@ int vsr_cmd_node(int argc, char **argv) {
     vsr_node_say(VSR_LOG_INFO, NULL,
             "replica %u: view %u, %llu view changes, %llu recoveries, %llu sessions, %llu "
             "duplicates answered from the table, %llu duplicates dropped, %llu evictions, %llu "
-            "requests not for this replica, %llu repairs sent, %llu repairs received",
+            "requests not for this replica, %llu repairs sent, %llu repairs received, %llu "
+            "batches prepared (%llu requests in them), %llu malformed batches refused",
             cfg.bus.replica_index, sm.view, (unsigned long long)sm.view_changes,
             (unsigned long long)sm.recoveries, (unsigned long long)sm.registers,
             (unsigned long long)sm.duplicates, (unsigned long long)sm.duplicates_dropped,
             (unsigned long long)(sm.evictions[VSR_EVICT_NO_SESSION] +
                                  sm.evictions[VSR_EVICT_SESSION_TOO_LOW]),
             (unsigned long long)sm.not_primary, (unsigned long long)sm.repairs_sent,
-            (unsigned long long)sm.repairs_received);
+            (unsigned long long)sm.repairs_received, (unsigned long long)sm.batches,
+            (unsigned long long)sm.batched, (unsigned long long)sm.malformed);
   }
   if (dump) fclose(dump);
   sm.dump = NULL;

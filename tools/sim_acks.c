@@ -48,6 +48,19 @@ void sim_on_commit(void *ctx, const struct vsr_msg *prepare) {
                             .client = p->client.lo, .request = p->request,
                             .operation = p->operation, .replica = r->idx,
                             .view = r->sm.view};
+    if (vsr_sm_is_batch(prepare)) { /* its requests, for the checks (b) and (c) */
+      c->items_at = run->items_len;
+      struct vsr_sm_item it;
+      for (uint32_t pos = 0; vsr_sm_item_next(prepare, &pos, &it);) {
+        if (run->items_len == run->items_cap) {
+          run->items_cap = run->items_cap ? run->items_cap * 2 : 1024;
+          run->items = realloc(run->items, run->items_cap * sizeof *run->items);
+          if (!run->items) abort();
+        }
+        run->items[run->items_len++] = (struct item_rec){it.client.lo, it.request};
+        c->items_n++;
+      }
+    }
     return;
   }
   if (r->sm.view < c->view) c->view = r->sm.view;
@@ -166,8 +179,13 @@ void sim_on_reply(void *arg, struct vsr_client *vc, int status, struct vsr_msg *
                rp->request_checksum.lo, reply->size, rp->replica);
     } else {
       const struct committed *k = rp->op < run->cm_cap ? &run->cm[rp->op] : NULL;
-      if (!k || vsr_u128_is_zero(k->checksum) || k->client != rq->client.lo ||
-          k->request != rq->request) {
+      bool in_op = k && !vsr_u128_is_zero(k->checksum) && k->items_n == 0 &&
+                   k->client == rq->client.lo && k->request == rq->request;
+      for (uint32_t i = 0; k && !in_op && i < k->items_n; i++) {
+        const struct item_rec *x = &run->items[k->items_at + i];
+        in_op = x->client == rq->client.lo && x->request == rq->request;
+      }
+      if (!in_op) {
         sim_fail(run, "reply: client %u.%u got the Reply to request %" PRIu64 " as op %" PRIu64
                  " from replica %u, but no replica committed that request at that op", c->idx,
                  c->incarnation, rq->request, rp->op, rp->replica);
@@ -211,11 +229,18 @@ static int acked_cmp(const void *a, const void *b) {
  * which it cannot show). */
 void sim_check_acked(struct run *run) {
   size_t n = 0;
-  uint64_t (*v)[3] = malloc((run->cm_hi + 1) * sizeof *v);
+  uint64_t (*v)[3] = malloc((run->cm_hi + 1 + run->items_len) * sizeof *v);
   if (!v) abort();
   for (uint64_t op = 1; op <= run->cm_hi; op++) {
     const struct committed *c = &run->cm[op];
     if (vsr_u128_is_zero(c->checksum) || c->operation == VSR_OP_REGISTER) continue;
+    for (uint32_t i = 0; i < c->items_n; i++) { /* a batch: each of its requests */
+      v[n][0] = run->items[c->items_at + i].client;
+      v[n][1] = run->items[c->items_at + i].request;
+      v[n][2] = op;
+      n++;
+    }
+    if (c->items_n > 0) continue;
     v[n][0] = c->client;
     v[n][1] = c->request;
     v[n][2] = op;

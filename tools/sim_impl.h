@@ -124,6 +124,16 @@ struct committed {
   uint8_t replica; /* who committed it first */
   uint32_t view;   /* the lowest view a replica was in when it committed the op (>= the view
                       the op was committed in) */
+  uint32_t items_n;   /* a batch: its requests are items[items_at .. items_at + items_n) */
+  size_t items_at;
+};
+
+/* The primary waits this long (virtual) for more Requests before it prepares a batch: the
+ * simulated network delivers one frame a loop turn, so without it no batch ever formed. */
+#define SIM_BATCH_DELAY_NS 1000000ull
+
+struct item_rec { /* one request of a committed batch */
+  uint64_t client, request;
 };
 
 /* A request whose Reply the SDK returned to its client (failover mode). */
@@ -176,6 +186,9 @@ struct run {
   struct committed *cm; /* failover mode: op -> the committed Prepare */
   size_t cm_cap;
   uint64_t cm_hi;       /* the highest op any replica committed */
+  struct item_rec *items; /* failover mode: the requests of committed batches */
+  size_t items_len, items_cap;
+  uint32_t batch_max;   /* the replicas' batch_max (--batch-max, default VSR_SM_BATCH_MAX) */
   struct acked *acks;   /* failover mode: every request acknowledged to a client */
   size_t acks_len, acks_cap;
   /* results */
@@ -204,6 +217,7 @@ struct result {
   uint64_t quic_conns;
   bool fixed;
   uint64_t view_changes, acked;
+  uint64_t batched; /* failover mode: requests committed inside batch Prepares */
 };
 
 struct opts {
@@ -215,6 +229,7 @@ struct opts {
   int keepalive;
   bool quic;
   bool fixed; /* --fixed-primary */
+  uint32_t batch_max; /* --batch-max (0: VSR_SM_BATCH_MAX, as the node) */
 };
 
 static inline double vsec(const struct run *run) { return (double)vsri_sim_now(run->w) / 1e9; }

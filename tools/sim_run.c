@@ -53,6 +53,8 @@ int sim_replica_start(struct run *run, struct replica *r) {
   vsri_bus_set_send_tap(r->bus, sim_replica_tap, r);
   err = vsr_sm_init(&r->sm, r->bus, r->idx, run->nr, run->cluster);
   if (err) return err;
+  r->sm.batch_max = run->batch_max;
+  r->sm.batch_delay_ns = SIM_BATCH_DELAY_NS;
   if (run->fixed) {
     /* --fixed-primary: the clients send raw Requests to replica 0 without a session, and the
      * checks assume a fixed primary: no view change, every replica normal from the start,
@@ -502,6 +504,7 @@ static void teardown(struct run *run, int64_t live0) {
   free(run->prep);
   free(run->cm);
   free(run->acks);
+  free(run->items);
   int64_t live1 = vsri_alloc_live();
   if (!run->failed && live1 != live0) {
     sim_fail(run, "after every host shut down, %" PRId64 " allocation(s) are not freed",
@@ -522,6 +525,7 @@ void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
   run->force_ka = opt->keepalive;
   run->quic = opt->quic;
   run->fixed = opt->fixed;
+  run->batch_max = opt->batch_max ? opt->batch_max : VSR_SM_BATCH_MAX;
   sim_g_run = run;
   vsr_sm_set_say(sim_sm_say, NULL);
   struct vsri_sim_net net;
@@ -553,7 +557,8 @@ void sim_run_seed(uint64_t seed, const struct opts *opt, struct result *out) {
                          .delivered = run->delivered, .replies = run->replies,
                          .nr = run->nr, .nc = run->nc, .quic = run->quic,
                          .quic_conns = run->quic_conns, .fixed = run->fixed,
-                         .view_changes = run->view_changes, .acked = run->acks_len};
+                         .view_changes = run->view_changes, .acked = run->acks_len,
+                         .batched = run->items_len};
   memcpy(out->faults, run->faults, sizeof out->faults);
   vsri_random_set_hook(NULL, NULL);
   vsr_sm_set_clock(NULL, NULL);

@@ -58,11 +58,13 @@ int vsr_sm_init(struct vsr_sm *sm, struct vsr_bus *bus, uint8_t replica, uint16_
   sm->resend_ns = VSR_SM_RESEND_NS;
   sm->primary_timeout_ns = VSR_SM_PRIMARY_TIMEOUT_NS;
   sm->clients_max = VSR_SM_CLIENTS_MAX;
+  sm->batch_max = 1;
+  sm->batch_bytes = VSR_SM_BATCH_BYTES;
   if (count > VSR_SM_MAX_REPLICAS) return VSR_ECONFIG;
   if (count <= 1) return 0;
   sm->pipe = calloc(VSR_SM_LOG, sizeof *sm->pipe);
   if (!sm->pipe || vsr_timer_new(&sm->resend_timer, vsr_bus_loop(bus), sm_on_resend_timer, sm) ||
-      vsr_sm_vc_init(sm) != 0) {
+      vsr_sm_vc_init(sm) != 0 || vsr_sm_batch_init(sm) != 0) {
     vsr_sm_fini(sm);
     return VSR_ENOMEM;
   }
@@ -84,6 +86,7 @@ void vsr_sm_fini(struct vsr_sm *sm) {
     vsr_timer_del(sm->resend_timer);
     sm->resend_timer = NULL;
   }
+  vsr_sm_batch_fini(sm);
   vsr_sm_vc_fini(sm);
   vsr_sm_table_fini(sm);
   if (sm->pipe) {
@@ -282,11 +285,12 @@ void vsr_sm_extend(struct vsr_sm *sm) {
   if (sm->op > sm->repair_target) sm->repair_target = sm->op;
 }
 
-/* One line per committed op: "op client request operation" (client as 32 hex digits). */
-static void sm_dump(struct vsr_sm *sm, const struct vsr_prepare_header *p) {
-  fprintf(sm->dump, "%llu %016llx%016llx %llu %u\n", (unsigned long long)p->op,
-          (unsigned long long)p->client.hi, (unsigned long long)p->client.lo,
-          (unsigned long long)p->request, p->operation);
+/* One line per committed request: "op client request operation index" (client as 32 hex
+ * digits; index: its place in the op's batch, 0 for a Prepare of one Request). */
+static void sm_dump(struct vsr_sm *sm, uint64_t op, const struct vsr_sm_item *it) {
+  fprintf(sm->dump, "%llu %016llx%016llx %llu %u %u\n", (unsigned long long)op,
+          (unsigned long long)it->client.hi, (unsigned long long)it->client.lo,
+          (unsigned long long)it->request, it->operation, it->index);
 }
 
 /* Releases the oldest committed Prepares while the pool's buffers in use exceed half of
@@ -316,13 +320,16 @@ void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
     struct vsr_sm_entry *e = vsr_sm_have(sm, sm->commit + 1);
     if (!e) break;
     sm->commit++;
-    struct vsr_msg *reply = vsr_sm_table_apply(sm, e);
     if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e->prepare);
-    if (sm->dump) sm_dump(sm, (const struct vsr_prepare_header *)e->prepare->data);
-    if (primary) {
-      const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
-      struct vsr_sm_client *c = vsr_sm_table_find(sm, p->client);
-      uint64_t conn = c && c->conn ? c->conn : e->conn;
+    /* Every request of the op, in the batch's order: one table, one Reply each. */
+    struct vsr_sm_item it;
+    for (uint32_t pos = 0; vsr_sm_item_next(e->prepare, &pos, &it);) {
+      struct vsr_msg *reply = vsr_sm_table_apply(sm, e, &it);
+      if (sm->dump) sm_dump(sm, sm->commit, &it);
+      if (!primary) continue;
+      struct vsr_sm_client *c = vsr_sm_table_find(sm, it.client);
+      /* e->conn: the connection of a single Request (a Register's before its entry exists) */
+      uint64_t conn = c && c->conn ? c->conn : it.index == 0 ? e->conn : 0;
       if (conn) sm_send_reply(sm, conn, reply);
       else sm->replies_refused++; /* nobody to answer here yet: the client resends */
     }
@@ -334,23 +341,27 @@ void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
 
 /* The Prepare for |req| as op |op|: the Request's body and identity, chained to the previous
  * Prepare through |parent|, body checksum set, identity checksum stamped last. */
-static struct vsr_msg *sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg *req,
-                                        uint64_t op) {
+void vsr_sm_prepare_fill(struct vsr_sm *sm, struct vsr_prepare_header *p, uint64_t op) {
+  p->command = VSR_CMD_PREPARE;
+  p->cluster = sm->cluster;
+  p->view = sm->view;
+  p->replica = sm->replica;
+  p->parent = sm->parent;
+  p->op = op;
+  p->commit = sm->commit;
+  p->timestamp = sm_realtime_ns();
+}
+
+struct vsr_msg *vsr_sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg *req, uint64_t op) {
   struct vsr_msg *m = vsr_bus_msg_new(sm->bus, req->size);
   if (!m) return NULL;
   const struct vsr_request_header *rq = (const struct vsr_request_header *)req->data;
   struct vsr_prepare_header *p = (struct vsr_prepare_header *)m->data;
-  p->command = VSR_CMD_PREPARE;
-  p->cluster = sm->replica_count > 1 ? sm->cluster : rq->cluster;
-  p->view = sm->view;
+  vsr_sm_prepare_fill(sm, p, op);
+  if (sm->replica_count <= 1) p->cluster = rq->cluster;
   p->release = rq->release;
-  p->replica = sm->replica;
   p->client = rq->client;
-  p->parent = sm->parent;
   p->request_checksum = rq->request_checksum;
-  p->op = op;
-  p->commit = sm->commit;
-  p->timestamp = sm_realtime_ns();
   p->request = rq->request;
   p->operation = rq->operation;
   p->user_id = rq->user_id;
@@ -463,25 +474,34 @@ static void sm_primary_request(struct vsr_sm *sm, uint64_t client, const struct 
     sm->not_primary++; /* a backup, a view change, or a new primary still catching up */
     return;
   }
-  if (sm->op - sm->commit >= VSR_SM_PIPELINE) {
+  if (sm->op - sm->commit + (sm->pending_len > 0) >= VSR_SM_PIPELINE) {
     sm->pipeline_full++;
     vsr_sm_log_drop(sm, "Request dropped: pipeline full (" SM_STR(VSR_SM_PIPELINE)
                     " uncommitted ops)");
     return;
   }
   const struct vsr_request_header *rq = (const struct vsr_request_header *)req->data;
-  if (!(sm->sessions_optional && rq->operation != VSR_OP_REGISTER &&
-        vsr_sm_table_find(sm, rq->client) == NULL) &&
-      !vsr_sm_table_admit(sm, client, req)) {
+  bool loose = sm->sessions_optional && rq->operation != VSR_OP_REGISTER &&
+               vsr_sm_table_find(sm, rq->client) == NULL;
+  if (!loose && !vsr_sm_table_admit(sm, client, req)) return;
+  /* A Register (its connection is the op's) and a client without a session go alone, after
+   * whatever is queued (the order of arrival is the order of the log). */
+  if (sm->batch_max > 1 && !loose && rq->operation != VSR_OP_REGISTER) {
+    vsr_sm_batch_add(sm, client, req);
     return;
   }
-  uint64_t op = sm->op + 1;
-  struct vsr_msg *prep = sm_build_prepare(sm, req, op);
+  vsr_sm_batch_flush(sm);
+  struct vsr_msg *prep = vsr_sm_build_prepare(sm, req, sm->op + 1);
   if (!prep) {
     sm->send_errors++;
     vsr_sm_log_drop(sm, "Prepare not built: message pool exhausted");
     return;
   }
+  vsr_sm_primary_append(sm, prep, client);
+}
+
+void vsr_sm_primary_append(struct vsr_sm *sm, struct vsr_msg *prep, uint64_t client) {
+  uint64_t op = sm->op + 1;
   struct vsr_sm_entry *e = vsr_sm_entry(sm, op);
   vsr_sm_entry_clear(e);
   e->op = op;
@@ -638,6 +658,11 @@ void vsr_sm_on_replica_message(struct vsr_sm *sm, uint8_t from, struct vsr_msg *
    * from ever electing another, so it never recovered (found by vsrbus sim, seed 1073). */
   bool from_primary = from == vsr_sm_primary_of(sm, sm->view);
   bool prepare = h->command == VSR_CMD_PREPARE || h->command == VSR_CMD_REPAIR_PREPARE;
+  char why[160];
+  if (prepare && vsr_sm_batch_check(msg, why, sizeof why) != 0) {
+    vsr_sm_batch_refuse(sm, from, msg, why); /* never stored, acknowledged nor applied */
+    return;
+  }
   /* A Prepare or RepairPrepare keeps the view it was prepared in: one of an older view from
    * our primary (an inherited op, or repair traffic that fills our queue so that its Commit
    * heartbeat finds no room) shows it alive too. Without it, a backup catching up on 1 MiB
@@ -688,14 +713,17 @@ static void sm_single_request(struct vsr_sm *sm, uint64_t client, const struct v
   }
   if (!vsr_sm_table_admit(sm, client, msg)) return;
   struct vsr_sm_entry e = {.op = sm->op + 1, .conn = client,
-                           .prepare = sm_build_prepare(sm, msg, sm->op + 1)};
+                           .prepare = vsr_sm_build_prepare(sm, msg, sm->op + 1)};
   if (!e.prepare) {
     sm->send_errors++;
     vsr_sm_log_drop(sm, "Prepare not built: message pool exhausted");
     return;
   }
   sm->commit = ++sm->op;
-  struct vsr_msg *reply = vsr_sm_table_apply(sm, &e);
+  struct vsr_sm_item it;
+  uint32_t pos = 0;
+  vsr_sm_item_next(e.prepare, &pos, &it);
+  struct vsr_msg *reply = vsr_sm_table_apply(sm, &e, &it);
   if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e.prepare);
   sm_send_reply(sm, client, reply);
   vsr_msg_unref(e.prepare);

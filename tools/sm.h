@@ -40,6 +40,13 @@
  * then released the very ops being repaired, and a recovering backup never caught up (found by
  * vsrbus sim, seed 151). The asker asks for the next range as soon as RepairDone arrives. */
 #define VSR_SM_REPAIR_BYTES (4u << 20)
+/* Prepare batching (sm_batch.c, docs/demo.md "Batches"): the primary puts the Requests queued in
+ * one loop turn into one Prepare, up to batch_max of them and batch_bytes of body. Default 64:
+ * a client pipelines at most 64 (VSR_SM_REPLIES), and at 32 clients x 8..16 in flight a loop
+ * turn holds 10-60 Requests (measured in docs/demo.md); 1 = a Prepare per Request. */
+#define VSR_SM_BATCH_MAX 64
+#define VSR_SM_BATCH_CAP 1024            /* the largest batch_max (and count a backup accepts) */
+#define VSR_SM_BATCH_BYTES (1u << 20)    /* default batch_bytes: a batch body's bytes at most */
 
 enum vsr_sm_status {
   VSR_SM_NORMAL = 0,
@@ -156,6 +163,33 @@ struct vsr_sm {
    * the client is answered (vsrbus sim checks every replica's commits; NULL: none). */
   void (*on_commit)(void *ctx, const struct vsr_msg *prepare);
   void *on_commit_ctx;
+
+  /* ---- batching (sm_batch.c) ---- */
+  uint32_t batch_max;            /* Requests per Prepare, 1..VSR_SM_BATCH_CAP; default 1 here,
+                                  * the node's --batch-max (VSR_SM_BATCH_MAX) sets it */
+  uint32_t batch_bytes;          /* a batch body's bytes at most, default VSR_SM_BATCH_BYTES */
+  uint64_t batch_delay_ns;       /* how long the first queued Request waits; default 0: until
+                                  * the end of the loop turn. vsrbus sim sets 1 ms of virtual
+                                  * time: its frames arrive one a turn, never together */
+  struct vsr_timer *batch_timer; /* fires at the end of the turn (after batch_delay_ns) */
+  bool batch_armed;
+  uint32_t pending_len, pending_bytes;
+  struct vsr_msg *pending[VSR_SM_BATCH_CAP]; /* admitted Requests (a reference each) */
+  uint64_t pending_conn[VSR_SM_BATCH_CAP];
+  uint64_t batches, batched;     /* Prepares carrying a batch (>= 2 Requests), Requests in them */
+  uint64_t malformed;            /* batch Prepares refused: body layout inconsistent */
+  uint64_t malformed_log_ns, malformed_logged;
+};
+
+/* One client request of a committed op: the op's Prepare itself (a single Request), or one
+ * Request frame of a batch Prepare's body. */
+struct vsr_sm_item {
+  vsr_u128 client, request_checksum;
+  uint64_t request, session;
+  uint8_t operation;
+  uint32_t index;       /* position in the op (0 for a single Request) */
+  const uint8_t *body;  /* the request's body, body_size bytes */
+  uint32_t body_size;
 };
 
 /* Sets up |sm| for replica |replica| of |count| in cluster |cluster|, on |bus|'s loop (timers
@@ -232,14 +266,45 @@ void vsr_sm_send_prepare_ok(struct vsr_sm *sm, const struct vsr_sm_entry *e);
 void vsr_sm_primary_catch_up(struct vsr_sm *sm, unsigned r);
 void vsr_sm_log_drop(struct vsr_sm *sm, const char *what);
 
+/* sm_batch.c */
+/* A Prepare carrying a batch: operation Reserved (never a Request's), client 0, request = the
+ * number of Requests, body = those Request frames (256-byte header + body each) back to back. */
+static inline bool vsr_sm_is_batch(const struct vsr_msg *prepare) {
+  const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)prepare->data;
+  return p->operation == VSR_OP_RESERVED;
+}
+/* Sets |it| to the request at |*pos| of |prepare| (a checked one) and moves |*pos| past it;
+ * false when there is none left. |*pos| starts at 0. */
+bool vsr_sm_item_next(const struct vsr_msg *prepare, uint32_t *pos, struct vsr_sm_item *it);
+/* 0 if |prepare| is not a batch or its body is a well-formed batch; else -1 and the reason in
+ * |why| (a backup refuses it: docs/demo.md). */
+int vsr_sm_batch_check(const struct vsr_msg *prepare, char *why, size_t why_len);
+int vsr_sm_batch_init(struct vsr_sm *sm);
+void vsr_sm_batch_fini(struct vsr_sm *sm);
+/* Primary: queues admitted Request |req| (a reference is taken) from |conn| for the next
+ * Prepare; flushes when batch_max or batch_bytes is reached, else at the end of the turn. */
+void vsr_sm_batch_add(struct vsr_sm *sm, uint64_t conn, const struct vsr_msg *req);
+/* Prepares what is queued now (nothing if empty; dropped if no longer the primary). */
+void vsr_sm_batch_flush(struct vsr_sm *sm);
+/* A batch Prepare refused from replica |from|: counted, logged (at most once a second). */
+void vsr_sm_batch_refuse(struct vsr_sm *sm, uint8_t from, const struct vsr_msg *prepare,
+                         const char *why);
+/* sm.c: the Prepare for |req| alone as the next op, and the next op |prep| (consumed) entered
+ * into the log and sent to the backups. */
+struct vsr_msg *vsr_sm_build_prepare(struct vsr_sm *sm, const struct vsr_msg *req, uint64_t op);
+void vsr_sm_primary_append(struct vsr_sm *sm, struct vsr_msg *prep, uint64_t conn);
+/* The Prepare header fields every Prepare of this primary carries (view, parent, op...). */
+void vsr_sm_prepare_fill(struct vsr_sm *sm, struct vsr_prepare_header *p, uint64_t op);
+
 /* sm_table.c */
 int vsr_sm_table_init(struct vsr_sm *sm);
 void vsr_sm_table_fini(struct vsr_sm *sm);
 void vsr_sm_table_clear(struct vsr_sm *sm);
 struct vsr_sm_client *vsr_sm_table_find(struct vsr_sm *sm, vsr_u128 id);
-/* Applies committed op |e| to the table (Register: a session; else the client's watermark),
- * keeps its Reply; returns the Reply (borrowed) or NULL. */
-struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry *e);
+/* Applies request |it| of committed op |e| to the table (Register: a session; else the
+ * client's watermark), keeps its Reply; returns the Reply (borrowed) or NULL. */
+struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry *e,
+                                   const struct vsr_sm_item *it);
 /* A Request arrives at the primary: returns true when it is new (to be prepared); otherwise it
  * was answered (cached Reply, Eviction) or dropped here. */
 bool vsr_sm_table_admit(struct vsr_sm *sm, uint64_t conn, const struct vsr_msg *req);

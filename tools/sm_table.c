@@ -103,34 +103,36 @@ static struct vsr_sm_client *table_insert(struct vsr_sm *sm, vsr_u128 id) {
   return &sm->clients[slot];
 }
 
-/* The Reply to committed op |p|: the Request's identity and body, our view and index. */
-static struct vsr_msg *table_build_reply(struct vsr_sm *sm, const struct vsr_msg *prepare) {
+/* The Reply to request |it| of committed op |prepare|: the Request's identity and body, our
+ * view and index. */
+static struct vsr_msg *table_build_reply(struct vsr_sm *sm, const struct vsr_msg *prepare,
+                                         const struct vsr_sm_item *it) {
   const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)prepare->data;
-  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, prepare->size);
+  struct vsr_msg *m = vsr_bus_msg_new(sm->bus, VSR_HEADER_SIZE + it->body_size);
   if (!m) return NULL;
   struct vsr_reply_header *rp = (struct vsr_reply_header *)m->data;
   rp->command = VSR_CMD_REPLY;
   rp->cluster = p->cluster;
   rp->view = sm->view;
   rp->replica = sm->replica;
-  rp->request_checksum = p->request_checksum;
-  rp->client = p->client;
+  rp->request_checksum = it->request_checksum;
+  rp->client = it->client;
   rp->op = p->op;
   rp->commit = p->op; /* for a Register: the session */
   rp->timestamp = p->timestamp;
-  rp->request = p->request;
-  rp->operation = p->operation;
-  memcpy(m->data + VSR_HEADER_SIZE, prepare->data + VSR_HEADER_SIZE,
-         prepare->size - VSR_HEADER_SIZE);
+  rp->request = it->request;
+  rp->operation = it->operation;
+  memcpy(m->data + VSR_HEADER_SIZE, it->body, it->body_size);
   return m;
 }
 
-struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry *e) {
+struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry *e,
+                                   const struct vsr_sm_item *it) {
   const struct vsr_prepare_header *p = (const struct vsr_prepare_header *)e->prepare->data;
-  struct vsr_sm_client *c = vsr_sm_table_find(sm, p->client);
-  if (p->operation == VSR_OP_REGISTER) {
+  struct vsr_sm_client *c = vsr_sm_table_find(sm, it->client);
+  if (it->operation == VSR_OP_REGISTER) { /* never in a batch: e->conn is its connection */
     if (!c) {
-      c = table_insert(sm, p->client);
+      c = table_insert(sm, it->client);
       if (!c) return NULL;
       c->conn = e->conn;
     } else {
@@ -145,26 +147,26 @@ struct vsr_msg *vsr_sm_table_apply(struct vsr_sm *sm, const struct vsr_sm_entry 
     sm->registers++;
   } else if (!c && sm->sessions_optional) {
     vsr_msg_unref(sm->loose_reply); /* a client without a session: answered, not kept */
-    sm->loose_reply = table_build_reply(sm, e->prepare);
+    sm->loose_reply = table_build_reply(sm, e->prepare, it);
     return sm->loose_reply;
   } else if (!c) {
     /* Evicted between its Prepare and this commit; or, after a state jump, a client whose
      * Register lies before the ops this replica holds: its session is learned from its next
      * Request. */
     if (!sm->jumped) return NULL;
-    c = table_insert(sm, p->client);
+    c = table_insert(sm, it->client);
     if (!c) return NULL;
   }
-  if (p->operation != VSR_OP_REGISTER && p->request > c->request) c->request = p->request;
+  if (it->operation != VSR_OP_REGISTER && it->request > c->request) c->request = it->request;
   if (c->prepared < c->request) c->prepared = c->request;
   c->last_op = p->op;
-  struct vsr_msg *reply = table_build_reply(sm, e->prepare);
+  struct vsr_msg *reply = table_build_reply(sm, e->prepare, it);
   if (!reply) {
     sm->send_errors++;
     vsr_sm_log_drop(sm, "Reply not built: message pool exhausted");
     return NULL;
   }
-  struct vsr_msg **slot = &c->replies[p->request % VSR_SM_REPLIES];
+  struct vsr_msg **slot = &c->replies[it->request % VSR_SM_REPLIES];
   vsr_msg_unref(*slot);
   *slot = reply;
   return reply;

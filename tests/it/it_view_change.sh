@@ -33,21 +33,26 @@ run() {
   grep '^sessions:\|^failover:\|killed\|restarted\|view [0-9]*:' "$OUT" | sed "s/^/$name: /"
 }
 
+# Dump lines: "op client request operation index" (index: the request's place in its op's
+# batch, 0 for the first or only one).
 # no_dups_no_gaps FILE: no (client, request) committed twice (Registers aside), ops contiguous
-# (a "# state transfer: ops up to X" line: the replica continued from X + 1).
+# (a "# state transfer: ops up to X" line: the replica continued from X + 1), a batch's
+# requests numbered 0, 1, 2, ... within their op.
 no_dups_no_gaps() {
-  awk '$1 == "#" { prev = $7 + 0; jumped = 1; next }
+  awk '$1 == "#" { prev = $7 + 0; idx = -1; jumped = 1; next }
        $4 != 1 { k = $2 " " $3; if (k in seen) { print "committed twice: " k; bad = 1 } seen[k] = 1 }
-       (NR > 1 || jumped) && $1 != prev + 1 { print "gap after op " prev; bad = 1 }
-       { prev = $1 } END { exit bad }' "$1" || fail "$1: duplicates or gaps"
+       $5 > 0 && ($1 != prev || $5 != idx + 1) { print "batch order broken at op " $1; bad = 1 }
+       $5 == 0 && (NR > 1 || jumped) && $1 != prev + 1 { print "gap after op " prev; bad = 1 }
+       { prev = $1; idx = $5 } END { exit bad }' "$1" || fail "$1: duplicates or gaps"
 }
 
-# agree A B: ops committed by both carry the same (client, request, operation).
+# agree A B: requests committed by both at an op (and place in it) carry the same (client,
+# request, operation).
 agree() {
   awk '$1 == "#" { next }
-       FNR == NR { a[$1] = $2 " " $3 " " $4; next }
-       ($1 in a) && a[$1] != $2 " " $3 " " $4 { print "op " $1 " differs"; bad = 1; exit }
-       ($1 in a) { n++ } END { if (!bad && n == 0) { print "no op in common"; bad = 1 } exit bad }' \
+       FNR == NR { a[$1 "." $5] = $2 " " $3 " " $4; next }
+       (($1 "." $5) in a) && a[$1 "." $5] != $2 " " $3 " " $4 { print "op " $1 "." $5 " differs"; bad = 1; exit }
+       (($1 "." $5) in a) { n++ } END { if (!bad && n == 0) { print "no op in common"; bad = 1 } exit bad }' \
     "$1" "$2" || fail "$1 and $2 disagree"
 }
 
