@@ -136,9 +136,9 @@ END {
   printf "| 0 allocations per message | %s | %s |\n", seen ? sprintf("worst row %.3f", worst) : "", status(ok, seen)
   seen = 0; s = ""
   for (i = 1; i <= n; i++)
-    if (sys[i] == "vsrbus" && mode[i] == "pipeline") {
+    if (sys[i] == "vsrbus" && mode[i] ~ /^pipeline/) {
       seen = 1
-      s = s sprintf("%s%s: %s req/s, p99 %s us", s == "" ? "" : "; ", tr[i], commas(mps[i]), f1(p99[i]))
+      s = s sprintf("%s%s %s: %s req/s, p99 %s us", s == "" ? "" : "; ", tr[i], mode[i], commas(mps[i]), f1(p99[i]))
     }
   printf "| 3-replica pipeline: committed requests/s and p99 (reported) | %s | %s |\n", s, seen ? "reported" : "not measured"
   print ""
@@ -191,6 +191,16 @@ END {
         cn[i], f1(mbs[i]), f1(vveth[k]), r)
     }
   printf "| QUIC 1 MiB ≥ 0.8× vsrbus TCP over the 1500-MTU veth pair (`bench/netns.sh`) | %s | %s |\n", s, status(ok, seen)
+  # the pipelined cluster: any pipelined TCP pipeline row (mode pipeline-kK, K > 1) that
+  # reaches both figures meets it; every such row is listed
+  ok = 0; seen = 0; s = ""
+  for (i = 1; i <= n; i++)
+    if (sys[i] == "vsrbus" && tr[i] == "tcp" && mode[i] ~ /^pipeline-k/) {
+      seen = 1; if (mps[i] >= 500000 && p99[i] > 0 && p99[i] <= 2000) ok = 1
+      s = s sprintf("%s%d × %s: %s req/s, p99 %s ms", s == "" ? "" : "; ", cn[i], substr(mode[i], 11),
+        commas(mps[i]), sprintf("%.2f", p99[i] / 1000))
+    }
+  printf "| 3-replica pipeline (256 B, pipelined) ≥ 500 k committed req/s and p99 ≤ 2 ms | %s | %s |\n", s, status(ok, seen)
   print ""
 
   # throughput ------------------------------------------------------------------------------
@@ -267,15 +277,16 @@ END {
   print ""
 
   seen = 0
-  for (i = 1; i <= n; i++) if (mode[i] == "pipeline") seen = 1
+  for (i = 1; i <= n; i++) if (mode[i] ~ /^pipeline/) seen = 1
   if (seen) {
     print "## 3-replica normal-case pipeline"
     print ""
-    print "| transport | conns | committed req/s | p50 µs | p99 µs | p99.9 µs | allocs/msg |"
-    print "|---|---:|---:|---:|---:|---:|---:|"
+    print "| transport | conns | in flight each | committed req/s | p50 µs | p99 µs | p99.9 µs | allocs/msg |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= n; i++)
-      if (mode[i] == "pipeline")
-        printf "| %s | %d | %s | %s | %s | %s | %s |\n", tr[i], cn[i], commas(mps[i]), f1(p50[i]),
+      if (mode[i] ~ /^pipeline/)
+        printf "| %s | %d | %s | %s | %s | %s | %s | %s |\n", tr[i], cn[i],
+          mode[i] == "pipeline" ? 1 : substr(mode[i], 11), commas(mps[i]), f1(p50[i]),
           f1(p99[i]), f1(p999[i]), al[i] < 0 ? "" : sprintf("%.3f", al[i])
     print ""
   }

@@ -21,8 +21,12 @@
 #include "sm.h"
 
 static struct demo *demo_signal_target;
+volatile sig_atomic_t demo_stop_requested;
 
+/* SIGINT / SIGTERM from the start (the nodes' start-up too): the run ends through the normal
+ * path, which stops the nodes by PID and deletes --netns namespaces. */
 static void demo_on_signal(int sig) {
+  demo_stop_requested = 1;
   if (!demo_signal_target) return;
   if (sig == SIGALRM) demo_signal_target->failed = true; /* the run outlived its bound */
   vsr_loop_stop(demo_signal_target->loop);
@@ -47,6 +51,10 @@ static void demo_usage(FILE *f) {
           "  --kill-primary-after S  kill whichever replica is primary at S seconds\n"
           "  --primary-timeout-ms N  the nodes' view-change timeout, default 500\n"
           "  --batch-max N    the nodes' Requests per Prepare, default the node's (64)\n"
+          "  --netns          each replica in a network namespace of its own, the clients in\n"
+          "                   another, veth links (MTU 1500) to a bridge in a hub namespace;\n"
+          "                   addresses 10.98.0.0/24 inside them only; all deleted at the end\n"
+          "                   (root: CAP_NET_ADMIN and iproute2's ip)\n"
           "  --dump-commits   nodes write commits.N.txt, the demo acks.txt (every Reply a\n"
           "                   client got) into the kept log directory, for checking\n"
           "  --cluster NAME   cluster name, default vsrbus-demo\n"
@@ -76,7 +84,7 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
       {"kill-primary-after", required_argument, 0, 'P'},
       {"primary-timeout-ms", required_argument, 0, 'T'},
       {"dump-commits", no_argument, 0, 'D'},
-      {"batch-max", required_argument, 0, 'B'},
+      {"batch-max", required_argument, 0, 'B'}, {"netns", no_argument, 0, 'N'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
   };
   long v;
@@ -117,6 +125,7 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
       break;
     case 'T': if (!num || v < 10 || v > 60000) return 2; d->primary_timeout_ms = (int)v; break;
     case 'D': d->dump = true; break;
+    case 'N': d->netns = true; break;
     case 'B': if (!num || v < 1 || v > VSR_SM_BATCH_CAP) return 2; d->batch_max = (int)v; break;
     case 'h': demo_usage(stdout); return 1;
     default: return 2;
@@ -129,9 +138,9 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
     fprintf(stderr, "vsrbus demo: --transport quic needs the demo's own cluster (no --connect)\n");
     return 2;
   }
-  if (d->connect && (d->nev > 0 || d->dump)) {
-    fprintf(stderr, "vsrbus demo: --kill, --restart, --kill-primary-after and --dump-commits "
-            "need the demo's own cluster (no --connect)\n");
+  if (d->connect && (d->nev > 0 || d->dump || d->netns)) {
+    fprintf(stderr, "vsrbus demo: --kill, --restart, --kill-primary-after, --dump-commits and "
+            "--netns need the demo's own cluster (no --connect)\n");
     return 2;
   }
   if (d->dump) d->keep = true;
@@ -189,7 +198,9 @@ static int demo_run(struct demo *d) {
       fprintf(stderr, "vsrbus demo: mkdtemp: %s\n", strerror(errno));
       return 1;
     }
-    if (demo_start_nodes(d) < 0) return 1;
+    if (d->netns && demo_netns_setup(d) < 0) return 1;
+    if (demo_start_nodes(d) < 0 || demo_stop_requested) return 1;
+    if (d->netns && demo_netns_enter_clients(d) < 0) return 1;
   } else {
     snprintf(d->primary, sizeof d->primary, "%s", d->connect);
     snprintf(d->addrs[0], sizeof d->addrs[0], "%s", d->connect);
@@ -205,9 +216,17 @@ static int demo_run(struct demo *d) {
     }
   }
   if (!d->quiet) {
+    if (d->netns) {
+      fprintf(d->out, "vsrbus demo: network namespaces %s, %s, %s (replicas, %s, %s, %s), %s "
+              "(clients, 10.98.0.100), bridged in %s; veth MTU 1500\n", d->ns[0], d->ns[1],
+              d->ns[2], d->ns_addr[0], d->ns_addr[1], d->ns_addr[2], d->ns[DEMO_REPLICAS + 1],
+              d->ns[DEMO_REPLICAS]);
+    }
     fprintf(d->out, "vsrbus demo: %s, clients on %s %s%s; %d clients x %d in flight, "
             "%u-byte requests, io %s; primary timeout %d ms\n",
-            d->connect ? "existing cluster" : "3 replicas on 127.0.0.1", d->transport, d->primary,
+            d->connect ? "existing cluster" : d->netns ? "3 replicas in their namespaces"
+                                                     : "3 replicas on 127.0.0.1",
+            d->transport, d->primary,
             d->connect ? "" : " (replica 0; every replica serves clients)", d->clients, d->depth,
             d->size, vsr_loop_backend(d->loop), d->primary_timeout_ms);
     fflush(d->out);
@@ -217,12 +236,10 @@ static int demo_run(struct demo *d) {
   vsr_timer_arm(d->tick, DEMO_SEC / 10);
   vsr_timer_arm(d->watch, DEMO_WATCH_NS);
   demo_signal_target = d;
-  signal(SIGINT, demo_on_signal);
-  signal(SIGTERM, demo_on_signal);
   signal(SIGPIPE, SIG_IGN);
   if (d->csv) alarm((unsigned)d->seconds + 60); /* a bound for `vsrbus bench` */
   signal(SIGALRM, demo_on_signal);
-  vsr_loop_run(d->loop);
+  if (!demo_stop_requested) vsr_loop_run(d->loop);
   alarm(0);
   d->done = true;
   if (!d->end_ns) d->end_ns = vsr_tool_now();
@@ -246,11 +263,19 @@ int vsr_cmd_demo(int argc, char **argv) {
   d->transport = "tcp";
   d->system = "vsrbus";
   d->primary_timeout_ms = 500;
+  d->home_ns = -1;
+  demo_stop_requested = 0;
+  signal(SIGINT, demo_on_signal);
+  signal(SIGTERM, demo_on_signal);
   int rc = demo_parse(d, argc, argv);
   if (rc) {
     if (rc == 2) demo_usage(stderr);
     free(d);
     return rc == 1 ? 0 : 2;
+  }
+  if (d->netns && demo_netns_check() != 0) { /* before anything is made: that line only */
+    free(d);
+    return 1;
   }
   d->out = d->csv ? stderr : stdout;
   d->cluster = vsr_cluster_id(d->cluster_name);
@@ -262,6 +287,7 @@ int vsr_cmd_demo(int argc, char **argv) {
   demo_teardown(d);
   if (!d->connect && d->dir[0]) {
     demo_stop_nodes(d);
+    demo_netns_cleanup(d); /* after the nodes: every process of the run stopped by PID */
     if (!d->quiet) demo_node_reports(d);
     if (rc && d->csv) demo_dump_logs(d);
     if (d->keep || (rc && !d->csv)) fprintf(d->out, "logs and secret kept in %s\n", d->dir);

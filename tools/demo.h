@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -26,6 +27,9 @@
 #define DEMO_MS 1000000ull
 #define DEMO_EVENTS_MAX 8
 #define DEMO_WATCH_NS (50ull * 1000000ull) /* how often the clients' timeouts are checked */
+#define DEMO_NETNS (DEMO_REPLICAS + 2) /* --netns: a namespace per replica, the hub, the clients */
+#define DEMO_NETNS_REPLICA_PORT 7000   /* --netns: on each replica's own address */
+#define DEMO_NETNS_CLIENT_PORT 8000    /* TCP, and UDP for QUIC */
 
 struct demo;
 
@@ -80,6 +84,11 @@ struct demo {
   int replica_ports[DEMO_REPLICAS], client_ports[DEMO_REPLICAS], quic_ports[DEMO_REPLICAS];
   int primary_timeout_ms;     /* the nodes' --primary-timeout-ms */
   int batch_max;              /* the nodes' --batch-max (0: theirs, VSR_SM_BATCH_MAX) */
+  bool netns;                 /* --netns (demo_netns.c) */
+  char ns[DEMO_NETNS][48];    /* replicas 0..2, the hub, the clients */
+  bool ns_made[DEMO_NETNS];   /* created: deleted at the end */
+  char ns_addr[DEMO_REPLICAS][16]; /* each replica's address in its namespace */
+  int home_ns;                /* the demo's first network namespace while it is elsewhere, -1 */
   uint64_t request_timeout_ns; /* a client with no Reply this long tries the next replica */
   struct demo_event ev[DEMO_EVENTS_MAX];
   int nev;
@@ -118,6 +127,14 @@ uint64_t demo_status_kib(pid_t pid, const char *key);
 void demo_dump_logs(const struct demo *d);
 void demo_cleanup_dir(const struct demo *d);
 
+/* demo.c: set by SIGINT / SIGTERM (start-up waits give up, the run ends the normal way) */
+extern volatile sig_atomic_t demo_stop_requested;
+/* demo_netns.c (--netns; root) */
+int demo_netns_check(void);                    /* root and ip: 0, else -1 and one line printed */
+int demo_netns_setup(struct demo *d);          /* namespaces, bridge, links; one line on failure */
+int demo_netns_enter_node(const struct demo *d, int i); /* in replica i's child, before exec */
+int demo_netns_enter_clients(struct demo *d);  /* the demo itself, before its clients start */
+void demo_netns_cleanup(struct demo *d);       /* back home, every namespace deleted; idempotent */
 /* demo_report.c */
 void demo_tick(void *ctx); /* the once-a-second timer: warm-up, live line, events, the end */
 void demo_summary(const struct demo *d);

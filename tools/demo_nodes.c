@@ -110,8 +110,9 @@ static int demo_log_count(const char *path, const char *needle) {
 static pid_t demo_spawn(struct demo *d, int i) {
   char idx[8], tcp[32], quic[32], key[96], timeout[16], dump[96], log[96], batch[16];
   snprintf(idx, sizeof idx, "%d", i);
-  snprintf(tcp, sizeof tcp, "127.0.0.1:%d", d->client_ports[i]);
-  snprintf(quic, sizeof quic, "127.0.0.1:%d", d->quic_ports[i]);
+  const char *host = d->netns ? d->ns_addr[i] : "127.0.0.1";
+  snprintf(tcp, sizeof tcp, "%s:%d", host, d->client_ports[i]);
+  snprintf(quic, sizeof quic, "%s:%d", host, d->quic_ports[i]);
   snprintf(key, sizeof key, "%s/key.pem", d->dir);
   snprintf(timeout, sizeof timeout, "%d", d->primary_timeout_ms);
   snprintf(dump, sizeof dump, "%s/commits.%d.txt", d->dir, i);
@@ -147,6 +148,7 @@ static pid_t demo_spawn(struct demo *d, int i) {
   if (pid != 0) return pid;
   /* A demo killed outright must not leave its replicas running. */
   if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+  if (demo_netns_enter_node(d, i) != 0) _exit(126); /* --netns: its own namespace */
   int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600); /* a restart appends */
   if (fd >= 0) {
     dup2(fd, 1);
@@ -161,7 +163,7 @@ static pid_t demo_spawn(struct demo *d, int i) {
 static int demo_wait_listening(struct demo *d, int i, int n) {
   char log[96];
   snprintf(log, sizeof log, "%s/node%d.log", d->dir, i);
-  for (int t = 0; t < 200; t++) {
+  for (int t = 0; t < 200 && !demo_stop_requested; t++) {
     if (demo_log_count(log, "replica plane tcp listening") >= n) return 0;
     if (waitpid(d->pids[i], NULL, WNOHANG) == d->pids[i]) {
       d->pids[i] = 0;
@@ -177,21 +179,28 @@ static int demo_wait_listening(struct demo *d, int i, int n) {
  * the higher ones, so the cluster forms without waiting for a reconnect sweep). */
 int demo_start_nodes(struct demo *d) {
   int ports[2 * DEMO_REPLICAS];
-  if (demo_ports(ports, 2 * DEMO_REPLICAS) < 0 ||
+  /* --netns: every replica has an address of its own, the ports can be fixed */
+  for (int i = 0; d->netns && i < DEMO_REPLICAS; i++) {
+    ports[i] = DEMO_NETNS_REPLICA_PORT;
+    ports[DEMO_REPLICAS + i] = DEMO_NETNS_CLIENT_PORT;
+  }
+  if ((!d->netns && demo_ports(ports, 2 * DEMO_REPLICAS) < 0) ||
       demo_secret(d, d->secret_path, sizeof d->secret_path) < 0) {
     fprintf(stderr, "vsrbus demo: cannot prepare ports or the secret: %s\n", strerror(errno));
     return -1;
   }
-  snprintf(d->replicas, sizeof d->replicas, "127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", ports[0],
-           ports[1], ports[2]);
+  const char *h[DEMO_REPLICAS] = {"127.0.0.1", "127.0.0.1", "127.0.0.1"};
+  for (int i = 0; d->netns && i < DEMO_REPLICAS; i++) h[i] = d->ns_addr[i];
+  snprintf(d->replicas, sizeof d->replicas, "%s:%d,%s:%d,%s:%d", h[0], ports[0], h[1], ports[1],
+           h[2], ports[2]);
   bool quic = strcmp(d->transport, "quic") == 0;
   if (quic && demo_cert(d) < 0) return -1;
   for (int i = 0; i < DEMO_REPLICAS; i++) {
     d->replica_ports[i] = ports[i];
     d->client_ports[i] = ports[DEMO_REPLICAS + i];
-    d->quic_ports[i] = quic ? demo_udp_port() : 0;
+    d->quic_ports[i] = !quic ? 0 : d->netns ? DEMO_NETNS_CLIENT_PORT : demo_udp_port();
     if (quic && d->quic_ports[i] < 0) return -1;
-    snprintf(d->addrs[i], sizeof d->addrs[i], "127.0.0.1:%d",
+    snprintf(d->addrs[i], sizeof d->addrs[i], "%s:%d", h[i],
              quic ? d->quic_ports[i] : d->client_ports[i]);
   }
   snprintf(d->primary, sizeof d->primary, "%s", d->addrs[0]);
@@ -202,7 +211,7 @@ int demo_start_nodes(struct demo *d) {
   }
   /* Clients once every replica is normal (a fresh cluster: view 0), so that none starts behind
    * and has to catch up from the others' logs (bounded: then clients start anyway). */
-  for (int t = 0; t < 200; t++) {
+  for (int t = 0; t < 200 && !demo_stop_requested; t++) {
     int ready = 0;
     for (int i = 0; i < DEMO_REPLICAS; i++) {
       char log[96];

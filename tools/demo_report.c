@@ -148,11 +148,14 @@ void demo_node_reports(const struct demo *d) {
 }
 
 /* One row in the `vsrbus bench` format: msgs_per_s = committed requests per second, latency
- * = request round trips, rss_kib = the primary's peak RSS; allocations are not counted. */
+ * = request round trips, rss_kib = the primary's peak RSS; allocations are not counted. The
+ * mode is "pipeline" with one request in flight per client, "pipeline-kK" with K. */
 void demo_csv_row(const struct demo *d) {
   double secs = d->ticks ? (double)d->ticks : 1.0, rps = (double)d->total_committed / secs;
   uint32_t frame = VSR_HEADER_SIZE + d->size;
-  printf("%s,%s,pipeline,%u,%d,%.0f,%.1f,%.1f,%.1f,%.1f,", d->system, d->transport, frame,
+  char mode[32] = "pipeline";
+  if (d->depth > 1) snprintf(mode, sizeof mode, "pipeline-k%d", d->depth);
+  printf("%s,%s,%s,%u,%d,%.0f,%.1f,%.1f,%.1f,%.1f,", d->system, d->transport, mode, frame,
          d->clients, rps, rps * frame / 1e6,
          (double)vsri_hist_percentile(&d->total, 50) / 1e3,
          (double)vsri_hist_percentile(&d->total, 99) / 1e3,
