@@ -12,7 +12,8 @@
  *     worker shard; no shard counted a packet for a connection it does not hold;
  *   - NAT rebinding: the clients talk through a relay that moves every flow to a new source
  *     port mid-way; each connection stays on its shard (the frames after the move are served,
- *     no shard counts a misrouted packet).
+ *     no shard counts a misrouted packet);
+ *   - a port someone else holds (SO_REUSEPORT or not) is refused, as TCP's is.
  * Runs on both io backends (VSRBUS_IO). */
 #include <linux/filter.h>
 #include <poll.h>
@@ -489,12 +490,44 @@ static void nat_rebinding_keeps_the_shard(void **state) {
   assert_int_equal(n.shutdown_result, 0);
 }
 
+/* Another process's socket on the port (here: this process's, joined to a SO_REUSEPORT group
+ * as a second node's shard 0 would be): a sharded node refuses to start there rather than
+ * silently share the datagrams; a free port works. */
+static void port_taken_is_refused(void **state) {
+  (void)state;
+  int fd = udp_socket(), one = 1;
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0);
+  struct sockaddr_in a = loopback(0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%u", ntohs(a.sin_port));
+  struct h_node n;
+  h_options(&n);
+  n.opts.client_tcp_addr = NULL;
+  n.opts.quic.addr = addr;
+  n.opts.shards = 2;
+  assert_int_equal(h_start(&n), VSR_EADDRINUSE);
+  pthread_mutex_destroy(&n.mu);
+  pthread_cond_destroy(&n.cv);
+  close(fd); /* now free: the same node starts */
+  h_options(&n);
+  n.opts.client_tcp_addr = NULL;
+  n.opts.quic.addr = addr;
+  n.opts.shards = 2;
+  assert_int_equal(h_start(&n), 0);
+  h_stop(&n, true);
+  assert_int_equal(n.shutdown_result, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(routing_program_2_3_4),
       cmocka_unit_test(node_routes_by_cid),
       cmocka_unit_test(many_quic_clients_two_shards),
       cmocka_unit_test(nat_rebinding_keeps_the_shard),
+      cmocka_unit_test(port_taken_is_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
