@@ -335,7 +335,7 @@ static void bench_usage(FILE *f) {
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
           "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
           "                    [--node-netns NAME] [--node-addr IPV4] [--shards N]\n"
-          "  --shards N  the node's TCP client shards (loops on threads), default 1\n"
+          "  --shards N  the node's TCP and QUIC client shards (loops on threads), default 1\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
           "  lat       one frame in flight per connection, echoed: round-trip percentiles\n"
           "  echo      K (--inflight) frames in flight per connection, echoed\n"

@@ -104,7 +104,7 @@ int q_server_init(struct q_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *o
   struct q_listener *l = c->l;
   ngtcp2_cid scid;
   scid.datalen = Q_SCID_LEN;
-  q_rand(scid.data, scid.datalen);
+  q_cid_fill(l, scid.data, scid.datalen);
   ngtcp2_settings s;
   q_settings(&s, c->cfg, now, (const struct sockaddr *)&c->remote);
   if (getenv("VSRBUS_QUIC_TRACE")) s.log_printf = q_trace;

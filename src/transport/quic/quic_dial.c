@@ -84,7 +84,7 @@ int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
   ep->on_packet = q_client_packet;
   ep->on_error = q_client_error;
   ep->on_free = q_client_ep_free;
-  err = q_ep_open(ep, ctx->io, (struct sockaddr *)&sa, len, false, cfg, c->name);
+  err = q_ep_open(ep, ctx->io, (struct sockaddr *)&sa, len, false, cfg, c->name, NULL);
   if (!err) err = q_client_init(c, cfg);
   if (err) {
     c->ev = NULL;
