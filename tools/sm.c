@@ -293,10 +293,27 @@ static void sm_dump(struct vsr_sm *sm, uint64_t op, const struct vsr_sm_item *it
           (unsigned long long)it->request, it->operation, it->index);
 }
 
-/* Releases the oldest committed Prepares while the pool's buffers in use exceed half of
- * memory_max. Never the newest committed op (the log's head may be it) nor anything above. */
+/* Releases the oldest committed Prepares beyond VSR_SM_LOG_BYTES (counted at their average
+ * size), and while the pool's buffers in use exceed half of memory_max. Never the newest
+ * committed op (the log's head may be it) nor anything above. */
 static void sm_trim(struct vsr_sm *sm) {
-  if (!sm->mem_max || sm->commit < 2) return;
+  if (sm->commit < 2) return;
+  uint64_t keep = sm->avg_bytes ? VSR_SM_LOG_BYTES / sm->avg_bytes : VSR_SM_LOG;
+  if (keep < VSR_SM_LOG_MIN) keep = VSR_SM_LOG_MIN;
+  if (keep < VSR_SM_LOG && sm->commit > keep) {
+    if (sm->trim_from < sm->commit - keep) { /* ops below the log's window are gone anyway */
+      uint64_t floor = sm->op >= VSR_SM_LOG ? sm->op - VSR_SM_LOG + 1 : 1;
+      if (sm->trim_from < floor) sm->trim_from = floor;
+    }
+    while (sm->trim_from < sm->commit - keep) {
+      struct vsr_sm_entry *e = vsr_sm_have(sm, sm->trim_from++);
+      if (!e) continue;
+      vsr_msg_unref(e->prepare); /* op and checksum stay: the slot is known, its body gone */
+      e->prepare = NULL;
+      sm->trimmed++;
+    }
+  }
+  if (!sm->mem_max) return;
   struct vsr_pool_stats ps;
   vsr_pool_stats(vsr_loop_pool(vsr_bus_loop(sm->bus)), &ps);
   uint64_t floor = sm->op >= VSR_SM_LOG ? sm->op - VSR_SM_LOG + 1 : 1;
@@ -320,6 +337,8 @@ void vsr_sm_commit_to(struct vsr_sm *sm, uint64_t target) {
     struct vsr_sm_entry *e = vsr_sm_have(sm, sm->commit + 1);
     if (!e) break;
     sm->commit++;
+    uint64_t cap = e->prepare->capacity;
+    sm->avg_bytes = sm->avg_bytes ? sm->avg_bytes - sm->avg_bytes / 16 + cap / 16 : cap;
     if (sm->on_commit) sm->on_commit(sm->on_commit_ctx, e->prepare);
     /* Every request of the op, in the batch's order: one table, one Reply each. */
     struct vsr_sm_item it;

@@ -40,6 +40,14 @@
  * then released the very ops being repaired, and a recovering backup never caught up (found by
  * vsrbus sim, seed 151). The asker asks for the next range as soon as RepairDone arrives. */
 #define VSR_SM_REPAIR_BYTES (4u << 20)
+/* Committed Prepares the log keeps, in bytes (about: the ops are counted at their average
+ * size), but never fewer than VSR_SM_LOG_MIN ops. With a Prepare per 512-byte Request the
+ * 16384 ops are 8 MiB and nothing changes; with batches of ~60 such Requests 16384 ops were
+ * ~500 MiB per replica, filled with fresh memory for the first ~million requests (page faults
+ * were most of the primary's time, measured in docs/demo.md). A backup further behind
+ * repairs by state transfer (RangeEvicted), as before past VSR_SM_LOG ops. */
+#define VSR_SM_LOG_BYTES (64u << 20)
+#define VSR_SM_LOG_MIN 256
 /* Prepare batching (sm_batch.c, docs/demo.md "Batches"): the primary puts the Requests queued in
  * one loop turn into one Prepare, up to batch_max of them and batch_bytes of body. Default 64:
  * a client pipelines at most 64 (VSR_SM_REPLIES), and at 32 clients x 8..16 in flight a loop
@@ -107,7 +115,8 @@ struct vsr_sm {
    * that still needs them is answered RangeEvicted and jumps ahead). */
   uint64_t mem_max;   /* the bus's memory_max, read at init */
   uint64_t trim_from; /* lowest op that may still hold a committed Prepare */
-  uint64_t trimmed;   /* committed Prepares released early to stay under mem_max / 2 */
+  uint64_t trimmed;   /* committed Prepares released early: mem_max / 2, VSR_SM_LOG_BYTES */
+  uint64_t avg_bytes; /* running average of a committed Prepare's buffer (1/16 per op) */
 
   /* ---- client table (sm_table.c) ---- */
   struct vsr_sm_client *clients; /* clients_max entries */
