@@ -131,6 +131,7 @@ void demo_netns_cleanup(struct demo *d) {
     }
     d->ns_made[i] = false;
   }
+  if (netns_atexit_target == d) netns_atexit_target = NULL; /* |d| is freed after this */
 }
 
 static void netns_atexit(void) {

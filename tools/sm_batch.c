@@ -61,18 +61,20 @@ bool vsr_sm_item_next(const struct vsr_msg *prepare, uint32_t *pos, struct vsr_s
     *pos = prepare->size;
     return true;
   }
-  /* A batch: |*pos| is the next frame's offset in the body; the index counts frames. */
+  /* A batch: |*pos| is the next frame's offset in the body; the index counts frames. A frame
+   * starts wherever the one before it ended: its header is copied out, not read in place. */
   uint32_t off = VSR_HEADER_SIZE + *pos;
   if (off >= prepare->size || prepare->size - off < VSR_HEADER_SIZE) return false;
-  const struct vsr_request_header *rq = (const struct vsr_request_header *)(prepare->data + off);
-  if (rq->size < VSR_HEADER_SIZE || rq->size > prepare->size - off) return false; /* checked */
+  struct vsr_request_header rq;
+  memcpy(&rq, prepare->data + off, sizeof rq);
+  if (rq.size < VSR_HEADER_SIZE || rq.size > prepare->size - off) return false; /* checked */
   uint32_t index = *pos == 0 ? 0 : it->index + 1;
-  *it = (struct vsr_sm_item){.client = rq->client, .request_checksum = rq->request_checksum,
-                             .request = rq->request, .session = rq->session,
-                             .operation = rq->operation, .index = index,
+  *it = (struct vsr_sm_item){.client = rq.client, .request_checksum = rq.request_checksum,
+                             .request = rq.request, .session = rq.session,
+                             .operation = rq.operation, .index = index,
                              .body = prepare->data + off + VSR_HEADER_SIZE,
-                             .body_size = rq->size - VSR_HEADER_SIZE};
-  *pos += rq->size;
+                             .body_size = rq.size - VSR_HEADER_SIZE};
+  *pos += rq.size;
   return true;
 }
 
@@ -93,20 +95,21 @@ int vsr_sm_batch_check(const struct vsr_msg *prepare, char *why, size_t why_len)
                "header", n, off, body - off);
       return -1;
     }
-    const struct vsr_request_header *rq = (const struct vsr_request_header *)f;
-    if (rq->size < VSR_HEADER_SIZE || rq->size > body - off) {
+    struct vsr_request_header rq; /* at any offset: copied out, not read in place */
+    memcpy(&rq, f, sizeof rq);
+    if (rq.size < VSR_HEADER_SIZE || rq.size > body - off) {
       snprintf(why, why_len, "frame %" PRIu64 " at body offset %u: size %u, %u bytes left", n,
-               off, rq->size, body - off);
+               off, rq.size, body - off);
       return -1;
     }
-    if (rq->command != VSR_CMD_REQUEST || rq->operation == VSR_OP_RESERVED ||
-        rq->operation == VSR_OP_REGISTER || vsr_u128_is_zero(rq->client) || rq->request == 0) {
+    if (rq.command != VSR_CMD_REQUEST || rq.operation == VSR_OP_RESERVED ||
+        rq.operation == VSR_OP_REGISTER || vsr_u128_is_zero(rq.client) || rq.request == 0) {
       snprintf(why, why_len, "frame %" PRIu64 " at body offset %u: command %u operation %u "
-               "request %" PRIu64 ": not a session Request", n, off, rq->command, rq->operation,
-               rq->request);
+               "request %" PRIu64 ": not a session Request", n, off, rq.command, rq.operation,
+               rq.request);
       return -1;
     }
-    off += rq->size;
+    off += rq.size;
     if (++n > p->request) break;
   }
   if (n != p->request || off != body) {
