@@ -1243,6 +1243,139 @@ static void test_uring_init_survives_allocation_failures(void **state) {
   }
 }
 
+struct t_mixed {
+  size_t off, max_small, max_big;
+  int reads, small, big;
+  bool pending, bad;
+};
+
+static void t_mixed_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  struct t_mixed *m = c->ctx;
+  m->pending = false;
+  assert_true(res > 0);
+  bool big = c->u.recv.len > VSRI_IO_POOLED_BUF;
+  size_t *max = big ? &m->max_big : &m->max_small;
+  if ((size_t)res > *max) *max = (size_t)res;
+  const uint8_t *p = c->u.recv.buf;
+  for (int32_t i = 0; i < res; i++) m->bad |= p[i] != t_pattern(m->off + (size_t)i);
+  m->off += (size_t)res;
+  m->reads++;
+  if (big) m->big++;
+  else m->small++;
+}
+
+/* Small and big pooled receives alternate on one socket with 2 MiB queued: each reads into a
+ * buffer of its own size (a big read takes more than 64 KiB at a time, a small one never),
+ * the bytes arrive in order, and the buffers of both kinds go back to the loop (2 MiB passes
+ * through 8 small and 4 big buffers many times over). */
+static void test_recv_pooled_big_and_small_alternate(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a, b;
+  t_tcp_pair(&a, &b);
+  static uint8_t data[2u << 20];
+  for (size_t i = 0; i < sizeof data; i++) data[i] = t_pattern(i);
+  size_t sent = 0;
+  struct t_mixed m = {0};
+  struct vsri_completion rc;
+  uint64_t end = t_now() + T_GUARD_NS;
+  while (m.off < sizeof data && t_now() < end) {
+    while (sent < sizeof data) {
+      ssize_t w = write(a, data + sent, sizeof data - sent);
+      if (w <= 0) break;
+      sent += (size_t)w;
+    }
+    if (!m.pending) {
+      m.pending = true;
+      if (m.reads % 2) vsri_io_recv_pooled_big(io, &rc, b, t_mixed_cb, &m);
+      else vsri_io_recv_pooled(io, &rc, b, t_mixed_cb, &m);
+    }
+    assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  }
+  assert_int_equal(m.off, sizeof data);
+  assert_false(m.bad);
+  print_message("%d small reads (largest %zu), %d big (largest %zu)\n", m.small, m.max_small,
+                m.big, m.max_big);
+  assert_true(m.max_small <= VSRI_IO_POOLED_BUF);
+  assert_true(m.max_big <= VSRI_IO_POOLED_BIG);
+  assert_true(m.max_big > VSRI_IO_POOLED_BUF);
+  assert_true(m.big >= 2);
+  close(a);
+  close(b);
+  vsri_io_del(io);
+}
+
+/* ---- fairness between sockets ------------------------------------------------------------- */
+
+struct t_flood {
+  struct vsri_io *io;
+  int a_fd, b_writer;
+  struct vsri_completion ac, bc;
+  uint8_t abuf[4096], bbuf[16];
+  int a_reads, a_reads_at_b, b_hits;
+  bool a_pending, b_written;
+};
+
+static void t_flood_b(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  struct t_flood *f = c->ctx;
+  assert_int_equal(res, 1);
+  f->b_hits++;
+  f->a_reads_at_b = f->a_reads;
+}
+
+static void t_flood_a(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  struct t_flood *f = c->ctx;
+  f->a_pending = false;
+  if (res == -ECANCELED) return;
+  assert_true(res > 0);
+  f->a_reads++;
+  if (!f->b_written) { /* the second socket becomes readable now, after this turn's poll */
+    f->b_written = true;
+    assert_int_equal(write(f->b_writer, "b", 1), 1);
+  }
+  if (f->b_hits == 0 && f->a_reads < 100000) {
+    f->a_pending = true;
+    vsri_io_recv(io, &f->ac, f->a_fd, f->abuf, sizeof f->abuf, t_flood_a, f);
+  }
+}
+
+/* A socket with a lot queued (hundreds of 4 KiB reads' worth) does not keep a second socket
+ * that becomes readable in the middle of its reads from being served: the second is read
+ * after at most a budget's worth (epoll: 16 reads) of the first, not after the first ran dry.
+ * Counted in reads, not time. */
+static void test_flooding_socket_leaves_room_for_another(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a_w, a_r, b_w, b_r;
+  t_tcp_pair(&a_w, &a_r);
+  t_tcp_pair(&b_w, &b_r);
+  static uint8_t chunk[64 << 10];
+  memset(chunk, 0x5a, sizeof chunk);
+  size_t queued = 0;
+  for (ssize_t w; queued < (4u << 20) && (w = write(a_w, chunk, sizeof chunk)) > 0;) {
+    queued += (size_t)w;
+  }
+  print_message("queued %zu bytes on the flooding socket\n", queued);
+  assert_true(queued >= (256u << 10)); /* at least 64 reads of 4 KiB */
+  struct t_flood f = {.io = io, .a_fd = a_r, .b_writer = b_w};
+  vsri_io_recv(io, &f.bc, b_r, f.bbuf, sizeof f.bbuf, t_flood_b, &f);
+  f.a_pending = true;
+  vsri_io_recv(io, &f.ac, a_r, f.abuf, sizeof f.abuf, t_flood_a, &f);
+  t_run_until(io, &f.b_hits, 1);
+  if (f.a_pending) vsri_io_cancel(io, &f.ac); /* the first may have run dry and parked */
+  uint64_t end = t_now() + T_GUARD_NS;
+  while (f.a_pending && t_now() < end) assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  assert_false(f.a_pending);
+  print_message("the second socket was served after %d reads of the first\n", f.a_reads_at_b);
+  assert_true(f.a_reads_at_b >= 1);
+  assert_true(f.a_reads_at_b <= 20); /* a budget (16) and a turn's slack, far below 64 */
+  close(a_w);
+  close(a_r);
+  close(b_w);
+  close(b_r);
+  vsri_io_del(io);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 /* One entry per backend, named "<test> [<backend>]". */
@@ -1282,6 +1415,8 @@ int main(void) {
       T_ON_ALL(test_release_then_io_del_frees),
       T_ON_ALL(test_timeout_drop_leaves_others),
       T_ON_ALL(test_datagram_now_forms),
+      T_ON_ALL(test_flooding_socket_leaves_room_for_another),
+      T_ON_ALL(test_recv_pooled_big_and_small_alternate),
       cmocka_unit_test(test_fallback_to_epoll_when_uring_probe_fails),
       cmocka_unit_test(test_fallback_to_epoll_when_seccomp_forbids_uring_eperm),
       cmocka_unit_test(test_fallback_to_epoll_when_kernel_lacks_uring_enosys),
