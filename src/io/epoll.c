@@ -45,6 +45,7 @@ struct ep {
   struct vsri_list fresh; /* submitted, not tried yet, oldest first (EP_FRESH set) */
   struct vsri_list later; /* reads over their socket's budget: tried after the next poll */
   uint32_t epoch;         /* epoll_pwait2 calls so far */
+  uint32_t busy;          /* sockets read with data since the last epoll_pwait2 */
   bool waited;            /* the last ep_poll called epoll_pwait2 */
   uint8_t *pooled; /* one RECV_POOLED buffer of the larger pooled size (a small read uses its
                      start): its callback runs before the next recv */
@@ -185,14 +186,16 @@ static bool ep_over_budget(struct ep *ep, const struct vsri_completion *c) {
                                       s->rd_bytes >= EP_BYTES_PER_FD);
 }
 
-/* Counts a stream read that returned |res| bytes against its socket's budget. */
-static void ep_count_read(struct ep *ep, int fd, int32_t res) {
+/* Counts a stream read that returned |res| bytes against its socket's budget, and the socket
+ * as busy (io->ready_reads: the sockets of the last poll interval, or more as they come). */
+static void ep_count_read(struct vsri_io *io, struct ep *ep, int fd, int32_t res) {
   struct ep_fd *s = ep_slot(ep, fd);
   if (!s) return;
-  if (s->rd_epoch != ep->epoch) {
+  if (s->rd_epoch != ep->epoch || s->rd_reads == 0) {
     s->rd_epoch = ep->epoch;
     s->rd_reads = 0;
     s->rd_bytes = 0;
+    if (++ep->busy > io->ready_reads) io->ready_reads = ep->busy;
   }
   s->rd_reads++;
   s->rd_bytes += (uint32_t)res;
@@ -210,7 +213,7 @@ static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion 
     res = ep_park(ep, c);
     if (res == 0) return 0;
   }
-  if (res > 0 && ep_is_stream_read(c->op)) ep_count_read(ep, c->fd, res);
+  if (res > 0 && ep_is_stream_read(c->op)) ep_count_read(io, ep, c->fd, res);
   vsri_io_complete(io, c, res);
   return 1;
 }
@@ -291,6 +294,8 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
     return VSR_EIO;
   }
   ep->epoch++; /* a new budget for every socket; the reads held back go after the newly ready */
+  io->ready_reads = ep->busy; /* sockets read with data between the last two polls */
+  ep->busy = 0;
   for (int i = 0; i < k; i++) {
     uint32_t evs = ep->events[i].events;
     int fd = ep->events[i].data.fd;

@@ -120,6 +120,9 @@ struct vsri_io_options {
    * used), count default 4 (io_uring's second ring; epoll has one buffer of the larger size). */
   uint32_t pooled_big_size;
   uint32_t pooled_big_count;
+  /* Big reads only while the last poll found at least this many sockets with data (default
+   * 2: one busy connection alone reads 64 KiB at a time; 1: whenever a stream asks). */
+  uint32_t pooled_big_min_ready;
 };
 
 void vsri_io_options_default(struct vsri_io_options *o);
@@ -160,7 +163,9 @@ void vsri_io_recv(struct vsri_io *io, struct vsri_completion *c, int fd, void *b
 void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                          void *ctx);
 /* The same into a larger loop-owned buffer (pooled_big_size): for a stream whose input keeps
- * filling the small ones. Nothing is held between reads either way. */
+ * filling the small ones. Nothing is held between reads either way. While the last poll found
+ * fewer than pooled_big_min_ready sockets with data, this is a small read (c->u.recv.len
+ * says which it was). */
 void vsri_io_recv_pooled_big(struct vsri_io *io, struct vsri_completion *c, int fd,
                              vsri_io_cb cb, void *ctx);
 /* Sends |iovcnt| iovecs on a connected stream socket: one sendmsg(2) with MSG_NOSIGNAL (a

@@ -34,6 +34,9 @@ void vsri_io_options_default(struct vsri_io_options *o) {
    * small ones, so no connection holds one between reads. */
   o->pooled_big_size = VSRI_IO_POOLED_BIG;
   o->pooled_big_count = 4;
+  /* One connection alone keeps 64 KiB reads: 256 KiB cost it CPU per frame (epoll) and half
+   * its rate on a quiet machine; with several busy sockets the larger reads win. */
+  o->pooled_big_min_ready = 2;
 }
 
 /* Resolves AUTO through VSRBUS_IO. Returns VSR_ECONFIG for an unknown value. */
@@ -63,6 +66,7 @@ static struct vsri_io *io_alloc(const struct vsri_io_options *o) {
     io->opts.pooled_big_size = io->opts.pooled_buf_size; /* 0 (or smaller): no larger reads */
   }
   if (!io->opts.pooled_big_count) io->opts.pooled_big_count = 4;
+  if (!io->opts.pooled_big_min_ready) io->opts.pooled_big_min_ready = 2;
   vsri_list_init(&io->ready);
   vsri_list_init(&io->deferred);
   vsri_list_init(&io->graves);
@@ -360,7 +364,9 @@ void vsri_io_recv_pooled_big(struct vsri_io *io, struct vsri_completion *c, int 
                              vsri_io_cb cb, void *ctx) {
   loop_prepare(io, c, VSRI_OP_RECV_POOLED, fd, cb, ctx);
   c->u.recv.buf = NULL;
-  c->u.recv.len = io->opts.pooled_big_size; /* the backends pick the buffer by this length */
+  /* The backends pick the buffer by this length. */
+  c->u.recv.len = io->ready_reads >= io->opts.pooled_big_min_ready ? io->opts.pooled_big_size
+                                                                  : io->opts.pooled_buf_size;
   io->backend->submit(io, c);
 }
 

@@ -570,6 +570,7 @@ static int ur_reap(struct vsri_io *io, struct ur *ur) {
     uint32_t flags;
   } got[UR_CQE_BATCH];
   int n = 0;
+  uint32_t reads = 0;
   unsigned budget = ur->ring.cq.ring_entries;
   while (budget > 0) {
     unsigned want = budget < UR_CQE_BATCH ? budget : UR_CQE_BATCH;
@@ -586,6 +587,7 @@ static int ur_reap(struct vsri_io *io, struct ur *ur) {
     for (unsigned i = 0; i < k; i++) {
       if (got[i].user_data == 0) continue; /* an internal cancel */
       struct vsri_completion *c = (struct vsri_completion *)(uintptr_t)got[i].user_data;
+      reads += c->op == VSRI_OP_RECV || c->op == VSRI_OP_RECV_POOLED;
       n += ur_cqe(io, ur, c, got[i].res, got[i].flags);
     }
     for (int i = 0; i < 2; i++) {
@@ -596,6 +598,7 @@ static int ur_reap(struct vsri_io *io, struct ur *ur) {
       }
     }
   }
+  if (reads > 0) io->ready_reads = reads; /* busy sockets (vsri_io_recv_pooled_big) */
   return n;
 }
 

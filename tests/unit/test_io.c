@@ -54,6 +54,8 @@ static uint64_t t_now(void) {
 }
 
 /* Creates a loop on the backend in |state|; skips the test when it cannot run here. */
+static uint32_t t_big_min_ready; /* non-zero: vsri_io_options.pooled_big_min_ready */
+
 static struct vsri_io *t_io_opts(void **state, uint32_t buf_count, uint32_t buf_size,
                                  uint32_t entries) {
   const struct t_backend *b = *state;
@@ -63,6 +65,7 @@ static struct vsri_io *t_io_opts(void **state, uint32_t buf_count, uint32_t buf_
   if (buf_count) o.pooled_buf_count = buf_count;
   if (buf_size) o.pooled_buf_size = buf_size;
   if (entries) o.entries = entries;
+  if (t_big_min_ready) o.pooled_big_min_ready = t_big_min_ready;
   if (b->no_bufring) setenv("VSRBUS_IO_TEST_URING_NO_BUFRING", "1", 1);
   if (b->poll_first) setenv("VSRBUS_IO_TEST_URING_POLL_FIRST", "1", 1);
   struct vsri_io *io = NULL;
@@ -1270,7 +1273,9 @@ static void t_mixed_cb(struct vsri_io *io, struct vsri_completion *c, int32_t re
  * the bytes arrive in order, and the buffers of both kinds go back to the loop (2 MiB passes
  * through 8 small and 4 big buffers many times over). */
 static void test_recv_pooled_big_and_small_alternate(void **state) {
+  t_big_min_ready = 1; /* one socket: big reads whenever asked */
   struct vsri_io *io = t_io(state);
+  t_big_min_ready = 0;
   int a, b;
   t_tcp_pair(&a, &b);
   static uint8_t data[2u << 20];
@@ -1302,6 +1307,77 @@ static void test_recv_pooled_big_and_small_alternate(void **state) {
   assert_true(m.big >= 2);
   close(a);
   close(b);
+  vsri_io_del(io);
+}
+
+struct t_busy {
+  int fd;
+  struct vsri_completion rc;
+  size_t got, max_read;
+  bool pending;
+};
+
+static void t_busy_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  struct t_busy *b = c->ctx;
+  b->pending = false;
+  assert_true(res > 0);
+  b->got += (size_t)res;
+  if ((size_t)res > b->max_read) b->max_read = (size_t)res;
+}
+
+/* Reads |n| sockets with 2 MiB queued each through vsri_io_recv_pooled_big until all is
+ * read; returns the largest single read. */
+static size_t t_busy_reads(struct vsri_io *io, int n) {
+  static uint8_t chunk[64 << 10];
+  struct t_busy b[2] = {{0}};
+  int w[2];
+  size_t want = 2u << 20;
+  for (int i = 0; i < n; i++) {
+    int a;
+    t_tcp_pair(&a, &b[i].fd);
+    w[i] = a;
+  }
+  size_t sent[2] = {0, 0};
+  uint64_t end = t_now() + T_GUARD_NS;
+  bool done = false;
+  while (!done && t_now() < end) {
+    done = true;
+    for (int i = 0; i < n; i++) {
+      while (sent[i] < want) {
+        ssize_t k = write(w[i], chunk, sizeof chunk < want - sent[i] ? sizeof chunk
+                                                                        : want - sent[i]);
+        if (k <= 0) break;
+        sent[i] += (size_t)k;
+      }
+      if (b[i].got < want && !b[i].pending) {
+        b[i].pending = true;
+        vsri_io_recv_pooled_big(io, &b[i].rc, b[i].fd, t_busy_cb, &b[i]);
+      }
+      done &= b[i].got == want;
+    }
+    assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  }
+  size_t max = 0;
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(b[i].got, want);
+    if (b[i].max_read > max) max = b[i].max_read;
+    close(w[i]);
+    close(b[i].fd);
+  }
+  return max;
+}
+
+/* By default a big read needs company: one busy socket alone reads at most 64 KiB at a time
+ * through vsri_io_recv_pooled_big, while two sockets busy at once read more than that. */
+static void test_big_reads_need_two_busy_sockets(void **state) {
+  struct vsri_io *io = t_io(state);
+  size_t one = t_busy_reads(io, 1);
+  size_t two = t_busy_reads(io, 2);
+  print_message("largest read: %zu with one busy socket, %zu with two\n", one, two);
+  assert_true(one <= VSRI_IO_POOLED_BUF);
+  assert_true(two > VSRI_IO_POOLED_BUF);
+  assert_true(two <= VSRI_IO_POOLED_BIG);
   vsri_io_del(io);
 }
 
@@ -1417,6 +1493,7 @@ int main(void) {
       T_ON_ALL(test_datagram_now_forms),
       T_ON_ALL(test_flooding_socket_leaves_room_for_another),
       T_ON_ALL(test_recv_pooled_big_and_small_alternate),
+      T_ON_ALL(test_big_reads_need_two_busy_sockets),
       cmocka_unit_test(test_fallback_to_epoll_when_uring_probe_fails),
       cmocka_unit_test(test_fallback_to_epoll_when_seccomp_forbids_uring_eperm),
       cmocka_unit_test(test_fallback_to_epoll_when_kernel_lacks_uring_enosys),

@@ -133,6 +133,7 @@ static struct t_env *t_env_new(void **state, uint32_t max_batch, int rcvbuf) {
   struct vsri_io_options io;
   vsri_io_options_default(&io);
   io.backend = b->kind;
+  io.pooled_big_min_ready = 1; /* one connection may read big (the default gate: unit.io) */
   int err = vsri_io_new(&e->io, &io);
   if (err == VSR_EUNSUPPORTED && b->kind == VSRI_IO_URING) {
     free(e);
