@@ -380,6 +380,11 @@ struct vsr_bus_stats {
    * stopped the QUIC stream they travel on (appended, issue 13). Frames of a connection that
    * closed before the kernel took them are in drops_on_close. */
   uint64_t drops_stream_reset;
+  /* QUIC packets for no connection of the listener that could not start one (not an
+   * acceptable Initial): late packets of a closed connection, forged or misrouted ones
+   * (appended, issue 18: with shards, each packet must reach the shard its connection ID
+   * names; docs/shards.md). */
+  uint64_t quic_unknown_cid;
 };
 
 void vsr_bus_stats(const struct vsr_bus *bus, struct vsr_bus_stats *out);

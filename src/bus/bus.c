@@ -544,7 +544,8 @@ static int bus_client_transports_start(struct vsr_bus *bus) {
     if (!addr) continue;
     ct->ctx = bus->tctx;
     if (t->config_new) {
-      int err = t->config_new(&bus->opts, &ct->cfg);
+      int err = bus->id_tag ? vsri_shards_config(bus, i, &ct->cfg) /* shard 0's, borrowed */
+                            : t->config_new(&bus->opts, &ct->cfg);
       if (err) return err;
       ct->ctx.tls = ct->cfg;
     }
@@ -558,11 +559,6 @@ static int bus_client_transports_start(struct vsr_bus *bus) {
     if (t->opts_size) memset((char *)&bus->opts + t->opts_offset, 0, t->opts_size);
   }
   return 0;
-}
-
-const struct vsri_listener *vsri_bus_client_listener(const struct vsr_bus *bus, const char *name) {
-  const struct vsri_bus_transport *t = vsri_bus_transport_find(name);
-  return t ? bus->client_t[t - vsri_bus_transports].l.l : NULL;
 }
 
 /* vsr_bus_new (shard.c) is shard 0's; |index| > 0: a worker's bus, ids tagged with it. */
@@ -625,7 +621,9 @@ int vsri_bus_new_shard(struct vsr_bus **out, const struct vsr_bus_options *o,
   bus->tctx_replica.budget = &bus->budget[VSR_PLANE_REPLICA];
   bus->tctx_replica.conn_budget = 0;
   bus->tctx_replica.preauth_max = VSR_HEADER_SIZE; /* handshake frames are header-only */
-  bus->tctx.reuseport = index > 0 ? 2 : o->shards > 1 && o->client_tcp_addr; /* shards */
+  bus->tctx.reuseport = index > 0 ? 2 : o->shards > 1 && (o->client_tcp_addr || o->quic.addr);
+  bus->tctx.shard = (uint8_t)index; /* shards: QUIC's connection IDs name the shard */
+  bus->tctx.shards = (uint8_t)o->shards;
   err = bus_client_transports_start(bus);
   if (err) goto fail;
   if (index == 0 && bus->tctx.reuseport && (err = vsri_shards_start(bus))) goto fail;
@@ -768,7 +766,9 @@ void vsr_bus_del(struct vsr_bus *bus) {
   vsri_shards_free(bus); /* after every queue that may hold a worker's frame */
   if (bus->owns_loop) vsr_loop_del(bus->loop);
   for (int t = 0; t < VSRI_BUS_TRANSPORTS; t++) { /* after the connections that read them */
-    if (bus->client_t[t].cfg) vsri_bus_transports[t].config_free(bus->client_t[t].cfg);
+    if (bus->client_t[t].cfg && !bus->id_tag) { /* a worker's are shard 0's */
+      vsri_bus_transports[t].config_free(bus->client_t[t].cfg);
+    }
   }
   vsri_tlsws_config_free(bus->replica_tls_cfg);
   vsri_free(bus->client_slots);

@@ -14,6 +14,7 @@
 
 struct glue_cfg {
   struct vsri_quic_config cfg;
+  struct vsri_cert *own; /* shards: the certificate every shard's listener serves */
   char strings[];
 };
 
@@ -69,6 +70,7 @@ int vsri_client_quic_config(const struct vsr_client_options *co, void **out) {
   struct glue_cfg *g = vsri_malloc(sizeof *g + need);
   if (!g) return VSR_ENOMEM;
   vsri_quic_config_default(&g->cfg);
+  g->own = NULL;
   char *p = g->strings;
   g->cfg.ca_file = glue_copy(&p, o->ca_file);
   g->cfg.pin_sha256 = glue_copy(&p, o->pin_sha256);
@@ -96,6 +98,7 @@ int vsri_bus_quic_config(const struct vsr_bus_options *bo, void **out) {
   if (!g) return VSR_ENOMEM;
   struct vsri_quic_config *c = &g->cfg;
   vsri_quic_config_default(c);
+  g->own = NULL;
   char *p = g->strings;
   c->cert_file = glue_copy(&p, o->cert_file);
   c->key_file = glue_copy(&p, o->key_file);
@@ -113,6 +116,8 @@ int vsri_bus_quic_config(const struct vsr_bus_options *bo, void **out) {
   c->max_handshakes_per_source = o->max_handshakes_per_source;
   if (o->loopback_pmtud) c->loopback_udp_payload = 0;
   int err = vsri_quic_config_check(c);
+  /* Shards: the workers' listeners borrow this config, so they serve this one certificate. */
+  if (!err && bo->shards > 1) err = vsri_quic_config_own_cert(c, &g->own);
   if (err) {
     vsri_free(g);
     return err;
@@ -122,7 +127,11 @@ int vsri_bus_quic_config(const struct vsr_bus_options *bo, void **out) {
   return 0;
 }
 
-void vsri_quic_glue_free(void *cfg) { vsri_free(cfg); }
+void vsri_quic_glue_free(void *cfg) {
+  struct glue_cfg *g = cfg;
+  if (g) vsri_quic_cert_free(g->own);
+  vsri_free(g);
+}
 
 void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *out) {
   struct vsri_quic_admission a;
@@ -131,4 +140,5 @@ void vsri_bus_quic_stats(const struct vsri_listener *l, struct vsr_bus_stats *ou
   out->quic_tokens_invalid = a.tokens_invalid;
   out->quic_evicted = a.evicted;
   out->quic_halfopen_peak = a.halfopen_peak;
+  out->quic_unknown_cid = a.unknown_cid;
 }

@@ -1,8 +1,8 @@
-/* Shards (docs/shards.md): vsr_bus_options.shards = N runs the TCP client plane on N loops on
- * N threads. Shard 0 is the caller's bus (its loop, its callbacks, the replica plane, QUIC,
- * TLS, WS, metrics); shards 1..N-1 are worker threads, each running a bus of its own on a loop
- * of its own that listens on the same TCP address (SO_REUSEPORT: the kernel spreads new
- * connections). Nothing is shared but frames, passed by reference through single-producer
+/* Shards (docs/shards.md): vsr_bus_options.shards = N runs the TCP and QUIC client plane on N
+ * loops on N threads. Shard 0 is the caller's bus (its loop, its callbacks, the replica plane, TLS,
+ * WS, metrics); shards 1..N-1 are worker threads, each running a bus of its own on a loop of
+ * its own that listens on the same TCP and QUIC addresses (SO_REUSEPORT: the kernel spreads new
+ * TCP connections; QUIC datagrams go where their connection ID says, quic_shard.c). Nothing is shared but frames, passed by reference through single-producer
  * rings:
  *   up   (worker k -> shard 0): frames received (the worker's only reference moves with them)
  *        and peer events, delivered to the application's callbacks on shard 0;
@@ -221,10 +221,13 @@ static int w_setup(struct shard *s) {
   vsri_pool_set_share(s->pool, &s->set->share);
   err = vsri_doorbell_new(&s->bell, s->loop->io, w_on_bell, s);
   if (err) return err;
-  /* The worker's bus: the TCP client plane only, on the address shard 0 bound. */
+  /* The worker's bus: the TCP and QUIC client plane only, on the addresses shard 0 bound (its
+   * QUIC listener borrows shard 0's settings and certificate: vsri_shards_config). */
   struct vsr_bus_options o = b0->opts;
   o.loop = s->loop;
   o.client_tcp_addr = vsri_bus_client_listener(b0, "tcp") ? b0->client_t[0].l.addr : NULL;
+  int quic = (int)(vsri_bus_transport_find("quic") - vsri_bus_transports);
+  o.quic.addr = vsri_bus_client_listener(b0, "quic") ? b0->client_t[quic].l.addr : NULL;
   o.cluster_name = NULL;
   o.replica_count = 0;
   o.replica_addrs = NULL;
@@ -234,8 +237,7 @@ static int w_setup(struct shard *s) {
   o.metrics_addr = NULL;
   o.memory_max = 0;
   o.client_memory_budget = b0->budget[VSR_PLANE_CLIENT].max; /* shard 0's slice */
-  o.replica_memory_budget = 0;
-  o.shards = 1;
+  o.replica_memory_budget = 0; /* o.shards stays: QUIC's connection IDs are routed modulo it */
   struct vsr_bus_callbacks cb = {.on_message = w_on_message, .on_peer_event = w_on_event};
   err = vsri_bus_new_shard(&s->bus, &o, &cb, s, s->index);
   if (err) return err;
@@ -443,9 +445,16 @@ int vsri_shards_start(struct vsr_bus *bus) {
       return s->start_err;
     }
   }
-  VSRI_INFO("VSR-SHARD", "%u shards: TCP clients spread by SO_REUSEPORT on %s; replica plane, "
-            "callbacks and the other transports on shard 0", n,
-            bus->client_t[0].l.addr[0] ? bus->client_t[0].l.addr : "(no TCP listener)");
+  VSRI_INFO("VSR-SHARD", "%u shards: TCP clients spread by SO_REUSEPORT on %s, QUIC clients by "
+            "connection ID on %s; replica plane, callbacks and the other transports on shard 0",
+            n, bus->client_t[0].l.addr[0] ? bus->client_t[0].l.addr : "(no TCP listener)",
+            vsri_bus_client_listener(bus, "quic") ? "its UDP address" : "(no QUIC listener)");
+  return 0;
+}
+
+int vsri_shards_config(const struct vsr_bus *worker, int row, void **out) {
+  const struct shard *s = worker->user;
+  *out = s->set->bus->client_t[row].cfg;
   return 0;
 }
 
@@ -455,7 +464,7 @@ int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg) {
   if (bus->shutting_down) return VSR_ESHUTDOWN;
   if (k >= set->n || !s0_is_live(&set->w[k - 1], id)) {
     bus->stats.drops_not_connected++;
-    VSRI_WARN("VSR-DROP", "- tcp client %llx (shard %u): %s not sent: peer not connected (%s); "
+    VSRI_WARN("VSR-DROP", "- client %llx (shard %u): %s not sent: peer not connected (%s); "
               "totals: %llu not connected", (unsigned long long)id, k,
               msg ? vsr_command_name(msg->data[60]) : "close", vsr_errname(VSR_ENOTCONN),
               (unsigned long long)bus->stats.drops_not_connected);
@@ -470,7 +479,7 @@ int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg) {
   if (!vsri_spsc_push(&s->down, &d)) {
     if (msg) vsr_msg_unref(msg);
     bus->stats.drops_backpressure++;
-    VSRI_WARN("VSR-DROP", "- tcp client %llx (shard %u): %s not sent: the shard's ring is full "
+    VSRI_WARN("VSR-DROP", "- client %llx (shard %u): %s not sent: the shard's ring is full "
               "(%s); totals: %llu queue full", (unsigned long long)id, k,
               msg ? vsr_command_name(msg->data[60]) : "close", vsr_errname(VSR_EBACKPRESSURE),
               (unsigned long long)bus->stats.drops_backpressure);

@@ -84,3 +84,8 @@ int vsri_bus_transport_index(const struct vsri_transport_ops *ops) {
   }
   return 0;
 }
+
+const struct vsri_listener *vsri_bus_client_listener(const struct vsr_bus *bus, const char *name) {
+  const struct vsri_bus_transport *t = vsri_bus_transport_find(name);
+  return t ? bus->client_t[t - vsri_bus_transports].l.l : NULL;
+}

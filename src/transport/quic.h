@@ -110,6 +110,8 @@ struct vsri_quic_admission {
   uint64_t evicted;         /* oldest half-open evicted: max_handshakes was full */
   uint32_t halfopen;        /* half-opens now */
   uint32_t halfopen_peak;   /* most half-opens at once */
+  uint64_t unknown_cid;     /* packets for no connection of this listener that could not start
+                               one (not an acceptable Initial): stale, forged, or misrouted */
 };
 void vsri_quic_listener_admission(const struct vsri_listener *l, struct vsri_quic_admission *out);
 
@@ -149,6 +151,22 @@ struct vsri_quic_conn_agg {
                                    packets) */
 };
 void vsri_quic_listener_conn_agg(const struct vsri_listener *l, struct vsri_quic_conn_agg *out);
+
+/* Shards (docs/shards.md, "QUIC"): the classic BPF program attached to the SO_REUSEPORT group of
+ * the shards' UDP sockets (SO_ATTACH_REUSEPORT_CBPF): it returns the socket index named by a
+ * datagram's Destination Connection ID (its first byte modulo |shards|). Fills |out| and returns
+ * its length (VSRI_QUIC_CID_PROG_LEN), or 0 when |shards| is not within 2..255. The transport
+ * attaches exactly this program; tests build a group with it. */
+#define VSRI_QUIC_CID_PROG_LEN 7
+struct sock_filter;
+size_t vsri_quic_cid_prog(uint32_t shards, struct sock_filter *out);
+
+/* Shards: every shard's listener serves one certificate. Loads it (cert_file + key_file) or
+ * generates the self-signed one once, into |*own|, and points cfg->cert at it (a no-op when
+ * cfg->cert is set). Returns 0 or the load error (logged). vsri_quic_cert_free(*own) once no
+ * listener uses |cfg| any more. */
+int vsri_quic_config_own_cert(struct vsri_quic_config *cfg, struct vsri_cert **own);
+void vsri_quic_cert_free(struct vsri_cert *own);
 
 /* QUIC connections and listeners not yet freed (all loops): tests run the loop until 0 before
  * deleting it. */

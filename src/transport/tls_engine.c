@@ -38,7 +38,7 @@ static void tls_why(struct vsri_tls *t, const char *what, int rv) {
 
 /* ---- memory transport ------------------------------------------------------------------ */
 
-static bool tls_out_reserve(struct vsri_tls *t, size_t more) {
+bool vsri_tls_out_reserve(struct vsri_tls *t, size_t more) {
   size_t have = t->out ? t->out->size : 0, need = have + more;
   if (t->out && need <= t->out->capacity) return true;
   if (!t->pool || need > UINT32_MAX) return false;
@@ -57,7 +57,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iov
   struct vsri_tls *t = ptr;
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
-  if (!tls_out_reserve(t, total)) {
+  if (!vsri_tls_out_reserve(t, total)) {
     t->out_failed = true;
     gnutls_transport_set_errno(t->s, ENOMEM);
     return -1;
@@ -202,6 +202,7 @@ static int tls_open(struct vsri_tls *t, struct vsr_pool *pool, const char *name,
   t->pool = pool;
   t->server = end == GNUTLS_SERVER;
   t->name = name;
+  t->rekey_after = VSRI_TLS_REKEY_AFTER;
   int rv = gnutls_init(&t->s, end | GNUTLS_NO_TICKETS | GNUTLS_NONBLOCK);
   if (rv < 0) {
     t->s = NULL;
@@ -259,6 +260,7 @@ int vsri_tls_client_init(struct vsri_tls *t, const struct vsri_tls_client *cfg,
 }
 
 void vsri_tls_free(struct vsri_tls *t) {
+  vsri_tls_records_free(t);
   if (t->s) gnutls_deinit(t->s);
   t->s = NULL;
   vsr_msg_unref(t->out);
@@ -276,6 +278,7 @@ int vsri_tls_handshake(struct vsri_tls *t) {
     int rv = gnutls_handshake(t->s);
     if (rv == GNUTLS_E_SUCCESS) {
       t->done = true;
+      vsri_tls_records_arm(t);
       return 0;
     }
     if (rv == GNUTLS_E_AGAIN || rv == GNUTLS_E_INTERRUPTED) {
@@ -297,6 +300,10 @@ int vsri_tls_handshake(struct vsri_tls *t) {
 }
 
 ssize_t vsri_tls_recv(struct vsri_tls *t, void *buf, size_t len) {
+  return vsri_tls_records_open(t, buf, len);
+}
+
+ssize_t vsri_tls_recv_gnutls(struct vsri_tls *t, void *buf, size_t len) {
   for (;;) {
     ssize_t rv = gnutls_record_recv(t->s, buf, len);
     if (rv > 0) return rv;
@@ -311,7 +318,7 @@ ssize_t vsri_tls_recv(struct vsri_tls *t, void *buf, size_t len) {
   }
 }
 
-static int tls_send_all(struct vsri_tls *t, const uint8_t *p, size_t n) {
+int vsri_tls_send_gnutls(struct vsri_tls *t, const uint8_t *p, size_t n) {
   while (n > 0) {
     ssize_t rv = gnutls_record_send(t->s, p, n);
     if (rv < 0) {
@@ -336,7 +343,7 @@ ssize_t vsri_tls_send(struct vsri_tls *t, const struct iovec *iov, int iovcnt, s
     while (n > 0) {
       if (staged == 0 && n >= VSRI_TLS_RECORD) { /* whole records straight from the frame */
         size_t k = n - n % VSRI_TLS_RECORD;
-        if ((rv = tls_send_all(t, p, k)) < 0) return rv;
+        if ((rv = vsri_tls_records_seal(t, p, k)) < 0) return rv;
         taken += k;
         p += k;
         n -= k;
@@ -348,21 +355,23 @@ ssize_t vsri_tls_send(struct vsri_tls *t, const struct iovec *iov, int iovcnt, s
       p += k;
       n -= k;
       if (staged == VSRI_TLS_RECORD) {
-        if ((rv = tls_send_all(t, tls_stage, staged)) < 0) return rv;
+        if ((rv = vsri_tls_records_seal(t, tls_stage, staged)) < 0) return rv;
         taken += staged;
         staged = 0;
       }
     }
   }
   if (staged) {
-    if ((rv = tls_send_all(t, tls_stage, staged)) < 0) return rv;
+    if ((rv = vsri_tls_records_seal(t, tls_stage, staged)) < 0) return rv;
     taken += staged;
   }
   return (ssize_t)taken;
 }
 
 void vsri_tls_bye(struct vsri_tls *t) {
-  if (t->s && t->done) gnutls_bye(t->s, GNUTLS_SHUT_WR);
+  if (!t->s || !t->done) return;
+  vsri_tls_records_bye(t);
+  gnutls_bye(t->s, GNUTLS_SHUT_WR);
 }
 
 struct vsr_msg *vsri_tls_take_out(struct vsri_tls *t) {

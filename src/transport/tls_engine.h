@@ -8,8 +8,12 @@
  * Writes are batched: vsri_tls_send() packs the bytes of many frames into full records of up to
  * 16 KiB (small frames are gathered into one record; large frames are encrypted straight from
  * their buffer), never one record per frame. Ciphertext accumulates in a buffer borrowed from
- * the message pool, so steady-state traffic allocates nothing in vsrbus (GnuTLS keeps its own
- * per-record buffers). */
+ * the message pool.
+ *
+ * Records: GnuTLS runs the handshake; application-data records are then sealed and opened by
+ * the engine itself with the session's traffic keys and GnuTLS's AEAD functions
+ * (tls_record.c): one pass each way and nothing allocated per record. Every other record
+ * (alerts, close_notify, tickets, KeyUpdate, anything malformed) goes back to GnuTLS. */
 #ifndef VSRI_TLS_ENGINE_H
 #define VSRI_TLS_ENGINE_H
 
@@ -19,6 +23,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
 #include "vsrbus/msg.h"
@@ -51,6 +56,17 @@ struct vsri_tls_client {
   const char *alpn; /* offered ALPN, or NULL */
 };
 
+/* Records per write key before the engine has GnuTLS send a KeyUpdate: 2^24, under the
+ * AES-GCM limit of RFC 8446 §5.5 (2^24.5 full records). */
+#define VSRI_TLS_REKEY_AFTER (1ull << 24)
+
+/* One direction of the records the engine seals or opens itself (tls_record.c). */
+struct vsri_tls_dir {
+  gnutls_aead_cipher_hd_t aead; /* NULL: GnuTLS handles this direction's records */
+  uint8_t iv[12];
+  uint64_t seq;                 /* the next record's sequence number */
+};
+
 struct vsri_tls {
   gnutls_session_t s;
   struct vsr_pool *pool;     /* ciphertext buffers; NULL: none (tests give one) */
@@ -66,6 +82,16 @@ struct vsri_tls {
   const char *verify_name;   /* client: name checked with ca_file instead of the settings' */
   const char *alpn_required; /* server: the ALPN a client must offer, or NULL */
   char why[200];             /* the last error, for the owner's log line */
+  /* Records (tls_record.c). */
+  struct vsri_tls_dir rd, wr;
+  struct vsr_msg *rec;       /* a record split across feeds, being gathered (pool); or NULL */
+  struct vsr_msg *plain;     /* opened bytes the caller had no room for yet (pool); or NULL */
+  uint32_t plain_off;
+  bool bye_sent;             /* close_notify queued: GnuTLS owns the write direction */
+  bool gnutls_records;       /* tests: leave every record to GnuTLS */
+  uint64_t rekey_after;      /* VSRI_TLS_REKEY_AFTER; tests lower it */
+  uint64_t slow_records;     /* records handed to GnuTLS after the handshake */
+  uint64_t key_updates;      /* KeyUpdates the engine had GnuTLS send */
 };
 
 /* Sets up |t| as a server or client session. |name| must outlive |t|. Returns 0 or VSR_ETLS
@@ -102,6 +128,24 @@ struct vsr_msg *vsri_tls_take_out(struct vsri_tls *t);
 /* The TLS exporter (RFC 8446 §7.5) of the session: |n| bytes for |label|, empty context.
  * Returns 0 or VSR_ETLS. */
 int vsri_tls_exporter(struct vsri_tls *t, const char *label, uint8_t *out, size_t n);
+
+/* ---- for tls_engine.c and tls_record.c only ---- */
+
+/* Takes the keys from GnuTLS once the handshake is done (or again after GnuTLS handled a
+ * record): from here application data is sealed and opened by the engine. A session it
+ * cannot take (not TLS 1.3, another cipher) stays with GnuTLS. */
+void vsri_tls_records_arm(struct vsri_tls *t);
+/* Before close_notify: the write direction goes back to GnuTLS for good. */
+void vsri_tls_records_bye(struct vsri_tls *t);
+void vsri_tls_records_free(struct vsri_tls *t);
+/* Seals |n| bytes into records in t->out. Returns 0 or VSR_ETLS / VSR_EPOOL. */
+int vsri_tls_records_seal(struct vsri_tls *t, const uint8_t *p, size_t n);
+/* vsri_tls_recv through the engine's records. */
+ssize_t vsri_tls_records_open(struct vsri_tls *t, void *buf, size_t cap);
+/* GnuTLS's own record layer, and the ciphertext buffer both write into. */
+ssize_t vsri_tls_recv_gnutls(struct vsri_tls *t, void *buf, size_t len);
+int vsri_tls_send_gnutls(struct vsri_tls *t, const uint8_t *p, size_t n);
+bool vsri_tls_out_reserve(struct vsri_tls *t, size_t more);
 
 /* "TLS1.3 AES-128-GCM" for log lines. */
 const char *vsri_tls_describe(struct vsri_tls *t, char *buf, size_t len);

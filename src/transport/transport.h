@@ -120,8 +120,11 @@ struct vsri_transport_ctx {
   uint64_t tcp_user_timeout_ns; /* TCP_USER_TIMEOUT; 0: the kernel's default */
   /* Shards: every shard's TCP listener binds the same address with SO_REUSEPORT. 0: no; 1: the
    * first of the group (shard 0: fails with EADDRINUSE if anyone listens there already); 2: a
-   * shard joining the group shard 0 made. */
+   * shard joining the group shard 0 made. QUIC's UDP listeners too (docs/shards.md, "QUIC"). */
   uint8_t reuseport;
+  /* Shards: this bus's shard index and the shard count (1: not sharded). QUIC writes the index
+   * into the first byte of every connection ID it chooses when |shards| > 1. */
+  uint8_t shard, shards;
 };
 
 /* What a connection has received, for the owner's timeout sweep (one sweep per bus and period,

@@ -547,19 +547,7 @@ size_t vsri_ws_header(uint8_t out[VSRI_WS_HDR_MAX], uint8_t opcode, uint64_t len
 }
 
 void vsri_ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t off) {
-  size_t i = 0;
-  for (; i < n && ((off + i) & 3) != 0; i++) p[i] ^= mask[(off + i) & 3];
-  /* Eight bytes at a time from a 4-aligned payload offset: the key repeats every 4 bytes. */
-  uint64_t m8;
-  uint8_t k[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
-  memcpy(&m8, k, 8);
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, p + i, 8);
-    w ^= m8;
-    memcpy(p + i, &w, 8);
-  }
-  for (; i < n; i++) p[i] ^= mask[(off + i) & 3];
+  vsri_ws_mask_copy(p, p, n, mask, off); /* each step loads before it stores: in place is safe */
 }
 
 size_t vsri_ws_close_frame(uint8_t out[127], uint16_t code, const char *reason) {

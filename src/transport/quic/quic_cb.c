@@ -20,7 +20,7 @@ static int q_cb_new_cid(ngtcp2_conn *qc, ngtcp2_cid *cid, uint8_t *token, size_t
   (void)qc;
   struct q_conn *c = ud;
   for (int tries = 0; tries < 4; tries++) {
-    q_rand(cid->data, cidlen);
+    q_cid_fill(c->l, cid->data, cidlen); /* a server's names its shard (quic_shard.c) */
     cid->datalen = cidlen;
     if (!c->l) break;
     int err = q_conn_add_cid(c, cid);

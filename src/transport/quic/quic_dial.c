@@ -35,7 +35,7 @@ static int q_client_init(struct q_conn *c, const struct vsri_quic_config *cfg) {
       .remote = {(ngtcp2_sockaddr *)&c->remote, c->remote_len},
   };
   int rv = ngtcp2_conn_client_new(&c->qc, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1,
-                                  &q_client_callbacks, &s, &p, NULL, c);
+                                  &q_client_callbacks, &s, &p, &q_mem, c);
   if (rv != 0) {
     VSRI_ERROR("VSR-QUIC", "%s quic: ngtcp2_conn_client_new: %s", c->name, ngtcp2_strerror(rv));
     return rv == NGTCP2_ERR_NOMEM ? VSR_ENOMEM : VSR_EQUIC;
@@ -84,7 +84,7 @@ int q_connect(struct vsri_conn **out, const struct vsri_transport_ctx *ctx,
   ep->on_packet = q_client_packet;
   ep->on_error = q_client_error;
   ep->on_free = q_client_ep_free;
-  err = q_ep_open(ep, ctx->io, (struct sockaddr *)&sa, len, false, cfg, c->name);
+  err = q_ep_open(ep, ctx->io, (struct sockaddr *)&sa, len, false, cfg, c->name, NULL);
   if (!err) err = q_client_init(c, cfg);
   if (err) {
     c->ev = NULL;

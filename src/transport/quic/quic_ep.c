@@ -24,7 +24,7 @@ static void q_sockbuf(struct vsri_io *io, int fd, int opt_force, int opt) {
  * VSR_EUNREACH / ... (dialer) or VSR_ENOMEM; logged. */
 int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
               socklen_t len, bool server, const struct vsri_quic_config *cfg,
-              const char *text) {
+              const char *text, const struct vsri_transport_ctx *ctx) {
   ep->io = io;
   vsri_list_init(&ep->waiters);
   ep->fd = vsri_io_socket(io, sa->sa_family, SOCK_DGRAM);
@@ -35,12 +35,16 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
   }
   q_sockbuf(io, ep->fd, SO_RCVBUFFORCE, SO_RCVBUF);
   q_sockbuf(io, ep->fd, SO_SNDBUFFORCE, SO_SNDBUF);
-  int r = server ? vsri_io_bind(io, ep->fd, sa, len) : vsri_io_connect_dgram(io, ep->fd, sa, len);
+  /* Shards: the SO_REUSEPORT group and its routing program (quic_shard.c). */
+  int r = server ? q_reuseport_join(io, ep->fd, sa, len, ctx) : 0;
+  const char *what = server ? r < 0 ? "SO_REUSEPORT" : "bind" : "connect";
+  if (r == 0) r = server ? vsri_io_bind(io, ep->fd, sa, len) : vsri_io_connect_dgram(io, ep->fd, sa, len);
+  if (r == 0 && server && (r = q_reuseport_route(io, ep->fd, ctx)) < 0) what = "SO_ATTACH_REUSEPORT_CBPF";
   ep->local_len = sizeof ep->local;
   if (r == 0) r = vsri_io_getsockname(io, ep->fd, (struct sockaddr *)&ep->local, &ep->local_len);
   if (r < 0) {
     int err = -r;
-    VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, server ? "bind" : "connect", strerror(err));
+    VSRI_ERROR("VSR-QUIC", "%s quic: %s: %s", text, what, strerror(err));
     vsri_io_close_now(io, ep->fd);
     ep->fd = -1;
     return server ? vsri_bind_reason(err) : vsri_sock_reason(err);

@@ -138,9 +138,13 @@
 #define q_stats vsri_q_stats
 #define q_server_callbacks vsri_q_server_callbacks
 #define q_client_callbacks vsri_q_client_callbacks
+#define q_mem vsri_q_mem
 #define q_test_client_tls vsri_q_test_client_tls
 #define q_src_key vsri_q_src_key
 #define q_src_count vsri_q_src_count
+#define q_cid_fill vsri_q_cid_fill
+#define q_reuseport_join vsri_q_reuseport_join
+#define q_reuseport_route vsri_q_reuseport_route
 
 /* ---- types ----------------------------------------------------------------------------- */
 
@@ -229,6 +233,7 @@ struct q_listener {
   uint8_t token_secret[32];
   gnutls_priority_t prio; /* parsed once: ~8 KiB and a string parse less per handshake */
   struct vsri_quic_admission adm;
+  uint8_t shard, shards; /* shards: the CIDs it chooses name |shard| (quic_shard.c) */
 };
 
 /* A connection's life, in order (a connection only moves forward; comparisons rely on it).
@@ -362,6 +367,10 @@ extern atomic_uint q_live;
 extern _Thread_local struct vsri_quic_stats q_stats;
 extern const ngtcp2_callbacks q_server_callbacks;
 extern const ngtcp2_callbacks q_client_callbacks;
+/* ngtcp2's heap: per-thread free lists by size class (quic_mem.c). */
+extern const ngtcp2_mem q_mem;
+/* Tests: blocks on this thread's free list of class |cls| (64 B << cls). */
+uint32_t vsri_quic_mem_cached(unsigned cls);
 /* Test hooks (quic_testhooks.c, static library only): NULL in the shipped library. */
 extern int (*q_test_client_tls)(gnutls_session_t s);
 
@@ -390,6 +399,12 @@ void q_cidmap_del(struct q_cidmap *m, const ngtcp2_cid *cid);
 int q_conn_add_cid(struct q_conn *c, const ngtcp2_cid *cid);
 void q_conn_del_cid(struct q_conn *c, const ngtcp2_cid *cid);
 
+/* quic_shard.c */
+void q_cid_fill(const struct q_listener *l, uint8_t *data, size_t len);
+int q_reuseport_join(struct vsri_io *io, int fd, const struct sockaddr *sa, socklen_t len,
+                     const struct vsri_transport_ctx *ctx);
+int q_reuseport_route(struct vsri_io *io, int fd, const struct vsri_transport_ctx *ctx);
+
 /* quic_listen.c */
 void q_src_key(const struct sockaddr *sa, uint8_t key[Q_SRCKEY]);
 uint32_t q_src_count(const struct q_listener *l, const uint8_t key[Q_SRCKEY]);
@@ -406,7 +421,7 @@ void q_listener_close(struct vsri_listener *l);
 /* quic_ep.c */
 int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
               socklen_t len, bool server, const struct vsri_quic_config *cfg,
-              const char *text);
+              const char *text, const struct vsri_transport_ctx *ctx);
 void q_ep_kill(struct q_ep *ep);
 void q_ep_rx_arm(struct q_ep *ep);
 void q_ep_send(struct q_ep *ep, const struct sockaddr *to, socklen_t tolen,

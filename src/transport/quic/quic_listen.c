@@ -119,7 +119,7 @@ static void q_send_retry(struct q_listener *l, const struct sockaddr *from, sock
                          const ngtcp2_pkt_hd *hd, size_t rxlen, uint64_t now) {
   ngtcp2_cid scid;
   scid.datalen = Q_SCID_LEN;
-  q_rand(scid.data, scid.datalen);
+  q_cid_fill(l, scid.data, scid.datalen); /* the client's next Initial comes back here */
   uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN];
   ngtcp2_ssize tlen = ngtcp2_crypto_generate_retry_token(
       token, l->token_secret, sizeof l->token_secret, hd->version, (const ngtcp2_sockaddr *)from,
@@ -167,7 +167,11 @@ static void q_evict(struct q_listener *l, struct q_conn *v) {
 static struct q_conn *q_server_accept(struct q_listener *l, const struct sockaddr *from,
                                          socklen_t fromlen, const uint8_t *pkt, size_t len) {
   ngtcp2_pkt_hd hd;
-  if (l->closing || ngtcp2_accept(&hd, pkt, len) != 0) return NULL;
+  if (l->closing) return NULL;
+  if (ngtcp2_accept(&hd, pkt, len) != 0) {
+    l->adm.unknown_cid++; /* shards: a misrouted packet would be counted here */
+    return NULL;
+  }
   uint64_t now = vsri_io_now(l->ctx->io);
   const struct vsri_quic_config *cfg = &l->cfg;
   l->adm.initials++;
@@ -303,6 +307,8 @@ int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
   l->cfg = *q_cfg(ctx);
   l->on_accept = on_accept;
   l->owner = owner;
+  l->shard = ctx->shard;
+  l->shards = ctx->shards;
   q_rand(l->reset_secret, sizeof l->reset_secret);
   q_rand(l->token_secret, sizeof l->token_secret);
   q_rand((uint8_t *)&l->cids.seed, sizeof l->cids.seed);
@@ -315,7 +321,8 @@ int q_listen(struct vsri_listener **out, const struct vsri_transport_ctx *ctx,
     l->prio = NULL;
     err = VSR_ETLS;
   }
-  if (!err) err = q_ep_open(&l->ep, ctx->io, (struct sockaddr *)&sa, len, true, &l->cfg, addr);
+  if (!err) err = q_ep_open(&l->ep, ctx->io, (struct sockaddr *)&sa, len, true, &l->cfg, addr,
+                          ctx);
   if (err) {
     if (l->prio) gnutls_priority_deinit(l->prio);
     vsri_free(l->srcs);
