@@ -510,6 +510,43 @@ static void reads_burst_takes_big_buffers_then_small_again(void **state) {
   t_env_del(e);
 }
 
+/* One frame of a 70,000-byte body (above the direct-read threshold and the 64 KiB allowance)
+ * arrives intact whatever the first read holds: sixteen copies, each written in two parts
+ * split at a different boundary (inside the header, at it, around where 16 KiB of body is
+ * still missing, around the allowance, near the end), the loop turning between the parts. */
+static void reads_large_frame_split_at_boundaries(void **state) {
+  struct t_env *e = t_env_new(state, 256, 0);
+  const uint32_t size = 256 + 70000;
+  uint32_t sizes[16];
+  for (int i = 0; i < 16; i++) sizes[i] = size;
+  t_in_frames(e, sizes, 16);
+  const size_t splits[16] = {1, 255, 256, 257, 1000, 16384, size - 16385, size - 16384,
+                             size - 16383, 65536, 65792, 65793, size - 257, size - 256,
+                             size - 255, size - 1};
+  for (uint32_t i = 0; i < 16; i++) {
+    const uint8_t *f = e->in_stream + (size_t)i * size;
+    size_t parts[2] = {splits[i], size - splits[i]}, off = 0;
+    for (int p = 0; p < 2; p++) {
+      size_t end_off = off + parts[p];
+      uint64_t end = vsrt_now() + 10 * T_SEC;
+      while (off < end_off && vsrt_now() < end) {
+        ssize_t w = send(e->peer, f + off, end_off - off, MSG_NOSIGNAL);
+        if (w > 0) off += (size_t)w;
+        for (int t = 0; t < 3; t++) vsri_io_run(e->io, 0);
+      }
+      assert_int_equal(off, end_off);
+    }
+    uint64_t end = vsrt_now() + 10 * T_SEC;
+    while (e->in_ok + e->in_bad < i + 1 && !e->closed && vsrt_now() < end) {
+      vsri_io_run(e->io, (int64_t)T_MS);
+    }
+    assert_false(e->closed);
+    assert_int_equal(e->in_bad, 0);
+    assert_int_equal(e->in_ok, i + 1);
+  }
+  t_env_del(e);
+}
+
 #define T_BOTH(fn) cmocka_unit_test_prestate(fn, &t_epoll), cmocka_unit_test_prestate(fn, &t_uring)
 
 int main(void) {
@@ -522,6 +559,7 @@ int main(void) {
       T_BOTH(reads_split_frames_in_order),
       T_BOTH(reads_bad_body_closes),
       T_BOTH(reads_burst_takes_big_buffers_then_small_again),
+      T_BOTH(reads_large_frame_split_at_boundaries),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
