@@ -6,7 +6,7 @@
  *     byte mod N), whatever their source port; short and garbage datagrams land on socket 0;
  *   - the node's group: a short-header packet whose DCID names shard k is counted as "unknown
  *     connection ID" by shard k and no other (the program is attached, sockets are in shard
- *     order);
+ *     order), and the metrics text sums the shards;
  *   - 16 QUIC clients on 2 shards: every one is served, both shards hold some, a frame the
  *     application sends to each client id arrives, vsr_bus_close_client closes a client of a
  *     worker shard; no shard counted a packet for a connection it does not hold;
@@ -196,6 +196,17 @@ static bool unknown_is(const struct shard_view *v, uint64_t want) {
   return v->total.quic_unknown_cid == want;
 }
 
+/* h_run task: the Prometheus text's vsrbus_quic_unknown_cid_total. */
+static void metric_task(struct h_node *n, void *arg) {
+  static char text[1 << 18];
+  size_t w = 0;
+  long long *out = arg;
+  *out = -1;
+  if (vsr_bus_metrics_render(n->bus, text, sizeof text, &w) != 0) return;
+  const char *p = strstr(text, "\nvsrbus_quic_unknown_cid_total ");
+  if (p) *out = atoll(p + strlen("\nvsrbus_quic_unknown_cid_total "));
+}
+
 static void node_routes_by_cid(void **state) {
   (void)state;
   const uint32_t shards = 3;
@@ -222,6 +233,9 @@ static void node_routes_by_cid(void **state) {
       for (uint32_t k = 0; k < shards; k++) assert_int_equal(v.per[k].quic_unknown_cid, want[k]);
     }
   }
+  long long metric = 0; /* the metrics endpoint sums the shards too */
+  h_run(&n, metric_task, &metric);
+  assert_int_equal(metric, (long long)sent);
   close(fd);
   h_stop(&n, true);
   assert_int_equal(n.shutdown_result, 0);
