@@ -10,6 +10,8 @@
  *   - 16 QUIC clients on 2 shards: every one is served, both shards hold some, a frame the
  *     application sends to each client id arrives, vsr_bus_close_client closes a client of a
  *     worker shard; no shard counted a packet for a connection it does not hold;
+ *   - Retry on every Initial: the Retry's connection ID brings the client back to the shard
+ *     whose key sealed its token;
  *   - NAT rebinding: the clients talk through a relay that moves every flow to a new source
  *     port mid-way; each connection stays on its shard (the frames after the move are served,
  *     no shard counts a misrouted packet);
@@ -165,14 +167,20 @@ static struct shard_view wait_view(struct h_node *n, bool (*ok)(const struct sha
   return v;
 }
 
-static void quic_node(struct h_node *n, uint32_t shards, struct quic_info *qi) {
+static void quic_node_retry(struct h_node *n, uint32_t shards, struct quic_info *qi,
+                            bool retry_all) {
   h_options(n);
+  if (retry_all) n->opts.quic.retry_threshold = 0; /* every first Initial gets a Retry */
   n->mode = H_ECHO;
   n->opts.client_tcp_addr = NULL; /* QUIC only: every client counted below is a QUIC one */
   n->opts.quic.addr = "127.0.0.1:0";
   n->opts.shards = shards;
   assert_int_equal(h_start(n), 0);
   h_run(n, quic_info_task, qi);
+}
+
+static void quic_node(struct h_node *n, uint32_t shards, struct quic_info *qi) {
+  quic_node_retry(n, shards, qi, false);
 }
 
 static struct vsr_client *quic_client(const struct quic_info *qi, const char *addr) {
@@ -376,6 +384,33 @@ static void many_quic_clients_two_shards(void **state) {
   assert_int_equal(n.shutdown_result, 0);
 }
 
+/* Every client must answer a Retry first: the Retry's connection ID names the shard that sealed
+ * the token (each shard has its own token key), so the client's second Initial comes back to
+ * it and is admitted; none is refused for a misdirected token. */
+static void retry_names_the_shard(void **state) {
+  (void)state;
+  struct h_node n;
+  struct quic_info qi;
+  quic_node_retry(&n, 2, &qi, true);
+  struct vsr_client *cs[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++) {
+    cs[i] = quic_client(&qi, NULL);
+    assert_non_null(cs[i]);
+  }
+  exchange(cs, CLIENTS, 0);
+  assert_int_equal(h_wait_events(&n, VSR_PEER_CONNECTED, CLIENTS, 10 * H_SEC), CLIENTS);
+  struct shard_view v = wait_view(&n, both_busy, CLIENTS);
+  assert_true(v.per[0].clients_active > 0 && v.per[1].clients_active > 0);
+  assert_true(v.per[0].quic_retries > 0 && v.per[1].quic_retries > 0);
+  assert_true(v.total.quic_retries >= CLIENTS);
+  assert_int_equal(v.total.quic_tokens_invalid, 0);
+  assert_int_equal(v.total.quic_unknown_cid, 0);
+  for (int i = 0; i < CLIENTS; i++) vsr_client_del(cs[i]);
+  assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, CLIENTS, 10 * H_SEC), CLIENTS);
+  h_stop(&n, true);
+  assert_int_equal(n.shutdown_result, 0);
+}
+
 /* ---- NAT rebinding: a relay that moves every flow to a new source port ----------------- */
 
 struct relay_flow {
@@ -540,6 +575,7 @@ int main(void) {
       cmocka_unit_test(routing_program_2_3_4),
       cmocka_unit_test(node_routes_by_cid),
       cmocka_unit_test(many_quic_clients_two_shards),
+      cmocka_unit_test(retry_names_the_shard),
       cmocka_unit_test(nat_rebinding_keeps_the_shard),
       cmocka_unit_test(port_taken_is_refused),
   };
