@@ -129,7 +129,7 @@ int q_server_init(struct q_conn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *o
       .remote = {(ngtcp2_sockaddr *)&c->remote, c->remote_len},
   };
   int rv = ngtcp2_conn_server_new(&c->qc, &hd->scid, &scid, &path, hd->version,
-                                  &q_server_callbacks, &s, &p, NULL, c);
+                                  &q_server_callbacks, &s, &p, &q_mem, c);
   if (rv != 0) {
     VSRI_WARN("VSR-QUIC", "%s quic: ngtcp2_conn_server_new: %s", c->name, ngtcp2_strerror(rv));
     return VSR_EQUIC;

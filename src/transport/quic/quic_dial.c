@@ -35,7 +35,7 @@ static int q_client_init(struct q_conn *c, const struct vsri_quic_config *cfg) {
       .remote = {(ngtcp2_sockaddr *)&c->remote, c->remote_len},
   };
   int rv = ngtcp2_conn_client_new(&c->qc, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1,
-                                  &q_client_callbacks, &s, &p, NULL, c);
+                                  &q_client_callbacks, &s, &p, &q_mem, c);
   if (rv != 0) {
     VSRI_ERROR("VSR-QUIC", "%s quic: ngtcp2_conn_client_new: %s", c->name, ngtcp2_strerror(rv));
     return rv == NGTCP2_ERR_NOMEM ? VSR_ENOMEM : VSR_EQUIC;

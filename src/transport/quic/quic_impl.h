@@ -138,6 +138,7 @@
 #define q_stats vsri_q_stats
 #define q_server_callbacks vsri_q_server_callbacks
 #define q_client_callbacks vsri_q_client_callbacks
+#define q_mem vsri_q_mem
 #define q_test_client_tls vsri_q_test_client_tls
 #define q_src_key vsri_q_src_key
 #define q_src_count vsri_q_src_count
@@ -366,6 +367,10 @@ extern atomic_uint q_live;
 extern _Thread_local struct vsri_quic_stats q_stats;
 extern const ngtcp2_callbacks q_server_callbacks;
 extern const ngtcp2_callbacks q_client_callbacks;
+/* ngtcp2's heap: per-thread free lists by size class (quic_mem.c). */
+extern const ngtcp2_mem q_mem;
+/* Tests: blocks on this thread's free list of class |cls| (64 B << cls). */
+uint32_t vsri_quic_mem_cached(unsigned cls);
 /* Test hooks (quic_testhooks.c, static library only): NULL in the shipped library. */
 extern int (*q_test_client_tls)(gnutls_session_t s);
 
