@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "cmds.h"
+#include "io/io.h"
+#include "io/runtime.h"
 #include "sm.h"
 #include "util/hist.h"
 #include "vsrbus/vsrbus.h"
@@ -31,6 +33,7 @@ struct bench_cfg {
   uint32_t shards; /* the node's vsr_bus_options.shards (default 1) */
   double seconds;
   bool header, quiet;
+  bool io_stats; /* --io-stats: the io layer's counters of both ends on stderr */
   bool conns_set, size_set; /* pipeline: otherwise the demo's 32 clients, 256-byte bodies */
   const char *node_netns, *node_addr; /* bench/netns.sh: the node's namespace and IPv4 */
   const char *batch_max; /* pipeline: the nodes' --batch-max (NULL: their default, 64) */
@@ -43,6 +46,7 @@ struct bench_result {
   uint64_t allocs_window, frames_window; /* allocations during the steady window */
   uint64_t rss_kib, rss_idle_kib; /* at the end; after the listener came up */
   char addr[64];
+  struct vsri_io_stats io; /* the node's io layer, whole run (--io-stats) */
 };
 
 static uint64_t bench_rss_kib(void) {
@@ -150,6 +154,7 @@ static int bench_node_main(struct bench_cfg *cfg, int out_fd, int stop_fd) {
     if (!strcmp(cfg->mode, "idle") && read(stop_fd, &c, 1) == 0) break; /* parent closed it */
   }
   n.r.rss_kib = bench_rss_kib();
+  vsri_io_stats(vsr_bus_loop(n.bus)->io, &n.r.io);
   if (n.warm) {
     n.r.allocs_window = vsr_alloc_count() - n.warm_allocs;
     n.r.frames_window = n.r.frames - n.warm_frames;
@@ -259,7 +264,8 @@ static uint32_t bench_top_up(struct bench_load *l) {
 
 static void bench_progress(struct bench_load *l, uint64_t start, uint64_t *last_print) {
   uint64_t now = vsr_tool_now();
-  if (l->cfg->quiet || !isatty(2) || now - *last_print < 1000000000ull) return;
+  /* The clock first: isatty() is a syscall (an ioctl), once per loop turn otherwise. */
+  if (l->cfg->quiet || now - *last_print < 1000000000ull || !isatty(2)) return;
   *last_print = now;
   fprintf(stderr, "\r  %.0f s: %llu frames sent, %llu echoed   ", (double)(now - start) / 1e9,
           (unsigned long long)l->sent, (unsigned long long)l->received);
@@ -335,7 +341,10 @@ static void bench_usage(FILE *f) {
           "                    [--size BYTES] [--conns N] [--seconds S] [--inflight K]\n"
           "                    [--batch FRAMES] [--system NAME] [--header] [--quiet]\n"
           "                    [--node-netns NAME] [--node-addr IPV4] [--shards N]\n"
+          "                    [--io-stats]\n"
           "  --shards N  the node's TCP and QUIC client shards (loops on threads), default 1\n"
+          "  --io-stats  also print the io counters of the node and the load (stderr): reads\n"
+          "              per frame, bytes per read, kernel entries per frame\n"
           "  tput      clients send as fast as they can; the node counts (receiver side)\n"
           "  lat       one frame in flight per connection, echoed: round-trip percentiles\n"
           "  echo      K (--inflight) frames in flight per connection, echoed\n"
@@ -359,7 +368,8 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
       {"batch", required_argument, 0, 'b'},     {"node-netns", required_argument, 0, 'N'},
       {"node-addr", required_argument, 0, 'A'}, {"shards", required_argument, 0, 'n'},
-      {"batch-max", required_argument, 0, 'M'}, {0, 0, 0, 0},
+      {"io-stats", no_argument, 0, 'I'},        {"batch-max", required_argument, 0, 'M'},
+      {0, 0, 0, 0},
   };
   *cfg = (struct bench_cfg){.transport = "tcp", .mode = "tput", .system = "vsrbus",
                             .size = 256, .conns = 1, .inflight = 1, .seconds = 2, .shards = 1};
@@ -380,6 +390,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
     case 'N': cfg->node_netns = optarg; break;
     case 'A': cfg->node_addr = optarg; break;
     case 'n': cfg->shards = (uint32_t)strtoul(optarg, NULL, 0); break;
+    case 'I': cfg->io_stats = true; break;
     case 'M': cfg->batch_max = optarg; break;
     case 'h': bench_usage(stdout); return 1;
     default: bench_usage(stderr); return 2;
@@ -452,6 +463,23 @@ static void bench_row(const struct bench_cfg *cfg, const struct bench_result *r,
     }
     fprintf(stderr, ", node rss %lu KiB, %.4f allocs/frame\n", (unsigned long)r->rss_kib, apm);
   }
+}
+
+/* --io-stats: per frame the node received (lat: per round trip), both ends' io counters. */
+static void bench_io_stats(const struct bench_result *r, const struct bench_load *l) {
+  struct vsri_io_stats ls;
+  vsri_io_stats(l->loop->io, &ls);
+  const struct vsri_io_stats *ns = &r->io;
+  double f = r->frames ? (double)r->frames : 1;
+  fprintf(stderr,
+          "vsrbus bench: io %s: node %.3f reads/frame, %.0f bytes/read, %.1f%% full, %.3f "
+          "enters/frame, %.3f waits/frame; load %.3f enters/frame, %.3f waits/frame "
+          "(%llu frames)\n",
+          vsr_loop_backend(l->loop), (double)ns->recvs / f,
+          ns->recvs ? (double)ns->recv_bytes / (double)ns->recvs : 0,
+          ns->recvs ? 100.0 * (double)ns->recv_full / (double)ns->recvs : 0,
+          (double)ns->enters / f, (double)ns->waits / f, (double)ls.enters / f,
+          (double)ls.waits / f, (unsigned long long)r->frames);
 }
 
 /* idle: open the connections, let them settle, and have the node measure its memory. */
@@ -565,6 +593,7 @@ int vsr_cmd_bench(int argc, char **argv) {
     return 1;
   }
   bench_row(&cfg, &r, &l);
+  if (cfg.io_stats) bench_io_stats(&r, &l);
   for (uint32_t i = 0; l.frames && i < l.nframes; i++) vsr_msg_unref(l.frames[i]);
   return r.frames > 0 || idle ? 0 : 1;
 }

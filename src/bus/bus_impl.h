@@ -247,6 +247,9 @@ void vsri_shards_free(struct vsr_bus *bus);
 /* A worker's bus (shards): the settings of transport row |row|, shard 0's (borrowed: the
  * worker's listener serves what shard 0's does; freed by shard 0 after the workers joined). */
 int vsri_shards_config(const struct vsr_bus *worker, int row, void **out);
+/* Adds every worker's QUIC listener admission counters (as last published) to |adm|. */
+struct vsri_quic_admission;
+void vsri_shards_quic_add(const struct vsr_bus *bus, struct vsri_quic_admission *adm);
 /* This bus's own counters (metrics.c): vsr_bus_stats without the other shards. */
 void vsri_bus_stats_own(const struct vsr_bus *bus, struct vsr_bus_stats *out);
 void vsri_shards_add(const struct vsr_bus *bus, struct vsr_bus_stats *out,

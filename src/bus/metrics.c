@@ -85,6 +85,7 @@ static void mx_quic(struct mx_out *o, const struct vsr_bus *bus) {
     vsri_quic_listener_conn_agg(l, &a);
     vsri_quic_listener_admission(l, &adm);
   }
+  vsri_shards_quic_add(bus, &adm); /* the counters of every shard; the gauges below shard 0's */
   mx_one(o, "vsrbus_quic_initials_total", "counter",
          "QUIC Initials for unknown connection IDs the listener looked at.", adm.initials);
   mx_one(o, "vsrbus_quic_admitted_total", "counter",
@@ -102,6 +103,9 @@ static void mx_quic(struct mx_out *o, const struct vsr_bus *bus) {
   mx_one(o, "vsrbus_quic_halfopen_evicted_total", "counter",
          "QUIC half-open connections evicted because quic_max_handshakes was full.",
          adm.evicted);
+  mx_one(o, "vsrbus_quic_unknown_cid_total", "counter",
+         "QUIC packets for no connection that could not start one (late, forged, misrouted).",
+         adm.unknown_cid);
   mx_one(o, "vsrbus_quic_halfopen", "gauge", "QUIC half-open connections now.", adm.halfopen);
   mx_one(o, "vsrbus_quic_halfopen_peak", "gauge", "Most QUIC half-open connections at once.",
          adm.halfopen_peak);

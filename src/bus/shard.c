@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "bus/bus_impl.h"
+#include "transport/quic.h"
 #include "util/alloc.h"
 #include "util/log.h"
 #include "util/pool.h"
@@ -52,6 +53,7 @@ struct shard_down {
 struct shard_snap {
   struct vsr_bus_stats st;
   uint64_t pt[4][2][VSRI_BUS_TRANSPORTS]; /* frames in, bytes in, frames out, bytes out */
+  struct vsri_quic_admission adm; /* its QUIC listener's (zero without one) */
 };
 
 struct shard {
@@ -196,6 +198,9 @@ static void w_publish(struct shard *s) {
   struct shard_snap snap;
   vsri_pool_collect(s->pool); /* buffers shard 0 gave back: the memory figures are current */
   vsr_bus_stats(s->bus, &snap.st);
+  const struct vsri_listener *ql = vsri_bus_client_listener(s->bus, "quic");
+  if (ql) vsri_quic_listener_admission(ql, &snap.adm); /* a copy: cheap per turn */
+  else memset(&snap.adm, 0, sizeof snap.adm);
   memcpy(snap.pt[0], s->bus->pt_frames_in, sizeof snap.pt[0]);
   memcpy(snap.pt[1], s->bus->pt_bytes_in, sizeof snap.pt[1]);
   memcpy(snap.pt[2], s->bus->pt_frames_out, sizeof snap.pt[2]);
@@ -623,5 +628,24 @@ void vsri_shards_add(const struct vsr_bus *bus, struct vsr_bus_stats *out,
         }
       }
     }
+  }
+}
+
+/* Adds every worker's QUIC admission counters to |adm| (the metrics endpoint's QUIC series). */
+void vsri_shards_quic_add(const struct vsr_bus *bus, struct vsri_quic_admission *adm) {
+  if (!bus->shard_set) return;
+  for (uint32_t k = 1; k < bus->shard_set->n; k++) {
+    struct shard_snap snap;
+    shard_snap(bus, k, &snap);
+    adm->initials += snap.adm.initials;
+    adm->admitted += snap.adm.admitted;
+    adm->validated += snap.adm.validated;
+    adm->retries += snap.adm.retries;
+    adm->retry_source += snap.adm.retry_source;
+    adm->tokens_invalid += snap.adm.tokens_invalid;
+    adm->evicted += snap.adm.evicted;
+    adm->halfopen += snap.adm.halfopen;
+    adm->halfopen_peak += snap.adm.halfopen_peak; /* each shard's peak: an upper bound */
+    adm->unknown_cid += snap.adm.unknown_cid;
   }
 }

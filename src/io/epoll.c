@@ -17,6 +17,12 @@
 /* Completions tried per pass before the kernel is polled again, so a callback that keeps
  * resubmitting cannot starve other fds. */
 #define EP_TRIES_PER_PASS 4096
+/* Fairness: reads one socket may complete with data between two epoll_pwait2 calls (or bytes,
+ * whichever comes first). A socket that keeps filling its reads is read again after the next
+ * poll, not until it runs dry, so sockets that became ready meanwhile are seen and served
+ * first: one flooding peer costs the others at most this much per turn. */
+#define EP_READS_PER_FD 16
+#define EP_BYTES_PER_FD (1u << 20)
 
 /* c->backend_tag bits while |c| belongs to this backend (loop.c zeroes it at submit). */
 enum {
@@ -28,6 +34,8 @@ struct ep_fd {
   struct vsri_completion *rd; /* parked accept / recv / recvmsg */
   struct vsri_completion *wr; /* parked connect / sendv / sendmsg */
   bool registered;            /* added to the epoll set */
+  uint32_t rd_epoch;          /* ep->epoch of the counts below */
+  uint32_t rd_reads, rd_bytes; /* stream reads with data since that poll (EP_READS_PER_FD) */
 };
 
 struct ep {
@@ -35,8 +43,12 @@ struct ep {
   struct ep_fd *fds; /* indexed by fd */
   uint32_t fds_len;
   struct vsri_list fresh; /* submitted, not tried yet, oldest first (EP_FRESH set) */
+  struct vsri_list later; /* reads over their socket's budget: tried after the next poll */
+  uint32_t epoch;         /* epoll_pwait2 calls so far */
+  uint32_t busy;          /* sockets read with data since the last epoll_pwait2 */
   bool waited;            /* the last ep_poll called epoll_pwait2 */
-  uint8_t *pooled; /* one RECV_POOLED buffer: its callback runs before the next recv */
+  uint8_t *pooled; /* one RECV_POOLED buffer of the larger pooled size (a small read uses its
+                     start): its callback runs before the next recv */
   struct epoll_event events[EP_EVENTS_MAX];
 };
 
@@ -44,7 +56,7 @@ static int ep_init(struct vsri_io *io) {
   struct ep *ep = vsri_calloc(1, sizeof *ep);
   if (!ep) return VSR_ENOMEM;
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
-  ep->pooled = vsri_aligned_alloc(4096, io->opts.pooled_buf_size);
+  ep->pooled = vsri_aligned_alloc(4096, io->opts.pooled_big_size);
   if (ep->epfd < 0 || !ep->pooled) {
     int err = ep->epfd < 0 ? VSR_EIO : VSR_ENOMEM;
     if (ep->epfd >= 0) close(ep->epfd);
@@ -53,6 +65,7 @@ static int ep_init(struct vsri_io *io) {
     return err;
   }
   vsri_list_init(&ep->fresh);
+  vsri_list_init(&ep->later);
   io->backend_data = ep;
   return 0;
 }
@@ -161,6 +174,33 @@ static int32_t ep_park(struct ep *ep, struct vsri_completion *c) {
   return 0;
 }
 
+static bool ep_is_stream_read(uint8_t op) {
+  return op == VSRI_OP_RECV || op == VSRI_OP_RECV_POOLED;
+}
+
+/* True when |c|, a stream read, has used its socket's budget since the last poll. */
+static bool ep_over_budget(struct ep *ep, const struct vsri_completion *c) {
+  if ((uint32_t)c->fd >= ep->fds_len) return false;
+  const struct ep_fd *s = &ep->fds[c->fd];
+  return s->rd_epoch == ep->epoch && (s->rd_reads >= EP_READS_PER_FD ||
+                                      s->rd_bytes >= EP_BYTES_PER_FD);
+}
+
+/* Counts a stream read that returned |res| bytes against its socket's budget, and the socket
+ * as busy (io->ready_reads: the sockets of the last poll interval, or more as they come). */
+static void ep_count_read(struct vsri_io *io, struct ep *ep, int fd, int32_t res) {
+  struct ep_fd *s = ep_slot(ep, fd);
+  if (!s) return;
+  if (s->rd_epoch != ep->epoch || s->rd_reads == 0) {
+    s->rd_epoch = ep->epoch;
+    s->rd_reads = 0;
+    s->rd_bytes = 0;
+    if (++ep->busy > io->ready_reads) io->ready_reads = ep->busy;
+  }
+  s->rd_reads++;
+  s->rd_bytes += (uint32_t)res;
+}
+
 /* Tries |c|; completes it or parks it. Returns 1 if a callback ran. */
 static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion *c) {
   if (c->op == VSRI_OP_CLOSE && (uint32_t)c->fd < ep->fds_len) {
@@ -173,6 +213,7 @@ static int ep_attempt(struct vsri_io *io, struct ep *ep, struct vsri_completion 
     res = ep_park(ep, c);
     if (res == 0) return 0;
   }
+  if (res > 0 && ep_is_stream_read(c->op)) ep_count_read(io, ep, c->fd, res);
   vsri_io_complete(io, c, res);
   return 1;
 }
@@ -214,6 +255,11 @@ static int ep_drain_fresh(struct vsri_io *io, struct ep *ep) {
   int n = 0;
   struct vsri_completion *c;
   for (int tries = 0; tries < EP_TRIES_PER_PASS && (c = ep_fresh_pop(ep)); tries++) {
+    if (ep_is_stream_read(c->op) && ep_over_budget(ep, c)) {
+      c->backend_tag |= EP_FRESH; /* still untried: ep_cancel unlinks it from |later| */
+      vsri_list_push_back(&ep->later, &c->link);
+      continue;
+    }
     n += ep_attempt(io, ep, c);
   }
   return n;
@@ -222,7 +268,10 @@ static int ep_drain_fresh(struct vsri_io *io, struct ep *ep) {
 static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
   struct ep *ep = io->backend_data;
   int n = ep_drain_fresh(io, ep);
-  if (n > 0 || !vsri_list_empty(&ep->fresh) || !vsri_list_empty(&io->ready)) timeout_ns = 0;
+  if (n > 0 || !vsri_list_empty(&ep->fresh) || !vsri_list_empty(&ep->later) ||
+      !vsri_list_empty(&io->ready)) {
+    timeout_ns = 0;
+  }
   /* Callbacks ran (typically a write that completed at once) and the previous pass did poll:
    * return without a zero-timeout epoll_pwait2; the caller's next pass polls (and may wait).
    * Every other pass at least polls, so a busy writer cannot starve the other sockets. */
@@ -244,6 +293,9 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
     VSRI_ERROR("VSR-IO", "epoll_pwait2: %s", strerror(errno));
     return VSR_EIO;
   }
+  ep->epoch++; /* a new budget for every socket; the reads held back go after the newly ready */
+  io->ready_reads = ep->busy; /* sockets read with data between the last two polls */
+  ep->busy = 0;
   for (int i = 0; i < k; i++) {
     uint32_t evs = ep->events[i].events;
     int fd = ep->events[i].data.fd;
@@ -265,6 +317,7 @@ static int ep_poll(struct vsri_io *io, int64_t timeout_ns) {
    * one) are tried in this same turn, up to EP_TRIES_PER_PASS; the rest wait for the next
    * turn. Frames newly queued for sending go out later, from the before-poll queue
    * (vsri_io_defer) of the next vsri_io_run, which coalesces them into one write. */
+  vsri_list_splice_back(&ep->fresh, &ep->later);
   n += ep_drain_fresh(io, ep);
   return n;
 }

@@ -108,12 +108,21 @@ struct vsri_io_grave {
 enum vsri_io_backend_kind { VSRI_IO_AUTO = 0, VSRI_IO_EPOLL, VSRI_IO_URING };
 
 #define VSRI_IO_POOLED_BUF (64u << 10) /* RECV_POOLED buffer size (loop.c says why) */
+#define VSRI_IO_POOLED_BIG (256u << 10) /* vsri_io_recv_pooled_big's buffer size */
 
 struct vsri_io_options {
   enum vsri_io_backend_kind backend; /* AUTO: VSRBUS_IO env, then io_uring, then epoll */
   uint32_t entries;                  /* io_uring queue depth; default 1024 */
   uint32_t pooled_buf_size;          /* RECV_POOLED buffer size; default 64 KiB */
   uint32_t pooled_buf_count;         /* RECV_POOLED buffers (io_uring ring); default 8 */
+  /* The larger loop-owned buffers of vsri_io_recv_pooled_big (a stream whose reads keep
+   * filling the small ones): size default 256 KiB (0: no larger reads, the small size is
+   * used), count default 4 (io_uring's second ring; epoll has one buffer of the larger size). */
+  uint32_t pooled_big_size;
+  uint32_t pooled_big_count;
+  /* Big reads only while the last poll found at least this many sockets with data (default
+   * 2: one busy connection alone reads 64 KiB at a time; 1: whenever a stream asks). */
+  uint32_t pooled_big_min_ready;
 };
 
 void vsri_io_options_default(struct vsri_io_options *o);
@@ -149,9 +158,16 @@ void vsri_io_connect(struct vsri_io *io, struct vsri_completion *c, int fd,
 void vsri_io_recv(struct vsri_io *io, struct vsri_completion *c, int fd, void *buf, size_t len,
                   vsri_io_cb cb, void *ctx);
 /* Receives into a loop-owned buffer: in the callback c->u.recv.buf points at |res| bytes; the
- * buffer returns to the loop when the callback returns. */
+ * buffer returns to the loop when the callback returns. c->u.recv.len is the buffer's size
+ * (res == len: the read filled it). */
 void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, vsri_io_cb cb,
                          void *ctx);
+/* The same into a larger loop-owned buffer (pooled_big_size): for a stream whose input keeps
+ * filling the small ones. Nothing is held between reads either way. While the last poll found
+ * fewer than pooled_big_min_ready sockets with data, this is a small read (c->u.recv.len
+ * says which it was). */
+void vsri_io_recv_pooled_big(struct vsri_io *io, struct vsri_completion *c, int fd,
+                             vsri_io_cb cb, void *ctx);
 /* Sends |iovcnt| iovecs on a connected stream socket: one sendmsg(2) with MSG_NOSIGNAL (a
  * dead peer gives -EPIPE, never SIGPIPE), so sockets only (-ENOTSOCK otherwise). Result: the
  * bytes the kernel took, possibly fewer than asked. */
@@ -248,6 +264,10 @@ struct vsri_io_stats {
   uint64_t callbacks;
   uint64_t waits;        /* times the loop blocked in the kernel */
   uint64_t enters;       /* io_uring_enter / epoll_wait calls */
+  uint64_t recvs;        /* RECV / RECV_POOLED completions that carried bytes */
+  uint64_t recv_bytes;   /* the bytes they carried */
+  uint64_t recv_full;    /* of those, reads that filled the buffer they were given */
+  uint64_t recv_big;     /* of those, reads into the big pooled buffers */
 };
 void vsri_io_stats(const struct vsri_io *io, struct vsri_io_stats *out);
 

@@ -75,6 +75,10 @@ struct vsri_io {
   struct vsri_list graves;
   uint32_t ngraves;
   bool nowait; /* vsri_io_nowait: the next wait does not block */
+  /* How many sockets are busy, for vsri_io_recv_pooled_big. Set by the backends: epoll, the
+   * sockets read with data between the last two polls (raised as more are read since);
+   * io_uring, the receive completions of the last batch that had any. */
+  uint32_t ready_reads;
   struct vsri_io_stats stats;
   char unavailable[128]; /* why a backend's init refused, for the fallback log line */
 };

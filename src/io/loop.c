@@ -29,6 +29,14 @@ void vsri_io_options_default(struct vsri_io_options *o) {
    * so a small ring stays in cache. 64 x 64 KiB (4 MiB) cycling halved io_uring throughput
    * with 64 connections; 4 or 8 match epoll's single hot buffer. */
   o->pooled_buf_count = 8;
+  /* A stream whose reads keep filling 64 KiB reads into these instead (fewer reads per byte
+   * with many busy connections; docs/performance.md, "Receive path"). Loop-owned like the
+   * small ones, so no connection holds one between reads. */
+  o->pooled_big_size = VSRI_IO_POOLED_BIG;
+  o->pooled_big_count = 4;
+  /* One connection alone keeps 64 KiB reads: 256 KiB cost it CPU per frame (epoll) and half
+   * its rate on a quiet machine; with several busy sockets the larger reads win. */
+  o->pooled_big_min_ready = 2;
 }
 
 /* Resolves AUTO through VSRBUS_IO. Returns VSR_ECONFIG for an unknown value. */
@@ -54,6 +62,11 @@ static struct vsri_io *io_alloc(const struct vsri_io_options *o) {
   if (!io->opts.entries) io->opts.entries = 1024;
   if (!io->opts.pooled_buf_size) io->opts.pooled_buf_size = VSRI_IO_POOLED_BUF;
   if (!io->opts.pooled_buf_count) io->opts.pooled_buf_count = 8;
+  if (io->opts.pooled_big_size < io->opts.pooled_buf_size) {
+    io->opts.pooled_big_size = io->opts.pooled_buf_size; /* 0 (or smaller): no larger reads */
+  }
+  if (!io->opts.pooled_big_count) io->opts.pooled_big_count = 4;
+  if (!io->opts.pooled_big_min_ready) io->opts.pooled_big_min_ready = 2;
   vsri_list_init(&io->ready);
   vsri_list_init(&io->deferred);
   vsri_list_init(&io->graves);
@@ -168,6 +181,14 @@ void vsri_io_complete(struct vsri_io *io, struct vsri_completion *c, int32_t res
     if (op == VSRI_OP_ACCEPT && res >= 0) close(res);
     loop_grave_put(io, g);
     return;
+  }
+  if ((op == VSRI_OP_RECV || op == VSRI_OP_RECV_POOLED) && res > 0) {
+    io->stats.recvs++;
+    io->stats.recv_bytes += (uint64_t)res;
+    if ((size_t)res == c->u.recv.len) io->stats.recv_full++;
+    if (op == VSRI_OP_RECV_POOLED && c->u.recv.len > io->opts.pooled_buf_size) {
+      io->stats.recv_big++;
+    }
   }
   c->cb(io, c, res);
 }
@@ -336,6 +357,16 @@ void vsri_io_recv_pooled(struct vsri_io *io, struct vsri_completion *c, int fd, 
   loop_prepare(io, c, VSRI_OP_RECV_POOLED, fd, cb, ctx);
   c->u.recv.buf = NULL;
   c->u.recv.len = io->opts.pooled_buf_size;
+  io->backend->submit(io, c);
+}
+
+void vsri_io_recv_pooled_big(struct vsri_io *io, struct vsri_completion *c, int fd,
+                             vsri_io_cb cb, void *ctx) {
+  loop_prepare(io, c, VSRI_OP_RECV_POOLED, fd, cb, ctx);
+  c->u.recv.buf = NULL;
+  /* The backends pick the buffer by this length. */
+  c->u.recv.len = io->ready_reads >= io->opts.pooled_big_min_ready ? io->opts.pooled_big_size
+                                                                  : io->opts.pooled_buf_size;
   io->backend->submit(io, c);
 }
 

@@ -65,7 +65,7 @@ static int sim_run_tries(struct sim_io *si) {
 static int sim_init(struct vsri_io *io) {
   struct sim_io *si = io->backend_data; /* set by vsri_sim_io_new */
   si->io = io;
-  si->pooled = malloc(io->opts.pooled_buf_size);
+  si->pooled = malloc(io->opts.pooled_big_size); /* >= pooled_buf_size: both read sizes */
   if (!si->pooled) return VSR_ENOMEM;
   vsri_list_init(&si->tries);
   struct vsri_sim *w = si->w;

@@ -29,7 +29,8 @@
 #include "util/log.h"
 #include "vsrbus/error.h"
 
-#define UR_BGID 0          /* the one buffer group of RECV_POOLED */
+#define UR_BGID 0          /* RECV_POOLED buffer groups: the small buffers, the big ones */
+#define UR_BGID_BIG 1
 #define UR_CQE_BATCH 64    /* CQEs copied out of the ring per step */
 #define UR_POOLED_MAX 32768 /* buffer ring entries are a power of two <= 32768 */
 
@@ -51,15 +52,22 @@ struct ur {
   bool test_poll_first; /* tests: every operation takes the -EAGAIN path (poll, then issue) */
   /* One msghdr per SQ slot for SENDV-as-SENDMSG; valid until the kernel consumes the SQE. */
   struct msghdr *slot_msgs;
-  /* RECV_POOLED buffers: |buf_count| × |buf_size|. With a buffer ring (|br| != NULL) the
-   * kernel picks one per receive; without one, poll + recv(2) into |scratch|. */
-  struct io_uring_buf_ring *br;
-  uint8_t *bufs;
+  /* RECV_POOLED buffers, two groups: small (pooled_buf_size) and big (pooled_big_size, for
+   * vsri_io_recv_pooled_big). With buffer rings (|br| != NULL) the kernel picks one per
+   * receive; without, poll + recv(2) into |scratch| (of the big size). */
+  struct ur_bufs {
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    uint32_t size;
+    uint32_t count;
+    uint32_t entries;
+    uint32_t returned; /* buffers re-added since the last tail advance */
+    uint16_t bgid;
+  } pool[2];
+  struct io_uring_buf_ring *br; /* pool[0].br: non-NULL when buffer rings are in use */
   uint8_t *scratch;
-  uint32_t buf_size;
-  uint32_t buf_count;
-  uint32_t br_entries;
-  uint32_t br_returned; /* buffers re-added since the last tail advance */
+  uint32_t buf_size;      /* pool[0].size */
+  uint32_t big_size;      /* pool[1].size (== buf_size: no big group) */
   /* A completion is on at most one of these (UR_BACKLOG: never in the kernel; UR_CANCEL_WAIT:
    * in the kernel), so both share c->link. */
   struct vsri_list backlog; /* waiting for an SQE, in submission order */
@@ -141,58 +149,85 @@ static const char *ur_missing(struct ur *ur) {
 /* The whole pool sits in the ring. The kernel takes buffers FIFO, so all of them cycle through
  * the cache; a LIFO stack feeding a ring of 8 was tried and measured (bench/io_bench, 16 KiB
  * frames × 64 connections): same CPU per byte, so the simple full ring stays. */
-/* Registers the RECV_POOLED buffer ring. Returns 0, VSR_ENOMEM, or VSR_EUNSUPPORTED when
- * the kernel has no buffer rings (then the caller uses the poll + recv path). */
-static int ur_setup_buf_ring(struct ur *ur) {
+/* Registers one RECV_POOLED buffer ring (|b|: size, count and bgid set). Returns 0,
+ * VSR_ENOMEM, or VSR_EUNSUPPORTED when the kernel has no buffer rings (then the caller uses
+ * the poll + recv path). */
+static int ur_setup_buf_ring(struct ur *ur, struct ur_bufs *b) {
   uint32_t entries = 1;
-  while (entries < ur->buf_count) entries <<= 1;
-  ur->br = vsri_aligned_alloc(4096, entries * sizeof(struct io_uring_buf));
-  ur->bufs = vsri_aligned_alloc(4096, (size_t)ur->buf_count * ur->buf_size);
-  if (!ur->br || !ur->bufs) return VSR_ENOMEM;
+  while (entries < b->count) entries <<= 1;
+  b->br = vsri_aligned_alloc(4096, entries * sizeof(struct io_uring_buf));
+  b->bufs = vsri_aligned_alloc(4096, (size_t)b->count * b->size);
+  if (!b->br || !b->bufs) return VSR_ENOMEM;
   struct io_uring_buf_reg reg;
   memset(&reg, 0, sizeof reg);
-  reg.ring_addr = (uint64_t)(uintptr_t)ur->br;
+  reg.ring_addr = (uint64_t)(uintptr_t)b->br;
   reg.ring_entries = entries;
-  reg.bgid = UR_BGID;
+  reg.bgid = b->bgid;
   int ret = io_uring_register_buf_ring(&ur->ring, &reg, 0);
   if (ret < 0) {
     VSRI_DEBUG("VSR-IO", "io_uring_register_buf_ring: %s; pooled receives poll", strerror(-ret));
     return VSR_EUNSUPPORTED;
   }
-  ur->br_entries = entries;
-  io_uring_buf_ring_init(ur->br);
+  b->entries = entries;
+  io_uring_buf_ring_init(b->br);
   int mask = io_uring_buf_ring_mask(entries);
-  for (uint32_t i = 0; i < ur->buf_count; i++) {
-    io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)i * ur->buf_size, ur->buf_size,
-                          (unsigned short)i, mask, (int)i);
+  for (uint32_t i = 0; i < b->count; i++) {
+    io_uring_buf_ring_add(b->br, b->bufs + (size_t)i * b->size, b->size, (unsigned short)i,
+                          mask, (int)i);
   }
-  io_uring_buf_ring_advance(ur->br, (int)ur->buf_count);
+  io_uring_buf_ring_advance(b->br, (int)b->count);
   return 0;
 }
 
 static void ur_free(struct ur *ur) {
   vsri_free(ur->slot_msgs);
-  vsri_free(ur->br);
-  vsri_free(ur->bufs);
+  for (int i = 0; i < 2; i++) {
+    vsri_free(ur->pool[i].br);
+    vsri_free(ur->pool[i].bufs);
+  }
   vsri_free(ur->scratch);
   vsri_free(ur);
+}
+
+static void ur_unregister_bufs(struct ur *ur) {
+  for (int i = 0; i < 2; i++) {
+    if (ur->pool[i].entries) io_uring_unregister_buf_ring(&ur->ring, ur->pool[i].bgid);
+    ur->pool[i].entries = 0;
+  }
 }
 
 static int ur_setup_buffers(struct vsri_io *io, struct ur *ur) {
   ur->slot_msgs = vsri_calloc(ur->ring.sq.ring_entries, sizeof *ur->slot_msgs);
   if (!ur->slot_msgs) return VSR_ENOMEM;
   ur->buf_size = io->opts.pooled_buf_size;
-  ur->buf_count = io->opts.pooled_buf_count;
-  if (ur->buf_count > UR_POOLED_MAX) ur->buf_count = UR_POOLED_MAX;
-  /* Tests force the poll + recv path with VSRBUS_IO_TEST_URING_NO_BUFRING=1. */
-  int err = ur_env_set("VSRBUS_IO_TEST_URING_NO_BUFRING") ? VSR_EUNSUPPORTED
-                                                          : ur_setup_buf_ring(ur);
+  ur->big_size = io->opts.pooled_big_size;
+  uint32_t counts[2] = {io->opts.pooled_buf_count, io->opts.pooled_big_count};
+  uint32_t sizes[2] = {ur->buf_size, ur->big_size};
+  int err = 0;
+  for (int i = 0; i < 2 && !err; i++) {
+    struct ur_bufs *b = &ur->pool[i];
+    b->size = sizes[i];
+    b->count = counts[i] > UR_POOLED_MAX ? UR_POOLED_MAX : counts[i];
+    b->bgid = i ? UR_BGID_BIG : UR_BGID;
+    if (i == 1 && ur->big_size == ur->buf_size) break; /* no big group */
+    /* Tests force the poll + recv path with VSRBUS_IO_TEST_URING_NO_BUFRING=1. */
+    err = ur_env_set("VSRBUS_IO_TEST_URING_NO_BUFRING") ? VSR_EUNSUPPORTED
+                                                        : ur_setup_buf_ring(ur, b);
+  }
+  if (!err) {
+    ur->br = ur->pool[0].br;
+    return 0;
+  }
   if (err != VSR_EUNSUPPORTED) return err;
-  vsri_free(ur->br);
-  vsri_free(ur->bufs);
+  ur_unregister_bufs(ur);
+  for (int i = 0; i < 2; i++) {
+    vsri_free(ur->pool[i].br);
+    vsri_free(ur->pool[i].bufs);
+    ur->pool[i].br = NULL;
+    ur->pool[i].bufs = NULL;
+  }
   ur->br = NULL;
-  ur->bufs = NULL;
-  ur->scratch = vsri_aligned_alloc(4096, ur->buf_size);
+  ur->scratch = vsri_aligned_alloc(4096, ur->big_size);
   return ur->scratch ? 0 : VSR_ENOMEM;
 }
 
@@ -220,7 +255,7 @@ static int ur_init(struct vsri_io *io) {
     err = ur_setup_buffers(io, ur);
   }
   if (err) {
-    if (ur->br_entries) io_uring_unregister_buf_ring(&ur->ring, UR_BGID);
+    ur_unregister_bufs(ur);
     io_uring_queue_exit(&ur->ring);
     ur_free(ur);
     return err;
@@ -239,7 +274,7 @@ static void ur_fini(struct vsri_io *io) {
   VSRI_DEBUG("VSR-IO", "io_uring: %llu -ENOBUFS retries, %llu readiness waits, %llu backlogged",
              (unsigned long long)ur->retries_nobufs, (unsigned long long)ur->retries_poll,
              (unsigned long long)ur->backlogged);
-  if (ur->br) io_uring_unregister_buf_ring(&ur->ring, UR_BGID);
+  ur_unregister_bufs(ur);
   io_uring_queue_exit(&ur->ring);
   ur_free(ur);
   io->backend_data = NULL;
@@ -308,6 +343,12 @@ static int ur_enter(struct vsri_io *io, struct ur *ur, int64_t timeout_ns) {
 
 /* ---- submissions ----------------------------------------------------------------------- */
 
+/* The buffer group a pooled receive reads from: the big one when it asked for more than the
+ * small size (vsri_io_recv_pooled_big) and there is one. */
+static struct ur_bufs *ur_pooled(struct ur *ur, const struct vsri_completion *c) {
+  return c->u.recv.len > ur->buf_size && ur->pool[1].entries ? &ur->pool[1] : &ur->pool[0];
+}
+
 static bool ur_is_read_side(uint8_t op) {
   return op == VSRI_OP_ACCEPT || op == VSRI_OP_RECV || op == VSRI_OP_RECV_POOLED ||
          op == VSRI_OP_RECVMSG;
@@ -341,9 +382,9 @@ static void ur_prep(struct ur *ur, struct io_uring_sqe *sqe, struct vsri_complet
     io_uring_prep_recv(sqe, c->fd, c->u.recv.buf, c->u.recv.len, 0);
     break;
   case VSRI_OP_RECV_POOLED:
-    io_uring_prep_recv(sqe, c->fd, NULL, ur->buf_size, 0);
+    io_uring_prep_recv(sqe, c->fd, NULL, ur_pooled(ur, c)->size, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = UR_BGID;
+    sqe->buf_group = ur_pooled(ur, c)->bgid;
     break;
   case VSRI_OP_SENDV:
     ur_prep_sendv(ur, sqe, c);
@@ -443,11 +484,11 @@ static void ur_flush_waiting(struct vsri_io *io, struct ur *ur) {
 
 /* ---- completions ----------------------------------------------------------------------- */
 
-/* Gives buffer |bid| back to the kernel; the tail moves once per reaped batch. */
-static void ur_buf_return(struct ur *ur, unsigned bid) {
-  io_uring_buf_ring_add(ur->br, ur->bufs + (size_t)bid * ur->buf_size, ur->buf_size,
-                        (unsigned short)bid, io_uring_buf_ring_mask(ur->br_entries),
-                        (int)ur->br_returned++);
+/* Gives buffer |bid| back to its ring; the tail moves once per reaped batch. The buffer goes
+ * in at the tail, so the ring hands buffers out in the order they came back (FIFO). */
+static void ur_buf_return(struct ur_bufs *b, unsigned bid) {
+  io_uring_buf_ring_add(b->br, b->bufs + (size_t)bid * b->size, b->size, (unsigned short)bid,
+                        io_uring_buf_ring_mask(b->entries), (int)b->returned++);
 }
 
 static int ur_finish(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
@@ -467,7 +508,7 @@ static int ur_poll_fired(struct vsri_io *io, struct ur *ur, struct vsri_completi
     ur_queue(io, ur, c);
     return 0;
   }
-  ssize_t r = recv(c->fd, ur->scratch, ur->buf_size, MSG_DONTWAIT);
+  ssize_t r = recv(c->fd, ur->scratch, c->u.recv.len, MSG_DONTWAIT);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     ur_queue(io, ur, c); /* spurious wake-up: poll again */
     return 0;
@@ -510,12 +551,13 @@ static int ur_cqe(struct vsri_io *io, struct ur *ur, struct vsri_completion *c, 
     ur_queue(io, ur, c);
     return 0;
   }
-  if (bid >= 0 && c->op == VSRI_OP_RECV_POOLED) {
-    c->u.recv.buf = ur->bufs + (size_t)bid * ur->buf_size;
-  }
+  /* The group is read before the callback: it may resubmit |c| with another length (or a
+   * released |c| may be freed by its grave). */
+  struct ur_bufs *b = bid >= 0 ? ur_pooled(ur, c) : NULL;
+  if (b) c->u.recv.buf = b->bufs + (size_t)bid * b->size;
   int n = ur_finish(io, c, res);
   /* The callback has returned: the buffer is free again. */
-  if (bid >= 0 && ur->br) ur_buf_return(ur, (unsigned)bid);
+  if (b && ur->br) ur_buf_return(b, (unsigned)bid);
   return n;
 }
 
@@ -528,6 +570,7 @@ static int ur_reap(struct vsri_io *io, struct ur *ur) {
     uint32_t flags;
   } got[UR_CQE_BATCH];
   int n = 0;
+  uint32_t reads = 0;
   unsigned budget = ur->ring.cq.ring_entries;
   while (budget > 0) {
     unsigned want = budget < UR_CQE_BATCH ? budget : UR_CQE_BATCH;
@@ -544,13 +587,18 @@ static int ur_reap(struct vsri_io *io, struct ur *ur) {
     for (unsigned i = 0; i < k; i++) {
       if (got[i].user_data == 0) continue; /* an internal cancel */
       struct vsri_completion *c = (struct vsri_completion *)(uintptr_t)got[i].user_data;
+      reads += c->op == VSRI_OP_RECV || c->op == VSRI_OP_RECV_POOLED;
       n += ur_cqe(io, ur, c, got[i].res, got[i].flags);
     }
-    if (ur->br_returned) {
-      io_uring_buf_ring_advance(ur->br, (int)ur->br_returned);
-      ur->br_returned = 0;
+    for (int i = 0; i < 2; i++) {
+      struct ur_bufs *b = &ur->pool[i];
+      if (b->returned) {
+        io_uring_buf_ring_advance(b->br, (int)b->returned);
+        b->returned = 0;
+      }
     }
   }
+  if (reads > 0) io->ready_reads = reads; /* busy sockets (vsri_io_recv_pooled_big) */
   return n;
 }
 

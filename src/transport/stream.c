@@ -54,7 +54,6 @@ struct vsri_stream *vsri_stream_new(size_t size, const struct vsri_transport_ops
 static void stream_free(struct vsri_stream *s) {
   vsri_decoder_free(&s->dec); /* a direct read may have been writing into its frame */
   if (s->layer) s->layer->on_free(s);
-  vsr_msg_unref(s->rbig);
   for (uint32_t i = 0; i < s->held_n; i++) vsr_msg_unref(s->held[i]);
   vsri_free(s->held);
   vsri_free(s->iov);

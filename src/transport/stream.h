@@ -97,11 +97,11 @@ struct vsri_stream {
   struct vsri_completion hc; /* handshake deadline (layers) */
   struct vsri_deferred flush;
   struct vsri_decoder dec;
-  /* A layer's streaming input: once a loop-buffer read comes back full, reads go into this
-   * larger pool buffer (fewer syscalls per byte for TLS); released at the first read that
-   * does not fill it, so an idle stream holds none. */
-  struct vsr_msg *rbig;
-  bool rbig_read;     /* the pending recv writes into rbig */
+  /* Streaming input (plain TCP and layers alike): the last loop-buffer read filled its
+   * buffer, so more is queued: the next read that does not go straight into a frame takes
+   * the loop's larger buffer (vsri_io_recv_pooled_big, 256 KiB: fewer reads per byte), until
+   * one does not fill it. Loop-owned either way: a stream holds no receive buffer. */
+  bool rbusy;
   struct vsr_msg **held;  /* aborted mid-write: those frames, kept until the kernel is done */
   uint32_t held_n;
   struct vsri_io_grave grave; /* abort: the block waits here for the kernel */

@@ -15,8 +15,6 @@
 
 /* Bodies with at least this much still missing are read straight into the frame buffer. */
 #define STREAM_DIRECT_MIN (16u << 10)
-/* A layer's reads while its input streams (see rbig in stream.h). */
-#define STREAM_BIG_READ (256u << 10)
 
 /* ---- reading --------------------------------------------------------------------------- */
 
@@ -146,21 +144,13 @@ static void stream_read_done(struct vsri_io *io, struct vsri_completion *rc, int
   }
   s->last_rx = vsri_io_now(io);
   bool go;
-  if (s->layer) {
-    bool big = s->rbig_read, full = (size_t)res == rc->u.recv.len;
-    s->rbig_read = false;
-    go = s->layer->on_bytes_in(s, big ? s->rbig->data : rc->u.recv.buf, (size_t)res);
-    if (s->reading && s->rbig_read) {
-      /* a read issued meanwhile writes into rbig: keep it */
-    } else if (big && !full) { /* the burst is over: give the buffer back */
-      vsr_msg_unref(s->rbig);
-      s->rbig = NULL;
-    } else if (!big && full && !s->rbig && s->state == VSRI_SS_OPEN) {
-      s->rbig = vsr_pool_get(s->ctx->pool, STREAM_BIG_READ); /* NULL: loop buffers go on */
-    }
+  if (s->direct_read) {
+    go = vsri_stream_wrote(s, (size_t)res); /* into the frame: says nothing of what is queued */
+  } else {
+    s->rbusy = (size_t)res == rc->u.recv.len; /* sizes the next loop-buffer read (rbusy) */
+    go = s->layer ? s->layer->on_bytes_in(s, rc->u.recv.buf, (size_t)res)
+                  : stream_decode(s, rc->u.recv.buf, (size_t)res);
   }
-  else if (s->direct_read) go = vsri_stream_wrote(s, (size_t)res);
-  else go = stream_decode(s, rc->u.recv.buf, (size_t)res);
   if (go) vsri_stream_read(s);
 }
 
@@ -190,13 +180,8 @@ void vsri_stream_read(struct vsri_stream *s) {
     }
   }
   s->reading = true;
-  if (s->rbig) {
-    s->rbig_read = true;
-    vsri_io_recv(s->ctx->io, &s->rc, s->fd, s->rbig->data, s->rbig->capacity, stream_read_done,
-                 s);
-    return;
-  }
-  vsri_io_recv_pooled(s->ctx->io, &s->rc, s->fd, stream_read_done, s);
+  if (s->rbusy) vsri_io_recv_pooled_big(s->ctx->io, &s->rc, s->fd, stream_read_done, s);
+  else vsri_io_recv_pooled(s->ctx->io, &s->rc, s->fd, stream_read_done, s);
 }
 
 /* ---- writing --------------------------------------------------------------------------- */

@@ -6,10 +6,12 @@
  *     byte mod N), whatever their source port; short and garbage datagrams land on socket 0;
  *   - the node's group: a short-header packet whose DCID names shard k is counted as "unknown
  *     connection ID" by shard k and no other (the program is attached, sockets are in shard
- *     order);
+ *     order), and the metrics text sums the shards;
  *   - 16 QUIC clients on 2 shards: every one is served, both shards hold some, a frame the
  *     application sends to each client id arrives, vsr_bus_close_client closes a client of a
  *     worker shard; no shard counted a packet for a connection it does not hold;
+ *   - Retry on every Initial: the Retry's connection ID brings the client back to the shard
+ *     whose key sealed its token;
  *   - NAT rebinding: the clients talk through a relay that moves every flow to a new source
  *     port mid-way; each connection stays on its shard (the frames after the move are served,
  *     no shard counts a misrouted packet);
@@ -165,14 +167,20 @@ static struct shard_view wait_view(struct h_node *n, bool (*ok)(const struct sha
   return v;
 }
 
-static void quic_node(struct h_node *n, uint32_t shards, struct quic_info *qi) {
+static void quic_node_retry(struct h_node *n, uint32_t shards, struct quic_info *qi,
+                            bool retry_all) {
   h_options(n);
+  if (retry_all) n->opts.quic.retry_threshold = 0; /* every first Initial gets a Retry */
   n->mode = H_ECHO;
   n->opts.client_tcp_addr = NULL; /* QUIC only: every client counted below is a QUIC one */
   n->opts.quic.addr = "127.0.0.1:0";
   n->opts.shards = shards;
   assert_int_equal(h_start(n), 0);
   h_run(n, quic_info_task, qi);
+}
+
+static void quic_node(struct h_node *n, uint32_t shards, struct quic_info *qi) {
+  quic_node_retry(n, shards, qi, false);
 }
 
 static struct vsr_client *quic_client(const struct quic_info *qi, const char *addr) {
@@ -194,6 +202,17 @@ static uint16_t addr_port(const char *addr) { return (uint16_t)atoi(strrchr(addr
  * k, which holds no such connection and counts it. */
 static bool unknown_is(const struct shard_view *v, uint64_t want) {
   return v->total.quic_unknown_cid == want;
+}
+
+/* h_run task: the Prometheus text's vsrbus_quic_unknown_cid_total. */
+static void metric_task(struct h_node *n, void *arg) {
+  static char text[1 << 18];
+  size_t w = 0;
+  long long *out = arg;
+  *out = -1;
+  if (vsr_bus_metrics_render(n->bus, text, sizeof text, &w) != 0) return;
+  const char *p = strstr(text, "\nvsrbus_quic_unknown_cid_total ");
+  if (p) *out = atoll(p + strlen("\nvsrbus_quic_unknown_cid_total "));
 }
 
 static void node_routes_by_cid(void **state) {
@@ -222,6 +241,9 @@ static void node_routes_by_cid(void **state) {
       for (uint32_t k = 0; k < shards; k++) assert_int_equal(v.per[k].quic_unknown_cid, want[k]);
     }
   }
+  long long metric = 0; /* the metrics endpoint sums the shards too */
+  h_run(&n, metric_task, &metric);
+  assert_int_equal(metric, (long long)sent);
   close(fd);
   h_stop(&n, true);
   assert_int_equal(n.shutdown_result, 0);
@@ -355,6 +377,33 @@ static void many_quic_clients_two_shards(void **state) {
   pthread_mutex_unlock(&n.mu);
   /* Every packet reached the shard holding its connection. */
   v = shard_view(&n);
+  assert_int_equal(v.total.quic_unknown_cid, 0);
+  for (int i = 0; i < CLIENTS; i++) vsr_client_del(cs[i]);
+  assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, CLIENTS, 10 * H_SEC), CLIENTS);
+  h_stop(&n, true);
+  assert_int_equal(n.shutdown_result, 0);
+}
+
+/* Every client must answer a Retry first: the Retry's connection ID names the shard that sealed
+ * the token (each shard has its own token key), so the client's second Initial comes back to
+ * it and is admitted; none is refused for a misdirected token. */
+static void retry_names_the_shard(void **state) {
+  (void)state;
+  struct h_node n;
+  struct quic_info qi;
+  quic_node_retry(&n, 2, &qi, true);
+  struct vsr_client *cs[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++) {
+    cs[i] = quic_client(&qi, NULL);
+    assert_non_null(cs[i]);
+  }
+  exchange(cs, CLIENTS, 0);
+  assert_int_equal(h_wait_events(&n, VSR_PEER_CONNECTED, CLIENTS, 10 * H_SEC), CLIENTS);
+  struct shard_view v = wait_view(&n, both_busy, CLIENTS);
+  assert_true(v.per[0].clients_active > 0 && v.per[1].clients_active > 0);
+  assert_true(v.per[0].quic_retries > 0 && v.per[1].quic_retries > 0);
+  assert_true(v.total.quic_retries >= CLIENTS);
+  assert_int_equal(v.total.quic_tokens_invalid, 0);
   assert_int_equal(v.total.quic_unknown_cid, 0);
   for (int i = 0; i < CLIENTS; i++) vsr_client_del(cs[i]);
   assert_int_equal(h_wait_events(&n, VSR_PEER_LOST, CLIENTS, 10 * H_SEC), CLIENTS);
@@ -526,6 +575,7 @@ int main(void) {
       cmocka_unit_test(routing_program_2_3_4),
       cmocka_unit_test(node_routes_by_cid),
       cmocka_unit_test(many_quic_clients_two_shards),
+      cmocka_unit_test(retry_names_the_shard),
       cmocka_unit_test(nat_rebinding_keeps_the_shard),
       cmocka_unit_test(port_taken_is_refused),
   };

@@ -54,6 +54,8 @@ static uint64_t t_now(void) {
 }
 
 /* Creates a loop on the backend in |state|; skips the test when it cannot run here. */
+static uint32_t t_big_min_ready; /* non-zero: vsri_io_options.pooled_big_min_ready */
+
 static struct vsri_io *t_io_opts(void **state, uint32_t buf_count, uint32_t buf_size,
                                  uint32_t entries) {
   const struct t_backend *b = *state;
@@ -63,6 +65,7 @@ static struct vsri_io *t_io_opts(void **state, uint32_t buf_count, uint32_t buf_
   if (buf_count) o.pooled_buf_count = buf_count;
   if (buf_size) o.pooled_buf_size = buf_size;
   if (entries) o.entries = entries;
+  if (t_big_min_ready) o.pooled_big_min_ready = t_big_min_ready;
   if (b->no_bufring) setenv("VSRBUS_IO_TEST_URING_NO_BUFRING", "1", 1);
   if (b->poll_first) setenv("VSRBUS_IO_TEST_URING_POLL_FIRST", "1", 1);
   struct vsri_io *io = NULL;
@@ -1243,6 +1246,212 @@ static void test_uring_init_survives_allocation_failures(void **state) {
   }
 }
 
+struct t_mixed {
+  size_t off, max_small, max_big;
+  int reads, small, big;
+  bool pending, bad;
+};
+
+static void t_mixed_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  struct t_mixed *m = c->ctx;
+  m->pending = false;
+  assert_true(res > 0);
+  bool big = c->u.recv.len > VSRI_IO_POOLED_BUF;
+  size_t *max = big ? &m->max_big : &m->max_small;
+  if ((size_t)res > *max) *max = (size_t)res;
+  const uint8_t *p = c->u.recv.buf;
+  for (int32_t i = 0; i < res; i++) m->bad |= p[i] != t_pattern(m->off + (size_t)i);
+  m->off += (size_t)res;
+  m->reads++;
+  if (big) m->big++;
+  else m->small++;
+}
+
+/* Small and big pooled receives alternate on one socket with 2 MiB queued: each reads into a
+ * buffer of its own size (a big read takes more than 64 KiB at a time, a small one never),
+ * the bytes arrive in order, and the buffers of both kinds go back to the loop (2 MiB passes
+ * through 8 small and 4 big buffers many times over). */
+static void test_recv_pooled_big_and_small_alternate(void **state) {
+  t_big_min_ready = 1; /* one socket: big reads whenever asked */
+  struct vsri_io *io = t_io(state);
+  t_big_min_ready = 0;
+  int a, b;
+  t_tcp_pair(&a, &b);
+  static uint8_t data[2u << 20];
+  for (size_t i = 0; i < sizeof data; i++) data[i] = t_pattern(i);
+  size_t sent = 0;
+  struct t_mixed m = {0};
+  struct vsri_completion rc;
+  uint64_t end = t_now() + T_GUARD_NS;
+  while (m.off < sizeof data && t_now() < end) {
+    while (sent < sizeof data) {
+      ssize_t w = write(a, data + sent, sizeof data - sent);
+      if (w <= 0) break;
+      sent += (size_t)w;
+    }
+    if (!m.pending) {
+      m.pending = true;
+      if (m.reads % 2) vsri_io_recv_pooled_big(io, &rc, b, t_mixed_cb, &m);
+      else vsri_io_recv_pooled(io, &rc, b, t_mixed_cb, &m);
+    }
+    assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  }
+  assert_int_equal(m.off, sizeof data);
+  assert_false(m.bad);
+  print_message("%d small reads (largest %zu), %d big (largest %zu)\n", m.small, m.max_small,
+                m.big, m.max_big);
+  assert_true(m.max_small <= VSRI_IO_POOLED_BUF);
+  assert_true(m.max_big <= VSRI_IO_POOLED_BIG);
+  assert_true(m.max_big > VSRI_IO_POOLED_BUF);
+  assert_true(m.big >= 2);
+  close(a);
+  close(b);
+  vsri_io_del(io);
+}
+
+struct t_busy {
+  int fd;
+  struct vsri_completion rc;
+  size_t got, max_read;
+  bool pending;
+};
+
+static void t_busy_cb(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  struct t_busy *b = c->ctx;
+  b->pending = false;
+  assert_true(res > 0);
+  b->got += (size_t)res;
+  if ((size_t)res > b->max_read) b->max_read = (size_t)res;
+}
+
+/* Reads |n| sockets with 2 MiB queued each through vsri_io_recv_pooled_big until all is
+ * read; returns the largest single read. */
+static size_t t_busy_reads(struct vsri_io *io, int n) {
+  static uint8_t chunk[64 << 10];
+  struct t_busy b[2] = {{0}};
+  int w[2];
+  size_t want = 2u << 20;
+  for (int i = 0; i < n; i++) {
+    int a;
+    t_tcp_pair(&a, &b[i].fd);
+    w[i] = a;
+  }
+  size_t sent[2] = {0, 0};
+  uint64_t end = t_now() + T_GUARD_NS;
+  bool done = false;
+  while (!done && t_now() < end) {
+    done = true;
+    for (int i = 0; i < n; i++) {
+      while (sent[i] < want) {
+        ssize_t k = write(w[i], chunk, sizeof chunk < want - sent[i] ? sizeof chunk
+                                                                        : want - sent[i]);
+        if (k <= 0) break;
+        sent[i] += (size_t)k;
+      }
+      if (b[i].got < want && !b[i].pending) {
+        b[i].pending = true;
+        vsri_io_recv_pooled_big(io, &b[i].rc, b[i].fd, t_busy_cb, &b[i]);
+      }
+      done &= b[i].got == want;
+    }
+    assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  }
+  size_t max = 0;
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(b[i].got, want);
+    if (b[i].max_read > max) max = b[i].max_read;
+    close(w[i]);
+    close(b[i].fd);
+  }
+  return max;
+}
+
+/* By default a big read needs company: one busy socket alone reads at most 64 KiB at a time
+ * through vsri_io_recv_pooled_big, while two sockets busy at once read more than that. */
+static void test_big_reads_need_two_busy_sockets(void **state) {
+  struct vsri_io *io = t_io(state);
+  size_t one = t_busy_reads(io, 1);
+  size_t two = t_busy_reads(io, 2);
+  print_message("largest read: %zu with one busy socket, %zu with two\n", one, two);
+  assert_true(one <= VSRI_IO_POOLED_BUF);
+  assert_true(two > VSRI_IO_POOLED_BUF);
+  assert_true(two <= VSRI_IO_POOLED_BIG);
+  vsri_io_del(io);
+}
+
+/* ---- fairness between sockets ------------------------------------------------------------- */
+
+struct t_flood {
+  struct vsri_io *io;
+  int a_fd, b_writer;
+  struct vsri_completion ac, bc;
+  uint8_t abuf[4096], bbuf[16];
+  int a_reads, a_reads_at_b, b_hits;
+  bool a_pending, b_written;
+};
+
+static void t_flood_b(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  (void)io;
+  struct t_flood *f = c->ctx;
+  assert_int_equal(res, 1);
+  f->b_hits++;
+  f->a_reads_at_b = f->a_reads;
+}
+
+static void t_flood_a(struct vsri_io *io, struct vsri_completion *c, int32_t res) {
+  struct t_flood *f = c->ctx;
+  f->a_pending = false;
+  if (res == -ECANCELED) return;
+  assert_true(res > 0);
+  f->a_reads++;
+  if (!f->b_written) { /* the second socket becomes readable now, after this turn's poll */
+    f->b_written = true;
+    assert_int_equal(write(f->b_writer, "b", 1), 1);
+  }
+  if (f->b_hits == 0 && f->a_reads < 100000) {
+    f->a_pending = true;
+    vsri_io_recv(io, &f->ac, f->a_fd, f->abuf, sizeof f->abuf, t_flood_a, f);
+  }
+}
+
+/* A socket with a lot queued (hundreds of 4 KiB reads' worth) does not keep a second socket
+ * that becomes readable in the middle of its reads from being served: the second is read
+ * after at most a budget's worth (epoll: 16 reads) of the first, not after the first ran dry.
+ * Counted in reads, not time. */
+static void test_flooding_socket_leaves_room_for_another(void **state) {
+  struct vsri_io *io = t_io(state);
+  int a_w, a_r, b_w, b_r;
+  t_tcp_pair(&a_w, &a_r);
+  t_tcp_pair(&b_w, &b_r);
+  static uint8_t chunk[64 << 10];
+  memset(chunk, 0x5a, sizeof chunk);
+  size_t queued = 0;
+  for (ssize_t w; queued < (4u << 20) && (w = write(a_w, chunk, sizeof chunk)) > 0;) {
+    queued += (size_t)w;
+  }
+  print_message("queued %zu bytes on the flooding socket\n", queued);
+  assert_true(queued >= (256u << 10)); /* at least 64 reads of 4 KiB */
+  struct t_flood f = {.io = io, .a_fd = a_r, .b_writer = b_w};
+  vsri_io_recv(io, &f.bc, b_r, f.bbuf, sizeof f.bbuf, t_flood_b, &f);
+  f.a_pending = true;
+  vsri_io_recv(io, &f.ac, a_r, f.abuf, sizeof f.abuf, t_flood_a, &f);
+  t_run_until(io, &f.b_hits, 1);
+  if (f.a_pending) vsri_io_cancel(io, &f.ac); /* the first may have run dry and parked */
+  uint64_t end = t_now() + T_GUARD_NS;
+  while (f.a_pending && t_now() < end) assert_true(vsri_io_run(io, T_TURN_NS) >= 0);
+  assert_false(f.a_pending);
+  print_message("the second socket was served after %d reads of the first\n", f.a_reads_at_b);
+  assert_true(f.a_reads_at_b >= 1);
+  assert_true(f.a_reads_at_b <= 20); /* a budget (16) and a turn's slack, far below 64 */
+  close(a_w);
+  close(a_r);
+  close(b_w);
+  close(b_r);
+  vsri_io_del(io);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 /* One entry per backend, named "<test> [<backend>]". */
@@ -1282,6 +1491,9 @@ int main(void) {
       T_ON_ALL(test_release_then_io_del_frees),
       T_ON_ALL(test_timeout_drop_leaves_others),
       T_ON_ALL(test_datagram_now_forms),
+      T_ON_ALL(test_flooding_socket_leaves_room_for_another),
+      T_ON_ALL(test_recv_pooled_big_and_small_alternate),
+      T_ON_ALL(test_big_reads_need_two_busy_sockets),
       cmocka_unit_test(test_fallback_to_epoll_when_uring_probe_fails),
       cmocka_unit_test(test_fallback_to_epoll_when_seccomp_forbids_uring_eperm),
       cmocka_unit_test(test_fallback_to_epoll_when_kernel_lacks_uring_enosys),

@@ -133,6 +133,7 @@ static struct t_env *t_env_new(void **state, uint32_t max_batch, int rcvbuf) {
   struct vsri_io_options io;
   vsri_io_options_default(&io);
   io.backend = b->kind;
+  io.pooled_big_min_ready = 1; /* one connection may read big (the default gate: unit.io) */
   int err = vsri_io_new(&e->io, &io);
   if (err == VSR_EUNSUPPORTED && b->kind == VSRI_IO_URING) {
     free(e);
@@ -439,6 +440,113 @@ static void reads_bad_body_closes(void **state) {
   t_env_del(e);
 }
 
+/* Writes as much of the peer's stream as the sockets take without running the loop (a burst
+ * that is queued before the connection reads), then the rest while turning the loop. */
+static void t_peer_write_burst(struct t_env *e) {
+  size_t off = 0;
+  while (off < e->in_len) {
+    ssize_t w = send(e->peer, e->in_stream + off, e->in_len - off, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+  uint64_t end = vsrt_now() + 20 * T_SEC;
+  while (off < e->in_len && vsrt_now() < end) {
+    ssize_t w = send(e->peer, e->in_stream + off, e->in_len - off, MSG_NOSIGNAL);
+    if (w > 0) off += (size_t)w;
+    vsri_io_run(e->io, 0);
+  }
+  assert_int_equal(off, e->in_len);
+}
+
+static void t_read_all(struct t_env *e) {
+  uint64_t end = vsrt_now() + 10 * T_SEC;
+  while (e->in_ok + e->in_bad < e->in_frames && !e->closed && vsrt_now() < end) {
+    vsri_io_run(e->io, (int64_t)T_MS);
+  }
+  assert_false(e->closed);
+  assert_int_equal(e->in_bad, 0);
+  assert_int_equal(e->in_ok, e->in_frames);
+}
+
+/* Read sizing (rbusy in stream.h): a burst queued before the connection reads fills the
+ * first 64 KiB loop-buffer read, so the reads that follow take the loop's 256 KiB buffers
+ * (counted by the io layer); once the burst is read, a small frame is read into a small
+ * buffer again, and the connection holds no pool buffer at any point between frames. Frames
+ * around the direct-read threshold (16 KiB still missing) and one larger than the big buffer
+ * arrive byte-exact through both kinds of read. */
+static void reads_burst_takes_big_buffers_then_small_again(void **state) {
+  struct t_env *e = t_env_new(state, 256, 0);
+  const uint32_t sizes[] = {256 + 16000, 256 + 16383, 256 + 16384, 256 + 16385, 256,
+                            256 + 300000, 300, 256 + 16000, 256 + 16000, 256 + 16000,
+                            256 + 16000, 256 + 16000, 256 + 40000, 256 + 1, 256 + 16000, 256};
+  t_in_frames(e, sizes, 16);
+  assert_true(e->in_len > (128u << 10));
+  struct vsri_io_stats st0, st1, st2;
+  vsri_io_stats(e->io, &st0);
+  t_peer_write_burst(e);
+  t_read_all(e);
+  vsri_io_stats(e->io, &st1);
+  print_message("burst: %llu reads, %llu of them full, %llu into big buffers\n",
+                (unsigned long long)(st1.recvs - st0.recvs),
+                (unsigned long long)(st1.recv_full - st0.recv_full),
+                (unsigned long long)(st1.recv_big - st0.recv_big));
+  assert_true(st1.recv_full > st0.recv_full);
+  assert_true(st1.recv_big > st0.recv_big); /* a full read moved it to the big buffers */
+  for (int i = 0; i < 5; i++) vsri_io_run(e->io, (int64_t)T_MS);
+  struct vsr_pool_stats ps;
+  vsr_pool_stats(e->pool, &ps);
+  assert_int_equal(ps.live, 0); /* the idle connection holds no buffer */
+  /* One small frame: the read before it did not fill its buffer, so it is a small read. */
+  free(e->in_stream);
+  const uint32_t small[] = {256 + 100};
+  t_in_frames(e, small, 1);
+  e->in_ok = e->in_bad = 0;
+  const size_t pieces[] = {356};
+  t_peer_write_pieces(e, pieces, 1);
+  t_read_all(e);
+  vsri_io_stats(e->io, &st2);
+  assert_true(st2.recvs > st1.recvs);
+  assert_int_equal(st2.recv_big, st1.recv_big);
+  t_env_del(e);
+}
+
+/* One frame of a 70,000-byte body (above the direct-read threshold and the 64 KiB allowance)
+ * arrives intact whatever the first read holds: sixteen copies, each written in two parts
+ * split at a different boundary (inside the header, at it, around where 16 KiB of body is
+ * still missing, around the allowance, near the end), the loop turning between the parts. */
+static void reads_large_frame_split_at_boundaries(void **state) {
+  struct t_env *e = t_env_new(state, 256, 0);
+  const uint32_t size = 256 + 70000;
+  uint32_t sizes[16];
+  for (int i = 0; i < 16; i++) sizes[i] = size;
+  t_in_frames(e, sizes, 16);
+  const size_t splits[16] = {1, 255, 256, 257, 1000, 16384, size - 16385, size - 16384,
+                             size - 16383, 65536, 65792, 65793, size - 257, size - 256,
+                             size - 255, size - 1};
+  for (uint32_t i = 0; i < 16; i++) {
+    const uint8_t *f = e->in_stream + (size_t)i * size;
+    size_t parts[2] = {splits[i], size - splits[i]}, off = 0;
+    for (int p = 0; p < 2; p++) {
+      size_t end_off = off + parts[p];
+      uint64_t end = vsrt_now() + 10 * T_SEC;
+      while (off < end_off && vsrt_now() < end) {
+        ssize_t w = send(e->peer, f + off, end_off - off, MSG_NOSIGNAL);
+        if (w > 0) off += (size_t)w;
+        for (int t = 0; t < 3; t++) vsri_io_run(e->io, 0);
+      }
+      assert_int_equal(off, end_off);
+    }
+    uint64_t end = vsrt_now() + 10 * T_SEC;
+    while (e->in_ok + e->in_bad < i + 1 && !e->closed && vsrt_now() < end) {
+      vsri_io_run(e->io, (int64_t)T_MS);
+    }
+    assert_false(e->closed);
+    assert_int_equal(e->in_bad, 0);
+    assert_int_equal(e->in_ok, i + 1);
+  }
+  t_env_del(e);
+}
+
 #define T_BOTH(fn) cmocka_unit_test_prestate(fn, &t_epoll), cmocka_unit_test_prestate(fn, &t_uring)
 
 int main(void) {
@@ -450,6 +558,8 @@ int main(void) {
       T_BOTH(drain_bounded_by_timeout),
       T_BOTH(reads_split_frames_in_order),
       T_BOTH(reads_bad_body_closes),
+      T_BOTH(reads_burst_takes_big_buffers_then_small_again),
+      T_BOTH(reads_large_frame_split_at_boundaries),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

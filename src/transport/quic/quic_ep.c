@@ -37,7 +37,8 @@ int q_ep_open(struct q_ep *ep, struct vsri_io *io, const struct sockaddr *sa,
   q_sockbuf(io, ep->fd, SO_SNDBUFFORCE, SO_SNDBUF);
   /* Shards: the SO_REUSEPORT group and its routing program (quic_shard.c). */
   int r = server ? q_reuseport_join(io, ep->fd, sa, len, ctx) : 0;
-  const char *what = server ? r < 0 ? "SO_REUSEPORT" : "bind" : "connect";
+  const char *what = !server ? "connect" : r == 0 ? "bind" : "SO_REUSEPORT";
+  if (r == -EADDRINUSE) what = "bind (shards share a port only among themselves)";
   if (r == 0) r = server ? vsri_io_bind(io, ep->fd, sa, len) : vsri_io_connect_dgram(io, ep->fd, sa, len);
   if (r == 0 && server && (r = q_reuseport_route(io, ep->fd, ctx)) < 0) what = "SO_ATTACH_REUSEPORT_CBPF";
   ep->local_len = sizeof ep->local;
