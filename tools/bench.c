@@ -36,7 +36,7 @@ struct bench_cfg {
   bool io_stats; /* --io-stats: the io layer's counters of both ends on stderr */
   bool conns_set, size_set; /* pipeline: otherwise the demo's 32 clients, 256-byte bodies */
   const char *node_netns, *node_addr; /* bench/netns.sh: the node's namespace and IPv4 */
-  const char *batch_max; /* pipeline: the nodes' --batch-max (NULL: their default, 64) */
+  const char *batch_max; /* pipeline: the nodes' --prepare-batch (NULL: their default, 64) */
 };
 
 /* What the node reports back through the pipe at the end. */
@@ -350,7 +350,7 @@ static void bench_usage(FILE *f) {
           "  echo      K (--inflight) frames in flight per connection, echoed\n"
           "  pipeline  the 3-replica normal case of `vsrbus demo` (--conns clients, default 32,\n"
           "            --inflight requests each, --size frame bytes, default 512): committed\n"
-          "            requests/s and request round trips; --batch-max N: the nodes'\n"
+          "            requests/s and request round trips; --prepare-batch N: the nodes'\n"
           "            Requests per Prepare (default 64, 1: one each)\n"
           "  idle      N idle connections: node memory per connection (rss_kib column)\n"
           "  --node-netns NAME  the node runs in network namespace NAME (root; bench/netns.sh)\n"
@@ -368,7 +368,7 @@ static int bench_parse(struct bench_cfg *cfg, int argc, char **argv) {
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
       {"batch", required_argument, 0, 'b'},     {"node-netns", required_argument, 0, 'N'},
       {"node-addr", required_argument, 0, 'A'}, {"shards", required_argument, 0, 'n'},
-      {"io-stats", no_argument, 0, 'I'},        {"batch-max", required_argument, 0, 'M'},
+      {"io-stats", no_argument, 0, 'I'},        {"prepare-batch", required_argument, 0, 'M'},
       {0, 0, 0, 0},
   };
   *cfg = (struct bench_cfg){.transport = "tcp", .mode = "tput", .system = "vsrbus",
@@ -525,7 +525,7 @@ static int bench_pipeline(const struct bench_cfg *cfg) {
   int argc = 14;
   if (cfg->quiet) argv[argc++] = "--quiet";
   if (cfg->batch_max) {
-    argv[argc++] = "--batch-max";
+    argv[argc++] = "--prepare-batch";
     argv[argc++] = (char *)cfg->batch_max;
   }
   argv[argc] = NULL;

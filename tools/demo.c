@@ -50,7 +50,7 @@ static void demo_usage(FILE *f) {
           "  --restart R@S    restart replica R (memory empty: it recovers) at S seconds\n"
           "  --kill-primary-after S  kill whichever replica is primary at S seconds\n"
           "  --primary-timeout-ms N  the nodes' view-change timeout, default 500\n"
-          "  --batch-max N    the nodes' Requests per Prepare, default the node's (64)\n"
+          "  --prepare-batch N  the nodes' Requests per Prepare, default the node's (64)\n"
           "  --netns          each replica in a network namespace of its own, the clients in\n"
           "                   another, veth links (MTU 1500) to a bridge in a hub namespace;\n"
           "                   addresses 10.98.0.0/24 inside them only; all deleted at the end\n"
@@ -84,7 +84,7 @@ static int demo_parse(struct demo *d, int argc, char **argv) {
       {"kill-primary-after", required_argument, 0, 'P'},
       {"primary-timeout-ms", required_argument, 0, 'T'},
       {"dump-commits", no_argument, 0, 'D'},
-      {"batch-max", required_argument, 0, 'B'}, {"netns", no_argument, 0, 'N'},
+      {"prepare-batch", required_argument, 0, 'B'}, {"netns", no_argument, 0, 'N'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
   };
   long v;

@@ -83,7 +83,7 @@ struct demo {
   char replicas[128], secret_path[96];
   int replica_ports[DEMO_REPLICAS], client_ports[DEMO_REPLICAS], quic_ports[DEMO_REPLICAS];
   int primary_timeout_ms;     /* the nodes' --primary-timeout-ms */
-  int batch_max;              /* the nodes' --batch-max (0: theirs, VSR_SM_BATCH_MAX) */
+  int batch_max;              /* the nodes' --prepare-batch (0: theirs, VSR_SM_BATCH_MAX) */
   bool netns;                 /* --netns (demo_netns.c) */
   char ns[DEMO_NETNS][48];    /* replicas 0..2, the hub, the clients */
   bool ns_made[DEMO_NETNS];   /* created: deleted at the end */

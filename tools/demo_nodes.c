@@ -128,7 +128,7 @@ static pid_t demo_spawn(struct demo *d, int i) {
   }
   if (d->batch_max > 0) {
     snprintf(batch, sizeof batch, "%d", d->batch_max);
-    argv[n++] = "--batch-max";
+    argv[n++] = "--prepare-batch";
     argv[n++] = batch;
   }
   if (d->dump) {

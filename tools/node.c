@@ -126,7 +126,7 @@ static void node_usage(FILE *f) {
           "                          primary's Commit heartbeat goes out every N/5 ms\n"
           "  --dump-commits FILE     write a line per committed request to FILE (\"op client\n"
           "                          request operation index\"; for tests), default off\n"
-          "  --batch-max N           cluster primary: Requests per Prepare (one op), 1..1024,\n"
+          "  --prepare-batch N       cluster primary: Requests per Prepare (one op), 1..1024,\n"
           "                          default 64 (a client pipelines at most 64); the Requests\n"
           "                          of one loop turn go together; 1: a Prepare per Request\n"
           "  --io epoll|uring|auto   I/O backend (default auto; env VSRBUS_IO)\n"
@@ -461,7 +461,7 @@ int vsr_node_set(struct node_cfg *cfg, const char *key, const char *v) {
   } else if (strcmp(key, "log-interval-ms") == 0 || strcmp(key, "log_interval_ms") == 0) {
     if (node_parse_ms(key, v, &cfg->log_interval_ns)) return -1;
     vsr_log_set_rate(cfg->log_burst, cfg->log_interval_ns);
-  } else if (strcmp(key, "batch-max") == 0 || strcmp(key, "batch_max") == 0) {
+  } else if (strcmp(key, "prepare-batch") == 0 || strcmp(key, "prepare_batch") == 0) {
     uint32_t x;
     if (node_parse_u32(key, v, &x)) return -1;
     if (x < 1 || x > VSR_SM_BATCH_CAP) {
@@ -598,7 +598,7 @@ int vsr_node_parse(struct node_cfg *cfg, int argc, char **argv) {
       {"close-peer-timeout-ms", required_argument, 0, 0},
       {"primary-timeout-ms", required_argument, 0, 0},
       {"dump-commits", required_argument, 0, 0},
-      {"batch-max", required_argument, 0, 0},
+      {"prepare-batch", required_argument, 0, 0},
       {"log", required_argument, 0, 0},      {0, 0, 0, 0},
   };
   /* First pass: the config file, so that flags override it. */

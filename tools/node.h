@@ -19,7 +19,7 @@ struct node_cfg {
                                   a backup that hears nothing from the primary this long starts
                                   a view change */
   const char *dump_commits;    /* --dump-commits FILE: a line per committed op (tests); NULL */
-  uint32_t batch_max;          /* --batch-max, default VSR_SM_BATCH_MAX (64): Requests per
+  uint32_t batch_max;          /* --prepare-batch, default VSR_SM_BATCH_MAX (64): Requests per
                                   Prepare on a cluster primary; 1: a Prepare per Request */
 };
 

@@ -42,7 +42,7 @@ static void print_result(uint64_t seed, const struct result *r) {
 static void sim_usage(FILE *f) {
   fprintf(f,
           "usage: vsrbus sim [--seed S | --seeds N [--from S]] [--replicas N] [--clients N]\n"
-          "                  [--max-frame B] [--keepalive S] [--batch-max N] [--quic]\n"
+          "                  [--max-frame B] [--keepalive S] [--prepare-batch N] [--quic]\n"
           "                  [--fixed-primary]\n"
           "                  [--list] [--verbose]\n"
           "\n"
@@ -56,7 +56,7 @@ static void sim_usage(FILE *f) {
           "  --clients N  force the client count (1..50; default: drawn per seed)\n"
           "  --max-frame B  force the largest frame (256..1048576 bytes; default: drawn)\n"
           "  --keepalive S  tcp_keepalive_ns in s (0: off, to show what it is for; default: 1-2)\n"
-          "  --batch-max N  the replicas' Requests per Prepare (1..1024; default 64, as the\n"
+          "  --prepare-batch N  the replicas' Requests per Prepare (1..1024; default 64, as the\n"
           "               node; 1: a Prepare per Request, as before batches)\n"
           "  --quic       odd clients use QUIC (replicas listen on QUIC too), datagrams lost and\n"
           "               duplicated at rates drawn per seed; not reproducible: no trace hash\n"
@@ -113,7 +113,7 @@ int vsr_cmd_sim(int argc, char **argv) {
     else if (strcmp(a, "--replicas") == 0 && (v == 1 || v == 3 || v == 5)) opt.nr = (uint16_t)v;
     else if (strcmp(a, "--clients") == 0 && v >= 1 && v <= SIM_C_MAX) opt.nc = (uint32_t)v;
     else if (strcmp(a, "--keepalive") == 0 && v <= 60) opt.keepalive = (int)v;
-    else if (strcmp(a, "--batch-max") == 0 && v >= 1 && v <= VSR_SM_BATCH_CAP)
+    else if (strcmp(a, "--prepare-batch") == 0 && v >= 1 && v <= VSR_SM_BATCH_CAP)
       opt.batch_max = (uint32_t)v;
     else if (strcmp(a, "--max-frame") == 0 && v >= 256 && v <= (1u << 20))
       opt.max_frame = (uint32_t)v;

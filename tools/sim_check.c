@@ -32,7 +32,7 @@ void sim_fail(struct run *run, const char *fmt, ...) {
   if (run->force_max) snprintf(forced + strlen(forced), 24, " --max-frame %u", run->force_max);
   if (run->force_ka >= 0) snprintf(forced + strlen(forced), 24, " --keepalive %d", run->force_ka);
   if (run->batch_max != VSR_SM_BATCH_MAX) {
-    snprintf(forced + strlen(forced), 24, " --batch-max %u", run->batch_max);
+    snprintf(forced + strlen(forced), 24, " --prepare-batch %u", run->batch_max);
   }
   fprintf(stderr, "  replay: vsrbus sim --seed %" PRIu64 "%s%s%s --verbose\n", run->seed, forced,
           run->quic ? " --quic" : "", run->fixed ? " --fixed-primary" : "");

@@ -188,7 +188,7 @@ struct run {
   uint64_t cm_hi;       /* the highest op any replica committed */
   struct item_rec *items; /* failover mode: the requests of committed batches */
   size_t items_len, items_cap;
-  uint32_t batch_max;   /* the replicas' batch_max (--batch-max, default VSR_SM_BATCH_MAX) */
+  uint32_t batch_max;   /* the replicas' batch_max (--prepare-batch, default VSR_SM_BATCH_MAX) */
   struct acked *acks;   /* failover mode: every request acknowledged to a client */
   size_t acks_len, acks_cap;
   /* results */
@@ -229,7 +229,7 @@ struct opts {
   int keepalive;
   bool quic;
   bool fixed; /* --fixed-primary */
-  uint32_t batch_max; /* --batch-max (0: VSR_SM_BATCH_MAX, as the node) */
+  uint32_t batch_max; /* --prepare-batch (0: VSR_SM_BATCH_MAX, as the node) */
 };
 
 static inline double vsec(const struct run *run) { return (double)vsri_sim_now(run->w) / 1e9; }

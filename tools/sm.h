@@ -175,7 +175,7 @@ struct vsr_sm {
 
   /* ---- batching (sm_batch.c) ---- */
   uint32_t batch_max;            /* Requests per Prepare, 1..VSR_SM_BATCH_CAP; default 1 here,
-                                  * the node's --batch-max (VSR_SM_BATCH_MAX) sets it */
+                                  * the node's --prepare-batch (VSR_SM_BATCH_MAX) sets it */
   uint32_t batch_bytes;          /* a batch body's bytes at most, default VSR_SM_BATCH_BYTES */
   uint64_t batch_delay_ns;       /* how long the first queued Request waits; default 0: until
                                   * the end of the loop turn. vsrbus sim sets 1 ms of virtual
