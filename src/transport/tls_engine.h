@@ -34,7 +34,7 @@
   "%DISABLE_TLS13_COMPAT_MODE"
 #define VSRI_TLS_RECORD 16384u /* largest TLS plaintext record */
 /* Plaintext encrypted per vsri_tls_send() call at most: bounds the ciphertext buffer. */
-#define VSRI_TLS_SEND_MAX (16u * VSRI_TLS_RECORD)
+#define VSRI_TLS_SEND_MAX (64u * VSRI_TLS_RECORD)
 
 /* Server settings, shared by every connection of a listener. */
 struct vsri_tls_server {
