@@ -46,10 +46,19 @@ static int q_cb_remove_cid(ngtcp2_conn *qc, const ngtcp2_cid *cid, void *ud) {
   return 0;
 }
 
+/* From here no datagram of ours carries an Initial packet, which ngtcp2 pads to the full
+ * payload size (quic_write.c). */
+static int q_cb_handshake_confirmed(ngtcp2_conn *qc, void *ud) {
+  (void)qc;
+  ((struct q_conn *)ud)->hs_confirmed = true;
+  return 0;
+}
+
 static int q_cb_handshake_completed(ngtcp2_conn *qc, void *ud) {
   (void)qc;
   struct q_conn *c = ud;
   if (c->state == Q_HANDSHAKING) c->state = Q_ESTABLISHED;
+  if (c->server) c->hs_confirmed = true; /* a server's handshake is confirmed when complete */
   gnutls_datum_t alpn = {NULL, 0};
   if (gnutls_alpn_get_selected_protocol(c->tls, &alpn) == 0) {
     VSRI_DEBUG("VSR-QUIC", "%s quic: handshake done, ALPN %.*s", c->name, (int)alpn.size,
@@ -167,6 +176,7 @@ const ngtcp2_callbacks q_server_callbacks = {
     .recv_client_initial = ngtcp2_crypto_recv_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
     .handshake_completed = q_cb_handshake_completed,
+    .handshake_confirmed = q_cb_handshake_confirmed,
     .encrypt = ngtcp2_crypto_encrypt_cb,
     .decrypt = ngtcp2_crypto_decrypt_cb,
     .hp_mask = ngtcp2_crypto_hp_mask_cb,
@@ -189,6 +199,7 @@ const ngtcp2_callbacks q_client_callbacks = {
     .client_initial = ngtcp2_crypto_client_initial_cb,
     .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
     .handshake_completed = q_cb_handshake_completed,
+    .handshake_confirmed = q_cb_handshake_confirmed,
     .encrypt = ngtcp2_crypto_encrypt_cb,
     .decrypt = ngtcp2_crypto_decrypt_cb,
     .hp_mask = ngtcp2_crypto_hp_mask_cb,

@@ -305,6 +305,7 @@ struct q_conn {
   bool notifying; /* inside the on_closed upcall: not destroyed under it */
   bool close_drain; /* DRAINING: wait for the queue to empty (else close at the next flush) */
   bool keepalive_set, had_data, write_soon, alpn_refused;
+  bool hs_confirmed; /* ngtcp2's handshake_confirmed: the client's Initial keys are gone */
   int reason;
   int fail_reason; /* set by a callback that failed the connection */
   uint64_t close_code;

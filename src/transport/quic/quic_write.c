@@ -224,9 +224,12 @@ static size_t q_burst_packets(struct q_conn *c, size_t mtu) {
 static int q_write_burst(struct q_conn *c, uint64_t ts) {
   size_t mtu = ngtcp2_conn_get_max_tx_udp_payload_size(c->qc);
   size_t path_mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->qc);
-  /* A payload used at once (loopback, > 1472): not before the handshake is done, or ngtcp2
-   * pads the client's Initial datagrams to it (a 65,000-byte Initial helps no one). */
-  if (mtu > NGTCP2_MAX_UDP_PAYLOAD_SIZE && !ngtcp2_conn_get_handshake_completed(c->qc)) {
+  /* A payload used at once (loopback, > 1472): not before the handshake is confirmed, or
+   * ngtcp2 pads every datagram that carries an Initial packet to it — the client's first
+   * flight, and its last one too (the ACK of the server's Initial goes out with its Finished,
+   * after "completed"): a 65,000-byte datagram the server then kept a 64 KiB decrypt buffer
+   * for, for the connection's life (119 KiB per idle connection instead of 55). */
+  if (mtu > NGTCP2_MAX_UDP_PAYLOAD_SIZE && !c->hs_confirmed) {
     mtu = path_mtu = NGTCP2_MAX_UDP_PAYLOAD_SIZE;
   }
   size_t max_pkts = q_burst_packets(c, mtu);
