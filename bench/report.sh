@@ -166,8 +166,9 @@ END {
     }
   printf "| idle TLS / WS / WSS connection ≤ 40 KiB | %s | %s |\n", s, status(ok, seen)
   print ""
-  print "Kernel TLS: see the `VSR-TLS kernel TLS:` line in `latest.log`; TLS records run in user"
-  print "space (GnuTLS) unless it says otherwise."
+  print "Kernel TLS: see the `VSR-TLS kernel TLS:` line in `latest.log`. Data records are sealed and"
+  print "opened in user space by vsrbus with the session keys (the AEAD code of GnuTLS); GnuTLS runs the"
+  print "handshake and every other record (docs/tls-ws.md)."
   print ""
 
   # targets of issue 18: the loopback limit (iperf3) and QUIC over a 1500-MTU veth pair -------

@@ -401,8 +401,8 @@ const char *vsri_tls_describe(struct vsri_tls *t, char *buf, size_t len) {
 bool vsri_tls_kernel_available(char *why, size_t len) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    snprintf(why, len, "kernel TLS: not probed (socket: %s); TLS records in user space (GnuTLS)",
-             strerror(errno));
+    snprintf(why, len, "kernel TLS: not probed (socket: %s); TLS records in user space (vsrbus "
+             "over GnuTLS AEAD)", strerror(errno));
     return false;
   }
   /* An unconnected socket: the kernel answers ENOTCONN when the tls ULP exists, ENOENT when
@@ -412,10 +412,10 @@ bool vsri_tls_kernel_available(char *why, size_t len) {
   close(fd);
   if (rv == 0 || err == ENOTCONN) {
     snprintf(why, len, "kernel TLS: the kernel offers the tls ULP, but vsrbus keeps TLS records in "
-             "user space (GnuTLS over memory buffers)");
+             "user space (vsrbus over GnuTLS AEAD)");
     return true;
   }
   snprintf(why, len, "kernel TLS: unavailable (TCP_ULP \"tls\": %s); TLS records in user space "
-           "(GnuTLS)", strerror(err));
+           "(vsrbus over GnuTLS AEAD)", strerror(err));
   return false;
 }
