@@ -60,7 +60,7 @@ END {
     } else if (mode[i] == "idle" && sys[i] != "ideal") { # ideal (fd + epoll entry) is ~0
       if (!(tr[i] in best_idle) || rss[i] < best_idle[tr[i]]) best_idle[tr[i]] = rss[i]
     } else if (mode[i] == "h3-get") ngtcp2 = mbs[i]
-    if (sys[i] == "ideal" && mode[i] == "tput") ideal_t[fb[i] SUBSEP cn[i]] = mps[i]
+    if (sys[i] == "ideal" && mode[i] == "tput" && tr[i] == "tcp") ideal_t[fb[i] SUBSEP cn[i]] = mps[i]
   }
   for (i = 1; i <= n; i++) {
     if (sys[i] == "vsrbus" && mode[i] == "tput" && tr[i] == "tcp") vtcp[fb[i] SUBSEP cn[i]] = mbs[i]
