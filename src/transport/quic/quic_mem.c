@@ -26,30 +26,61 @@ struct qm_free {
   struct qm_free *next;
 };
 
+/* A thread's lists. The struct itself is on the heap and listed in |qm_all|, a plain global:
+ * a leak checker that scans globals but not every thread's TLS block (LeakSanitizer, for one)
+ * still reaches every cached block. */
 struct qm_cache {
   struct qm_free *head[QM_CLASSES];
   uint32_t count[QM_CLASSES];
-  bool registered;
+  struct qm_cache *next, *prev; /* in qm_all */
 };
 
-static _Thread_local struct qm_cache qm_cache;
+static _Thread_local struct qm_cache *qm_mine;
+static struct qm_cache *qm_all;
+static pthread_mutex_t qm_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t qm_key;
 static pthread_once_t qm_once = PTHREAD_ONCE_INIT;
 
+/* Thread exit: the lists go back to libc; later frees on this thread go to libc directly. */
 static void qm_drop(void *arg) {
   struct qm_cache *c = arg;
+  qm_mine = NULL;
+  pthread_mutex_lock(&qm_mu);
+  if (c->prev) c->prev->next = c->next;
+  else qm_all = c->next;
+  if (c->next) c->next->prev = c->prev;
+  pthread_mutex_unlock(&qm_mu);
   for (unsigned i = 0; i < QM_CLASSES; i++) {
     while (c->head[i]) {
       struct qm_free *f = c->head[i];
       c->head[i] = f->next;
       free((struct qm_hdr *)f - 1);
     }
-    c->count[i] = 0;
   }
+  free(c);
 }
 
 static void qm_key_init(void) {
   if (pthread_key_create(&qm_key, qm_drop) != 0) qm_key = (pthread_key_t)-1;
+}
+
+/* This thread's lists, freed when it exits (none if the key cannot be made: frees go to
+ * libc). */
+static void qm_register(void) {
+  pthread_once(&qm_once, qm_key_init);
+  if (qm_key == (pthread_key_t)-1) return;
+  struct qm_cache *c = calloc(1, sizeof *c);
+  if (!c) return;
+  if (pthread_setspecific(qm_key, c) != 0) {
+    free(c);
+    return;
+  }
+  pthread_mutex_lock(&qm_mu);
+  c->next = qm_all;
+  if (qm_all) qm_all->prev = c;
+  qm_all = c;
+  pthread_mutex_unlock(&qm_mu);
+  qm_mine = c;
 }
 
 static unsigned qm_class(size_t n) {
@@ -63,18 +94,14 @@ static size_t qm_size(unsigned cls) { return (size_t)1 << (cls + QM_MIN_SHIFT); 
 static void *qm_malloc(size_t n, void *user) {
   (void)user;
   unsigned cls = qm_class(n ? n : 1);
-  struct qm_cache *c = &qm_cache;
-  if (cls != QM_BIG && c->head[cls]) {
+  struct qm_cache *c = qm_mine;
+  if (cls != QM_BIG && c && c->head[cls]) {
     struct qm_free *f = c->head[cls];
     c->head[cls] = f->next;
     c->count[cls]--;
     return f;
   }
-  if (cls != QM_BIG && !c->registered) { /* this thread's lists are freed when it exits */
-    pthread_once(&qm_once, qm_key_init);
-    if (qm_key != (pthread_key_t)-1) pthread_setspecific(qm_key, c);
-    c->registered = true;
-  }
+  if (cls != QM_BIG && !c) qm_register();
   struct qm_hdr *h = malloc(sizeof *h + (cls == QM_BIG ? n : qm_size(cls)));
   if (!h) return NULL;
   h->cls = cls;
@@ -86,9 +113,9 @@ static void qm_free(void *p, void *user) {
   if (!p) return;
   struct qm_hdr *h = (struct qm_hdr *)p - 1;
   unsigned cls = h->cls;
-  struct qm_cache *c = &qm_cache;
+  struct qm_cache *c = qm_mine;
   uint32_t keep = QM_KEEP_BYTES / (uint32_t)qm_size(cls < QM_CLASSES ? cls : 0);
-  if (cls >= QM_CLASSES || !c->registered || c->count[cls] >= (keep < 4 ? 4 : keep)) {
+  if (cls >= QM_CLASSES || !c || c->count[cls] >= (keep < 4 ? 4 : keep)) {
     free(h);
     return;
   }
@@ -130,5 +157,5 @@ const ngtcp2_mem q_mem = {
 };
 
 uint32_t vsri_quic_mem_cached(unsigned cls) {
-  return cls < QM_CLASSES ? qm_cache.count[cls] : 0;
+  return cls < QM_CLASSES && qm_mine ? qm_mine->count[cls] : 0;
 }
