@@ -11,34 +11,7 @@
 #include "quic_util.h"
 #include "transport/quic/quic_impl.h"
 
-/* Every heap allocation of the process, libraries' included: this executable's malloc family
- * comes first in symbol lookup and hands over to glibc's. Not under a sanitizer. */
-#if defined(__SANITIZE_ADDRESS__)
-#define QT_COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define QT_COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef QT_COUNT_ALLOCS
-#define QT_COUNT_ALLOCS 1
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t m);
-extern void *__libc_realloc(void *p, size_t n);
-static uint64_t qt_allocs;
-void *malloc(size_t n) {
-  __atomic_fetch_add(&qt_allocs, 1, __ATOMIC_RELAXED);
-  return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t m) {
-  __atomic_fetch_add(&qt_allocs, 1, __ATOMIC_RELAXED);
-  return __libc_calloc(n, m);
-}
-void *realloc(void *p, size_t n) {
-  __atomic_fetch_add(&qt_allocs, 1, __ATOMIC_RELAXED);
-  return __libc_realloc(p, n);
-}
-#endif
+#include "alloc_count.h"
 
 static bool pred_frames(struct qt_env *env, void *arg) {
   (void)env;
@@ -281,7 +254,7 @@ static void test_mixed_1000_frames(void **state) {
  * once than during the warm-up (the lists grow to the new peak): at most one per 50 frames. */
 static void test_steady_state_allocates_nothing(void **state) {
   (void)state;
-  if (!QT_COUNT_ALLOCS) skip();
+  if (!VSRT_COUNT_ALLOCS) skip();
   struct qt_env env;
   qt_env_init(&env);
   assert_int_equal(qt_listen(&env), 0);
@@ -290,21 +263,14 @@ static void test_steady_state_allocates_nothing(void **state) {
   assert_true(qt_run_until(&env, qt_pred_connected, (void *)0, 5 * QT_SEC));
   uint64_t before = 0;
   for (uint32_t round = 0; round < 2; round++) {
-#if QT_COUNT_ALLOCS
-    before = __atomic_load_n(&qt_allocs, __ATOMIC_RELAXED);
-#else
-    (void)before;
-#endif
+    before = vsrt_allocs();
     for (uint32_t i = 0; i < 2000; i++) {
       qt_send(c, qt_frame(env.pool, VSR_CMD_PING, 16384, round * 2000 + i));
       if (i % 100 == 99) assert_true(wait_frames(&env, c, round * 2000 + i + 1, 30 * QT_SEC));
     }
     assert_true(wait_frames(&env, c, (round + 1) * 2000, 30 * QT_SEC));
   }
-  uint64_t allocs = 0;
-#if QT_COUNT_ALLOCS
-  allocs = __atomic_load_n(&qt_allocs, __ATOMIC_RELAXED) - before;
-#endif
+  uint64_t allocs = vsrt_allocs() - before;
   uint32_t cached = 0;
   for (unsigned k = 0; k < 11; k++) cached += vsri_quic_mem_cached(k);
   print_message("heap allocations for 2,000 frames of 16 KiB echoed: %llu; blocks on the "

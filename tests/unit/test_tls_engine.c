@@ -19,35 +19,7 @@
 #include "transport/tls_engine.h"
 #include "vsrbus/vsrbus.h"
 
-/* Every heap allocation of the process, GnuTLS's included: this executable's malloc family
- * comes first in symbol lookup and hands over to glibc's. Not under a sanitizer, which brings
- * its own allocator. */
-#if defined(__SANITIZE_ADDRESS__)
-#define T_COUNT_ALLOCS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define T_COUNT_ALLOCS 0
-#endif
-#endif
-#ifndef T_COUNT_ALLOCS
-#define T_COUNT_ALLOCS 1
-extern void *__libc_malloc(size_t n);
-extern void *__libc_calloc(size_t n, size_t m);
-extern void *__libc_realloc(void *p, size_t n);
-static uint64_t t_allocs;
-void *malloc(size_t n) {
-  t_allocs++;
-  return __libc_malloc(n);
-}
-void *calloc(size_t n, size_t m) {
-  t_allocs++;
-  return __libc_calloc(n, m);
-}
-void *realloc(void *p, size_t n) {
-  t_allocs++;
-  return __libc_realloc(p, n);
-}
-#endif
+#include "alloc_count.h"
 
 struct t_env {
   struct vsr_pool *pool;
@@ -437,9 +409,7 @@ static uint64_t t_allocs_per_records(struct t_env *e) {
   static uint8_t msg[64 * VSRI_TLS_RECORD], got[64 * VSRI_TLS_RECORD];
   uint64_t before = 0;
   for (int round = 0; round < 2; round++) { /* the first warms the pool */
-#if T_COUNT_ALLOCS
-    before = t_allocs;
-#endif
+    before = vsrt_allocs();
     for (int dir = 0; dir < 2; dir++) {
       struct vsri_tls *from = dir ? &e->s : &e->c, *to = dir ? &e->c : &e->s;
       size_t off = 0, recvd = 0;
@@ -460,17 +430,13 @@ static uint64_t t_allocs_per_records(struct t_env *e) {
       assert_int_equal(recvd, sizeof msg);
     }
   }
-#if T_COUNT_ALLOCS
-  return t_allocs - before;
-#else
-  return before;
-#endif
+  return vsrt_allocs() - before;
 }
 
 /* The engine's records allocate nothing per record; GnuTLS's record layer does (which is why
  * the engine has its own): the counter sees it, so the first figure means something. */
 static void records_allocate_nothing(void **state) {
-  if (!T_COUNT_ALLOCS) skip(); /* a sanitizer's allocator: nothing to count with */
+  if (!VSRT_COUNT_ALLOCS) skip(); /* a sanitizer's allocator: nothing to count with */
   struct t_env *e = *state;
   t_init_pair(e);
   int crv;
