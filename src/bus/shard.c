@@ -463,17 +463,24 @@ int vsri_shards_config(const struct vsr_bus *worker, int row, void **out) {
   return 0;
 }
 
+/* A send to shard |k|'s client |id| refused before it reached the shard: counted in |counter|,
+ * logged with the totals, |err| returned. |msg| is only named (NULL: a close). */
+static int shard_refused(uint64_t *counter, uint64_t id, uint32_t k, const struct vsr_msg *msg,
+                         const char *why, int err, const char *total) {
+  (*counter)++;
+  VSRI_WARN("VSR-DROP", "- client %llx (shard %u): %s not sent: %s (%s); totals: %llu %s",
+            (unsigned long long)id, k, msg ? vsr_command_name(msg->data[60]) : "close", why,
+            vsr_errname(err), (unsigned long long)*counter, total);
+  return err;
+}
+
 int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg) {
   struct vsri_shards *set = bus->shard_set;
   uint32_t k = shard_of(id);
   if (bus->shutting_down) return VSR_ESHUTDOWN;
   if (k >= set->n || !s0_is_live(&set->w[k - 1], id)) {
-    bus->stats.drops_not_connected++;
-    VSRI_WARN("VSR-DROP", "- client %llx (shard %u): %s not sent: peer not connected (%s); "
-              "totals: %llu not connected", (unsigned long long)id, k,
-              msg ? vsr_command_name(msg->data[60]) : "close", vsr_errname(VSR_ENOTCONN),
-              (unsigned long long)bus->stats.drops_not_connected);
-    return VSR_ENOTCONN;
+    return shard_refused(&bus->stats.drops_not_connected, id, k, msg, "peer not connected",
+                         VSR_ENOTCONN, "not connected");
   }
   if (msg && (msg->size < VSR_HEADER_SIZE || msg->size > bus->opts.max_message_size)) {
     return VSR_EINVAL;
@@ -483,12 +490,8 @@ int vsri_shards_send(struct vsr_bus *bus, uint64_t id, struct vsr_msg *msg) {
   struct shard_down d = {.id = id, .msg = msg ? vsr_msg_ref(msg) : NULL};
   if (!vsri_spsc_push(&s->down, &d)) {
     if (msg) vsr_msg_unref(msg);
-    bus->stats.drops_backpressure++;
-    VSRI_WARN("VSR-DROP", "- client %llx (shard %u): %s not sent: the shard's ring is full "
-              "(%s); totals: %llu queue full", (unsigned long long)id, k,
-              msg ? vsr_command_name(msg->data[60]) : "close", vsr_errname(VSR_EBACKPRESSURE),
-              (unsigned long long)bus->stats.drops_backpressure);
-    return VSR_EBACKPRESSURE;
+    return shard_refused(&bus->stats.drops_backpressure, id, k, msg, "the shard's ring is full",
+                         VSR_EBACKPRESSURE, "queue full");
   }
   vsri_doorbell_ring(s->bell);
   return 0;

@@ -103,6 +103,14 @@ static void t_init_pair(struct t_env *e) {
   assert_int_equal(vsri_tls_client_init(&e->c, &e->ccfg, e->pool, "server-peer"), 0);
 }
 
+/* A pair with both handshakes done. */
+static void t_connected(struct t_env *e) {
+  t_init_pair(e);
+  int crv;
+  assert_int_equal(t_handshake(e, &crv), 0);
+  assert_int_equal(crv, 0);
+}
+
 /* Counts the TLS records in |m| and the largest record's length. */
 static unsigned t_records(const struct vsr_msg *m, size_t *largest) {
   unsigned n = 0;
@@ -131,10 +139,7 @@ static size_t t_drain(struct vsri_tls *t, uint8_t *buf, size_t cap) {
 
 static void handshake_and_data(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
-  assert_int_equal(crv, 0);
+  t_connected(e); /* both ends: 0 */
   char d[64];
   assert_non_null(strstr(vsri_tls_describe(&e->s, d, sizeof d), "TLS1.3"));
   uint8_t msg[300];
@@ -157,9 +162,7 @@ static void handshake_and_data(void **state) {
 /* 100 frames of 300 bytes: 30,000 bytes go out in 2 records, not 100. */
 static void small_frames_share_records(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   static uint8_t frames[100][300];
   struct iovec iov[100];
   for (int i = 0; i < 100; i++) {
@@ -183,9 +186,7 @@ static void small_frames_share_records(void **state) {
 /* A 1 MiB frame: one call takes VSRI_TLS_SEND_MAX bytes as full records; the caller loops. */
 static void large_frame_in_full_records(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   size_t size = 1u << 20, off = 0, recvd = 0;
   uint8_t *big = malloc(size), *got = malloc(size);
   assert_non_null(big);
@@ -315,9 +316,7 @@ static void t_flow(struct vsri_tls *from, struct vsri_tls *to, size_t n, size_t 
 
 static void records_are_the_engines_after_handshake(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   assert_non_null(e->s.rd.aead);
   assert_non_null(e->s.wr.aead);
   assert_non_null(e->c.rd.aead);
@@ -354,9 +353,7 @@ static void records_interoperate_with_gnutls(void **state) {
 /* Ciphertext fed 1, 7 and 4099 bytes at a time, read through 1000-byte buffers. */
 static void records_split_anywhere_and_small_reads(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   t_flow(&e->c, &e->s, 40000, 1, 1u << 20, 7);
   t_flow(&e->c, &e->s, 70000, 7, 1000, 8);
   t_flow(&e->s, &e->c, 100000, 4099, 1000, 9);
@@ -368,9 +365,7 @@ static void records_split_anywhere_and_small_reads(void **state) {
  * takes it and the engine goes on with the new keys, both ways. */
 static void records_rekey_with_key_update(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   e->c.rekey_after = 3;
   t_flow(&e->c, &e->s, 10 * VSRI_TLS_RECORD, 0, 1u << 20, 11);
   assert_true(e->c.key_updates >= 2);
@@ -383,9 +378,7 @@ static void records_rekey_with_key_update(void **state) {
 
 static void records_forged_or_oversized_refused(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   uint8_t msg[2000], buf[4096];
   t_fill(msg, sizeof msg, 14);
   struct iovec iov = {msg, sizeof msg};
@@ -438,14 +431,13 @@ static uint64_t t_allocs_per_records(struct t_env *e) {
 static void records_allocate_nothing(void **state) {
   if (!VSRT_COUNT_ALLOCS) skip(); /* a sanitizer's allocator: nothing to count with */
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   uint64_t ours = t_allocs_per_records(e);
   vsri_tls_free(&e->s);
   vsri_tls_free(&e->c);
   t_init_pair(e);
   e->s.gnutls_records = e->c.gnutls_records = true;
+  int crv;
   assert_int_equal(t_handshake(e, &crv), 0);
   uint64_t gnutls = t_allocs_per_records(e);
   print_message("heap allocations for 128 records of 16 KiB: engine %llu, GnuTLS %llu\n",
@@ -465,9 +457,7 @@ static void garbage_fails_handshake(void **state) {
 
 static void close_notify_ends_reads(void **state) {
   struct t_env *e = *state;
-  t_init_pair(e);
-  int crv;
-  assert_int_equal(t_handshake(e, &crv), 0);
+  t_connected(e);
   vsri_tls_bye(&e->c);
   struct vsr_msg *held = NULL;
   assert_true(t_move(&e->c, &e->s, &held) > 0);
